@@ -1,0 +1,1 @@
+"""One module per real thing the core talks to: the payload volume, processes, Kubernetes."""

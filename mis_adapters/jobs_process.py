@@ -1,0 +1,185 @@
+"""The embedded default backend: the MAP's command as a local process group.
+
+The command runs in a new session (its own process group), so terminating the job reaches
+every process it started: SIGTERM to the group, SIGKILL after a grace period, and SIGKILL to
+whatever is left of the group once the MAP itself has exited.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Mapping
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process
+from loguru import logger
+
+from mis_core.errors import BackendUnavailable
+from mis_core.model import (
+    JobOutcome,
+    JobProgress,
+    JobRequest,
+    MapSpec,
+    map_environment,
+    substitute_paths,
+)
+
+THREAD_COUNT_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+_MAX_LINE = 8192
+_CPU_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+
+
+class ProcessJobBackend:
+    def __init__(
+        self,
+        spec: MapSpec,
+        *,
+        kill_grace_seconds: float = 5.0,
+        log_tail_lines: int = 20,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.kill_grace_seconds = kill_grace_seconds
+        self.log_tail_lines = log_tail_lines
+        self.spec = spec
+        self.base_env = dict(os.environ if base_env is None else base_env)
+
+    async def check(self) -> None:
+        """Ready when the MAP's program can be found (a typo in map.command shows up here)."""
+        program = [*self.spec.command, *self.spec.args][:1]
+        if not program or shutil.which(program[0]) is None:
+            raise BackendUnavailable(
+                "The MAP's program was not found; check map.command in the configuration."
+            )
+
+    async def sweep(self) -> int:
+        return 0  # the process group dies with its workspace; nothing outlives a restart
+
+    async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
+        workspace = request.workspace
+        argv = substitute_paths(
+            [*request.map.command, *request.map.args], workspace.input_dir, workspace.output_dir
+        )
+        env = self.environment(request)
+        tail: deque[str] = deque(maxlen=self.log_tail_lines)
+        try:
+            process = await anyio.open_process(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return JobOutcome(
+                succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
+            )
+        logger.info("MAP process {} started", process.pid)
+        try:
+            async with anyio.create_task_group() as tg:
+                log_read = anyio.Event()
+
+                async def pump() -> None:
+                    assert process.stdout is not None
+                    try:
+                        await _pump_log(process.stdout, tail)
+                    finally:
+                        log_read.set()
+
+                tg.start_soon(pump)
+                code = await process.wait()
+                _kill_group(process.pid, signal.SIGKILL)  # strays the MAP left running
+                with anyio.move_on_after(1):  # a stray that left the group may hold the pipe
+                    await log_read.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._terminate(process)
+        return _outcome(code, tuple(tail))
+
+    def environment(self, request: JobRequest) -> dict[str, str]:
+        spec = request.map
+        env = dict(self.base_env)
+        threads = str(cpu_threads(spec.resources.cpu))
+        env.update({name: threads for name in THREAD_COUNT_VARIABLES})
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(spec.resources.gpu))
+        env.update(
+            map_environment(
+                spec, request.request_id, request.workspace.input_dir, request.workspace.output_dir
+            )
+        )
+        return env
+
+    async def _terminate(self, process: Process) -> None:
+        """Stop the whole group: SIGTERM, a grace period, then SIGKILL. Safe to call twice."""
+        if process.returncode is None:
+            _kill_group(process.pid, signal.SIGTERM)
+            with anyio.move_on_after(self.kill_grace_seconds):
+                await process.wait()
+        _kill_group(process.pid, signal.SIGKILL)
+        await process.wait()
+        await process.aclose()
+
+
+def cpu_threads(quantity: str) -> int:
+    """Threads for a Kubernetes CPU quantity: "2" → 2, "1.5" → 1, "500m" → 1 (at least one)."""
+    match = _CPU_QUANTITY.match(quantity.strip())
+    if not match:
+        return 1
+    value = float(match.group(1)) / (1000 if match.group(2) else 1)
+    return max(1, math.floor(value))
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _pump_log(stream: ByteReceiveStream, tail: deque[str]) -> None:
+    """Each line the MAP prints goes to MIS's log, tagged with the request id by the context."""
+    map_log = logger.bind(source="map")
+    pending = b""
+    try:
+        async for data in stream:
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            while len(pending) > _MAX_LINE:
+                lines.append(pending[:_MAX_LINE])
+                pending = pending[_MAX_LINE:]
+            for raw in lines:
+                _emit(map_log, raw, tail)
+    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        pass
+    if pending:
+        _emit(map_log, pending, tail)
+
+
+def _emit(map_log: object, raw: bytes, tail: deque[str]) -> None:
+    line = raw.decode("utf-8", "replace").rstrip("\r")
+    tail.append(line)
+    map_log.info("{}", line)  # type: ignore[attr-defined]
+
+
+def _outcome(code: int, tail: tuple[str, ...]) -> JobOutcome:
+    if code == 0:
+        return JobOutcome(succeeded=True, exit_code=0, log_tail=tail)
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
+        reason = f"was killed by signal {name}"
+    else:
+        reason = f"exited with code {code}"
+    return JobOutcome(succeeded=False, reason=reason, exit_code=code, log_tail=tail)

@@ -1,0 +1,3 @@
+from mis_app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""`mis serve` and `mis config check`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from mis_app.settings import Settings, SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    options = parser.parse_args(argv)
+    try:
+        settings = load_settings(options.config, os.environ)
+        return int(options.run(settings, options))
+    except SettingsError as error:
+        print(f"mis: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mis", description="MONAI Inference Service: run a MAP behind a REST API."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="start the service")
+    _add_config(serve)
+    serve.add_argument("--host", help="address to listen on (default: server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    serve.set_defaults(run=_serve)
+
+    config = commands.add_parser("config", help="work with the configuration")
+    config_commands = config.add_subparsers(required=True, metavar="COMMAND")
+    check = config_commands.add_parser("check", help="validate and print the effective config")
+    _add_config(check)
+    check.set_defaults(run=_check)
+    return parser
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="YAML configuration file (default: the file MIS_CONFIG names)"
+    )
+
+
+def _serve(settings: Settings, options: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mis_app.app import create_app
+    from mis_app.logs import configure_logging
+
+    server = settings.server
+    configure_logging(server.log_level, server.log_format)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=options.host or server.host,
+        port=options.port or server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _check(settings: Settings, options: argparse.Namespace) -> int:
+    effective = settings.model_dump(mode="json")
+    print(yaml.safe_dump(effective, sort_keys=False), end="")
+    print("# configuration is valid", file=sys.stderr)
+    return 0

@@ -1,0 +1,38 @@
+"""The error catalogue on the wire: HTTP status per code, and the JSON body every error has."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+from mis_core.errors import MisError
+
+STATUS_BY_CODE = {
+    "invalid_input": 400,
+    "unauthorized": 401,
+    "request_timeout": 408,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "busy": 500,
+    "timeout": 500,
+    "map_failed": 500,
+    "internal_error": 500,
+    "backend_unavailable": 503,
+    "insufficient_storage": 507,
+}
+RETRY_AFTER_SECONDS = "5"
+
+
+def error_response(error: MisError, request_id: str) -> JSONResponse:
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.code == "busy" else None
+    return JSONResponse(
+        {"error": {"code": error.code, "message": error.message, "request_id": request_id}},
+        status_code=STATUS_BY_CODE[error.code],
+        headers=headers,
+    )
+
+
+def internal_error() -> MisError:
+    return MisError(
+        "The service hit an unexpected error; nothing of the request was kept. Try again, and "
+        "if it keeps happening, give the administrator the request id."
+    )

@@ -1,0 +1,98 @@
+"""`POST /v1/inference` and `POST /upload/`: one request through an InferenceSession.
+
+Written as a plain ASGI app rather than a request→response function because the session must
+outlive the handler: the workspace is deleted only after the last byte of the zip is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+from loguru import logger
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message, Receive, Scope, Send
+
+from mis_app.errors import error_response, internal_error
+from mis_app.upload import zip_upload
+from mis_core.errors import MisError
+from mis_core.session import InferenceService
+
+ZIP_HEADERS = [
+    (b"content-type", b"application/zip"),
+    (b"content-disposition", b'attachment; filename="output.zip"'),
+]
+
+
+class InferenceEndpoint:
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id: str = scope["state"]["request_id"]
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            async with self.service.session(request_id) as session:
+                await session.receive(zip_upload(Request(scope, receive)))
+                await session.stage()
+
+                async def run_and_respond() -> None:
+                    await session.run()
+                    await _send_zip(session.output(), tracked_send)
+
+                if not await _unless_disconnected(receive, run_and_respond):
+                    logger.warning("client disconnected; the job was stopped")
+        except ClientDisconnect:
+            logger.warning("client disconnected during the upload")
+        except MisError as error:
+            if started:
+                logger.error("failed after the response started: {}", error.message)
+                raise
+            logger.info("refused: {} ({})", error.code, error.message.splitlines()[0])
+            await error_response(error, request_id)(scope, receive, send)
+        except Exception:
+            logger.exception("unexpected error")
+            if started:
+                raise
+            await error_response(internal_error(), request_id)(scope, receive, send)
+
+
+async def _send_zip(chunks: AsyncIterator[bytes], send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": ZIP_HEADERS})
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _unless_disconnected(receive: Receive, work: Callable[[], Awaitable[None]]) -> bool:
+    """Run `work`, cancelling it if the client goes away; False when it did.
+
+    Only call once the request body has been read: from then on the only message `receive`
+    can bring is the disconnect.
+    """
+    disconnected = False
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal disconnected
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            await work()
+        except Exception as exc:  # re-raised below, outside the task group's exception group
+            error = exc
+        tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return not disconnected

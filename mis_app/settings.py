@@ -1,0 +1,158 @@
+"""The configuration file (YAML), `MIS_<SECTION>__<KEY>` overrides, and its validation.
+
+Invalid configuration stops start-up with a message that names each bad key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+
+from mis_core.model import MapSpec, Resources
+
+ENV_PREFIX = "MIS_"
+CONFIG_ENV = "MIS_CONFIG"
+_QUANTITY = r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+GiB = 1024**3
+
+
+class SettingsError(Exception):
+    """Configuration that cannot be used, with one line per problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    payload_dir: Path = Path("/var/lib/mis/payload")
+    max_concurrent: int = Field(1, ge=1)
+    max_upload_bytes: ByteSize = ByteSize(10 * GiB)
+    max_extracted_bytes: ByteSize = ByteSize(20 * GiB)
+    max_entries: int = Field(100_000, ge=1)
+    max_compression_ratio: float = Field(200.0, ge=1)
+    output_compression_level: int = Field(1, ge=0, le=9)
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+
+class ResourceSettings(_Section):
+    cpu: str = Field("1", pattern=_QUANTITY)
+    memory: str = Field("8Gi", pattern=_QUANTITY)
+    gpu: int = Field(0, ge=0)
+
+
+class MapSettings(_Section):
+    image: str = ""
+    command: list[str] = []
+    args: list[str] = []
+    env: dict[str, str] = {}
+    input_path: str = "/var/monai/input"
+    output_path: str = "/var/monai/output"
+    resources: ResourceSettings = ResourceSettings()
+    timeout_seconds: float = Field(50.0, gt=0)
+
+    def spec(self) -> MapSpec:
+        return MapSpec(
+            image=self.image,
+            command=tuple(self.command),
+            args=tuple(self.args),
+            env=dict(self.env),
+            input_path=self.input_path,
+            output_path=self.output_path,
+            resources=Resources(**self.resources.model_dump()),
+            timeout_seconds=self.timeout_seconds,
+        )
+
+
+class ProcessSettings(_Section):
+    kill_grace_seconds: float = Field(5.0, ge=0)
+
+
+class PayloadVolumeSettings(_Section):
+    claim_name: str = ""
+    host_path: str = ""
+
+
+class KubernetesSettings(_Section):
+    namespace: str = ""
+    payload_volume: PayloadVolumeSettings = PayloadVolumeSettings()
+
+
+class Settings(_Section):
+    backend: Literal["process", "kubernetes"] = "process"
+    server: ServerSettings = ServerSettings()
+    map: MapSettings = MapSettings()
+    process: ProcessSettings = ProcessSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> Settings:
+        if self.backend == "process" and not self.map.command:
+            raise ValueError(
+                "map.command: the process backend needs the MAP's command, as a list "
+                'such as ["python3", "app.py", "-i", "{input_path}", "-o", "{output_path}"]'
+            )
+        if self.backend == "kubernetes" and not self.map.image:
+            raise ValueError("map.image: the kubernetes backend needs the MAP's container image")
+        return self
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
+    """Read `path` (or the file `MIS_CONFIG` names; none means the defaults) and apply overrides."""
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise SettingsError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{path}: the configuration must be a mapping of sections")
+        data = loaded
+    _apply_overrides(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, path)) from None
+
+
+def _apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """`MIS_MAP__TIMEOUT_SECONDS=5` sets map.timeout_seconds; `MIS_BACKEND` sets backend.
+
+    A value that starts with `[` or `{` is read as YAML (a list or mapping); anything else
+    stays a string for validation to convert.
+    """
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(keys) == 1 and keys[0] not in Settings.model_fields:
+            continue  # MIS_REQUIRE_ALL and friends are not configuration
+        target = data
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+            if not isinstance(target, dict):
+                raise SettingsError(f"{name}: {'.'.join(keys[:-1])} is not a section")
+        target[keys[-1]] = yaml.safe_load(value) if value.lstrip()[:1] in ("[", "{") else value
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and section)"
+        lines.append(f"  {key}: {message}" if key else f"  {message}")
+    return "\n".join(lines)

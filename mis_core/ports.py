@@ -1,0 +1,59 @@
+"""What the core needs from the outside world. Adapters implement these; tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Protocol
+
+from mis_core.model import JobOutcome, JobProgress, JobRequest, Workspace
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class Storage(Protocol):
+    """The payload volume: one workspace per request, nothing kept after it."""
+
+    async def create(self, request_id: str) -> Workspace:
+        """Make an empty workspace with its input and output folders."""
+        ...
+
+    async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
+        """Store the uploaded archive as it arrives, enforcing the upload limit; return its size."""
+        ...
+
+    async def extract(self, workspace: Workspace) -> int:
+        """Unpack the stored archive into the input folder, refusing unsafe archives.
+
+        Returns the number of files written.
+        """
+        ...
+
+    def pack_output(self, workspace: Workspace) -> AsyncIterator[bytes]:
+        """The output folder as zip bytes, produced while they are sent."""
+        ...
+
+    async def delete(self, workspace: Workspace) -> None: ...
+
+    async def sweep(self) -> int:
+        """Remove workspaces left by an earlier process; return how many."""
+        ...
+
+
+class JobBackend(Protocol):
+    """Runs the MAP once per request. Cancelling `run` must terminate the job before returning."""
+
+    async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome: ...
+
+    async def check(self) -> None:
+        """Raise BackendUnavailable when jobs cannot be started now."""
+        ...
+
+    async def sweep(self) -> int:
+        """Terminate jobs left by an earlier process; return how many."""
+        ...
