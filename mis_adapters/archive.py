@@ -105,7 +105,7 @@ def _plan(zf: zipfile.ZipFile, limits: ExtractLimits) -> list[_Entry]:
 
 
 def _check_entry(info: zipfile.ZipInfo) -> _Entry:
-    name = info.orig_filename  # zipfile cuts names at a NUL byte; the original keeps it
+    name = _entry_name(info)
     if info.flag_bits & 0x1:
         raise InvalidInput(
             "The zip archive has encrypted entries; this service cannot read them. Send an "
@@ -114,22 +114,39 @@ def _check_entry(info: zipfile.ZipInfo) -> _Entry:
     problem = _name_problem(name)
     if problem:
         raise InvalidInput(f"The zip archive has an unsafe entry name: {problem}.")
-    mode = info.external_attr >> 16
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver recorded no file type
     is_dir = name.endswith("/")
-    if info.create_system == 3 and mode:
-        if stat.S_ISLNK(mode):
+    if info.create_system == 3 and kind:
+        if stat.S_ISLNK(kind):
             raise InvalidInput(
                 "The zip archive holds a symbolic link; only regular files and folders are "
                 "accepted. Re-create it without links (zip --symlinks is not wanted)."
             )
-        if stat.S_ISDIR(mode):
+        if stat.S_ISDIR(kind):
             is_dir = True
-        elif not stat.S_ISREG(mode):
+        elif not stat.S_ISREG(kind):
             raise InvalidInput(
                 "The zip archive holds a device, pipe or other special file; only regular "
                 "files and folders are accepted."
             )
     return _Entry(info=info, path=PurePosixPath(name.rstrip("/")), is_dir=is_dir)
+
+
+def _entry_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name as its creator meant it.
+
+    `orig_filename` keeps a NUL byte that zipfile would cut the name at. Without the UTF-8
+    flag, zipfile reads names as cp437, but Info-ZIP's `zip` on Linux writes UTF-8 without
+    setting the flag: bytes that are valid UTF-8 are taken as UTF-8, as 7-Zip does.
+    """
+    name = info.orig_filename
+    if info.flag_bits & 0x800:
+        return name
+    raw = name.encode("cp437")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return name
 
 
 def _name_problem(name: str) -> str:
@@ -171,8 +188,8 @@ def _refuse_overlaps(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
     """Entries that share or overlap their data are the mark of a non-recursive zip bomb."""
     ordered = sorted(infos, key=lambda i: i.header_offset)
     ends = [i.header_offset + _LOCAL_HEADER_BYTES + i.compress_size for i in ordered]
-    starts = [i.header_offset for i in ordered[1:]] + [zf.start_dir]
-    if any(end > start for end, start in zip(ends, starts, strict=True)):
+    starts = [i.header_offset for i in ordered] + [zf.start_dir]
+    if any(end > start for end, start in zip(ends, starts[1:], strict=True)):
         raise InvalidInput("The zip archive has overlapping entries, as zip bombs do.")
 
 

@@ -1,0 +1,204 @@
+"""The process backend with real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mis_adapters.jobs_process import ProcessJobBackend, cpu_threads
+from mis_core.errors import BackendUnavailable
+from mis_core.model import JobProgress, JobRequest, MapSpec, Resources, Workspace, job_id_for
+
+pytestmark = pytest.mark.anyio
+
+SCRIPTED_MAP = str(Path(__file__).parents[1] / "maps" / "scripted_map.py")
+
+
+def workspace(tmp_path: Path) -> Workspace:
+    (tmp_path / "input").mkdir()
+    (tmp_path / "output").mkdir()
+    return Workspace("req-7", str(tmp_path), str(tmp_path / "input"), str(tmp_path / "output"))
+
+
+def spec(**changes: object) -> MapSpec:
+    values: dict[str, object] = {
+        "command": (sys.executable, SCRIPTED_MAP),
+        "args": ("-i", "{input_path}", "-o", "{output_path}"),
+        "resources": Resources(cpu="2500m", gpu=2),
+        "timeout_seconds": 30,
+        "env": {"MODEL_NAME": "spleen"},
+    }
+    values.update(changes)
+    return MapSpec(**values)  # type: ignore[arg-type]
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.split(")")[-1].split()[0] != "Z"
+
+
+async def test_success_with_the_map_environment(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    (Path(ws.input_dir) / "scan.dcm").write_bytes(b"dicom")
+    backend = ProcessJobBackend(spec())
+
+    outcome = await backend.run(JobRequest("req-7", spec(), ws), JobProgress())
+
+    assert outcome.succeeded
+    assert outcome.exit_code == 0
+    assert (Path(ws.output_dir) / "scan.dcm").read_bytes() == b"dicom"
+    env = json.loads((Path(ws.output_dir) / "_env.json").read_text())
+    assert env["MONAI_INPUTPATH"] == env["HOLOSCAN_INPUT_PATH"] == ws.input_dir
+    assert env["MONAI_OUTPUTPATH"] == env["HOLOSCAN_OUTPUT_PATH"] == ws.output_dir
+    assert env["MONAI_JOBID"] == job_id_for("req-7")
+    assert env["MONAI_TIMEOUT"] == "30"
+    assert env["MONAI_HOSTNAME"] == "monai-inference-service"
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
+    argv = json.loads((Path(ws.output_dir) / "_argv.json").read_text())
+    assert argv == ["-i", ws.input_dir, "-o", ws.output_dir]
+
+
+async def test_no_gpu_means_an_empty_cuda_visible_devices(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    no_gpu = spec(resources=Resources(cpu="1", gpu=0))
+    await ProcessJobBackend(no_gpu).run(JobRequest("r", no_gpu, ws), JobProgress())
+    env = json.loads((Path(ws.output_dir) / "_env.json").read_text())
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+
+
+async def test_map_log_lines_reach_the_log_tagged_with_the_request_id(tmp_path: Path) -> None:
+    from loguru import logger
+
+    lines: list[tuple[str, str, str]] = []
+    sink = logger.add(
+        lambda m: lines.append(
+            (m.record["extra"].get("request_id", ""), m.record["extra"].get("source", ""), m.record["message"])
+        )
+    )
+    try:
+        with logger.contextualize(request_id="req-7"):
+            await ProcessJobBackend(spec()).run(JobRequest("req-7", spec(), workspace(tmp_path)), JobProgress())
+    finally:
+        logger.remove(sink)
+    assert ("req-7", "map", "scripted MAP starting in mode copy") in lines
+    assert ("req-7", "map", "scripted MAP done") in lines
+
+
+async def test_non_zero_exit_is_reported_with_code_and_last_lines(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    (Path(ws.input_dir) / "_mode").write_text("fail")
+    backend = ProcessJobBackend(spec(), log_tail_lines=5)
+
+    outcome = await backend.run(JobRequest("req-7", spec(), ws), JobProgress())
+
+    assert not outcome.succeeded
+    assert outcome.exit_code == 3
+    assert outcome.reason == "exited with code 3"
+    assert outcome.log_tail == (
+        "working on step 26",
+        "working on step 27",
+        "working on step 28",
+        "working on step 29",
+        "error: the model could not be loaded",
+    )
+
+
+async def test_a_missing_program_fails_with_a_clear_reason(tmp_path: Path) -> None:
+    missing = spec(command=("/nonexistent/map-binary",), args=())
+    outcome = await ProcessJobBackend(missing).run(
+        JobRequest("r", missing, workspace(tmp_path)), JobProgress()
+    )
+    assert not outcome.succeeded
+    assert "could not be started" in outcome.reason
+    assert "/nonexistent/map-binary" in outcome.reason
+
+
+async def test_cancelling_kills_the_map_and_the_child_it_spawned(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    (Path(ws.input_dir) / "_mode").write_text("hang")
+    pidfile = tmp_path / "pids"
+    hanging = spec(env={"MIS_TEST_PIDFILE": str(pidfile)})
+    backend = ProcessJobBackend(hanging, kill_grace_seconds=0.5)
+
+    started = time.monotonic()
+    with anyio.move_on_after(30) as deadline, anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(backend.run, JobRequest("r", hanging, ws), JobProgress())
+            while not pidfile.exists() or len(pidfile.read_text().split()) < 2:
+                await anyio.sleep(0.02)
+            scope.cancel()
+    assert not deadline.cancelled_caught
+    parent, child = (int(pid) for pid in pidfile.read_text().split())
+    assert not is_alive(parent)
+    assert not is_alive(child)
+    assert time.monotonic() - started < 10
+
+
+async def test_term_ignoring_map_is_killed_after_the_grace(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    marker = tmp_path / "ready"
+    stubborn = MapSpec(
+        command=(
+            sys.executable,
+            "-c",
+            "import signal, time, pathlib, sys\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "import os; pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+            "time.sleep(3600)",
+            str(marker),
+        )
+    )
+    backend = ProcessJobBackend(stubborn, kill_grace_seconds=0.2)
+    with anyio.fail_after(10), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(backend.run, JobRequest("r", stubborn, ws), JobProgress())
+            while not marker.exists() or not marker.read_text():
+                await anyio.sleep(0.02)
+            scope.cancel()
+    assert not is_alive(int(marker.read_text()))
+
+
+async def test_strays_left_running_after_the_map_exits_are_killed(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    pidfile = tmp_path / "stray"
+    leaves_stray = MapSpec(
+        command=(
+            sys.executable,
+            "-c",
+            "import subprocess, sys, pathlib\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'],"
+            " stdout=subprocess.DEVNULL)\n"
+            "pathlib.Path(sys.argv[1]).write_text(str(p.pid))",
+            str(pidfile),
+        )
+    )
+    with anyio.fail_after(10):
+        outcome = await ProcessJobBackend(leaves_stray).run(
+            JobRequest("r", leaves_stray, ws), JobProgress()
+        )
+    assert outcome.succeeded
+    assert not is_alive(int(pidfile.read_text()))
+
+
+async def test_readiness_checks_that_the_program_exists() -> None:
+    await ProcessJobBackend(spec()).check()
+    with pytest.raises(BackendUnavailable, match="map.command"):
+        await ProcessJobBackend(spec(command=("no-such-map-program",))).check()
+
+
+@pytest.mark.parametrize(
+    ("quantity", "threads"), [("1", 1), ("2", 2), ("2.5", 2), ("500m", 1), ("4000m", 4), ("x", 1)]
+)
+def test_cpu_quantity_to_threads(quantity: str, threads: int) -> None:
+    assert cpu_threads(quantity) == threads

@@ -1,0 +1,113 @@
+"""The local payload volume: workspaces, streamed upload and output, sweeping."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mis_adapters.storage_local import MARKER, LocalStorage, PayloadLimits
+from mis_core.errors import Busy, PayloadTooLarge
+from tests.zips import make_zip
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = PayloadLimits(
+    max_upload_bytes=1_000_000, max_extracted_bytes=10**9, max_entries=1000, max_compression_ratio=200
+)
+
+
+async def chunks_of(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def unzip_stream(storage: LocalStorage, workspace: object) -> dict[str, bytes]:
+    body = b"".join([chunk async for chunk in storage.pack_output(workspace)])  # type: ignore[arg-type]
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.testzip() is None
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+async def test_round_trip_from_upload_to_output_zip(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    archive = make_zip(tmp_path / "in.zip", {"a/b.dcm": os.urandom(50_000), "c.txt": b"hi"})
+    workspace = await storage.create("req-1")
+
+    assert await storage.receive(workspace, chunks_of(archive.read_bytes())) == archive.stat().st_size
+    assert await storage.extract(workspace) == 2
+    assert not (Path(workspace.root) / "upload.zip").exists()  # space freed once unpacked
+    for path in Path(workspace.input_dir).rglob("*"):
+        target = Path(workspace.output_dir) / path.relative_to(workspace.input_dir)
+        if path.is_dir():
+            target.mkdir()
+        else:
+            target.write_bytes(path.read_bytes())
+    (Path(workspace.output_dir) / "empty-dir").mkdir()
+
+    files = await unzip_stream(storage, workspace)
+    with zipfile.ZipFile(archive) as original:
+        assert files["a/b.dcm"] == original.read("a/b.dcm")
+    assert files["c.txt"] == b"hi"
+    assert files["empty-dir/"] == b""
+
+    await storage.delete(workspace)
+    assert list((tmp_path / "payload").iterdir()) == []
+
+
+async def test_empty_output_folder_gives_a_valid_empty_zip(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    workspace = await storage.create("req-1")
+    assert await unzip_stream(storage, workspace) == {}
+
+
+async def test_symlinks_written_by_the_map_are_left_out_of_the_output(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    workspace = await storage.create("req-1")
+    (Path(workspace.output_dir) / "result.txt").write_text("ok")
+    (Path(workspace.output_dir) / "stolen").symlink_to("/etc/passwd")
+    assert await unzip_stream(storage, workspace) == {"result.txt": b"ok"}
+
+
+async def test_upload_over_the_limit_stops_while_streaming(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    workspace = await storage.create("req-1")
+    pulled = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield bytes(64 * 1024)
+
+    with pytest.raises(PayloadTooLarge, match="max_upload_bytes"):
+        await storage.receive(workspace, endless())
+    assert pulled * 64 * 1024 <= LIMITS.max_upload_bytes + 64 * 1024
+
+
+async def test_the_same_request_id_cannot_have_two_workspaces(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    await storage.create("req-1")
+    with pytest.raises(Busy, match="already in progress"):
+        await storage.create("req-1")
+
+
+async def test_sweep_removes_only_marked_workspaces(tmp_path: Path) -> None:
+    root = tmp_path / "payload"
+    storage = LocalStorage(root, LIMITS)
+    left = await storage.create("crashed")
+    (Path(left.input_dir) / "scan.dcm").write_bytes(b"patient")
+    (root / "not-ours").mkdir()
+    (root / "notes.txt").write_text("an operator's file")
+
+    assert await storage.sweep() == 1
+    assert sorted(p.name for p in root.iterdir()) == ["not-ours", "notes.txt"]
+    assert not (root / "crashed" / MARKER).exists()
+
+
+async def test_sweep_without_a_payload_folder_is_a_no_op(tmp_path: Path) -> None:
+    assert await LocalStorage(tmp_path / "missing", LIMITS).sweep() == 0

@@ -1,0 +1,26 @@
+"""Shared test helpers: required tools, and the anyio backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+REQUIRE_ALL = os.environ.get("MIS_REQUIRE_ALL") == "1"
+
+
+def require_tool(name: str) -> str:
+    """The path of `name`; skip without it, or fail when CI sets MIS_REQUIRE_ALL=1."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"the {name!r} command is not installed"
+        if REQUIRE_ALL:
+            pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
