@@ -1,0 +1,103 @@
+"""The configuration file, environment overrides, and validation messages that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mis_app.settings import SettingsError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mis.yaml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = "map:\n  command: [app, -i, '{input_path}']\n"
+
+
+def test_defaults_follow_the_spec(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL), {})
+    assert settings.backend == "process"
+    assert settings.server.max_concurrent == 1
+    assert settings.map.timeout_seconds == 50
+    assert settings.map.input_path == "/var/monai/input"
+    assert settings.map.resources.memory == "8Gi"
+
+
+def test_environment_overrides_any_key(tmp_path: Path) -> None:
+    env = {
+        "MIS_MAP__TIMEOUT_SECONDS": "5",
+        "MIS_SERVER__PORT": "9001",
+        "MIS_MAP__RESOURCES__GPU": "1",
+        "MIS_MAP__ARGS": '["--fast", "--seed=1"]',
+        "MIS_SERVER__MAX_UPLOAD_BYTES": "2GiB",
+        "MIS_REQUIRE_ALL": "1",  # not configuration: ignored
+    }
+    settings = load_settings(write(tmp_path, MINIMAL), env)
+    assert settings.map.timeout_seconds == 5
+    assert settings.server.port == 9001
+    assert settings.map.resources.gpu == 1
+    assert settings.map.args == ["--fast", "--seed=1"]
+    assert int(settings.server.max_upload_bytes) == 2 * 1024**3
+
+
+def test_mis_config_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "server:\n  port: 8123\n")
+    assert load_settings(None, {"MIS_CONFIG": str(path)}).server.port == 8123
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        (MINIMAL + "server:\n  prot: 80\n", {}, "server.prot: unknown key"),
+        (MINIMAL + "map:\n  command: [a]\n  timeout_seconds: 0\n", {}, "map.timeout_seconds: Input should be greater than 0"),
+        (MINIMAL, {"MIS_MAP__RESOURCES__GPU": "-1"}, "map.resources.gpu"),
+        (MINIMAL, {"MIS_MAP__RESOURCES__MEMORY": "8 gigs"}, "map.resources.memory"),
+        ("map:\n  command: []\n", {}, "map.command: the process backend needs the MAP's command"),
+        (MINIMAL + "backend: kubernetes\n", {}, "map.image: the kubernetes backend needs"),
+        (MINIMAL + "backend: docker-swarm\n", {}, "backend: Input should be 'process' or 'kubernetes'"),
+        ("map: [oops\n", {}, "is not valid YAML"),
+        ("- a\n- b\n", {}, "must be a mapping"),
+    ],
+)
+def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(write(tmp_path, text), env)
+    assert message in str(info.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read the configuration file"):
+        load_settings(tmp_path / "absent.yaml", {})
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mis_app", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None:
+    result = run_cli("config", "check", "--config", str(write(tmp_path, MINIMAL)))
+    assert result.returncode == 0, result.stderr
+    effective = yaml.safe_load(result.stdout)
+    assert effective["map"]["command"] == ["app", "-i", "{input_path}"]
+    assert effective["server"]["max_concurrent"] == 1
+
+
+def test_config_check_refuses_bad_configuration_with_exit_code_2(tmp_path: Path) -> None:
+    result = run_cli("config", "check", "--config", str(write(tmp_path, MINIMAL + "map:\n  command: [a]\n  timout: 3\n")))
+    assert result.returncode == 2
+    assert "map.timout: unknown key" in result.stderr
+
+
+def test_serve_refuses_bad_configuration_before_listening(tmp_path: Path) -> None:
+    result = run_cli("serve", "--config", str(write(tmp_path, "server:\n  port: 70000\n" + MINIMAL)))
+    assert result.returncode == 2
+    assert "server.port" in result.stderr

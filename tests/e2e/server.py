@@ -1,0 +1,101 @@
+"""A real MIS server (uvicorn in a subprocess) on 127.0.0.1, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+SCRIPTED_MAP = str(Path(__file__).parents[1] / "maps" / "scripted_map.py")
+
+
+class Server:
+    def __init__(self, url: str, payload_dir: Path, log: Path, process: subprocess.Popen[bytes]):
+        self.url = url
+        self.payload_dir = payload_dir
+        self.log = log
+        self.process = process
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def leftovers(self) -> list[str]:
+        return sorted(p.name for p in self.payload_dir.iterdir()) if self.payload_dir.exists() else []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `condition` until it holds, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def scripted_map_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
+    return {
+        "server": {"payload_dir": str(tmp_path / "payload"), **server},
+        "map": {
+            "command": [sys.executable, SCRIPTED_MAP, "{input_path}", "{output_path}"],
+            "timeout_seconds": 3,
+            "env": {
+                "MIS_TEST_PIDFILE": str(tmp_path / "pids"),
+                "MIS_TEST_STARTED": str(tmp_path / "started"),
+                "MIS_TEST_RELEASE": str(tmp_path / "release"),
+            },
+        },
+        "process": {"kill_grace_seconds": 1},
+    }
+
+
+@contextmanager
+def running_server(config: dict[str, Any], tmp_path: Path) -> Iterator[Server]:
+    config_file = tmp_path / "mis.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mis_app", "serve", "--config", str(config_file), "--port", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    server = Server(url, Path(config["server"]["payload_dir"]), log, process)
+    try:
+        wait_until(lambda: _healthy(url, process), 20, "the server to answer /healthz")
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _healthy(url: str, process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"the server exited with code {process.returncode}")
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -1,0 +1,53 @@
+"""Start-up behaviour of the real server: sweeping, readiness, JSON logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from mis_adapters.storage_local import MARKER
+from tests.e2e.server import running_server, scripted_map_config
+
+
+def test_leftover_workspaces_are_swept_at_start(tmp_path: Path) -> None:
+    payload = tmp_path / "payload"
+    leftover = payload / "crashed-request" / "input"
+    leftover.mkdir(parents=True)
+    (payload / "crashed-request" / MARKER).touch()
+    (leftover / "scan.dcm").write_bytes(b"patient data")
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        assert server.leftovers() == []
+        assert "swept 1 leftover workspace(s)" in server.log_text()
+
+
+def test_readiness_fails_when_the_map_program_is_missing(tmp_path: Path) -> None:
+    config = scripted_map_config(tmp_path)
+    config["map"]["command"] = ["no-such-map-program", "{input_path}"]
+    with running_server(config, tmp_path) as server:
+        response = httpx.get(f"{server.url}/readyz")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "backend_unavailable"
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_json_log_format_writes_one_object_per_line_with_the_request_id(tmp_path: Path) -> None:
+    config = scripted_map_config(tmp_path, log_format="json")
+    with running_server(config, tmp_path) as server:
+        response = httpx.post(
+            f"{server.url}/v1/inference",
+            files={"file": ("in.zip", b"PK\x05\x06" + bytes(18))},
+            headers={"X-Request-ID": "json-log-test"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+    records = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    assert records, "no JSON log lines"
+    mine = [r for r in records if r.get("request_id") == "json-log-test"]
+    messages = [r["message"] for r in mine]
+    assert "admitted" in messages
+    assert "cleaned" in messages
+    assert any(r.get("source") == "map" and "scripted MAP done" in r["message"] for r in mine)
+    non_json = [line for line in server.log_text().splitlines() if line and not line.startswith("{")]
+    assert non_json == [], f"lines that are not JSON: {non_json[:3]}"
