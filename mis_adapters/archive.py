@@ -95,7 +95,10 @@ def _plan(zf: zipfile.ZipFile, limits: ExtractLimits) -> list[_Entry]:
     if declared > limits.max_extracted_bytes:
         raise _too_large_expanded(limits)
     compressed = sum(e.info.compress_size for e in entries if not e.is_dir)
-    if declared > RATIO_APPLIES_ABOVE_BYTES and declared > compressed * limits.max_compression_ratio:
+    if (
+        declared > RATIO_APPLIES_ABOVE_BYTES
+        and declared > compressed * limits.max_compression_ratio
+    ):
         raise PayloadTooLarge(
             f"The zip archive expands {declared / max(compressed, 1):.0f} times its compressed "
             f"size; this service accepts at most {limits.max_compression_ratio:g} "
@@ -179,9 +182,7 @@ def _refuse_duplicates_and_conflicts(entries: list[_Entry]) -> None:
     for entry in entries:
         for parent in entry.path.parents:
             if seen.get(parent) is False:
-                raise InvalidInput(
-                    "The zip archive has a name that is both a file and a folder."
-                )
+                raise InvalidInput("The zip archive has a name that is both a file and a folder.")
 
 
 def _refuse_overlaps(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:

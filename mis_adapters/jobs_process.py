@@ -7,6 +7,7 @@ whatever is left of the group once the MAP itself has exited.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -113,7 +114,7 @@ class ProcessJobBackend:
         spec = request.map
         env = dict(self.base_env)
         threads = str(cpu_threads(spec.resources.cpu))
-        env.update({name: threads for name in THREAD_COUNT_VARIABLES})
+        env.update(dict.fromkeys(THREAD_COUNT_VARIABLES, threads))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(spec.resources.gpu))
         env.update(
             map_environment(
@@ -143,10 +144,8 @@ def cpu_threads(quantity: str) -> int:
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 async def _pump_log(stream: ByteReceiveStream, tail: deque[str]) -> None:

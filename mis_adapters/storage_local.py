@@ -128,8 +128,7 @@ class LocalStorage:
 
 def upload_too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"The upload is larger than this service accepts ({limit} bytes, "
-        "server.max_upload_bytes)."
+        f"The upload is larger than this service accepts ({limit} bytes, server.max_upload_bytes)."
     )
 
 

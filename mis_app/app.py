@@ -84,7 +84,9 @@ def create_app(settings: Settings) -> Starlette:
                 "state": "busy" if service.gate.full else "idle",
                 "in_flight": len(service.in_flight),
                 "capacity": service.gate.capacity,
-                "running": [{"elapsed_seconds": round(now - t, 3)} for t in service.in_flight.values()],
+                "running": [
+                    {"elapsed_seconds": round(now - t, 3)} for t in service.in_flight.values()
+                ],
                 "timeout_seconds": service.map_spec.timeout_seconds,
             }
         )

@@ -7,9 +7,9 @@ MAP printed carry `source: map`. Uvicorn's own logging is routed here too.
 from __future__ import annotations
 
 import json
-import traceback
 import logging
 import sys
+import traceback
 from typing import Any, TextIO
 
 from loguru import logger
@@ -42,7 +42,7 @@ def _json_sink(stream: TextIO) -> Any:
             "time": record["time"].isoformat(),
             "level": record["level"].name,
             "message": record["message"],
-            **{k: v for k, v in record["extra"].items()},
+            **record["extra"],
         }
         if record["exception"] is not None:
             line["exception"] = "".join(traceback.format_exception(*record["exception"]))

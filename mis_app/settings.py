@@ -113,7 +113,9 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except OSError as exc:
-            raise SettingsError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+            raise SettingsError(
+                f"cannot read the configuration file {path}: {exc.strerror}"
+            ) from None
         except yaml.YAMLError as exc:
             raise SettingsError(f"{path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):

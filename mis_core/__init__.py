@@ -1,1 +1,1 @@
-"""The domain of the MONAI Inference Service: one request's life, free of web, files and clusters."""
+"""The domain of MIS: one request's life, free of web, file-system and cluster libraries."""

@@ -113,10 +113,12 @@ class InferenceSession:
         logger.info("staged {} input file(s) in {:.3f}s", files, self.times.extract)
 
     async def run(self) -> None:
-        """Run the MAP once, within its timeout; raise JobTimedOut or MapFailed if it does not succeed."""
+        """Run the MAP once within its timeout; raise JobTimedOut or MapFailed if it fails."""
         self._advance("staged")
         spec = self._service.map_spec
-        request = JobRequest(request_id=self.workspace.request_id, map=spec, workspace=self.workspace)
+        request = JobRequest(
+            request_id=self.workspace.request_id, map=spec, workspace=self.workspace
+        )
         progress = JobProgress()
         started = self._service.clock.now()
         logger.info("job started (timeout {:g}s)", spec.timeout_seconds)
@@ -124,7 +126,9 @@ class InferenceSession:
         self.times.job = self._service.clock.now() - started
         if outcome is None:
             logger.warning("job timed out after {:.3f}s and was terminated", self.times.job)
-            waiting = f" While waiting: {progress.waiting_reason}." if progress.waiting_reason else ""
+            waiting = (
+                f" While waiting: {progress.waiting_reason}." if progress.waiting_reason else ""
+            )
             raise JobTimedOut(
                 f"The inference request timed out: the MAP did not finish within "
                 f"{spec.timeout_seconds:g} seconds and was stopped.{waiting} Send a smaller "

@@ -55,7 +55,9 @@ class FakeStorage:
 
     async def create(self, request_id: str) -> Workspace:
         self._step("create")
-        return Workspace(request_id, f"/ws/{request_id}", f"/ws/{request_id}/in", f"/ws/{request_id}/out")
+        return Workspace(
+            request_id, f"/ws/{request_id}", f"/ws/{request_id}/in", f"/ws/{request_id}/out"
+        )
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
         async for chunk in chunks:

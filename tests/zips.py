@@ -62,7 +62,7 @@ def make_overlapping_zip(path: Path) -> Path:
     with zipfile.ZipFile(path) as zf:
         second = zf.getinfo("b.bin")
     data = bytearray(path.read_bytes())
-    central = data.index(b"PK\x01\x02" , data.index(b"PK\x01\x02") + 4)  # b.bin's record
+    central = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 4)  # b.bin's record
     data[central + 42 : central + 46] = (0).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     assert second.header_offset > 0

@@ -83,12 +83,18 @@ async def test_map_log_lines_reach_the_log_tagged_with_the_request_id(tmp_path: 
     lines: list[tuple[str, str, str]] = []
     sink = logger.add(
         lambda m: lines.append(
-            (m.record["extra"].get("request_id", ""), m.record["extra"].get("source", ""), m.record["message"])
+            (
+                m.record["extra"].get("request_id", ""),
+                m.record["extra"].get("source", ""),
+                m.record["message"],
+            )
         )
     )
     try:
         with logger.contextualize(request_id="req-7"):
-            await ProcessJobBackend(spec()).run(JobRequest("req-7", spec(), workspace(tmp_path)), JobProgress())
+            await ProcessJobBackend(spec()).run(
+                JobRequest("req-7", spec(), workspace(tmp_path)), JobProgress()
+            )
     finally:
         logger.remove(sink)
     assert ("req-7", "map", "scripted MAP starting in mode copy") in lines
@@ -193,7 +199,7 @@ async def test_strays_left_running_after_the_map_exits_are_killed(tmp_path: Path
 
 async def test_readiness_checks_that_the_program_exists() -> None:
     await ProcessJobBackend(spec()).check()
-    with pytest.raises(BackendUnavailable, match="map.command"):
+    with pytest.raises(BackendUnavailable, match=r"map\.command"):
         await ProcessJobBackend(spec(command=("no-such-map-program",))).check()
 
 

@@ -17,7 +17,10 @@ from tests.zips import make_zip
 pytestmark = pytest.mark.anyio
 
 LIMITS = PayloadLimits(
-    max_upload_bytes=1_000_000, max_extracted_bytes=10**9, max_entries=1000, max_compression_ratio=200
+    max_upload_bytes=1_000_000,
+    max_extracted_bytes=10**9,
+    max_entries=1000,
+    max_compression_ratio=200,
 )
 
 
@@ -38,7 +41,9 @@ async def test_round_trip_from_upload_to_output_zip(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "in.zip", {"a/b.dcm": os.urandom(50_000), "c.txt": b"hi"})
     workspace = await storage.create("req-1")
 
-    assert await storage.receive(workspace, chunks_of(archive.read_bytes())) == archive.stat().st_size
+    assert (
+        await storage.receive(workspace, chunks_of(archive.read_bytes())) == archive.stat().st_size
+    )
     assert await storage.extract(workspace) == 2
     assert not (Path(workspace.root) / "upload.zip").exists()  # space freed once unpacked
     for path in Path(workspace.input_dir).rglob("*"):

@@ -56,17 +56,27 @@ def test_mis_config_names_the_file(tmp_path: Path) -> None:
     ("text", "env", "message"),
     [
         (MINIMAL + "server:\n  prot: 80\n", {}, "server.prot: unknown key"),
-        (MINIMAL + "map:\n  command: [a]\n  timeout_seconds: 0\n", {}, "map.timeout_seconds: Input should be greater than 0"),
+        (
+            MINIMAL + "map:\n  command: [a]\n  timeout_seconds: 0\n",
+            {},
+            "map.timeout_seconds: Input should be greater than 0",
+        ),
         (MINIMAL, {"MIS_MAP__RESOURCES__GPU": "-1"}, "map.resources.gpu"),
         (MINIMAL, {"MIS_MAP__RESOURCES__MEMORY": "8 gigs"}, "map.resources.memory"),
         ("map:\n  command: []\n", {}, "map.command: the process backend needs the MAP's command"),
         (MINIMAL + "backend: kubernetes\n", {}, "map.image: the kubernetes backend needs"),
-        (MINIMAL + "backend: docker-swarm\n", {}, "backend: Input should be 'process' or 'kubernetes'"),
+        (
+            MINIMAL + "backend: docker-swarm\n",
+            {},
+            "backend: Input should be 'process' or 'kubernetes'",
+        ),
         ("map: [oops\n", {}, "is not valid YAML"),
         ("- a\n- b\n", {}, "must be a mapping"),
     ],
 )
-def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+def test_invalid_configuration_names_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(write(tmp_path, text), env)
     assert message in str(info.value)
@@ -79,7 +89,11 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mis_app", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "mis_app", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -92,12 +106,19 @@ def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None
 
 
 def test_config_check_refuses_bad_configuration_with_exit_code_2(tmp_path: Path) -> None:
-    result = run_cli("config", "check", "--config", str(write(tmp_path, MINIMAL + "map:\n  command: [a]\n  timout: 3\n")))
+    result = run_cli(
+        "config",
+        "check",
+        "--config",
+        str(write(tmp_path, MINIMAL + "map:\n  command: [a]\n  timout: 3\n")),
+    )
     assert result.returncode == 2
     assert "map.timout: unknown key" in result.stderr
 
 
 def test_serve_refuses_bad_configuration_before_listening(tmp_path: Path) -> None:
-    result = run_cli("serve", "--config", str(write(tmp_path, "server:\n  port: 70000\n" + MINIMAL)))
+    result = run_cli(
+        "serve", "--config", str(write(tmp_path, "server:\n  port: 70000\n" + MINIMAL))
+    )
     assert result.returncode == 2
     assert "server.port" in result.stderr

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import yaml
 
-SCRIPTED_MAP = str(Path(__file__).parents[1] / "maps" / "scripted_map.py")
+REPO = Path(__file__).parents[2]
+SCRIPTED_MAP = str(REPO / "tests" / "maps" / "scripted_map.py")
 
 
 class Server:
@@ -30,7 +31,9 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def leftovers(self) -> list[str]:
-        return sorted(p.name for p in self.payload_dir.iterdir()) if self.payload_dir.exists() else []
+        return (
+            sorted(p.name for p in self.payload_dir.iterdir()) if self.payload_dir.exists() else []
+        )
 
 
 def free_port() -> int:
@@ -39,7 +42,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Poll `condition` until it holds, failing after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -73,10 +78,20 @@ def running_server(config: dict[str, Any], tmp_path: Path) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mis_app", "serve", "--config", str(config_file), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "mis_app",
+                "serve",
+                "--config",
+                str(config_file),
+                "--port",
+                str(port),
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=REPO,
         )
     url = f"http://127.0.0.1:{port}"
     server = Server(url, Path(config["server"]["payload_dir"]), log, process)

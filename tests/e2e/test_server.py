@@ -20,7 +20,11 @@ from tests.conftest import require_tool
 from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
 from tests.zips import make_zip
 
-INPUT = {"series/IM1.dcm": os.urandom(20_000), "series/IM2.dcm": b"\x00" * 20_000, "nested/a/b.txt": b"x"}
+INPUT = {
+    "series/IM1.dcm": os.urandom(20_000),
+    "series/IM2.dcm": b"\x00" * 20_000,
+    "nested/a/b.txt": b"x",
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +71,9 @@ def error_of(response: httpx.Response) -> dict[str, str]:
 def test_round_trip_returns_exactly_what_the_map_wrote(server: Server, tmp_path: Path) -> None:
     archive = zip_with(tmp_path, INPUT)
     with open(archive, "rb") as f:
-        response = httpx.post(f"{server.url}/v1/inference", files={"file": ("in.zip", f)}, timeout=30)
+        response = httpx.post(
+            f"{server.url}/v1/inference", files={"file": ("in.zip", f)}, timeout=30
+        )
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/zip"
@@ -86,7 +92,17 @@ def test_upload_route_with_curl_form(server: Server, tmp_path: Path) -> None:
     archive = zip_with(tmp_path, INPUT)
     out = tmp_path / "out.zip"
     result = subprocess.run(
-        [curl, "-sS", "-o", str(out), "-w", "%{http_code}", "-F", f"file=@{archive}", f"{server.url}/upload/"],
+        [
+            curl,
+            "-sS",
+            "-o",
+            str(out),
+            "-w",
+            "%{http_code}",
+            "-F",
+            f"file=@{archive}",
+            f"{server.url}/upload/",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -101,8 +117,19 @@ def test_raw_zip_body_with_curl(server: Server, tmp_path: Path) -> None:
     out = tmp_path / "out.zip"
     result = subprocess.run(
         [
-            curl, "-sS", "-o", str(out), "-w", "%{http_code}", "-H", "Content-Type: application/zip",
-            "-H", "X-Request-ID: study-0042", "--data-binary", f"@{archive}", f"{server.url}/v1/inference",
+            curl,
+            "-sS",
+            "-o",
+            str(out),
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/zip",
+            "-H",
+            "X-Request-ID: study-0042",
+            "--data-binary",
+            f"@{archive}",
+            f"{server.url}/v1/inference",
         ],
         capture_output=True,
         text=True,
@@ -142,7 +169,9 @@ def test_second_request_is_busy_at_once_and_the_first_still_succeeds(
 
     started = time.monotonic()
     second = httpx.post(
-        f"{server.url}/v1/inference", files={"file": ("in.zip", b"PK\x05\x06" + bytes(18))}, timeout=30
+        f"{server.url}/v1/inference",
+        files={"file": ("in.zip", b"PK\x05\x06" + bytes(18))},
+        timeout=30,
     )
     busy_seconds = time.monotonic() - started
     (workdir / "release").write_text("go")
@@ -157,14 +186,20 @@ def test_second_request_is_busy_at_once_and_the_first_still_succeeds(
     assert results["first"].status_code == 200
     assert read_zip(results["first"].content)["series/IM1.dcm"] == INPUT["series/IM1.dcm"]
 
-    third = httpx.post(f"{server.url}/v1/inference", files={"file": ("in.zip", zip_with(tmp_path, INPUT).read_bytes())}, timeout=30)
+    third = httpx.post(
+        f"{server.url}/v1/inference",
+        files={"file": ("in.zip", zip_with(tmp_path, INPUT).read_bytes())},
+        timeout=30,
+    )
     assert third.status_code == 200
 
 
 def test_timeout_stops_the_map_and_its_child(server: Server, tmp_path: Path, workdir: Path) -> None:
     archive = zip_with(tmp_path, INPUT, mode="hang")
     started = time.monotonic()
-    response = httpx.post(f"{server.url}/v1/inference", files={"file": ("in.zip", archive.read_bytes())}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/v1/inference", files={"file": ("in.zip", archive.read_bytes())}, timeout=30
+    )
     elapsed = time.monotonic() - started
 
     assert response.status_code == 500
@@ -178,7 +213,9 @@ def test_timeout_stops_the_map_and_its_child(server: Server, tmp_path: Path, wor
 
 def test_map_failure_gives_its_exit_code_and_log(server: Server, tmp_path: Path) -> None:
     archive = zip_with(tmp_path, INPUT, mode="fail")
-    response = httpx.post(f"{server.url}/v1/inference", files={"file": ("in.zip", archive.read_bytes())}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/v1/inference", files={"file": ("in.zip", archive.read_bytes())}, timeout=30
+    )
 
     assert response.status_code == 500
     error = error_of(response)
@@ -196,7 +233,14 @@ def test_map_failure_gives_its_exit_code_and_log(server: Server, tmp_path: Path)
     ("make_body", "status", "code"),
     [
         (lambda p: ({"file": ("in.zip", b"not a zip at all")}, None), 400, "invalid_input"),
-        (lambda p: ({"file": ("in.zip", make_zip(p / "t.zip", {"../escape.txt": b"x"}).read_bytes())}, None), 400, "invalid_input"),
+        (
+            lambda p: (
+                {"file": ("in.zip", make_zip(p / "t.zip", {"../escape.txt": b"x"}).read_bytes())},
+                None,
+            ),
+            400,
+            "invalid_input",
+        ),
         (lambda p: ({"other": ("in.zip", b"PK")}, None), 400, "invalid_input"),
         (lambda p: (None, ("text/plain", b"hello")), 415, "unsupported_media_type"),
         (lambda p: (None, ("application/zip", os.urandom(6_000_000))), 413, "payload_too_large"),
@@ -213,14 +257,19 @@ def test_bad_input_gets_a_4xx_and_never_reaches_the_map(
         media_type, body = raw
         try:
             response = httpx.post(
-                f"{server.url}/v1/inference", content=body, headers={"Content-Type": media_type}, timeout=30
+                f"{server.url}/v1/inference",
+                content=body,
+                headers={"Content-Type": media_type},
+                timeout=30,
             )
         except httpx.TransportError:
             pytest.fail("the server should answer even when it stops reading a too-large upload")
     assert response.status_code == status
     assert error_of(response)["code"] == code
     request_id = response.headers["x-request-id"]
-    map_lines = [line for line in server.log_text().splitlines() if request_id in line and "| map |" in line]
+    map_lines = [
+        line for line in server.log_text().splitlines() if request_id in line and "| map |" in line
+    ]
     assert map_lines == []
 
 
@@ -237,7 +286,9 @@ def test_client_disconnect_while_the_map_runs_frees_the_slot(
         )
         wait_until((workdir / "started").exists, 10, "the MAP to start")
     # the socket is closed: MIS must stop the MAP, clean up and be idle again within a second
-    wait_until(lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle", 2, "the slot")
+    wait_until(
+        lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle", 2, "the slot"
+    )
     wait_until(lambda: server.leftovers() == [], 2, "the workspace to go")
     assert "client disconnected" in server.log_text()
 
@@ -249,8 +300,12 @@ def test_client_disconnect_mid_upload_frees_the_slot(server: Server) -> None:
             b"POST /v1/inference HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\n"
             b"Content-Length: 4000000\r\n\r\n" + bytes(100_000)
         )
-        wait_until(lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "busy", 5, "admission")
-    wait_until(lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle", 2, "the slot")
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "busy", 5, "admission"
+        )
+    wait_until(
+        lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle", 2, "the slot"
+    )
 
 
 def test_health_readiness_and_unknown_routes(server: Server) -> None:

@@ -49,5 +49,7 @@ def test_json_log_format_writes_one_object_per_line_with_the_request_id(tmp_path
     assert "admitted" in messages
     assert "cleaned" in messages
     assert any(r.get("source") == "map" and "scripted MAP done" in r["message"] for r in mine)
-    non_json = [line for line in server.log_text().splitlines() if line and not line.startswith("{")]
+    non_json = [
+        line for line in server.log_text().splitlines() if line and not line.startswith("{")
+    ]
     assert non_json == [], f"lines that are not JSON: {non_json[:3]}"

@@ -1,0 +1,74 @@
+"""The example MAP on real DICOM images, by itself and behind the server with its own config."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.server import REPO, running_server
+
+pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
+
+from examples.dicom_stats.make_sample import build  # noqa: E402
+
+APP = REPO / "examples" / "dicom_stats" / "app.py"
+
+
+def test_the_map_summarises_each_series_and_writes_masks(tmp_path: Path) -> None:
+    sample = build(tmp_path / "sample.zip", ct_slices=3)
+    with zipfile.ZipFile(sample) as zf:
+        zf.extractall(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+
+    result = subprocess.run(
+        [sys.executable, str(APP), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["skipped_files"] == 1  # the README.txt
+    ct, mr = sorted(summary["series"], key=lambda s: s["modality"])
+    assert (ct["modality"], ct["images"], ct["rows"], ct["columns"]) == ("CT", 3, 128, 128)
+    assert ct["unit"] == "HU"
+    assert ct["min"] < -500 < 300 < ct["max"]  # air and bone in the same slice
+    assert 0 < ct["mask_fraction"] < 0.5
+    assert mr["threshold_rule"] == "Otsu"
+    assert mr["min"] < mr["threshold"] < mr["max"]
+    masks = sorted((tmp_path / "out" / ct["mask_folder"]).glob("*.png"))
+    assert [m.name for m in masks] == ["0001.png", "0002.png", "0003.png"]
+
+
+def test_quick_start_config_serves_the_example(tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "examples" / "dicom_stats" / "mis.yaml").read_text())
+    config["server"]["payload_dir"] = str(tmp_path / "payload")
+    config["map"]["command"][0] = sys.executable  # the interpreter that has the example's extra
+    sample = build(tmp_path / "sample.zip")
+    not_dicom = tmp_path / "notes.zip"
+    with zipfile.ZipFile(not_dicom, "w") as zf:
+        zf.writestr("notes.txt", "no images here")
+
+    with running_server(config, tmp_path) as server:
+        ok = httpx.post(f"{server.url}/v1/inference", files={"file": sample.read_bytes()}, timeout=60)
+        failed = httpx.post(f"{server.url}/v1/inference", files={"file": not_dicom.read_bytes()}, timeout=60)
+
+    assert ok.status_code == 200, ok.text
+    with zipfile.ZipFile(io.BytesIO(ok.content)) as zf:
+        names = zf.namelist()
+        summary = json.loads(zf.read("summary.json"))
+    assert {s["modality"] for s in summary["series"]} == {"CT", "MR"}
+    assert len([n for n in names if n.endswith(".png")]) == 6
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "map_failed"
+    assert "no DICOM images found in the input" in failed.json()["error"]["message"]
+    assert server.leftovers() == []
