@@ -17,7 +17,7 @@ from tests.e2e.server import REPO, running_server
 
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
-from examples.dicom_stats.make_sample import build  # noqa: E402
+from examples.dicom_stats.make_sample import build
 
 APP = REPO / "examples" / "dicom_stats" / "app.py"
 
@@ -29,7 +29,14 @@ def test_the_map_summarises_each_series_and_writes_masks(tmp_path: Path) -> None
     (tmp_path / "out").mkdir()
 
     result = subprocess.run(
-        [sys.executable, str(APP), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
+        [
+            sys.executable,
+            str(APP),
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -59,8 +66,12 @@ def test_quick_start_config_serves_the_example(tmp_path: Path) -> None:
         zf.writestr("notes.txt", "no images here")
 
     with running_server(config, tmp_path) as server:
-        ok = httpx.post(f"{server.url}/v1/inference", files={"file": sample.read_bytes()}, timeout=60)
-        failed = httpx.post(f"{server.url}/v1/inference", files={"file": not_dicom.read_bytes()}, timeout=60)
+        ok = httpx.post(
+            f"{server.url}/v1/inference", files={"file": sample.read_bytes()}, timeout=60
+        )
+        failed = httpx.post(
+            f"{server.url}/v1/inference", files={"file": not_dicom.read_bytes()}, timeout=60
+        )
 
     assert ok.status_code == 200, ok.text
     with zipfile.ZipFile(io.BytesIO(ok.content)) as zf:
