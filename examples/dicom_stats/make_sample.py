@@ -22,6 +22,7 @@ def build(target: Path, ct_slices: int = 5) -> Path:
     ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     mr_path = get_testdata_file("MR_small.dcm")
     series_uid = generate_uid()
+    target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for number in range(1, ct_slices + 1):
             ct.SeriesInstanceUID = series_uid

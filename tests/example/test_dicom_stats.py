@@ -22,6 +22,16 @@ from examples.dicom_stats.make_sample import build
 APP = REPO / "examples" / "dicom_stats" / "app.py"
 
 
+def test_make_sample_writes_a_zip_where_nox_serve_asks(tmp_path: Path) -> None:
+    target = tmp_path / ".mis" / "sample-input.zip"
+    script = REPO / "examples" / "dicom_stats" / "make_sample.py"
+    subprocess.run([sys.executable, str(script), str(target)], check=True, timeout=60)
+    with zipfile.ZipFile(target) as zf:
+        names = zf.namelist()
+    assert "study/MR/MR_small.dcm" in names
+    assert len([n for n in names if n.startswith("study/CT/")]) == 5
+
+
 def test_the_map_summarises_each_series_and_writes_masks(tmp_path: Path) -> None:
     sample = build(tmp_path / "sample.zip", ct_slices=3)
     with zipfile.ZipFile(sample) as zf:
