@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from mis_adapters.jobs_process import ProcessJobBackend, cpu_threads
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobProgress, JobRequest, MapSpec, Resources, Workspace, job_id_for
+from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
 
@@ -36,15 +36,6 @@ def spec(**changes: object) -> MapSpec:
     }
     values.update(changes)
     return MapSpec(**values)  # type: ignore[arg-type]
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.split(")")[-1].split()[0] != "Z"
 
 
 async def test_success_with_the_map_environment(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.processes import is_alive
 from tests.zips import make_zip
 
 INPUT = {
@@ -208,7 +209,7 @@ def test_timeout_stops_the_map_and_its_child(server: Server, tmp_path: Path, wor
     assert "did not finish within 3 seconds" in error["message"]
     assert 3 <= elapsed < 10
     for pid in (int(p) for p in (workdir / "pids").read_text().split()):
-        assert not _alive(pid)
+        assert not is_alive(pid)
 
 
 def test_map_failure_gives_its_exit_code_and_log(server: Server, tmp_path: Path) -> None:
@@ -321,11 +322,3 @@ def test_health_readiness_and_unknown_routes(server: Server) -> None:
 def test_startup_logged_the_map_configuration(server: Server) -> None:
     assert "serving MAP with the process backend" in server.log_text()
     assert "timeout=3s" in server.log_text()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"

@@ -1,0 +1,25 @@
+"""Checking on real processes from tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def is_alive(pid: int, grace: float = 2.0) -> bool:
+    """Whether `pid` still runs, waiting up to `grace` seconds for a SIGKILL already sent to land.
+
+    A zombie counts as gone: it has exited and only waits for its parent to reap it.
+    """
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except (ProcessLookupError, FileNotFoundError):
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.01)
+    return True
