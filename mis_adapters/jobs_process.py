@@ -8,9 +8,7 @@ whatever is left of the group once the MAP itself has exited.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -29,17 +27,10 @@ from mis_core.model import (
     MapSpec,
     map_environment,
     substitute_paths,
+    thread_environment,
 )
 
-THREAD_COUNT_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
 _MAX_LINE = 8192
-_CPU_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
 
 
 class ProcessJobBackend:
@@ -66,6 +57,9 @@ class ProcessJobBackend:
 
     async def sweep(self) -> int:
         return 0  # the process group dies with its workspace; nothing outlives a restart
+
+    async def close(self) -> None:
+        return None
 
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
         workspace = request.workspace
@@ -113,8 +107,7 @@ class ProcessJobBackend:
     def environment(self, request: JobRequest) -> dict[str, str]:
         spec = request.map
         env = dict(self.base_env)
-        threads = str(cpu_threads(spec.resources.cpu))
-        env.update(dict.fromkeys(THREAD_COUNT_VARIABLES, threads))
+        env.update(thread_environment(spec.resources))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(spec.resources.gpu))
         env.update(
             map_environment(
@@ -132,15 +125,6 @@ class ProcessJobBackend:
         _kill_group(process.pid, signal.SIGKILL)
         await process.wait()
         await process.aclose()
-
-
-def cpu_threads(quantity: str) -> int:
-    """Threads for a Kubernetes CPU quantity: "2" → 2, "1.5" → 1, "500m" → 1 (at least one)."""
-    match = _CPU_QUANTITY.match(quantity.strip())
-    if not match:
-        return 1
-    value = float(match.group(1)) / (1000 if match.group(2) else 1)
-    return max(1, math.floor(value))
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:

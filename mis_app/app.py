@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from loguru import logger
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,14 +16,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mis_adapters.clock import MonotonicClock
+from mis_adapters.jobs_kubernetes import KubernetesJobBackend
 from mis_adapters.jobs_process import ProcessJobBackend
+from mis_adapters.k8s_job import JobOptions
 from mis_adapters.storage_local import LocalStorage, PayloadLimits
 from mis_app.errors import error_response
 from mis_app.inference import InferenceEndpoint
 from mis_app.request_id import RequestIdMiddleware
-from mis_app.settings import Settings, SettingsError
+from mis_app.settings import Settings
 from mis_core.errors import BackendUnavailable
 from mis_core.gate import AdmissionGate
+from mis_core.model import JobRequest, Workspace
 from mis_core.ports import JobBackend
 from mis_core.session import InferenceService
 
@@ -48,13 +53,49 @@ def build_service(settings: Settings) -> InferenceService:
 
 
 def build_job_backend(settings: Settings) -> JobBackend:
-    if settings.backend == "process":
-        return ProcessJobBackend(
-            settings.map.spec(), kill_grace_seconds=settings.process.kill_grace_seconds
+    if settings.backend == "kubernetes":
+        return KubernetesJobBackend(
+            job_options(settings),
+            node_local=settings.kubernetes.payload_volume.node_local,
+            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
         )
-    raise SettingsError(
-        f"backend: {settings.backend!r} is not available in this version; use 'process'"
+    return ProcessJobBackend(
+        settings.map.spec(), kill_grace_seconds=settings.process.kill_grace_seconds
     )
+
+
+def job_options(settings: Settings) -> JobOptions:
+    """The `kubernetes` section as the Job builder takes it; the node comes from NODE_NAME."""
+    k8s = settings.kubernetes
+    return JobOptions(
+        namespace=k8s.namespace,
+        payload_root=str(settings.server.payload_dir),
+        claim_name=k8s.payload_volume.claim_name,
+        host_path=k8s.payload_volume.host_path,
+        node_name=k8s.node_name or os.environ.get("NODE_NAME", ""),
+        instance=k8s.instance,
+        image_pull_policy=k8s.image_pull_policy,
+        image_pull_secrets=tuple(k8s.image_pull_secrets),
+        service_account_name=k8s.service_account_name,
+        node_selector=k8s.node_selector,
+        tolerations=tuple(k8s.tolerations),
+        affinity=k8s.affinity,
+        runtime_class_name=k8s.runtime_class_name,
+        priority_class_name=k8s.priority_class_name,
+        extra_volumes=tuple(k8s.extra_volumes),
+        extra_volume_mounts=tuple(k8s.extra_volume_mounts),
+        security_context=k8s.security_context,
+        pod_security_context=k8s.pod_security_context,
+        deadline_margin_seconds=k8s.deadline_margin_seconds,
+        ttl_seconds_after_finished=k8s.ttl_seconds_after_finished,
+    )
+
+
+def sample_job_request(settings: Settings, request_id: str = "sample-request") -> JobRequest:
+    """A request as MIS would make it, for warm-up and for `mis kubernetes render-job`."""
+    root = settings.server.payload_dir / request_id
+    workspace = Workspace(request_id, str(root), str(root / "input"), str(root / "output"))
+    return JobRequest(request_id=request_id, map=settings.map.spec(), workspace=workspace)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -65,7 +106,13 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         _log_configuration(settings)
         await service.start()
-        yield
+        async with anyio.create_task_group() as background:
+            jobs = service.jobs
+            if isinstance(jobs, KubernetesJobBackend) and settings.kubernetes.warm_up:
+                background.start_soon(jobs.warm_up, sample_job_request(settings, "warm-up"))
+            yield
+            background.cancel_scope.cancel()
+        await service.jobs.close()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

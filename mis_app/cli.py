@@ -40,6 +40,14 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate and print the effective config")
     _add_config(check)
     check.set_defaults(run=_check)
+
+    kubernetes = commands.add_parser("kubernetes", help="Kubernetes backend tools")
+    kubernetes_commands = kubernetes.add_subparsers(required=True, metavar="COMMAND")
+    render = kubernetes_commands.add_parser(
+        "render-job", help="print the Job MIS would submit for a sample request, as YAML"
+    )
+    _add_config(render)
+    render.set_defaults(run=_render_job)
     return parser
 
 
@@ -73,4 +81,24 @@ def _check(settings: Settings, options: argparse.Namespace) -> int:
     effective = settings.model_dump(mode="json")
     print(yaml.safe_dump(effective, sort_keys=False), end="")
     print("# configuration is valid", file=sys.stderr)
+    return 0
+
+
+def _render_job(settings: Settings, options: argparse.Namespace) -> int:
+    """Without contacting a cluster: the namespace is the configured one, else "default"."""
+    import attrs
+
+    from mis_adapters.k8s_job import build_job
+    from mis_app.app import job_options, sample_job_request
+
+    job_settings = job_options(settings)
+    volume = settings.kubernetes.payload_volume
+    node_local = volume.node_local if volume.node_local is not None else bool(volume.host_path)
+    job_settings = attrs.evolve(
+        job_settings,
+        namespace=job_settings.namespace or "default",
+        node_name=job_settings.node_name if node_local else "",
+    )
+    manifest = build_job(sample_job_request(settings), job_settings)
+    print(yaml.safe_dump(manifest, sort_keys=False), end="")
     return 0

@@ -76,13 +76,42 @@ class ProcessSettings(_Section):
 
 
 class PayloadVolumeSettings(_Section):
+    """The volume that holds server.payload_dir, as a Job must mount it."""
+
     claim_name: str = ""
     host_path: str = ""
+    # Pin Jobs to MIS's node? None: yes for a hostPath, and for a claim that is ReadWriteOnce.
+    node_local: bool | None = None
+
+
+DEFAULT_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+DEFAULT_POD_SECURITY_CONTEXT: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
 
 
 class KubernetesSettings(_Section):
-    namespace: str = ""
+    namespace: str = ""  # default: the namespace MIS runs in, else the kubeconfig's
+    instance: str = Field("mis", pattern=r"^[a-z0-9]([-a-z0-9]{0,24}[a-z0-9])?$")
+    node_name: str = ""  # default: the NODE_NAME environment variable (downward API)
     payload_volume: PayloadVolumeSettings = PayloadVolumeSettings()
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = []
+    service_account_name: str = ""
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    affinity: dict[str, Any] = {}
+    runtime_class_name: str = ""
+    priority_class_name: str = ""
+    extra_volumes: list[dict[str, Any]] = []
+    extra_volume_mounts: list[dict[str, Any]] = []
+    security_context: dict[str, Any] = DEFAULT_SECURITY_CONTEXT
+    pod_security_context: dict[str, Any] = DEFAULT_POD_SECURITY_CONTEXT
+    deadline_margin_seconds: int = Field(30, ge=0)
+    ttl_seconds_after_finished: int = Field(300, ge=0)
+    delete_wait_seconds: float = Field(30, ge=0)
+    warm_up: bool = False  # pre-pull the MAP image at start-up; readiness waits for it
 
 
 class Settings(_Section):
@@ -99,8 +128,17 @@ class Settings(_Section):
                 "map.command: the process backend needs the MAP's command, as a list "
                 'such as ["python3", "app.py", "-i", "{input_path}", "-o", "{output_path}"]'
             )
-        if self.backend == "kubernetes" and not self.map.image:
-            raise ValueError("map.image: the kubernetes backend needs the MAP's container image")
+        if self.backend == "kubernetes":
+            if not self.map.image:
+                raise ValueError(
+                    "map.image: the kubernetes backend needs the MAP's container image"
+                )
+            volume = self.kubernetes.payload_volume
+            if bool(volume.claim_name) == bool(volume.host_path):
+                raise ValueError(
+                    "kubernetes.payload_volume: set exactly one of claim_name (a "
+                    "PersistentVolumeClaim) or host_path (a folder on the node)"
+                )
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 
@@ -12,6 +13,14 @@ HOST_NAME = "monai-inference-service"
 HOST_VERSION = "0.1.0"
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
+_CPU_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+THREAD_COUNT_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 @attrs.frozen
@@ -126,3 +135,18 @@ def map_environment(
     }
     env.update(spec.env)
     return env
+
+
+def cpu_threads(quantity: str) -> int:
+    """Threads for a Kubernetes CPU quantity: "2" → 2, "1.5" → 1, "500m" → 1 (at least one)."""
+    match = _CPU_QUANTITY.match(quantity.strip())
+    if not match:
+        return 1
+    value = float(match.group(1)) / (1000 if match.group(2) else 1)
+    return max(1, math.floor(value))
+
+
+def thread_environment(resources: Resources) -> dict[str, str]:
+    """The usual thread-count variables, so numeric libraries use the CPUs the MAP was given."""
+    threads = str(cpu_threads(resources.cpu))
+    return dict.fromkeys(THREAD_COUNT_VARIABLES, threads)

@@ -57,3 +57,7 @@ class JobBackend(Protocol):
     async def sweep(self) -> int:
         """Terminate jobs left by an earlier process; return how many."""
         ...
+
+    async def close(self) -> None:
+        """Release connections at shutdown."""
+        ...

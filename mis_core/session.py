@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import anyio
 from loguru import logger
 
-from mis_core.errors import JobTimedOut, MapFailed, MisError
+from mis_core.errors import BackendUnavailable, JobTimedOut, MapFailed, MisError
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, StageTimes, Workspace
 from mis_core.ports import Clock, JobBackend, Storage
@@ -45,7 +45,11 @@ class InferenceService:
     async def start(self) -> None:
         """Remove what an earlier, crashed process left behind."""
         workspaces = await self.storage.sweep()
-        jobs = await self.jobs.sweep()
+        try:
+            jobs = await self.jobs.sweep()
+        except BackendUnavailable as exc:  # serve anyway: readiness reports it meanwhile
+            logger.error("could not sweep leftover jobs: {}", exc.message)
+            jobs = 0
         if workspaces or jobs:
             logger.warning(
                 "swept {} leftover workspace(s) and {} leftover job(s) from an earlier run",

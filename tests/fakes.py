@@ -113,3 +113,6 @@ class FakeJobBackend:
     async def sweep(self) -> int:
         self.journal.append("sweep jobs")
         return 0
+
+    async def close(self) -> None:
+        self.journal.append("close jobs")

@@ -10,9 +10,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mis_adapters.jobs_process import ProcessJobBackend, cpu_threads
+from mis_adapters.jobs_process import ProcessJobBackend
 from mis_core.errors import BackendUnavailable
-from mis_core.model import JobProgress, JobRequest, MapSpec, Resources, Workspace, job_id_for
+from mis_core.model import (
+    JobProgress,
+    JobRequest,
+    MapSpec,
+    Resources,
+    Workspace,
+    cpu_threads,
+    job_id_for,
+)
 from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio

@@ -70,12 +70,15 @@ def scripted_map_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def running_server(config: dict[str, Any], tmp_path: Path) -> Iterator[Server]:
+def running_server(
+    config: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     config_file = tmp_path / "mis.yaml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()
     log = tmp_path / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}
+    server_env.update(env or {})
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
             [
@@ -90,7 +93,7 @@ def running_server(config: dict[str, Any], tmp_path: Path) -> Iterator[Server]:
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=server_env,
             cwd=REPO,
         )
     url = f"http://127.0.0.1:{port}"

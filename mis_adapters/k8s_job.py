@@ -1,0 +1,203 @@
+"""The batch/v1 Job that runs the MAP once, as a plain dict in the API's wire format.
+
+Pure: no API calls, so `mis kubernetes render-job` prints exactly what MIS would submit and
+tests can validate it against the official schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from mis_core.model import (
+    JobRequest,
+    job_id_for,
+    map_environment,
+    substitute_paths,
+    thread_environment,
+)
+
+MANAGED_BY = "monai-inference-service"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_JOB_ID = "mis.monai.io/job-id"
+LABEL_REQUEST_ID = "mis.monai.io/request-id"
+ANNOTATION_REQUEST_ID = "mis.monai.io/request-id"
+CONTAINER = "map"
+PAYLOAD_VOLUME = "payload"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@attrs.frozen
+class JobOptions:
+    """Cluster-side settings of every Job, from the `kubernetes` section of the configuration."""
+
+    namespace: str
+    payload_root: str  # server.payload_dir: where MIS itself has the payload volume mounted
+    claim_name: str = ""
+    host_path: str = ""
+    node_name: str = ""  # pin Jobs to this node (node-local payload volume); "" for anywhere
+    instance: str = "mis"
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: Sequence[str] = ()
+    service_account_name: str = ""
+    node_selector: Mapping[str, str] = attrs.field(factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    affinity: Mapping[str, Any] = attrs.field(factory=dict)
+    runtime_class_name: str = ""
+    priority_class_name: str = ""
+    extra_volumes: Sequence[Mapping[str, Any]] = ()
+    extra_volume_mounts: Sequence[Mapping[str, Any]] = ()
+    security_context: Mapping[str, Any] = attrs.field(factory=dict)
+    pod_security_context: Mapping[str, Any] = attrs.field(factory=dict)
+    deadline_margin_seconds: int = 30
+    ttl_seconds_after_finished: int = 300
+
+
+def job_name(options: JobOptions, request_id: str) -> str:
+    return f"{options.instance}-{job_id_for(request_id)}"
+
+
+def instance_selector(options: JobOptions) -> str:
+    """Selects every object this MIS installation created, and nothing of another one."""
+    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE}={options.instance}"
+
+
+def job_selector(options: JobOptions, request_id: str) -> str:
+    return f"{instance_selector(options)},{LABEL_JOB_ID}={job_id_for(request_id)}"
+
+
+def build_job(request: JobRequest, options: JobOptions) -> dict[str, Any]:
+    spec = request.map
+    labels = _labels(options, request.request_id)
+    env = {
+        **thread_environment(spec.resources),
+        **map_environment(spec, request.request_id, spec.input_path, spec.output_path),
+    }
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": _resources(request),
+        "volumeMounts": [
+            {
+                "name": PAYLOAD_VOLUME,
+                "mountPath": spec.input_path,
+                "subPath": _sub_path(options, request.workspace.input_dir),
+                "readOnly": True,
+            },
+            {
+                "name": PAYLOAD_VOLUME,
+                "mountPath": spec.output_path,
+                "subPath": _sub_path(options, request.workspace.output_dir),
+            },
+            *(dict(m) for m in options.extra_volume_mounts),
+        ],
+    }
+    if spec.command:
+        container["command"] = substitute_paths(spec.command, spec.input_path, spec.output_path)
+    if spec.args:
+        container["args"] = substitute_paths(spec.args, spec.input_path, spec.output_path)
+    if options.security_context:
+        container["securityContext"] = copy.deepcopy(dict(options.security_context))
+
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": [_payload_volume(options), *(dict(v) for v in options.extra_volumes)],
+    }
+    optional = {
+        "serviceAccountName": options.service_account_name,
+        "nodeSelector": dict(options.node_selector),
+        "tolerations": [dict(t) for t in options.tolerations],
+        "affinity": _affinity(options),
+        "runtimeClassName": options.runtime_class_name,
+        "priorityClassName": options.priority_class_name,
+        "imagePullSecrets": [{"name": name} for name in options.image_pull_secrets],
+        "securityContext": copy.deepcopy(dict(options.pod_security_context)),
+    }
+    pod.update({key: value for key, value in optional.items() if value})
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(options, request.request_id),
+            "namespace": options.namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_REQUEST_ID: request.request_id},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": _deadline(spec.timeout_seconds, options),
+            "ttlSecondsAfterFinished": options.ttl_seconds_after_finished,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def _deadline(timeout_seconds: float, options: JobOptions) -> int:
+    """The server-side backstop: MIS stops the Job at its timeout, the cluster a margin later."""
+    return math.ceil(timeout_seconds) + options.deadline_margin_seconds
+
+
+def _labels(options: JobOptions, request_id: str) -> dict[str, str]:
+    labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_INSTANCE: options.instance,
+        LABEL_JOB_ID: job_id_for(request_id),
+    }
+    if _is_label_value(request_id):
+        labels[LABEL_REQUEST_ID] = request_id
+    return labels
+
+
+def _is_label_value(value: str) -> bool:
+    return len(value) <= 63 and value[:1].isalnum() and value[-1:].isalnum()
+
+
+def _resources(request: JobRequest) -> dict[str, dict[str, Any]]:
+    wanted = request.map.resources
+    requests: dict[str, Any] = {"cpu": wanted.cpu, "memory": wanted.memory}
+    limits: dict[str, Any] = dict(requests)
+    if wanted.gpu > 0:
+        limits[GPU_RESOURCE] = wanted.gpu
+    return {"requests": requests, "limits": limits}
+
+
+def _sub_path(options: JobOptions, folder: str) -> str:
+    relative = posixpath.relpath(folder, options.payload_root)
+    if relative.startswith(".."):
+        raise ValueError(f"{folder} is not under the payload folder {options.payload_root}")
+    return relative
+
+
+def _payload_volume(options: JobOptions) -> dict[str, Any]:
+    if options.claim_name:
+        return {"name": PAYLOAD_VOLUME, "persistentVolumeClaim": {"claimName": options.claim_name}}
+    return {"name": PAYLOAD_VOLUME, "hostPath": {"path": options.host_path, "type": "Directory"}}
+
+
+def _affinity(options: JobOptions) -> dict[str, Any]:
+    """The configured affinity, with every node term also requiring MIS's node when pinned."""
+    affinity = copy.deepcopy(dict(options.affinity))
+    if not options.node_name:
+        return affinity
+    pin = {"key": "metadata.name", "operator": "In", "values": [options.node_name]}
+    required = affinity.setdefault("nodeAffinity", {}).setdefault(
+        "requiredDuringSchedulingIgnoredDuringExecution", {}
+    )
+    terms = required.setdefault("nodeSelectorTerms", [])
+    if not terms:
+        terms.append({})
+    for term in terms:
+        term.setdefault("matchFields", []).append(pin)
+    return affinity

@@ -1,0 +1,115 @@
+"""Reading a Job's and its Pod's status: finished or not, how, and what it is waiting for.
+
+Works on the objects as the API sends them (camelCase dicts), so the same code judges list
+results and watch events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+IMAGE_ERRORS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RegistryUnavailable",
+    "SignatureValidationFailed",
+}
+START_ERRORS = {
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "ContainerCannotRun",
+    "PreStartHookError",
+}
+
+
+@attrs.frozen
+class Verdict:
+    succeeded: bool
+    reason: str = ""
+    exit_code: int | None = None
+
+
+SUCCEEDED = Verdict(succeeded=True, exit_code=0)
+
+
+def judge_pod(pod: dict[str, Any]) -> Verdict | None:
+    """The pod's outcome once it has one: a finished container, or an error it cannot get past."""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        reason = waiting.get("reason", "")
+        detail = f": {waiting['message']}" if waiting.get("message") else ""
+        if reason in IMAGE_ERRORS:
+            image = container.get("image", "")
+            return Verdict(False, f"could not get its image {image} ({reason}{detail})")
+        if reason in START_ERRORS:
+            return Verdict(False, f"could not start its container ({reason}{detail})")
+        terminated = state.get("terminated")
+        if terminated:
+            return _judge_exit(terminated)
+    phase = status.get("phase")
+    if phase == "Succeeded":
+        return SUCCEEDED
+    if phase == "Failed":
+        why = ": ".join(filter(None, [status.get("reason"), status.get("message")]))
+        return Verdict(False, f"ran in a pod that failed ({why or 'no reason given'})")
+    return None
+
+
+def _judge_exit(terminated: dict[str, Any]) -> Verdict:
+    code = int(terminated.get("exitCode", -1))
+    reason = terminated.get("reason", "")
+    if code == 0:
+        return SUCCEEDED
+    if reason == "OOMKilled":
+        return Verdict(
+            False,
+            "was OOMKilled: it used more memory than its limit (map.resources.memory)",
+            code,
+        )
+    extra = f" ({reason})" if reason and reason not in ("Error", "Completed") else ""
+    return Verdict(False, f"exited with code {code}{extra}", code)
+
+
+def judge_job(job: dict[str, Any]) -> Verdict | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        kind = condition.get("type")
+        if kind in ("Complete", "SuccessCriteriaMet"):
+            return SUCCEEDED
+        if kind in ("Failed", "FailureTarget"):
+            why = ": ".join(filter(None, [condition.get("reason"), condition.get("message")]))
+            return Verdict(False, f"ran in a Job that failed ({why or 'no reason given'})")
+    return None
+
+
+def waiting_reason(pod: dict[str, Any]) -> str:
+    """Why a pod that has not finished is not running yet, for the timeout message."""
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            why = condition.get("message") or condition.get("reason")
+            return f"the pod could not be scheduled: {why}"
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            return f"the container was {waiting.get('reason', 'waiting')}"
+    if status.get("phase") == "Pending":
+        return "the pod was pending"
+    return ""
+
+
+def container_started(pod: dict[str, Any]) -> bool:
+    """Whether the MAP's container has started, so its log can be read."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = container.get("state") or {}
+        if "running" in state or "terminated" in state:
+            return True
+    return False

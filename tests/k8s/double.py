@@ -1,0 +1,453 @@
+"""A Kubernetes API test double that speaks the real wire format over real HTTP.
+
+It serves what MIS uses — jobs, pods, pods/log, persistentvolumeclaims, /version — as JSON,
+with list + watch (newline-delimited events, resourceVersion, bookmarks-free, 410 Gone for a
+compacted version), 404 and 409 Status objects, and deletion with propagation. A simulated
+job controller makes one pod per Job; a simulated kubelet (a `Behaviour`) moves the pod
+through its states, writing its log. It runs uvicorn in a thread on 127.0.0.1 with its own
+event loop; tests read its state (requests, objects) directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+Behaviour = Callable[["KubeDouble", str, dict[str, Any], str], Awaitable[None]]
+GROUPS = {"jobs": "batch", "pods": "", "persistentvolumeclaims": ""}
+KINDS = {
+    "jobs": ("Job", "batch/v1"),
+    "pods": ("Pod", "v1"),
+    "persistentvolumeclaims": ("PersistentVolumeClaim", "v1"),
+}
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def status(code: int, reason: str, message: str) -> JSONResponse:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return JSONResponse(body, status_code=code)
+
+
+def matches(obj: dict[str, Any], label_selector: str, field_selector: str) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    for requirement in filter(None, label_selector.split(",")):
+        key, _, value = requirement.partition("=")
+        if labels.get(key) != value:
+            return False
+    for requirement in filter(None, field_selector.split(",")):
+        key, _, value = requirement.partition("=")
+        if key == "metadata.name" and obj["metadata"]["name"] != value:
+            return False
+    return True
+
+
+class KubeDouble:
+    def __init__(self, behaviour: Behaviour | None = None) -> None:
+        self.behaviour = behaviour
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.history: list[tuple[int, str, str, dict[str, Any]]] = []
+        self.version = 1000
+        self.oldest_watchable = 0
+        self.requests: list[tuple[str, str, str]] = []  # (api group, resource, verb)
+        self.logs: dict[str, list[str]] = {}
+        self.logs_closed: set[str] = set()
+        self.kubelets: dict[str, asyncio.Task[None]] = {}
+        self.drops = 0
+        self.pod_deletion_seconds = 0.05
+        self._pulse: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- running ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> KubeDouble:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app(), log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._pulse = asyncio.Event()
+            self._loop.call_soon(ready.set)
+            assert self._server is not None
+            self._loop.run_until_complete(self._server.serve(sockets=[sock]))
+            for task in self.kubelets.values():
+                task.cancel()
+            self._loop.run_until_complete(asyncio.sleep(0))
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def kubeconfig(self, path: Path, namespace: str = "mis-test") -> Path:
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "double", "cluster": {"server": self.url}}],
+                    "users": [{"name": "mis", "user": {"token": "test-token"}}],
+                    "contexts": [
+                        {
+                            "name": "double",
+                            "context": {"cluster": "double", "user": "mis", "namespace": namespace},
+                        }
+                    ],
+                    "current-context": "double",
+                }
+            )
+        )
+        return path
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run `function` on the double's loop (state changes must happen there)."""
+        assert self._loop is not None
+
+        async def run() -> Any:
+            return function(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    # -- state --------------------------------------------------------------------------
+    def items(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(o)
+            for (r, ns, _), o in list(self.objects.items())
+            if r == resource and namespace in (None, ns)
+        ]
+
+    def verbs(self) -> set[tuple[str, str, str]]:
+        return set(self.requests)
+
+    def put(
+        self, resource: str, namespace: str, obj: dict[str, Any], change: str
+    ) -> dict[str, Any]:
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        key = (resource, namespace, obj["metadata"]["name"])
+        if change == "DELETED":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        self.history.append((self.version, resource, change, copy.deepcopy(obj)))
+        self._notify()
+        return obj
+
+    def update_status(self, resource: str, namespace: str, name: str, **status: Any) -> None:
+        obj = self.objects.get((resource, namespace, name))
+        if obj is None:
+            return
+        obj.setdefault("status", {}).update(copy.deepcopy(status))
+        self.put(resource, namespace, obj, "MODIFIED")
+
+    def log(self, pod: str, line: str) -> None:
+        self.logs.setdefault(pod, []).append(line)
+        self._notify()
+
+    def close_log(self, pod: str) -> None:
+        self.logs_closed.add(pod)
+        self._notify()
+
+    def compact(self) -> None:
+        """Forget history: a watch from an older resourceVersion now gets 410 Gone."""
+        self.oldest_watchable = self.version
+
+    def drop_watches(self) -> None:
+        """End every open watch stream, as a restarting API server or a proxy would."""
+        self.drops += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        assert self._pulse is not None
+        self._pulse.set()
+        self._pulse = asyncio.Event()
+
+    # -- the simulated controllers ------------------------------------------------------
+    def _create_pod_for(self, namespace: str, job: dict[str, Any]) -> None:
+        template = job["spec"]["template"]
+        name = f"{job['metadata']['name']}-{secrets.token_hex(3)[:5]}"
+        labels = {
+            **(template["metadata"].get("labels") or {}),
+            "job-name": job["metadata"]["name"],
+            "batch.kubernetes.io/job-name": job["metadata"]["name"],
+            "controller-uid": job["metadata"]["uid"],
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "labels": labels,
+                "creationTimestamp": now(),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": job["metadata"]["name"],
+                        "uid": job["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": copy.deepcopy(template["spec"]),
+            "status": {"phase": "Pending", "conditions": []},
+        }
+        self.put("pods", namespace, pod, "ADDED")
+        if self.behaviour is not None:
+            self.kubelets[name] = asyncio.get_running_loop().create_task(
+                self.behaviour(self, namespace, job, name)
+            )
+
+    async def _delete_pod(self, namespace: str, name: str) -> None:
+        pod = self.objects.get(("pods", namespace, name))
+        if pod is None:
+            return
+        pod["metadata"]["deletionTimestamp"] = now()
+        self.put("pods", namespace, pod, "MODIFIED")
+        task = self.kubelets.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(self.pod_deletion_seconds)
+        self.close_log(name)
+        if ("pods", namespace, name) in self.objects:
+            self.put("pods", namespace, self.objects[("pods", namespace, name)], "DELETED")
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/version", self._version),
+                Route("/version/", self._version),
+                Route(
+                    "/apis/batch/v1/namespaces/{ns}/jobs",
+                    self._collection("jobs"),
+                    methods=["GET", "POST"],
+                ),
+                Route(
+                    "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+                    self._member("jobs"),
+                    methods=["GET", "DELETE"],
+                ),
+                Route("/api/v1/namespaces/{ns}/pods", self._collection("pods"), methods=["GET"]),
+                Route(
+                    "/api/v1/namespaces/{ns}/pods/{name}",
+                    self._member("pods"),
+                    methods=["GET", "DELETE"],
+                ),
+                Route("/api/v1/namespaces/{ns}/pods/{name}/log", self._log),
+                Route(
+                    "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
+                    self._member("persistentvolumeclaims"),
+                ),
+            ]
+        )
+
+    async def _version(self, request: Request) -> Response:
+        return JSONResponse(
+            {"major": "1", "minor": "34", "gitVersion": "v1.34.0", "platform": "linux/amd64"}
+        )
+
+    def _collection(self, resource: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            ns = request.path_params["ns"]
+            group = GROUPS[resource]
+            if request.method == "POST":
+                self.requests.append((group, resource, "create"))
+                return await self._create(resource, ns, await request.json())
+            params = request.query_params
+            labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
+            if params.get("watch", "").lower() in ("true", "1"):
+                self.requests.append((group, resource, "watch"))
+                return StreamingResponse(
+                    self._watch(
+                        resource,
+                        ns,
+                        labels,
+                        fields,
+                        params.get("resourceVersion", ""),
+                        float(params.get("timeoutSeconds", "300")),
+                    ),
+                    media_type="application/json",
+                )
+            self.requests.append((group, resource, "list"))
+            kind, api_version = KINDS[resource]
+            items = [o for o in self.items(resource, ns) if matches(o, labels, fields)]
+            return JSONResponse(
+                {
+                    "kind": f"{kind}List",
+                    "apiVersion": api_version,
+                    "metadata": {"resourceVersion": str(self.version)},
+                    "items": items,
+                }
+            )
+
+        return handle
+
+    def _member(self, resource: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            ns, name = request.path_params["ns"], request.path_params["name"]
+            group = GROUPS[resource]
+            obj = self.objects.get((resource, ns, name))
+            verb = "delete" if request.method == "DELETE" else "get"
+            self.requests.append((group, resource, verb))
+            if obj is None:
+                return status(404, "NotFound", f'{resource} "{name}" not found')
+            if verb == "get":
+                return JSONResponse(obj)
+            body = json.loads(await request.body() or b"{}")
+            policy = (
+                request.query_params.get("propagationPolicy")
+                or body.get("propagationPolicy")
+                or "Background"
+            )
+            self.put(resource, ns, obj, "DELETED")
+            if resource == "jobs" and policy != "Orphan":
+                for pod in self.items("pods", ns):
+                    if pod["metadata"]["labels"].get("controller-uid") == obj["metadata"]["uid"]:
+                        asyncio.get_running_loop().create_task(
+                            self._delete_pod(ns, pod["metadata"]["name"])
+                        )
+            elif resource == "pods":
+                self.objects[(resource, ns, name)] = obj
+                asyncio.get_running_loop().create_task(self._delete_pod(ns, name))
+            return JSONResponse(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Success",
+                    "details": {"name": name},
+                }
+            )
+
+        return handle
+
+    async def _create(self, resource: str, ns: str, body: dict[str, Any]) -> Response:
+        name = body.get("metadata", {}).get("name", "")
+        if not name:
+            return status(422, "Invalid", "metadata.name: Required value")
+        if (resource, ns, name) in self.objects:
+            return status(409, "AlreadyExists", f'{resource} "{name}" already exists')
+        obj = copy.deepcopy(body)
+        obj["metadata"].update(
+            {"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now()}
+        )
+        obj["status"] = {}
+        self.put(resource, ns, obj, "ADDED")
+        if resource == "jobs":
+            self._create_pod_for(ns, obj)
+        return JSONResponse(obj, status_code=201)
+
+    async def _watch(
+        self, resource: str, ns: str, labels: str, fields: str, since: str, seconds: float
+    ) -> AsyncIterator[bytes]:
+        start = int(since) if since else self.version
+        if start < self.oldest_watchable:
+            gone = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "reason": "Expired",
+                "message": f"too old resource version: {start} ({self.oldest_watchable})",
+                "code": 410,
+            }
+            yield (json.dumps({"type": "ERROR", "object": gone}) + "\n").encode()
+            return
+        drops = self.drops
+        deadline = asyncio.get_running_loop().time() + seconds
+        index = next(
+            (i for i, event in enumerate(self.history) if event[0] > start), len(self.history)
+        )
+        while True:
+            while index < len(self.history):
+                _, kind, change, obj = self.history[index]
+                index += 1
+                if (
+                    kind == resource
+                    and obj["metadata"].get("namespace") == ns
+                    and matches(obj, labels, fields)
+                ):
+                    yield (json.dumps({"type": change, "object": obj}) + "\n").encode()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if self.drops != drops or remaining <= 0:
+                return
+            assert self._pulse is not None
+            try:
+                await asyncio.wait_for(self._pulse.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _log(self, request: Request) -> Response:
+        ns, name = request.path_params["ns"], request.path_params["name"]
+        self.requests.append(("", "pods/log", "get"))
+        if ("pods", ns, name) not in self.objects and name not in self.logs:
+            return status(404, "NotFound", f'pods "{name}" not found')
+        params = request.query_params
+        if params.get("follow", "").lower() not in ("true", "1"):
+            lines = self.logs.get(name, [])
+            tail = int(params["tailLines"]) if "tailLines" in params else len(lines)
+            return PlainTextResponse("".join(line + "\n" for line in lines[-tail:] if tail))
+
+        async def follow() -> AsyncIterator[bytes]:
+            sent = 0
+            while True:
+                lines = self.logs.get(name, [])
+                while sent < len(lines):
+                    yield (lines[sent] + "\n").encode()
+                    sent += 1
+                if name in self.logs_closed:
+                    return
+                assert self._pulse is not None
+                await self._pulse.wait()
+
+        return StreamingResponse(follow(), media_type="text/plain")
