@@ -80,6 +80,7 @@ class KubeDouble:
         self.logs_closed: set[str] = set()
         self.kubelets: dict[str, asyncio.Task[None]] = {}
         self.drops = 0
+        self.forbidden: set[tuple[str, str]] = set()  # (resource, verb) answered 403, as RBAC would
         self.pod_deletion_seconds = 0.05
         self._pulse: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -304,6 +305,10 @@ class KubeDouble:
             group = GROUPS[resource]
             if request.method == "POST":
                 self.requests.append((group, resource, "create"))
+                if (resource, "create") in self.forbidden:
+                    return status(
+                        403, "Forbidden", f'cannot create resource "{resource}" in namespace "{ns}"'
+                    )
                 return await self._create(resource, ns, await request.json())
             params = request.query_params
             labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")

@@ -234,6 +234,11 @@ def test_render_job_prints_a_valid_job(tmp_path: Path) -> None:
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "example/scripted-map:1"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["securityContext"] == {  # restrictive by default
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert job["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     terms = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]["nodeSelectorTerms"]
