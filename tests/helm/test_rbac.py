@@ -1,0 +1,94 @@
+"""The chart's Role is exactly sufficient: it grants every call the backend makes, and no more.
+
+The calls come from the API double's request log while the real backend runs every path it
+has: sweeping, success, failure, a stopped job, warm-up and, for a claim, reading the claim.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mis_adapters.jobs_kubernetes import KubernetesJobBackend
+from mis_adapters.k8s_job import JobOptions
+from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
+from tests.helm.test_chart import CHART, find, render
+from tests.k8s import kubelet
+from tests.k8s.double import KubeDouble
+
+pytestmark = pytest.mark.anyio
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def request(tmp_path: Path, request_id: str) -> JobRequest:
+    root = tmp_path / "payload" / request_id
+    (root / "input").mkdir(parents=True)
+    (root / "output").mkdir()
+    spec = MapSpec(image="example/map:1", timeout_seconds=30)
+    return JobRequest(
+        request_id,
+        spec,
+        Workspace(request_id, str(root), str(root / "input"), str(root / "output")),
+    )
+
+
+async def exercise(double: KubeDouble, tmp_path: Path, **volume: str) -> set[tuple[str, str, str]]:
+    """Every path of the backend against the double; the (group, resource, verb) it used."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "payload", "namespace": "mis-test"},
+        "spec": {"accessModes": ["ReadWriteOnce"]},
+    }
+    double.call(double.put, "persistentvolumeclaims", "mis-test", claim, "ADDED")
+    options = JobOptions(
+        namespace="", payload_root=str(tmp_path / "payload"), node_name="node-1", **volume
+    )
+    backend = KubernetesJobBackend(options, delete_wait_seconds=5)
+    with anyio.fail_after(30):
+        await backend.sweep()
+        double.behaviour = kubelet.finishes(0)
+        assert (await backend.run(request(tmp_path, "ok"), JobProgress())).succeeded
+        double.behaviour = kubelet.finishes(2, "Error", lines=["boom"])
+        assert not (await backend.run(request(tmp_path, "fails"), JobProgress())).succeeded
+        double.behaviour = kubelet.hangs()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(backend.run, request(tmp_path, "stopped"), JobProgress())
+            # a job that runs a while has both of its watches open
+            while not {("batch", "jobs", "watch"), ("", "pods", "watch")} <= double.verbs():
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        double.behaviour = kubelet.finishes(0)
+        await backend.warm_up(request(tmp_path, "warm-up"))
+        await backend.check()
+    await backend.close()
+    return double.verbs()
+
+
+async def test_role_grants_exactly_what_the_backend_uses_with_a_claim(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    role = find(render(), "Role")  # the default: a chart-created claim, node-locality read from it
+    used = await exercise(double, tmp_path, claim_name="payload")
+    assert ("", "persistentvolumeclaims", "get") in used
+    assert used == granted(role)
+
+
+async def test_role_grants_exactly_what_the_backend_uses_with_a_host_path(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    role = find(render(CHART / "ci" / "single-node-hostpath-values.yaml"), "Role")
+    used = await exercise(double, tmp_path, host_path=str(tmp_path / "payload"))
+    assert used == granted(role)
