@@ -198,7 +198,8 @@ class KubeDouble:
         self._notify()
 
     def compact(self) -> None:
-        """Forget history: a watch from an older resourceVersion now gets 410 Gone."""
+        """Forget history: a watch from any version seen so far now gets 410 Gone."""
+        self.version += 1  # as other objects' changes would move it on
         self.oldest_watchable = self.version
 
     def drop_watches(self) -> None:

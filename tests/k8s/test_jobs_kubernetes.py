@@ -193,6 +193,7 @@ async def test_dropped_and_expired_watches_are_resumed(double: KubeDouble, tmp_p
         await asyncio.sleep(0.2)  # let MIS's watches start
         kube.drop_watches()
         kube.compact()  # and the version they would resume from is gone: 410
+        await asyncio.sleep(0.2)  # they come back, get 410 Gone, and list again
         await finish(kube, ns, job, pod)
 
     double.behaviour = disrupted
@@ -201,7 +202,7 @@ async def test_dropped_and_expired_watches_are_resumed(double: KubeDouble, tmp_p
     await backend.close()
     assert outcome.succeeded
     pod_lists = [r for r in double.requests if r == ("", "pods", "list")]
-    assert len(pod_lists) >= 2, "after 410 Gone the pods must be listed again"
+    assert len(pod_lists) >= 2, f"after 410 Gone the pods must be listed again: {double.requests}"
 
 
 async def test_api_server_down_is_backend_unavailable(
