@@ -3,6 +3,9 @@
 The command runs in a new session (its own process group), so terminating the job reaches
 every process it started: SIGTERM to the group, SIGKILL after a grace period, and SIGKILL to
 whatever is left of the group once the MAP itself has exited.
+
+If MIS itself dies, the MAP dies with it (the launcher arms a parent-death signal), and the
+group, recorded in the workspace, is killed by the sweep when MIS next starts.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream, Process
@@ -31,6 +36,7 @@ from mis_core.model import (
 )
 
 _MAX_LINE = 8192
+RECORD = ".map-process"  # in the workspace: "<process group id> <MONAI_JOBID>"
 
 
 class ProcessJobBackend:
@@ -41,10 +47,12 @@ class ProcessJobBackend:
         kill_grace_seconds: float = 5.0,
         log_tail_lines: int = 20,
         base_env: Mapping[str, str] | None = None,
+        payload_root: Path | None = None,
     ) -> None:
         self.kill_grace_seconds = kill_grace_seconds
         self.log_tail_lines = log_tail_lines
         self.spec = spec
+        self.payload_root = payload_root
         self.base_env = dict(os.environ if base_env is None else base_env)
 
     async def check(self) -> None:
@@ -56,7 +64,19 @@ class ProcessJobBackend:
             )
 
     async def sweep(self) -> int:
-        return 0  # the process group dies with its workspace; nothing outlives a restart
+        """Kill the process groups that MAPs of a crashed MIS left running."""
+        if self.payload_root is None or not self.payload_root.is_dir():
+            return 0
+        killed = 0
+        for record in self.payload_root.glob(f"*/{RECORD}"):
+            try:
+                pgid_text, job_id = record.read_text().split()
+            except (OSError, ValueError):
+                continue
+            if _group_runs_job(int(pgid_text), job_id):
+                _kill_group(int(pgid_text), signal.SIGKILL)
+                killed += 1
+        return killed
 
     async def close(self) -> None:
         return None
@@ -68,9 +88,12 @@ class ProcessJobBackend:
         )
         env = self.environment(request)
         tail: deque[str] = deque(maxlen=self.log_tail_lines)
+        if shutil.which(argv[0], path=env.get("PATH")) is None:
+            return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
+        launcher = [sys.executable, "-m", "mis_adapters.map_launcher", str(os.getpid())]
         try:
             process = await anyio.open_process(
-                argv,
+                [*launcher, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -82,6 +105,7 @@ class ProcessJobBackend:
                 succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
             )
         logger.info("MAP process {} started", process.pid)
+        Path(workspace.root, RECORD).write_text(f"{process.pid} {request.job_id}")
         try:
             async with anyio.create_task_group() as tg:
                 log_read = anyio.Event()
@@ -125,6 +149,20 @@ class ProcessJobBackend:
         _kill_group(process.pid, signal.SIGKILL)
         await process.wait()
         await process.aclose()
+
+
+def _group_runs_job(pgid: int, job_id: str) -> bool:
+    """Whether a live process in group `pgid` is the MAP of `job_id` (ids get reused)."""
+    marker = f"MONAI_JOBID={job_id}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getpgid(int(proc.name)) != pgid:
+                continue
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 from loguru import logger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,8 +21,11 @@ from mis_adapters.jobs_kubernetes import KubernetesJobBackend
 from mis_adapters.jobs_process import ProcessJobBackend
 from mis_adapters.k8s_job import JobOptions
 from mis_adapters.storage_local import LocalStorage, PayloadLimits
+from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.errors import error_response
-from mis_app.inference import InferenceEndpoint
+from mis_app.inference import ErrorResponder, InferenceEndpoint, UploadDeadlines
+from mis_app.metrics import Metrics
+from mis_app.openapi import openapi
 from mis_app.request_id import RequestIdMiddleware
 from mis_app.settings import Settings
 from mis_core.errors import BackendUnavailable
@@ -60,7 +64,9 @@ def build_job_backend(settings: Settings) -> JobBackend:
             delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
         )
     return ProcessJobBackend(
-        settings.map.spec(), kill_grace_seconds=settings.process.kill_grace_seconds
+        settings.map.spec(),
+        kill_grace_seconds=settings.process.kill_grace_seconds,
+        payload_root=settings.server.payload_dir,
     )
 
 
@@ -100,7 +106,19 @@ def sample_job_request(settings: Settings, request_id: str = "sample-request") -
 
 def create_app(settings: Settings) -> Starlette:
     service = build_service(settings)
-    inference = InferenceEndpoint(service)
+    metrics = Metrics(
+        in_flight=lambda: len(service.in_flight),
+        cleanup_failures=lambda: service.cleanup_failures,
+    )
+    server = settings.server
+    inference = ErrorResponder(
+        InferenceEndpoint(
+            service,
+            metrics,
+            UploadDeadlines(server.upload_idle_timeout_seconds, server.upload_timeout_seconds),
+        )
+    )
+    description = openapi(server.auth.protect_metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -138,6 +156,12 @@ def create_app(settings: Settings) -> Starlette:
             }
         )
 
+    async def metrics_text(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(description)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -151,13 +175,25 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/v1/status", status),
+            Route("/metrics", metrics_text),
+            Route("/openapi.json", openapi_json),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), *_auth(settings)],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.service = service
     return app
+
+
+def _auth(settings: Settings) -> list[Middleware]:
+    auth = settings.server.auth
+    if auth.tokens_file is None:
+        return []
+    open_paths = OPEN_PATHS | {"/openapi.json"}
+    if not auth.protect_metrics:
+        open_paths |= {"/metrics"}
+    return [Middleware(AuthMiddleware, tokens=TokenFile(auth.tokens_file), open_paths=open_paths)]
 
 
 def _log_configuration(settings: Settings) -> None:

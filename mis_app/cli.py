@@ -72,6 +72,8 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         port=options.port or server.port,
         log_config=None,
         access_log=False,
+        ssl_certfile=server.tls.cert_file,
+        ssl_keyfile=server.tls.key_file,
         timeout_graceful_shutdown=5,
     )
     return 0

@@ -18,6 +18,8 @@ STATUS_BY_CODE = {
     "internal_error": 500,
     "backend_unavailable": 503,
     "insufficient_storage": 507,
+    "not_found": 404,  # routing, not the service: no such path
+    "method_not_allowed": 405,
 }
 RETRY_AFTER_SECONDS = "5"
 

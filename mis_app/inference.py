@@ -6,17 +6,20 @@ outlive the handler: the workspace is deleted only after the last byte of the zi
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
+import attrs
 from loguru import logger
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive, Scope, Send
 
 from mis_app.errors import error_response, internal_error
-from mis_app.upload import zip_upload
+from mis_app.metrics import Metrics
+from mis_app.upload import within_deadlines, zip_upload
 from mis_core.errors import MisError
-from mis_core.session import InferenceService
+from mis_core.session import InferenceService, InferenceSession
 
 ZIP_HEADERS = [
     (b"content-type", b"application/zip"),
@@ -24,9 +27,66 @@ ZIP_HEADERS = [
 ]
 
 
+@attrs.frozen
+class UploadDeadlines:
+    idle_seconds: float
+    total_seconds: float
+
+
 class InferenceEndpoint:
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(
+        self, service: InferenceService, metrics: Metrics, deadlines: UploadDeadlines
+    ) -> None:
         self.service = service
+        self.metrics = metrics
+        self.deadlines = deadlines
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        began = time.perf_counter()
+        session: InferenceSession | None = None
+        code = "internal_error"
+        try:
+            async with self.service.session(scope["state"]["request_id"]) as session:
+                code = await self._fulfil(session, scope, receive, send)
+        except MisError as error:
+            code = error.code
+            raise
+        finally:
+            scope["state"]["outcome"] = code
+            times, got, sent = (
+                (session.times, session.bytes_in, session.bytes_out) if session else (None, 0, 0)
+            )
+            self.metrics.observe(code, time.perf_counter() - began, times, got, sent)
+
+    async def _fulfil(
+        self, session: InferenceSession, scope: Scope, receive: Receive, send: Send
+    ) -> str:
+        """Receive, stage, run and respond; the outcome code, for metrics and the access log."""
+        upload = zip_upload(Request(scope, receive))
+        try:
+            await session.receive(
+                within_deadlines(upload, self.deadlines.idle_seconds, self.deadlines.total_seconds)
+            )
+        except ClientDisconnect:
+            logger.warning("client disconnected during the upload")
+            return "client_disconnected"
+        await session.stage()
+
+        async def run_and_respond() -> None:
+            await session.run()
+            await _send_zip(session.output(), send)
+
+        if not await _unless_disconnected(receive, run_and_respond):
+            logger.warning("client disconnected; the job was stopped")
+            return "client_disconnected"
+        return "ok"
+
+
+class ErrorResponder:
+    """Turns what the endpoint raises into the JSON error body, unless the zip had started."""
+
+    def __init__(self, app: InferenceEndpoint) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id: str = scope["state"]["request_id"]
@@ -38,18 +98,7 @@ class InferenceEndpoint:
             await send(message)
 
         try:
-            async with self.service.session(request_id) as session:
-                await session.receive(zip_upload(Request(scope, receive)))
-                await session.stage()
-
-                async def run_and_respond() -> None:
-                    await session.run()
-                    await _send_zip(session.output(), tracked_send)
-
-                if not await _unless_disconnected(receive, run_and_respond):
-                    logger.warning("client disconnected; the job was stopped")
-        except ClientDisconnect:
-            logger.warning("client disconnected during the upload")
+            await self.app(scope, receive, tracked_send)
         except MisError as error:
             if started:
                 logger.error("failed after the response started: {}", error.message)

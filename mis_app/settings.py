@@ -28,6 +28,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class AuthSettings(_Section):
+    tokens_file: Path | None = None  # one bearer token per line; none: no authentication
+    protect_metrics: bool = True  # /metrics needs a token too (healthz and readyz never do)
+
+    @model_validator(mode="after")
+    def _tokens_readable(self) -> AuthSettings:
+        if self.tokens_file is not None and not self.tokens_file.is_file():
+            raise ValueError(f"tokens_file: {self.tokens_file} is not a readable file")
+        return self
+
+
+class TlsSettings(_Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file to serve HTTPS, or neither")
+        for path in (self.cert_file, self.key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a readable file")
+        return self
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -40,6 +65,11 @@ class ServerSettings(_Section):
     output_compression_level: int = Field(1, ge=0, le=9)
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # A client that sends nothing for this long, or takes longer than the total, gets 408.
+    upload_idle_timeout_seconds: float = Field(30.0, gt=0)
+    upload_timeout_seconds: float = Field(3600.0, gt=0)
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
 
 
 class ResourceSettings(_Section):

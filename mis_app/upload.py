@@ -7,14 +7,15 @@ only the bytes of the `file` part are passed on, nothing is spooled elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
+import anyio
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from mis_core.errors import InvalidInput, UnsupportedMediaType
+from mis_core.errors import InvalidInput, UnsupportedMediaType, UploadTimeout
 
 FILE_PART = b"file"
 ZIP_MEDIA_TYPES = {b"application/zip", b"application/x-zip-compressed", b"application/x-zip"}
@@ -104,3 +105,33 @@ async def _file_part(body: AsyncIterator[bytes], boundary: bytes) -> AsyncIterat
         raise InvalidInput(f"The multipart body has no part named 'file'. {HOW_TO_SEND}")
     if not part.complete:
         raise InvalidInput("The multipart body ended before the 'file' part did.")
+
+
+async def within_deadlines(
+    chunks: AsyncIterable[bytes], idle_seconds: float, total_seconds: float
+) -> AsyncIterator[bytes]:
+    """Pass `chunks` on, ending the upload when it stalls or drags on too long.
+
+    One slow client must not hold the only slot: no bytes for `idle_seconds`, or an upload
+    still arriving after `total_seconds`, is UploadTimeout (408).
+    """
+    deadline = anyio.current_time() + total_seconds
+    iterator = aiter(chunks)
+    while True:
+        remaining = deadline - anyio.current_time()
+        with anyio.move_on_after(min(idle_seconds, remaining)) as waited:
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+        if waited.cancelled_caught:
+            if remaining <= idle_seconds:
+                raise UploadTimeout(
+                    f"The upload took longer than {total_seconds:g} seconds "
+                    "(server.upload_timeout_seconds); send a smaller input or a faster link."
+                )
+            raise UploadTimeout(
+                f"The upload stalled: no data arrived for {idle_seconds:g} seconds "
+                "(server.upload_idle_timeout_seconds). Check the connection and retry."
+            )
+        yield chunk

@@ -43,13 +43,14 @@ class InferenceService:
         self.cleanup_failures = 0
 
     async def start(self) -> None:
-        """Remove what an earlier, crashed process left behind."""
-        workspaces = await self.storage.sweep()
+        """Remove what an earlier, crashed process left behind: jobs first, as they may still
+        be using their workspaces (and a backend may have recorded them there)."""
         try:
             jobs = await self.jobs.sweep()
         except BackendUnavailable as exc:  # serve anyway: readiness reports it meanwhile
             logger.error("could not sweep leftover jobs: {}", exc.message)
             jobs = 0
+        workspaces = await self.storage.sweep()
         if workspaces or jobs:
             logger.warning(
                 "swept {} leftover workspace(s) and {} leftover job(s) from an earlier run",

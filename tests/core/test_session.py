@@ -183,11 +183,11 @@ async def test_stages_refuse_to_run_out_of_order() -> None:
     assert "run" not in journal
 
 
-async def test_start_sweeps_storage_and_jobs() -> None:
+async def test_start_sweeps_jobs_then_their_workspaces() -> None:
     journal: list[str] = []
     service = make_service(FakeStorage(journal), FakeJobBackend(journal, SUCCESS))
     await service.start()
-    assert journal == ["sweep storage", "sweep jobs"]
+    assert journal == ["sweep jobs", "sweep storage"]
 
 
 async def test_the_job_gets_the_workspace_and_the_registered_map() -> None:

@@ -1,0 +1,72 @@
+"""Prometheus metrics: what happened to requests, how long the stages took, bytes moved."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from mis_core.model import StageTimes
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 50, 75, 120, 300, 600)
+
+
+class Metrics:
+    def __init__(self, in_flight: Callable[[], float], cleanup_failures: Callable[[], float]):
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # open fds, RSS, CPU time
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter(
+            "mis_inference_requests", "Inference requests by outcome code (ok or an error code)",
+            ["code"], registry=r,
+        )  # fmt: skip
+        self.busy = Counter("mis_busy_rejections", "Requests refused as busy", registry=r)
+        self.request_seconds = Histogram(
+            "mis_inference_request_duration_seconds", "Inference requests, end to end",
+            buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.stage_seconds = Histogram(
+            "mis_stage_duration_seconds", "Time in each stage: receive, extract, job, pack",
+            ["stage"], buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.bytes_in = Counter("mis_received_bytes", "Upload bytes received", registry=r)
+        self.bytes_out = Counter("mis_sent_bytes", "Output zip bytes sent", registry=r)
+        Gauge("mis_in_flight_requests", "Requests being fulfilled", registry=r).set_function(
+            in_flight
+        )
+        Gauge(
+            "mis_cleanup_failures", "Workspaces that could not be deleted", registry=r
+        ).set_function(cleanup_failures)
+        Gauge("mis_asyncio_tasks", "Tasks on the event loop", registry=r).set_function(_task_count)
+
+    def observe(
+        self, code: str, seconds: float, times: StageTimes | None, got: int, sent: int
+    ) -> None:
+        self.requests.labels(code).inc()
+        if code == "busy":
+            self.busy.inc()
+            return
+        self.request_seconds.observe(seconds)
+        self.bytes_in.inc(got)
+        self.bytes_out.inc(sent)
+        if times is not None:
+            for stage in ("receive", "extract", "job", "pack"):
+                value = getattr(times, stage)
+                if value:
+                    self.stage_seconds.labels(stage).observe(value)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped outside the loop
+        return 0.0

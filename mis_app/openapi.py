@@ -1,0 +1,207 @@
+"""The OpenAPI 3 description of the HTTP API, served at /openapi.json.
+
+Written by hand next to the routes; a test checks that every route, error code and status the
+code can answer with is described here, and schemathesis checks the live server against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mis_app.errors import STATUS_BY_CODE
+from mis_core.model import HOST_VERSION
+
+REQUEST_ID = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "Your id for the request (1-64 letters, digits, - or _); echoed back, or one "
+    "is generated.",
+    "schema": {"type": "string"},
+}
+RESPONSE_REQUEST_ID = {
+    "X-Request-ID": {"description": "The request's id", "schema": {"type": "string"}}
+}
+
+_WHEN = {
+    "invalid_input": "Not a zip, a corrupt zip, no `file` part, an unsafe entry, encrypted entries",
+    "unauthorized": "Authentication is enabled and the bearer token is missing or wrong",
+    "request_timeout": "The upload stalled or took too long",
+    "payload_too_large": "Upload, expanded size, entry count or compression ratio over the limits",
+    "unsupported_media_type": "Neither multipart/form-data nor application/zip",
+    "busy": "Another inference request is being fulfilled",
+    "timeout": "The MAP did not finish within the timeout; it was stopped",
+    "map_failed": "The MAP failed; the message has the reason and its last log lines",
+    "internal_error": "An unexpected error in MIS",
+    "backend_unavailable": "The job backend cannot be reached",
+    "insufficient_storage": "The payload volume ran out of space",
+}
+INFERENCE_CODES = list(_WHEN)
+
+
+def error_responses(codes: list[str]) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(STATUS_BY_CODE[code], []).append(code)
+    responses: dict[str, Any] = {}
+    for status, grouped in sorted(by_status.items()):
+        headers = dict(RESPONSE_REQUEST_ID)
+        if "busy" in grouped:
+            headers["Retry-After"] = {
+                "description": "Seconds to wait",
+                "schema": {"type": "string"},
+            }
+        if "unauthorized" in grouped:
+            headers["WWW-Authenticate"] = {"description": "Bearer", "schema": {"type": "string"}}
+        responses[str(status)] = {
+            "description": "; ".join(f"`{c}`: {_WHEN[c]}" for c in grouped),
+            "headers": headers,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return responses
+
+
+def _json_ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": RESPONSE_REQUEST_ID,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _inference(summary: str, raw_body: bool) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        }
+    }
+    if raw_body:
+        content["application/zip"] = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "summary": summary,
+        "parameters": [REQUEST_ID],
+        "requestBody": {"required": True, "content": content},
+        "responses": {
+            "200": {
+                "description": "The MAP's output folder as a zip",
+                "headers": {
+                    **RESPONSE_REQUEST_ID,
+                    "Content-Disposition": {"schema": {"type": "string"}},
+                },
+                "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            **error_responses(INFERENCE_CODES),
+        },
+    }
+
+
+def openapi(protect_metrics: bool) -> dict[str, Any]:
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    status_schema = {
+        "type": "object",
+        "required": ["state", "in_flight", "capacity", "running", "timeout_seconds"],
+        "properties": {
+            "state": {"type": "string", "enum": ["idle", "busy"]},
+            "in_flight": {"type": "integer"},
+            "capacity": {"type": "integer"},
+            "running": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"elapsed_seconds": {"type": "number"}},
+                },
+            },
+            "timeout_seconds": {"type": "number"},
+        },
+    }
+    metrics: dict[str, Any] = {
+        "summary": "Prometheus metrics",
+        "parameters": [REQUEST_ID],
+        "responses": {
+            "200": {
+                "description": "Text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **(error_responses(["unauthorized"]) if protect_metrics else {}),
+        },
+    }
+    if not protect_metrics:
+        metrics["security"] = []
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "MONAI Inference Service",
+            "version": HOST_VERSION,
+            "description": "Runs one MONAI Application Package on an uploaded zip and answers "
+            "with a zip of its outputs. One request at a time.",
+        },
+        "security": secured,
+        "paths": {
+            "/v1/inference": {"post": _inference("Run the MAP on a zip of inputs", raw_body=True)},
+            "/upload/": {
+                "post": _inference("The same, for clients of the original MIS", raw_body=False)
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "security": [],
+                    "parameters": [REQUEST_ID],
+                    "responses": {"200": _json_ok("Serving", {"type": "object"})},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: jobs can be started",
+                    "security": [],
+                    "parameters": [REQUEST_ID],
+                    "responses": {
+                        "200": _json_ok("Ready", {"type": "object"}),
+                        **error_responses(["backend_unavailable"]),
+                    },
+                }
+            },
+            "/v1/status": {
+                "get": {
+                    "summary": "Idle or busy",
+                    "parameters": [REQUEST_ID],
+                    "responses": {
+                        "200": _json_ok("The service's state", status_schema),
+                        **error_responses(["unauthorized"]),
+                    },
+                }
+            },
+            "/metrics": {"get": metrics},
+            "/openapi.json": {
+                "get": {
+                    "summary": "This description",
+                    "security": [],
+                    "parameters": [REQUEST_ID],
+                    "responses": {"200": _json_ok("OpenAPI 3", {"type": "object"})},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message", "request_id"],
+                            "properties": {
+                                "code": {"type": "string", "enum": sorted(STATUS_BY_CODE)},
+                                "message": {"type": "string"},
+                                "request_id": {"type": "string"},
+                            },
+                        }
+                    },
+                }
+            },
+        },
+    }
