@@ -120,28 +120,27 @@ async def _send_zip(chunks: AsyncIterator[bytes], send: Send) -> None:
 
 
 async def _unless_disconnected(receive: Receive, work: Callable[[], Awaitable[None]]) -> bool:
-    """Run `work`, cancelling it if the client goes away; False when it did.
+    """Run `work`, cancelling it if the client goes away; whether it ran to the end.
 
     Only call once the request body has been read: from then on the only message `receive`
-    can bring is the disconnect.
+    can bring is the disconnect (which also comes once the response is complete).
     """
-    disconnected = False
+    completed = False
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
-            nonlocal disconnected
             while (await receive())["type"] != "http.disconnect":
                 pass
-            disconnected = True
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
         try:
             await work()
+            completed = True
         except Exception as exc:  # re-raised below, outside the task group's exception group
             error = exc
         tg.cancel_scope.cancel()
     if error is not None:
         raise error
-    return not disconnected
+    return completed

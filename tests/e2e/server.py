@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -71,8 +72,12 @@ def scripted_map_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
 
 @contextmanager
 def running_server(
-    config: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None
+    config: dict[str, Any],
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> Iterator[Server]:
+    """MIS on 127.0.0.1 with `config`, until the block ends (HTTPS when config has TLS)."""
     config_file = tmp_path / "mis.yaml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()
@@ -96,10 +101,11 @@ def running_server(
             env=server_env,
             cwd=REPO,
         )
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if config["server"].get("tls") else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
     server = Server(url, Path(config["server"]["payload_dir"]), log, process)
     try:
-        wait_until(lambda: _healthy(url, process), 20, "the server to answer /healthz")
+        wait_until(lambda: _healthy(url, process, verify), 20, "the server to answer /healthz")
         yield server
     finally:
         process.send_signal(signal.SIGTERM)
@@ -110,10 +116,10 @@ def running_server(
             process.wait()
 
 
-def _healthy(url: str, process: subprocess.Popen[bytes]) -> bool:
+def _healthy(url: str, process: subprocess.Popen[bytes], verify: ssl.SSLContext | bool) -> bool:
     if process.poll() is not None:
         raise AssertionError(f"the server exited with code {process.returncode}")
     try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200
     except httpx.TransportError:
         return False

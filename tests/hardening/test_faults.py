@@ -1,0 +1,211 @@
+"""Slow and vanishing clients, a full disk, and MIS killed mid-request: the slot is freed, no
+process is left, and the payload folder ends empty."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REQUIRE_ALL
+from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.processes import is_alive
+from tests.zips import make_zip
+
+
+def raw_request(server: Server, head: bytes) -> socket.socket:
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head)
+    return sock
+
+
+def read_status(sock: socket.socket, timeout: float) -> str:
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0].decode()
+
+
+def idle(server: Server) -> bool:
+    return httpx.get(f"{server.url}/v1/status").json()["state"] == "idle"
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("slow")
+    config = scripted_map_config(tmp, upload_idle_timeout_seconds=1, upload_timeout_seconds=3)
+    with running_server(config, tmp) as server:
+        yield server
+
+
+HEAD = b"POST /v1/inference HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\nContent-Length: 1000000\r\n\r\n"
+
+
+def test_a_stalled_upload_is_cut_off_with_408(slow_server: Server) -> None:
+    started = time.monotonic()
+    with raw_request(slow_server, HEAD + bytes(1000)) as sock:
+        status = read_status(sock, timeout=10)
+    assert status == "HTTP/1.1 408 Request Timeout"
+    assert time.monotonic() - started < 5
+    wait_until(lambda: idle(slow_server), 2, "the slot")
+    wait_until(lambda: slow_server.leftovers() == [], 2, "an empty payload folder")
+    assert "The upload stalled" in slow_server.log_text()
+
+
+def test_an_upload_that_drags_on_is_cut_off_with_408(slow_server: Server) -> None:
+    with raw_request(slow_server, HEAD) as sock:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], 0.4)
+            if readable:
+                break
+            sock.sendall(bytes(100))  # a trickle: never idle for a second, never done
+        status = read_status(sock, timeout=5)
+    assert status == "HTTP/1.1 408 Request Timeout"
+    wait_until(lambda: idle(slow_server), 2, "the slot")
+    wait_until(lambda: slow_server.leftovers() == [], 2, "an empty payload folder")
+    assert "took longer than 3 seconds" in slow_server.log_text()
+
+
+@pytest.fixture
+def tiny_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs as the payload volume (needs root, as CI has)."""
+    volume = tmp_path / "payload"
+    volume.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)], capture_output=True
+    )
+    if result.returncode != 0:
+        reason = f"cannot mount a tmpfs here: {result.stderr.decode().strip()}"
+        if REQUIRE_ALL:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_a_full_payload_volume_is_507_and_leaves_nothing(tiny_volume: Path, tmp_path: Path) -> None:
+    config = scripted_map_config(tmp_path)
+    config["server"]["payload_dir"] = str(tiny_volume)
+    big_upload = make_zip(tmp_path / "big.zip", {"scan.raw": os.urandom(6 * 1024 * 1024)})
+    bomb_ish = make_zip(
+        tmp_path / "expands.zip", {f"slice-{n}.raw": bytes(1024 * 1024) for n in range(8)}
+    )
+    with running_server(config, tmp_path) as server:
+        responses = [
+            httpx.post(
+                f"{server.url}/v1/inference", content=archive.read_bytes(),
+                headers={"Content-Type": "application/zip"}, timeout=30,
+            )
+            for archive in (big_upload, bomb_ish)
+        ]  # fmt: skip
+        after = httpx.post(
+            f"{server.url}/v1/inference",
+            files={"file": make_zip(tmp_path / "ok.zip", {"a": b"1"}).read_bytes()},
+        )
+    for response in responses:
+        assert response.status_code == 507
+        error = response.json()["error"]
+        assert error["code"] == "insufficient_storage"
+        assert "ran out of space" in error["message"]
+    assert after.status_code == 200  # the space was given back
+    assert list(tiny_volume.iterdir()) == []
+
+
+def test_mis_killed_mid_request_leaves_nothing_after_restart(tmp_path: Path) -> None:
+    config = scripted_map_config(tmp_path)
+    archive = make_zip(tmp_path / "in.zip", {"a.txt": b"x", "_mode": b"hang"})
+    pidfile = tmp_path / "pids"
+    with running_server(config, tmp_path) as first:
+        threading.Thread(
+            target=lambda: httpx.post(
+                f"{first.url}/v1/inference", files={"file": archive.read_bytes()}, timeout=30
+            ),
+            daemon=True,
+        ).start()
+        wait_until(
+            lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 10, "the MAP"
+        )
+        leader, child = (int(p) for p in pidfile.read_text().split())
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+        assert not is_alive(leader)  # the parent-death signal took the MAP with MIS
+        assert is_alive(child, grace=0)  # its child is left over ...
+        assert first.leftovers() != []  # ... and so is the workspace
+    with running_server(config, tmp_path) as second:
+        assert not is_alive(child)  # the start-up sweep killed the recorded group
+        assert second.leftovers() == []
+        assert "swept 1 leftover workspace(s) and 1 leftover job(s)" in second.log_text()
+        assert idle(second)
+
+
+def test_metrics_and_the_access_log(tmp_path: Path) -> None:
+    config = scripted_map_config(tmp_path, log_format="json")
+    ok = make_zip(tmp_path / "ok.zip", {"a.txt": b"x" * 1000})
+    failing = make_zip(tmp_path / "fail.zip", {"_mode": b"fail"})
+    with running_server(config, tmp_path) as server:
+        for archive in (ok, ok, failing):
+            httpx.post(
+                f"{server.url}/v1/inference", files={"file": archive.read_bytes()}, timeout=30
+            )
+        httpx.post(
+            f"{server.url}/v1/inference", content=b"junk", headers={"Content-Type": "text/plain"}
+        )
+        text = httpx.get(f"{server.url}/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("mis_inference_requests_total", (("code", "ok"),))] == 2
+    assert samples[("mis_inference_requests_total", (("code", "map_failed"),))] == 1
+    assert samples[("mis_inference_requests_total", (("code", "unsupported_media_type"),))] == 1
+    assert samples[("mis_inference_request_duration_seconds_count", ())] == 4
+    assert samples[("mis_stage_duration_seconds_count", (("stage", "job"),))] == 3
+    assert samples[("mis_received_bytes_total", ())] > 2 * ok.stat().st_size
+    assert samples[("mis_sent_bytes_total", ())] > 0
+    assert samples[("mis_in_flight_requests", ())] == 0
+    assert samples[("mis_cleanup_failures", ())] == 0
+    assert samples[("mis_asyncio_tasks", ())] >= 1
+    assert samples[("process_open_fds", ())] > 0
+
+    records = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    access = [
+        r["access"] for r in records if "access" in r and r["access"]["path"] == "/v1/inference"
+    ]
+    assert [a["code"] for a in access] == ["ok", "ok", "map_failed", "unsupported_media_type"]
+    assert access[0]["status"] == 200
+    assert access[0]["bytes_received"] > ok.stat().st_size
+    assert access[0]["bytes_sent"] > 0
+    assert access[0]["duration_seconds"] > 0
+    lifecycle = [
+        r["message"] for r in records if r.get("request_id") == records[-1].get("request_id")
+    ]
+    assert lifecycle  # every line of a request carries its id
+    first_id = next(r["request_id"] for r in records if r["message"] == "admitted")
+    messages = [
+        r["message"].split(" ")[0]
+        for r in records
+        if r.get("request_id") == first_id and r.get("source") == "mis"
+    ]
+    for event in ("admitted", "received", "staged", "job", "responded", "cleaned"):
+        assert event in messages
+    assert "a.txt" not in server.log_text()  # no payload file names in MIS's own log
