@@ -129,7 +129,7 @@ def test_round_trip_over_https_with_a_generated_certificate(tmp_path: Path) -> N
         response = httpx.post(
             f"{server.url}/v1/inference",
             files={"file": archive.read_bytes()},
-            verify=str(cert),
+            verify=trust,
             timeout=30,
         )
         with pytest.raises(httpx.TransportError):  # no plain HTTP on that port
