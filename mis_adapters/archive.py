@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import stat
+import struct
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -68,8 +69,11 @@ def extract_archive(archive: Path, destination: Path, limits: ExtractLimits) -> 
             f"The upload is not a readable zip archive ({exc}). Send a .zip file made by a "
             "standard zip tool."
         ) from None
-    except (zlib.error, EOFError) as exc:
-        raise InvalidInput(f"The zip archive is corrupt ({exc}). Re-create it and retry.") from None
+    except (zlib.error, EOFError, ValueError, OverflowError, IndexError, struct.error) as exc:
+        # what zipfile's decoders raise on hostile headers (bad UTF-8 names, wild offsets)
+        raise InvalidInput(
+            f"The zip archive is corrupt ({type(exc).__name__}: {exc}). Re-create it and retry."
+        ) from None
     except NotImplementedError as exc:
         raise InvalidInput(
             f"The zip archive uses a compression method this service cannot read ({exc}). "
