@@ -36,6 +36,7 @@ from mis_core.model import (
 )
 
 _MAX_LINE = 8192
+LAUNCHER = Path(__file__).with_name("map_launcher.py")  # run as a script: a fast start
 RECORD = ".map-process"  # in the workspace: "<process group id> <MONAI_JOBID>"
 
 
@@ -90,7 +91,7 @@ class ProcessJobBackend:
         tail: deque[str] = deque(maxlen=self.log_tail_lines)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
             return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
-        launcher = [sys.executable, "-m", "mis_adapters.map_launcher", str(os.getpid())]
+        launcher = [sys.executable, "-I", "-S", str(LAUNCHER), str(os.getpid())]
         try:
             process = await anyio.open_process(
                 [*launcher, *argv],

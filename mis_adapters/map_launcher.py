@@ -4,7 +4,9 @@ On Linux, PR_SET_PDEATHSIG makes the kernel send SIGKILL to the MAP when MIS die
 MIS itself was killed with SIGKILL. Processes the MAP started are in its process group, which
 MIS records in the workspace and kills when it next starts.
 
-    python -m mis_adapters.map_launcher PARENT_PID PROGRAM [ARG...]
+    python -I -S map_launcher.py PARENT_PID PROGRAM [ARG...]
+
+It imports nothing but the standard library, so it starts in a few milliseconds.
 """
 
 from __future__ import annotations

@@ -48,6 +48,10 @@ class InferenceEndpoint:
         try:
             async with self.service.session(scope["state"]["request_id"]) as session:
                 code = await self._fulfil(session, scope, receive, send)
+            if code == "ok":
+                # End the response only now that the workspace is gone and the slot is free,
+                # so a client that sends its next request at once is not told "busy".
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except MisError as error:
             code = error.code
             raise
@@ -103,7 +107,9 @@ class ErrorResponder:
             if started:
                 logger.error("failed after the response started: {}", error.message)
                 raise
-            logger.info("refused: {} ({})", error.code, error.message.splitlines()[0])
+            # busy answers can come by the hundred; the access line already says "busy"
+            level = "DEBUG" if error.code == "busy" else "INFO"
+            logger.log(level, "refused: {} ({})", error.code, error.message.splitlines()[0])
             await error_response(error, request_id)(scope, receive, send)
         except Exception:
             logger.exception("unexpected error")
@@ -113,10 +119,10 @@ class ErrorResponder:
 
 
 async def _send_zip(chunks: AsyncIterator[bytes], send: Send) -> None:
+    """Everything but the end of the response, which waits for the clean-up."""
     await send({"type": "http.response.start", "status": 200, "headers": ZIP_HEADERS})
     async for chunk in chunks:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _unless_disconnected(receive: Receive, work: Callable[[], Awaitable[None]]) -> bool:
