@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 import attrs
 from loguru import logger
-from stream_zip import ZIP_AUTO, stream_zip
+from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, Method, stream_zip
 
 from mis_adapters.archive import ExtractLimits, extract_archive, is_disk_full, storage_full_error
 from mis_core.errors import Busy, PayloadTooLarge
@@ -33,6 +33,10 @@ UPLOAD = "upload.zip"
 _CHUNK = 1024 * 1024
 _ZIP_ENTRY_MODE = stat.S_IFREG | 0o644
 _ZIP_DIR_MODE = stat.S_IFDIR | 0o755
+COMPRESSION_POLICIES = ("adaptive", "deflate", "stored")
+_SAMPLE = 16 * 1024  # bytes of a file's middle that decide whether it compresses
+_WORTH_IT = 0.9  # deflate when the sample shrinks below this fraction
+_ZIP32_LIMIT = 0xFFFFFFFF
 
 
 @attrs.frozen
@@ -51,10 +55,19 @@ class PayloadLimits:
 
 
 class LocalStorage:
-    def __init__(self, root: Path, limits: PayloadLimits, compression_level: int = 1) -> None:
+    def __init__(
+        self,
+        root: Path,
+        limits: PayloadLimits,
+        compression_level: int = 1,
+        compression: str = "adaptive",
+    ) -> None:
+        if compression not in COMPRESSION_POLICIES:
+            raise ValueError(f"compression must be one of {COMPRESSION_POLICIES}")
         self.root = root
         self.limits = limits
         self.compression_level = compression_level
+        self.compression = compression
 
     async def create(self, request_id: str) -> Workspace:
         folder = self.root / request_id
@@ -110,7 +123,7 @@ class LocalStorage:
         return files
 
     async def pack_output(self, workspace: Workspace) -> AsyncIterator[bytes]:
-        chunks = zip_folder(Path(workspace.output_dir), self.compression_level)
+        chunks = zip_folder(Path(workspace.output_dir), self.compression_level, self.compression)
         while chunk := await anyio.to_thread.run_sync(next, chunks, b""):
             yield chunk
 
@@ -132,18 +145,22 @@ def upload_too_large(limit: int) -> PayloadTooLarge:
     )
 
 
-def zip_folder(folder: Path, level: int) -> Iterator[bytes]:
+def zip_folder(folder: Path, level: int, compression: str = "adaptive") -> Iterator[bytes]:
     """Zip bytes of `folder` in chunks of about 1 MiB, built lazily as the caller pulls them.
 
     Only regular files and folders are included: a symbolic link written by the MAP could
     otherwise smuggle a file of the host into the response.
+
+    `compression`: "deflate" every file at `level`; "stored" (no compression); "adaptive"
+    deflates only files whose middle compresses, since deflating already-compressed pixels
+    costs ~25 ms per MB here and saves nothing.
     """
-    members = _members(folder, level)
+    members = _members(folder, level, compression)
     compress = lambda: zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # noqa: E731
     return _rechunk(stream_zip(members, chunk_size=_CHUNK, get_compressobj=compress))
 
 
-def _members(folder: Path, level: int) -> Iterator[tuple]:  # type: ignore[type-arg]
+def _members(folder: Path, level: int, compression: str) -> Iterator[tuple]:  # type: ignore[type-arg]
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         here = Path(dirpath)
@@ -157,8 +174,27 @@ def _members(folder: Path, level: int) -> Iterator[tuple]:  # type: ignore[type-
                 logger.warning("left a symbolic link or special file out of the output zip")
                 continue
             arcname = path.relative_to(folder).as_posix()
-            method = ZIP_AUTO(info.st_size, level=level)
+            method = _method(path, info.st_size, level, compression)
             yield arcname, _mtime(info), _ZIP_ENTRY_MODE, method, _read(path)
+
+
+def _method(path: Path, size: int, level: int, compression: str) -> Method:
+    if compression == "deflate" or (compression == "adaptive" and _compresses(path, size)):
+        return ZIP_AUTO(size, level=level)
+    crc = 0
+    for chunk in _read(path):  # stored entries need their CRC up front: one more (cached) read
+        crc = zlib.crc32(chunk, crc)
+    return (NO_COMPRESSION_32 if size <= _ZIP32_LIMIT else NO_COMPRESSION_64)(size, crc)
+
+
+def _compresses(path: Path, size: int) -> bool:
+    """Whether deflate pays: judged on a sample from the file's middle (past any header)."""
+    if size < 4 * _SAMPLE:
+        return True  # small files cost little either way
+    with open(path, "rb") as source:
+        source.seek(size // 2)
+        sample = source.read(_SAMPLE)
+    return len(zlib.compress(sample, 1)) < _WORTH_IT * len(sample)
 
 
 def _mtime(info: os.stat_result) -> datetime.datetime:

@@ -46,6 +46,7 @@ def build_service(settings: Settings) -> InferenceService:
             max_compression_ratio=server.max_compression_ratio,
         ),
         compression_level=server.output_compression_level,
+        compression=server.output_compression,
     )
     return InferenceService(
         map_spec=settings.map.spec(),

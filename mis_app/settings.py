@@ -62,7 +62,8 @@ class ServerSettings(_Section):
     max_extracted_bytes: ByteSize = ByteSize(20 * GiB)
     max_entries: int = Field(100_000, ge=1)
     max_compression_ratio: float = Field(200.0, ge=1)
-    output_compression_level: int = Field(1, ge=0, le=9)
+    output_compression: Literal["adaptive", "deflate", "stored"] = "adaptive"
+    output_compression_level: int = Field(1, ge=1, le=9)
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     # A client that sends nothing for this long, or takes longer than the total, gets 408.

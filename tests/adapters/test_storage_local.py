@@ -116,3 +116,36 @@ async def test_sweep_removes_only_marked_workspaces(tmp_path: Path) -> None:
 
 async def test_sweep_without_a_payload_folder_is_a_no_op(tmp_path: Path) -> None:
     assert await LocalStorage(tmp_path / "missing", LIMITS).sweep() == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "random_method", "smooth_method"),
+    [
+        ("adaptive", zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED),
+        ("deflate", zipfile.ZIP_DEFLATED, zipfile.ZIP_DEFLATED),
+        ("stored", zipfile.ZIP_STORED, zipfile.ZIP_STORED),
+    ],
+)
+async def test_output_compression_policy(
+    tmp_path: Path, policy: str, random_method: int, smooth_method: int
+) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS, compression=policy)
+    workspace = await storage.create("req-1")
+    noise = os.urandom(300_000)  # like compressed pixel data
+    ramp = bytes(range(256)) * 1200  # like smooth raw pixels
+    (Path(workspace.output_dir) / "noise.dcm").write_bytes(noise)
+    (Path(workspace.output_dir) / "ramp.dcm").write_bytes(ramp)
+    (Path(workspace.output_dir) / "tiny.json").write_text("{}")
+
+    body = b"".join([chunk async for chunk in storage.pack_output(workspace)])
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.testzip() is None
+        assert zf.read("noise.dcm") == noise
+        assert zf.read("ramp.dcm") == ramp
+        assert zf.getinfo("noise.dcm").compress_type == random_method
+        assert zf.getinfo("ramp.dcm").compress_type == smooth_method
+
+
+def test_an_unknown_policy_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="compression must be one of"):
+        LocalStorage(tmp_path, LIMITS, compression="zstd")
