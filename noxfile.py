@@ -12,7 +12,16 @@ nox.options.reuse_existing_virtualenvs = True
 
 RUFF = "ruff==0.17.5"
 MYPY = ["mypy==2.4.1", "types-pyyaml"]
-SOURCES = ["mis_core", "mis_adapters", "mis_app", "tests", "examples", "tools", "noxfile.py"]
+SOURCES = [
+    "mis_core",
+    "mis_adapters",
+    "mis_app",
+    "tests",
+    "examples",
+    "tools",
+    "bench",
+    "noxfile.py",
+]
 EXAMPLE_CONFIG = "examples/dicom_stats/mis.yaml"
 SAMPLE_INPUT = ".mis/sample-input.zip"
 # The official helm binary travels inside this PyPI wheel (see tools/get_helm.py).
@@ -39,6 +48,13 @@ def typecheck(session: nox.Session) -> None:
     """mypy: strict on the core, checked everywhere else."""
     session.install("-e", ".[test,example]", *MYPY)
     session.run("mypy", "mis_core", "mis_adapters", "mis_app")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """MIS vs the floor (unzip, cp, zip -1) and a naive service; results in bench/results/."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "bench.run", *session.posargs)
 
 
 @nox.session
