@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mis_adapters.clock import MonotonicClock
-from mis_adapters.jobs_kubernetes import KubernetesJobBackend
 from mis_adapters.jobs_process import ProcessJobBackend
 from mis_adapters.k8s_job import JobOptions
 from mis_adapters.storage_local import LocalStorage, PayloadLimits
@@ -59,6 +58,9 @@ def build_service(settings: Settings) -> InferenceService:
 
 def build_job_backend(settings: Settings) -> JobBackend:
     if settings.backend == "kubernetes":
+        # imported only when used: the Kubernetes client costs ~50 MB of memory
+        from mis_adapters.jobs_kubernetes import KubernetesJobBackend
+
         return KubernetesJobBackend(
             job_options(settings),
             node_local=settings.kubernetes.payload_volume.node_local,
@@ -126,9 +128,9 @@ def create_app(settings: Settings) -> Starlette:
         _log_configuration(settings)
         await service.start()
         async with anyio.create_task_group() as background:
-            jobs = service.jobs
-            if isinstance(jobs, KubernetesJobBackend) and settings.kubernetes.warm_up:
-                background.start_soon(jobs.warm_up, sample_job_request(settings, "warm-up"))
+            warm_up = getattr(service.jobs, "warm_up", None)  # the Kubernetes backend's
+            if warm_up is not None and settings.kubernetes.warm_up:
+                background.start_soon(warm_up, sample_job_request(settings, "warm-up"))
             yield
             background.cancel_scope.cancel()
         await service.jobs.close()
