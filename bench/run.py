@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import shutil
 import socket
 import statistics
@@ -225,6 +224,7 @@ def run_floor(profile: Profile, archive: Path) -> dict[str, Any]:
     shutil.rmtree(floor, ignore_errors=True)
     (floor / "out").mkdir(parents=True)
     steps = {}
+    peak = 0
     started = time.perf_counter()
     for name, argv, cwd in [
         ("unzip", ["unzip", "-q", str(archive), "-d", str(floor / "in")], floor),
@@ -232,10 +232,13 @@ def run_floor(profile: Profile, archive: Path) -> dict[str, Any]:
         ("zip", ["zip", "-1", "-qr", str(floor / "out.zip"), "."], floor / "out"),
     ]:
         step = time.perf_counter()
-        subprocess.run(argv, cwd=cwd, check=True)
+        child = subprocess.Popen(argv, cwd=cwd)
+        _, status, usage = os.wait4(child.pid, 0)  # this step's own peak memory
+        child.returncode = os.waitstatus_to_exitcode(status)
+        assert child.returncode == 0, argv
         steps[name] = time.perf_counter() - step
+        peak = max(peak, usage.ru_maxrss * 1024)
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     result = {
         "wall_seconds": wall,
         "throughput_mb_s": profile.total / MiB / wall,

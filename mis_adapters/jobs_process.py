@@ -4,8 +4,9 @@ The command runs in a new session (its own process group), so terminating the jo
 every process it started: SIGTERM to the group, SIGKILL after a grace period, and SIGKILL to
 whatever is left of the group once the MAP itself has exited.
 
-If MIS itself dies, the MAP dies with it (the launcher arms a parent-death signal), and the
-group, recorded in the workspace, is killed by the sweep when MIS next starts.
+If MIS itself dies, the MAP dies with it (util-linux's `setpriv` arms a parent-death signal
+before it execs the MAP; without `setpriv` this is skipped), and the group, recorded in the
+workspace, is killed by the sweep when MIS next starts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +36,6 @@ from mis_core.model import (
 )
 
 _MAX_LINE = 8192
-LAUNCHER = Path(__file__).with_name("map_launcher.py")  # run as a script: a fast start
 RECORD = ".map-process"  # in the workspace: "<process group id> <MONAI_JOBID>"
 
 
@@ -91,7 +90,8 @@ class ProcessJobBackend:
         tail: deque[str] = deque(maxlen=self.log_tail_lines)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
             return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
-        launcher = [sys.executable, "-I", "-S", str(LAUNCHER), str(os.getpid())]
+        setpriv = shutil.which("setpriv")
+        launcher = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         try:
             process = await anyio.open_process(
                 [*launcher, *argv],
