@@ -209,12 +209,15 @@ def _read(path: Path) -> Iterator[bytes]:
 
 
 def _rechunk(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Merge small pieces so each hop between the worker thread and the event loop moves ~1 MiB."""
+    """Merge small pieces so each hop between the worker thread and the event loop moves up to
+    1 MiB; the first pieces go out small, so the response starts as soon as the MAP is done."""
     buffer = bytearray()
+    threshold = 16 * 1024
     for chunk in chunks:
         buffer += chunk
-        if len(buffer) >= _CHUNK:
+        if len(buffer) >= threshold:
             yield bytes(buffer)
             buffer.clear()
+            threshold = min(threshold * 4, _CHUNK)
     if buffer:
         yield bytes(buffer)
