@@ -49,7 +49,8 @@ def file_bytes(index: int, size: int, smooth: bytes) -> bytes:
         body = rng.randbytes(size - len(header))
     else:
         offset = rng.randrange(0, len(smooth) // 2) & ~1
-        body = (smooth[offset:] + smooth)[: size - len(header)]
+        tiled = smooth * (size // len(smooth) + 2)
+        body = tiled[offset : offset + size - len(header)]
     return header + body
 
 

@@ -31,6 +31,7 @@ from mis_core.model import Workspace
 MARKER = ".mis-workspace"
 UPLOAD = "upload.zip"
 _CHUNK = 1024 * 1024
+_READ = 64 * 1024
 _ZIP_ENTRY_MODE = stat.S_IFREG | 0o644
 _ZIP_DIR_MODE = stat.S_IFDIR | 0o755
 COMPRESSION_POLICIES = ("adaptive", "deflate", "stored")
@@ -157,7 +158,7 @@ def zip_folder(folder: Path, level: int, compression: str = "adaptive") -> Itera
     """
     members = _members(folder, level, compression)
     compress = lambda: zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # noqa: E731
-    return _rechunk(stream_zip(members, chunk_size=_CHUNK, get_compressobj=compress))
+    return _rechunk(stream_zip(members, chunk_size=_READ, get_compressobj=compress))
 
 
 def _members(folder: Path, level: int, compression: str) -> Iterator[tuple]:  # type: ignore[type-arg]
@@ -202,9 +203,11 @@ def _mtime(info: os.stat_result) -> datetime.datetime:
 
 
 def _read(path: Path) -> Iterator[bytes]:
+    """64 KiB at a time: the compressor then hands out its first bytes after ~1 ms, not after
+    a whole megabyte (20 ms at level 1)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as source:
-        while chunk := source.read(_CHUNK):
+        while chunk := source.read(_READ):
             yield chunk
 
 
