@@ -282,6 +282,10 @@ def busy_latency(archive: Path) -> dict[str, dict[str, float]]:
 
         def probe() -> None:
             with httpx.Client(timeout=10) as client:
+                while client.get(f"{url}/v1/status").json()["state"] != "busy":  # not before it
+                    if done.is_set():
+                        return
+                    time.sleep(0.005)
                 while not done.is_set():
                     started = time.perf_counter()
                     response = client.post(
