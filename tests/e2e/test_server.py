@@ -288,7 +288,9 @@ def test_client_disconnect_while_the_map_runs_frees_the_slot(
         wait_until((workdir / "started").exists, 10, "the MAP to start")
     # the socket is closed: MIS must stop the MAP, clean up and be idle again within a second
     wait_until(
-        lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle", 1, "the slot within a second"
+        lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle",
+        1,
+        "the slot within a second",
     )
     wait_until(lambda: server.leftovers() == [], 1, "the workspace to go")
     assert "client disconnected" in server.log_text()
@@ -305,7 +307,9 @@ def test_client_disconnect_mid_upload_frees_the_slot(server: Server) -> None:
             lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "busy", 5, "admission"
         )
     wait_until(
-        lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle", 1, "the slot within a second"
+        lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle",
+        1,
+        "the slot within a second",
     )
 
 
