@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,8 @@ from mis_app.settings import Settings, SettingsError, load_settings
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     options = parser.parse_args(argv)
+    if not getattr(options, "needs_settings", True):
+        return int(options.run(options))
     try:
         settings = load_settings(options.config, os.environ)
         return int(options.run(settings, options))
@@ -40,6 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate and print the effective config")
     _add_config(check)
     check.set_defaults(run=_check)
+
+    infer = commands.add_parser(
+        "infer", help="send a zip or a folder to MIS and save the result (exit codes: README)"
+    )
+    infer.add_argument("input", type=Path, help="a .zip, or a folder (zipped while it is sent)")
+    infer.add_argument("-o", "--output", type=Path, help="where to save the result zip")
+    infer.add_argument(
+        "--url", default=os.environ.get("MIS_URL", "http://127.0.0.1:8000"), help="MIS base URL"
+    )
+    infer.add_argument("--token-file", type=Path, help="a file holding the bearer token")
+    infer.add_argument("--extract", type=Path, metavar="DIR", help="unpack the result into DIR")
+    infer.add_argument("--wait", action="store_true", help="retry while the service is busy")
+    infer.add_argument("--retries", type=int, default=10, help="retries with --wait (10)")
+    infer.set_defaults(run=_infer, needs_settings=False)
 
     kubernetes = commands.add_parser("kubernetes", help="Kubernetes backend tools")
     kubernetes_commands = kubernetes.add_subparsers(required=True, metavar="COMMAND")
@@ -104,3 +121,24 @@ def _render_job(settings: Settings, options: argparse.Namespace) -> int:
     manifest = build_job(sample_job_request(settings), job_settings)
     print(yaml.safe_dump(manifest, sort_keys=False), end="")
     return 0
+
+
+def _infer(options: argparse.Namespace) -> int:
+    from mis_app.client import InferOptions, infer
+
+    source: Path = options.input
+    token = options.token_file.read_text().strip() if options.token_file else ""
+    with tempfile.TemporaryDirectory() as scratch:  # holds the zip when only --extract is asked
+        default = Path(scratch) / "output.zip" if options.extract else None
+        output = options.output or default or Path(f"{source.name.removesuffix('.zip')}-output.zip")
+        return infer(
+            InferOptions(
+                source=source,
+                output=output,
+                url=options.url,
+                token=token,
+                extract_to=options.extract,
+                wait=options.wait,
+                retries=options.retries,
+            )
+        )

@@ -1,0 +1,203 @@
+"""`mis infer` against a mocked server (respx) and against the real one."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from mis_app.client import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_MAP_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNAUTHORIZED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    InferOptions,
+    infer,
+)
+from tests.e2e.server import REPO, running_server, scripted_map_config
+from tests.zips import make_zip
+
+URL = "http://mis.test"
+
+
+def error(status: int, code: str, message: str, **headers: str) -> httpx.Response:
+    body = {"error": {"code": code, "message": message, "request_id": "r1"}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    folder = tmp_path / "study"
+    (folder / "CT" / "série 1").mkdir(parents=True)
+    (folder / "CT" / "série 1" / "IM1.dcm").write_bytes(b"\x01" * 3000)
+    (folder / "CT" / "IM2.dcm").write_bytes(b"\x02" * 3000)
+    (folder / "notes.txt").write_text("hello")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("response", "exit_code", "shown"),
+    [
+        (
+            error(400, "invalid_input", "The zip archive has an unsafe entry name"),
+            EXIT_BAD_INPUT,
+            "400 invalid_input",
+        ),
+        (error(413, "payload_too_large", "too big"), EXIT_BAD_INPUT, "413 payload_too_large"),
+        (
+            error(415, "unsupported_media_type", "send a zip"),
+            EXIT_BAD_INPUT,
+            "415 unsupported_media_type",
+        ),
+        (
+            error(408, "request_timeout", "the upload stalled"),
+            EXIT_BAD_INPUT,
+            "408 request_timeout",
+        ),
+        (
+            error(401, "unauthorized", "needs a token"),
+            EXIT_UNAUTHORIZED,
+            "401 unauthorized: needs a token",
+        ),
+        (
+            error(500, "busy", "Another inference request", **{"Retry-After": "0"}),
+            EXIT_BUSY,
+            "500 busy",
+        ),
+        (
+            error(500, "timeout", "did not finish within 50 seconds"),
+            EXIT_TIMEOUT,
+            "did not finish within 50 seconds",
+        ),
+        (
+            error(500, "map_failed", "exited with code 3\nTraceback: boom"),
+            EXIT_MAP_FAILED,
+            "Traceback: boom",
+        ),
+        (
+            error(503, "backend_unavailable", "API server cannot be reached"),
+            EXIT_UNREACHABLE,
+            "503 backend_unavailable",
+        ),
+        (
+            error(507, "insufficient_storage", "ran out of space"),
+            EXIT_FAILED,
+            "507 insufficient_storage",
+        ),
+        (httpx.Response(502, text="<html>bad gateway</html>"), EXIT_FAILED, "502 http_502"),
+    ],
+    ids=lambda value: value if isinstance(value, int | str) else "",
+)
+def test_every_answer_maps_to_its_exit_code_and_message(
+    tmp_path: Path, study: Path, response: httpx.Response, exit_code: int, shown: str
+) -> None:
+    err = io.StringIO()
+    with respx.mock(base_url=URL) as mock:
+        mock.post("/v1/inference").mock(return_value=response)
+        code = infer(InferOptions(source=study, output=tmp_path / "out.zip", url=URL), err)
+    assert code == exit_code
+    assert shown in err.getvalue()
+    assert not (tmp_path / "out.zip").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".mis-partial")] == []
+
+
+def test_an_unreachable_server_is_its_own_exit_code(tmp_path: Path, study: Path) -> None:
+    err = io.StringIO()
+    with respx.mock(base_url=URL) as mock:
+        mock.post("/v1/inference").mock(side_effect=httpx.ConnectError("connection refused"))
+        code = infer(InferOptions(source=study, output=tmp_path / "out.zip", url=URL), err)
+    assert code == EXIT_UNREACHABLE
+    assert "cannot reach http://mis.test" in err.getvalue()
+
+
+def test_a_missing_input_is_a_usage_error(tmp_path: Path) -> None:
+    err = io.StringIO()
+    assert (
+        infer(InferOptions(source=tmp_path / "nope", output=tmp_path / "o.zip", url=URL), err)
+        == EXIT_USAGE
+    )
+
+
+def test_busy_retries_stop_at_the_limit(tmp_path: Path, study: Path) -> None:
+    err = io.StringIO()
+    with respx.mock(base_url=URL) as mock:
+        route = mock.post("/v1/inference").mock(
+            return_value=error(500, "busy", "Another inference request", **{"Retry-After": "0"})
+        )
+        code = infer(
+            InferOptions(source=study, output=tmp_path / "o.zip", url=URL, wait=True, retries=3),
+            err,
+        )
+    assert code == EXIT_BUSY
+    assert route.call_count == 4  # the first try and three retries
+    assert "retry 3/3" in err.getvalue()
+
+
+def test_busy_then_success_with_wait(tmp_path: Path, study: Path) -> None:
+    result = make_zip(tmp_path / "result.zip", {"summary.json": b"{}"}).read_bytes()
+    with respx.mock(base_url=URL) as mock:
+        mock.post("/v1/inference").side_effect = [
+            error(500, "busy", "Another inference request", **{"Retry-After": "0"}),
+            httpx.Response(200, content=result, headers={"Content-Type": "application/zip"}),
+        ]
+        code = infer(
+            InferOptions(source=study, output=tmp_path / "o.zip", url=URL, wait=True), io.StringIO()
+        )
+    assert code == EXIT_OK
+    assert (tmp_path / "o.zip").read_bytes() == result
+
+
+def test_a_folder_is_zipped_with_paths_relative_to_it(tmp_path: Path, study: Path) -> None:
+    sent: dict[str, bytes] = {}
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        with zipfile.ZipFile(io.BytesIO(request.read())) as zf:
+            sent.update({name: zf.read(name) for name in zf.namelist()})
+        assert request.headers["content-type"] == "application/zip"
+        assert request.headers["authorization"] == "Bearer t0ken"
+        return httpx.Response(200, content=make_zip(tmp_path / "r.zip", {}).read_bytes())
+
+    with respx.mock(base_url=URL) as mock:
+        mock.post("/v1/inference").mock(side_effect=capture)
+        code = infer(
+            InferOptions(source=study, output=tmp_path / "o.zip", url=URL, token="t0ken"),
+            io.StringIO(),
+        )
+    assert code == EXIT_OK
+    assert sent == {
+        "CT/série 1/IM1.dcm": b"\x01" * 3000,
+        "CT/IM2.dcm": b"\x02" * 3000,
+        "notes.txt": b"hello",
+    }
+
+
+def test_folder_in_extracted_result_out_against_the_real_server(
+    tmp_path: Path, study: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("secret\n")
+    config = scripted_map_config(tmp_path, auth={"tokens_file": str(tokens)})
+    with running_server(config, tmp_path) as server:
+        result = subprocess.run(
+            [sys.executable, "-m", "mis_app", "infer", str(study), "--url", server.url,
+             "--token-file", str(tokens), "--extract", str(tmp_path / "result")],
+            capture_output=True, text=True, cwd=REPO, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == EXIT_OK, result.stderr
+    out = tmp_path / "result"
+    for path in study.rglob("*"):
+        if path.is_file():
+            assert (out / path.relative_to(study)).read_bytes() == path.read_bytes()
+    assert (out / "_env.json").exists()  # what the MAP wrote beside the copies
+    assert "file(s) in" in result.stderr
