@@ -210,10 +210,13 @@ class _Follower:
         self.pod_name = ""
         self._log_done = anyio.Event()
         self._log_started = False
+        self._pod_said: Verdict | None = None
 
     async def follow(self) -> Verdict:
         send, receive = anyio.create_memory_object_stream[Event | BaseException](math.inf)
         verdict: Verdict | None = None
+        judged_by_job = False
+        failure: BaseException | None = None  # raised after the task group, not inside a group
         async with anyio.create_task_group() as tg:
             field = {"field_selector": f"metadata.name={self.name}"}
             tg.start_soon(_watch_into, self.api, "jobs", field, send.clone())
@@ -221,23 +224,33 @@ class _Follower:
             async with receive:
                 async for item in receive:
                     if isinstance(item, BaseException):
-                        raise item  # from a watch task, so that it is not an exception group
+                        failure = item
+                        break
                     verdict = self._judge(item, tg)
                     if verdict is not None:
+                        judged_by_job = item[0] == "jobs"
                         break
-            if isinstance(item, tuple) and item[0] == "jobs":
-                # the Job's event may come before the pod's on the other stream: ask the pod
-                pod_verdict = await self._pod_verdict()
-                if verdict is not None and not verdict.succeeded and pod_verdict is not None:
-                    verdict = pod_verdict
-            if self._log_started:
-                with anyio.move_on_after(1):  # the log ends with the container: read it all
-                    await self._log_done.wait()
-            elif self.pod_name:
-                await self._read_log()  # it finished before MIS saw it run
+            if verdict is not None:
+                await self._settle(judged_by_job)
+                if judged_by_job and not verdict.succeeded:
+                    verdict = self._pod_said or verdict
             tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         assert verdict is not None
         return verdict
+
+    async def _settle(self, judged_by_job: bool) -> None:
+        """Finish reading what the job left: the pod's own verdict, and its whole log."""
+        if judged_by_job:
+            # the Job's event may come before the pod's on the other stream: ask the pod
+            with contextlib.suppress(KubeApiError, BackendUnavailable):
+                self._pod_said = await self._pod_verdict()
+        if self._log_started:
+            with anyio.move_on_after(1):  # the log ends with the container: read it all
+                await self._log_done.wait()
+        elif self.pod_name:
+            await self._read_log()  # it finished before MIS saw it run
 
     async def _pod_verdict(self) -> Verdict | None:
         """The pod's own verdict, read now: its event may trail the Job's on another stream."""
@@ -296,44 +309,35 @@ async def _watch_into(
     Ends quietly when the receiving side has stopped listening.
     """
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-        await _watch_forever(api, kind, selectors, send)
-
-
-async def _watch_forever(
-    api: KubeApi,
-    kind: str,
-    selectors: dict[str, str],
-    send: MemoryObjectSendStream[Event | BaseException],
-) -> None:
-    async with send:
-        version = ""
-        failures = 0
-        while True:
-            try:
-                if not version:
-                    listing = await api.list_objects(kind, **selectors)
-                    version = listing["metadata"]["resourceVersion"]
-                    for obj in listing.get("items") or []:
-                        await send.send((kind, "ADDED", obj))
-                async for event in api.watch(kind, version, **selectors):
-                    obj = event["object"]
-                    version = obj["metadata"].get("resourceVersion") or version
-                    if event["type"] != "BOOKMARK":
-                        await send.send((kind, event["type"], obj))
-                failures = 0
-            except KubeApiError as exc:
-                if exc.status != 410:
-                    await send.send(BackendUnavailable(f"Watching {kind} failed: {exc}"))
-                    return
-                logger.debug("the {} watch expired; listing again", kind)
-                version = ""
-            except BackendUnavailable as exc:
-                delay = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
-                failures += 1
-                logger.warning(
-                    "the {} watch was cut ({}); retrying in {}s", kind, exc.message, delay
-                )
-                await anyio.sleep(delay)
+        async with send:
+            version = ""
+            failures = 0
+            while True:
+                try:
+                    if not version:
+                        listing = await api.list_objects(kind, **selectors)
+                        version = listing["metadata"]["resourceVersion"]
+                        for obj in listing.get("items") or []:
+                            await send.send((kind, "ADDED", obj))
+                    async for event in api.watch(kind, version, **selectors):
+                        obj = event["object"]
+                        version = obj["metadata"].get("resourceVersion") or version
+                        if event["type"] != "BOOKMARK":
+                            await send.send((kind, event["type"], obj))
+                    failures = 0
+                except KubeApiError as exc:
+                    if exc.status != 410:
+                        await send.send(BackendUnavailable(f"Watching {kind} failed: {exc}"))
+                        return
+                    logger.debug("the {} watch expired; listing again", kind)
+                    version = ""
+                except BackendUnavailable as exc:
+                    delay = _RETRY_SECONDS[min(failures, len(_RETRY_SECONDS) - 1)]
+                    failures += 1
+                    logger.warning(
+                        "the {} watch was cut ({}); retrying in {}s", kind, exc.message, delay
+                    )
+                    await anyio.sleep(delay)
 
 
 async def _pods_gone(api: KubeApi, selector: str) -> None:
@@ -344,11 +348,13 @@ async def _pods_gone(api: KubeApi, selector: str) -> None:
         present: set[str] = set()
         listed = await api.list_objects("pods", label_selector=selector)
         present.update(p["metadata"]["name"] for p in listed.get("items") or [])
+        failure: BaseException | None = None
         if present:
             async with receive:
                 async for item in receive:
                     if isinstance(item, BaseException):
-                        raise item
+                        failure = item
+                        break
                     _, change, obj = item
                     if change == "DELETED":
                         present.discard(obj["metadata"]["name"])
@@ -357,6 +363,8 @@ async def _pods_gone(api: KubeApi, selector: str) -> None:
                     if not present:
                         break
         tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 async def _image_pulled(api: KubeApi, selector: str) -> str:
@@ -368,7 +376,8 @@ async def _image_pulled(api: KubeApi, selector: str) -> str:
         async with receive:
             async for item in receive:
                 if isinstance(item, BaseException):
-                    raise item
+                    state = str(item)
+                    break
                 pod = item[2]
                 verdict = judge_pod(pod)
                 waiting = [

@@ -322,6 +322,8 @@ class KubeDouble:
             labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
             if params.get("watch", "").lower() in ("true", "1"):
                 self.requests.append((group, resource, "watch"))
+                if (resource, "watch") in self.forbidden:
+                    return status(403, "Forbidden", f'cannot watch resource "{resource}"')
                 return StreamingResponse(
                     self._watch(
                         resource,

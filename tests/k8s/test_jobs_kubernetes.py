@@ -308,3 +308,15 @@ async def test_warm_up_that_cannot_pull_keeps_the_service_unready(
     with pytest.raises(BackendUnavailable, match="could not be pulled: could not get its image"):
         await backend.check()
     await backend.close()
+
+
+async def test_a_refused_watch_is_backend_unavailable_not_a_crash(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    double.behaviour = kubelet.hangs()
+    double.forbidden.add(("pods", "watch"))
+    backend = backend_for(tmp_path)
+    with anyio.fail_after(10), pytest.raises(BackendUnavailable, match="Watching pods failed: 403"):
+        await backend.run(request_in(tmp_path), JobProgress())
+    await backend.close()
+    assert double.items("jobs") == []  # and the Job was still removed
