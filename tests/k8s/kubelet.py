@@ -34,6 +34,13 @@ def _scheduled(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> No
     )
 
 
+def _running(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
+    started = {"startedAt": "2026-01-01T00:00:00Z"}
+    double.update_status(
+        "pods", ns, pod, phase="Running", containerStatuses=[_container(job, running=started)]
+    )
+
+
 def _finish(
     double: KubeDouble, ns: str, job: dict[str, Any], pod: str, code: int, reason: str
 ) -> None:
@@ -67,20 +74,13 @@ def finishes(
     code: int = 0,
     reason: str = "Completed",
     lines: Sequence[str] = ("MAP says hello",),
-    release: asyncio.Event | None = None,
 ) -> Behaviour:
     """Scheduled, running (printing `lines`), then terminated with `code`."""
 
     async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
         _scheduled(double, ns, job, pod)
         await asyncio.sleep(0.01)
-        double.update_status(
-            "pods",
-            ns,
-            pod,
-            phase="Running",
-            containerStatuses=[_container(job, running={"startedAt": "2026-01-01T00:00:00Z"})],
-        )
+        _running(double, ns, job, pod)
         for line in lines:
             double.log(pod, line)
         await asyncio.sleep(0.01)
@@ -92,13 +92,7 @@ def finishes(
 def hangs(lines: Sequence[str] = ("working...",)) -> Behaviour:
     async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
         _scheduled(double, ns, job, pod)
-        double.update_status(
-            "pods",
-            ns,
-            pod,
-            phase="Running",
-            containerStatuses=[_container(job, running={"startedAt": "2026-01-01T00:00:00Z"})],
-        )
+        _running(double, ns, job, pod)
         for line in lines:
             double.log(pod, line)
         await asyncio.Event().wait()
@@ -178,13 +172,7 @@ def runs_locally() -> Behaviour:
             env=env,
             start_new_session=True,
         )
-        double.update_status(
-            "pods",
-            ns,
-            pod,
-            phase="Running",
-            containerStatuses=[_container(job, running={"startedAt": "2026-01-01T00:00:00Z"})],
-        )
+        _running(double, ns, job, pod)
         try:
             assert process.stdout is not None
             async for line in process.stdout:
