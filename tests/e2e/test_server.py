@@ -88,55 +88,38 @@ def test_round_trip_returns_exactly_what_the_map_wrote(server: Server, tmp_path:
     assert env["MONAI_INPUTPATH"] == str(server.payload_dir / request_id / "input")
 
 
-def test_upload_route_with_curl_form(server: Server, tmp_path: Path) -> None:
-    curl = require_tool("curl")
-    archive = zip_with(tmp_path, INPUT)
-    out = tmp_path / "out.zip"
+def curl_post(url: str, out: Path, *options: str) -> str:
+    """POST with the real curl; the HTTP status it reports."""
     result = subprocess.run(
-        [
-            curl,
-            "-sS",
-            "-o",
-            str(out),
-            "-w",
-            "%{http_code}",
-            "-F",
-            f"file=@{archive}",
-            f"{server.url}/upload/",
-        ],
+        [require_tool("curl"), "-sS", "-o", str(out), "-w", "%{http_code}", *options, url],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert result.stdout == "200"
+    return result.stdout
+
+
+def test_upload_route_with_curl_form(server: Server, tmp_path: Path) -> None:
+    archive = zip_with(tmp_path, INPUT)
+    out = tmp_path / "out.zip"
+    assert curl_post(f"{server.url}/upload/", out, "-F", f"file=@{archive}") == "200"
     assert {k: v for k, v in read_zip(out.read_bytes()).items() if k in INPUT} == INPUT
 
 
 def test_raw_zip_body_with_curl(server: Server, tmp_path: Path) -> None:
-    curl = require_tool("curl")
     archive = zip_with(tmp_path, INPUT)
     out = tmp_path / "out.zip"
-    result = subprocess.run(
-        [
-            curl,
-            "-sS",
-            "-o",
-            str(out),
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Content-Type: application/zip",
-            "-H",
-            "X-Request-ID: study-0042",
-            "--data-binary",
-            f"@{archive}",
-            f"{server.url}/v1/inference",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    status = curl_post(
+        f"{server.url}/v1/inference",
+        out,
+        "-H",
+        "Content-Type: application/zip",
+        "-H",
+        "X-Request-ID: study-0042",
+        "--data-binary",
+        f"@{archive}",
     )
-    assert result.stdout == "200"
+    assert status == "200"
     outputs = read_zip(out.read_bytes())
     assert outputs["series/IM1.dcm"] == INPUT["series/IM1.dcm"]
     assert "study-0042" in json.loads(outputs["_env.json"])["MONAI_INPUTPATH"]
