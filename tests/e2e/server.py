@@ -37,6 +37,24 @@ class Server:
         )
 
 
+def raw_request(server: Server, data: bytes) -> socket.socket:
+    """A connection to `server` that has sent `data` (a request, whole or cut short) as is."""
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(data)
+    return sock
+
+
+def zip_post(body: bytes, content_length: int | None = None) -> bytes:
+    """A raw POST /v1/inference of `body`, announcing `content_length` (default: its length)."""
+    length = len(body) if content_length is None else content_length
+    return (
+        b"POST /v1/inference HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/zip\r\n"
+        + f"Content-Length: {length}\r\n\r\n".encode()
+        + body
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

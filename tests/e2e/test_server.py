@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -17,7 +16,14 @@ import httpx
 import pytest
 
 from tests.conftest import require_tool
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import (
+    Server,
+    raw_request,
+    running_server,
+    scripted_map_config,
+    wait_until,
+    zip_post,
+)
 from tests.processes import is_alive
 from tests.zips import make_zip
 
@@ -261,13 +267,7 @@ def test_client_disconnect_while_the_map_runs_frees_the_slot(
     server: Server, tmp_path: Path, workdir: Path
 ) -> None:
     body = zip_with(tmp_path, INPUT, mode="wait").read_bytes()
-    port = int(server.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(
-            b"POST /v1/inference HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+    with raw_request(server, zip_post(body)):
         wait_until((workdir / "started").exists, 10, "the MAP to start")
     # the socket is closed: MIS must stop the MAP, clean up and be idle again within a second
     wait_until(
@@ -280,12 +280,7 @@ def test_client_disconnect_while_the_map_runs_frees_the_slot(
 
 
 def test_client_disconnect_mid_upload_frees_the_slot(server: Server) -> None:
-    port = int(server.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(
-            b"POST /v1/inference HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\n"
-            b"Content-Length: 4000000\r\n\r\n" + bytes(100_000)
-        )
+    with raw_request(server, zip_post(bytes(100_000), content_length=4_000_000)):
         wait_until(
             lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "busy", 5, "admission"
         )

@@ -20,16 +20,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REQUIRE_ALL
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import (
+    Server,
+    raw_request,
+    running_server,
+    scripted_map_config,
+    wait_until,
+    zip_post,
+)
 from tests.processes import is_alive
 from tests.zips import make_zip
-
-
-def raw_request(server: Server, head: bytes) -> socket.socket:
-    port = int(server.url.rsplit(":", 1)[1])
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(head)
-    return sock
 
 
 def read_status(sock: socket.socket, timeout: float) -> str:
@@ -55,7 +55,7 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-HEAD = b"POST /v1/inference HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\nContent-Length: 1000000\r\n\r\n"
+HEAD = zip_post(b"", content_length=1000000)
 
 
 def test_a_stalled_upload_is_cut_off_with_408(slow_server: Server) -> None:

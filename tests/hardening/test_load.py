@@ -19,16 +19,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import Server, running_server, scripted_map_config, wait_until, zip_post
 from tests.zips import make_zip
 
 CLIENTS = 200
 EMPTY_ZIP = b"PK\x05\x06" + bytes(18)
-REQUEST = (
-    b"POST /v1/inference HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/zip\r\n"
-    + f"Content-Length: {len(EMPTY_ZIP)}\r\n\r\n".encode()
-    + EMPTY_ZIP
-)
+REQUEST = zip_post(EMPTY_ZIP)
 
 
 async def burst(port: int) -> tuple[list[float], list[bytes]]:

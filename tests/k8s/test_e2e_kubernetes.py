@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 import zipfile
@@ -22,7 +21,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.e2e.server import REPO, SCRIPTED_MAP, Server, running_server, wait_until
+from tests.e2e.server import (
+    REPO,
+    SCRIPTED_MAP,
+    Server,
+    raw_request,
+    running_server,
+    wait_until,
+    zip_post,
+)
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.processes import is_alive
@@ -150,13 +157,7 @@ def test_client_disconnect_deletes_the_job(
 ) -> None:
     double, _ = cluster
     body = make_zip(tmp_path / "in.zip", {**INPUT, "_mode": b"hang"}).read_bytes()
-    port = int(server.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(
-            b"POST /v1/inference HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+    with raw_request(server, zip_post(body)):
         wait_until(lambda: any(double.logs.values()), 10, "the MAP to start in its pod")
     wait_until(lambda: double.items("jobs") == [], 5, "the job to be deleted")
     wait_until(
