@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +39,7 @@ from mis_adapters.k8s_status import (
     judge_pod,
     waiting_reason,
 )
+from mis_adapters.map_log import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
@@ -155,7 +155,7 @@ class KubernetesJobBackend:
                 await self._remove(api, name, selector, wait_for_pods=not finished)
 
     async def _outcome(self, api: KubeApi, verdict: Verdict, follower: _Follower) -> JobOutcome:
-        tail = tuple(follower.tail)
+        tail = tuple(follower.map_log.tail)
         if not verdict.succeeded and follower.pod_name:
             # without a log (the container never started), keep what was streamed
             with contextlib.suppress(KubeApiError, BackendUnavailable):
@@ -206,7 +206,7 @@ class _Follower:
         self.name = name
         self.selector = selector
         self.progress = progress
-        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.map_log = MapLog(tail_lines)
         self.pod_name = ""
         self._log_done = anyio.Event()
         self._log_started = False
@@ -282,16 +282,12 @@ class _Follower:
     async def _read_log(self) -> None:
         with contextlib.suppress(KubeApiError, BackendUnavailable):
             for line in await self.api.log_tail(self.pod_name, CONTAINER, MAX_LOG_LINES):
-                self._emit(line)
-
-    def _emit(self, line: str) -> None:
-        self.tail.append(line)
-        logger.bind(source="map").info("{}", line)
+                self.map_log.emit(line)
 
     async def _stream_log(self) -> None:
         try:
             async for line in self.api.follow_log(self.pod_name, CONTAINER):
-                self._emit(line)
+                self.map_log.emit(line)
         except (KubeApiError, BackendUnavailable) as exc:
             logger.warning("could not stream the MAP's log: {}", exc)
         finally:

@@ -16,14 +16,14 @@ import os
 import shutil
 import signal
 import subprocess
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
+from anyio.abc import Process
 from loguru import logger
 
+from mis_adapters.map_log import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import (
     JobOutcome,
@@ -35,7 +35,6 @@ from mis_core.model import (
     thread_environment,
 )
 
-_MAX_LINE = 8192
 RECORD = ".map-process"  # in the workspace: "<process group id> <MONAI_JOBID>"
 
 
@@ -87,7 +86,7 @@ class ProcessJobBackend:
             [*request.map.command, *request.map.args], workspace.input_dir, workspace.output_dir
         )
         env = self.environment(request)
-        tail: deque[str] = deque(maxlen=self.log_tail_lines)
+        map_log = MapLog(self.log_tail_lines)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
             return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
         setpriv = shutil.which("setpriv")
@@ -114,7 +113,7 @@ class ProcessJobBackend:
                 async def pump() -> None:
                     assert process.stdout is not None
                     try:
-                        await _pump_log(process.stdout, tail)
+                        await map_log.pump(process.stdout)
                     finally:
                         log_read.set()
 
@@ -127,7 +126,7 @@ class ProcessJobBackend:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._terminate(process)
-        return _outcome(code, tuple(tail))
+        return _outcome(code, tuple(map_log.tail))
 
     def environment(self, request: JobRequest) -> dict[str, str]:
         spec = request.map
@@ -169,31 +168,6 @@ def _group_runs_job(pgid: int, job_id: str) -> bool:
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-async def _pump_log(stream: ByteReceiveStream, tail: deque[str]) -> None:
-    """Each line the MAP prints goes to MIS's log, tagged with the request id by the context."""
-    map_log = logger.bind(source="map")
-    pending = b""
-    try:
-        async for data in stream:
-            pending += data
-            *lines, pending = pending.split(b"\n")
-            while len(pending) > _MAX_LINE:
-                lines.append(pending[:_MAX_LINE])
-                pending = pending[_MAX_LINE:]
-            for raw in lines:
-                _emit(map_log, raw, tail)
-    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-        pass
-    if pending:
-        _emit(map_log, pending, tail)
-
-
-def _emit(map_log: object, raw: bytes, tail: deque[str]) -> None:
-    line = raw.decode("utf-8", "replace").rstrip("\r")
-    tail.append(line)
-    map_log.info("{}", line)  # type: ignore[attr-defined]
 
 
 def _outcome(code: int, tail: tuple[str, ...]) -> JobOutcome:

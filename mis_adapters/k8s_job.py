@@ -14,6 +14,13 @@ from typing import Any
 
 import attrs
 
+from mis_adapters.labels import (
+    LABEL_INSTANCE,
+    LABEL_JOB_ID,
+    LABEL_MANAGED_BY,
+    LABEL_REQUEST_ID,
+    MANAGED_BY,
+)
 from mis_core.model import (
     JobRequest,
     job_id_for,
@@ -22,11 +29,6 @@ from mis_core.model import (
     thread_environment,
 )
 
-MANAGED_BY = "monai-inference-service"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_JOB_ID = "mis.monai.io/job-id"
-LABEL_REQUEST_ID = "mis.monai.io/request-id"
 ANNOTATION_REQUEST_ID = "mis.monai.io/request-id"
 CONTAINER = "map"
 PAYLOAD_VOLUME = "payload"

@@ -17,6 +17,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mis_adapters.clock import MonotonicClock
+from mis_adapters.docker_api import DockerEngine
+from mis_adapters.docker_container import ContainerOptions
+from mis_adapters.jobs_docker import DockerJobBackend
 from mis_adapters.jobs_process import ProcessJobBackend
 from mis_adapters.k8s_job import JobOptions
 from mis_adapters.storage_local import LocalStorage, PayloadLimits
@@ -66,10 +69,32 @@ def build_job_backend(settings: Settings) -> JobBackend:
             node_local=settings.kubernetes.payload_volume.node_local,
             delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
         )
+    if settings.backend == "docker":
+        return docker_backend(settings)
     return ProcessJobBackend(
         settings.map.spec(),
         kill_grace_seconds=settings.process.kill_grace_seconds,
         payload_root=settings.server.payload_dir,
+    )
+
+
+def docker_backend(settings: Settings) -> DockerJobBackend:
+    docker = settings.docker
+    options = ContainerOptions(
+        instance=docker.instance,
+        payload_host_dir=docker.payload_host_dir,
+        user=docker.user,
+        network=docker.network,
+        cap_drop=tuple(docker.cap_drop),
+        gpu_driver=docker.gpu_driver,
+        shm_size=docker.shm_size,
+    )
+    return DockerJobBackend(
+        DockerEngine(docker.url),
+        settings.map.image,
+        options,
+        pull=docker.pull,
+        kill_grace_seconds=docker.stop_grace_seconds,
     )
 
 
@@ -128,8 +153,10 @@ def create_app(settings: Settings) -> Starlette:
         _log_configuration(settings)
         await service.start()
         async with anyio.create_task_group() as background:
-            warm_up = getattr(service.jobs, "warm_up", None)  # the Kubernetes backend's
-            if warm_up is not None and settings.kubernetes.warm_up:
+            warm_up = getattr(service.jobs, "warm_up", None)  # container backends have one
+            if warm_up is not None and (
+                settings.backend == "docker" or settings.kubernetes.warm_up
+            ):
                 background.start_soon(warm_up, sample_job_request(settings, "warm-up"))
             yield
             background.cancel_scope.cancel()
@@ -145,6 +172,8 @@ def create_app(settings: Settings) -> Starlette:
             return error_response(error, request.state.request_id)
         return JSONResponse({"status": "ready"})
 
+    map_summary = _map_summary(settings)
+
     async def status(request: Request) -> Response:
         now = service.clock.now()
         return JSONResponse(
@@ -156,6 +185,7 @@ def create_app(settings: Settings) -> Starlette:
                     {"elapsed_seconds": round(now - t, 3)} for t in service.in_flight.values()
                 ],
                 "timeout_seconds": service.map_spec.timeout_seconds,
+                "map": map_summary,
             }
         )
 
@@ -187,6 +217,24 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.service = service
     return app
+
+
+def _map_summary(settings: Settings) -> dict[str, object]:
+    """The configured MAP as /v1/status shows it: no environment values (they may be secrets)."""
+    spec = settings.map.spec()
+    return {
+        "backend": settings.backend,
+        "image": spec.image,
+        "command": [*spec.command, *spec.args],
+        "input_path": spec.input_path,
+        "output_path": spec.output_path,
+        "resources": {
+            "cpu": spec.resources.cpu,
+            "memory": spec.resources.memory,
+            "gpu": spec.resources.gpu,
+        },
+        "timeout_seconds": spec.timeout_seconds,
+    }
 
 
 def _auth(settings: Settings) -> list[Middleware]:

@@ -1,4 +1,7 @@
-"""`mis serve` and `mis config check`."""
+"""The `mis` command: serve, config check, infer, map inspect, kubernetes render-job.
+
+Heavy imports happen inside the subcommands, so `mis infer` starts fast.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,20 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-from mis_app.settings import Settings, SettingsError, load_settings
+from mis_app.settings import (
+    DockerSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+    with_map_defaults,
+)
+
+if TYPE_CHECKING:
+    from mis_adapters.map_manifest import MapManifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--retries", type=int, default=10, help="retries with --wait (10)")
     infer.set_defaults(run=_infer, needs_settings=False)
 
+    map_parser = commands.add_parser("map", help="look into MAP images")
+    map_commands = map_parser.add_subparsers(required=True, metavar="COMMAND")
+    inspect = map_commands.add_parser(
+        "inspect", help="print what a MAP image's manifest declares, as map configuration"
+    )
+    inspect.add_argument("image", help="the MAP image, as the container engine names it")
+    inspect.add_argument(
+        "--url",
+        default=os.environ.get("MIS_DOCKER__URL", DockerSettings().url),
+        help="the Docker Engine API (default: MIS_DOCKER__URL, else the local Docker socket)",
+    )
+    inspect.set_defaults(run=_inspect_map, needs_settings=False)
+
     kubernetes = commands.add_parser("kubernetes", help="Kubernetes backend tools")
     kubernetes_commands = kubernetes.add_subparsers(required=True, metavar="COMMAND")
     render = kubernetes_commands.add_parser(
@@ -80,8 +106,13 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
     from mis_app.app import create_app
     from mis_app.logs import configure_logging
 
+    configure_logging(settings.server.log_level, settings.server.log_format)
+    if settings.map.from_manifest:
+        manifest = _read_manifest(settings.docker.url, settings.map.image)
+        if manifest is None:
+            return 2
+        settings = with_map_defaults(settings, manifest.map_settings())
     server = settings.server
-    configure_logging(server.log_level, server.log_format)
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -94,6 +125,41 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _inspect_map(options: argparse.Namespace) -> int:
+    manifest = _read_manifest(options.url, options.image)
+    if manifest is None:
+        return 1
+    print(f"# declared in {manifest.source} of {options.image}")
+    described = {"map": {"image": options.image, **manifest.map_settings()}}
+    print(yaml.safe_dump(described, sort_keys=False), end="")
+    if manifest.environment:
+        print("# the image's own environment (already set inside it):")
+        print(yaml.safe_dump({"environment": manifest.environment}, sort_keys=False), end="")
+    return 0
+
+
+def _read_manifest(url: str, image: str) -> MapManifest | None:
+    """The image's manifest, or None after saying on stderr why it could not be read."""
+    import anyio
+
+    from mis_adapters.docker_api import DockerEngine
+    from mis_adapters.map_manifest import ManifestError, read_manifest
+    from mis_core.errors import BackendUnavailable
+
+    async def read() -> MapManifest:
+        engine = DockerEngine(url)
+        try:
+            return await read_manifest(engine, image)
+        finally:
+            await engine.close()
+
+    try:
+        return anyio.run(read)
+    except (ManifestError, BackendUnavailable) as exc:
+        print(f"mis: cannot read the MAP manifest: {exc}", file=sys.stderr)
+        return None
 
 
 def _check(settings: Settings, options: argparse.Namespace) -> int:

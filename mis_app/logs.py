@@ -33,6 +33,8 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | N
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    # one line per Docker Engine call is noise; MIS logs what the calls mean
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def _json_sink(stream: TextIO) -> Any:

@@ -103,7 +103,7 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     status_schema = {
         "type": "object",
-        "required": ["state", "in_flight", "capacity", "running", "timeout_seconds"],
+        "required": ["state", "in_flight", "capacity", "running", "timeout_seconds", "map"],
         "properties": {
             "state": {"type": "string", "enum": ["idle", "busy"]},
             "in_flight": {"type": "integer"},
@@ -116,6 +116,27 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
                 },
             },
             "timeout_seconds": {"type": "number"},
+            "map": {
+                "type": "object",
+                "description": "The configured MAP (its environment values are not shown)",
+                "required": ["backend", "image", "command", "resources", "timeout_seconds"],
+                "properties": {
+                    "backend": {"type": "string", "enum": ["process", "kubernetes", "docker"]},
+                    "image": {"type": "string"},
+                    "command": {"type": "array", "items": {"type": "string"}},
+                    "input_path": {"type": "string"},
+                    "output_path": {"type": "string"},
+                    "resources": {
+                        "type": "object",
+                        "properties": {
+                            "cpu": {"type": "string"},
+                            "memory": {"type": "string"},
+                            "gpu": {"type": "integer"},
+                        },
+                    },
+                    "timeout_seconds": {"type": "number"},
+                },
+            },
         },
     }
     metrics: dict[str, Any] = {

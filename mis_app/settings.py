@@ -88,6 +88,9 @@ class MapSettings(_Section):
     output_path: str = "/var/monai/output"
     resources: ResourceSettings = ResourceSettings()
     timeout_seconds: float = Field(50.0, gt=0)
+    # Take command, folders, resources and timeout from the image's MAP manifest where this
+    # configuration leaves them unset (needs the image in the engine docker.url names).
+    from_manifest: bool = False
 
     def spec(self) -> MapSpec:
         return MapSpec(
@@ -145,25 +148,43 @@ class KubernetesSettings(_Section):
     warm_up: bool = False  # pre-pull the MAP image at start-up; readiness waits for it
 
 
+class DockerSettings(_Section):
+    """The Docker Engine API (Docker, or Podman's Docker-compatible service)."""
+
+    url: str = Field("unix:///var/run/docker.sock", pattern=r"^(unix|tcp|http|https)://")
+    instance: str = Field("mis", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+    pull: Literal["missing", "always", "never"] = "missing"  # at start-up and when missing
+    # Where server.payload_dir is on the engine's host, when MIS itself runs in a container.
+    payload_host_dir: str = ""
+    user: str = ""  # user[:group] inside the container; empty: the image's own
+    network: str = "none"  # a MAP reads and writes files; it needs no network
+    cap_drop: list[str] = ["ALL"]
+    gpu_driver: str = "nvidia"
+    shm_size: str = Field("", pattern=rf"^$|{_QUANTITY}")
+    stop_grace_seconds: float = Field(5.0, ge=0)  # SIGTERM, then SIGKILL after this
+
+
 class Settings(_Section):
-    backend: Literal["process", "kubernetes"] = "process"
+    backend: Literal["process", "kubernetes", "docker"] = "process"
     server: ServerSettings = ServerSettings()
     map: MapSettings = MapSettings()
     process: ProcessSettings = ProcessSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    docker: DockerSettings = DockerSettings()
 
     @model_validator(mode="after")
     def _backend_needs(self) -> Settings:
-        if self.backend == "process" and not self.map.command:
+        if self.backend == "process" and not self.map.command and not self.map.from_manifest:
             raise ValueError(
                 "map.command: the process backend needs the MAP's command, as a list "
                 'such as ["python3", "app.py", "-i", "{input_path}", "-o", "{output_path}"]'
             )
+        if not self.map.image:
+            if self.backend != "process":
+                raise ValueError(f"map.image: the {self.backend} backend needs the MAP's image")
+            if self.map.from_manifest:
+                raise ValueError("map.image: map.from_manifest reads the manifest of map.image")
         if self.backend == "kubernetes":
-            if not self.map.image:
-                raise ValueError(
-                    "map.image: the kubernetes backend needs the MAP's container image"
-                )
             volume = self.kubernetes.payload_volume
             if bool(volume.claim_name) == bool(volume.host_path):
                 raise ValueError(
@@ -171,6 +192,24 @@ class Settings(_Section):
                     "PersistentVolumeClaim) or host_path (a folder on the node)"
                 )
         return self
+
+
+def with_map_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settings:
+    """`settings` with `defaults` (map keys, as a MAP manifest declares them) in the keys that
+    neither the file nor the environment set."""
+    data = settings.model_dump()
+    current = settings.map
+    for key, value in defaults.items():
+        if key == "resources":
+            unset = value.keys() - current.resources.model_fields_set
+            data["map"]["resources"].update({name: value[name] for name in unset})
+        elif key not in current.model_fields_set:
+            data["map"][key] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        described = _describe(exc, None)
+        raise SettingsError(described.replace(":", " with the MAP manifest's values:", 1)) from None
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:

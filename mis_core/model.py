@@ -14,6 +14,13 @@ HOST_VERSION = "0.1.0"
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _CPU_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+_MEMORY_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)$")
+_MEMORY_UNITS = {
+    "": 1,
+    "m": 1e-3,
+    **{unit: 1000**power for power, unit in enumerate("kMGTPE", 1)},
+    **{f"{unit}i": 1024**power for power, unit in enumerate("KMGTPE", 1)},
+}
 THREAD_COUNT_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -137,13 +144,25 @@ def map_environment(
     return env
 
 
-def cpu_threads(quantity: str) -> int:
-    """Threads for a Kubernetes CPU quantity: "2" → 2, "1.5" → 1, "500m" → 1 (at least one)."""
+def cpu_cores(quantity: str) -> float:
+    """CPUs in a Kubernetes CPU quantity: "2" → 2.0, "1.5" → 1.5, "500m" → 0.5 (0 if unreadable)."""
     match = _CPU_QUANTITY.match(quantity.strip())
     if not match:
-        return 1
-    value = float(match.group(1)) / (1000 if match.group(2) else 1)
-    return max(1, math.floor(value))
+        return 0.0
+    return float(match.group(1)) / (1000 if match.group(2) else 1)
+
+
+def cpu_threads(quantity: str) -> int:
+    """Threads for a Kubernetes CPU quantity: "2" → 2, "1.5" → 1, "500m" → 1 (at least one)."""
+    return max(1, math.floor(cpu_cores(quantity)))
+
+
+def memory_bytes(quantity: str) -> int:
+    """Bytes in a Kubernetes memory quantity: "8Gi" → 8 * 2**30, "512M" → 512e6; else 0."""
+    match = _MEMORY_QUANTITY.match(quantity.strip())
+    if not match:
+        return 0
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
 
 
 def thread_environment(resources: Resources) -> dict[str, str]:

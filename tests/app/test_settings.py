@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mis_app.settings import SettingsError, load_settings
+from mis_app.settings import SettingsError, load_settings, with_map_defaults
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -68,8 +68,11 @@ def test_mis_config_names_the_file(tmp_path: Path) -> None:
         (
             MINIMAL + "backend: docker-swarm\n",
             {},
-            "backend: Input should be 'process' or 'kubernetes'",
+            "backend: Input should be 'process', 'kubernetes' or 'docker'",
         ),
+        ("backend: docker\n", {}, "map.image: the docker backend needs the MAP's image"),
+        (MINIMAL + "map:\n  from_manifest: true\n", {}, "map.image: map.from_manifest reads"),
+        (MINIMAL, {"MIS_DOCKER__URL": "/var/run/docker.sock"}, "docker.url: String should match"),
         ("map: [oops\n", {}, "is not valid YAML"),
         ("- a\n- b\n", {}, "must be a mapping"),
     ],
@@ -80,6 +83,26 @@ def test_invalid_configuration_names_the_key(
     with pytest.raises(SettingsError) as info:
         load_settings(write(tmp_path, text), env)
     assert message in str(info.value)
+
+
+def test_manifest_values_fill_only_the_keys_the_file_and_environment_leave_unset(
+    tmp_path: Path,
+) -> None:
+    text = "backend: docker\nmap:\n  image: m:1\n  resources:\n    memory: 1Gi\n"
+    settings = load_settings(write(tmp_path, text), {"MIS_MAP__TIMEOUT_SECONDS": "9"})
+    manifest = {
+        "command": ["python3", "app.py"],
+        "input_path": "/var/holoscan/input",
+        "timeout_seconds": 120.0,
+        "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
+    }
+    merged = with_map_defaults(settings, manifest).map
+    assert merged.command == ["python3", "app.py"]
+    assert merged.input_path == "/var/holoscan/input"
+    assert merged.output_path == "/var/monai/output"  # neither set it: the default stays
+    assert merged.timeout_seconds == 9  # the environment set it
+    assert merged.resources.memory == "1Gi"  # the file set it
+    assert (merged.resources.cpu, merged.resources.gpu) == ("2", 1)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

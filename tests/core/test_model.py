@@ -4,7 +4,15 @@ import pytest
 
 from mis_core.errors import Busy
 from mis_core.gate import AdmissionGate
-from mis_core.model import MapSpec, job_id_for, map_environment, substitute_paths
+from mis_core.model import (
+    MapSpec,
+    cpu_cores,
+    cpu_threads,
+    job_id_for,
+    map_environment,
+    memory_bytes,
+    substitute_paths,
+)
 
 
 def test_job_id_is_the_request_id_when_it_is_32_hex_characters() -> None:
@@ -45,3 +53,21 @@ def test_gate_releases_its_slot_when_the_block_raises() -> None:
         with pytest.raises(Busy), gate.admit():
             pass
         assert gate.full
+
+
+@pytest.mark.parametrize(
+    ("quantity", "cores", "threads"),
+    [("2", 2.0, 2), ("1.5", 1.5, 1), ("500m", 0.5, 1), ("2500m", 2.5, 2), ("lots", 0.0, 1)],
+)
+def test_cpu_quantities(quantity: str, cores: float, threads: int) -> None:
+    assert cpu_cores(quantity) == cores
+    assert cpu_threads(quantity) == threads
+
+
+@pytest.mark.parametrize(
+    ("quantity", "expected"),
+    [("8Gi", 8 * 2**30), ("512Mi", 512 * 2**20), ("1G", 10**9), ("100k", 100_000),
+     ("1024", 1024), ("1.5Gi", 3 * 2**29), ("8GB", 0), ("", 0)],
+)  # fmt: skip
+def test_memory_quantities(quantity: str, expected: int) -> None:
+    assert memory_bytes(quantity) == expected
