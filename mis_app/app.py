@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from loguru import logger
@@ -13,8 +14,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from mis_adapters.clock import MonotonicClock
 from mis_adapters.docker_api import DockerEngine
@@ -35,6 +37,16 @@ from mis_core.gate import AdmissionGate
 from mis_core.model import JobRequest, Workspace
 from mis_core.ports import JobBackend
 from mis_core.session import InferenceService
+
+STATIC = Path(__file__).parent / "static"  # the page at /: shipped in the package, no CDN
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def build_service(settings: Settings) -> InferenceService:
@@ -192,6 +204,9 @@ def create_app(settings: Settings) -> Starlette:
     async def metrics_text(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(description)
 
@@ -210,6 +225,8 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/status", status),
             Route("/metrics", metrics_text),
             Route("/openapi.json", openapi_json),
+            Route("/", page),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[Middleware(RequestIdMiddleware), *_auth(settings)],
         exception_handlers={HTTPException: http_error},
@@ -241,7 +258,8 @@ def _auth(settings: Settings) -> list[Middleware]:
     auth = settings.server.auth
     if auth.tokens_file is None:
         return []
-    open_paths = OPEN_PATHS | {"/openapi.json"}
+    page = {"/", *(f"/static/{file.name}" for file in STATIC.iterdir())}  # the token is asked there
+    open_paths = OPEN_PATHS | {"/openapi.json"} | page
     if not auth.protect_metrics:
         open_paths |= {"/metrics"}
     return [Middleware(AuthMiddleware, tokens=TokenFile(auth.tokens_file), open_paths=open_paths)]

@@ -187,7 +187,7 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
             },
             "/v1/status": {
                 "get": {
-                    "summary": "Idle or busy",
+                    "summary": "Idle or busy, and the configured MAP (feeds the page at /)",
                     "parameters": [REQUEST_ID],
                     "responses": {
                         "200": _json_ok("The service's state", status_schema),
@@ -196,6 +196,20 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
                 }
             },
             "/metrics": {"get": metrics},
+            "/": {
+                "get": {
+                    "summary": "The browser page: run the MAP on a zip or a folder",
+                    "description": "Its scripts and styles are under /static/ (not listed).",
+                    "security": [],
+                    "parameters": [REQUEST_ID],
+                    "responses": {
+                        "200": {
+                            "description": "HTML",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This description",

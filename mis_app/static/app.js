@@ -1,0 +1,324 @@
+// The MIS page: what `mis infer` does, from a browser. Plain modules, no build step.
+import { zipFiles, ZipTooLarge } from "./zip.js";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "mis-token"; // sessionStorage: this tab only, never in a URL
+const POLL_MS = 2000;
+
+// What each error code of the API means for the person at the page, and what to do next.
+const ADVICE = {
+  busy: ["The service is busy with another study.",
+    "It runs one study at a time. Wait until the status above says idle, then try again."],
+  timeout: ["The application did not finish in time and was stopped.",
+    "Try a smaller study, or ask the administrator to raise the time limit."],
+  map_failed: ["The application failed on this study.",
+    "Check that the study is what this application expects. If it keeps failing, give the administrator the details below."],
+  invalid_input: ["This file cannot be used.",
+    "Send a .zip archive of the study, or choose its folder instead."],
+  payload_too_large: ["The study is too large for this service.",
+    "Send fewer images, or ask the administrator to raise the size limit."],
+  unauthorized: ["Your access token was not accepted.",
+    "Enter a valid token above. Ask the administrator if you do not have one."],
+  request_timeout: ["The upload was too slow and was stopped.",
+    "Check your network connection and try again."],
+  unsupported_media_type: ["The upload was not sent as a zip.", "Choose a .zip file or a folder."],
+  backend_unavailable: ["The service cannot run the application right now.",
+    "Try again in a few minutes. If it persists, tell the administrator."],
+  insufficient_storage: ["The service ran out of disk space for this study.",
+    "Try again later, or tell the administrator."],
+  internal_error: ["The service hit an unexpected error.",
+    "Try again. If it keeps happening, give the administrator the request id."],
+  network: ["The service could not be reached.",
+    "Check your connection and that the service is running, then try again."],
+  too_large_to_zip: ["This folder is too large to zip in the browser.",
+    "Zip it on your computer (4 GB or 65,535 files at most here) and choose the zip file."],
+  empty: ["There is nothing to send.", "Choose a zip file, or a folder with files in it."],
+};
+
+let timeoutSeconds = 0;
+let working = false;
+let resultUrl = null;
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function formatBytes(n) {
+  const units = ["bytes", "KB", "MB", "GB"];
+  let unit = 0;
+  while (n >= 1000 && unit < units.length - 1) { n /= 1000; unit++; }
+  return `${unit ? n.toFixed(1) : n} ${units[unit]}`;
+}
+
+function setState(text, kind) {
+  const state = $("state");
+  state.textContent = text;
+  state.className = `state ${kind}`;
+}
+
+function askForToken(problem) {
+  const section = $("token-section");
+  $("token-problem").textContent = problem || "";
+  if (section.hidden) {
+    section.hidden = false;
+    $("token").focus();
+  }
+}
+
+async function refreshStatus() {
+  let response;
+  try {
+    response = await fetch("/v1/status", { headers: authHeaders(), cache: "no-store" });
+  } catch {
+    setState("Unreachable", "down");
+    return;
+  }
+  if (response.status === 401) {
+    setState("Needs a token", "down");
+    askForToken(sessionStorage.getItem(TOKEN_KEY) ? ADVICE.unauthorized[0] : "");
+    return;
+  }
+  if (!response.ok) {
+    setState("Unavailable", "down");
+    return;
+  }
+  const status = await response.json();
+  $("token-section").hidden = true;
+  timeoutSeconds = status.timeout_seconds;
+  showMap(status.map);
+  if (status.state === "busy") setState(working ? "Busy: running your study" : "Busy with another study", "busy");
+  else setState("Idle: ready for a study", "idle");
+}
+
+function showMap(map) {
+  const rows = [
+    ["Application", map.image || map.command.join(" ")],
+    ["Runs as", { process: "a local process", kubernetes: "a Kubernetes Job", docker: "a container" }[map.backend] || map.backend],
+    ["CPU", map.resources.cpu],
+    ["Memory", map.resources.memory],
+    ["GPUs", String(map.resources.gpu)],
+    ["Time limit", `${map.timeout_seconds} seconds`],
+  ];
+  if (map.image && map.command.length) rows.splice(1, 0, ["Command", map.command.join(" ")]);
+  const list = $("map-summary");
+  list.replaceChildren(...rows.flatMap(([term, value]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    return [dt, dd];
+  }));
+}
+
+function setWorking(on) {
+  working = on;
+  if (on) setState("Busy: running your study", "busy");
+  for (const input of [$("zip-input"), $("folder-input")]) input.disabled = on;
+  $("drop-zone").classList.toggle("disabled", on);
+  $("progress-area").hidden = !on;
+}
+
+function showPhase(text, fraction) {
+  $("phase").textContent = text;
+  const progress = $("progress");
+  if (fraction === null) progress.removeAttribute("value");
+  else progress.value = fraction;
+}
+
+function showOutcome(kind, title, advice, details, requestId) {
+  const box = $("outcome");
+  box.className = kind;
+  const parts = [];
+  const heading = document.createElement("h3");
+  heading.textContent = title;
+  parts.push(heading);
+  if (advice) {
+    const p = document.createElement("p");
+    p.textContent = advice;
+    parts.push(p);
+  }
+  if (details) {
+    const pre = document.createElement("pre");
+    pre.textContent = details;
+    parts.push(pre);
+    requestAnimationFrame(() => { pre.scrollTop = pre.scrollHeight; }); // the last lines matter most
+  }
+  if (requestId) {
+    const p = document.createElement("p");
+    p.className = "hint";
+    p.textContent = `Request id: ${requestId}`;
+    parts.push(p);
+  }
+  box.replaceChildren(...parts);
+}
+
+function showError(code, message, requestId) {
+  const [title, advice] = ADVICE[code] || ADVICE.internal_error;
+  showOutcome("bad", title, advice, message, requestId);
+  if (code === "unauthorized") askForToken(title);
+}
+
+function clearOutcome() {
+  $("outcome").replaceChildren();
+  $("outcome").className = "";
+  $("result").hidden = true;
+  if (resultUrl) URL.revokeObjectURL(resultUrl);
+  resultUrl = null;
+}
+
+function outputName(inputName) {
+  return `${inputName.replace(/\.zip$/i, "")}-output.zip`;
+}
+
+// Send a zip (a File, or a Blob made from a folder) and wait for the result.
+function send(body, inputName) {
+  const xhr = new XMLHttpRequest();
+  let timer = null;
+  const started = () => {
+    const t0 = performance.now();
+    const tick = () => {
+      const elapsed = Math.floor((performance.now() - t0) / 1000);
+      const of = timeoutSeconds ? ` of at most ${timeoutSeconds} s` : " s";
+      showPhase(`Running the application: ${elapsed}${of}…`, timeoutSeconds ? Math.min(elapsed / timeoutSeconds, 1) : null);
+    };
+    tick();
+    timer = setInterval(tick, 500);
+  };
+  const stopTimer = () => { if (timer) clearInterval(timer); timer = null; };
+
+  xhr.open("POST", "/v1/inference");
+  xhr.responseType = "blob";
+  xhr.setRequestHeader("Content-Type", "application/zip");
+  for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
+  xhr.upload.onprogress = (event) => {
+    if (event.lengthComputable) {
+      showPhase(`Uploading ${inputName}: ${formatBytes(event.loaded)} of ${formatBytes(event.total)}`, event.loaded / event.total);
+    }
+  };
+  xhr.upload.onload = started;
+  xhr.onreadystatechange = () => {
+    if (xhr.readyState === XMLHttpRequest.HEADERS_RECEIVED && xhr.status === 200) {
+      stopTimer();
+      showPhase("Receiving the result…", null);
+    }
+  };
+  xhr.onprogress = (event) => {
+    if (xhr.status === 200) showPhase(`Receiving the result: ${formatBytes(event.loaded)}`, null);
+  };
+  xhr.onload = async () => {
+    stopTimer();
+    const requestId = xhr.getResponseHeader("X-Request-ID");
+    if (xhr.status === 200) {
+      resultUrl = URL.createObjectURL(xhr.response);
+      const link = $("download");
+      link.href = resultUrl;
+      link.download = outputName(inputName);
+      link.textContent = `Download the result (${link.download}, ${formatBytes(xhr.response.size)})`;
+      $("result").hidden = false;
+      showOutcome("ok", "The result is ready.", "Download it below. The service has already deleted its copy.", "", requestId);
+      link.focus();
+    } else {
+      let error = { code: "internal_error", message: `HTTP ${xhr.status}` };
+      try { error = JSON.parse(await xhr.response.text()).error; } catch { /* not JSON */ }
+      showError(error.code, error.message, error.request_id || requestId);
+    }
+    finish();
+  };
+  xhr.onerror = () => { stopTimer(); showError("network", "", null); finish(); };
+  xhr.send(body);
+}
+
+function finish() {
+  setWorking(false);
+  refreshStatus();
+}
+
+async function start(makeBody, inputName) {
+  if (working) return;
+  clearOutcome();
+  setWorking(true);
+  try {
+    send(await makeBody(), inputName);
+  } catch (error) {
+    setWorking(false);
+    if (error instanceof ZipTooLarge) showError("too_large_to_zip", "", null);
+    else if (error.message === "empty") showError("empty", "", null);
+    else showError("internal_error", String(error), null);
+  }
+}
+
+// A folder's files, paths relative to the folder; zipped while the progress bar shows it.
+function startFolder(entries, folderName) {
+  start(async () => {
+    if (!entries.length) throw new Error("empty");
+    return zipFiles(entries, (read, total) =>
+      showPhase(`Zipping ${folderName}: ${formatBytes(read)} of ${formatBytes(total)}`, total ? read / total : null));
+  }, `${folderName}.zip`);
+}
+
+function startZip(file) {
+  start(async () => file, file.name);
+}
+
+$("zip-input").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  if (file) startZip(file);
+  event.target.value = "";
+});
+
+$("folder-input").addEventListener("change", (event) => {
+  const files = [...event.target.files];
+  if (files.length) {
+    const folder = files[0].webkitRelativePath.split("/")[0];
+    startFolder(files.map((file) => ({ path: file.webkitRelativePath.split("/").slice(1).join("/"), file })), folder);
+  }
+  event.target.value = "";
+});
+
+const readEntries = (reader) => new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+const entryFile = (entry) => new Promise((resolve, reject) => entry.file(resolve, reject));
+
+async function filesUnder(entry, prefix) {
+  if (entry.isFile) return [{ path: prefix + entry.name, file: await entryFile(entry) }];
+  const reader = entry.createReader();
+  const found = [];
+  for (let batch = await readEntries(reader); batch.length; batch = await readEntries(reader)) {
+    for (const child of batch) found.push(...await filesUnder(child, `${prefix}${entry.name}/`));
+  }
+  return found;
+}
+
+const zone = $("drop-zone");
+zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+zone.addEventListener("drop", async (event) => {
+  event.preventDefault();
+  zone.classList.remove("over");
+  if (working) return;
+  const items = [...event.dataTransfer.items].map((item) => item.webkitGetAsEntry?.()).filter(Boolean);
+  const files = [...event.dataTransfer.files];
+  if (items.length === 1 && items[0].isDirectory) {
+    const entries = [];
+    const reader = items[0].createReader();
+    for (let batch = await readEntries(reader); batch.length; batch = await readEntries(reader)) {
+      for (const child of batch) entries.push(...await filesUnder(child, ""));
+    }
+    startFolder(entries, items[0].name);
+  } else if (files.length === 1 && /\.zip$/i.test(files[0].name)) {
+    startZip(files[0]);
+  } else if (files.length) {
+    startFolder(files.map((file) => ({ path: file.name, file })), "files");
+  }
+});
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  $("token-problem").textContent = "";
+  refreshStatus();
+});
+
+refreshStatus();
+setInterval(() => { if (!document.hidden) refreshStatus(); }, POLL_MS);

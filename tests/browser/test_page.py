@@ -1,0 +1,235 @@
+"""The page at / in headless Chromium against the real server on 127.0.0.1.
+
+Each test saves a screenshot of the state it reaches (see conftest.SCREENSHOTS).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import screenshot
+from tests.e2e.server import running_server, scripted_map_config, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+STUDY = {
+    "series-1/slice-001.dcm": b"\x00DICM" + bytes(range(256)) * 40,
+    "series-1/slice-002.dcm": b"\x01DICM" * 3000,
+    "série 2/notes.txt": "données".encode(),
+}
+
+
+def write_zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def write_folder(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def downloaded(page: Any) -> tuple[str, dict[str, bytes]]:
+    """Click the download link; the file's suggested name and the zip's contents."""
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download the result").click()
+    download = info.value
+    with zipfile.ZipFile(download.path()) as archive:
+        return download.suggested_filename, {n: archive.read(n) for n in archive.namelist()}
+
+
+def outcome(page: Any) -> Any:
+    return page.locator("#outcome")
+
+
+def test_pick_a_zip_and_download_the_maps_outputs(tmp_path: Path, new_page: Any) -> None:
+    source = write_zip(tmp_path / "study.zip", STUDY)
+    config = scripted_map_config(tmp_path)
+    # relative to the server's directory, so the screenshots (in the README) show no local paths
+    config["map"]["command"] = [
+        "python3",
+        "tests/maps/scripted_map.py",
+        "{input_path}",
+        "{output_path}",
+    ]
+    with running_server(config, tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_text("Idle: ready for a study").wait_for()
+        summary = page.locator("#map-summary").inner_text()
+        assert "scripted_map.py" in summary
+        assert "3 seconds" in summary  # the time limit
+        screenshot(page, "idle")
+        page.get_by_label("Choose a zip file…").set_input_files(source)
+        outcome(page).get_by_text("The result is ready.").wait_for()
+        screenshot(page, "result")
+        name, files = downloaded(page)
+        assert server.leftovers() == []
+    assert name == "study-output.zip"
+    for path, data in STUDY.items():
+        assert files[path] == data
+
+
+def test_a_folder_is_zipped_in_the_browser_with_its_relative_paths(
+    tmp_path: Path, new_page: Any
+) -> None:
+    folder = write_folder(tmp_path / "CT study", STUDY)
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_text("Idle: ready for a study").wait_for()
+        page.get_by_label("Choose a folder…").set_input_files(folder)
+        outcome(page).get_by_text("The result is ready.").wait_for()
+        name, files = downloaded(page)
+    assert name == "CT study-output.zip"
+    assert {n: d for n, d in files.items() if not n.startswith("_")} == STUDY
+
+
+def test_a_dropped_zip_is_sent(tmp_path: Path, new_page: Any) -> None:
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as archive:
+        archive.writestr("dropped.txt", b"dropped on the page")
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_text("Idle: ready for a study").wait_for()
+        page.evaluate(
+            """(encoded) => {
+                const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], "dropped.zip", { type: "application/zip" }));
+                const zone = document.getElementById("drop-zone");
+                zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            }""",
+            base64.b64encode(data.getvalue()).decode(),
+        )
+        outcome(page).get_by_text("The result is ready.").wait_for()
+        name, files = downloaded(page)
+    assert name == "dropped-output.zip"
+    assert files["dropped.txt"] == b"dropped on the page"
+
+
+def test_a_second_tab_is_told_the_service_is_busy(tmp_path: Path, new_page: Any) -> None:
+    config = scripted_map_config(tmp_path)
+    config["map"]["timeout_seconds"] = 30
+    source = write_zip(tmp_path / "waits.zip", {"_mode": b"wait", "a.txt": b"a"})
+    other = write_zip(tmp_path / "other.zip", {"b.txt": b"b"})
+    with running_server(config, tmp_path) as server:
+        first = new_page()
+        first.goto(server.url)
+        first.get_by_text("Idle: ready for a study").wait_for()
+        first.get_by_label("Choose a zip file…").set_input_files(source)
+        wait_until((tmp_path / "started").exists, 20, "the MAP to start")
+        first.get_by_text("Running the application:").wait_for()
+        assert "of at most 30 s" in first.locator("#phase").inner_text()
+        screenshot(first, "running")
+
+        second = new_page()
+        second.goto(server.url)
+        second.get_by_text("Busy with another study").wait_for()
+        second.get_by_label("Choose a zip file…").set_input_files(other)
+        outcome(second).get_by_text("The service is busy with another study.").wait_for()
+        assert "Wait until the status above says idle" in outcome(second).inner_text()
+        screenshot(second, "busy")
+
+        (tmp_path / "release").write_text("go")
+        outcome(first).get_by_text("The result is ready.").wait_for()
+        second.get_by_text("Idle: ready for a study").wait_for()  # it polls the status
+
+
+def test_a_failing_map_shows_its_message_and_last_log_lines(tmp_path: Path, new_page: Any) -> None:
+    source = write_zip(tmp_path / "fails.zip", {"_mode": b"fail"})
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_label("Choose a zip file…").set_input_files(source)
+        outcome(page).get_by_text("The application failed on this study.").wait_for()
+        details = outcome(page).locator("pre").inner_text()
+        screenshot(page, "map-failed")
+    assert "exited with code 3" in details
+    assert "error: the model could not be loaded" in details
+    assert "Request id:" in outcome(page).inner_text()
+    assert page.get_by_role("link", name="Download the result").is_hidden()
+
+
+def test_a_timeout_shows_the_timeout_message(tmp_path: Path, new_page: Any) -> None:
+    config = scripted_map_config(tmp_path)
+    config["map"]["timeout_seconds"] = 1
+    source = write_zip(tmp_path / "hangs.zip", {"_mode": b"hang"})
+    with running_server(config, tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_label("Choose a zip file…").set_input_files(source)
+        outcome(page).get_by_text("The application did not finish in time").wait_for()
+        screenshot(page, "timeout")
+    assert "Try a smaller study" in outcome(page).inner_text()
+    assert "did not finish within 1 seconds" in outcome(page).locator("pre").inner_text()
+
+
+def test_invalid_input_is_explained(tmp_path: Path, new_page: Any) -> None:
+    not_a_zip = tmp_path / "scan.zip"
+    not_a_zip.write_bytes(b"this is not a zip archive")
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_label("Choose a zip file…").set_input_files(not_a_zip)
+        outcome(page).get_by_text("This file cannot be used.").wait_for()
+    assert "Send a .zip archive of the study" in outcome(page).inner_text()
+
+
+def test_the_token_is_asked_once_and_kept_out_of_urls(tmp_path: Path, new_page: Any) -> None:
+    token = "page-test-token-5d1c"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(token + "\n")
+    config = scripted_map_config(tmp_path)
+    config["server"]["auth"] = {"tokens_file": str(tokens)}
+    source = write_zip(tmp_path / "study.zip", {"a.txt": b"a"})
+    with running_server(config, tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        token_field = page.get_by_label("This service needs an access token")
+        token_field.wait_for()
+        screenshot(page, "token")
+        token_field.fill("wrong-token")
+        page.get_by_role("button", name="Use this token").click()
+        page.get_by_text("Your access token was not accepted.").wait_for()
+        token_field.fill(token)
+        page.get_by_role("button", name="Use this token").click()
+        page.get_by_text("Idle: ready for a study").wait_for()
+        page.reload()  # kept for the browser session: not asked again
+        page.get_by_text("Idle: ready for a study").wait_for()
+        assert page.locator("#token-section").is_hidden()
+        page.get_by_label("Choose a zip file…").set_input_files(source)
+        outcome(page).get_by_text("The result is ready.").wait_for()
+        assert token not in page.url
+        log = server.log_text()
+    assert token not in log
+    assert "GET /v1/status -> 401" in log  # the wrong token was refused by the server
+
+
+def test_controls_are_labelled_and_reachable_with_the_keyboard(
+    tmp_path: Path, new_page: Any
+) -> None:
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_text("Idle: ready for a study").wait_for()
+        focused = []
+        for _ in range(4):
+            page.keyboard.press("Tab")
+            focused.append(page.evaluate("document.activeElement.id"))
+        outline = page.evaluate(
+            "getComputedStyle(document.querySelector('label[for=zip-input]')).outlineStyle"
+        )
+    assert focused[:2] == ["zip-input", "folder-input"]
+    assert outline != "none"  # the focused (visually hidden) input shows on its label
