@@ -24,8 +24,10 @@ CHROMIUM_FLAGS = [
 SCREENSHOTS = Path(os.environ.get("MIS_ARTIFACTS", REPO / ".artifacts")) / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an event loop running while it is open, which
+    would stop the async tests that come after it."""
     chromium = require_tool("chromium")
     try:
         from playwright.sync_api import sync_playwright
