@@ -96,13 +96,18 @@ class DockerEngine:
         return dict((await self._call("GET", f"/containers/{container}/json")).json())
 
     async def stop(self, container: str, grace_seconds: float) -> None:
+        """SIGTERM, then SIGKILL after the grace period. A container not running is fine."""
         seconds = max(0, round(grace_seconds))
-        await self._call(
-            "POST",
-            f"/containers/{container}/stop",
-            params={"t": seconds},
-            limits=httpx.Timeout(seconds + 30.0),
-        )
+        try:
+            await self._call(
+                "POST",
+                f"/containers/{container}/stop",
+                params={"t": seconds},
+                limits=httpx.Timeout(seconds + 30.0),
+            )
+        except EngineError as exc:
+            if exc.status != 304:  # 304: it had already stopped
+                raise
 
     async def remove(self, container: str) -> None:
         """Remove a container, killing it first if it runs. One already gone is fine."""

@@ -9,6 +9,7 @@ at the next start.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from typing import Any, Literal
 
@@ -145,7 +146,8 @@ class DockerJobBackend:
         """Stop (SIGTERM, then SIGKILL after the grace period) if still running, then remove."""
         try:
             if stop_first:
-                await self.engine.stop(container, self.kill_grace_seconds)
+                with contextlib.suppress(EngineError):  # removal kills what stopping could not
+                    await self.engine.stop(container, self.kill_grace_seconds)
             await self.engine.remove(container)
         except (EngineError, BackendUnavailable) as exc:
             logger.error(

@@ -104,6 +104,21 @@ def test_non_zero_exit_is_reported_with_the_code_and_log_lines(
     assert engine.containers() == []
 
 
+def test_a_command_the_image_lacks_fails_with_the_engines_reason(
+    tmp_path: Path, engine: Engine
+) -> None:
+    config = docker_config(tmp_path, engine, command=["/opt/monai/app/missing-app"])
+    with running_server(config, tmp_path) as server:
+        response = post(server.url, study({"a": b"1"}))
+        assert server.leftovers() == []
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "map_failed"
+    assert "could not be started" in error["message"]
+    assert "missing-app" in error["message"], error["message"]
+    assert engine.containers() == []
+
+
 def test_memory_limit_exceeded_is_reported_as_such(tmp_path: Path, engine: Engine) -> None:
     config = docker_config(tmp_path, engine, resources={"cpu": "1", "memory": "48Mi"})
     with running_server(config, tmp_path) as server:
