@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from loguru import logger
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from mis_adapters.clock import MonotonicClock
 from mis_adapters.docker_api import DockerEngine
@@ -27,7 +29,7 @@ from mis_adapters.k8s_job import JobOptions
 from mis_adapters.storage_local import LocalStorage, PayloadLimits
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.errors import error_response
-from mis_app.inference import ErrorResponder, InferenceEndpoint, UploadDeadlines
+from mis_app.inference import BusyShortcut, ErrorResponder, InferenceEndpoint, UploadDeadlines
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
 from mis_app.request_id import RequestIdMiddleware
@@ -158,6 +160,7 @@ def create_app(settings: Settings) -> Starlette:
             UploadDeadlines(server.upload_idle_timeout_seconds, server.upload_timeout_seconds),
         )
     )
+    inference_paths = frozenset({"/v1/inference", "/upload/"})
     description = openapi(server.auth.protect_metrics)
 
     @asynccontextmanager
@@ -216,10 +219,14 @@ def create_app(settings: Settings) -> Starlette:
         body = {"code": code, "message": exc.detail, "request_id": request.state.request_id}
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
-    app = Starlette(
+    app = MisApp(
+        outer_middleware=[
+            Middleware(RequestIdMiddleware),
+            *_auth(settings),
+            Middleware(BusyShortcut, service=service, metrics=metrics, paths=inference_paths),
+        ],
         routes=[
-            Route("/v1/inference", inference, methods=["POST"]),
-            Route("/upload/", inference, methods=["POST"]),
+            *(Route(path, inference, methods=["POST"]) for path in sorted(inference_paths)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/v1/status", status),
@@ -228,12 +235,29 @@ def create_app(settings: Settings) -> Starlette:
             Route("/", page),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=[Middleware(RequestIdMiddleware), *_auth(settings)],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.service = service
     return app
+
+
+class MisApp(Starlette):
+    """Starlette with `outer_middleware` around its whole stack, error handling included.
+
+    The request id, authentication and the busy shortcut come first, so refusing one of a
+    burst of requests costs as little as it can.
+    """
+
+    def __init__(self, *, outer_middleware: list[Middleware], **kwargs: Any) -> None:
+        self.outer_middleware = outer_middleware
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for middleware in reversed(self.outer_middleware):
+            app = middleware.cls(app, *middleware.args, **middleware.kwargs)
+        return app
 
 
 def _map_summary(settings: Settings) -> dict[str, object]:

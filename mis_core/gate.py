@@ -21,14 +21,17 @@ class AdmissionGate:
     def full(self) -> bool:
         return self.in_use >= self.capacity
 
+    def refusal(self) -> Busy:
+        return Busy(
+            "Another inference request is being fulfilled; this service runs "
+            f"{self.capacity} at a time. Try again when it has finished."
+        )
+
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Hold a slot for the duration of the block, or raise Busy."""
         if self.full:
-            raise Busy(
-                "Another inference request is being fulfilled; this service runs "
-                f"{self.capacity} at a time. Try again when it has finished."
-            )
+            raise self.refusal()
         self.in_use += 1
         try:
             yield

@@ -8,10 +8,8 @@ requests leave no growth in open files, event-loop tasks, payload files or memor
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,53 +17,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until, zip_post
+from bench.burst import EMPTY_ZIP, burst, p99, run_loop
+from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
 from tests.zips import make_zip
 
 CLIENTS = 200
-EMPTY_ZIP = b"PK\x05\x06" + bytes(18)
-REQUEST = zip_post(EMPTY_ZIP)
-
-
-async def burst(port: int) -> tuple[list[float], list[bytes]]:
-    """`CLIENTS` connections opened first, then one request each, all at once."""
-    go = asyncio.Event()
-    latencies: list[float] = []
-    statuses: list[bytes] = []
-
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        await go.wait()
-        started = time.perf_counter()
-        writer.write(REQUEST)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(
-            next(
-                line.split(b":")[1]
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-        )
-        body = await reader.readexactly(length)
-        latencies.append(time.perf_counter() - started)
-        statuses.append(head.split(b" ")[1] + b" " + body[:40])
-        writer.close()
-
-    tasks = [asyncio.create_task(client()) for _ in range(CLIENTS)]
-    while len(tasks) and any(not t.done() for t in tasks) and not go.is_set():
-        await asyncio.sleep(0.2)  # let every connection be accepted first
-        go.set()
-    await asyncio.wait_for(asyncio.gather(*tasks), 30)
-    return latencies, statuses
-
-
-def run_loop(coro):  # type: ignore[no-untyped-def]
-    try:
-        import uvloop  # an efficient client: the server shares these two cores with it
-
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
+MEASURED_BURSTS = 5
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +49,13 @@ def test_200_concurrent_clients_while_one_request_runs(server: Server) -> None:
     try:
         wait_until((workdir / "started").exists, 10, "the first request's MAP to start")
         port = int(server.url.rsplit(":", 1)[1])
-        run_loop(burst(port))  # warm-up, not measured
+        run_loop(burst(port, CLIENTS))  # warm-up, not measured
         p99s = []
-        for _ in range(3):
-            latencies, statuses = run_loop(burst(port))
-            assert len(statuses) == CLIENTS
-            assert all(s.startswith(b'500 {"error":{"code":"busy"') for s in statuses), set(
-                statuses
-            )
-            latencies.sort()
-            p99s.append(latencies[int(len(latencies) * 0.99) - 1])
+        for _ in range(MEASURED_BURSTS):
+            latencies, answers = run_loop(burst(port, CLIENTS))
+            assert len(answers) == CLIENTS
+            assert all(a.startswith(b'500 {"error":{"code":"busy"') for a in answers), set(answers)
+            p99s.append(p99(latencies))
         assert httpx.get(f"{server.url}/v1/status").json()["in_flight"] == 1  # one admitted, still
     finally:
         (workdir / "release").write_text("go")
@@ -110,9 +64,9 @@ def test_200_concurrent_clients_while_one_request_runs(server: Server) -> None:
     after = httpx.post(f"{server.url}/v1/inference", files={"file": EMPTY_ZIP}, timeout=30)
     assert after.status_code == 200
     print(f"busy p99 per burst: {[round(p * 1000, 1) for p in p99s]} ms")
-    # The target is 50 ms; with client and server sharing two cores the bursts measure 35-60 ms,
-    # so this guards against regressions at twice the target rather than flaking on the target.
-    assert statistics.median(p99s) < 0.100
+    # The target, on the median burst: client and server share two cores, and one burst in a
+    # few can meet a noisy neighbour (nox -s bench compares with a bare uvicorn app).
+    assert statistics.median(p99s) < 0.050
 
 
 def metric(server: Server, name: str) -> float:
