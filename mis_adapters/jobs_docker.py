@@ -91,7 +91,7 @@ class DockerJobBackend:
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
         name = container_name(self.options, request)
         try:
-            container = await self._create(name, build_container(request, self.options))
+            container = await self._create(name, build_container(request, self.options), progress)
         except EngineError as exc:
             return JobOutcome(succeeded=False, reason=f"could not be started: {exc.message}")
         finished = False
@@ -125,7 +125,7 @@ class DockerJobBackend:
             with anyio.CancelScope(shield=True), anyio.move_on_after(REMOVE_SECONDS):
                 await self._remove(container, stop_first=not finished)
 
-    async def _create(self, name: str, body: dict[str, Any]) -> str:
+    async def _create(self, name: str, body: dict[str, Any], progress: JobProgress) -> str:
         """Create the container; pull the image first when it is missing and pulling is allowed."""
         try:
             return await self.engine.create_container(name, body)
@@ -135,6 +135,7 @@ class DockerJobBackend:
             if self.pull == "never":
                 raise EngineError(exc.status, _missing_message(self.image)) from None
         logger.info("the MAP image {} is missing; pulling it", self.image)
+        progress.waiting_reason = f"the MAP image {self.image} was being pulled"
         try:
             await self.engine.pull(self.image)
         except EngineError as exc:

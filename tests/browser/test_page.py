@@ -119,6 +119,48 @@ def test_a_dropped_zip_is_sent(tmp_path: Path, new_page: Any) -> None:
     assert files["dropped.txt"] == b"dropped on the page"
 
 
+def test_a_dropped_folder_is_walked_and_zipped(tmp_path: Path, new_page: Any) -> None:
+    """A drop of a folder as Chromium delivers it: a directory entry to walk (read in batches,
+    as readEntries returns them). Scripts cannot put a real folder in a drop, so the entries
+    are built in the page around real File objects; the walking and zipping are the page's."""
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_text("Idle: ready for a study").wait_for()
+        page.evaluate(
+            """(files) => {
+                const file = (path) => ({ isFile: true, isDirectory: false, name: path.split("/").pop(),
+                    file: (ok) => ok(new File([files[path]], path.split("/").pop())) });
+                const folder = (name, children) => ({ isFile: false, isDirectory: true, name,
+                    createReader: () => {
+                        const batches = [children.slice(0, 1), children.slice(1), []];
+                        return { readEntries: (ok) => ok(batches.shift()) };
+                    } });
+                const root = folder("dropped study", [
+                    folder("series-1", [file("series-1/slice-001.dcm"), file("series-1/slice-002.dcm")]),
+                    file("notes.txt"),
+                ]);
+                const drop = new Event("drop", { bubbles: true, cancelable: true });
+                Object.defineProperty(drop, "dataTransfer", { value: {
+                    items: [{ webkitGetAsEntry: () => root }], files: [] } });
+                document.getElementById("drop-zone").dispatchEvent(drop);
+            }""",
+            {
+                "series-1/slice-001.dcm": "first slice",
+                "series-1/slice-002.dcm": "second slice",
+                "notes.txt": "a note",
+            },
+        )
+        outcome(page).get_by_text("The result is ready.").wait_for()
+        name, files = downloaded(page)
+    assert name == "dropped study-output.zip"
+    assert {n: d for n, d in files.items() if not n.startswith("_")} == {
+        "series-1/slice-001.dcm": b"first slice",
+        "series-1/slice-002.dcm": b"second slice",
+        "notes.txt": b"a note",
+    }
+
+
 def test_a_second_tab_is_told_the_service_is_busy(tmp_path: Path, new_page: Any) -> None:
     config = scripted_map_config(tmp_path)
     config["map"]["timeout_seconds"] = 30
