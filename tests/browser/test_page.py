@@ -259,6 +259,65 @@ def test_the_token_is_asked_once_and_kept_out_of_urls(tmp_path: Path, new_page: 
     assert "GET /v1/status -> 401" in log  # the wrong token was refused by the server
 
 
+def test_upload_progress_is_shown_while_a_slow_upload_runs(tmp_path: Path, new_page: Any) -> None:
+    source = write_zip(tmp_path / "big study.zip", {"volume.raw": bytes(range(256)) * 4096})
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_text("Idle: ready for a study").wait_for()
+        network = page.context.new_cdp_session(page)
+        network.send("Network.enable")
+        network.send(  # about 4 s for the 1 MB upload
+            "Network.emulateNetworkConditions",
+            {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 256_000},
+        )
+        page.get_by_label("Choose a zip file…").set_input_files(source)
+        page.get_by_text("Uploading big study.zip:").wait_for()
+        fraction = page.locator("#progress").evaluate("p => p.value")
+        screenshot(page, "uploading")
+        assert 0 < fraction < 1
+        assert " of 1.0 MB" in page.locator("#phase").inner_text()
+        outcome(page).get_by_text("The result is ready.").wait_for()
+
+
+def test_text_has_readable_contrast(tmp_path: Path, new_page: Any) -> None:
+    """WCAG AA (4.5:1) for the text of every state the page shows, against its background."""
+    source = write_zip(tmp_path / "fails.zip", {"_mode": b"fail"})
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        page = new_page()
+        page.goto(server.url)
+        page.get_by_text("Idle: ready for a study").wait_for()
+        ratios = page.evaluate(CONTRAST, "h1, h2, dt, dd, .state, .hint, label.button")
+        page.get_by_label("Choose a zip file…").set_input_files(source)
+        outcome(page).get_by_text("The application failed on this study.").wait_for()
+        ratios += page.evaluate(CONTRAST, "#outcome h3, #outcome p, #outcome pre")
+    low = [(text, ratio) for text, ratio in ratios if ratio < 4.5]
+    assert len(ratios) > 10
+    assert low == []
+
+
+# For each element matching the selector: its text and the contrast of its colour against the
+# first opaque background behind it (WCAG relative luminance).
+CONTRAST = """(selector) => {
+    const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+    const lum = ([r, g, b]) => {
+        const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+        for (; el; el = el.parentElement) {
+            const c = rgb(getComputedStyle(el).backgroundColor);
+            if (c.length < 4 || c[3] > 0) return c;
+        }
+        return [255, 255, 255];
+    };
+    return [...document.querySelectorAll(selector)].filter((el) => el.offsetParent).map((el) => {
+        const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(background(el))];
+        return [el.textContent.trim().slice(0, 40), (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+    });
+}"""
+
+
 def test_controls_are_labelled_and_reachable_with_the_keyboard(
     tmp_path: Path, new_page: Any
 ) -> None:
