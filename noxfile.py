@@ -63,7 +63,9 @@ def serve(session: nox.Session) -> None:
     session.install("-e", ".[example]")
     session.run("python", "examples/dicom_stats/make_sample.py", SAMPLE_INPUT, silent=True)
     session.log(
-        "try it: curl -F file=@%s http://127.0.0.1:8000/v1/inference -o output.zip",
+        "try it: open http://127.0.0.1:8000/ and pick %s, or "
+        "curl -F file=@%s http://127.0.0.1:8000/v1/inference -o output.zip",
+        SAMPLE_INPUT,
         SAMPLE_INPUT,
     )
     session.run("mis", "serve", "--config", EXAMPLE_CONFIG, *session.posargs)

@@ -3,9 +3,11 @@
 For each payload profile: MIS (the real server, process backend), the floor (`unzip`, `cp -r`,
 `zip -1 -r`, no HTTP) and the naive service (bench/naive_server.py), all doing the same work
 with a MAP that copies its input to its output. Also: `busy` latency at each stage of a running
-request, the time from the MAP finishing to the first response byte (process backend, and the
-Kubernetes backend against the API double), and MIS's output compression policies.
-Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png.
+request, 200 clients at once while one request runs (against a bare uvicorn app answering the
+same bytes), the time from the MAP finishing to the first response byte (process backend, and
+the Kubernetes backend against the API double), and MIS's output compression policies.
+Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png; a run of
+some parts only (`nox -s bench -- burst`, `-- CT-500x512KB`) writes only its dated copy.
 """
 
 from __future__ import annotations

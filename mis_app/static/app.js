@@ -87,7 +87,7 @@ async function refreshStatus() {
   $("token-section").hidden = true;
   timeoutSeconds = status.timeout_seconds;
   showMap(status.map);
-  if (status.state === "busy") setState(working ? "Busy: running your study" : "Busy with another study", "busy");
+  if (status.state === "busy") setState(working ? "Busy: with your study" : "Busy with another study", "busy");
   else setState("Idle: ready for a study", "idle");
 }
 
@@ -113,7 +113,7 @@ function showMap(map) {
 
 function setWorking(on) {
   working = on;
-  if (on) setState("Busy: running your study", "busy");
+  if (on) setState("Busy: with your study", "busy");
   for (const input of [$("zip-input"), $("folder-input")]) input.disabled = on;
   $("drop-zone").classList.toggle("disabled", on);
   $("progress-area").hidden = !on;
