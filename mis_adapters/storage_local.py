@@ -65,7 +65,7 @@ class LocalStorage:
     ) -> None:
         if compression not in COMPRESSION_POLICIES:
             raise ValueError(f"compression must be one of {COMPRESSION_POLICIES}")
-        self.root = root
+        self.root = root.absolute()  # bind mounts and subPaths need absolute folders
         self.limits = limits
         self.compression_level = compression_level
         self.compression = compression

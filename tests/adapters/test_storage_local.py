@@ -149,3 +149,14 @@ async def test_output_compression_policy(
 def test_an_unknown_policy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="compression must be one of"):
         LocalStorage(tmp_path, LIMITS, compression="zstd")
+
+
+async def test_a_relative_payload_folder_gives_absolute_workspaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container engine reads a relative bind-mount source as a volume name."""
+    monkeypatch.chdir(tmp_path)
+    storage = LocalStorage(Path("payload"), LIMITS)
+    workspace = await storage.create("req-rel")
+    assert Path(workspace.input_dir) == tmp_path / "payload" / "req-rel" / "input"
+    await storage.delete(workspace)
