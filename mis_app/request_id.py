@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import secrets
 import time
-import uuid
+from typing import Any
 
 from loguru import logger
 from starlette.datastructures import MutableHeaders
@@ -21,7 +23,15 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
             candidate = value.decode("latin-1")
             if _WELL_FORMED.fullmatch(candidate):
                 return candidate
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
+
+
+def _log_access(access: dict[str, Any]) -> None:
+    line = (
+        "{method} {path} -> {status} {code} ({bytes_received} bytes in, "
+        "{bytes_sent} out, {duration_seconds:.3f}s)"
+    ).format(**access)
+    logger.bind(access=access).info(line)  # no arguments: braces in paths are safe
 
 
 class RequestIdMiddleware:
@@ -72,8 +82,7 @@ class RequestIdMiddleware:
                     "bytes_received": received,
                     "bytes_sent": sent,
                 }
-                line = (
-                    "{method} {path} -> {status} {code} ({bytes_received} bytes in, "
-                    "{bytes_sent} out, {duration_seconds:.3f}s)"
-                ).format(**access)
-                logger.bind(access=access).info(line)  # no arguments: braces in paths are safe
+                # Written once the loop has sent what is ready: under a burst of requests the
+                # answers go out first and their log lines right after (the line's content is
+                # fixed here; its context, with the request id, goes with the callback).
+                asyncio.get_running_loop().call_soon(_log_access, access)

@@ -195,6 +195,8 @@ def test_metrics_and_the_access_log(tmp_path: Path) -> None:
         r["access"] for r in records if "access" in r and r["access"]["path"] == "/v1/inference"
     ]
     assert [a["code"] for a in access] == ["ok", "ok", "map_failed", "unsupported_media_type"]
+    # access lines are written just after the answer, still tagged with the request's id
+    assert all(len(r["request_id"]) == 32 for r in records if "access" in r)
     assert access[0]["status"] == 200
     assert access[0]["bytes_received"] > ok.stat().st_size
     assert access[0]["bytes_sent"] > 0
