@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -168,11 +167,6 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         _log_configuration(settings)
         await service.start()
-        # Everything loaded so far lives as long as the process: keep the garbage collector
-        # from walking it again (a full collection of it takes ~20 ms, a stall for whoever
-        # is waiting on the event loop then).
-        gc.collect()
-        gc.freeze()
         async with anyio.create_task_group() as background:
             warm_up = getattr(service.jobs, "warm_up", None)  # container backends have one
             if warm_up is not None and (
