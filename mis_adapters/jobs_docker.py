@@ -120,6 +120,9 @@ class DockerJobBackend:
                     await log_read.wait()
                 tg.cancel_scope.cancel()
             state = (await self.engine.inspect(container)).get("State") or {}
+            if code < 0 and not state.get("Running"):
+                # Podman 4's wait can answer -1 when the exit races it; the state has the code
+                code = int(state.get("ExitCode", code))
             return _outcome(code, state, tuple(map_log.tail), request.map.resources.memory)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(REMOVE_SECONDS):

@@ -313,3 +313,12 @@ def _log_configuration(settings: Settings) -> None:
         int(settings.server.max_upload_bytes),
         int(settings.server.max_extracted_bytes),
     )
+    if settings.backend == "docker":
+        docker = settings.docker
+        logger.info(
+            "container engine {} (instance {}, pull {}, network {})",
+            docker.url,
+            docker.instance,
+            docker.pull,
+            docker.network,
+        )

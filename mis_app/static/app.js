@@ -87,7 +87,11 @@ async function refreshStatus() {
   $("token-section").hidden = true;
   timeoutSeconds = status.timeout_seconds;
   showMap(status.map);
-  if (status.state === "busy") setState(working ? "Busy: with your study" : "Busy with another study", "busy");
+  if (status.state === "busy" && working) setState("Busy: with your study", "busy");
+  else if (status.state === "busy") {
+    const elapsed = status.running.length ? ` (running for ${Math.floor(status.running[0].elapsed_seconds)} s)` : "";
+    setState(`Busy with another study${elapsed}`, "busy");
+  }
   else setState("Idle: ready for a study", "idle");
 }
 

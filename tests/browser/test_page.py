@@ -178,7 +178,7 @@ def test_a_second_tab_is_told_the_service_is_busy(tmp_path: Path, new_page: Any)
 
         second = new_page()
         second.goto(server.url)
-        second.get_by_text("Busy with another study").wait_for()
+        second.get_by_text("Busy with another study (running for").wait_for()
         second.get_by_label("Choose a zip file…").set_input_files(other)
         outcome(second).get_by_text("The service is busy with another study.").wait_for()
         assert "Wait until the status above says idle" in outcome(second).inner_text()
