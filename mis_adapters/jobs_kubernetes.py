@@ -48,6 +48,7 @@ _RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 MAX_LOG_LINES = 10_000  # read at once when the MAP finished before its log could be followed
 Connector = Callable[[str], Awaitable[tuple[Any, str]]]
 Event = tuple[str, str, dict[str, Any]]  # (jobs|pods, ADDED|MODIFIED|DELETED, object)
+LISTED = "LISTED"  # follows each (re)listing's ADDED events; its object: {"names": [...]}
 
 
 class KubernetesJobBackend:
@@ -226,6 +227,8 @@ class _Follower:
                     if isinstance(item, BaseException):
                         failure = item
                         break
+                    if item[1] == LISTED:
+                        continue
                     verdict = self._judge(item, tg)
                     if verdict is not None:
                         judged_by_job = item[0] == "jobs"
@@ -313,8 +316,11 @@ async def _watch_into(
                     if not version:
                         listing = await api.list_objects(kind, **selectors)
                         version = listing["metadata"]["resourceVersion"]
-                        for obj in listing.get("items") or []:
+                        items = listing.get("items") or []
+                        for obj in items:
                             await send.send((kind, "ADDED", obj))
+                        names = [obj["metadata"]["name"] for obj in items]
+                        await send.send((kind, LISTED, {"names": names}))
                     async for event in api.watch(kind, version, **selectors):
                         obj = event["object"]
                         version = obj["metadata"].get("resourceVersion") or version
@@ -337,27 +343,26 @@ async def _watch_into(
 
 
 async def _pods_gone(api: KubeApi, selector: str) -> None:
-    """Return once no pod matches `selector`."""
+    """Return once no pod matches `selector`, as the watch's own listings and events tell."""
     send, receive = anyio.create_memory_object_stream[Event | BaseException](math.inf)
+    failure: BaseException | None = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_into, api, "pods", {"label_selector": selector}, send)
-        present: set[str] = set()
-        listed = await api.list_objects("pods", label_selector=selector)
-        present.update(p["metadata"]["name"] for p in listed.get("items") or [])
-        failure: BaseException | None = None
-        if present:
-            async with receive:
-                async for item in receive:
-                    if isinstance(item, BaseException):
-                        failure = item
-                        break
-                    _, change, obj = item
-                    if change == "DELETED":
-                        present.discard(obj["metadata"]["name"])
-                    else:
-                        present.add(obj["metadata"]["name"])
-                    if not present:
-                        break
+        present: set[str] | None = None  # unknown until the first listing
+        async with receive:
+            async for item in receive:
+                if isinstance(item, BaseException):
+                    failure = item
+                    break
+                _, change, obj = item
+                if change == LISTED:
+                    present = set(obj["names"])
+                elif present is not None and change == "DELETED":
+                    present.discard(obj["metadata"]["name"])
+                elif present is not None:
+                    present.add(obj["metadata"]["name"])
+                if present == set():
+                    break
         tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
@@ -374,6 +379,8 @@ async def _image_pulled(api: KubeApi, selector: str) -> str:
                 if isinstance(item, BaseException):
                     state = str(item)
                     break
+                if item[1] == LISTED:
+                    continue
                 pod = item[2]
                 verdict = judge_pod(pod)
                 waiting = [

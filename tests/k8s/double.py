@@ -116,9 +116,10 @@ class KubeDouble:
             self._loop.call_soon(ready.set)
             assert self._server is not None
             self._loop.run_until_complete(self._server.serve(sockets=[sock]))
-            for task in self.kubelets.values():
+            leftover = asyncio.all_tasks(self._loop)  # kubelets, pods still terminating
+            for task in leftover:
                 task.cancel()
-            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
 
         self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()

@@ -184,6 +184,42 @@ async def test_cancelling_deletes_the_job_and_waits_for_the_pod(
     assert double.items("pods") == []  # gone before run() returned, not merely deleted
 
 
+async def test_a_pod_that_vanished_while_the_watch_was_away_is_seen_gone_on_relisting(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """Waiting for the pod after a cancel: its watch drops, the history it would resume from is
+    compacted, and the pod goes meanwhile, so no DELETED event will ever come. The relisting
+    must count as the answer, not the delete_wait_seconds bound (5 s here)."""
+    double.behaviour = kubelet.hangs()
+    double.pod_deletion_seconds = 60  # it would linger far longer than the test
+
+    def vanish_unseen() -> None:
+        for pod in double.items("pods"):
+            double.objects.pop(("pods", pod["metadata"]["namespace"], pod["metadata"]["name"]))
+        double.compact()
+        double.drop_watches()
+
+    backend = backend_for(tmp_path)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(backend.run, request_in(tmp_path), JobProgress())
+        with anyio.fail_after(5):
+            while not double.logs:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+
+        async def meanwhile() -> None:
+            await anyio.sleep(0.5)  # MIS has deleted the Job and is watching the pod go
+            await anyio.to_thread.run_sync(double.call, vanish_unseen)
+
+        started = time.monotonic()
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as side:
+                side.start_soon(meanwhile)
+    await backend.close()
+    assert time.monotonic() - started < 3
+    assert double.items("pods") == []
+
+
 async def test_dropped_and_expired_watches_are_resumed(double: KubeDouble, tmp_path: Path) -> None:
     finish = kubelet.finishes(0, lines=["late result"])
 
