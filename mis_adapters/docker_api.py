@@ -11,6 +11,7 @@ import json
 import struct
 import tarfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -148,18 +149,24 @@ class DockerEngine:
                     pending = pending[_FRAME_HEADER.size + size :]
 
     async def read_file(self, container: str, path: str, limit: int = 1 << 20) -> bytes | None:
-        """A small file from a (created, not necessarily started) container; None if absent."""
+        """A small file from a (created, not necessarily started) container; None if absent.
+
+        The engine sends it as a tar archive, read here up to `limit` and a little for headers.
+        """
+        data = bytearray()
         try:
-            response = await self._call(
+            async with self._stream(
                 "GET", f"/containers/{container}/archive", params={"path": path}
-            )
+            ) as response:
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > limit + 10_240:
+                        raise EngineError(413, f"{path} is larger than {limit} bytes")
         except EngineError as exc:
             if exc.status == 404:
                 return None
             raise
-        if len(response.content) > limit + 10_240:
-            raise EngineError(413, f"{path} is larger than {limit} bytes")
-        with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
             for member in archive:
                 if member.isfile():
                     extracted = archive.extractfile(member)
@@ -176,8 +183,21 @@ class DockerEngine:
         _raise_for_status(response)
         return response
 
-    def _stream(self, method: str, path: str, **kwargs: Any) -> _Stream:
-        return _Stream(self, method, path, kwargs)
+    @asynccontextmanager
+    async def _stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """An open streaming response whose status has been checked."""
+        request = self._http.build_request(method, path, timeout=STREAM_TIMEOUT, **kwargs)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self.unreachable(exc) from None
+        try:
+            if not response.is_success:
+                await response.aread()
+                _raise_for_status(response)
+            yield response
+        finally:
+            await response.aclose()
 
     def unreachable(self, exc: BaseException) -> BackendUnavailable:
         return BackendUnavailable(
@@ -185,33 +205,6 @@ class DockerEngine:
             f"{exc}). Check that Docker, or Podman's service (`podman system service`), is "
             "running and that docker.url points at it."
         )
-
-
-class _Stream:
-    """An open streaming response whose status has been checked."""
-
-    def __init__(self, engine: DockerEngine, method: str, path: str, kwargs: dict[str, Any]):
-        self._engine = engine
-        self._request = (method, path, kwargs)
-        self._response: httpx.Response | None = None
-
-    async def __aenter__(self) -> httpx.Response:
-        method, path, kwargs = self._request
-        http = self._engine._http
-        try:
-            request = http.build_request(method, path, timeout=STREAM_TIMEOUT, **kwargs)
-            self._response = await http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self._engine.unreachable(exc) from None
-        if not self._response.is_success:
-            await self._response.aread()
-            await self._response.aclose()
-            _raise_for_status(self._response)
-        return self._response
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._response is not None:
-            await self._response.aclose()
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -84,6 +84,8 @@ async def read_manifest(engine: DockerEngine, image: str) -> MapManifest:
             return parse_manifest(
                 folder, _json(folder, "app.json", app), _json(folder, "pkg.json", pkg)
             )
+    except EngineError as exc:
+        raise ManifestError(f"cannot read the manifest of {image}: {exc.message}") from None
     finally:
         await engine.remove(container)
     raise ManifestError(
