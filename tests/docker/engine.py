@@ -72,11 +72,18 @@ class Engine:
         self.url = url
         self.socket = socket
 
+    def client(self) -> httpx.Client:
+        """A client of the engine's API (close it, or use it in a with block)."""
+        return engine_client(self.socket)
+
     def containers(self) -> list[dict[str, object]]:
         """Every container the engine has, in any state."""
-        transport = httpx.HTTPTransport(uds=str(self.socket))
-        with httpx.Client(transport=transport, base_url="http://engine") as client:
+        with self.client() as client:
             return list(client.get("/containers/json", params={"all": 1}).json())
+
+
+def engine_client(socket: Path) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), base_url="http://engine")
 
 
 @contextmanager
@@ -124,8 +131,8 @@ def _wait_for_ping(socket: Path, service: subprocess.Popen[bytes]) -> None:
         if service.poll() is not None:
             raise AssertionError(f"podman system service exited with {service.returncode}")
         try:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) as client:
-                if client.get("http://engine/_ping").text == "OK":
+            with engine_client(socket) as client:
+                if client.get("/_ping").text == "OK":
                     return
         except httpx.TransportError:
             pass

@@ -201,8 +201,7 @@ def test_start_up_sweeps_this_installations_leftover_containers(
             },
             "HostConfig": {"NetworkMode": "none"},
         }
-        transport = httpx.HTTPTransport(uds=str(engine.socket))
-        with httpx.Client(transport=transport, base_url="http://engine") as client:
+        with engine.client() as client:
             created = client.post("/containers/create", json=body)
             assert created.status_code == 201, created.text
             container = created.json()["Id"]
@@ -216,8 +215,7 @@ def test_start_up_sweeps_this_installations_leftover_containers(
         assert ours not in remaining
         assert theirs in remaining
     finally:
-        transport = httpx.HTTPTransport(uds=str(engine.socket))
-        with httpx.Client(transport=transport, base_url="http://engine") as client:
+        with engine.client() as client:
             client.delete(f"/containers/{theirs}", params={"force": 1})
 
 

@@ -167,18 +167,27 @@ async def test_unschedulable_then_timeout_says_why_and_removes_job_and_pod(
     assert list((tmp_path / "payload").iterdir()) == []
 
 
+async def cancel_once_running(
+    backend: KubernetesJobBackend, request: JobRequest, double: KubeDouble
+) -> float:
+    """Run the job, cancel it once its MAP has logged; the seconds its clean-up then took."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(backend.run, request, JobProgress())
+        with anyio.fail_after(5):
+            while not double.logs:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+        cancelled = time.monotonic()
+    return time.monotonic() - cancelled
+
+
 async def test_cancelling_deletes_the_job_and_waits_for_the_pod(
     double: KubeDouble, tmp_path: Path
 ) -> None:
     double.behaviour = kubelet.hangs()
     double.pod_deletion_seconds = 0.3  # the pod lingers while it terminates
     backend = backend_for(tmp_path)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(backend.run, request_in(tmp_path), JobProgress())
-        with anyio.fail_after(5):
-            while not double.logs:
-                await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
+    await cancel_once_running(backend, request_in(tmp_path), double)
     await backend.close()
     assert double.items("jobs") == []
     assert double.items("pods") == []  # gone before run() returned, not merely deleted
@@ -199,24 +208,18 @@ async def test_a_pod_that_vanished_while_the_watch_was_away_is_seen_gone_on_reli
         double.compact()
         double.drop_watches()
 
+    async def vanish_once_the_job_is_deleted() -> None:
+        while not double.logs or double.items("jobs"):
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.3)  # MIS is watching the pod go
+        await anyio.to_thread.run_sync(double.call, vanish_unseen)
+
     backend = backend_for(tmp_path)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(backend.run, request_in(tmp_path), JobProgress())
-        with anyio.fail_after(5):
-            while not double.logs:
-                await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
-
-        async def meanwhile() -> None:
-            await anyio.sleep(0.5)  # MIS has deleted the Job and is watching the pod go
-            await anyio.to_thread.run_sync(double.call, vanish_unseen)
-
-        started = time.monotonic()
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as side:
-                side.start_soon(meanwhile)
+    async with anyio.create_task_group() as side:
+        side.start_soon(vanish_once_the_job_is_deleted)
+        clean_up_seconds = await cancel_once_running(backend, request_in(tmp_path), double)
     await backend.close()
-    assert time.monotonic() - started < 3
+    assert clean_up_seconds < 3
     assert double.items("pods") == []
 
 
