@@ -1,12 +1,8 @@
 """The payload volume on a local (or mounted) filesystem: one workspace folder per request.
 
-Layout of a workspace, named after the request id (a Kubernetes Job mounts the two folders
-with `subPath`):
-
-    <payload_dir>/<request-id>/.mis-workspace   marker: only marked folders are ever swept
-    <payload_dir>/<request-id>/upload.zip       the archive as received
-    <payload_dir>/<request-id>/input/           what the MAP reads
-    <payload_dir>/<request-id>/output/          what the MAP writes
+A workspace is named after the request id; its layout is `mis_core.model.Workspace`'s. Beside
+the MAP's folders it holds two files of MIS's own: the marker (`.mis-workspace`: only marked
+folders are ever swept) and the archive as received (`upload.zip`, until it is unpacked).
 """
 
 from __future__ import annotations
@@ -65,7 +61,8 @@ class LocalStorage:
         self.compression = compression
 
     async def create(self, request_id: str) -> Workspace:
-        folder = self.root / request_id
+        workspace = Workspace(str(self.root), request_id)
+        folder = Path(workspace.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             folder.mkdir(mode=0o755)
@@ -75,14 +72,8 @@ class LocalStorage:
             if is_disk_full(exc):
                 raise storage_full_error() from None
             raise
-        workspace = Workspace(
-            request_id=request_id,
-            root=str(folder),
-            input_dir=str(folder / "input"),
-            output_dir=str(folder / "output"),
-        )
         try:
-            (folder / MARKER).touch()
+            Path(workspace.file(MARKER)).touch()
             Path(workspace.input_dir).mkdir(mode=0o755)
             Path(workspace.output_dir).mkdir(mode=0o777)
             os.chmod(workspace.output_dir, 0o777)  # the MAP may run as another user
@@ -97,7 +88,7 @@ class LocalStorage:
         limit = self.limits.max_upload_bytes
         size = 0
         try:
-            with open(Path(workspace.root) / UPLOAD, "xb", buffering=_CHUNK) as sink:
+            with open(workspace.file(UPLOAD), "xb", buffering=_CHUNK) as sink:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > limit:
@@ -110,7 +101,7 @@ class LocalStorage:
         return size
 
     async def extract(self, workspace: Workspace) -> int:
-        archive = Path(workspace.root) / UPLOAD
+        archive = Path(workspace.file(UPLOAD))
         files = await anyio.to_thread.run_sync(
             extract_archive, archive, Path(workspace.input_dir), self.limits.for_extraction()
         )
@@ -128,7 +119,7 @@ class LocalStorage:
     async def sweep(self) -> int:
         if not self.root.is_dir():
             return 0
-        leftovers = [p for p in self.root.iterdir() if (p / MARKER).exists()]
+        leftovers = [marker.parent for marker in self.root.glob(Workspace.pattern(MARKER))]
         for folder in leftovers:
             await anyio.to_thread.run_sync(shutil.rmtree, folder)
         return len(leftovers)
