@@ -78,22 +78,21 @@ def test_gate_releases_its_slot_when_the_block_raises() -> None:
 
 
 @pytest.mark.parametrize(
-    ("capacity", "in_use", "deleting", "full"),
+    ("capacity", "in_use", "deleting", "full", "room"),
     [
-        (1, 0, 0, False),
-        (1, 0, 1, False),  # back to back: the last request's workspace is still going
-        (1, 1, 0, True),
-        (1, 0, 2, True),  # deletions slower than requests: let the volume drain
-        (2, 1, 2, False),
-        (2, 1, 3, True),
-        (2, 2, 0, True),
+        (1, 0, 0, False, True),
+        (1, 1, 1, True, True),  # back to back: the last request's workspace is still going
+        (1, 1, 2, True, False),  # deletions slower than requests: wait for the volume to drain
+        (2, 1, 2, False, True),
+        (2, 2, 2, True, True),
+        (2, 2, 3, True, False),
     ],
 )
 def test_gate_counts_workspaces_still_being_deleted(
-    capacity: int, in_use: int, deleting: int, full: bool
+    capacity: int, in_use: int, deleting: int, full: bool, room: bool
 ) -> None:
     gate = AdmissionGate(capacity)
     gate.in_use = in_use
     for _ in range(deleting):
         gate.deletion_started()
-    assert gate.full is full
+    assert (gate.full, gate.room_for_a_workspace) == (full, room)
