@@ -157,8 +157,17 @@ class ErrorResponder:
 
 
 async def _send_zip(chunks: AsyncIterator[bytes], send: Send) -> None:
-    """Everything but the end of the response, which waits for the clean-up."""
+    """Everything but the end of the response, which waits for the clean-up.
+
+    The 200 goes out only with the first chunk: storage scans the whole output before it
+    yields one, so a problem found then is still a JSON error. A failure after that raises
+    out of the app, and the server then drops the connection without the final chunk: no
+    client can take the cut body for a whole result.
+    """
+    first = await anext(aiter(chunks), b"")
     await send({"type": "http.response.start", "status": 200, "headers": ZIP_HEADERS})
+    if first:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
     async for chunk in chunks:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
