@@ -21,11 +21,14 @@ from starlette.types import ASGIApp
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.bootstrap import build_service, log_configuration, map_summary, sample_job_request
 from mis_app.errors import error_response
-from mis_app.inference import BusyShortcut, ErrorResponder, InferenceEndpoint, UploadDeadlines
+from mis_app.inference import BusyShortcut, ErrorResponder, InferenceEndpoint
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
+from mis_app.readiness import PayloadFolder
 from mis_app.request_id import RequestIdMiddleware
+from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings
+from mis_app.upload import UploadLimits
 from mis_core.errors import BackendUnavailable
 
 STATIC = Path(__file__).parent / "static"  # the page at /: shipped in the package, no CDN
@@ -50,10 +53,18 @@ def create_app(settings: Settings) -> Starlette:
         InferenceEndpoint(
             service,
             metrics,
-            UploadDeadlines(server.upload_idle_timeout_seconds, server.upload_timeout_seconds),
+            UploadLimits(
+                max_bytes=int(server.max_upload_bytes),
+                idle_seconds=server.upload_idle_timeout_seconds,
+                total_seconds=server.upload_timeout_seconds,
+                min_bytes_per_second=server.min_upload_bytes_per_second,
+            ),
         )
     )
-    inference_paths = frozenset({"/v1/inference", "/upload/"})
+    # with and without the trailing slash: answered, never redirected (a redirect would be
+    # built from the client's Host header)
+    inference_paths = frozenset({"/v1/inference", "/v1/inference/", "/upload", "/upload/"})
+    payload_folder = PayloadFolder(server.payload_dir)
     description = openapi(server.auth.protect_metrics)
 
     @asynccontextmanager
@@ -68,6 +79,8 @@ def create_app(settings: Settings) -> Starlette:
                 background.start_soon(warm_up, sample_job_request(settings, "warm-up"))
             yield
             background.cancel_scope.cancel()
+        # requests a stop cancelled still stop their MAP and delete their files
+        await wait_for_requests(lambda: len(service.in_flight), CLEANUP_SECONDS)
         await service.jobs.close()
 
     async def healthz(request: Request) -> Response:
@@ -76,6 +89,8 @@ def create_app(settings: Settings) -> Starlette:
     async def readyz(request: Request) -> Response:
         try:
             await service.jobs.check()
+            if problem := payload_folder.problem():
+                raise BackendUnavailable(problem)
         except BackendUnavailable as error:
             return error_response(error, request.state.request_id)
         return JSONResponse({"status": "ready"})
@@ -131,6 +146,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False
     app.state.service = service
     return app
 

@@ -10,14 +10,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-import attrs
 from loguru import logger
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
-from mis_app.upload import within_deadlines, zip_upload
+from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import MisError
 from mis_core.session import InferenceService, InferenceSession
 
@@ -27,26 +26,19 @@ ZIP_HEADERS = [
 ]
 
 
-@attrs.frozen
-class UploadDeadlines:
-    idle_seconds: float
-    total_seconds: float
-
-
 class InferenceEndpoint:
-    def __init__(
-        self, service: InferenceService, metrics: Metrics, deadlines: UploadDeadlines
-    ) -> None:
+    def __init__(self, service: InferenceService, metrics: Metrics, limits: UploadLimits) -> None:
         self.service = service
         self.metrics = metrics
-        self.deadlines = deadlines
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         began = time.perf_counter()
         session: InferenceSession | None = None
         code = "internal_error"
         try:
-            async with self.service.session(scope["state"]["request_id"]) as session:
+            # keyed by MIS's own job id: the client's request id may be another's too
+            async with self.service.session(scope["state"]["job_id"]) as session:
                 code = await self._fulfil(session, scope, receive, send)
             if code == "ok":
                 # End the response only now that the workspace is gone and the slot is free,
@@ -66,11 +58,9 @@ class InferenceEndpoint:
         self, session: InferenceSession, scope: Scope, receive: Receive, send: Send
     ) -> str:
         """Receive, stage, run and respond; the outcome code, for metrics and the access log."""
-        upload = zip_upload(Request(scope, receive))
+        upload = zip_upload(Request(scope, receive), self.limits)
         try:
-            await session.receive(
-                within_deadlines(upload, self.deadlines.idle_seconds, self.deadlines.total_seconds)
-            )
+            await session.receive(upload)
         except ClientDisconnect:
             logger.warning("client disconnected during the upload")
             return "client_disconnected"
