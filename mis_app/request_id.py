@@ -18,6 +18,9 @@ from loguru import logger
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mis_app.errors import error_response
+from mis_core.errors import BackendUnavailable
+
 HEADER = "x-request-id"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -30,6 +33,13 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str | None:
             if _WELL_FORMED.fullmatch(candidate):
                 return candidate
     return None
+
+
+def _stopped() -> BackendUnavailable:
+    return BackendUnavailable(
+        "The service was stopped (a restart or an update) while this request ran; its MAP "
+        "was stopped and nothing was kept. Send the request again in a moment."
+    )
 
 
 def _log_access(access: dict[str, Any]) -> None:
@@ -80,6 +90,13 @@ class RequestIdMiddleware:
         with logger.contextualize(request_id=request_id, job_id=job_id):
             try:
                 await self.app(scope, counting_receive, send_with_id)
+            except asyncio.CancelledError:
+                # Only a stop of the whole server cancels a request, once its grace is over;
+                # the request has stopped its MAP and deleted its files on the way out. Say so
+                # to the client rather than let the server answer a bare 500, and end here.
+                scope["state"]["outcome"] = "stopped"
+                if status == 0:
+                    await error_response(_stopped(), request_id)(scope, receive, send_with_id)
             finally:
                 access = {
                     "method": scope["method"],
