@@ -1,7 +1,7 @@
 """The HTTP routes: plain endpoints reading what `mis_app.bootstrap` put in `app.state`.
 
 `app.state` holds `service` (the core's InferenceService), `metrics`, `map_summary` (the
-configured MAP as /v1/status shows it), `openapi` (the description) and `upload_deadlines`.
+configured MAP as /v1/status shows it), `openapi` (the description) `upload_limits` and `payload_folder`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-INFERENCE_PATHS = frozenset({"/v1/inference", "/upload/"})
+# with and without the trailing slash: answered, never redirected (a redirect would be built
+# from the client's Host header)
+INFERENCE_PATHS = frozenset({"/v1/inference", "/v1/inference/", "/upload", "/upload/"})
 
 
 async def inference(request: Request) -> Response:
@@ -43,6 +45,8 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     try:
         await request.app.state.service.jobs.check()
+        if problem := request.app.state.payload_folder.problem():
+            raise BackendUnavailable(problem)
     except BackendUnavailable as error:
         return error_response(error, request.state.request_id)
     return JSONResponse({"status": "ready"})

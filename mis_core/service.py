@@ -95,9 +95,7 @@ class InferenceService:
 
     def _delete_later(self, workspace: Workspace) -> None:
         """Hand the workspace to the background; counted before the caller frees its slot."""
-        if self._deletions is None:  # only when a request outlives the server's shutdown
-            logger.warning("MIS is stopping; the workspace is left for the sweep at next start")
-            return
+        assert self._deletions is not None  # the caller deletes inline once serving ends
         self.gate.deletion_started()
         self._deletions.start_soon(self._delete, workspace)  # the request's log context goes too
 
@@ -139,6 +137,7 @@ class Inference:
             service.in_flight[self] = service.clock.now()
             logger.info("admitted")
             workspace: Workspace | None = None
+            cancelled = False
             try:
                 if not service.gate.room_for_a_workspace:
                     logger.info("waiting for an earlier request's workspace to be deleted")
@@ -153,10 +152,18 @@ class Inference:
                     yield chunk
                 self.times.pack = service.clock.now() - started
                 logger.info("responded with {} bytes in {:.3f}s", self.bytes_out, self.times.pack)
+            except anyio.get_cancelled_exc_class():
+                cancelled = True
+                raise
             finally:
-                del service.in_flight[self]
-                if workspace is not None:
+                if workspace is not None and (cancelled or not service.serving):
+                    # Cancelled (a client gone, a server stopping): nobody waits for an answer,
+                    # and a stopping server may not run its background deletions any more.
+                    service.gate.deletion_started()
+                    await service._delete(workspace)
+                elif workspace is not None:
                     service._delete_later(workspace)
+                del service.in_flight[self]
 
     async def _receive(self, workspace: Workspace) -> None:
         clock = self._service.clock

@@ -77,7 +77,10 @@ class ProcessJobBackend:
         env = self.environment(request)
         map_log = MapLog(self.log_tail_lines)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
-            return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
+            raise BackendUnavailable(  # the configuration's fault, as /readyz says: 503
+                f"The MAP's program {argv[0]} was not found; check map.command in the "
+                "configuration."
+            )
         setpriv = shutil.which("setpriv")
         launcher = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         try:
