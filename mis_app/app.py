@@ -1,7 +1,8 @@
 """The HTTP routes: plain endpoints reading what `mis_app.bootstrap` put in `app.state`.
 
 `app.state` holds `service` (the core's InferenceService), `metrics`, `map_summary` (the
-configured MAP as /v1/status shows it), `openapi` (the description) `upload_limits` and `payload_folder`.
+configured MAP as /v1/status shows it), `openapi` (the description), `upload_limits` and
+`payload_folder` (for readiness).
 """
 
 from __future__ import annotations

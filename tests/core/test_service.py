@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -48,6 +48,17 @@ async def serving(service: InferenceService, journal: list[str]) -> AsyncIterato
         yield
 
 
+@contextmanager
+def deletions_held(storage: FakeStorage) -> Iterator[anyio.Event]:
+    """Hold the fake's deletions until the event is set, and set it however the block ends:
+    a deletion is shielded from cancellation, so a held one would hang a failing test."""
+    storage.hold_deletes = anyio.Event()
+    try:
+        yield storage.hold_deletes
+    finally:
+        storage.hold_deletes.set()
+
+
 async def full_request(service: InferenceService, request_id: str = "r1") -> bytes:
     inference = service.infer(request_id, upload(b"PK", b"\x03\x04"))
     async with aclosing(inference.output()) as output:
@@ -74,17 +85,16 @@ async def test_the_next_request_is_admitted_while_the_last_workspace_is_still_be
 ):
     journal: list[str] = []
     storage = FakeStorage(journal)
-    storage.hold_deletes = anyio.Event()
     service = make_service(storage, FakeJobBackend(journal, SUCCESS))
 
     with anyio.fail_after(5):
         async with serving(service, journal):
-            await full_request(service, "first")
-            await anyio.wait_all_tasks_blocked()
-            assert service.gate.deleting == 1
-            assert await full_request(service, "second") == b"PK-onePK-two"
-            assert journal.count("deleted") == 0
-            storage.hold_deletes.set()
+            with deletions_held(storage):
+                await full_request(service, "first")
+                await anyio.wait_all_tasks_blocked()
+                assert service.gate.deleting == 1
+                assert await full_request(service, "second") == b"PK-onePK-two"
+                assert journal.count("deleted") == 0
     assert journal.count("deleted") == 2
     assert service.gate.deleting == 0
 
@@ -92,20 +102,19 @@ async def test_the_next_request_is_admitted_while_the_last_workspace_is_still_be
 async def test_a_request_beyond_the_bound_waits_for_a_pending_deletion_and_is_not_busy() -> None:
     journal: list[str] = []
     storage = FakeStorage(journal)
-    storage.hold_deletes = anyio.Event()
     service = make_service(storage, FakeJobBackend(journal, SUCCESS))
 
     with anyio.fail_after(5):
         async with serving(service, journal), anyio.create_task_group() as tg:
-            await full_request(service, "first")
-            await full_request(service, "second")  # one deletion pending behind the slot
-            tg.start_soon(full_request, service, "third")  # a second one: wait for the volume
-            await anyio.wait_all_tasks_blocked()
-            assert journal.count("create") == 2  # the third made no workspace yet ...
-            assert service.gate.full  # ... but holds the slot
-            with pytest.raises(Busy):
-                await full_request(service, "fourth")
-            storage.hold_deletes.set()
+            with deletions_held(storage):
+                await full_request(service, "first")
+                await full_request(service, "second")  # one deletion pending behind the slot
+                tg.start_soon(full_request, service, "third")  # a second: wait for the volume
+                await anyio.wait_all_tasks_blocked()
+                assert journal.count("create") == 2  # the third made no workspace yet ...
+                assert service.gate.full  # ... but holds the slot
+                with pytest.raises(Busy):
+                    await full_request(service, "fourth")
     assert journal.count("create") == 3
     assert journal.count("deleted") == 3
 
@@ -240,6 +249,32 @@ async def test_cancellation_while_the_job_runs_terminates_it_and_cleans_up() -> 
     assert journal == ["create", "receive", "extract", "run", "terminate", "delete", "deleted"]
     assert not service.gate.full
     assert service.in_flight == {}
+
+
+async def test_a_cancelled_request_frees_its_slot_while_it_deletes_its_own_files() -> None:
+    journal: list[str] = []
+    storage = FakeStorage(journal)
+    jobs = FakeJobBackend(journal, outcome=None)
+    service = make_service(storage, jobs)
+    first = anyio.CancelScope()
+
+    async def cancelled_request() -> None:
+        with first:
+            await full_request(service, "gone")
+
+    with anyio.fail_after(5):
+        async with serving(service, journal), anyio.create_task_group() as tg:
+            with deletions_held(storage):
+                tg.start_soon(cancelled_request)
+                await jobs.started.wait()
+                first.cancel()  # a client that went away
+                while "delete" not in journal:
+                    await anyio.sleep(0.001)
+                assert journal[-2:] == ["terminate", "delete"]  # its own deletion is under way
+                assert (service.gate.full, service.gate.deleting) == (False, 1)
+                jobs.outcome = SUCCESS
+                assert await full_request(service, "next") == b"PK-onePK-two"
+    assert journal.count("deleted") == 2
 
 
 async def test_a_consumer_that_stops_reading_frees_the_slot_when_it_closes_the_output() -> None:
