@@ -52,9 +52,7 @@ def build_job_backend(settings: Settings) -> JobBackend:
         from mis_adapters.kubernetes.backend import KubernetesJobBackend
 
         return KubernetesJobBackend(
-            job_options(settings),
-            node_local=settings.kubernetes.payload_volume.node_local,
-            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
+            job_options(settings), delete_wait_seconds=settings.kubernetes.delete_wait_seconds
         )
     if settings.backend == "docker":
         return docker_backend(settings)
@@ -75,6 +73,7 @@ def docker_backend(settings: Settings) -> DockerJobBackend:
         cap_drop=tuple(docker.cap_drop),
         gpu_driver=docker.gpu_driver,
         shm_size=docker.shm_size,
+        pids_limit=docker.pids_limit,
     )
     return DockerJobBackend(
         DockerEngine(docker.url),
@@ -94,6 +93,7 @@ def job_options(settings: Settings) -> JobOptions:
         claim_name=k8s.payload_volume.claim_name,
         host_path=k8s.payload_volume.host_path,
         node_name=k8s.node_name or os.environ.get("NODE_NAME", ""),
+        node_local=k8s.payload_volume.node_local,
         instance=k8s.instance,
         image_pull_policy=k8s.image_pull_policy,
         image_pull_secrets=tuple(k8s.image_pull_secrets),
@@ -107,6 +107,8 @@ def job_options(settings: Settings) -> JobOptions:
         extra_volume_mounts=tuple(k8s.extra_volume_mounts),
         security_context=k8s.security_context,
         pod_security_context=k8s.pod_security_context,
+        ephemeral_storage=k8s.ephemeral_storage,
+        secret_env={name: ref.model_dump() for name, ref in k8s.secret_env.items()},
         deadline_margin_seconds=k8s.deadline_margin_seconds,
         ttl_seconds_after_finished=k8s.ttl_seconds_after_finished,
     )

@@ -39,6 +39,7 @@ class ContainerOptions:
     cap_drop: tuple[str, ...] = ("ALL",)
     gpu_driver: str = "nvidia"
     shm_size: str = ""  # PyTorch data loaders want more than the engine's 64 MB
+    pids_limit: int = 4096  # processes and threads in the container: a fork bomb stops here
 
 
 def container_name(options: ContainerOptions, request: JobRequest) -> str:
@@ -86,12 +87,9 @@ def _host_config(
     request: JobRequest, options: ContainerOptions, host: tuple[str, str]
 ) -> dict[str, Any]:
     spec = request.map
-    memory = memory_bytes(spec.resources.memory)
     config: dict[str, Any] = {
         "Binds": [f"{host[0]}:{spec.input_path}:ro", f"{host[1]}:{spec.output_path}:rw"],
-        "NanoCpus": int(cpu_cores(spec.resources.cpu) * 1e9),
-        "Memory": memory,
-        "MemorySwap": memory,  # no swap beyond the limit, as in Kubernetes
+        **_limits(request, options),
         "NetworkMode": options.network,
         "CapDrop": list(options.cap_drop),
         "SecurityOpt": ["no-new-privileges"],
@@ -100,6 +98,18 @@ def _host_config(
         config["DeviceRequests"] = [
             {"Driver": options.gpu_driver, "Count": spec.resources.gpu, "Capabilities": [["gpu"]]}
         ]
-    if options.shm_size:
-        config["ShmSize"] = memory_bytes(options.shm_size)
     return config
+
+
+def _limits(request: JobRequest, options: ContainerOptions) -> dict[str, int]:
+    """Every quantity of the container, converted in this one place."""
+    memory = memory_bytes(request.map.resources.memory)
+    limits = {
+        "NanoCpus": int(cpu_cores(request.map.resources.cpu) * 1e9),
+        "Memory": memory,
+        "MemorySwap": memory,  # no swap beyond the limit, as in Kubernetes
+        "PidsLimit": options.pids_limit,
+    }
+    if options.shm_size:
+        limits["ShmSize"] = memory_bytes(options.shm_size)
+    return limits
