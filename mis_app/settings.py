@@ -17,14 +17,14 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
-from mis_core.model import MapSpec, Resources
+from mis_core.model import CpuQuantity, MapSpec, MemoryQuantity, Resources
 
 ENV_PREFIX = "MIS_"
 CONFIG_ENV = "MIS_CONFIG"
-_QUANTITY = r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 _ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"  # what Kubernetes accepts as a variable name
 GiB = 1024**3
 
@@ -83,9 +83,21 @@ class ServerSettings(_Section):
 
 
 class ResourceSettings(_Section):
-    cpu: str = Field("1", pattern=_QUANTITY)
-    memory: str = Field("8Gi", pattern=_QUANTITY)
+    """Kubernetes quantities, checked by the one parser the backends read them with."""
+
+    cpu: str = "1"
+    memory: str = "8Gi"
     gpu: int = Field(0, ge=0)
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        return str(CpuQuantity.parse(value))
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        return str(MemoryQuantity.parse(value))
 
 
 class MapSettings(_Section):
@@ -164,13 +176,18 @@ class KubernetesSettings(_Section):
     security_context: dict[str, Any] = DEFAULT_SECURITY_CONTEXT
     pod_security_context: dict[str, Any] = DEFAULT_POD_SECURITY_CONTEXT
     # The container's scratch space (its writable layer, logs), requested and limited.
-    ephemeral_storage: str = Field("4Gi", pattern=_QUANTITY)
+    ephemeral_storage: str = "4Gi"
     # MAP environment variables taken from Secrets: {VARIABLE: {name: SECRET, key: KEY}}.
     secret_env: dict[Annotated[str, StringConstraints(pattern=_ENV_NAME)], SecretKeyRef] = {}
     deadline_margin_seconds: int = Field(30, ge=0)
     ttl_seconds_after_finished: int = Field(300, ge=0)
     delete_wait_seconds: float = Field(30, ge=0)
     warm_up: bool = False  # pre-pull the MAP image at start-up; readiness waits for it
+
+    @field_validator("ephemeral_storage")
+    @classmethod
+    def _ephemeral_storage(cls, value: str) -> str:
+        return str(MemoryQuantity.parse(value))
 
 
 class DockerSettings(_Section):
@@ -185,8 +202,14 @@ class DockerSettings(_Section):
     network: str = "none"  # a MAP reads and writes files; it needs no network
     cap_drop: list[str] = ["ALL"]
     gpu_driver: str = "nvidia"
-    shm_size: str = Field("", pattern=rf"^$|{_QUANTITY}")
+    shm_size: str = ""
     pids_limit: int = Field(4096, ge=16)  # processes and threads: a fork bomb stops here
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_size(cls, value: str) -> str:
+        return value and str(MemoryQuantity.parse(value))
+
     stop_grace_seconds: float = Field(5.0, ge=0)  # SIGTERM, then SIGKILL after this
 
 

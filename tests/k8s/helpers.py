@@ -21,24 +21,15 @@ SPEC = MapSpec(
 def backend_for(tmp_path: Path, owner: Owner | None = None, **options: Any) -> KubernetesJobBackend:
     payload = tmp_path / "payload"
     payload.mkdir(exist_ok=True)
-    values: dict[str, Any] = {
-        "namespace": "",
-        "payload_root": str(payload),
-        "host_path": str(payload),
-        **options,
-    }
+    values: dict[str, Any] = {"namespace": "", "host_path": str(payload), **options}
     return KubernetesJobBackend(JobOptions(**values), delete_wait_seconds=5, owner=owner)
 
 
 def request_in(tmp_path: Path, request_id: str = "req-1", spec: MapSpec = SPEC) -> JobRequest:
-    root = tmp_path / "payload" / request_id
-    (root / "input").mkdir(parents=True, exist_ok=True)
-    (root / "output").mkdir(exist_ok=True)
-    return JobRequest(
-        request_id,
-        spec,
-        Workspace(request_id, str(root), str(root / "input"), str(root / "output")),
-    )
+    workspace = Workspace(str(tmp_path / "payload"), request_id)
+    Path(workspace.input_dir).mkdir(parents=True, exist_ok=True)
+    Path(workspace.output_dir).mkdir(exist_ok=True)
+    return JobRequest(request_id, spec, workspace)
 
 
 async def run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -15,7 +16,7 @@ from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_core.errors import BackendUnavailable, JobTimedOut
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobProgress, MapSpec, Resources
-from mis_core.session import InferenceService
+from mis_core.service import InferenceService
 from tests.k8s import kubelet
 from tests.k8s.double import Call, KubeDouble
 from tests.k8s.helpers import (
@@ -153,10 +154,11 @@ async def test_unschedulable_then_timeout_says_why_and_removes_job_and_pod(
     service = service_with(backend, tmp_path, timeout=1)
 
     async def request() -> None:
-        async with service.session("req-gpu") as session:
-            await session.receive(empty_zip())
-            await session.stage()
-            await session.run()
+        async with service.running():
+            inference = service.infer("req-gpu", empty_zip())
+            async with aclosing(inference.output()) as output:
+                async for _ in output:
+                    pass
 
     with pytest.raises(JobTimedOut) as info, anyio.fail_after(10):
         await request()
