@@ -80,8 +80,52 @@ def build_job(
     request: JobRequest, options: JobOptions, owner: Owner | None = None
 ) -> dict[str, Any]:
     """The Job for `request`; `options.node_name` pins it (placement decides whether to)."""
-    spec = request.map
     labels = {**_labels(options, request.request_id), **(owner.labels() if owner else {})}
+    metadata: dict[str, Any] = {
+        "name": job_name(options, request.request_id),
+        "namespace": options.namespace,
+        "labels": labels,
+        "annotations": {ANNOTATION_REQUEST_ID: request.request_id},
+    }
+    if owner and owner.references():
+        metadata["ownerReferences"] = owner.references()
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": _deadline(request.map.timeout_seconds, options),
+            "ttlSecondsAfterFinished": options.ttl_seconds_after_finished,
+            "template": {"metadata": {"labels": labels}, "spec": _pod(request, options)},
+        },
+    }
+
+
+def _pod(request: JobRequest, options: JobOptions) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [_container(request, options)],
+        "volumes": [_payload_volume(options), *(dict(v) for v in options.extra_volumes)],
+    }
+    optional = {
+        "serviceAccountName": options.service_account_name,
+        "nodeSelector": dict(options.node_selector),
+        "tolerations": [dict(t) for t in options.tolerations],
+        "affinity": pinned_affinity(options.affinity, options.node_name),
+        "runtimeClassName": options.runtime_class_name,
+        "priorityClassName": options.priority_class_name,
+        "imagePullSecrets": [{"name": name} for name in options.image_pull_secrets],
+        "securityContext": copy.deepcopy(dict(options.pod_security_context)),
+    }
+    pod.update({key: value for key, value in optional.items() if value})
+    return pod
+
+
+def _container(request: JobRequest, options: JobOptions) -> dict[str, Any]:
+    spec = request.map
     folders = request.container_folders
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -110,45 +154,7 @@ def build_job(
         container["args"] = folders.substitute(spec.args)
     if options.security_context:
         container["securityContext"] = copy.deepcopy(dict(options.security_context))
-
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "containers": [container],
-        "volumes": [_payload_volume(options), *(dict(v) for v in options.extra_volumes)],
-    }
-    optional = {
-        "serviceAccountName": options.service_account_name,
-        "nodeSelector": dict(options.node_selector),
-        "tolerations": [dict(t) for t in options.tolerations],
-        "affinity": pinned_affinity(options.affinity, options.node_name),
-        "runtimeClassName": options.runtime_class_name,
-        "priorityClassName": options.priority_class_name,
-        "imagePullSecrets": [{"name": name} for name in options.image_pull_secrets],
-        "securityContext": copy.deepcopy(dict(options.pod_security_context)),
-    }
-    pod.update({key: value for key, value in optional.items() if value})
-
-    metadata: dict[str, Any] = {
-        "name": job_name(options, request.request_id),
-        "namespace": options.namespace,
-        "labels": labels,
-        "annotations": {ANNOTATION_REQUEST_ID: request.request_id},
-    }
-    if owner and owner.references():
-        metadata["ownerReferences"] = owner.references()
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": metadata,
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": _deadline(spec.timeout_seconds, options),
-            "ttlSecondsAfterFinished": options.ttl_seconds_after_finished,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    return container
 
 
 def _deadline(timeout_seconds: float, options: JobOptions) -> int:

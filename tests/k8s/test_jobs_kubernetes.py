@@ -288,34 +288,6 @@ async def test_rbac_refusal_is_backend_unavailable_with_a_hint(
     await backend.close()
 
 
-async def test_warm_up_pulls_the_image_and_readiness_waits_for_it(
-    double: KubeDouble, tmp_path: Path
-) -> None:
-    double.behaviour = kubelet.finishes(0)
-    backend = backend_for(tmp_path)
-    assert backend.warm_up_state == ""
-    with anyio.fail_after(10):
-        await backend.warm_up(request_in(tmp_path, "warm-up"))
-    assert backend.warm_up_state == "done"
-    await backend.check()
-    assert double.items("jobs") == []
-    created = [j for j in double.history if j[1] == "jobs" and j[2] == "ADDED"]
-    assert created[-1][3]["spec"]["template"]["spec"]["containers"][0]["command"] == ["true"]
-    await backend.close()
-
-
-async def test_warm_up_that_cannot_pull_keeps_the_service_unready(
-    double: KubeDouble, tmp_path: Path
-) -> None:
-    double.behaviour = kubelet.image_pull_fails()
-    backend = backend_for(tmp_path)
-    with anyio.fail_after(10):
-        await backend.warm_up(request_in(tmp_path, "warm-up"))
-    with pytest.raises(BackendUnavailable, match="could not be pulled: could not get its image"):
-        await backend.check()
-    await backend.close()
-
-
 async def test_a_refused_watch_is_backend_unavailable_not_a_crash(
     double: KubeDouble, tmp_path: Path
 ) -> None:
