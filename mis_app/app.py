@@ -22,6 +22,7 @@ from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.bootstrap import build_service, log_configuration, map_summary, sample_job_request
 from mis_app.errors import error_response
 from mis_app.inference import BusyShortcut, ErrorResponder, InferenceEndpoint, UploadDeadlines
+from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
 from mis_app.request_id import RequestIdMiddleware
@@ -31,7 +32,7 @@ from mis_core.errors import BackendUnavailable
 STATIC = Path(__file__).parent / "static"  # the page at /: shipped in the package, no CDN
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
         "frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> Starlette:
             UploadDeadlines(server.upload_idle_timeout_seconds, server.upload_timeout_seconds),
         )
     )
+    live_logs = LiveLogs()  # the MAP's lines for the client that sent the request
     inference_paths = frozenset({"/v1/inference", "/upload/"})
     description = openapi(server.auth.protect_metrics)
 
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log_configuration(settings)
         await service.start()
+        live_logs.attach()
         async with anyio.create_task_group() as background:
             warm_up = getattr(service.jobs, "warm_up", None)  # container backends have one
             if warm_up is not None and (
@@ -68,6 +71,7 @@ def create_app(settings: Settings) -> Starlette:
                 background.start_soon(warm_up, sample_job_request(settings, "warm-up"))
             yield
             background.cancel_scope.cancel()
+        live_logs.detach()
         await service.jobs.close()
 
     async def healthz(request: Request) -> Response:
@@ -119,7 +123,11 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(BusyShortcut, service=service, metrics=metrics, paths=inference_paths),
         ],
         routes=[
-            *(Route(path, inference, methods=["POST"]) for path in sorted(inference_paths)),
+            *(
+                Route(path, live_logs.capture(inference), methods=["POST"])
+                for path in sorted(inference_paths)
+            ),
+            Route("/v1/inference/{request_id}/log", live_logs.endpoint),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/v1/status", status),
