@@ -143,8 +143,7 @@ function showOutcome(kind, title, advice, details, requestId) {
     parts.push(p);
   }
   if (details) {
-    const pre = document.createElement("pre");
-    pre.textContent = details;
+    const pre = el("pre", { tabIndex: 0, "aria-label": "Details" }, details); // it may scroll: reachable by keyboard
     parts.push(pre);
     requestAnimationFrame(() => { pre.scrollTop = pre.scrollHeight; }); // the last lines matter most
   }
@@ -264,6 +263,10 @@ function send(body, inputName) {
     } else {
       let error = { code: "internal_error", message: `HTTP ${xhr.status}` };
       try { error = JSON.parse(await xhr.response.text()).error; } catch { /* not JSON */ }
+      if (error.code !== "map_failed" && error.code !== "timeout") { // the MAP never ran
+        liveLog?.stop();
+        $("log-area").hidden = true;
+      }
       showError(error.code, error.message, error.request_id || answeredId);
     }
     finish();

@@ -161,7 +161,7 @@ def test_a_large_output_stays_responsive(tmp_path: Path, new_page: Any) -> None:
         page.goto(server.url)
         heap = {"idle": heap_used(page)}
         run_zip(page, server.url, source)
-        page.wait_for_function("performance.getEntriesByName('mis-result-shown').length > 0")
+        page.wait_for_function("() => performance.getEntriesByName('mis-result-shown').length > 0")
         first_screen_ms = page.evaluate(
             """performance.getEntriesByName("mis-result-shown")[0].startTime
                - performance.getEntriesByName("mis-result-received")[0].startTime"""
