@@ -21,7 +21,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -107,22 +107,19 @@ class LiveLogs:
 
     def __init__(self) -> None:
         self._channels: dict[bytes, Channel] = {}
-        self._sink_id: int | None = None
 
-    def attach(self) -> None:
-        """Start taking the MAP's lines from the log (at start-up: logging is configured)."""
-        self._sink_id = logger.add(
-            self._sink, level="INFO", format="{message}", filter=_from_map, catch=True
-        )
+    @asynccontextmanager
+    async def attached(self) -> AsyncIterator[None]:
+        """While the app runs, take the MAP's lines from the log (configured by then)."""
+        sink = logger.add(self._sink, level="INFO", format="{message}", filter=_from_map)
+        try:
+            yield
+        finally:
+            logger.remove(sink)
 
-    def detach(self) -> None:
-        if self._sink_id is not None:
-            logger.remove(self._sink_id)
-            self._sink_id = None
-
-    def capture(self, app: ASGIApp) -> ASGIApp:
-        """`app` (the inference endpoint), its requests' MAP lines kept for their sender."""
-        return _Capturing(self, app)
+    def capture(self, response: ASGIApp) -> Response:
+        """`response` (the inference answer), its MAP's lines kept for its sender meanwhile."""
+        return _Capturing(self, response)
 
     @contextmanager
     def opened(self, scope: Scope) -> Iterator[None]:
@@ -175,16 +172,22 @@ class LiveLogs:
         )
 
 
-class _Capturing:
-    """An ASGI app, so that Starlette routes to it as it is."""
+class _Capturing(Response):
+    """Sends the wrapped response inside the request's channel (if it has a key)."""
 
-    def __init__(self, logs: LiveLogs, app: ASGIApp) -> None:
+    def __init__(self, logs: LiveLogs, response: ASGIApp) -> None:  # nothing to prepare
         self.logs = logs
-        self.app = app
+        self.response = response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self.logs.opened(scope):
-            await self.app(scope, receive, send)
+            await self.response(scope, receive, send)
+
+
+async def log_stream(request: Request) -> Response:
+    """The route: the app's LiveLogs (`app.state.live_logs`) answers."""
+    logs: LiveLogs = request.app.state.live_logs
+    return await logs.endpoint(request)
 
 
 async def _events(channel: Channel, seen: int) -> AsyncIterator[str]:

@@ -42,7 +42,6 @@ async def lines_of(stream: AsyncIterator[str | bytes]) -> list[str]:
 
 async def test_two_requests_with_the_same_id_each_get_only_their_own_lines() -> None:
     logs = LiveLogs()
-    logs.attach()
     printed = {"first": anyio.Event(), "second": anyio.Event()}
     release = anyio.Event()
 
@@ -62,30 +61,27 @@ async def test_two_requests_with_the_same_id_each_get_only_their_own_lines() -> 
 
     keys = {"first": "a" * 32, "second": "b" * 32}
     app = logs.capture(endpoint)
-    try:
-        async with anyio.create_task_group() as tg:
-            for which, key in keys.items():
-                headers = {"X-Log-Key": key, "X-Which": which}
-                request = scope("POST", "/v1/inference", headers, "same-id")
+    async with logs.attached(), anyio.create_task_group() as tg:
+        for which, key in keys.items():
+            headers = {"X-Log-Key": key, "X-Which": which}
+            request = scope("POST", "/v1/inference", headers, "same-id")
 
-                async def run(request: Scope = request) -> None:
-                    with logger.contextualize(request_id="same-id"):  # as the middleware does
-                        await app(request, _no_receive, _no_send)
+            async def run(request: Scope = request) -> None:
+                with logger.contextualize(request_id="same-id"):  # as the middleware does
+                    await app(request, _no_receive, _no_send)
 
-                tg.start_soon(run)
-            for event in printed.values():
-                await event.wait()
-            responses = {}
-            for which, key in keys.items():
-                get = scope("GET", "/v1/inference/same-id/log", {"X-Log-Key": key}, "same-id")
-                responses[which] = await logs.endpoint(Request(get))
-            release.set()  # the requests end; their streams end after the last lines
-            streams = {}
-            for which, response in responses.items():
-                assert isinstance(response, StreamingResponse)
-                streams[which] = await lines_of(response.body_iterator)  # type: ignore[arg-type]
-    finally:
-        logs.detach()
+            tg.start_soon(run)
+        for event in printed.values():
+            await event.wait()
+        responses = {}
+        for which, key in keys.items():
+            get = scope("GET", "/v1/inference/same-id/log", {"X-Log-Key": key}, "same-id")
+            responses[which] = await logs.endpoint(Request(get))
+        release.set()  # the requests end; their streams end after the last lines
+        streams = {}
+        for which, response in responses.items():
+            assert isinstance(response, StreamingResponse)
+            streams[which] = await lines_of(response.body_iterator)  # type: ignore[arg-type]
     assert streams == {
         "first": ["first 0", "first 1", "first 2"],
         "second": ["second 0", "second 1", "second 2"],
