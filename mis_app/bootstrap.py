@@ -28,6 +28,7 @@ from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.inference import BusyShortcut
+from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
 from mis_app.readiness import PayloadFolder
@@ -49,10 +50,12 @@ def create_app(settings: Settings) -> Starlette:
     metrics.watch(service)
     server = settings.server
 
+    live_logs = LiveLogs()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log_configuration(settings)
-        async with service.running(), anyio.create_task_group() as background:
+        async with service.running(), live_logs.attached(), anyio.create_task_group() as background:
             warm_up = getattr(service.jobs, "warm_up", None)  # container backends have one
             if warm_up is not None and (
                 settings.backend == "docker" or settings.kubernetes.warm_up
@@ -82,6 +85,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.metrics = metrics
     app.state.map_summary = map_summary(settings)
     app.state.openapi = openapi(server.auth.protect_metrics)
+    app.state.live_logs = live_logs
     app.state.upload_limits = UploadLimits(
         max_bytes=int(server.max_upload_bytes),
         idle_seconds=server.upload_idle_timeout_seconds,
