@@ -6,10 +6,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.k8s.double import KubeDouble
+
+if TYPE_CHECKING:
+    from tests.nonroot import NonRoot
 
 REQUIRE_ALL = os.environ.get("MIS_REQUIRE_ALL") == "1"
 
@@ -23,6 +27,18 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def nonroot() -> Iterator[NonRoot]:
+    """MIS's unprivileged user: see tests/nonroot.py."""
+    from tests.nonroot import make_nonroot
+
+    environment = make_nonroot()
+    try:
+        yield environment
+    finally:
+        environment.remove()
 
 
 @pytest.fixture

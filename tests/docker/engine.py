@@ -1,6 +1,6 @@
 """A real container engine for tests: Podman's Docker-compatible API service on a unix socket.
 
-Podman runs with its own storage and configuration under a temporary folder (DESIGN §8: runc,
+Podman runs with its own storage and configuration under a temporary folder (runc,
 cgroupfs, file events, small ulimits), so the tests neither need nor touch the machine's
 containers. The MAP image is built locally with `podman import` from a root filesystem holding
 busybox (statically linked) and a MAP manifest; no registry is needed.
