@@ -9,7 +9,7 @@ merged only once every frame has decoded) and listed as skipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,23 +46,23 @@ class _Totals:
         self.histogram.merge(other.histogram)
 
 
+@dataclass(frozen=True)
+class _Mask:
+    path: Path
+    key: tuple[int, int]  # (image number in the series, frame index)
+    voxels: int
+
+
 @dataclass
 class _Pass:
     """What one pass over one file gave: its statistics, and the masks it wrote."""
 
     totals: _Totals = field(default_factory=_Totals)
-    paths: list[Path] = field(default_factory=list)
-    voxels: int = 0
-    volume_mm3: float | None = 0.0  # None once a masked frame's spacing is unknown
+    masks: dict[int, _Mask] = field(default_factory=dict)  # by place in the series' order
 
     def merge(self, other: _Pass) -> None:
         self.totals.merge(other.totals)
-        self.paths += other.paths
-        self.voxels += other.voxels
-        if self.volume_mm3 is not None:
-            self.volume_mm3 = (
-                None if other.volume_mm3 is None else self.volume_mm3 + other.volume_mm3
-            )
+        self.masks.update(other.masks)
 
 
 Rule = Callable[[np.ndarray], np.ndarray]
@@ -84,21 +84,13 @@ def _read(
                 continue
             mask = rule(values)
             key = (number, frame.index)
-            path = folder / f"{ordered.places[key]:04d}.png"
+            place = ordered.places[key]
+            path = folder / f"{place:04d}.png"
             PngImage.fromarray(mask.view(np.uint8) * np.uint8(255)).save(path)
-            result.paths.append(path)
-            count = int(np.count_nonzero(mask))
-            result.voxels += count
-            extent = ordered.extents[key]
-            if result.volume_mm3 is not None and frame.pixel_spacing and extent:
-                result.volume_mm3 += (
-                    count * frame.pixel_spacing[0] * frame.pixel_spacing[1] * extent
-                )
-            else:
-                result.volume_mm3 = None
+            result.masks[place] = _Mask(path, key, int(np.count_nonzero(mask)))
     except BaseException:
-        for path in result.paths:
-            path.unlink(missing_ok=True)
+        for written in result.masks.values():
+            written.path.unlink(missing_ok=True)
         raise
     return result
 
@@ -136,6 +128,11 @@ def analyse(
         decoded_once, usable[:] = list(usable), []
         each_file(decoded_once, _at_or_above(threshold), stats=False)
 
+    # Geometry from the files that decoded: a skipped one must not widen a slice's extent.
+    final = order([(i, frame) for i in usable for frame in images[i].frames])
+    voxels = sum(mask.voxels for mask in series.masks.values())
+    volume = _volume(series.masks.values(), final, images)
+    images_written = _renumber(series.masks, folder)
     moments = series.totals.moments
     row, column = next(
         (f.pixel_spacing for i in usable for f in images[i].frames if f.pixel_spacing),
@@ -149,15 +146,13 @@ def analyse(
         "transfer_syntax": syntaxes.pop() if len(syntaxes) == 1 else "mixed",
         "photometric_interpretation": first.photometric,
         "files": len(usable),
-        "images": len(series.paths),
+        "images": images_written,
         "rows": first.rows,
         "columns": first.columns,
-        "ordered_by": "position along the slice normal"
-        if ordered.by_position
-        else "instance number",
+        "ordered_by": "position along the slice normal" if final.by_position else "instance number",
         "row_spacing_mm": row,
         "column_spacing_mm": column,
-        "slice_spacing_mm": _round(ordered.slice_spacing, 4),
+        "slice_spacing_mm": _round(final.slice_spacing, 4),
         "unit": first.unit,
         "min": _significant(moments.minimum),
         "max": _significant(moments.maximum),
@@ -165,9 +160,9 @@ def analyse(
         "std": _significant(moments.std),
         "threshold": _significant(threshold),
         "threshold_rule": f"> {BONE_HU:g} HU (bone)" if fixed is not None else "≥ threshold (Otsu)",
-        "mask_voxels": series.voxels,
-        "mask_fraction": round(series.voxels / moments.count, 6) if moments.count else 0.0,
-        "mask_volume_mm3": _round(series.volume_mm3, 3),
+        "mask_voxels": voxels,
+        "mask_fraction": round(voxels / moments.count, 6) if moments.count else 0.0,
+        "mask_volume_mm3": _round(volume, 3),
         "mask_folder": folder.relative_to(output).as_posix(),
     }, skipped
 
@@ -178,6 +173,27 @@ def _above(threshold: float | None) -> Rule | None:
 
 def _at_or_above(threshold: float) -> Rule:
     return lambda values: values >= threshold
+
+
+def _volume(masks: Iterable[_Mask], ordered: Ordered, images: list[Image]) -> float | None:
+    """The masked volume: each frame's voxels × pixel area × its extent along the normal;
+    None when a frame's spacing is unknown (a photo, an ultrasound sweep)."""
+    volume = 0.0
+    for mask in masks:
+        image, index = mask.key
+        spacing, extent = images[image].frames[index].pixel_spacing, ordered.extents[mask.key]
+        if not (spacing and extent):
+            return None
+        volume += mask.voxels * spacing[0] * spacing[1] * extent
+    return volume
+
+
+def _renumber(masks: dict[int, _Mask], folder: Path) -> int:
+    """Close the gaps a skipped file left in the masks' numbering; the number of masks."""
+    for number, place in enumerate(sorted(masks), start=1):
+        if number != place:  # always lower: never onto a mask still to be moved
+            masks[place].path.rename(folder / f"{number:04d}.png")
+    return len(masks)
 
 
 def _significant(value: float) -> float:

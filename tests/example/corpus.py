@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import imagecodecs
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import convert_color_space
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -300,6 +301,16 @@ def palette_file() -> bytes:
     return _encoded(ds)
 
 
+def broken_frame_file(series_uid: str) -> bytes:
+    """The enhanced CT (RLE) with its fourth frame's data cut to nothing, in `series_uid`."""
+    ds = pydicom.dcmread(io.BytesIO(enhanced_file(EnhancedCTImageStorage, RLELossless)))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=len(FRAME_ORDER)))
+    frames[3] = struct.pack("<16L", 1, 64, *[0] * 14) + b"\x00"  # one segment, one byte
+    ds.PixelData = encapsulate(frames)
+    ds.SeriesInstanceUID = series_uid
+    return _encoded(ds)
+
+
 def presentation_state() -> bytes:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -382,6 +393,12 @@ def build(root: Path) -> Corpus:
         (root / name).write_bytes(data)
         images[name] = "colour: the left half red, the right half white"
 
+    # A file whose later frame fails to decode, in the series of a good one: it must leave
+    # neither masks nor statistics behind.
+    good = pydicom.dcmread(root / "generated/ct-ExplicitVRLittleEndian.dcm")
+    (generated / "enhanced-ct-broken-frame.dcm").write_bytes(
+        broken_frame_file(str(good.SeriesInstanceUID))
+    )
     (generated / "presentation-state.dcm").write_bytes(presentation_state())
     (generated / "rtstruct.dcm").write_bytes(structure_set())
     whole = ct_file(ExplicitVRLittleEndian)
@@ -390,6 +407,7 @@ def build(root: Path) -> Corpus:
     (generated / "empty.dcm").write_bytes(b"")
     others.update(
         {
+            "generated/enhanced-ct-broken-frame.dcm": "cannot decode",
             "generated/presentation-state.dcm": "not an image",
             "generated/rtstruct.dcm": "not an image",
             "generated/ct-cut-short.dcm": "truncated",
