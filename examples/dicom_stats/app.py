@@ -20,10 +20,11 @@ MAP fails (exit 2) only when no file is a usable image.
 
 Memory is bounded by one image, not the study: headers are read first without pixels, then
 pixels one frame at a time, and the statistics and Otsu's threshold come from streamed
-moments and histograms. Measured (`python examples/dicom_stats/bench.py 1000`, 2 shared
-cores): a 1,000-slice 512×512 CT peaks at 87 MiB RSS (the configured limit is 2 GiB) and takes
-about 9 ms a slice; the version that loaded the whole study took 26 ms a slice and 1.5 GB for
-200 slices, 7.1 GB for 1,000.
+moments and histograms. Measured with bench.py beside this file (2 shared cores, one thread
+as MIS gives `cpu: "1"`): a 1,000-slice 512×512 CT peaks at 77 MiB RSS, against the 2 GiB
+mis.yaml gives it, and takes 7-8 ms of CPU a slice; on 200 slices, 10-12 ms a slice and
+74 MiB, where the version that held the whole study took 10-23 ms a slice and 1,473 MiB
+(growing with the study). CT needs one decoding pass; Otsu's threshold needs two.
 
 Run it by hand with `python app.py --input IN --output OUT`, or let MIS run it (see mis.yaml
 beside this file). It prints counts only: MIS logs a MAP's output, and never file names.

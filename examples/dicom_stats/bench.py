@@ -26,15 +26,18 @@ THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXP
 SINGLE_THREAD = dict.fromkeys(THREADS, "1")
 
 
-def run_once(app: Path, study: Path, output: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one run; each run is a fresh child process."""
+def run_once(app: Path, study: Path, output: Path) -> tuple[float, float, int]:
+    """Wall and CPU seconds and peak RSS (bytes) of one run, in a fresh child process.
+
+    CPU time (user + system) is the steadier number on a shared machine."""
     output.mkdir()
     probe = (
         "import resource, subprocess, sys, time\n"
         "start = time.perf_counter()\n"
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
-        "print(time.perf_counter() - start,"
-        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\n"
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(time.perf_counter() - start, usage.ru_utime + usage.ru_stime,"
+        " usage.ru_maxrss * 1024)\n"
     )
     command = [sys.executable, str(app), "--input", str(study), "--output", str(output)]
     result = subprocess.run(
@@ -44,8 +47,8 @@ def run_once(app: Path, study: Path, output: Path) -> tuple[float, int]:
         text=True,
         env={**os.environ, **SINGLE_THREAD},
     )
-    seconds, peak = result.stdout.split()
-    return float(seconds), int(peak)
+    seconds, cpu, peak = result.stdout.split()
+    return float(seconds), float(cpu), int(peak)
 
 
 def main() -> None:
@@ -61,9 +64,10 @@ def main() -> None:
             zf.extractall(work / "input")
         print(f"wrote {options.slices} slices in {time.perf_counter() - start:.1f} s")
         for run in range(options.runs):
-            seconds, peak = run_once(options.app, work / "input", work / f"output-{run}")
+            seconds, cpu, peak = run_once(options.app, work / "input", work / f"output-{run}")
             print(
-                f"run {run + 1}: {seconds:.2f} s, {seconds / options.slices * 1000:.1f} ms a slice,"
+                f"run {run + 1}: {seconds:.2f} s wall, {cpu:.2f} s CPU,"
+                f" {cpu / options.slices * 1000:.1f} ms CPU a slice,"
                 f" peak RSS {peak / 2**20:.0f} MiB"
             )
 
