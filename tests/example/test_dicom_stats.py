@@ -68,6 +68,11 @@ def test_the_map_summarises_each_series_and_writes_masks(tmp_path: Path) -> None
     assert ct["unit"] == "HU"
     assert ct["min"] < -500 < 300 < ct["max"]  # air and bone in the same slice
     assert 0 < ct["mask_fraction"] < 0.5
+    assert ct["ordered_by"] == "position along the slice normal"
+    assert ct["slice_spacing_mm"] == 5.0  # CT_small's thickness, as make_sample spaces its copies
+    assert ct["mask_volume_mm3"] == pytest.approx(
+        ct["mask_voxels"] * ct["row_spacing_mm"] * ct["column_spacing_mm"] * 5.0, rel=1e-6
+    )
     assert mr["threshold_rule"] == "≥ threshold (Otsu)"
     assert mr["min"] < mr["threshold"] < mr["max"]
     masks = sorted((tmp_path / "out" / ct["mask_folder"]).glob("*.png"))
