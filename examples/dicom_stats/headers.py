@@ -9,6 +9,7 @@ before a single pixel is read.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import BinaryIO
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
@@ -41,6 +43,12 @@ UNREADABLE = "unreadable"
 TRUNCATED = "truncated"
 NOT_AN_IMAGE = "not an image"
 CANNOT_DECODE = "cannot decode"
+TOO_LARGE = "too large"
+# Hostile or absurd sizes are refused before they cost memory: a frame's values (float64, and
+# a few temporaries) must fit well inside the MAP's 2 GiB, and a deflated object is inflated
+# whole by pydicom, so its inflated size is measured (streamed) first.
+MAX_FRAME_PIXELS = 2**24  # 4096 × 4096
+MAX_INFLATED_BYTES = 2**28
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,9 @@ class _Refused(Exception):
 
 
 def _read(path: Path, name: str) -> Image:
+    meta = read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        _refuse_deflate_bomb(path, meta)
     with open(path, "rb") as f:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         _refuse_truncated(ds)
@@ -134,6 +145,12 @@ def _image(
     missing = [k for k in ("Rows", "Columns", "BitsAllocated") if k not in ds]
     if missing:
         raise _Refused(UNREADABLE, f"an image without {', '.join(missing)}")
+    if int(ds.Rows) * int(ds.Columns) > MAX_FRAME_PIXELS:
+        raise _Refused(
+            TOO_LARGE,
+            f"{ds.Rows}×{ds.Columns} frames, more than the {MAX_FRAME_PIXELS:,} pixels"
+            " this example reads at once",
+        )
     count = int(ds.get("NumberOfFrames") or 1)
     tag, length = pixels
     if length is not None and length != UNDEFINED_LENGTH and not syntax.is_encapsulated:
@@ -183,6 +200,24 @@ def _transfer_syntax(ds: Dataset) -> UID:
     if implicit:
         return ImplicitVRLittleEndian
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _refuse_deflate_bomb(path: Path, meta: Dataset) -> None:
+    """Refuse a deflated object that would inflate past MAX_INFLATED_BYTES, counting the
+    inflated bytes a chunk at a time without keeping them."""
+    length = meta.get("FileMetaInformationGroupLength")
+    if length is None:
+        raise _Refused(UNREADABLE, "deflated, without File Meta Information Group Length")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    with open(path, "rb") as f:
+        f.seek(128 + 4 + 12 + int(length))  # preamble, 'DICM', the group length element
+        pending = f.read(2**20)
+        while pending and not inflater.eof:
+            inflated += len(inflater.decompress(pending, 2**24))
+            if inflated > MAX_INFLATED_BYTES:
+                raise _Refused(TOO_LARGE, f"inflates to more than {MAX_INFLATED_BYTES:,} bytes")
+            pending = inflater.unconsumed_tail or f.read(2**20)
 
 
 def _refuse_truncated(ds: Dataset) -> None:

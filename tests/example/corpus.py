@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import shutil
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,6 +312,33 @@ def broken_frame_file(series_uid: str) -> bytes:
     return _encoded(ds)
 
 
+def huge_frame_file() -> bytes:
+    """A header claiming 65,535 × 65,535 frames (8 GiB of values each) over a few bytes."""
+    ds = image_dataset(SecondaryCaptureImageStorage, 65535, 65535, 8)
+    ds.Modality = "OT"
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = encapsulate([struct.pack("<16L", 1, 64, *[0] * 14) + b"\x00"])
+    ds["PixelData"].VR = "OB"
+    return _encoded(ds)
+
+
+def deflate_bomb() -> bytes:
+    """A deflated object of ~300 KB whose body inflates to 272 MiB of zeros.
+
+    After a full flush a deflate block refers to nothing before it, so one compressed
+    block of 16 MiB of zeros can be repeated; a last empty block ends the stream."""
+    ds = image_dataset(SecondaryCaptureImageStorage, ROWS, COLUMNS, 8)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.PixelData = bytes(ROWS * COLUMNS)
+    head = _encoded(ds)
+    meta = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True).file_meta
+    body_starts = 128 + 4 + 12 + int(meta.FileMetaInformationGroupLength)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = compressor.compress(bytes(2**24)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    ending = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS).flush()
+    return head[:body_starts] + block * 17 + ending
+
+
 def presentation_state() -> bytes:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -399,6 +427,8 @@ def build(root: Path) -> Corpus:
     (generated / "enhanced-ct-broken-frame.dcm").write_bytes(
         broken_frame_file(str(good.SeriesInstanceUID))
     )
+    (generated / "huge-frame.dcm").write_bytes(huge_frame_file())
+    (generated / "deflate-bomb.dcm").write_bytes(deflate_bomb())
     (generated / "presentation-state.dcm").write_bytes(presentation_state())
     (generated / "rtstruct.dcm").write_bytes(structure_set())
     whole = ct_file(ExplicitVRLittleEndian)
@@ -408,6 +438,8 @@ def build(root: Path) -> Corpus:
     others.update(
         {
             "generated/enhanced-ct-broken-frame.dcm": "cannot decode",
+            "generated/huge-frame.dcm": "too large",
+            "generated/deflate-bomb.dcm": "too large",
             "generated/presentation-state.dcm": "not an image",
             "generated/rtstruct.dcm": "not an image",
             "generated/ct-cut-short.dcm": "truncated",

@@ -6,6 +6,7 @@ backend with the example's own mis.yaml; each test checks one property of its an
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.e2e.server import REPO, running_server
+from tests.e2e.server import REPO, Server, running_server
 
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
@@ -72,6 +73,13 @@ class Answer:
         return [np.asarray(Image.open(io.BytesIO(self.files[n]))) for n in names]
 
 
+def leftovers_after(server: Server) -> list[str]:
+    """What is left of the request once its clean-up (which may follow the answer) is done."""
+    with contextlib.suppress(AssertionError):  # the test that asserts it says what is left
+        server.wait_until_clean(10)
+    return server.leftovers()
+
+
 def header(path: Path) -> pydicom.Dataset:
     return pydicom.dcmread(path, stop_before_pixels=True)
 
@@ -94,7 +102,7 @@ def answer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Answer]:
         if response.status_code == 200:
             with zipfile.ZipFile(io.BytesIO(response.content)) as zf:
                 files = {name: zf.read(name) for name in zf.namelist()}
-        yield Answer(study, response.status_code, response.text, files, server.leftovers())
+        yield Answer(study, response.status_code, response.text, files, leftovers_after(server))
 
 
 def test_the_study_answers_200_and_leaves_nothing(answer: Answer) -> None:

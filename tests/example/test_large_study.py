@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.server import REPO, running_server
-from tests.example.test_corpus import example_config
+from tests.example.test_corpus import example_config, leftovers_after
 
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
@@ -52,7 +52,7 @@ def test_a_1000_slice_ct_answers_200_well_within_the_memory_limit(tmp_path: Path
             headers={"Content-Type": "application/zip"},
             timeout=600,
         )
-        leftovers = server.leftovers()
+        leftovers = leftovers_after(server)
 
     assert response.status_code == 200, response.text
     assert leftovers == []
