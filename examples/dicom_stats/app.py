@@ -15,8 +15,9 @@ single- and multi-frame images (enhanced CT/MR with per-frame geometry, RT dose,
 colour (RGB, YBR_FULL, YBR_FULL_422, palette: statistics of luma). Frames are ordered by
 position along the slice normal, and a mask's volume uses the real distance between slices.
 Files that are not images (SR, RT plan and structure set, waveforms, presentation states,
-DICOMDIR), not DICOM, truncated or undecodable are skipped and listed with the reason; the
-MAP fails (exit 2) only when no file is a usable image.
+DICOMDIR), not DICOM, truncated, undecodable or too large to read safely (frames over
+4096×4096, deflated objects inflating past 256 MiB) are skipped and listed with the reason;
+the MAP fails (exit 2) only when no file is a usable image.
 
 Memory is bounded by one image, not the study: headers are read first without pixels, then
 pixels one frame at a time, and the statistics and Otsu's threshold come from streamed

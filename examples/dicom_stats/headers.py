@@ -115,7 +115,8 @@ def _read(path: Path, name: str) -> Image:
         if syntax == DeflatedExplicitVRLittleEndian:
             f.seek(0)  # the body is deflated as a whole: read it (one object) to see inside
             ds = pydicom.dcmread(f)
-            pixels = next(((t, None) for t in PIXEL_TAGS if t in ds), None)
+            sizes = ((t, len(ds[t].value)) for t in PIXEL_TAGS if t in ds)
+            pixels = next(((t, size, size) for t, size in sizes), None)
         else:
             pixels = _pixel_element(f, ds, path.stat().st_size)
     sop_class = UID(str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID", "")))
@@ -131,7 +132,7 @@ def _image(
     ds: Dataset,
     syntax: UID,
     sop_name: str,
-    pixels: tuple[int, int | None],
+    pixels: tuple[int, int, int],
 ) -> Image:
     try:
         decoder = get_decoder(syntax)
@@ -152,8 +153,12 @@ def _image(
             " this example reads at once",
         )
     count = int(ds.get("NumberOfFrames") or 1)
-    tag, length = pixels
-    if length is not None and length != UNDEFINED_LENGTH and not syntax.is_encapsulated:
+    tag, length, available = pixels
+    if count < 1:
+        raise _Refused(UNREADABLE, f"Number of Frames is {count}")
+    if syntax.is_encapsulated and count > available // 8:  # an item of 8 bytes or more a frame
+        raise _Refused(TRUNCATED, f"{count} frames claimed in {available} bytes of pixel data")
+    if length != UNDEFINED_LENGTH and not syntax.is_encapsulated:
         keyword = PIXEL_TAGS[tag]
         expected = get_expected_length(ds, "bytes") if keyword == "PixelData" else None
         if expected is not None and length < expected:
@@ -232,9 +237,10 @@ def _refuse_truncated(ds: Dataset) -> None:
             )
 
 
-def _pixel_element(f: BinaryIO, ds: Dataset, size: int) -> tuple[int, int | None] | None:
-    """The pixel data element's tag and value length, where the header read stopped; None if
-    the object has none. Refuses a value the file ends inside."""
+def _pixel_element(f: BinaryIO, ds: Dataset, size: int) -> tuple[int, int, int] | None:
+    """The pixel data element's tag, value length and the bytes left for it in the file, where
+    the header read stopped; None if the object has none. Refuses a value the file ends
+    inside."""
     head = f.read(8)
     if len(head) < 8:
         return None
@@ -253,7 +259,7 @@ def _pixel_element(f: BinaryIO, ds: Dataset, size: int) -> tuple[int, int | None
         raise _Refused(
             TRUNCATED, f"the file ends inside its pixel data ({remaining} of {length} bytes)"
         )
-    return tag, length
+    return tag, length, remaining
 
 
 def describe(exc: BaseException) -> str:
