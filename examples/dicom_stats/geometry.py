@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import median
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -41,13 +42,14 @@ def frames_of(ds: Dataset, count: int) -> list[Frame]:
     instance = _int(ds.get("InstanceNumber"))
     offsets = _floats(ds.get("GridFrameOffsetVector"))
     dose_scaling = _float(ds.get("DoseGridScaling")) or 1.0
+    groups = (ds.get("PerFrameFunctionalGroupsSequence"), ds.get("SharedFunctionalGroupsSequence"))
     frames = []
     for index in range(count):
-        plane = _group(ds, index, "PlanePositionSequence")
+        plane = _group(groups, index, "PlanePositionSequence")
         position = _vector(plane.get("ImagePositionPatient") if plane else None) or _vector(
             ds.get("ImagePositionPatient")
         )
-        orientation_item = _group(ds, index, "PlaneOrientationSequence")
+        orientation_item = _group(groups, index, "PlaneOrientationSequence")
         orientation = _floats(
             orientation_item.get("ImageOrientationPatient") if orientation_item else None
         ) or _floats(ds.get("ImageOrientationPatient"))
@@ -55,12 +57,12 @@ def frames_of(ds: Dataset, count: int) -> list[Frame]:
             orientation = None
         if position is not None and offsets is not None and len(offsets) == count:
             position = _dose_plane(position, orientation, offsets, index)
-        measures = _group(ds, index, "PixelMeasuresSequence") or ds
+        measures = _group(groups, index, "PixelMeasuresSequence") or ds
         spacing = _floats(measures.get("PixelSpacing")) or _floats(ds.get("PixelSpacing"))
         thickness = _float(measures.get("SpacingBetweenSlices")) or _float(
             measures.get("SliceThickness")
         )
-        rescale = _group(ds, index, "PixelValueTransformationSequence") or ds
+        rescale = _group(groups, index, "PixelValueTransformationSequence") or ds
         slope = _float(rescale.get("RescaleSlope"))
         intercept = _float(rescale.get("RescaleIntercept"))
         frames.append(
@@ -163,12 +165,10 @@ def _dose_plane(
     return (float(shifted[0]), float(shifted[1]), float(shifted[2]))
 
 
-def _group(ds: Dataset, index: int, keyword: str) -> Dataset | None:
+def _group(groups: tuple[Any, Any], index: int, keyword: str) -> Dataset | None:
     """A functional-group item for frame `index`: the frame's own, else the shared one."""
-    for container, item_index in (
-        (ds.get("PerFrameFunctionalGroupsSequence"), index),
-        (ds.get("SharedFunctionalGroupsSequence"), 0),
-    ):
+    per_frame, shared = groups
+    for container, item_index in ((per_frame, index), (shared, 0)):
         if container and item_index < len(container):
             sequence = container[item_index].get(keyword)
             if sequence:
