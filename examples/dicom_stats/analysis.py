@@ -86,7 +86,7 @@ def _read(
             key = (number, frame.index)
             place = ordered.places[key]
             path = folder / f"{place:04d}.png"
-            # Level 1: a third of the time of the default, and a mask still packs to ~2 KB.
+            # Level 1: about half the time of the default, and a mask still packs to ~2 KB.
             PngImage.fromarray(mask.view(np.uint8) * np.uint8(255)).save(path, compress_level=1)
             result.masks[place] = _Mask(path, key, int(np.count_nonzero(mask)))
     except BaseException:
