@@ -177,8 +177,8 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
             },
             "deleting": {
                 "type": "integer",
-                "description": "Workspaces of finished requests still being deleted; while "
-                "2 × capacity workspaces exist, new requests are busy",
+                "description": "Workspaces of finished requests still being deleted (at "
+                "most 2 × capacity workspaces exist; a request admitted beyond that waits)",
             },
             "timeout_seconds": {"type": "number"},
             "map": {

@@ -20,7 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from mis_core.model import CpuQuantity, MapSpec, MemoryQuantity, Resources
+from mis_core.model import MapSpec, Resources
+from mis_core.quantity import CpuQuantity, MemoryQuantity
 
 ENV_PREFIX = "MIS_"
 CONFIG_ENV = "MIS_CONFIG"

@@ -9,8 +9,10 @@ Whatever ends the request (the last chunk taken, an error, a cancelled task, a c
 that stops iterating), the job is terminated by its backend and the slot is released when
 the generator ends. The workspace is then deleted in the background, by the task group of
 `running()`, so a response ends when its last byte is written and never waits for the
-deletion. Deletions still pending count against admission (see `AdmissionGate`); one that
-does not finish before MIS stops is swept at the next start like any other leftover.
+deletion. Pending deletions still count: at most 2 × capacity workspaces exist, and a request
+admitted beyond that waits for one to go before it makes its own (see `AdmissionGate`). One
+that has not finished when the service stops is waited for; one that never ran (MIS died) is
+swept at the next start like any other leftover.
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ class Inference:
             workspace: Workspace | None = None
             cancelled = False
             try:
+                if not service.gate.room_for_a_workspace:
+                    logger.info("waiting for an earlier request's workspace to be deleted")
+                    await service.gate.wait_for_room()
                 workspace = await service.storage.create(self.request_id)
                 await self._receive(workspace)
                 await self._stage(workspace)
