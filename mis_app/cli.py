@@ -101,10 +101,9 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(settings: Settings, options: argparse.Namespace) -> int:
-    import uvicorn
-
-    from mis_app.app import create_app
+    from mis_app.bootstrap import create_app
     from mis_app.logs import configure_logging
+    from mis_app.serve import serve
 
     configure_logging(settings.server.log_level, settings.server.log_format)
     if settings.map.from_manifest:
@@ -114,17 +113,7 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
         settings = with_map_defaults(settings, manifest.map_settings())
     server = settings.server
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=options.host or server.host,
-        port=options.port or server.port,
-        log_config=None,
-        access_log=False,
-        ssl_certfile=server.tls.cert_file,
-        ssl_keyfile=server.tls.key_file,
-        timeout_graceful_shutdown=5,
-    )
-    return 0
+    return serve(app, settings, options.host or server.host, options.port or server.port)
 
 
 def _inspect_map(options: argparse.Namespace) -> int:

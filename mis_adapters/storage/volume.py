@@ -95,7 +95,8 @@ class LocalStorage:
         return await anyio.to_thread.run_sync(self._create, request_id)
 
     def _create(self, request_id: str) -> Workspace:
-        folder = self.root / request_id
+        workspace = Workspace(str(self.root), request_id)
+        folder = Path(workspace.root)
         try:
             if not self.root.is_dir():
                 self.root.mkdir(mode=PAYLOAD_MODE, parents=True, exist_ok=True)
@@ -111,10 +112,10 @@ class LocalStorage:
             os.fchmod(fd, WORKSPACE_MODE)  # whatever the umask
             held = claim(fd)
             try:
-                os.mkdir("input", INPUT_FOLDER_MODE, dir_fd=fd)
-                os.chmod("input", INPUT_FOLDER_MODE, dir_fd=fd)
-                os.mkdir("output", OUTPUT_MODE, dir_fd=fd)
-                os.chmod("output", OUTPUT_MODE, dir_fd=fd)
+                os.mkdir(Workspace.INPUT, INPUT_FOLDER_MODE, dir_fd=fd)
+                os.chmod(Workspace.INPUT, INPUT_FOLDER_MODE, dir_fd=fd)
+                os.mkdir(Workspace.OUTPUT, OUTPUT_MODE, dir_fd=fd)
+                os.chmod(Workspace.OUTPUT, OUTPUT_MODE, dir_fd=fd)
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     remove_workspace(self.root, request_id)
@@ -125,19 +126,14 @@ class LocalStorage:
         finally:
             os.close(fd)
         self._held.add(request_id, held)
-        return Workspace(
-            request_id=request_id,
-            root=str(folder),
-            input_dir=str(folder / "input"),
-            output_dir=str(folder / "output"),
-        )
+        return workspace
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
         limit = self.limits.max_upload_bytes
         size = 0
         try:
             fd = os.open(
-                Path(workspace.root) / UPLOAD,
+                workspace.file(UPLOAD),
                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                 UPLOAD_MODE,
             )
@@ -155,7 +151,7 @@ class LocalStorage:
         return size
 
     async def extract(self, workspace: Workspace) -> int:
-        archive = Path(workspace.root) / UPLOAD
+        archive = Path(workspace.file(UPLOAD))
         files = await anyio.to_thread.run_sync(
             extract_archive, archive, Path(workspace.input_dir), self.limits.for_extraction()
         )
@@ -179,7 +175,7 @@ class LocalStorage:
             chunks.close()
 
     async def delete(self, workspace: Workspace) -> None:
-        await anyio.to_thread.run_sync(self._delete, workspace.request_id)
+        await anyio.to_thread.run_sync(self._delete, workspace.name)
 
     def _delete(self, request_id: str) -> None:
         held = self._held.pop(request_id)

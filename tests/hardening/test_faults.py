@@ -50,7 +50,12 @@ def idle(server: Server) -> bool:
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("slow")
-    config = scripted_map_config(tmp, upload_idle_timeout_seconds=1, upload_timeout_seconds=3)
+    config = scripted_map_config(
+        tmp,
+        upload_idle_timeout_seconds=1,
+        upload_timeout_seconds=3,
+        min_upload_bytes_per_second=50,  # the drag-on trickle below is faster than this
+    )
     with running_server(config, tmp) as server:
         yield server
 
@@ -118,6 +123,7 @@ def test_a_full_payload_volume_is_507_and_leaves_nothing(tiny_volume: Path, tmp_
             )
             for archive in (big_upload, bomb_ish)
         ]  # fmt: skip
+        server.wait_until_clean()  # the failed requests' workspaces go after their answers
         after = httpx.post(
             f"{server.url}/v1/inference",
             files={"file": make_zip(tmp_path / "ok.zip", {"a": b"1"}).read_bytes()},
