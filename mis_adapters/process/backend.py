@@ -24,6 +24,7 @@ from anyio.abc import Process
 from loguru import logger
 
 from mis_adapters.map_follow import MapLog
+from mis_adapters.storage.ownership import owner_alive
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
 
@@ -60,6 +61,8 @@ class ProcessJobBackend:
             return 0
         killed = 0
         for record in self.payload_root.glob(Workspace.pattern(RECORD)):
+            if owner_alive(record.parent):
+                continue  # a live MIS's request (one sharing the payload folder): not ours
             try:
                 pgid_text, job_id = record.read_text().split()
             except (OSError, ValueError):
