@@ -111,7 +111,7 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(settings: Settings, options: argparse.Namespace) -> int:
-    from mis_app.app import create_app
+    from mis_app.bootstrap import create_app
     from mis_app.logs import configure_logging
     from mis_app.serve import serve
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
 from tests.hardening.http_client import Reader, connect
 from tests.zips import make_zip
 
@@ -44,6 +44,8 @@ def test_a_path_with_crlf_and_escapes_leaves_one_well_formed_line(server: Server
     with connect(server) as sock:
         sock.sendall(b"GET " + FORGED_PATH + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert Reader(sock).answer().status == 404
+    # the access line is written just after the answer
+    wait_until(lambda: "forged" in raw_log(server), 5, "the access line")
     log = raw_log(server)
     assert_clean(log)
     lines = [line for line in log.splitlines() if "forged" in line]
