@@ -35,6 +35,12 @@ def clean(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
+def clean_lines(text: str) -> str:
+    """`text` with every control character escaped but its line breaks: for messages that are
+    several lines by design (a failed MAP's last log lines), each line still its own."""
+    return "\n".join(clean(line) for line in text.split("\n"))
+
+
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
