@@ -32,6 +32,9 @@ from mis_core.model import JobProgress
 
 # A log read at once (the MAP finished before its log could be followed) is bounded.
 LOG_READ_LIMITS = LogLimits(lines=10_000, size=16 << 20)
+# The log stream ends with the container; this bounds the wait for its last lines (it only
+# matters when the stream hangs on after the container has gone).
+LOG_END_SECONDS = 5
 API_FAILURES = (KubeApiError, BackendUnavailable)
 
 
@@ -86,7 +89,7 @@ class JobFollower:
             with contextlib.suppress(*API_FAILURES):
                 verdict = await self._pod_verdict() or verdict
         if self._log_started:
-            with anyio.move_on_after(1):  # the log ends with the container: read it all
+            with anyio.move_on_after(LOG_END_SECONDS):  # read the log to its end
                 await self._log_done.wait()
         elif self.pod_name:
             await self._read_log()  # it finished before MIS saw it run

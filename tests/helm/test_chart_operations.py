@@ -53,6 +53,8 @@ def test_the_pod_may_take_longer_to_stop_than_mis_grace_lets_the_study_finish(
     tmp_path: Path, sets: tuple[str, ...], grace: int
 ) -> None:
     docs = render(sets=sets)
+    settings = mis_settings_from(docs, tmp_path)
+    assert settings.server.shutdown_grace_seconds == grace  # what MIS itself waits
     assert deployment_pod(docs)["terminationGracePeriodSeconds"] > grace
 
 

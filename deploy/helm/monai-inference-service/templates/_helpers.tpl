@@ -82,6 +82,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     "log_format" .Values.server.logFormat
     "upload_idle_timeout_seconds" .Values.server.uploadIdleTimeoutSeconds
     "upload_timeout_seconds" .Values.server.uploadTimeoutSeconds
+    "shutdown_grace_seconds" (include "mis.shutdownGraceSeconds" . | int64)
     "auth" (include "mis.authSettings" . | fromYaml))
   "map" (dict
     "image" (include "mis.mapImage" .)
