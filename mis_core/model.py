@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 
@@ -61,6 +62,16 @@ class Workspace:
     root: str
     input_dir: str
     output_dir: str
+
+    @property
+    def work_dir(self) -> str:
+        """The MAP's working folder and HOME on the process backend (its job creates it)."""
+        return os.path.join(self.root, "work")
+
+    @property
+    def tmp_dir(self) -> str:
+        """The MAP's TMPDIR (and /tmp in its sandbox) on the process backend."""
+        return os.path.join(self.root, "tmp")
 
 
 @attrs.frozen

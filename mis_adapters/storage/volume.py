@@ -7,6 +7,8 @@ with `subPath`):
     <payload_dir>/<request-id>/upload.zip       the archive as received
     <payload_dir>/<request-id>/input/           what the MAP reads
     <payload_dir>/<request-id>/output/          what the MAP writes
+    <payload_dir>/<request-id>/work/, tmp/      the process backend's MAP: cwd/HOME, TMPDIR
+                                                (Workspace.work_dir, tmp_dir; made by the job)
 """
 
 from __future__ import annotations
