@@ -103,7 +103,7 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 def _serve(settings: Settings, options: argparse.Namespace) -> int:
     import uvicorn
 
-    from mis_app.app import create_app
+    from mis_app.bootstrap import create_app
     from mis_app.logs import configure_logging
 
     configure_logging(settings.server.log_level, settings.server.log_format)

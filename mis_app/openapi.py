@@ -115,6 +115,11 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
                     "properties": {"elapsed_seconds": {"type": "number"}},
                 },
             },
+            "deleting": {
+                "type": "integer",
+                "description": "Workspaces of finished requests still being deleted; while "
+                "2 × capacity workspaces exist, new requests are busy",
+            },
             "timeout_seconds": {"type": "number"},
             "map": {
                 "type": "object",

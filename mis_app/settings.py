@@ -17,14 +17,14 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
-from mis_core.model import MapSpec, Resources
+from mis_core.model import CpuQuantity, MapSpec, MemoryQuantity, Resources
 
 ENV_PREFIX = "MIS_"
 CONFIG_ENV = "MIS_CONFIG"
-_QUANTITY = r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 GiB = 1024**3
 
 
@@ -82,9 +82,21 @@ class ServerSettings(_Section):
 
 
 class ResourceSettings(_Section):
-    cpu: str = Field("1", pattern=_QUANTITY)
-    memory: str = Field("8Gi", pattern=_QUANTITY)
+    """Kubernetes quantities, checked by the one parser the backends read them with."""
+
+    cpu: str = "1"
+    memory: str = "8Gi"
     gpu: int = Field(0, ge=0)
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        return str(CpuQuantity.parse(value))
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        return str(MemoryQuantity.parse(value))
 
 
 class MapSettings(_Section):
@@ -170,7 +182,13 @@ class DockerSettings(_Section):
     network: str = "none"  # a MAP reads and writes files; it needs no network
     cap_drop: list[str] = ["ALL"]
     gpu_driver: str = "nvidia"
-    shm_size: str = Field("", pattern=rf"^$|{_QUANTITY}")
+    shm_size: str = ""
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_size(cls, value: str) -> str:
+        return value and str(MemoryQuantity.parse(value))
+
     stop_grace_seconds: float = Field(5.0, ge=0)  # SIGTERM, then SIGKILL after this
 
 

@@ -47,7 +47,7 @@ from mis_adapters.process.sandbox import (
     map_files,
 )
 from mis_core.errors import BackendUnavailable
-from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, substitute_paths
+from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
 
 RECORD = ".map-process"  # in the workspace: "<supervisor pid> <MONAI_JOBID>"
 _MARGIN = 2.0  # beyond the grace, for the supervisor to kill and reap
@@ -98,7 +98,7 @@ class ProcessJobBackend:
         if self.payload_root is None or not self.payload_root.is_dir():
             return 0
         killed = 0
-        for record in self.payload_root.glob(f"*/{RECORD}"):
+        for record in self.payload_root.glob(Workspace.pattern(RECORD)):
             try:
                 _, job_id = record.read_text().split()
             except (OSError, ValueError):
@@ -112,18 +112,18 @@ class ProcessJobBackend:
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
         workspace = request.workspace
         words = absolute_words([*request.map.command, *request.map.args], self.cwd)
-        argv = substitute_paths(words, workspace.input_dir, workspace.output_dir)
+        argv = request.host_folders.substitute(words)
         env = map_run_environment(request, self.basics)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
             return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
         files = map_files(words, env.get("PATH"))  # what the MAP's command names of its own
-        problem = self._sandbox_conflict(files, str(Path(workspace.root).parent))
+        problem = self._sandbox_conflict(files, workspace.payload_dir)
         if problem:
             return JobOutcome(succeeded=False, reason=f"could not be started: {problem}")
         for folder in (workspace.work_dir, workspace.tmp_dir):
             os.mkdir(folder, 0o700)
         memory = limits.memory_limit(request.map.resources)
-        report = Path(workspace.root, REPORT)
+        report = Path(workspace.file(REPORT))
         command = supervised(
             [*self._sandbox_argv(request, files, memory), *argv],
             report=str(report),
@@ -148,7 +148,7 @@ class ProcessJobBackend:
                 succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
             )
         logger.info("MAP supervisor {} started (sandbox: {})", process.pid, self.sandbox.name)
-        Path(workspace.root, RECORD).write_text(f"{process.pid} {request.job_id}")
+        Path(workspace.file(RECORD)).write_text(f"{process.pid} {request.job_id}")
         try:
             async with anyio.create_task_group() as tg:
                 log_read = anyio.Event()
@@ -181,7 +181,7 @@ class ProcessJobBackend:
             *bwrap_argv(
                 self.sandbox,
                 layout,
-                self._hidden(str(Path(workspace.root).parent)),
+                self._hidden(workspace.payload_dir),
                 files,
                 gpu=request.map.resources.gpu,
                 shm_bytes=memory,

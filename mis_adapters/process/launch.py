@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mis_core.model import JobRequest, map_environment, thread_environment
+from mis_core.model import JobRequest
 
 SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 BASICS = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})  # and every LC_*
@@ -29,14 +29,12 @@ def basic_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def map_run_environment(request: JobRequest, basics: Mapping[str, str]) -> dict[str, str]:
-    spec = request.map
     workspace = request.workspace
     env = dict(basics)
     env["HOME"] = workspace.work_dir
     env["TMPDIR"] = workspace.tmp_dir
-    env.update(thread_environment(spec.resources))
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(spec.resources.gpu))
-    env.update(map_environment(spec, request.request_id, workspace.input_dir, workspace.output_dir))
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(request.map.resources.gpu))
+    env.update(request.environment(request.host_folders))  # thread counts, MAP vars, map.env
     return env
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from mis_core.model import Resources, memory_bytes
+from mis_core.model import Resources
 
 # What an allocation that failed looks like in the last lines of a MAP's log.
 _OUT_OF_MEMORY = re.compile(
@@ -33,8 +33,8 @@ ENFORCEMENT = (
 
 
 def memory_limit(resources: Resources) -> int:
-    """The data limit in bytes for each MAP process; 0 for none (an unreadable quantity)."""
-    return memory_bytes(resources.memory)
+    """The data limit in bytes for each MAP process (the one place that reads the quantity)."""
+    return resources.memory.bytes
 
 
 def ran_out_of_memory(log_tail: tuple[str, ...]) -> bool:

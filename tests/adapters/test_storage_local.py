@@ -12,6 +12,7 @@ import pytest
 
 from mis_adapters.storage.volume import MARKER, LocalStorage, PayloadLimits
 from mis_core.errors import Busy, PayloadTooLarge
+from tests.storage import leave_workspace
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.anyio
@@ -104,8 +105,8 @@ async def test_the_same_request_id_cannot_have_two_workspaces(tmp_path: Path) ->
 async def test_sweep_removes_only_marked_workspaces(tmp_path: Path) -> None:
     root = tmp_path / "payload"
     storage = LocalStorage(root, LIMITS)
-    left = await storage.create("crashed")
-    (Path(left.input_dir) / "scan.dcm").write_bytes(b"patient")
+    left = leave_workspace(root, "crashed")
+    (left / "input" / "scan.dcm").write_bytes(b"patient")
     (root / "not-ours").mkdir()
     (root / "notes.txt").write_text("an operator's file")
 

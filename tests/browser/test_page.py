@@ -74,7 +74,7 @@ def test_pick_a_zip_and_download_the_maps_outputs(tmp_path: Path, new_page: Any)
         outcome(page).get_by_text("The result is ready.").wait_for()
         screenshot(page, "result")
         name, files = downloaded(page)
-        assert server.leftovers() == []
+        server.wait_until_clean()
     assert name == "study-output.zip"
     for path, data in STUDY.items():
         assert files[path] == data

@@ -165,14 +165,12 @@ def test_the_map_cannot_read_another_running_request(sandboxed: Served) -> None:
     assert answers[first].status_code == 500  # it hung until the timeout
 
 
-@pytest.mark.xfail(
-    reason="the workspace permissions are the storage branch's (issue 13: private workspaces)",
-    strict=True,
-)
 def test_the_maps_workspace_grants_nothing_to_other_users(sandboxed: Served) -> None:
     found = result(send(sandboxed.server, {"mode": "probe"}), "probe.json")
+    assert len(found["modes"]) == 5
     for name, mode in found["modes"].items():
         assert mode & 0o007 == 0, f"{name} is {mode:o}"
+    assert found["modes"]["cwd"] == found["modes"]["tmpdir"] == 0o700
 
 
 def test_an_escaped_grandchild_is_gone_within_a_second_of_the_response(served: Served) -> None:
@@ -245,7 +243,7 @@ def test_scratch_files_in_the_working_folder_go_with_the_request(served: Served)
     assert found["cwd"] == found["home"] == str(workspace / "work")
     assert found["tmpdir"] == str(workspace / "tmp")
     assert ".monai_workdir/operators/state.bin" in found["files"]
-    assert not workspace.exists()
+    wait_until(lambda: not workspace.exists(), 2, "the workspace to be deleted")
     if served.sandbox == "bubblewrap":  # its /tmp was the request's own
         assert set(glob.glob("/tmp/scratch-*")) == before
 

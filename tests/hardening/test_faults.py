@@ -118,6 +118,7 @@ def test_a_full_payload_volume_is_507_and_leaves_nothing(tiny_volume: Path, tmp_
             )
             for archive in (big_upload, bomb_ish)
         ]  # fmt: skip
+        server.wait_until_clean()  # the failed requests' workspaces go after their answers
         after = httpx.post(
             f"{server.url}/v1/inference",
             files={"file": make_zip(tmp_path / "ok.zip", {"a": b"1"}).read_bytes()},

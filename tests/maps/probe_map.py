@@ -6,7 +6,8 @@
   interfaces and whether it can connect to `connect` (host, port); whether it can see or signal
   `mis_pid`; its environment; its open file descriptors; whether it can read each path in
   `read`, list each folder in `list`, write a file in each folder in `write`; the permission
-  bits of its input and output folders; its working folder, HOME and TMPDIR.
+  bits of its input folder and files, output folder, working folder and TMPDIR; its working
+  folder, HOME and TMPDIR.
 - `hang`: prints "probe: hanging" and sleeps.
 - `escape`: leaves a grandchild behind that has called `setsid`, runs `sleep` with only
   `MIS_TEST_MARKER` in its environment (so only the test can find it), then exits, or hangs
@@ -64,7 +65,13 @@ def probe():
         "uid": os.getuid(),
         "modes": {
             name: stat.S_IMODE(os.stat(path).st_mode)
-            for name, path in (("input", source), ("output", target), ("cwd", "."))
+            for name, path in (
+                ("input", source),
+                ("input file", source / "_probe.json"),
+                ("output", target),
+                ("cwd", "."),
+                ("tmpdir", os.environ["TMPDIR"]),
+            )
         },
         "read": {
             p: attempt(lambda p=p: Path(p).read_bytes().decode(errors="replace"))
