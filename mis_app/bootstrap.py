@@ -127,9 +127,7 @@ def build_job_backend(settings: Settings) -> JobBackend:
         from mis_adapters.kubernetes.backend import KubernetesJobBackend
 
         return KubernetesJobBackend(
-            job_options(settings),
-            node_local=settings.kubernetes.payload_volume.node_local,
-            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
+            job_options(settings), delete_wait_seconds=settings.kubernetes.delete_wait_seconds
         )
     if settings.backend == "docker":
         docker = settings.docker

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -184,5 +185,17 @@ def runs_locally() -> Behaviour:
             await process.wait()
             raise
         _finish(double, ns, job, pod, code, "Completed" if code == 0 else "Error")
+
+    return story
+
+
+def after(gate: threading.Event, then: Behaviour) -> Behaviour:
+    """Scheduled and running, then `then`'s story once the test sets `gate`."""
+
+    async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
+        _scheduled(double, ns, job, pod)
+        _running(double, ns, job, pod)
+        await asyncio.to_thread(gate.wait)
+        await then(double, ns, job, pod)
 
     return story
