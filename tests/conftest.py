@@ -1,4 +1,4 @@
-"""Shared test helpers: required tools, and the anyio backend."""
+"""Shared test helpers: required tools, the anyio backend, the container engine and images."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.docker.engine import Engine, podman_engine
 from tests.k8s.double import KubeDouble
+from tools.images import build_all
 
 REQUIRE_ALL = os.environ.get("MIS_REQUIRE_ALL") == "1"
 
@@ -40,3 +42,24 @@ def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeDoub
         yield kube
     finally:
         kube.stop()
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """Podman's Docker-compatible service with the test MAP image (CI installs podman)."""
+    podman = require_tool("podman")
+    require_tool("runc")
+    busybox = Path(require_tool("busybox")).resolve()
+    with podman_engine(podman, busybox, tmp_path_factory.mktemp("podman")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def images(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The MIS image and the example MAP image, built once per run in the engine's storage.
+
+    On a Debian base made here from the machine's apt sources (mmdebstrap), as `nox -s image`
+    builds them; {"mis": tag, "map": tag}.
+    """
+    require_tool("mmdebstrap")
+    return build_all(engine.podman, tmp_path_factory.mktemp("images"))
