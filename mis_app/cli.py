@@ -23,7 +23,7 @@ from mis_app.settings import (
 )
 
 if TYPE_CHECKING:
-    from mis_adapters.map_manifest import MapManifest
+    from mis_adapters.docker.manifest import MapManifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,8 +144,8 @@ def _read_manifest(url: str, image: str) -> MapManifest | None:
     """The image's manifest, or None after saying on stderr why it could not be read."""
     import anyio
 
-    from mis_adapters.docker_api import DockerEngine
-    from mis_adapters.map_manifest import ManifestError, read_manifest
+    from mis_adapters.docker.engine import DockerEngine
+    from mis_adapters.docker.manifest import ManifestError, read_manifest
     from mis_core.errors import BackendUnavailable
 
     async def read() -> MapManifest:
@@ -173,8 +173,8 @@ def _render_job(settings: Settings, options: argparse.Namespace) -> int:
     """Without contacting a cluster: the namespace is the configured one, else "default"."""
     import attrs
 
-    from mis_adapters.k8s_job import build_job
-    from mis_app.app import job_options, sample_job_request
+    from mis_adapters.kubernetes.job import build_job
+    from mis_app.bootstrap import job_options, sample_job_request
 
     job_settings = job_options(settings)
     volume = settings.kubernetes.payload_volume

@@ -18,8 +18,8 @@ from typing import TextIO
 import attrs
 import httpx
 
-from mis_adapters.archive import ExtractLimits, extract_archive
-from mis_adapters.storage_local import zip_folder
+from mis_adapters.storage.archive import ExtractLimits, extract_archive
+from mis_adapters.storage.zipwriter import zip_folder
 from mis_core.errors import MisError
 
 EXIT_OK = 0

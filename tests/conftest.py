@@ -6,12 +6,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.docker.engine import Engine, podman_engine
 from tests.k8s.double import KubeDouble
 from tools.images import build_all
+
+if TYPE_CHECKING:
+    from tests.nonroot import NonRoot
 
 REQUIRE_ALL = os.environ.get("MIS_REQUIRE_ALL") == "1"
 
@@ -25,6 +29,18 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def nonroot() -> Iterator[NonRoot]:
+    """MIS's unprivileged user: see tests/nonroot.py."""
+    from tests.nonroot import make_nonroot
+
+    environment = make_nonroot()
+    try:
+        yield environment
+    finally:
+        environment.remove()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.archive import ExtractLimits, extract_archive
+from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_core.errors import InvalidInput, MisError, PayloadTooLarge
 from tests.conftest import require_tool
 from tests.zips import (

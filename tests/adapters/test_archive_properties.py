@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mis_adapters.archive import ExtractLimits, extract_archive
+from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_core.errors import InvalidInput, PayloadTooLarge
 
 LIMITS = ExtractLimits(max_extracted_bytes=200_000, max_entries=20, max_compression_ratio=200)

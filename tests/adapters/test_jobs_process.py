@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mis_adapters.jobs_process import ProcessJobBackend
+from mis_adapters.process.backend import ProcessJobBackend
 from mis_core.errors import BackendUnavailable
 from mis_core.model import (
     JobProgress,

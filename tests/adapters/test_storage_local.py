@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.storage_local import MARKER, LocalStorage, PayloadLimits
+from mis_adapters.storage.volume import MARKER, LocalStorage, PayloadLimits
 from mis_core.errors import Busy, PayloadTooLarge
 from tests.zips import make_zip
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mis_adapters.docker_container import ContainerOptions, build_container, container_name
-from mis_adapters.map_manifest import parse_manifest
+from mis_adapters.docker.container import ContainerOptions, build_container, container_name
+from mis_adapters.docker.manifest import parse_manifest
 from mis_core.model import JobRequest, MapSpec, Resources, Workspace
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from mis_adapters.docker_api import EngineError
-from mis_adapters.docker_container import ContainerOptions
-from mis_adapters.jobs_docker import DockerJobBackend
+from mis_adapters.docker.backend import DockerJobBackend
+from mis_adapters.docker.container import ContainerOptions
+from mis_adapters.docker.engine import EngineError
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 
 pytestmark = pytest.mark.anyio

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.nonroot import NonRoot, maps_dir
+
 REPO = Path(__file__).parents[2]
 SCRIPTED_MAP = str(REPO / "tests" / "maps" / "scripted_map.py")
 
@@ -72,11 +74,17 @@ def wait_until(
         time.sleep(0.02)
 
 
-def scripted_map_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
+def scripted_map_config(
+    tmp_path: Path, nonroot: NonRoot | None = None, **server: Any
+) -> dict[str, Any]:
+    """The scripted test MAP (tests/maps/scripted_map.py); run by `nonroot`'s Python if given."""
+    python, script = sys.executable, SCRIPTED_MAP
+    if nonroot is not None:
+        python, script = nonroot.python, str(maps_dir(nonroot) / "scripted_map.py")
     return {
         "server": {"payload_dir": str(tmp_path / "payload"), **server},
         "map": {
-            "command": [sys.executable, SCRIPTED_MAP, "{input_path}", "{output_path}"],
+            "command": [python, script, "{input_path}", "{output_path}"],
             "timeout_seconds": 3,
             "env": {
                 "MIS_TEST_PIDFILE": str(tmp_path / "pids"),
@@ -94,30 +102,30 @@ def running_server(
     tmp_path: Path,
     env: dict[str, str] | None = None,
     verify: ssl.SSLContext | bool = True,
+    nonroot: NonRoot | None = None,
 ) -> Iterator[Server]:
-    """MIS on 127.0.0.1 with `config`, until the block ends (HTTPS when config has TLS)."""
+    """MIS on 127.0.0.1 with `config`, until the block ends (HTTPS when config has TLS).
+
+    With `nonroot`, MIS runs as that unprivileged user; `tmp_path` must then be one of its
+    work folders (`NonRoot.workdir()`).
+    """
     config_file = tmp_path / "mis.yaml"
     config_file.write_text(yaml.safe_dump(config))
+    argv = [sys.executable, "-m", "mis_app"]
+    if nonroot is not None:
+        config_file.chmod(0o644)
+        argv = nonroot.command(nonroot.python, "-m", "mis_app")
     port = free_port()
     log = tmp_path / "server.log"
     server_env = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}
     server_env.update(env or {})
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mis_app",
-                "serve",
-                "--config",
-                str(config_file),
-                "--port",
-                str(port),
-            ],
+            [*argv, "serve", "--config", str(config_file), "--port", str(port)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=server_env,
-            cwd=REPO,
+            cwd=REPO if nonroot is None else nonroot.root,
         )
     scheme = "https" if config["server"].get("tls") else "http"
     url = f"{scheme}://127.0.0.1:{port}"

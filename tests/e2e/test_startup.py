@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from mis_adapters.storage_local import MARKER
+from mis_adapters.storage.volume import MARKER
 from tests.e2e.server import running_server, scripted_map_config
 
 

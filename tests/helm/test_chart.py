@@ -11,8 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mis_adapters.k8s_job import build_job
-from mis_app.app import job_options, sample_job_request
+from mis_adapters.kubernetes.job import build_job
+from mis_app.bootstrap import job_options, sample_job_request
 from mis_app.settings import load_settings
 from tests.conftest import require_tool
 from tests.e2e.server import REPO

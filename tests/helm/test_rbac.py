@@ -12,8 +12,8 @@ from typing import Any
 import anyio
 import pytest
 
-from mis_adapters.jobs_kubernetes import KubernetesJobBackend
-from mis_adapters.k8s_job import JobOptions
+from mis_adapters.kubernetes.backend import KubernetesJobBackend
+from mis_adapters.kubernetes.job import JobOptions
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 from tests.helm.test_chart import CHART, find, render
 from tests.k8s import kubelet

@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from mis_adapters.k8s_job import JobOptions, build_job, job_name
+from mis_adapters.kubernetes.job import JobOptions, build_job, job_name
 from mis_core.model import JobRequest, MapSpec, Resources, Workspace, job_id_for
 
 KUBERNETES_VERSIONS = ["1.35.0", "1.36.0", "1.37.0"]  # the three newest the validator knows

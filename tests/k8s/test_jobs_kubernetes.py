@@ -10,9 +10,9 @@ import pytest
 from loguru import logger
 
 from mis_adapters.clock import MonotonicClock
-from mis_adapters.jobs_kubernetes import KubernetesJobBackend
-from mis_adapters.k8s_job import JobOptions
-from mis_adapters.storage_local import LocalStorage, PayloadLimits
+from mis_adapters.kubernetes.backend import KubernetesJobBackend
+from mis_adapters.kubernetes.job import JobOptions
+from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_core.errors import BackendUnavailable, JobTimedOut
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobProgress, JobRequest, MapSpec, Resources, Workspace

@@ -16,14 +16,14 @@ from typing import Any, Literal
 import anyio
 from loguru import logger
 
-from mis_adapters.docker_api import DockerEngine, EngineError
-from mis_adapters.docker_container import (
+from mis_adapters.docker.container import (
     ContainerOptions,
     build_container,
     container_name,
     instance_labels,
 )
-from mis_adapters.map_log import MapLog
+from mis_adapters.docker.engine import DockerEngine, EngineError
+from mis_adapters.map_follow import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 

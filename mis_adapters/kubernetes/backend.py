@@ -22,8 +22,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 from loguru import logger
 
-from mis_adapters.k8s_api import KubeApi, KubeApiError, connect
-from mis_adapters.k8s_job import (
+from mis_adapters.kubernetes.api import KubeApi, KubeApiError, connect
+from mis_adapters.kubernetes.job import (
     CONTAINER,
     JobOptions,
     build_job,
@@ -31,7 +31,7 @@ from mis_adapters.k8s_job import (
     job_name,
     job_selector,
 )
-from mis_adapters.k8s_status import (
+from mis_adapters.kubernetes.status import (
     START_ERRORS,
     Verdict,
     container_started,
@@ -39,7 +39,7 @@ from mis_adapters.k8s_status import (
     judge_pod,
     waiting_reason,
 )
-from mis_adapters.map_log import MapLog
+from mis_adapters.map_follow import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 

@@ -23,7 +23,7 @@ import anyio
 from anyio.abc import Process
 from loguru import logger
 
-from mis_adapters.map_log import MapLog
+from mis_adapters.map_follow import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import (
     JobOutcome,

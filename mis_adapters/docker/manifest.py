@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from mis_adapters.docker_api import DockerEngine, EngineError
+from mis_adapters.docker.engine import DockerEngine, EngineError
 
 MANIFEST_FOLDERS = ("/etc/monai", "/etc/holoscan")
 
