@@ -87,6 +87,8 @@ class KubeDouble:
         self.drops = 0
         self.forbidden: set[tuple[str, str]] = set()  # (resource, verb) answered 403, as RBAC would
         self.pod_deletion_seconds = 0.05
+        # A mutating admission step (a cluster policy), applied to every object created
+        self.admission: Callable[[str, dict[str, Any]], None] | None = None
         self._pulse: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -399,6 +401,8 @@ class KubeDouble:
             {"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now()}
         )
         obj["status"] = {}
+        if self.admission is not None:
+            self.admission(resource, obj)
         self.put(resource, ns, obj, "ADDED")
         if resource == "jobs":
             self._create_pod_for(ns, obj)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,14 @@ def create_args(
     folders: Mapping[str, Path],
     image_user: str,
     node_name: str = "node-1",
+    network: str = "none",
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """`podman create` arguments (after `create`) for the pod's first container."""
+    """`podman create` arguments (after `create`) for the pod's first container.
+
+    `network`: Podman's --network (another container's, to stand for a pod network); `extra`:
+    more options, e.g. an /etc/hosts in place of cluster DNS.
+    """
     spec = pod["spec"]
     name = pod["metadata"]["name"]
     container = spec["containers"][0]
@@ -127,7 +133,7 @@ def create_args(
         "--name", name,
         "--hostname", name[:63],
         "--label", f"{LABEL_POD}={name}",
-        "--network", "none",
+        "--network", network,
         "--pull", "never",
     ]  # fmt: skip
     args += _user(security, image_user)
@@ -142,6 +148,7 @@ def create_args(
         args += ["--mount", _mount(mount, folders)]
     if container.get("workingDir"):
         args += ["--workdir", container["workingDir"]]
+    args += extra
     if "command" in container:
         args += ["--entrypoint", _json_list(container["command"])]
     args.append(container["image"])

@@ -73,10 +73,20 @@ def export() -> int:
         print(f"mount a folder at {EXPORT} (or one of its {', '.join(parts)})", file=sys.stderr)
         return 2
     for name in wanted:
-        if parts[name].is_dir():
-            shutil.copytree(parts[name], EXPORT / name, dirs_exist_ok=True)
+        copy_files(parts[name], EXPORT / name)
         print(f"exported {parts[name]} to {EXPORT / name}")
     return 0
+
+
+def copy_files(source: Path, target: Path) -> None:
+    """Copy the files' contents only: the mounted folder belongs to the host's user."""
+    for path in sorted(source.rglob("*")):
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
 
 
 if __name__ == "__main__":
