@@ -12,7 +12,7 @@ import pytest
 
 from tests.docker.engine import Engine, podman_engine
 from tests.k8s.double import KubeDouble
-from tools.images import build_all
+from tools.images import build_all, load_all
 
 if TYPE_CHECKING:
     from tests.nonroot import NonRoot
@@ -29,6 +29,15 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
         pytest.skip(message)
     return path
+
+
+def require_root(why: str) -> None:
+    """Skip unless running as root (fail when CI sets MIS_REQUIRE_ALL=1); `why` says for what."""
+    if os.geteuid() != 0:
+        message = f"needs root: {why}"
+        if REQUIRE_ALL:
+            pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +81,14 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def images(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The MIS image and the example MAP image, built once per run in the engine's storage.
+    """The MIS image and the example MAP image in the engine's storage; {"mis": tag, "map": tag}.
 
-    On a Debian base made here from the machine's apt sources (mmdebstrap), as `nox -s image`
-    builds them; {"mis": tag, "map": tag}.
+    Built once per run on a Debian base made here from the machine's apt sources (mmdebstrap),
+    as `nox -s image` builds them; or, when MIS_IMAGE_ARCHIVES names the folder `nox -s image`
+    saved them to (CI builds them there once), loaded from it.
     """
+    archives = os.environ.get("MIS_IMAGE_ARCHIVES")
+    if archives:
+        return load_all(engine.podman, Path(archives))
     require_tool("mmdebstrap")
     return build_all(engine.podman, tmp_path_factory.mktemp("images"))

@@ -8,7 +8,8 @@ with `--network host` and the machine's CA bundle mounted read-only, so pip insi
 what the machine trusts; the machine's pip index settings go in as a pip.conf mounted for the
 build only (never into a layer). The images are built in a Podman store of their own (a
 temporary folder, with tools/containers.conf), so nothing lands in the machine's store, and are
-saved as archives under `--out` (default .artifacts/images) for `podman load` / `docker load`.
+saved as archives under `--out` (default .artifacts/images) for `podman load` / `docker load`;
+the tests load them from there instead of building again when MIS_IMAGE_ARCHIVES names it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,13 +172,49 @@ def image_size(podman: Podman, tag: str) -> int:
     return int(podman.run("image", "inspect", "--format", "{{.Size}}", tag, capture=True))
 
 
-def build_all(podman: Podman, workdir: Path, base: str = "") -> dict[str, str]:
+def build_all(
+    podman: Podman, workdir: Path, base: str = "", log: Callable[[str], None] | None = None
+) -> dict[str, str]:
     """Both images on `base` (default: a Debian base made here); returns {what: tag}."""
-    base = base or make_debian_base(podman, workdir)
-    return {
-        "mis": build(podman, REPO / "Dockerfile", MIS_IMAGE, base, workdir),
-        "map": build(podman, MAP_CONTAINERFILE, MAP_IMAGE, base, workdir),
-    }
+    say = log or (lambda message: None)
+    started = time.monotonic()
+    if not base:
+        base = make_debian_base(podman, workdir)
+        say(f"Debian base made and imported in {time.monotonic() - started:.0f} s")
+    tags = {}
+    for what, containerfile, tag in (
+        ("mis", REPO / "Dockerfile", MIS_IMAGE),
+        ("map", MAP_CONTAINERFILE, MAP_IMAGE),
+    ):
+        started = time.monotonic()
+        tags[what] = build(podman, containerfile, tag, base, workdir)
+        say(f"{tag} built in {time.monotonic() - started:.0f} s")
+    return tags
+
+
+def archive_path(folder: Path, tag: str) -> Path:
+    """Where `nox -s image` saves `tag`: monai-inference-service-0.1.0.tar and so on."""
+    return folder / f"{tag.split('/')[-1].replace(':', '-')}.tar"
+
+
+def save_all(podman: Podman, tags: Mapping[str, str], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for tag in tags.values():
+        archive = archive_path(folder, tag)
+        archive.unlink(missing_ok=True)
+        podman.run("save", "--quiet", "--output", str(archive), tag, capture=True)
+
+
+def load_all(podman: Podman, folder: Path) -> dict[str, str]:
+    """The images `nox -s image` saved in `folder`, loaded into `podman`; {what: tag}."""
+    tags = {"mis": MIS_IMAGE, "map": MAP_IMAGE}
+    for tag in tags.values():
+        archive = archive_path(folder, tag)
+        if not archive.is_file():
+            raise FileNotFoundError(f"{archive} is missing: run nox -s image first")
+        podman.run("load", "--quiet", "--input", str(archive), capture=True)
+        podman.run("image", "exists", tag)
+    return tags
 
 
 def _os_release() -> dict[str, str]:
@@ -198,17 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("podman is not installed")
     if not options.base and shutil.which("mmdebstrap") is None:
         parser.error("mmdebstrap is not installed (apt-get install mmdebstrap), or give --base")
-    options.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mis-images-") as scratch:
         podman = Podman.isolated(podman_path, Path(scratch) / "podman")
         try:
-            tags = build_all(podman, Path(scratch), options.base)
+            tags = build_all(podman, Path(scratch), options.base, log=print)
+            save_all(podman, tags, options.out)
             for what, tag in tags.items():
-                archive = options.out / f"{tag.split('/')[-1].replace(':', '-')}.tar"
-                archive.unlink(missing_ok=True)
-                podman.run("save", "--quiet", "--output", str(archive), tag, capture=True)
                 size = image_size(podman, tag) / 1e6
-                print(f"{what}: {tag}, {size:.0f} MB, saved to {archive}")
+                print(f"{what}: {tag}, {size:.0f} MB, saved to {archive_path(options.out, tag)}")
         finally:
             podman.run("system", "reset", "--force", capture=True, check=False)
     print("load with: podman load -i ARCHIVE (or docker load -i ARCHIVE)")

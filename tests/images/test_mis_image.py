@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 from tests.docker.engine import Engine
 from tests.e2e.server import wait_until
 from tests.images.conftest import entries, post_study
@@ -95,6 +95,7 @@ def start(engine: Engine, args: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def chart(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    require_root("a payload folder owned by uid 10001, and entering the pod's network namespace")
     payload = tmp_path_factory.mktemp("hostpath") / "payload"
     payload.mkdir(mode=0o700)
     os.chown(payload, 10001, 10001)  # sudo install -d -o 10001 -g 10001, as the chart's README says
