@@ -101,6 +101,28 @@ def test_the_sample_study_through_a_job_matches_the_process_backend(
     assert "command" not in container  # the image's own entrypoint ran
 
 
+def test_the_input_mount_is_read_only_as_the_job_declares(
+    cluster: tuple[KubeDouble, Path],
+    engine: Engine,
+    images: dict[str, str],
+    sample_study: bytes,
+    tmp_path: Path,
+) -> None:
+    double, _ = cluster
+    config = kubernetes_config(
+        tmp_path,
+        images["map"],
+        command=["python3", "-c", "import os; open(os.environ['MONAI_INPUTPATH'] + '/x', 'w')"],
+    )
+    with serving(cluster, tmp_path, config) as server:
+        response = post_study(server.url, sample_study)
+        nothing_left(server, double, engine)
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "map_failed"
+    assert "Read-only file system: '/var/monai/input/x'" in error["message"]
+
+
 def test_a_policy_that_makes_the_output_mount_read_only_fails_with_a_clear_map_failed(
     cluster: tuple[KubeDouble, Path],
     engine: Engine,

@@ -217,7 +217,6 @@ def runs_in_podman(podman: Podman, scratch: Path, node_name: str = "node-1") -> 
             return
         _scheduled(double, ns, job, pod_name)
         try:
-            await asyncio.shield(_remove(podman, pod_name))  # a name left by an earlier run
             await _run_container(double, podman, ns, job, pod, scratch / pod_name, node_name)
         except PodError as failure:
             _waiting(double, ns, job, pod_name, failure)
