@@ -19,8 +19,11 @@ REQUEST = (
 )
 
 
-async def burst(port: int, clients: int = 200) -> tuple[list[float], list[bytes]]:
-    """Each client's latency (seconds) and the start of its answer ("500 {"error"...")."""
+async def burst(
+    port: int, clients: int = 200, whole: bool = False
+) -> tuple[list[float], list[bytes]]:
+    """Each client's latency (seconds) and the start of its answer ("500 {"error"...");
+    the status and the whole body with `whole`."""
     go = asyncio.Event()
     latencies: list[float] = []
     answers: list[bytes] = []
@@ -38,7 +41,7 @@ async def burst(port: int, clients: int = 200) -> tuple[list[float], list[bytes]
         )
         body = await reader.readexactly(length)
         latencies.append(time.perf_counter() - started)
-        answers.append(head.split(b" ")[1] + b" " + body[:40])
+        answers.append(head.split(b" ")[1] + b" " + (body if whole else body[:40]))
         writer.close()
 
     tasks = [asyncio.create_task(client()) for _ in range(clients)]

@@ -597,15 +597,31 @@ def main() -> None:
             indent=2,
         )
     )
+    missed = missed_targets(results)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
     if only:  # a partial run does not replace the full one the README quotes
         print(f"results: {RESULTS / f'bench-{stamp}.json'}")
-        return
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(text + "\n")
-    chart(results, RESULTS / "latest.png")
-    print(f"results: {RESULTS / 'latest.json'}")
+    else:
+        (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / "latest.md").write_text(text + "\n")
+        chart(results, RESULTS / "latest.png")
+        print(f"results: {RESULTS / 'latest.json'}")
+    if missed:
+        raise SystemExit("targets missed:\n" + "\n".join(f"  {m}" for m in missed))
+
+
+BUSY_BURST_P99_MS = 50  # the busy answers' target under a burst of 200 clients
+
+
+def missed_targets(results: dict[str, Any]) -> list[str]:
+    """The targets this run measured and missed (the median burst: client and server share
+    the cores, and one burst in a few can meet a noisy neighbour)."""
+    missed = []
+    burst_p99 = results.get("busy_burst", {}).get("mis", {}).get("median_p99_ms")
+    if burst_p99 is not None and burst_p99 >= BUSY_BURST_P99_MS:
+        missed.append(f"busy answers under a burst: p99 {burst_p99:.1f} ms >= {BUSY_BURST_P99_MS}")
+    return missed
 
 
 if __name__ == "__main__":

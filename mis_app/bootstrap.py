@@ -1,14 +1,22 @@
-"""The composition root: settings → adapters → the core's InferenceService.
+"""The composition root: settings → adapters → the core's InferenceService → the web app.
 
-Nothing else builds adapters; the web layer (`mis_app.app`) and the command line take what
-this module makes.
+Nothing else builds adapters or the app: `mis_app.app` holds the routes, which read what
+`create_app` puts in `app.state`; the command line takes what this module makes.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
+import anyio
+import attrs
 from loguru import logger
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from mis_adapters.clock import MonotonicClock
 from mis_adapters.docker.backend import DockerJobBackend
@@ -17,14 +25,79 @@ from mis_adapters.docker.engine import DockerEngine
 from mis_adapters.kubernetes.job import JobOptions
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
+from mis_app import app as routes
+from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
+from mis_app.inference import BusyShortcut
+from mis_app.live_log import LiveLogs
+from mis_app.metrics import Metrics
+from mis_app.openapi import openapi
+from mis_app.readiness import PayloadFolder
+from mis_app.request_id import RequestIdMiddleware
+from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings
+from mis_app.upload import UploadLimits
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobRequest, Workspace
 from mis_core.ports import JobBackend
-from mis_core.session import InferenceService
+from mis_core.service import InferenceService
+
+Options = TypeVar("Options")
 
 
-def build_service(settings: Settings) -> InferenceService:
+def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()
+    service = build_service(settings, on_deleted=metrics.observe_deletion)
+    metrics.watch(service)
+    server = settings.server
+
+    live_logs = LiveLogs()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log_configuration(settings)
+        async with service.running(), live_logs.attached(), anyio.create_task_group() as background:
+            warm_up = getattr(service.jobs, "warm_up", None)  # container backends have one
+            if warm_up is not None and (
+                settings.backend == "docker" or settings.kubernetes.warm_up
+            ):
+                background.start_soon(warm_up, sample_job_request(settings, "warm-up"))
+            yield
+            # requests a stop cancelled still stop their MAP and hand their files to deletion
+            await wait_for_requests(lambda: len(service.in_flight), CLEANUP_SECONDS)
+            background.cancel_scope.cancel()
+        await service.jobs.close()
+
+    app = Starlette(
+        routes=routes.routes,
+        # The request id first, so every answer carries it; the busy shortcut before routing,
+        # so refusing one of a burst of requests costs as little as it can.
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            *_auth(settings),
+            Middleware(
+                BusyShortcut, gate=service.gate, metrics=metrics, paths=routes.INFERENCE_PATHS
+            ),
+        ],
+        exception_handlers=routes.exception_handlers,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    app.state.map_summary = map_summary(settings)
+    app.state.openapi = openapi(server.auth.protect_metrics)
+    app.state.live_logs = live_logs
+    app.state.upload_limits = UploadLimits(
+        max_bytes=int(server.max_upload_bytes),
+        idle_seconds=server.upload_idle_timeout_seconds,
+        total_seconds=server.upload_timeout_seconds,
+        min_bytes_per_second=server.min_upload_bytes_per_second,
+    )
+    app.state.payload_folder = PayloadFolder(server.payload_dir)
+    app.router.redirect_slashes = False
+    return app
+
+
+def build_service(settings: Settings, **hooks: Any) -> InferenceService:
     server = settings.server
     storage = LocalStorage(
         server.payload_dir,
@@ -43,6 +116,7 @@ def build_service(settings: Settings) -> InferenceService:
         jobs=build_job_backend(settings),
         clock=MonotonicClock(),
         gate=AdmissionGate(server.max_concurrent),
+        **hooks,
     )
 
 
@@ -57,7 +131,14 @@ def build_job_backend(settings: Settings) -> JobBackend:
             delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
         )
     if settings.backend == "docker":
-        return docker_backend(settings)
+        docker = settings.docker
+        return DockerJobBackend(
+            DockerEngine(docker.url),
+            settings.map.image,
+            _options(ContainerOptions, docker),
+            pull=docker.pull,
+            kill_grace_seconds=docker.stop_grace_seconds,
+        )
     return ProcessJobBackend(
         settings.map.spec(),
         kill_grace_seconds=settings.process.kill_grace_seconds,
@@ -65,57 +146,28 @@ def build_job_backend(settings: Settings) -> JobBackend:
     )
 
 
-def docker_backend(settings: Settings) -> DockerJobBackend:
-    docker = settings.docker
-    options = ContainerOptions(
-        instance=docker.instance,
-        payload_host_dir=docker.payload_host_dir,
-        user=docker.user,
-        network=docker.network,
-        cap_drop=tuple(docker.cap_drop),
-        gpu_driver=docker.gpu_driver,
-        shm_size=docker.shm_size,
-    )
-    return DockerJobBackend(
-        DockerEngine(docker.url),
-        settings.map.image,
-        options,
-        pull=docker.pull,
-        kill_grace_seconds=docker.stop_grace_seconds,
-    )
-
-
 def job_options(settings: Settings) -> JobOptions:
     """The `kubernetes` section as the Job builder takes it; the node comes from NODE_NAME."""
     k8s = settings.kubernetes
-    return JobOptions(
-        namespace=k8s.namespace,
-        payload_root=str(settings.server.payload_dir),
-        claim_name=k8s.payload_volume.claim_name,
-        host_path=k8s.payload_volume.host_path,
-        node_name=k8s.node_name or os.environ.get("NODE_NAME", ""),
-        instance=k8s.instance,
-        image_pull_policy=k8s.image_pull_policy,
-        image_pull_secrets=tuple(k8s.image_pull_secrets),
-        service_account_name=k8s.service_account_name,
-        node_selector=k8s.node_selector,
-        tolerations=tuple(k8s.tolerations),
-        affinity=k8s.affinity,
-        runtime_class_name=k8s.runtime_class_name,
-        priority_class_name=k8s.priority_class_name,
-        extra_volumes=tuple(k8s.extra_volumes),
-        extra_volume_mounts=tuple(k8s.extra_volume_mounts),
-        security_context=k8s.security_context,
-        pod_security_context=k8s.pod_security_context,
-        deadline_margin_seconds=k8s.deadline_margin_seconds,
-        ttl_seconds_after_finished=k8s.ttl_seconds_after_finished,
-    )
+    node_name = k8s.node_name or os.environ.get("NODE_NAME", "")
+    return _options(JobOptions, k8s, k8s.payload_volume, node_name=node_name)
+
+
+def _options(cls: type[Options], *sections: BaseModel, **values: Any) -> Options:
+    """An attrs options class from the settings keys of the same names; `values` win."""
+    names = attrs.fields_dict(cls)  # type: ignore[arg-type]
+    found = {
+        key: value
+        for section in sections
+        for key, value in section.model_dump().items()
+        if key in names
+    }
+    return cls(**{**found, **values})
 
 
 def sample_job_request(settings: Settings, request_id: str = "sample-request") -> JobRequest:
     """A request as MIS would make it, for warm-up and for `mis kubernetes render-job`."""
-    root = settings.server.payload_dir / request_id
-    workspace = Workspace(request_id, str(root), str(root / "input"), str(root / "output"))
+    workspace = Workspace(str(settings.server.payload_dir.absolute()), request_id)
     return JobRequest(request_id=request_id, map=settings.map.spec(), workspace=workspace)
 
 
@@ -129,8 +181,8 @@ def map_summary(settings: Settings) -> dict[str, object]:
         "input_path": spec.input_path,
         "output_path": spec.output_path,
         "resources": {
-            "cpu": spec.resources.cpu,
-            "memory": spec.resources.memory,
+            "cpu": str(spec.resources.cpu),
+            "memory": str(spec.resources.memory),
             "gpu": spec.resources.gpu,
         },
         "timeout_seconds": spec.timeout_seconds,
@@ -170,3 +222,14 @@ def log_configuration(settings: Settings) -> None:
             docker.pull,
             docker.network,
         )
+
+
+def _auth(settings: Settings) -> list[Middleware]:
+    auth = settings.server.auth
+    if auth.tokens_file is None:
+        return []
+    page = {"/", *(f"/static/{file.name}" for file in routes.STATIC.iterdir())}  # asks the token
+    open_paths = OPEN_PATHS | {"/openapi.json"} | page
+    if not auth.protect_metrics:
+        open_paths |= {"/metrics"}
+    return [Middleware(AuthMiddleware, tokens=TokenFile(auth.tokens_file), open_paths=open_paths)]

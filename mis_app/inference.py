@@ -1,25 +1,28 @@
-"""`POST /v1/inference` and `POST /upload/`: one request through an InferenceSession.
+"""`POST /v1/inference` and `POST /upload/`: HTTP adapted to the service's one operation.
 
-Written as a plain ASGI app rather than a request→response function because the session must
-outlive the handler: the workspace is deleted only after the last byte of the zip is sent.
+The core runs the request (`InferenceService.infer`); this module only turns the ASGI body
+into the upload stream, the output stream into response messages, a client that goes away
+into cancellation, and errors into the JSON error body.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
 
 import anyio
-import attrs
 from loguru import logger
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
-from mis_app.upload import within_deadlines, zip_upload
+from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import MisError
-from mis_core.session import InferenceService, InferenceSession
+from mis_core.gate import AdmissionGate
+from mis_core.service import Inference
 
 ZIP_HEADERS = [
     (b"content-type", b"application/zip"),
@@ -27,81 +30,148 @@ ZIP_HEADERS = [
 ]
 
 
-@attrs.frozen
-class UploadDeadlines:
-    idle_seconds: float
-    total_seconds: float
+class InferenceResponse(Response):
+    """The answer to one inference request, written while the service produces it.
 
+    A Response subclass so that a plain endpoint can return it; it sends its own messages.
+    """
 
-class InferenceEndpoint:
-    def __init__(
-        self, service: InferenceService, metrics: Metrics, deadlines: UploadDeadlines
-    ) -> None:
-        self.service = service
-        self.metrics = metrics
-        self.deadlines = deadlines
+    def __init__(self, request: Request) -> None:  # no body or headers to prepare
+        self.request = request
+        self.outcome = "internal_error"  # the code for metrics and the access line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.request.app.state
+        limits: UploadLimits = state.upload_limits
+        metrics: Metrics = state.metrics
+        body_read = anyio.Event()
+        upload = _upload(self.request, limits, body_read)
+        # keyed by MIS's own job id: the client's request id may be another's too
+        inference = state.service.infer(scope["state"]["job_id"], upload)
         began = time.perf_counter()
-        session: InferenceSession | None = None
-        code = "internal_error"
         try:
-            async with self.service.session(scope["state"]["request_id"]) as session:
-                code = await self._fulfil(session, scope, receive, send)
-            if code == "ok":
-                # End the response only now that the workspace is gone and the slot is free,
-                # so a client that sends its next request at once is not told "busy".
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except MisError as error:
-            code = error.code
-            raise
+            await self._answer(inference, body_read, scope, receive, send)
         finally:
-            scope["state"]["outcome"] = code
-            times, got, sent = (
-                (session.times, session.bytes_in, session.bytes_out) if session else (None, 0, 0)
+            scope["state"]["outcome"] = self.outcome
+            seconds = time.perf_counter() - began
+            metrics.observe(
+                self.outcome, seconds, inference.times, inference.bytes_in, inference.bytes_out
             )
-            self.metrics.observe(code, time.perf_counter() - began, times, got, sent)
 
-    async def _fulfil(
-        self, session: InferenceSession, scope: Scope, receive: Receive, send: Send
-    ) -> str:
-        """Receive, stage, run and respond; the outcome code, for metrics and the access log."""
-        upload = zip_upload(Request(scope, receive))
+    async def _answer(
+        self,
+        inference: Inference,
+        body_read: anyio.Event,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await session.receive(
-                within_deadlines(upload, self.deadlines.idle_seconds, self.deadlines.total_seconds)
-            )
+            if await _unless_disconnected(receive, body_read, _send_zip(inference, tracked_send)):
+                self.outcome = "ok"
+            else:
+                self.outcome = "client_disconnected"
+                logger.warning("client disconnected; the job was stopped")
+            return
         except ClientDisconnect:
+            self.outcome = "client_disconnected"
             logger.warning("client disconnected during the upload")
-            return "client_disconnected"
-        await session.stage()
+            return
+        except MisError as exc:
+            error = exc
+            if started:
+                self.outcome = error.code
+                logger.error("failed after the response started: {}", error.message)
+                raise
+            # busy answers can come by the hundred; the access line already says "busy"
+            level = "DEBUG" if error.code == "busy" else "INFO"
+            logger.log(level, "refused: {} ({})", error.code, error.message.splitlines()[0])
+        except Exception:
+            logger.exception("unexpected error")
+            if started:
+                raise
+            error = internal_error()
+        self.outcome = error.code
+        await error_response(error, scope["state"]["request_id"])(scope, receive, send)
 
-        async def run_and_respond() -> None:
-            await session.run()
-            await _send_zip(session.output(), send)
 
-        if not await _unless_disconnected(receive, run_and_respond):
-            logger.warning("client disconnected; the job was stopped")
-            return "client_disconnected"
-        return "ok"
+async def _upload(
+    request: Request, limits: UploadLimits, body_read: anyio.Event
+) -> AsyncIterator[bytes]:
+    """The zip's bytes, read only once the service has admitted the request."""
+    async for chunk in zip_upload(request, limits):  # refuses a wrong media type first
+        yield chunk
+    body_read.set()
+
+
+async def _send_zip(inference: Inference, send: Send) -> None:
+    """The output as the body of a 200; the response ends once the service has let go."""
+    started = False
+    async with aclosing(inference.output()) as chunks:
+        async for chunk in chunks:
+            if not started:
+                await send({"type": "http.response.start", "status": 200, "headers": ZIP_HEADERS})
+                started = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    # The slot is free now (the workspace is being deleted in the background), so a client
+    # that sends its next request as soon as this one ends is not told "busy".
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _unless_disconnected(
+    receive: Receive, body_read: anyio.Event, work: Awaitable[None]
+) -> bool:
+    """Run `work`, cancelling it if the client goes away once its body is read; whether it
+    ran to the end.
+
+    Until the body is read, `receive` belongs to the upload (which reports a disconnect
+    itself); from then on the only message it can bring is the disconnect (which also comes
+    once the response is complete).
+    """
+    completed = False
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await body_read.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            await work
+            completed = True
+        except Exception as exc:  # re-raised below, outside the task group's exception group
+            error = exc
+        tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return completed
 
 
 class BusyShortcut:
-    """Refuses inference requests while every slot is taken, before Starlette's middleware and
-    routing run.
+    """Refuses inference requests while every slot is taken, before routing runs.
 
     Under a burst of clients the busy answers are nearly all the work the server does, so they
     are made here, from a body prepared once; the answer is the same as the full path's.
     """
 
     def __init__(
-        self, app: ASGIApp, service: InferenceService, metrics: Metrics, paths: frozenset[str]
+        self, app: ASGIApp, gate: AdmissionGate, metrics: Metrics, paths: frozenset[str]
     ) -> None:
         self.app = app
-        self.gate = service.gate
+        self.gate = gate
         self.metrics = metrics
         self.paths = paths
-        refusal = error_response(self.gate.refusal(), "REQUEST_ID")
+        refusal = error_response(gate.refusal(), "REQUEST_ID")
         self._status = refusal.status_code
         self._headers = [(k, v) for k, v in refusal.raw_headers if k != b"content-length"]
         self._body = bytes(refusal.body).split(b"REQUEST_ID")  # request ids need no escaping
@@ -122,69 +192,3 @@ class BusyShortcut:
         await send({"type": "http.response.body", "body": body})
         scope["state"]["outcome"] = "busy"
         self.metrics.observe("busy", time.perf_counter() - began, None, 0, 0)
-
-
-class ErrorResponder:
-    """Turns what the endpoint raises into the JSON error body, unless the zip had started."""
-
-    def __init__(self, app: InferenceEndpoint) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id: str = scope["state"]["request_id"]
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked_send)
-        except MisError as error:
-            if started:
-                logger.error("failed after the response started: {}", error.message)
-                raise
-            # busy answers can come by the hundred; the access line already says "busy"
-            level = "DEBUG" if error.code == "busy" else "INFO"
-            logger.log(level, "refused: {} ({})", error.code, error.message.splitlines()[0])
-            await error_response(error, request_id)(scope, receive, send)
-        except Exception:
-            logger.exception("unexpected error")
-            if started:
-                raise
-            await error_response(internal_error(), request_id)(scope, receive, send)
-
-
-async def _send_zip(chunks: AsyncIterator[bytes], send: Send) -> None:
-    """Everything but the end of the response, which waits for the clean-up."""
-    await send({"type": "http.response.start", "status": 200, "headers": ZIP_HEADERS})
-    async for chunk in chunks:
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-
-async def _unless_disconnected(receive: Receive, work: Callable[[], Awaitable[None]]) -> bool:
-    """Run `work`, cancelling it if the client goes away; whether it ran to the end.
-
-    Only call once the request body has been read: from then on the only message `receive`
-    can bring is the disconnect (which also comes once the response is complete).
-    """
-    completed = False
-    error: Exception | None = None
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        try:
-            await work()
-            completed = True
-        except Exception as exc:  # re-raised below, outside the task group's exception group
-            error = exc
-        tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return completed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,12 +14,15 @@ from prometheus_client import (
 )
 
 from mis_core.model import StageTimes
+from mis_core.service import InferenceService
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 50, 75, 120, 300, 600)
 
 
 class Metrics:
-    def __init__(self, in_flight: Callable[[], float], cleanup_failures: Callable[[], float]):
+    """The service's metrics; `watch` adds the gauges that read the service's own state."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # open fds, RSS, CPU time
         PlatformCollector(registry=self.registry)
@@ -35,18 +37,28 @@ class Metrics:
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
         self.stage_seconds = Histogram(
-            "mis_stage_duration_seconds", "Time in each stage: receive, extract, job, pack",
+            "mis_stage_duration_seconds",
+            "Time in each stage: receive, extract, job, pack, and delete (after the response)",
             ["stage"], buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
         self.bytes_in = Counter("mis_received_bytes", "Upload bytes received", registry=r)
         self.bytes_out = Counter("mis_sent_bytes", "Output zip bytes sent", registry=r)
+        Gauge("mis_asyncio_tasks", "Tasks on the event loop", registry=r).set_function(_task_count)
+
+    def watch(self, service: InferenceService) -> None:
+        r = self.registry
         Gauge("mis_in_flight_requests", "Requests being fulfilled", registry=r).set_function(
-            in_flight
+            lambda: len(service.in_flight)
         )
         Gauge(
+            "mis_deleting_workspaces", "Workspaces of finished requests being deleted", registry=r
+        ).set_function(lambda: service.gate.deleting)
+        Gauge(
             "mis_cleanup_failures", "Workspaces that could not be deleted", registry=r
-        ).set_function(cleanup_failures)
-        Gauge("mis_asyncio_tasks", "Tasks on the event loop", registry=r).set_function(_task_count)
+        ).set_function(lambda: service.cleanup_failures)
+
+    def observe_deletion(self, seconds: float) -> None:
+        self.stage_seconds.labels("delete").observe(seconds)
 
     def observe(
         self, code: str, seconds: float, times: StageTimes | None, got: int, sent: int

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import math
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import attrs
+
+from mis_core.quantity import CpuQuantity, MemoryQuantity
 
 HOST_NAME = "monai-inference-service"
 HOST_VERSION = "0.1.0"
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_CPU_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
-_MEMORY_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)$")
-_MEMORY_UNITS = {
-    "": 1,
-    "m": 1e-3,
-    **{unit: 1000**power for power, unit in enumerate("kMGTPE", 1)},
-    **{f"{unit}i": 1024**power for power, unit in enumerate("KMGTPE", 1)},
-}
 THREAD_COUNT_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -30,13 +25,26 @@ THREAD_COUNT_VARIABLES = (
 )
 
 
+def _cpu(value: str | CpuQuantity) -> CpuQuantity:
+    return value if isinstance(value, CpuQuantity) else CpuQuantity.parse(value)
+
+
+def _memory(value: str | MemoryQuantity) -> MemoryQuantity:
+    return value if isinstance(value, MemoryQuantity) else MemoryQuantity.parse(value)
+
+
 @attrs.frozen
 class Resources:
-    """What the MAP's job may use; `cpu` and `memory` are Kubernetes quantities."""
+    """What the MAP's job may use; `cpu` and `memory` are Kubernetes quantities (parsed here
+    when given as text)."""
 
-    cpu: str = "1"
-    memory: str = "8Gi"
+    cpu: CpuQuantity = attrs.field(default=CpuQuantity.parse("1"), converter=_cpu)
+    memory: MemoryQuantity = attrs.field(default=MemoryQuantity.parse("8Gi"), converter=_memory)
     gpu: int = 0
+
+    def thread_environment(self) -> dict[str, str]:
+        """The usual thread-count variables, so numeric libraries use the CPUs the MAP got."""
+        return dict.fromkeys(THREAD_COUNT_VARIABLES, str(self.cpu.threads))
 
 
 @attrs.frozen
@@ -53,14 +61,72 @@ class MapSpec:
     timeout_seconds: float = 50.0
 
 
+def _request_id_default(workspace: Workspace) -> str:
+    return workspace.name
+
+
 @attrs.frozen
 class Workspace:
-    """One request's folders on the payload volume, as MIS sees them."""
+    """One request's folder on the payload volume: the one place that knows its layout.
 
-    request_id: str
-    root: str
-    input_dir: str
-    output_dir: str
+        <payload_dir>/<name>/input/    what the MAP reads
+        <payload_dir>/<name>/output/   what the MAP writes
+        <payload_dir>/<name>/<file>    MIS's own files beside them (the upload, records)
+
+    Backends ask it: a Kubernetes Job mounts its `sub_path`s, a container engine on another
+    host binds the same layout under that host's folder (`on`).
+    """
+
+    payload_dir: str  # absolute: bind mounts and subPaths need absolute folders
+    name: str
+    request_id: str = attrs.field(default=attrs.Factory(_request_id_default, takes_self=True))
+
+    INPUT: ClassVar[str] = "input"
+    OUTPUT: ClassVar[str] = "output"
+
+    @property
+    def root(self) -> str:
+        return posixpath.join(self.payload_dir, self.name)
+
+    @property
+    def input_dir(self) -> str:
+        return self.file(self.INPUT)
+
+    @property
+    def output_dir(self) -> str:
+        return self.file(self.OUTPUT)
+
+    def file(self, name: str) -> str:
+        """A file of MIS's own in the workspace (never in the folders the MAP sees)."""
+        return posixpath.join(self.root, name)
+
+    def sub_path(self, folder: str) -> str:
+        """`folder` (INPUT or OUTPUT) relative to the payload volume's root."""
+        return posixpath.join(self.name, folder)
+
+    def on(self, payload_dir: str) -> Workspace:
+        """The same workspace where another host mounts the payload volume at `payload_dir`."""
+        return attrs.evolve(self, payload_dir=payload_dir)
+
+    @staticmethod
+    def pattern(file: str) -> str:
+        """A glob, relative to the payload folder, matching `file` in every workspace."""
+        return posixpath.join("*", file)
+
+
+@attrs.frozen
+class MapFolders:
+    """The input and output folders as the MAP sees them (on the host, or in its container)."""
+
+    input: str
+    output: str
+
+    def substitute(self, argv: Sequence[str]) -> list[str]:
+        """Replace `{input_path}` and `{output_path}` so apps that take `-i/-o` work."""
+        return [
+            arg.replace("{input_path}", self.input).replace("{output_path}", self.output)
+            for arg in argv
+        ]
 
 
 @attrs.frozen
@@ -74,6 +140,39 @@ class JobRequest:
     @property
     def job_id(self) -> str:
         return job_id_for(self.request_id)
+
+    @property
+    def host_folders(self) -> MapFolders:
+        """The folders of a MAP run on MIS's own host: the workspace's."""
+        return MapFolders(self.workspace.input_dir, self.workspace.output_dir)
+
+    @property
+    def container_folders(self) -> MapFolders:
+        """The folders of a MAP run in a container: where the workspace's are mounted."""
+        return MapFolders(self.map.input_path, self.map.output_path)
+
+    def environment(self, folders: MapFolders) -> dict[str, str]:
+        """The environment every MAP gets, following the MONAI Application Package conventions.
+
+        Thread counts from the CPUs it was given, then the MONAI variables, then `map.env`
+        last, so an administrator can override anything.
+        """
+        spec = self.map
+        env = spec.resources.thread_environment()
+        env.update(
+            {
+                "MONAI_INPUTPATH": folders.input,
+                "MONAI_OUTPUTPATH": folders.output,
+                "HOLOSCAN_INPUT_PATH": folders.input,
+                "HOLOSCAN_OUTPUT_PATH": folders.output,
+                "MONAI_JOBID": self.job_id,
+                "MONAI_TIMEOUT": f"{spec.timeout_seconds:g}",
+                "MONAI_HOSTNAME": HOST_NAME,
+                "MONAI_HOSTVERSION": HOST_VERSION,
+            }
+        )
+        env.update(spec.env)
+        return env
 
 
 @attrs.frozen
@@ -98,7 +197,7 @@ class JobProgress:
 
 @attrs.define
 class StageTimes:
-    """Seconds spent in each stage of one request, for logs and benchmarks."""
+    """Seconds spent in each stage of one request, for logs, metrics and benchmarks."""
 
     receive: float = 0.0
     extract: float = 0.0
@@ -112,60 +211,3 @@ def job_id_for(request_id: str) -> str:
     if _HEX32.fullmatch(lowered):
         return lowered
     return hashlib.sha256(request_id.encode()).hexdigest()[:32]
-
-
-def substitute_paths(argv: Sequence[str], input_path: str, output_path: str) -> list[str]:
-    """Replace `{input_path}` and `{output_path}` so apps that take `-i/-o` work."""
-    return [
-        arg.replace("{input_path}", input_path).replace("{output_path}", output_path)
-        for arg in argv
-    ]
-
-
-def map_environment(
-    spec: MapSpec, request_id: str, input_path: str, output_path: str
-) -> dict[str, str]:
-    """The environment every MAP gets, following the MONAI Application Package conventions.
-
-    The paths are the folders as the MAP sees them (inside its container, or on the host for
-    the process backend). `map.env` comes last so an administrator can override anything.
-    """
-    env = {
-        "MONAI_INPUTPATH": input_path,
-        "MONAI_OUTPUTPATH": output_path,
-        "HOLOSCAN_INPUT_PATH": input_path,
-        "HOLOSCAN_OUTPUT_PATH": output_path,
-        "MONAI_JOBID": job_id_for(request_id),
-        "MONAI_TIMEOUT": f"{spec.timeout_seconds:g}",
-        "MONAI_HOSTNAME": HOST_NAME,
-        "MONAI_HOSTVERSION": HOST_VERSION,
-    }
-    env.update(spec.env)
-    return env
-
-
-def cpu_cores(quantity: str) -> float:
-    """CPUs in a Kubernetes CPU quantity: "2" → 2.0, "1.5" → 1.5, "500m" → 0.5 (0 if unreadable)."""
-    match = _CPU_QUANTITY.match(quantity.strip())
-    if not match:
-        return 0.0
-    return float(match.group(1)) / (1000 if match.group(2) else 1)
-
-
-def cpu_threads(quantity: str) -> int:
-    """Threads for a Kubernetes CPU quantity: "2" → 2, "1.5" → 1, "500m" → 1 (at least one)."""
-    return max(1, math.floor(cpu_cores(quantity)))
-
-
-def memory_bytes(quantity: str) -> int:
-    """Bytes in a Kubernetes memory quantity: "8Gi" → 8 * 2**30, "512M" → 512e6; else 0."""
-    match = _MEMORY_QUANTITY.match(quantity.strip())
-    if not match:
-        return 0
-    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
-
-
-def thread_environment(resources: Resources) -> dict[str, str]:
-    """The usual thread-count variables, so numeric libraries use the CPUs the MAP was given."""
-    threads = str(cpu_threads(resources.cpu))
-    return dict.fromkeys(THREAD_COUNT_VARIABLES, threads)

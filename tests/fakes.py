@@ -46,6 +46,7 @@ class FakeStorage:
         self.received = b""
         self.output = [b"PK-one", b"PK-two"]
         self.fail_delete = False
+        self.hold_deletes: anyio.Event | None = None  # deletions wait for it when set
 
     def _step(self, name: str) -> None:
         self.journal.append(name)
@@ -55,9 +56,7 @@ class FakeStorage:
 
     async def create(self, request_id: str) -> Workspace:
         self._step("create")
-        return Workspace(
-            request_id, f"/ws/{request_id}", f"/ws/{request_id}/in", f"/ws/{request_id}/out"
-        )
+        return Workspace("/ws", request_id)
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
         async for chunk in chunks:
@@ -76,8 +75,11 @@ class FakeStorage:
 
     async def delete(self, workspace: Workspace) -> None:
         self.journal.append("delete")
+        if self.hold_deletes is not None:
+            await self.hold_deletes.wait()
         if self.fail_delete:
             raise OSError("disk on fire")
+        self.journal.append("deleted")
 
     async def sweep(self) -> int:
         self.journal.append("sweep storage")

@@ -123,7 +123,7 @@ class DockerJobBackend:
             if code < 0 and not state.get("Running"):
                 # Podman 4's wait can answer -1 when the exit races it; the state has the code
                 code = int(state.get("ExitCode", code))
-            return _outcome(code, state, tuple(map_log.tail), request.map.resources.memory)
+            return _outcome(code, state, tuple(map_log.tail), str(request.map.resources.memory))
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(REMOVE_SECONDS):
                 await self._remove(container, stop_first=not finished)

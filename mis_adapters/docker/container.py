@@ -5,7 +5,6 @@ Pure, like the Kubernetes Job builder: what MIS asks the engine for can be read 
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 import attrs
@@ -17,14 +16,8 @@ from mis_adapters.labels import (
     LABEL_REQUEST_ID,
     MANAGED_BY,
 )
-from mis_core.model import (
-    JobRequest,
-    cpu_cores,
-    map_environment,
-    memory_bytes,
-    substitute_paths,
-    thread_environment,
-)
+from mis_core.model import JobRequest
+from mis_core.quantity import MemoryQuantity
 
 
 @attrs.frozen
@@ -36,7 +29,7 @@ class ContainerOptions:
     payload_host_dir: str = ""
     user: str = ""  # empty: the image's own user
     network: str = "none"  # a MAP reads and writes files; it needs no network
-    cap_drop: tuple[str, ...] = ("ALL",)
+    cap_drop: tuple[str, ...] = attrs.field(default=("ALL",), converter=tuple)
     gpu_driver: str = "nvidia"
     shm_size: str = ""  # PyTorch data loaders want more than the engine's 64 MB
 
@@ -51,8 +44,8 @@ def instance_labels(options: ContainerOptions) -> dict[str, str]:
 
 def build_container(request: JobRequest, options: ContainerOptions) -> dict[str, Any]:
     spec = request.map
-    env = thread_environment(spec.resources)
-    env.update(map_environment(spec, request.request_id, spec.input_path, spec.output_path))
+    folders = request.container_folders
+    env = request.environment(folders)
     host = _host_folders(request, options)
     config: dict[str, Any] = {
         "Image": spec.image,
@@ -65,9 +58,9 @@ def build_container(request: JobRequest, options: ContainerOptions) -> dict[str,
         "HostConfig": _host_config(request, options, host),
     }
     if spec.command:  # like Kubernetes: command replaces the entrypoint, args the image's CMD
-        config["Entrypoint"] = substitute_paths(spec.command, spec.input_path, spec.output_path)
+        config["Entrypoint"] = folders.substitute(spec.command)
     if spec.args or spec.command:
-        config["Cmd"] = substitute_paths(spec.args, spec.input_path, spec.output_path)
+        config["Cmd"] = folders.substitute(spec.args)
     if options.user:
         config["User"] = options.user
     return config
@@ -76,20 +69,19 @@ def build_container(request: JobRequest, options: ContainerOptions) -> dict[str,
 def _host_folders(request: JobRequest, options: ContainerOptions) -> tuple[str, str]:
     """The workspace's input and output folders as the engine's host sees them."""
     workspace = request.workspace
-    if not options.payload_host_dir:
-        return workspace.input_dir, workspace.output_dir
-    root = posixpath.join(options.payload_host_dir, request.request_id)
-    return posixpath.join(root, "input"), posixpath.join(root, "output")
+    if options.payload_host_dir:
+        workspace = workspace.on(options.payload_host_dir)
+    return workspace.input_dir, workspace.output_dir
 
 
 def _host_config(
     request: JobRequest, options: ContainerOptions, host: tuple[str, str]
 ) -> dict[str, Any]:
     spec = request.map
-    memory = memory_bytes(spec.resources.memory)
+    memory = spec.resources.memory.bytes
     config: dict[str, Any] = {
         "Binds": [f"{host[0]}:{spec.input_path}:ro", f"{host[1]}:{spec.output_path}:rw"],
-        "NanoCpus": int(cpu_cores(spec.resources.cpu) * 1e9),
+        "NanoCpus": spec.resources.cpu.nano_cpus,
         "Memory": memory,
         "MemorySwap": memory,  # no swap beyond the limit, as in Kubernetes
         "NetworkMode": options.network,
@@ -101,5 +93,5 @@ def _host_config(
             {"Driver": options.gpu_driver, "Count": spec.resources.gpu, "Capabilities": [["gpu"]]}
         ]
     if options.shm_size:
-        config["ShmSize"] = memory_bytes(options.shm_size)
+        config["ShmSize"] = MemoryQuantity.parse(options.shm_size).bytes
     return config

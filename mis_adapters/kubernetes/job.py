@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,13 +20,7 @@ from mis_adapters.labels import (
     LABEL_REQUEST_ID,
     MANAGED_BY,
 )
-from mis_core.model import (
-    JobRequest,
-    job_id_for,
-    map_environment,
-    substitute_paths,
-    thread_environment,
-)
+from mis_core.model import JobRequest, Workspace, job_id_for
 
 ANNOTATION_REQUEST_ID = "mis.monai.io/request-id"
 CONTAINER = "map"
@@ -40,7 +33,6 @@ class JobOptions:
     """Cluster-side settings of every Job, from the `kubernetes` section of the configuration."""
 
     namespace: str
-    payload_root: str  # server.payload_dir: where MIS itself has the payload volume mounted
     claim_name: str = ""
     host_path: str = ""
     node_name: str = ""  # pin Jobs to this node (node-local payload volume); "" for anywhere
@@ -77,10 +69,8 @@ def job_selector(options: JobOptions, request_id: str) -> str:
 def build_job(request: JobRequest, options: JobOptions) -> dict[str, Any]:
     spec = request.map
     labels = _labels(options, request.request_id)
-    env = {
-        **thread_environment(spec.resources),
-        **map_environment(spec, request.request_id, spec.input_path, spec.output_path),
-    }
+    folders = request.container_folders
+    env = request.environment(folders)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
@@ -91,21 +81,21 @@ def build_job(request: JobRequest, options: JobOptions) -> dict[str, Any]:
             {
                 "name": PAYLOAD_VOLUME,
                 "mountPath": spec.input_path,
-                "subPath": _sub_path(options, request.workspace.input_dir),
+                "subPath": request.workspace.sub_path(Workspace.INPUT),
                 "readOnly": True,
             },
             {
                 "name": PAYLOAD_VOLUME,
                 "mountPath": spec.output_path,
-                "subPath": _sub_path(options, request.workspace.output_dir),
+                "subPath": request.workspace.sub_path(Workspace.OUTPUT),
             },
             *(dict(m) for m in options.extra_volume_mounts),
         ],
     }
     if spec.command:
-        container["command"] = substitute_paths(spec.command, spec.input_path, spec.output_path)
+        container["command"] = folders.substitute(spec.command)
     if spec.args:
-        container["args"] = substitute_paths(spec.args, spec.input_path, spec.output_path)
+        container["args"] = folders.substitute(spec.args)
     if options.security_context:
         container["securityContext"] = copy.deepcopy(dict(options.security_context))
 
@@ -168,18 +158,11 @@ def _is_label_value(value: str) -> bool:
 
 def _resources(request: JobRequest) -> dict[str, dict[str, Any]]:
     wanted = request.map.resources
-    requests: dict[str, Any] = {"cpu": wanted.cpu, "memory": wanted.memory}
+    requests: dict[str, Any] = {"cpu": str(wanted.cpu), "memory": str(wanted.memory)}
     limits: dict[str, Any] = dict(requests)
     if wanted.gpu > 0:
         limits[GPU_RESOURCE] = wanted.gpu
     return {"requests": requests, "limits": limits}
-
-
-def _sub_path(options: JobOptions, folder: str) -> str:
-    relative = posixpath.relpath(folder, options.payload_root)
-    if relative.startswith(".."):
-        raise ValueError(f"{folder} is not under the payload folder {options.payload_root}")
-    return relative
 
 
 def _payload_volume(options: JobOptions) -> dict[str, Any]:

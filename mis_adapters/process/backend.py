@@ -24,16 +24,9 @@ from anyio.abc import Process
 from loguru import logger
 
 from mis_adapters.map_follow import MapLog
+from mis_adapters.storage.ownership import owner_alive
 from mis_core.errors import BackendUnavailable
-from mis_core.model import (
-    JobOutcome,
-    JobProgress,
-    JobRequest,
-    MapSpec,
-    map_environment,
-    substitute_paths,
-    thread_environment,
-)
+from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
 
 RECORD = ".map-process"  # in the workspace: "<process group id> <MONAI_JOBID>"
 
@@ -67,7 +60,9 @@ class ProcessJobBackend:
         if self.payload_root is None or not self.payload_root.is_dir():
             return 0
         killed = 0
-        for record in self.payload_root.glob(f"*/{RECORD}"):
+        for record in self.payload_root.glob(Workspace.pattern(RECORD)):
+            if owner_alive(record.parent):
+                continue  # a live MIS's request (one sharing the payload folder): not ours
             try:
                 pgid_text, job_id = record.read_text().split()
             except (OSError, ValueError):
@@ -81,14 +76,14 @@ class ProcessJobBackend:
         return None
 
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
-        workspace = request.workspace
-        argv = substitute_paths(
-            [*request.map.command, *request.map.args], workspace.input_dir, workspace.output_dir
-        )
+        argv = request.host_folders.substitute([*request.map.command, *request.map.args])
         env = self.environment(request)
         map_log = MapLog(self.log_tail_lines)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
-            return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
+            raise BackendUnavailable(  # the configuration's fault, as /readyz says: 503
+                f"The MAP's program {argv[0]} was not found; check map.command in the "
+                "configuration."
+            )
         setpriv = shutil.which("setpriv")
         launcher = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         try:
@@ -105,7 +100,7 @@ class ProcessJobBackend:
                 succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
             )
         logger.info("MAP process {} started", process.pid)
-        Path(workspace.root, RECORD).write_text(f"{process.pid} {request.job_id}")
+        Path(request.workspace.file(RECORD)).write_text(f"{process.pid} {request.job_id}")
         try:
             async with anyio.create_task_group() as tg:
                 log_read = anyio.Event()
@@ -129,15 +124,9 @@ class ProcessJobBackend:
         return _outcome(code, tuple(map_log.tail))
 
     def environment(self, request: JobRequest) -> dict[str, str]:
-        spec = request.map
         env = dict(self.base_env)
-        env.update(thread_environment(spec.resources))
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(spec.resources.gpu))
-        env.update(
-            map_environment(
-                spec, request.request_id, request.workspace.input_dir, request.workspace.output_dir
-            )
-        )
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(request.map.resources.gpu))
+        env.update(request.environment(request.host_folders))
         return env
 
     async def _terminate(self, process: Process) -> None:

@@ -3,35 +3,59 @@
 Layout of a workspace, named after the request id (a Kubernetes Job mounts the two folders
 with `subPath`):
 
-    <payload_dir>/<request-id>/.mis-workspace   marker: only marked folders are ever swept
-    <payload_dir>/<request-id>/upload.zip       the archive as received
-    <payload_dir>/<request-id>/input/           what the MAP reads
-    <payload_dir>/<request-id>/output/          what the MAP writes
+    <payload_dir>/<request-id>/                 0750
+    <payload_dir>/<request-id>/.mis-workspace   0640 marker: its owner, locked (ownership.py)
+    <payload_dir>/<request-id>/upload.zip       0600 the archive as received
+    <payload_dir>/<request-id>/input/           0750, files 0640: what the MAP reads
+    <payload_dir>/<request-id>/output/          2770: what the MAP writes
+
+Nothing grants other users anything, whatever the umask (modes are set explicitly). A MAP
+that runs as another user than MIS (a container image's own user) reaches the workspace
+through MIS's group: the group may read the input and write the output (set-group-id, so what
+it writes stays in the group).
+
+Deletion removes everything but the marker first and the marker last, so whatever a failure
+leaves is still marked and swept, by this MIS or the next, once its owner is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import shutil
+import threading
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import anyio
 import attrs
+from loguru import logger
 
 from mis_adapters.storage.archive import (
+    INPUT_FOLDER_MODE,
     ExtractLimits,
     extract_archive,
     is_disk_full,
     storage_full_error,
 )
+from mis_adapters.storage.ownership import MARKER, Claim, Heartbeat, claim, look
+from mis_adapters.storage.remove import make_writable, remove_entry
+from mis_adapters.storage.walk import OutputProblem
 from mis_adapters.storage.zipwriter import COMPRESSION_POLICIES, zip_folder
-from mis_core.errors import Busy, PayloadTooLarge
+from mis_core.errors import Busy, MapFailed, PayloadTooLarge
 from mis_core.model import Workspace
 
-MARKER = ".mis-workspace"
+__all__ = ["MARKER", "LocalStorage", "PayloadLimits"]
+
 _CHUNK = 1024 * 1024
 UPLOAD = "upload.zip"
+PAYLOAD_MODE = 0o750  # the payload folder, when MIS makes it
+WORKSPACE_MODE = 0o750
+UPLOAD_MODE = 0o600
+OUTPUT_MODE = 0o2770
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_REFILLS = 100  # times a workspace may fill again while being emptied
 
 
 @attrs.frozen
@@ -63,41 +87,58 @@ class LocalStorage:
         self.limits = limits
         self.compression_level = compression_level
         self.compression = compression
+        self._held = Heartbeat()
+        self._janitor: threading.Timer | None = None
+        self._janitor_lock = threading.Lock()
 
     async def create(self, request_id: str) -> Workspace:
-        folder = self.root / request_id
+        return await anyio.to_thread.run_sync(self._create, request_id)
+
+    def _create(self, request_id: str) -> Workspace:
+        workspace = Workspace(str(self.root), request_id)
+        folder = Path(workspace.root)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            folder.mkdir(mode=0o755)
+            if not self.root.is_dir():
+                self.root.mkdir(mode=PAYLOAD_MODE, parents=True, exist_ok=True)
+            os.mkdir(folder, WORKSPACE_MODE)
         except FileExistsError:
             raise Busy(f"A request with id {request_id} is already in progress.") from None
         except OSError as exc:
             if is_disk_full(exc):
                 raise storage_full_error() from None
             raise
-        workspace = Workspace(
-            request_id=request_id,
-            root=str(folder),
-            input_dir=str(folder / "input"),
-            output_dir=str(folder / "output"),
-        )
+        fd = os.open(folder, _DIR_OPEN)
         try:
-            (folder / MARKER).touch()
-            Path(workspace.input_dir).mkdir(mode=0o755)
-            Path(workspace.output_dir).mkdir(mode=0o777)
-            os.chmod(workspace.output_dir, 0o777)  # the MAP may run as another user
-        except OSError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            if is_disk_full(exc):
-                raise storage_full_error() from None
-            raise
+            os.fchmod(fd, WORKSPACE_MODE)  # whatever the umask
+            held = claim(fd)
+            try:
+                os.mkdir(Workspace.INPUT, INPUT_FOLDER_MODE, dir_fd=fd)
+                os.chmod(Workspace.INPUT, INPUT_FOLDER_MODE, dir_fd=fd)
+                os.mkdir(Workspace.OUTPUT, OUTPUT_MODE, dir_fd=fd)
+                os.chmod(Workspace.OUTPUT, OUTPUT_MODE, dir_fd=fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    remove_workspace(self.root, request_id)
+                held.release()
+                if is_disk_full(exc):
+                    raise storage_full_error() from None
+                raise
+        finally:
+            os.close(fd)
+        self._held.add(request_id, held)
         return workspace
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
         limit = self.limits.max_upload_bytes
         size = 0
         try:
-            with open(Path(workspace.root) / UPLOAD, "xb", buffering=_CHUNK) as sink:
+            fd = os.open(
+                workspace.file(UPLOAD),
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                UPLOAD_MODE,
+            )
+            os.fchmod(fd, UPLOAD_MODE)
+            with open(fd, "wb", buffering=_CHUNK) as sink:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > limit:
@@ -110,7 +151,7 @@ class LocalStorage:
         return size
 
     async def extract(self, workspace: Workspace) -> int:
-        archive = Path(workspace.root) / UPLOAD
+        archive = Path(workspace.file(UPLOAD))
         files = await anyio.to_thread.run_sync(
             extract_archive, archive, Path(workspace.input_dir), self.limits.for_extraction()
         )
@@ -118,20 +159,153 @@ class LocalStorage:
         return files
 
     async def pack_output(self, workspace: Workspace) -> AsyncIterator[bytes]:
+        """The output zip. Its first chunk comes only after the whole output was scanned, so
+        a problem that can be known before sending (an unreadable file, a name that is not
+        UTF-8, an output folder that is a link) is raised before anything is sent."""
         chunks = zip_folder(Path(workspace.output_dir), self.compression_level, self.compression)
-        while chunk := await anyio.to_thread.run_sync(next, chunks, b""):
-            yield chunk
+        try:
+            while chunk := await anyio.to_thread.run_sync(next, chunks, b""):
+                yield chunk
+        except OutputProblem as exc:
+            raise MapFailed(
+                f"The MAP's output cannot be sent whole: {exc.problem}. The MAP must write "
+                "only regular files and folders, readable by MIS, with UTF-8 names."
+            ) from None
+        finally:
+            chunks.close()
 
     async def delete(self, workspace: Workspace) -> None:
-        await anyio.to_thread.run_sync(shutil.rmtree, workspace.root)
+        await anyio.to_thread.run_sync(self._delete, workspace.name)
+
+    def _delete(self, request_id: str) -> None:
+        held = self._held.pop(request_id)
+        try:
+            remove_workspace(self.root, request_id)
+        finally:
+            if held is not None:
+                held.release()
 
     async def sweep(self) -> int:
-        if not self.root.is_dir():
+        return await anyio.to_thread.run_sync(self._sweep)
+
+    def _sweep(self) -> int:
+        """Delete the workspaces whose owners are dead; workspaces that may still belong to a
+        MIS on another machine are looked at again once their lease has run out."""
+        try:
+            root = os.open(self.root, _DIR_OPEN)
+        except (FileNotFoundError, NotADirectoryError):
             return 0
-        leftovers = [p for p in self.root.iterdir() if (p / MARKER).exists()]
-        for folder in leftovers:
-            await anyio.to_thread.run_sync(shutil.rmtree, folder)
-        return len(leftovers)
+        swept = 0
+        retry_at: float | None = None
+        try:
+            with os.scandir(root) as entries:
+                names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+            for name in names:
+                if self._held.holds(name):
+                    continue  # this process's own: never probed (see ownership.owner_alive)
+                try:
+                    folder = os.open(name, _DIR_OPEN, dir_fd=root)
+                except OSError:
+                    continue
+                try:
+                    found = look(folder)
+                finally:
+                    os.close(folder)
+                if found.state == "lease":
+                    retry_at = min(retry_at or found.lease_end, found.lease_end)
+                if found.claim is not None:
+                    swept += self._remove_abandoned(name, found.claim)
+        finally:
+            os.close(root)
+        if retry_at is not None:
+            self._sweep_again_at(retry_at)
+        return swept
+
+    def _remove_abandoned(self, name: str, held: Claim) -> int:
+        try:
+            remove_workspace(self.root, name)
+            return 1
+        except OSError as exc:
+            logger.error(
+                "could not delete the leftover workspace {} ({}); it will be swept again",
+                name,
+                exc.strerror or type(exc).__name__,
+            )
+            return 0
+        finally:
+            held.release()
+
+    def _sweep_again_at(self, when: float) -> None:
+        with self._janitor_lock:
+            if self._janitor is not None:
+                return
+            delay = max(0.0, when - time.time()) + 1.0
+            self._janitor = threading.Timer(delay, self._sweep_later)
+            self._janitor.daemon = True
+            self._janitor.start()
+
+    def _sweep_later(self) -> None:
+        with self._janitor_lock:
+            self._janitor = None
+        swept = self._sweep()
+        if swept:
+            logger.warning(
+                "swept {} workspace(s) whose owner, a MIS on another machine, stopped "
+                "renewing its lease",
+                swept,
+            )
+
+
+def remove_workspace(root: Path, name: str) -> None:
+    """Delete the workspace `name` of the payload folder `root`: all but the marker, then the
+    marker, then the folder. A workspace that is already gone is no error."""
+    try:
+        root_fd = os.open(root, _DIR_OPEN)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            folder = os.open(name, _DIR_OPEN, dir_fd=root_fd)
+        except FileNotFoundError:
+            return
+        try:
+            make_writable(folder)
+            _empty(folder, keep=MARKER)
+            os.unlink(MARKER, dir_fd=folder)
+            try:
+                _rmdir_emptying(root_fd, name, folder)
+            except OSError:
+                # never leave an unmarked leftover: mark it again, for the next sweep
+                with contextlib.suppress(OSError):
+                    os.close(os.open(MARKER, os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=folder))
+                raise
+        finally:
+            os.close(folder)
+    finally:
+        os.close(root_fd)
+
+
+def _empty(folder: int, keep: str = "") -> None:
+    for _ in range(_REFILLS):
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if e.name != keep]
+        if not names:
+            return
+        for name in names:
+            remove_entry(folder, name)
+    raise OSError(errno.ENOTEMPTY, "the workspace kept filling while it was being deleted")
+
+
+def _rmdir_emptying(root: int, name: str, folder: int) -> None:
+    for _ in range(_REFILLS):
+        try:
+            os.rmdir(name, dir_fd=root)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+        _empty(folder)
+    raise OSError(errno.ENOTEMPTY, "the workspace kept filling while it was being deleted")
 
 
 def upload_too_large(limit: int) -> PayloadTooLarge:

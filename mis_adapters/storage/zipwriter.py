@@ -1,6 +1,14 @@
 """The output zip, streamed: built lazily, a piece at a time, as the caller pulls it.
 
-Used for the MAP's output folder and by `mis infer` to send a folder.
+Used for the MAP's output folder and by `mis infer` to send a folder. The folder is walked
+with descriptors (`walk.py`): a link, at any level and at any moment, contributes nothing.
+Before the first byte the whole tree is scanned once, so what would stop the zip halfway (a
+file that cannot be read, a name that is not UTF-8) is an `OutputProblem` raised while the
+caller can still answer with an error instead of a cut body.
+
+The zip is whole for any size and count: an entry uses the zip64 form as soon as the archive
+could pass 4 GiB by its end (counted from an upper bound of every entry before it), or it is
+the 65,536th entry or later; below that, the plain form, which every unzip reads.
 """
 
 from __future__ import annotations
@@ -9,11 +17,12 @@ import datetime
 import os
 import stat
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 
-from loguru import logger
-from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, Method, stream_zip
+from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_32, ZIP_64, Method, stream_zip
+
+from mis_adapters.storage.walk import Member, OutputProblem, Walker, open_top, scan
 
 _CHUNK = 1024 * 1024
 _READ = 64 * 1024
@@ -22,72 +31,107 @@ _ZIP_DIR_MODE = stat.S_IFDIR | 0o755
 COMPRESSION_POLICIES = ("adaptive", "deflate", "stored")
 _SAMPLE = 16 * 1024  # bytes of a file's middle that decide whether it compresses
 _WORTH_IT = 0.9  # deflate when the sample shrinks below this fraction
-_ZIP32_LIMIT = 0xFFFFFFFF
+_ZIP32_MAX_OFFSET = 0xFFFFFFFF
+_ZIP32_MAX_ENTRIES = 0xFFFF
+# Per entry, beyond its name and data: local header (30), extra fields (zip64 20, time 9),
+# data descriptor (24 at most), with room to spare.
+_ENTRY_OVERHEAD = 128
 
 
-def zip_folder(folder: Path, level: int, compression: str = "adaptive") -> Iterator[bytes]:
+def zip_folder(
+    folder: Path, level: int, compression: str = "adaptive"
+) -> Generator[bytes, None, None]:
     """Zip bytes of `folder` in chunks of about 1 MiB, built lazily as the caller pulls them.
-
-    Only regular files and folders are included: a symbolic link written by the MAP could
-    otherwise smuggle a file of the host into the response.
 
     `compression`: "deflate" every file at `level`; "stored" (no compression); "adaptive"
     deflates only files whose middle compresses, since deflating already-compressed pixels
-    costs ~25 ms per MB here and saves nothing.
+    costs ~25 ms per MB here and saves nothing. Raises OutputProblem, before the first chunk
+    when it can be known then.
     """
-    members = _members(folder, level, compression)
-    compress = lambda: zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # noqa: E731
-    return _rechunk(stream_zip(members, chunk_size=_READ, get_compressobj=compress))
+    top = open_top(folder)
+    try:
+        scan(top)
+        compress = lambda: zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # noqa: E731
+        members = _members(top, level, compression)
+        yield from _rechunk(stream_zip(members, chunk_size=_READ, get_compressobj=compress))
+    finally:
+        os.close(top)
 
 
-def _members(folder: Path, level: int, compression: str) -> Iterator[tuple]:  # type: ignore[type-arg]
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        here = Path(dirpath)
-        relative = here.relative_to(folder).as_posix()
-        if relative != "." and not dirnames and not filenames:
-            yield relative + "/", _mtime(os.lstat(here)), _ZIP_DIR_MODE, ZIP_AUTO(0), ()
-        for name in sorted(filenames):
-            path = here / name
-            info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode):
-                logger.warning("left a symbolic link or special file out of the output zip")
+def _members(top: int, level: int, compression: str) -> Iterator[tuple]:  # type: ignore[type-arg]
+    """stream_zip's members, each file's descriptor closed once its data has been pulled."""
+    written = 0  # an upper bound of the archive's size so far
+    count = 0
+    walk = iter(Walker(top))
+    try:
+        for member in walk:
+            count += 1
+            name_bytes = len(member.name.encode())
+            if member.fd is None:
+                needs64 = _needs_zip64(count, written + _ENTRY_OVERHEAD + name_bytes)
+                written += _ENTRY_OVERHEAD + name_bytes
+                empty = (NO_COMPRESSION_64 if needs64 else NO_COMPRESSION_32)(0, 0)
+                yield member.name, _mtime(member), _ZIP_DIR_MODE, empty, ()
                 continue
-            arcname = path.relative_to(folder).as_posix()
-            method = _method(path, info.st_size, level, compression)
-            yield arcname, _mtime(info), _ZIP_ENTRY_MODE, method, _read(path)
+            try:
+                size = member.info.st_size
+                deflate = compression == "deflate" or (
+                    compression == "adaptive" and _compresses(member.fd, size)
+                )
+                most = _deflate_bound(size) if deflate else size
+                written += _ENTRY_OVERHEAD + name_bytes + most
+                needs64 = _needs_zip64(count, written)
+                if deflate:
+                    method: Method = ZIP_64 if needs64 else ZIP_32
+                else:
+                    crc = 0
+                    for chunk in _read(member.fd, size):  # stored entries need their CRC first
+                        crc = zlib.crc32(chunk, crc)
+                    method = (NO_COMPRESSION_64 if needs64 else NO_COMPRESSION_32)(size, crc)
+                yield member.name, _mtime(member), _ZIP_ENTRY_MODE, method, _read(member.fd, size)
+            finally:
+                os.close(member.fd)
+    finally:
+        walk.close()  # type: ignore[attr-defined]
 
 
-def _method(path: Path, size: int, level: int, compression: str) -> Method:
-    if compression == "deflate" or (compression == "adaptive" and _compresses(path, size)):
-        return ZIP_AUTO(size, level=level)
-    crc = 0
-    for chunk in _read(path):  # stored entries need their CRC up front: one more (cached) read
-        crc = zlib.crc32(chunk, crc)
-    return (NO_COMPRESSION_32 if size <= _ZIP32_LIMIT else NO_COMPRESSION_64)(size, crc)
+def _needs_zip64(count: int, end_bound: int) -> bool:
+    return count > _ZIP32_MAX_ENTRIES or end_bound > _ZIP32_MAX_OFFSET
 
 
-def _compresses(path: Path, size: int) -> bool:
+def _deflate_bound(size: int) -> int:
+    """Deflate's worst case for `size` bytes (zlib's deflateBound, generously rounded up)."""
+    return size + (size >> 10) + 1024
+
+
+def _compresses(fd: int, size: int) -> bool:
     """Whether deflate pays: judged on a sample from the file's middle (past any header)."""
     if size < 4 * _SAMPLE:
         return True  # small files cost little either way
-    with open(path, "rb") as source:
-        source.seek(size // 2)
-        sample = source.read(_SAMPLE)
-    return len(zlib.compress(sample, 1)) < _WORTH_IT * len(sample)
+    sample = os.pread(fd, _SAMPLE, size // 2)
+    return len(zlib.compress(sample, 1)) < _WORTH_IT * max(len(sample), 1)
 
 
-def _mtime(info: os.stat_result) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(info.st_mtime)
+_EARLIEST = datetime.datetime(1980, 1, 1)  # the zip format's first date
+_LATEST = datetime.datetime.fromtimestamp(2**31 - 1)  # its 32-bit extended timestamp's last
 
 
-def _read(path: Path) -> Iterator[bytes]:
-    """64 KiB at a time: the compressor then hands out its first bytes after ~1 ms, not after
-    a whole megabyte (20 ms at level 1)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as source:
-        while chunk := source.read(_READ):
-            yield chunk
+def _mtime(member: Member) -> datetime.datetime:
+    """The modification time, within what the zip fields can hold (a MAP may set any)."""
+    seconds = min(max(member.info.st_mtime, _EARLIEST.timestamp()), _LATEST.timestamp())
+    return datetime.datetime.fromtimestamp(seconds)
+
+
+def _read(fd: int, size: int) -> Iterator[bytes]:
+    """Exactly the `size` bytes the file had when it was opened, 64 KiB at a time (the
+    compressor then hands out its first bytes after ~1 ms, not after a whole megabyte)."""
+    position = 0
+    while position < size:
+        chunk = os.pread(fd, min(_READ, size - position), position)
+        if not chunk:
+            raise OutputProblem("a file in it shrank while it was being sent")
+        position += len(chunk)
+        yield chunk
 
 
 def _rechunk(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -18,9 +18,9 @@ from mis_core.model import (
     MapSpec,
     Resources,
     Workspace,
-    cpu_threads,
     job_id_for,
 )
+from mis_core.quantity import CpuQuantity
 from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
@@ -29,9 +29,10 @@ SCRIPTED_MAP = str(Path(__file__).parents[1] / "maps" / "scripted_map.py")
 
 
 def workspace(tmp_path: Path) -> Workspace:
-    (tmp_path / "input").mkdir()
-    (tmp_path / "output").mkdir()
-    return Workspace("req-7", str(tmp_path), str(tmp_path / "input"), str(tmp_path / "output"))
+    ws = Workspace(str(tmp_path), "req-7")
+    Path(ws.input_dir).mkdir(parents=True)
+    Path(ws.output_dir).mkdir()
+    return ws
 
 
 def spec(**changes: object) -> MapSpec:
@@ -119,14 +120,12 @@ async def test_non_zero_exit_is_reported_with_code_and_last_lines(tmp_path: Path
     )
 
 
-async def test_a_missing_program_fails_with_a_clear_reason(tmp_path: Path) -> None:
+async def test_a_missing_program_is_backend_unavailable_as_readiness_says(tmp_path: Path) -> None:
     missing = spec(command=("/nonexistent/map-binary",), args=())
-    outcome = await ProcessJobBackend(missing).run(
-        JobRequest("r", missing, workspace(tmp_path)), JobProgress()
-    )
-    assert not outcome.succeeded
-    assert "could not be started" in outcome.reason
-    assert "/nonexistent/map-binary" in outcome.reason
+    with pytest.raises(BackendUnavailable, match="/nonexistent/map-binary was not found"):
+        await ProcessJobBackend(missing).run(
+            JobRequest("r", missing, workspace(tmp_path)), JobProgress()
+        )
 
 
 async def test_cancelling_kills_the_map_and_the_child_it_spawned(tmp_path: Path) -> None:
@@ -152,25 +151,31 @@ async def test_cancelling_kills_the_map_and_the_child_it_spawned(tmp_path: Path)
 
 async def test_term_ignoring_map_is_killed_after_the_grace(tmp_path: Path) -> None:
     ws = workspace(tmp_path)
-    marker = tmp_path / "ready"
+    marker, termed = tmp_path / "ready", tmp_path / "termed"
     stubborn = MapSpec(
         command=(
             sys.executable,
             "-c",
-            "import signal, time, pathlib, sys\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "import os; pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
-            "time.sleep(3600)",
+            "import signal, time, pathlib, sys, os\n"
+            "signal.signal(signal.SIGTERM, lambda *_: pathlib.Path(sys.argv[2]).touch())\n"
+            "pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))\n"
+            "while True: time.sleep(3600)",
             str(marker),
+            str(termed),
         )
     )
-    backend = ProcessJobBackend(stubborn, kill_grace_seconds=0.2)
+    grace = 0.5
+    backend = ProcessJobBackend(stubborn, kill_grace_seconds=grace)
     with anyio.fail_after(10), anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
             tg.start_soon(backend.run, JobRequest("r", stubborn, ws), JobProgress())
             while not marker.exists() or not marker.read_text():
                 await anyio.sleep(0.02)
+            cancelled = time.monotonic()
             scope.cancel()
+    stopped = time.monotonic() - cancelled
+    assert termed.exists()  # it was asked first, and ignored it ...
+    assert stopped >= grace  # ... and was given the grace before SIGKILL
     assert not is_alive(int(marker.read_text()))
 
 
@@ -203,7 +208,7 @@ async def test_readiness_checks_that_the_program_exists() -> None:
 
 
 @pytest.mark.parametrize(
-    ("quantity", "threads"), [("1", 1), ("2", 2), ("2.5", 2), ("500m", 1), ("4000m", 4), ("x", 1)]
+    ("quantity", "threads"), [("1", 1), ("2", 2), ("2.5", 2), ("500m", 1), ("4000m", 4)]
 )
 def test_cpu_quantity_to_threads(quantity: str, threads: int) -> None:
-    assert cpu_threads(quantity) == threads
+    assert CpuQuantity.parse(quantity).threads == threads

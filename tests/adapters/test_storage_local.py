@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from mis_adapters.storage.volume import MARKER, LocalStorage, PayloadLimits
 from mis_core.errors import Busy, PayloadTooLarge
+from tests.storage import leave_workspace
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.anyio
@@ -104,8 +106,8 @@ async def test_the_same_request_id_cannot_have_two_workspaces(tmp_path: Path) ->
 async def test_sweep_removes_only_marked_workspaces(tmp_path: Path) -> None:
     root = tmp_path / "payload"
     storage = LocalStorage(root, LIMITS)
-    left = await storage.create("crashed")
-    (Path(left.input_dir) / "scan.dcm").write_bytes(b"patient")
+    left = leave_workspace(root, "crashed")
+    (left / "input" / "scan.dcm").write_bytes(b"patient")
     (root / "not-ours").mkdir()
     (root / "notes.txt").write_text("an operator's file")
 
@@ -159,4 +161,30 @@ async def test_a_relative_payload_folder_gives_absolute_workspaces(
     storage = LocalStorage(Path("payload"), LIMITS)
     workspace = await storage.create("req-rel")
     assert Path(workspace.input_dir) == tmp_path / "payload" / "req-rel" / "input"
+    await storage.delete(workspace)
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+async def test_workspace_modes_grant_others_nothing_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    previous = os.umask(umask)
+    try:
+        workspace = await storage.create("req-modes")
+        await storage.receive(workspace, chunks_of(b"PK\x05\x06" + bytes(18)))
+    finally:
+        os.umask(previous)
+    root = Path(workspace.root)
+    modes = {
+        p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in [root, *root.iterdir()]
+    }
+    assert modes == {
+        ".": 0o750,
+        MARKER: 0o640,
+        "upload.zip": 0o600,
+        "input": 0o750,
+        "output": 0o2770,  # the MAP's group may write; what it writes stays in the group
+    }
     await storage.delete(workspace)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mis_app.app import create_app
+from mis_app.bootstrap import create_app
 from mis_app.errors import error_response
 from mis_app.settings import Settings
 

@@ -4,15 +4,7 @@ import pytest
 
 from mis_core.errors import Busy
 from mis_core.gate import AdmissionGate
-from mis_core.model import (
-    MapSpec,
-    cpu_cores,
-    cpu_threads,
-    job_id_for,
-    map_environment,
-    memory_bytes,
-    substitute_paths,
-)
+from mis_core.model import JobRequest, MapSpec, Resources, Workspace, job_id_for
 
 
 def test_job_id_is_the_request_id_when_it_is_32_hex_characters() -> None:
@@ -22,26 +14,56 @@ def test_job_id_is_the_request_id_when_it_is_32_hex_characters() -> None:
 def test_job_id_is_derived_and_stable_otherwise() -> None:
     derived = job_id_for("client-42")
     assert len(derived) == 32
-    assert int(derived, 16) >= 0
+    assert set(derived) <= set("0123456789abcdef")
     assert derived == job_id_for("client-42")
     assert derived != job_id_for("client-43")
 
 
+def test_the_workspace_knows_its_layout() -> None:
+    workspace = Workspace("/payload", "req-7")
+    assert workspace.request_id == "req-7"
+    assert (workspace.root, workspace.input_dir, workspace.output_dir) == (
+        "/payload/req-7",
+        "/payload/req-7/input",
+        "/payload/req-7/output",
+    )
+    assert workspace.file("upload.zip") == "/payload/req-7/upload.zip"
+    assert workspace.sub_path(Workspace.INPUT) == "req-7/input"
+    assert workspace.on("/host/payload").output_dir == "/host/payload/req-7/output"
+    assert Workspace.pattern(".marker") == "*/.marker"
+
+
 def test_paths_are_substituted_in_every_argument() -> None:
+    request = JobRequest("r", MapSpec(), Workspace("/p", "r"))
     argv = ["app", "-i", "{input_path}", "--out={output_path}", "{other}"]
-    assert substitute_paths(argv, "/in", "/out") == ["app", "-i", "/in", "--out=/out", "{other}"]
+    assert request.host_folders.substitute(argv) == [
+        "app", "-i", "/p/r/input", "--out=/p/r/output", "{other}",
+    ]  # fmt: skip
+    assert request.container_folders.substitute(argv)[2:4] == [
+        "/var/monai/input",
+        "--out=/var/monai/output",
+    ]
 
 
 def test_map_environment_follows_the_map_conventions_and_map_env_wins() -> None:
-    spec = MapSpec(timeout_seconds=12.5, env={"MODEL": "spleen", "MONAI_HOSTNAME": "mine"})
-    env = map_environment(spec, "r-1", "/in", "/out")
-    assert env["MONAI_INPUTPATH"] == env["HOLOSCAN_INPUT_PATH"] == "/in"
-    assert env["MONAI_OUTPUTPATH"] == env["HOLOSCAN_OUTPUT_PATH"] == "/out"
+    spec = MapSpec(
+        timeout_seconds=12.5,
+        env={"MODEL": "spleen", "MONAI_HOSTNAME": "mine", "OMP_NUM_THREADS": "8"},
+        resources=Resources(cpu="2500m"),
+    )
+    request = JobRequest("r-1", spec, Workspace("/p", "r-1"))
+    env = request.environment(request.container_folders)
+    assert env["MONAI_INPUTPATH"] == env["HOLOSCAN_INPUT_PATH"] == "/var/monai/input"
+    assert env["MONAI_OUTPUTPATH"] == env["HOLOSCAN_OUTPUT_PATH"] == "/var/monai/output"
     assert env["MONAI_JOBID"] == job_id_for("r-1")
     assert env["MONAI_TIMEOUT"] == "12.5"
-    assert env["MONAI_HOSTVERSION"]
+    assert env["MONAI_HOSTVERSION"] == "0.1.0"
     assert env["MODEL"] == "spleen"
     assert env["MONAI_HOSTNAME"] == "mine"
+    assert env["MKL_NUM_THREADS"] == "2"  # from the CPUs it was given
+    assert env["OMP_NUM_THREADS"] == "8"  # map.env wins
+    host = request.environment(request.host_folders)
+    assert host["MONAI_INPUTPATH"] == "/p/r-1/input"
 
 
 def test_gate_releases_its_slot_when_the_block_raises() -> None:
@@ -56,18 +78,21 @@ def test_gate_releases_its_slot_when_the_block_raises() -> None:
 
 
 @pytest.mark.parametrize(
-    ("quantity", "cores", "threads"),
-    [("2", 2.0, 2), ("1.5", 1.5, 1), ("500m", 0.5, 1), ("2500m", 2.5, 2), ("lots", 0.0, 1)],
+    ("capacity", "in_use", "deleting", "full", "room"),
+    [
+        (1, 0, 0, False, True),
+        (1, 1, 1, True, True),  # back to back: the last request's workspace is still going
+        (1, 1, 2, True, False),  # deletions slower than requests: wait for the volume to drain
+        (2, 1, 2, False, True),
+        (2, 2, 2, True, True),
+        (2, 2, 3, True, False),
+    ],
 )
-def test_cpu_quantities(quantity: str, cores: float, threads: int) -> None:
-    assert cpu_cores(quantity) == cores
-    assert cpu_threads(quantity) == threads
-
-
-@pytest.mark.parametrize(
-    ("quantity", "expected"),
-    [("8Gi", 8 * 2**30), ("512Mi", 512 * 2**20), ("1G", 10**9), ("100k", 100_000),
-     ("1024", 1024), ("1.5Gi", 3 * 2**29), ("8GB", 0), ("", 0)],
-)  # fmt: skip
-def test_memory_quantities(quantity: str, expected: int) -> None:
-    assert memory_bytes(quantity) == expected
+def test_gate_counts_workspaces_still_being_deleted(
+    capacity: int, in_use: int, deleting: int, full: bool, room: bool
+) -> None:
+    gate = AdmissionGate(capacity)
+    gate.in_use = in_use
+    for _ in range(deleting):
+        gate.deletion_started()
+    assert (gate.full, gate.room_for_a_workspace) == (full, room)

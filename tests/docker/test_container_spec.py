@@ -10,9 +10,7 @@ from mis_core.model import JobRequest, MapSpec, Resources, Workspace
 
 
 def request(**spec: object) -> JobRequest:
-    workspace = Workspace(
-        "req-1", "/payload/req-1", "/payload/req-1/input", "/payload/req-1/output"
-    )
+    workspace = Workspace("/payload", "req-1")
     return JobRequest("req-1", MapSpec(image="map:1", **spec), workspace)  # type: ignore[arg-type]
 
 

@@ -74,7 +74,7 @@ def test_round_trip_mounts_the_folders_and_sets_the_map_environment(
         assert env["OMP_NUM_THREADS"] == "1"
         log = server.log_text()
         assert f"{request_id} | map | test MAP done" in log  # the container's log, tagged
-        assert server.leftovers() == []
+        server.wait_until_clean()
     assert engine.containers() == []
 
 
@@ -95,7 +95,7 @@ def test_non_zero_exit_is_reported_with_the_code_and_log_lines(
 ) -> None:
     with running_server(docker_config(tmp_path, engine), tmp_path) as server:
         response = post(server.url, study({"_mode": b"fail"}))
-        assert server.leftovers() == []
+        server.wait_until_clean()
     assert response.status_code == 500
     error = response.json()["error"]
     assert error["code"] == "map_failed"
@@ -110,7 +110,7 @@ def test_a_command_the_image_lacks_fails_with_the_engines_reason(
     config = docker_config(tmp_path, engine, command=["/opt/monai/app/missing-app"])
     with running_server(config, tmp_path) as server:
         response = post(server.url, study({"a": b"1"}))
-        assert server.leftovers() == []
+        server.wait_until_clean()
     assert response.status_code == 500
     error = response.json()["error"]
     assert error["code"] == "map_failed"
@@ -140,7 +140,7 @@ def test_timeout_stops_and_removes_the_container(tmp_path: Path, engine: Engine)
         assert response.json()["error"]["code"] == "timeout"
         assert elapsed < 2 + 1 + 5  # timeout, stop grace, engine round trips
         assert engine.containers() == []
-        assert server.leftovers() == []
+        server.wait_until_clean()
         assert post(server.url, study({"a": b"1"})).status_code == 200  # the slot is free
 
 
@@ -181,7 +181,7 @@ def test_unreachable_engine_is_503_not_a_map_failure(tmp_path: Path, engine: Eng
     with running_server(config, tmp_path) as server:
         ready = httpx.get(f"{server.url}/readyz")
         response = post(server.url, study({"a": b"1"}))
-        assert server.leftovers() == []
+        server.wait_until_clean()
     assert ready.status_code == 503
     assert "cannot be reached" in ready.json()["error"]["message"]
     assert response.status_code == 503

@@ -52,7 +52,7 @@ class ScriptedEngine:
 
 
 def request() -> JobRequest:
-    workspace = Workspace("r", "/p/r", "/p/r/input", "/p/r/output")
+    workspace = Workspace("/p", "r")
     return JobRequest("r", MapSpec(image="map:1", command=("run",)), workspace)
 
 

@@ -38,6 +38,10 @@ class Server:
             sorted(p.name for p in self.payload_dir.iterdir()) if self.payload_dir.exists() else []
         )
 
+    def wait_until_clean(self, timeout: float = 5.0) -> None:
+        """Wait for the payload folder to be empty: workspaces go just after their response."""
+        wait_until(lambda: self.leftovers() == [], timeout, "the workspaces to be deleted")
+
 
 def raw_request(server: Server, data: bytes) -> socket.socket:
     """A connection to `server` that has sent `data` (a request, whole or cut short) as is."""

@@ -128,7 +128,10 @@ def test_raw_zip_body_with_curl(server: Server, tmp_path: Path) -> None:
     assert status == "200"
     outputs = read_zip(out.read_bytes())
     assert outputs["series/IM1.dcm"] == INPUT["series/IM1.dcm"]
-    assert "study-0042" in json.loads(outputs["_env.json"])["MONAI_INPUTPATH"]
+    # the workspace is named by MIS's own job id, never by the client's words
+    environment = json.loads(outputs["_env.json"])
+    assert "study-0042" not in environment["MONAI_INPUTPATH"]
+    assert Path(environment["MONAI_INPUTPATH"]).parent.name == environment["MONAI_JOBID"]
 
 
 def test_request_id_is_echoed_when_well_formed_and_replaced_otherwise(server: Server) -> None:
@@ -157,13 +160,14 @@ def test_second_request_is_busy_at_once_and_the_first_still_succeeds(
     thread.start()
     wait_until((workdir / "started").exists, 10, "the first MAP to start")
 
-    started = time.monotonic()
     second = httpx.post(
         f"{server.url}/v1/inference",
         files={"file": ("in.zip", b"PK\x05\x06" + bytes(18))},
         timeout=30,
     )
-    busy_seconds = time.monotonic() - started
+    # answered at once: the first MAP waits for the release, which is only written now
+    assert thread.is_alive()
+    assert httpx.get(f"{server.url}/v1/status").json()["in_flight"] == 1
     (workdir / "release").write_text("go")
     thread.join(30)
 
@@ -171,8 +175,7 @@ def test_second_request_is_busy_at_once_and_the_first_still_succeeds(
     error = error_of(second)
     assert error["code"] == "busy"
     assert "Another inference request is being fulfilled" in error["message"]
-    assert second.headers["retry-after"]
-    assert busy_seconds < 2  # answered at once, not after the first finished (which took longer)
+    assert second.headers["retry-after"] == "5"
     assert results["first"].status_code == 200
     assert read_zip(results["first"].content)["series/IM1.dcm"] == INPUT["series/IM1.dcm"]
 
@@ -196,7 +199,7 @@ def test_timeout_stops_the_map_and_its_child(server: Server, tmp_path: Path, wor
     error = error_of(response)
     assert error["code"] == "timeout"
     assert "did not finish within 3 seconds" in error["message"]
-    assert 3 <= elapsed < 10
+    assert elapsed >= 3  # it was given its whole timeout
     for pid in (int(p) for p in (workdir / "pids").read_text().split()):
         assert not is_alive(pid)
 

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import httpx
 
 from mis_adapters.storage.volume import MARKER
 from tests.e2e.server import running_server, scripted_map_config
+from tests.storage import leave_workspace
 
 
 def test_leftover_workspaces_are_swept_at_start(tmp_path: Path) -> None:
     payload = tmp_path / "payload"
-    leftover = payload / "crashed-request" / "input"
-    leftover.mkdir(parents=True)
-    (payload / "crashed-request" / MARKER).touch()
-    (leftover / "scan.dcm").write_bytes(b"patient data")
+    leftover = leave_workspace(payload, "crashed-request")
+    (leftover / "input" / "scan.dcm").write_bytes(b"patient data")
+    older = payload / "from-an-older-mis"  # an empty marker, untouched for minutes
+    (older / "input").mkdir(parents=True)
+    (older / MARKER).touch()
+    os.utime(older / MARKER, (time.time() - 600, time.time() - 600))
     with running_server(scripted_map_config(tmp_path), tmp_path) as server:
         assert server.leftovers() == []
-        assert "swept 1 leftover workspace(s)" in server.log_text()
+        assert "swept 2 leftover workspace(s)" in server.log_text()
 
 
 def test_readiness_fails_when_the_map_program_is_missing(tmp_path: Path) -> None:

@@ -1,14 +1,15 @@
 """Bounded load and soak tests on 127.0.0.1.
 
 Load: 200 concurrent clients while one request runs; exactly one is admitted, every other
-answer is `busy`, quickly (the p99 per burst is printed), and the service answers normally
-afterwards. Soak: 1,000 sequential
-requests leave no growth in open files, event-loop tasks, payload files or memory.
+answer is a well-formed `busy`, and the service answers normally afterwards. How fast those
+answers come is measured by `nox -s bench -- burst` (benchmarks measure; tests check
+behaviour). Soak: 1,000 sequential requests leave no growth in open files, event-loop tasks,
+payload files or memory.
 """
 
 from __future__ import annotations
 
-import statistics
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +18,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.burst import EMPTY_ZIP, burst, p99, run_loop
+from bench.burst import EMPTY_ZIP, burst, run_loop
 from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
 from tests.zips import make_zip
 
 CLIENTS = 200
-MEASURED_BURSTS = 5
+BURSTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,14 @@ def test_200_concurrent_clients_while_one_request_runs(server: Server) -> None:
     try:
         wait_until((workdir / "started").exists, 10, "the first request's MAP to start")
         port = int(server.url.rsplit(":", 1)[1])
-        run_loop(burst(port, CLIENTS))  # warm-up, not measured
-        p99s = []
-        for _ in range(MEASURED_BURSTS):
-            latencies, answers = run_loop(burst(port, CLIENTS))
+        for _ in range(BURSTS):
+            _, answers = run_loop(burst(port, CLIENTS, whole=True))
             assert len(answers) == CLIENTS
-            assert all(a.startswith(b'500 {"error":{"code":"busy"') for a in answers), set(answers)
-            p99s.append(p99(latencies))
+            for answer in answers:
+                status, body = answer.split(b" ", 1)
+                error = json.loads(body)["error"]
+                assert (status, error["code"]) == (b"500", "busy"), answer
+                assert len(error["request_id"]) == 32
         assert httpx.get(f"{server.url}/v1/status").json()["in_flight"] == 1  # one admitted, still
     finally:
         (workdir / "release").write_text("go")
@@ -63,10 +65,6 @@ def test_200_concurrent_clients_while_one_request_runs(server: Server) -> None:
     assert first["r"].status_code == 200
     after = httpx.post(f"{server.url}/v1/inference", files={"file": EMPTY_ZIP}, timeout=30)
     assert after.status_code == 200
-    print(f"busy p99 per burst: {[round(p * 1000, 1) for p in p99s]} ms")
-    # The target, on the median burst: client and server share two cores, and one burst in a
-    # few can meet a noisy neighbour (nox -s bench compares with a bare uvicorn app).
-    assert statistics.median(p99s) < 0.050
 
 
 def metric(server: Server, name: str) -> float:
@@ -91,7 +89,7 @@ def test_soak_of_1000_sequential_requests(tmp_path: Path) -> None:
                 content=body,
                 headers={"Content-Type": "application/zip"},
             )
-            assert response.status_code == 200
+            assert response.status_code == 200, response.text
 
         for _ in range(50):  # warm up: imports, caches, allocator pools
             one()

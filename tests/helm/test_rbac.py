@@ -33,15 +33,11 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 
 def request(tmp_path: Path, request_id: str) -> JobRequest:
-    root = tmp_path / "payload" / request_id
-    (root / "input").mkdir(parents=True)
-    (root / "output").mkdir()
+    workspace = Workspace(str(tmp_path / "payload"), request_id)
+    Path(workspace.input_dir).mkdir(parents=True)
+    Path(workspace.output_dir).mkdir()
     spec = MapSpec(image="example/map:1", timeout_seconds=30)
-    return JobRequest(
-        request_id,
-        spec,
-        Workspace(request_id, str(root), str(root / "input"), str(root / "output")),
-    )
+    return JobRequest(request_id, spec, workspace)
 
 
 async def exercise(double: KubeDouble, tmp_path: Path, **volume: str) -> set[tuple[str, str, str]]:
@@ -53,9 +49,7 @@ async def exercise(double: KubeDouble, tmp_path: Path, **volume: str) -> set[tup
         "spec": {"accessModes": ["ReadWriteOnce"]},
     }
     double.call(double.put, "persistentvolumeclaims", "mis-test", claim, "ADDED")
-    options = JobOptions(
-        namespace="", payload_root=str(tmp_path / "payload"), node_name="node-1", **volume
-    )
+    options = JobOptions(namespace="", node_name="node-1", **volume)
     backend = KubernetesJobBackend(options, delete_wait_seconds=5)
     with anyio.fail_after(30):
         await backend.sweep()

@@ -178,7 +178,7 @@ def test_api_server_down_is_503(tmp_path: Path) -> None:
     ) as server:
         ready = httpx.get(f"{server.url}/readyz")
         response = post(server, INPUT, tmp_path)
-        assert server.leftovers() == []
+        server.wait_until_clean()
     assert ready.status_code == 503
     assert ready.json()["error"]["code"] == "backend_unavailable"
     assert response.status_code == 503

@@ -24,14 +24,11 @@ SPEC = MapSpec(
 REQUEST = JobRequest(
     request_id="req-42",
     map=SPEC,
-    workspace=Workspace(
-        "req-42", f"{PAYLOAD}/req-42", f"{PAYLOAD}/req-42/input", f"{PAYLOAD}/req-42/output"
-    ),
+    workspace=Workspace(PAYLOAD, "req-42"),
 )
-DEFAULT = JobOptions(namespace="mis", payload_root=PAYLOAD, claim_name="mis-payload")
+DEFAULT = JobOptions(namespace="mis", claim_name="mis-payload")
 FULLY_LOADED = JobOptions(
     namespace="mis",
-    payload_root=PAYLOAD,
     host_path="/srv/mis/payload",
     node_name="gpu-node-1",
     instance="radiology",
@@ -187,9 +184,3 @@ def test_pinning_to_the_node_is_added_to_every_node_term() -> None:
 def test_no_pinning_without_a_node() -> None:
     pod = build_job(REQUEST, DEFAULT)["spec"]["template"]["spec"]
     assert "affinity" not in pod
-
-
-def test_a_workspace_outside_the_payload_folder_is_refused() -> None:
-    outside = JobRequest("r", SPEC, Workspace("r", "/tmp/r", "/tmp/r/input", "/tmp/r/output"))
-    with pytest.raises(ValueError, match="not under the payload folder"):
-        build_job(outside, DEFAULT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -16,7 +17,7 @@ from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_core.errors import BackendUnavailable, JobTimedOut
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobProgress, JobRequest, MapSpec, Resources, Workspace
-from mis_core.session import InferenceService
+from mis_core.service import InferenceService
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 
@@ -32,7 +33,6 @@ def backend_for(tmp_path: Path, **options: object) -> KubernetesJobBackend:
     payload.mkdir(exist_ok=True)
     values: dict[str, object] = {
         "namespace": "",
-        "payload_root": str(payload),
         "host_path": str(payload),
     }
     values.update(options)
@@ -40,14 +40,10 @@ def backend_for(tmp_path: Path, **options: object) -> KubernetesJobBackend:
 
 
 def request_in(tmp_path: Path, request_id: str = "req-1", spec: MapSpec = SPEC) -> JobRequest:
-    root = tmp_path / "payload" / request_id
-    (root / "input").mkdir(parents=True, exist_ok=True)
-    (root / "output").mkdir(exist_ok=True)
-    return JobRequest(
-        request_id,
-        spec,
-        Workspace(request_id, str(root), str(root / "input"), str(root / "output")),
-    )
+    workspace = Workspace(str(tmp_path / "payload"), request_id)
+    Path(workspace.input_dir).mkdir(parents=True, exist_ok=True)
+    Path(workspace.output_dir).mkdir(exist_ok=True)
+    return JobRequest(request_id, spec, workspace)
 
 
 async def run(backend: KubernetesJobBackend, request: JobRequest, seconds: float = 10):
@@ -153,10 +149,11 @@ async def test_unschedulable_then_timeout_says_why_and_removes_job_and_pod(
     service = service_with(backend, tmp_path, timeout=1)
 
     async def request() -> None:
-        async with service.session("req-gpu") as session:
-            await session.receive(empty_zip())
-            await session.stage()
-            await session.run()
+        async with service.running():
+            inference = service.infer("req-gpu", empty_zip())
+            async with aclosing(inference.output()) as output:
+                async for _ in output:
+                    pass
 
     with pytest.raises(JobTimedOut) as info, anyio.fail_after(10):
         await request()

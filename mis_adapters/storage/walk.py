@@ -1,0 +1,187 @@
+"""Walking the MAP's output as untrusted data: never through a link, at any level, at any moment.
+
+Every folder and file is opened relative to its parent's open descriptor with `O_NOFOLLOW`, so
+a folder swapped for a link while it is walked (or zipped) yields nothing from outside: the
+open fails and the entry is left out, like any link the MAP wrote. Links, pipes, sockets and
+devices are left out; everything else either comes out or stops the walk with
+`OutputProblem` (a file MIS cannot read, a name that is not UTF-8, a tree too deep).
+
+Memory follows the widest folder and the depth, never the number of files: `scan` runs the
+walk once to find problems before anything is sent, and the zip runs it again.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import attrs
+
+MAX_DEPTH = 128  # folders below the output folder; each level holds one descriptor
+MAX_NAME_BYTES = 0xFFFF  # a zip entry name's length field is 16 bits
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)  # removed, or swapped for a link or file
+
+
+class OutputProblem(Exception):
+    """The output cannot be sent whole; `problem` says why, without naming the file."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+@attrs.frozen
+class Member:
+    """A regular file (with `fd` open for reading, owned by the consumer) or an empty folder
+    (`fd` is None; `name` ends with "/")."""
+
+    name: str
+    fd: int | None
+    info: os.stat_result
+
+
+@attrs.frozen
+class Scan:
+    files: int
+    bytes: int
+    left_out: int  # links and special files
+
+
+def open_top(folder: Path) -> int:
+    """The output folder itself, which must be a real folder (not a link, a file, or gone)."""
+    try:
+        return os.open(folder, _DIR_OPEN)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # what it is, for the message only
+            kind = "a symbolic link" if folder.is_symlink() else "a file"
+            raise OutputProblem(f"the output folder is {kind}, not a folder") from None
+        if exc.errno == errno.ENOENT:
+            raise OutputProblem("the output folder is gone") from None
+        if exc.errno == errno.EACCES:
+            raise OutputProblem("MIS cannot read the output folder (permission denied)") from None
+        raise
+
+
+def scan(top: int) -> Scan:
+    """Walk once, opening every file, to find what would stop the zip halfway."""
+    files = size = 0
+    walker = Walker(top)
+    for member in walker:
+        if member.fd is not None:
+            os.close(member.fd)
+            files += 1
+            size += member.info.st_size
+    return Scan(files, size, walker.left_out)
+
+
+class Walker:
+    """Iterates the members under the open folder `top` (not closed here): each folder's
+    files in name order, then its subfolders in name order."""
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self.left_out = 0
+
+    def __iter__(self) -> Iterator[Member]:
+        # (folder fd, its prefix, its subfolders not yet entered), from the top down
+        stack: list[tuple[int, str, Iterator[str]]] = []
+        try:
+            folder: tuple[int, str] | None = (os.open(".", _DIR_OPEN, dir_fd=self.top), "")
+            while folder is not None:
+                fd, prefix = folder
+                stack.append((fd, prefix, iter(())))
+                subfolders = yield from self._folder(fd, prefix)
+                stack[-1] = (fd, prefix, iter(subfolders))
+                folder = self._next_folder(stack)
+        finally:
+            for held, _, _ in stack:
+                os.close(held)
+
+    def _next_folder(self, stack: list[tuple[int, str, Iterator[str]]]) -> tuple[int, str] | None:
+        """The next folder to enter, depth first; folders left behind are closed."""
+        while stack:
+            parent, prefix, remaining = stack[-1]
+            for name in remaining:
+                child = self._open_folder(parent, name, len(stack))
+                if child is not None:
+                    return child, f"{prefix}{name}/"
+            os.close(stack.pop()[0])
+        return None
+
+    def _folder(self, fd: int, prefix: str) -> Generator[Member, None, list[str]]:
+        """Yield the folder's files (or itself when empty); return its subfolders' names."""
+        files, folders = self._list(fd)
+        for name in files:
+            member = self._open_file(fd, prefix, name)
+            if member is not None:
+                yield member
+        if prefix and not files and not folders:
+            yield Member(_checked_name(prefix), None, os.fstat(fd))
+        return folders
+
+    def _list(self, fd: int) -> tuple[list[str], list[str]]:
+        files: list[str] = []
+        folders: list[str] = []
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.name)
+                    elif entry.is_file(follow_symlinks=False):
+                        files.append(entry.name)
+                    else:
+                        self.left_out += 1
+        except PermissionError:
+            raise OutputProblem("MIS cannot read a folder in it (permission denied)") from None
+        files.sort()
+        folders.sort()
+        return files, folders
+
+    def _open_file(self, parent: int, prefix: str, name: str) -> Member | None:
+        path = _checked_name(prefix + name)
+        try:
+            fd = os.open(name, _FILE_OPEN, dir_fd=parent)
+        except PermissionError:
+            raise OutputProblem("MIS cannot read a file in it (permission denied)") from None
+        except OSError as exc:
+            if exc.errno in _GONE:
+                self.left_out += 1
+                return None
+            raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # swapped for a pipe or device since it was listed
+            os.close(fd)
+            self.left_out += 1
+            return None
+        return Member(path, fd, info)
+
+    def _open_folder(self, parent: int, name: str, depth: int) -> int | None:
+        _checked_name(name)
+        if depth > MAX_DEPTH:
+            raise OutputProblem(f"its folders are nested more than {MAX_DEPTH} deep")
+        try:
+            return os.open(name, _DIR_OPEN, dir_fd=parent)
+        except PermissionError:
+            raise OutputProblem("MIS cannot read a folder in it (permission denied)") from None
+        except OSError as exc:
+            if exc.errno in _GONE:
+                self.left_out += 1
+                return None
+            raise
+
+
+def _checked_name(name: str) -> str:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OutputProblem(
+            "a file or folder name in it is not valid UTF-8 (names in the zip are UTF-8)"
+        ) from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise OutputProblem(f"a path in it is longer than {MAX_NAME_BYTES} bytes, the zip limit")
+    return name

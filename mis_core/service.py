@@ -1,0 +1,235 @@
+"""One inference request as one operation: admit → receive → stage → run → pack → clean.
+
+`InferenceService.infer(request_id, upload)` gives an `Inference`; iterating its `output()`
+admits the request (or raises Busy at once), stores the upload as it streams in, unpacks it,
+runs the MAP within its timeout and yields the output zip while it is packed. The stages are
+the steps of that one generator, so they cannot run out of order.
+
+Whatever ends the request (the last chunk taken, an error, a cancelled task, a consumer
+that stops iterating), the job is terminated by its backend and the slot is released when
+the generator ends. The workspace is then deleted in the background, by the task group of
+`running()`, so a response ends when its last byte is written and never waits for the
+deletion. Pending deletions still count: at most 2 × capacity workspaces exist, and a request
+admitted beyond that waits for one to go before it makes its own (see `AdmissionGate`). One
+that has not finished when the service stops is waited for; one that never ran (MIS died) is
+swept at the next start like any other leftover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+from anyio.abc import TaskGroup
+from loguru import logger
+
+from mis_core.errors import BackendUnavailable, JobTimedOut, MapFailed, MisError
+from mis_core.gate import AdmissionGate
+from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, StageTimes, Workspace
+from mis_core.ports import Clock, JobBackend, Storage
+
+
+class InferenceService:
+    """Runs inference requests against the ports it is given; bootstrap builds one at start-up."""
+
+    def __init__(
+        self,
+        *,
+        map_spec: MapSpec,
+        storage: Storage,
+        jobs: JobBackend,
+        clock: Clock,
+        gate: AdmissionGate,
+        on_deleted: Callable[[float], None] = lambda seconds: None,
+    ) -> None:
+        self.map_spec = map_spec
+        self.storage = storage
+        self.jobs = jobs
+        self.clock = clock
+        self.gate = gate
+        self.on_deleted = on_deleted  # seconds one deletion took, for metrics
+        self.in_flight: dict[Inference, float] = {}  # keyed by request, not by the client's id
+        self.cleanup_failures = 0
+        self._deletions: TaskGroup | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Sweep what an earlier process left, then serve; leaving waits for pending deletions."""
+        await self._sweep()
+        error: Exception | None = None
+        async with anyio.create_task_group() as deletions:
+            self._deletions = deletions
+            try:
+                yield
+            except Exception as exc:  # re-raised below, not wrapped in an exception group
+                error = exc
+            finally:
+                self._deletions = None
+        if error is not None:
+            raise error
+
+    @property
+    def serving(self) -> bool:
+        return self._deletions is not None
+
+    def infer(self, request_id: str, upload: AsyncIterable[bytes]) -> Inference:
+        """One request for the MAP on `upload` (a zip's bytes); nothing happens until iterated."""
+        return Inference(self, request_id, upload)
+
+    async def _sweep(self) -> None:
+        """Jobs first, as they may still be using their workspaces (and a backend may have
+        recorded them there)."""
+        try:
+            jobs = await self.jobs.sweep()
+        except BackendUnavailable as exc:  # serve anyway: readiness reports it meanwhile
+            logger.error("could not sweep leftover jobs: {}", exc.message)
+            jobs = 0
+        workspaces = await self.storage.sweep()
+        if workspaces or jobs:
+            logger.warning(
+                "swept {} leftover workspace(s) and {} leftover job(s) from an earlier run",
+                workspaces,
+                jobs,
+            )
+
+    def _delete_later(self, workspace: Workspace) -> None:
+        """Hand the workspace to the background; counted before the caller frees its slot."""
+        assert self._deletions is not None  # the caller deletes inline once serving ends
+        self.gate.deletion_started()
+        self._deletions.start_soon(self._delete, workspace)  # the request's log context goes too
+
+    async def _delete(self, workspace: Workspace) -> None:
+        started = self.clock.now()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.storage.delete(workspace)
+        except Exception:
+            self.cleanup_failures += 1
+            logger.exception("could not delete the workspace; it will be swept at next start")
+        else:
+            logger.info("cleaned")
+            self.on_deleted(self.clock.now() - started)
+        finally:
+            self.gate.deletion_finished()
+
+
+class Inference:
+    """One request through the service; `times` and the byte counts are for the edge's metrics."""
+
+    def __init__(
+        self, service: InferenceService, request_id: str, upload: AsyncIterable[bytes]
+    ) -> None:
+        self._service = service
+        self.request_id = request_id
+        self._upload = upload
+        self.times = StageTimes()
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    async def output(self) -> AsyncGenerator[bytes, None]:
+        """The output zip, produced while it is sent. Close it (`contextlib.aclosing`) if you
+        stop early: the job is stopped and the workspace handed to deletion when it closes."""
+        service = self._service
+        if not service.serving:
+            raise RuntimeError("requests are served only inside InferenceService.running()")
+        with service.gate.admit():
+            service.in_flight[self] = service.clock.now()
+            logger.info("admitted")
+            workspace: Workspace | None = None
+            cancelled = False
+            try:
+                if not service.gate.room_for_a_workspace:
+                    logger.info("waiting for an earlier request's workspace to be deleted")
+                    await service.gate.wait_for_room()
+                workspace = await service.storage.create(self.request_id)
+                await self._receive(workspace)
+                await self._stage(workspace)
+                await self._run(workspace)
+                started = service.clock.now()
+                async for chunk in service.storage.pack_output(workspace):
+                    self.bytes_out += len(chunk)
+                    yield chunk
+                self.times.pack = service.clock.now() - started
+                logger.info("responded with {} bytes in {:.3f}s", self.bytes_out, self.times.pack)
+            except anyio.get_cancelled_exc_class():
+                cancelled = True
+                raise
+            finally:
+                if workspace is not None and (cancelled or not service.serving):
+                    # Cancelled (a client gone, a server stopping): nobody waits for an answer,
+                    # and a stopping server may not run its background deletions any more.
+                    service.gate.deletion_started()
+                    await service._delete(workspace)
+                elif workspace is not None:
+                    service._delete_later(workspace)
+                del service.in_flight[self]
+
+    async def _receive(self, workspace: Workspace) -> None:
+        clock = self._service.clock
+        started = clock.now()
+        self.bytes_in = await self._service.storage.receive(workspace, self._upload)
+        self.times.receive = clock.now() - started
+        logger.info("received {} bytes in {:.3f}s", self.bytes_in, self.times.receive)
+
+    async def _stage(self, workspace: Workspace) -> None:
+        clock = self._service.clock
+        started = clock.now()
+        files = await self._service.storage.extract(workspace)
+        self.times.extract = clock.now() - started
+        logger.info("staged {} input file(s) in {:.3f}s", files, self.times.extract)
+
+    async def _run(self, workspace: Workspace) -> None:
+        """Run the MAP once within its timeout; raise JobTimedOut or MapFailed if it fails."""
+        service = self._service
+        spec = service.map_spec
+        request = JobRequest(request_id=workspace.request_id, map=spec, workspace=workspace)
+        progress = JobProgress()
+        started = service.clock.now()
+        logger.info("job started (timeout {:g}s)", spec.timeout_seconds)
+        outcome = await self._within_timeout(request, progress)
+        self.times.job = service.clock.now() - started
+        if outcome is None:
+            logger.warning("job timed out after {:.3f}s and was terminated", self.times.job)
+            waiting = (
+                f" While waiting: {progress.waiting_reason}." if progress.waiting_reason else ""
+            )
+            raise JobTimedOut(
+                f"The inference request timed out: the MAP did not finish within "
+                f"{spec.timeout_seconds:g} seconds and was stopped.{waiting} Send a smaller "
+                "input, or ask the administrator to raise map.timeout_seconds."
+            )
+        logger.info("job finished in {:.3f}s: {}", self.times.job, outcome.reason or "succeeded")
+        if not outcome.succeeded:
+            raise MapFailed(_failure_message(outcome))
+
+    async def _within_timeout(
+        self, request: JobRequest, progress: JobProgress
+    ) -> JobOutcome | None:
+        """The job's outcome, or None when the clock ran out first (the job is then cancelled)."""
+        service = self._service
+        outcome: JobOutcome | None = None
+        error: MisError | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def run_job() -> None:
+                nonlocal outcome, error
+                try:
+                    outcome = await service.jobs.run(request, progress)
+                except MisError as exc:  # raised plainly, not wrapped in an exception group
+                    error = exc
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run_job)
+            await service.clock.sleep(service.map_spec.timeout_seconds)
+            tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return outcome
+
+
+def _failure_message(outcome: JobOutcome) -> str:
+    message = f"The MAP deployed for this inference request failed: it {outcome.reason}."
+    if outcome.log_tail:
+        message += " Last lines of its log:\n" + "\n".join(outcome.log_tail)
+    return message
