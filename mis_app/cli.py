@@ -166,6 +166,16 @@ def _read_manifest(url: str, image: str) -> MapManifest | None:
 def _check(settings: Settings, options: argparse.Namespace) -> int:
     effective = settings.model_dump(mode="json")
     print(yaml.safe_dump(effective, sort_keys=False), end="")
+    if settings.backend == "process":
+        from mis_adapters.process import sandbox
+
+        try:
+            chosen = sandbox.choose(settings.process.sandbox)
+        except sandbox.SandboxUnavailable as exc:
+            print(f"mis: {exc}", file=sys.stderr)
+            return 2
+        for line in sandbox.containment(chosen):
+            print(f"# {line}", file=sys.stderr)
     print("# configuration is valid", file=sys.stderr)
     for warning in _warnings(settings):
         print(f"# warning: {warning}", file=sys.stderr)

@@ -15,6 +15,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -141,6 +142,8 @@ class MapSettings(_Section):
 
 class ProcessSettings(_Section):
     kill_grace_seconds: float = Field(5.0, ge=0)
+    # bubblewrap: always (start-up fails where it does not work); auto: where it works
+    sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
 
 
 class PayloadVolumeSettings(_Section):
@@ -233,6 +236,11 @@ class Settings(_Section):
     process: ProcessSettings = ProcessSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     docker: DockerSettings = DockerSettings()
+    _source: Path | None = PrivateAttr(None)  # the file read, which a MAP must not see
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
 
     @model_validator(mode="after")
     def _backend_needs(self) -> Settings:
@@ -268,10 +276,12 @@ def with_map_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settin
         elif key not in current.model_fields_set:
             data["map"][key] = value
     try:
-        return Settings.model_validate(data)
+        result = Settings.model_validate(data)
     except ValidationError as exc:
         described = _describe(exc, None)
         raise SettingsError(described.replace(":", " with the MAP manifest's values:", 1)) from None
+    result._source = settings.source
+    return result
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
@@ -293,9 +303,11 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
         data = loaded
     overrides = _apply_overrides(data, environ)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, path, overrides)) from None
+    settings._source = path
+    return settings
 
 
 def _apply_overrides(

@@ -94,6 +94,8 @@ class KubeDouble:
         self.drops = 0
         self.forbidden: set[tuple[str, str]] = set()  # (resource, verb) answered 403, as RBAC would
         self.pod_deletion_seconds = 0.05
+        # A mutating admission step (a cluster policy), applied to every object created
+        self.admission: Callable[[str, dict[str, Any]], None] | None = None
         self._pulse: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None

@@ -153,6 +153,8 @@ class _Api:
             {"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now()}
         )
         obj["status"] = {}
+        if self.double.admission is not None:
+            self.double.admission(resource, obj)
         self.double.put(resource, ns, obj, "ADDED")
         if resource == "jobs":
             self.double.create_pod_for(ns, obj)
