@@ -137,7 +137,8 @@ def test_timeout_stops_and_removes_the_container(tmp_path: Path, engine: Engine)
         assert response.json()["error"]["code"] == "timeout"
         assert engine.containers() == []
         server.wait_until_clean()
-        assert post(server.url, study({"a": b"1"})).status_code == 200  # the slot is free
+        status = httpx.get(f"{server.url}/v1/status").json()
+        assert (status["state"], status["in_flight"]) == ("idle", 0)  # the slot is free
 
 
 def test_client_disconnect_while_the_map_runs_removes_the_container(
