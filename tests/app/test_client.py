@@ -201,3 +201,17 @@ def test_folder_in_extracted_result_out_against_the_real_server(
             assert (out / path.relative_to(study)).read_bytes() == path.read_bytes()
     assert (out / "_env.json").exists()  # what the MAP wrote beside the copies
     assert "file(s) in" in result.stderr
+
+
+def test_a_folder_that_cannot_be_sent_whole_is_refused_before_uploading(
+    tmp_path: Path, study: Path
+) -> None:
+    with open(bytes(study / "CT") + b"/scan-\xff.dcm", "wb") as bad:
+        bad.write(b"x")
+    err = io.StringIO()
+    with respx.mock(base_url=URL, assert_all_called=False) as mock:
+        route = mock.post("/v1/inference").mock(return_value=httpx.Response(200))
+        code = infer(InferOptions(source=study, output=tmp_path / "o.zip", url=URL), err)
+    assert code == EXIT_USAGE
+    assert "cannot be sent: a file or folder name in it is not valid UTF-8" in err.getvalue()
+    assert not route.called
