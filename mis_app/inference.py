@@ -46,7 +46,7 @@ class InferenceResponse(Response):
         metrics: Metrics = state.metrics
         body_read = anyio.Event()
         upload = _upload(self.request, limits, body_read)
-        # keyed by MIS's own job id: the client's request id may be another client's too
+        # keyed by MIS's own job id: the client's request id may be another's too
         inference = state.service.infer(scope["state"]["job_id"], upload)
         began = time.perf_counter()
         try:
@@ -106,7 +106,7 @@ async def _upload(
     request: Request, limits: UploadLimits, body_read: anyio.Event
 ) -> AsyncIterator[bytes]:
     """The zip's bytes, read only once the service has admitted the request."""
-    async for chunk in zip_upload(request, limits):  # refuses a bad request before reading
+    async for chunk in zip_upload(request, limits):  # refuses a wrong media type first
         yield chunk
     body_read.set()
 

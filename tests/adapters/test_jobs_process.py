@@ -13,7 +13,6 @@ import pytest
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_core.errors import BackendUnavailable
 from mis_core.model import (
-    CpuQuantity,
     JobProgress,
     JobRequest,
     MapSpec,
@@ -21,6 +20,7 @@ from mis_core.model import (
     Workspace,
     job_id_for,
 )
+from mis_core.quantity import CpuQuantity
 from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
