@@ -46,6 +46,8 @@ EXIT_BY_CODE = {
     "payload_too_large": EXIT_BAD_INPUT,
     "unsupported_media_type": EXIT_BAD_INPUT,
     "request_timeout": EXIT_BAD_INPUT,
+    "headers_too_large": EXIT_BAD_INPUT,
+    "http_version_not_supported": EXIT_BAD_INPUT,
     "busy": EXIT_BUSY,
     "timeout": EXIT_TIMEOUT,
     "map_failed": EXIT_MAP_FAILED,
