@@ -17,7 +17,7 @@ from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
-from tests.conftest import require_tool
+from tests.containment.probes import require_bubblewrap
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +46,7 @@ Path(os.environ["MONAI_OUTPUTPATH"], "seen.json").write_text(json.dumps(seen))
 async def test_the_maps_checkout_in_mis_home_is_shown_and_nothing_else_of_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    require_tool("bwrap")
+    require_bubblewrap()
     home = tmp_path / "home"
     secret = home / ".ssh" / "id_ed25519"
     secret.parent.mkdir(parents=True)
@@ -84,7 +84,7 @@ async def test_the_maps_checkout_in_mis_home_is_shown_and_nothing_else_of_it(
 
 
 async def test_a_map_kept_in_the_payload_folder_is_not_ready(tmp_path: Path) -> None:
-    require_tool("bwrap")
+    require_bubblewrap()
     payload = tmp_path / "payload"
     (payload / "tools").mkdir(parents=True)
     script = payload / "tools" / "map.py"

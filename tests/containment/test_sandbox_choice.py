@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import require_tool
+from tests.containment.probes import require_bubblewrap
 from tests.e2e.server import REPO
 
 NO_USERNS = "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces."
@@ -81,7 +81,7 @@ def test_auto_without_a_working_bubblewrap_says_what_is_not_contained(tmp_path: 
 
 
 def test_auto_with_a_working_bubblewrap_says_what_is_contained(tmp_path: Path) -> None:
-    require_tool("bwrap")
+    require_bubblewrap()
     result = mis("config", "check", "--config", str(config_file(tmp_path, "auto")))
     assert result.returncode == 0, result.stderr
     assert "# process sandbox: bubblewrap. The MAP has no network" in result.stderr
