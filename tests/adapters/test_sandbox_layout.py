@@ -95,3 +95,31 @@ async def test_a_map_kept_in_the_payload_folder_is_not_ready(tmp_path: Path) -> 
         BackendUnavailable, match=r"the sandbox hides .*map\.py.*process\.sandbox: none"
     ):
         await backend.check()
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("import sys; sys.exit(3)", "exited with code 3"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "was killed by signal SIGKILL"),
+        ("raise MemoryError", "ran out of memory: the process backend limits each MAP process"),
+        (
+            "raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')",
+            "exited with code 1",  # the GPU's memory, not the limit
+        ),
+    ],
+    ids=["exit-code", "signal", "memory", "gpu-memory"],
+)
+async def test_how_a_sandboxed_map_ended_is_told_as_without_a_sandbox(
+    tmp_path: Path, script: str, reason: str
+) -> None:
+    require_bubblewrap()
+    spec = MapSpec(command=(sys.executable, "-c", script))
+    for chosen in (sandbox.NO_SANDBOX, sandbox.choose("bubblewrap")):
+        ws = Workspace(str(tmp_path / chosen.name), "req-7")
+        Path(ws.input_dir).mkdir(parents=True)
+        Path(ws.output_dir).mkdir()
+        backend = ProcessJobBackend(spec, payload_root=Path(ws.payload_dir), sandbox=chosen)
+        outcome = await backend.run(JobRequest("req-7", spec, ws), JobProgress())
+        assert not outcome.succeeded
+        assert outcome.reason.startswith(reason), (chosen.name, outcome)
