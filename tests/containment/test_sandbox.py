@@ -21,7 +21,6 @@ import attrs
 import httpx
 import pytest
 
-from tests.conftest import require_tool
 from tests.containment.probes import (
     SECRETS,
     TOKEN,
@@ -30,6 +29,7 @@ from tests.containment.probes import (
     mis_environment,
     orders_zip,
     probe_config,
+    require_bubblewrap,
     result,
     send,
 )
@@ -56,7 +56,7 @@ class Served:
 
 def serve(nonroot: NonRoot, sandbox: str, **server: object) -> Iterator[Served]:
     if sandbox == "bubblewrap":
-        require_tool("bwrap")
+        require_bubblewrap()
     work = nonroot.workdir(sandbox)
     marker = secrets.token_hex(8)
     config = probe_config(work, nonroot, sandbox, marker, **server)
@@ -134,6 +134,7 @@ def test_inside_the_sandbox_the_map_reaches_nothing_of_mis(sandboxed: Served) ->
     writes = found["write"]
     assert writes[str(work)][:2] == writes["/"][:2] == writes["/dev"][:2] == EROFS
     assert writes["/tmp"][0] == writes["/dev/shm"][0] == writes["."][0] == "ok"
+    assert found["shm_bytes"] == 256 * 2**20  # no more shared memory than its memory limit
 
 
 def test_the_map_cannot_read_another_running_request(sandboxed: Served) -> None:
@@ -211,7 +212,7 @@ def test_after_mis_is_killed_nothing_of_the_map_survives_the_next_start(
     nonroot: NonRoot, sandbox: str
 ) -> None:
     if sandbox == "bubblewrap":
-        require_tool("bwrap")
+        require_bubblewrap()
     work = nonroot.workdir(f"crash-{sandbox}")
     marker = secrets.token_hex(8)
     config = probe_config(work, nonroot, sandbox, marker)
