@@ -1,8 +1,8 @@
 """The HTTP routes: plain endpoints reading what `mis_app.bootstrap` put in `app.state`.
 
 `app.state` holds `service` (the core's InferenceService), `metrics`, `map_summary` (the
-configured MAP as /v1/status shows it), `openapi` (the description), `upload_deadlines` and
-`live_logs` (the MAP's lines for their sender, mis_app.live_log).
+configured MAP as /v1/status shows it), `openapi` (the description), `upload_limits`,
+`payload_folder` and `live_logs` (the MAP's lines for their sender, mis_app.live_log).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-INFERENCE_PATHS = frozenset({"/v1/inference", "/upload/"})
+# with and without the trailing slash: answered, never redirected (a redirect would be built
+# from the client's Host header)
+INFERENCE_PATHS = frozenset({"/v1/inference", "/v1/inference/", "/upload", "/upload/"})
 
 
 async def inference(request: Request) -> Response:
@@ -46,6 +48,8 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     try:
         await request.app.state.service.jobs.check()
+        if problem := request.app.state.payload_folder.problem():
+            raise BackendUnavailable(problem)
     except BackendUnavailable as error:
         return error_response(error, request.state.request_id)
     return JSONResponse({"status": "ready"})

@@ -27,12 +27,15 @@ from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
-from mis_app.inference import BusyShortcut, UploadDeadlines
+from mis_app.inference import BusyShortcut
 from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
+from mis_app.readiness import PayloadFolder
 from mis_app.request_id import RequestIdMiddleware
+from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings
+from mis_app.upload import UploadLimits
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobRequest, Workspace
 from mis_core.ports import JobBackend
@@ -59,6 +62,8 @@ def create_app(settings: Settings) -> Starlette:
             ):
                 background.start_soon(warm_up, sample_job_request(settings, "warm-up"))
             yield
+            # requests a stop cancelled still stop their MAP and hand their files to deletion
+            await wait_for_requests(lambda: len(service.in_flight), CLEANUP_SECONDS)
             background.cancel_scope.cancel()
         await service.jobs.close()
 
@@ -81,9 +86,14 @@ def create_app(settings: Settings) -> Starlette:
     app.state.map_summary = map_summary(settings)
     app.state.openapi = openapi(server.auth.protect_metrics)
     app.state.live_logs = live_logs
-    app.state.upload_deadlines = UploadDeadlines(
-        server.upload_idle_timeout_seconds, server.upload_timeout_seconds
+    app.state.upload_limits = UploadLimits(
+        max_bytes=int(server.max_upload_bytes),
+        idle_seconds=server.upload_idle_timeout_seconds,
+        total_seconds=server.upload_timeout_seconds,
+        min_bytes_per_second=server.min_upload_bytes_per_second,
     )
+    app.state.payload_folder = PayloadFolder(server.payload_dir)
+    app.router.redirect_slashes = False
     return app
 
 

@@ -16,7 +16,8 @@ from mis_adapters.labels import (
     LABEL_REQUEST_ID,
     MANAGED_BY,
 )
-from mis_core.model import JobRequest, MemoryQuantity
+from mis_core.model import JobRequest
+from mis_core.quantity import MemoryQuantity
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ from anyio.abc import Process
 from loguru import logger
 
 from mis_adapters.map_follow import MapLog
+from mis_adapters.storage.ownership import owner_alive
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
 
@@ -60,6 +61,8 @@ class ProcessJobBackend:
             return 0
         killed = 0
         for record in self.payload_root.glob(Workspace.pattern(RECORD)):
+            if owner_alive(record.parent):
+                continue  # a live MIS's request (one sharing the payload folder): not ours
             try:
                 pgid_text, job_id = record.read_text().split()
             except (OSError, ValueError):
@@ -77,7 +80,10 @@ class ProcessJobBackend:
         env = self.environment(request)
         map_log = MapLog(self.log_tail_lines)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
-            return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
+            raise BackendUnavailable(  # the configuration's fault, as /readyz says: 503
+                f"The MAP's program {argv[0]} was not found; check map.command in the "
+                "configuration."
+            )
         setpriv = shutil.which("setpriv")
         launcher = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         try:
