@@ -97,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     kubernetes = commands.add_parser("kubernetes", help="Kubernetes backend tools")
     kubernetes_commands = kubernetes.add_subparsers(required=True, metavar="COMMAND")
     render = kubernetes_commands.add_parser(
-        "render-job", help="print the Job MIS would submit for a sample request, as YAML"
+        "render-job",
+        help="print the Job MIS would submit for a sample request, and the NetworkPolicy "
+        "for its pods, as YAML",
     )
     _add_config(render)
     render.set_defaults(run=_render_job)
@@ -164,6 +166,16 @@ def _read_manifest(url: str, image: str) -> MapManifest | None:
 def _check(settings: Settings, options: argparse.Namespace) -> int:
     effective = settings.model_dump(mode="json")
     print(yaml.safe_dump(effective, sort_keys=False), end="")
+    if settings.backend == "process":
+        from mis_adapters.process import sandbox
+
+        try:
+            chosen = sandbox.choose(settings.process.sandbox)
+        except sandbox.SandboxUnavailable as exc:
+            print(f"mis: {exc}", file=sys.stderr)
+            return 2
+        for line in sandbox.containment(chosen):
+            print(f"# {line}", file=sys.stderr)
     print("# configuration is valid", file=sys.stderr)
     for warning in _warnings(settings):
         print(f"# warning: {warning}", file=sys.stderr)
@@ -190,22 +202,16 @@ def _warnings(settings: Settings) -> list[str]:
 
 
 def _render_job(settings: Settings, options: argparse.Namespace) -> int:
-    """Without contacting a cluster: the namespace is the configured one, else "default"."""
-    import attrs
+    """The Job, and the NetworkPolicy for its pods, as MIS would submit them (notes on stderr)."""
+    import anyio
 
-    from mis_adapters.kubernetes.job import build_job
+    from mis_adapters.kubernetes.render import render_job
     from mis_app.bootstrap import job_options, sample_job_request
 
-    job_settings = job_options(settings)
-    volume = settings.kubernetes.payload_volume
-    node_local = volume.node_local if volume.node_local is not None else bool(volume.host_path)
-    job_settings = attrs.evolve(
-        job_settings,
-        namespace=job_settings.namespace or "default",
-        node_name=job_settings.node_name if node_local else "",
-    )
-    manifest = build_job(sample_job_request(settings), job_settings)
-    print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    documents, notes = anyio.run(render_job, job_options(settings), sample_job_request(settings))
+    for note in notes:
+        print(f"# {note}", file=sys.stderr)
+    print(yaml.safe_dump_all(documents, sort_keys=False), end="")
     return 0
 
 
