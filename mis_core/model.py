@@ -71,6 +71,8 @@ class Workspace:
 
         <payload_dir>/<name>/input/    what the MAP reads
         <payload_dir>/<name>/output/   what the MAP writes
+        <payload_dir>/<name>/work/     the MAP's working folder and HOME  } process backend
+        <payload_dir>/<name>/tmp/      its TMPDIR (and /tmp in the sandbox) } (its job makes them)
         <payload_dir>/<name>/<file>    MIS's own files beside them (the upload, records)
 
     Backends ask it: a Kubernetes Job mounts its `sub_path`s, a container engine on another
@@ -83,6 +85,8 @@ class Workspace:
 
     INPUT: ClassVar[str] = "input"
     OUTPUT: ClassVar[str] = "output"
+    WORK: ClassVar[str] = "work"
+    TMP: ClassVar[str] = "tmp"
 
     @property
     def root(self) -> str:
@@ -95,6 +99,14 @@ class Workspace:
     @property
     def output_dir(self) -> str:
         return self.file(self.OUTPUT)
+
+    @property
+    def work_dir(self) -> str:
+        return posixpath.join(self.root, self.WORK)
+
+    @property
+    def tmp_dir(self) -> str:
+        return posixpath.join(self.root, self.TMP)
 
     def file(self, name: str) -> str:
         """A file of MIS's own in the workspace (never in the folders the MAP sees)."""
