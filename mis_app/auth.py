@@ -1,42 +1,115 @@
 """Optional bearer-token access control.
 
-Tokens live in a file, one per line (blank lines and `#` comments ignored); the file is read
-again when it changes, so adding or revoking a token needs no restart. Tokens are compared in
-constant time, never logged, and refused in the URL, where proxies and browsers record them.
+Tokens live in a file, one per line (blank lines and `#` comment lines, indented or not, are
+ignored). The file is read again whenever it may have changed: a new inode (a Kubernetes
+Secret's symlink swap, a `mv` over it), a new change time (a rewrite in place, even one that
+puts the size and modification time back), or, as a backstop, every few seconds. Adding or
+revoking a token needs no restart.
+
+It fails closed: a file that goes missing, becomes unreadable or holds a malformed line keeps
+the tokens last read from it (and says so in the log, once per change), and with none ever
+read every request is refused with a JSON 503. Tokens are compared in constant time, never
+logged, and refused in the URL, where proxies and browsers record them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from loguru import logger
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
-from mis_core.errors import Unauthorized
+from mis_core.errors import BackendUnavailable, Unauthorized
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 URL_TOKEN_PARAMETERS = (b"access_token=", b"token=")
 CHALLENGE = 'Bearer realm="monai-inference-service"'
+REREAD_SECONDS = 5.0
+# RFC 6750's token68: what a bearer token can be
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+class TokensUnavailable(Exception):
+    """No usable token set: the file could never be read, or never held a valid one."""
 
 
 class TokenFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        reread_seconds: float = REREAD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._tokens: list[bytes] = []
+        self.reread_seconds = reread_seconds
+        self._clock = clock
+        self._stamp: tuple[int, ...] | None = None
+        self._read_at = float("-inf")
+        self._tokens: list[bytes] | None = None
+        self._problem = ""
+        with contextlib.suppress(TokensUnavailable):
+            self.tokens()  # a broken file is logged at start-up, not at the first request
 
     def tokens(self) -> list[bytes]:
-        info = os.stat(self.path)
-        stamp = (info.st_mtime_ns, info.st_size)
-        if stamp != self._stamp:
-            lines = self.path.read_text().splitlines()
-            self._tokens = [
-                line.strip().encode() for line in lines if line.strip() and not line.startswith("#")
-            ]
-            self._stamp = stamp
+        """The current tokens; raises TokensUnavailable when there has never been a good set."""
+        now = self._clock()
+        try:
+            info = os.stat(self.path)
+        except OSError as exc:
+            self._keep(f"cannot be read ({exc.strerror})")
+        else:
+            stamp = (info.st_dev, info.st_ino, info.st_ctime_ns, info.st_mtime_ns, info.st_size)
+            if stamp != self._stamp or now - self._read_at >= self.reread_seconds:
+                self._read(stamp)
+                self._read_at = now
+        if self._tokens is None:
+            raise TokensUnavailable(self._problem)
         return self._tokens
+
+    def _read(self, stamp: tuple[int, ...]) -> None:
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            self._keep(f"cannot be read ({exc.strerror})")
+            return
+        except UnicodeDecodeError:
+            self._keep("is not UTF-8 text")
+            return
+        tokens: list[bytes] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            if not _TOKEN.fullmatch(entry):
+                # the line may be a token with a typo: say where, never what
+                self._keep(
+                    f"has a malformed line {number} (a token is one word of A-Z a-z 0-9 -._~+/=)"
+                )
+                return
+            tokens.append(entry.encode())
+        if self._problem or self._tokens is None:
+            logger.info("read {} token(s) from the tokens file {}", len(tokens), self.path)
+        self._tokens, self._problem, self._stamp = tokens, "", stamp
+
+    def _keep(self, problem: str) -> None:
+        """Keep the last good set (if any), telling the log once per new problem."""
+        problem = f"the tokens file {self.path} {problem}"
+        if problem != self._problem:
+            kept = (
+                f"keeping the {len(self._tokens)} token(s) read before"
+                if self._tokens is not None
+                else "refusing every request until it can be read"
+            )
+            logger.error("{}; {}", problem, kept)
+        self._problem = problem
+        self._stamp = None  # look again at the next request
 
     def accepts(self, presented: bytes) -> bool:
         # compare with every token, so the time taken says nothing about which one matched
@@ -54,11 +127,20 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
-        problem = self._problem(scope)
+        request_id = scope["state"]["request_id"]
+        try:
+            problem = self._problem(scope)
+        except TokensUnavailable:
+            unavailable = BackendUnavailable(
+                "Authentication is on but the service cannot read its tokens file; nothing can "
+                "be let in until it can. Ask the administrator to check server.auth.tokens_file."
+            )
+            await error_response(unavailable, request_id)(scope, receive, send)
+            return
         if not problem:
             await self.app(scope, receive, send)
             return
-        response = error_response(Unauthorized(problem), scope["state"]["request_id"])
+        response = error_response(Unauthorized(problem), request_id)
         response.headers["WWW-Authenticate"] = CHALLENGE
         await response(scope, receive, send)
 

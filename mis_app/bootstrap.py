@@ -28,11 +28,15 @@ from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
-from mis_app.inference import BusyShortcut, UploadDeadlines
+from mis_app.inference import BusyShortcut
+from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
+from mis_app.readiness import PayloadFolder
 from mis_app.request_id import RequestIdMiddleware
+from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings, SettingsError
+from mis_app.upload import UploadLimits
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobRequest, Workspace
 from mis_core.ports import JobBackend
@@ -47,16 +51,20 @@ def create_app(settings: Settings) -> Starlette:
     metrics.watch(service)
     server = settings.server
 
+    live_logs = LiveLogs()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log_configuration(settings)
-        async with service.running(), anyio.create_task_group() as background:
+        async with service.running(), live_logs.attached(), anyio.create_task_group() as background:
             warm_up = getattr(service.jobs, "warm_up", None)  # container backends have one
             if warm_up is not None and (
                 settings.backend == "docker" or settings.kubernetes.warm_up
             ):
                 background.start_soon(warm_up, sample_job_request(settings, "warm-up"))
             yield
+            # requests a stop cancelled still stop their MAP and hand their files to deletion
+            await wait_for_requests(lambda: len(service.in_flight), CLEANUP_SECONDS)
             background.cancel_scope.cancel()
         await service.jobs.close()
 
@@ -78,9 +86,15 @@ def create_app(settings: Settings) -> Starlette:
     app.state.metrics = metrics
     app.state.map_summary = map_summary(settings)
     app.state.openapi = openapi(server.auth.protect_metrics)
-    app.state.upload_deadlines = UploadDeadlines(
-        server.upload_idle_timeout_seconds, server.upload_timeout_seconds
+    app.state.live_logs = live_logs
+    app.state.upload_limits = UploadLimits(
+        max_bytes=int(server.max_upload_bytes),
+        idle_seconds=server.upload_idle_timeout_seconds,
+        total_seconds=server.upload_timeout_seconds,
+        min_bytes_per_second=server.min_upload_bytes_per_second,
     )
+    app.state.payload_folder = PayloadFolder(server.payload_dir)
+    app.router.redirect_slashes = False
     return app
 
 
@@ -113,9 +127,7 @@ def build_job_backend(settings: Settings) -> JobBackend:
         from mis_adapters.kubernetes.backend import KubernetesJobBackend
 
         return KubernetesJobBackend(
-            job_options(settings),
-            node_local=settings.kubernetes.payload_volume.node_local,
-            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
+            job_options(settings), delete_wait_seconds=settings.kubernetes.delete_wait_seconds
         )
     if settings.backend == "docker":
         docker = settings.docker

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 
 import anyio
-import attrs
 from loguru import logger
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -20,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
-from mis_app.upload import within_deadlines, zip_upload
+from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import MisError
 from mis_core.gate import AdmissionGate
 from mis_core.service import Inference
@@ -29,12 +28,6 @@ ZIP_HEADERS = [
     (b"content-type", b"application/zip"),
     (b"content-disposition", b'attachment; filename="output.zip"'),
 ]
-
-
-@attrs.frozen
-class UploadDeadlines:
-    idle_seconds: float
-    total_seconds: float
 
 
 class InferenceResponse(Response):
@@ -49,11 +42,12 @@ class InferenceResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.request.app.state
-        deadlines: UploadDeadlines = state.upload_deadlines
+        limits: UploadLimits = state.upload_limits
         metrics: Metrics = state.metrics
         body_read = anyio.Event()
-        upload = _upload(self.request, deadlines, body_read)
-        inference = state.service.infer(scope["state"]["request_id"], upload)
+        upload = _upload(self.request, limits, body_read)
+        # keyed by MIS's own job id: the client's request id may be another's too
+        inference = state.service.infer(scope["state"]["job_id"], upload)
         began = time.perf_counter()
         try:
             await self._answer(inference, body_read, scope, receive, send)
@@ -109,11 +103,10 @@ class InferenceResponse(Response):
 
 
 async def _upload(
-    request: Request, deadlines: UploadDeadlines, body_read: anyio.Event
+    request: Request, limits: UploadLimits, body_read: anyio.Event
 ) -> AsyncIterator[bytes]:
     """The zip's bytes, read only once the service has admitted the request."""
-    chunks = zip_upload(request)  # refuses a wrong media type before reading anything
-    async for chunk in within_deadlines(chunks, deadlines.idle_seconds, deadlines.total_seconds):
+    async for chunk in zip_upload(request, limits):  # refuses a wrong media type first
         yield chunk
     body_read.set()
 

@@ -19,6 +19,15 @@ REQUEST_ID = {
     "is generated.",
     "schema": {"type": "string"},
 }
+LOG_KEY = {
+    "name": "X-Log-Key",
+    "in": "header",
+    "required": False,
+    "description": "A secret of your own (32-128 letters, digits, - or _; at least 128 random "
+    "bits) that lets you, and only you, follow this request's MAP log while it runs: see "
+    "GET /v1/inference/{request_id}/log. Send an X-Request-ID of your own too, to know the id.",
+    "schema": {"type": "string"},
+}
 RESPONSE_REQUEST_ID = {
     "X-Request-ID": {"description": "The request's id", "schema": {"type": "string"}}
 }
@@ -26,17 +35,27 @@ RESPONSE_REQUEST_ID = {
 _WHEN = {
     "invalid_input": "Not a zip, a corrupt zip, no `file` part, an unsafe entry, encrypted entries",
     "unauthorized": "Authentication is enabled and the bearer token is missing or wrong",
-    "request_timeout": "The upload stalled or took too long",
-    "payload_too_large": "Upload, expanded size, entry count or compression ratio over the limits",
+    "request_timeout": "The upload stalled (`server.upload_idle_timeout_seconds`), took too long "
+    "(`server.upload_timeout_seconds`) or arrived slower on average than "
+    "`server.min_upload_bytes_per_second`; or the headers took longer than "
+    "`server.header_timeout_seconds`",
+    "payload_too_large": "Upload (every body byte counts), expanded size, entry count, "
+    "compression ratio or multipart parts over the limits",
     "unsupported_media_type": "Neither multipart/form-data nor application/zip",
     "busy": "Another inference request is being fulfilled",
     "timeout": "The MAP did not finish within the timeout; it was stopped",
     "map_failed": "The MAP failed; the message has the reason and its last log lines",
     "internal_error": "An unexpected error in MIS",
-    "backend_unavailable": "The job backend cannot be reached",
+    "backend_unavailable": "The job backend cannot be reached or cannot start jobs (e.g. the "
+    "MAP's program is missing), or authentication is on and its tokens file cannot be read",
     "insufficient_storage": "The payload volume ran out of space",
+    "headers_too_large": "The request line and headers are over `server.max_header_bytes` "
+    "(the connection is closed)",
+    "http_version_not_supported": "HTTP/1.0: the result is streamed with chunked transfer "
+    "encoding, which needs HTTP/1.1",
+    "not_found": "No live log for this request id, key and token (or the request has ended)",
 }
-INFERENCE_CODES = list(_WHEN)
+INFERENCE_CODES = [code for code in _WHEN if code != "not_found"]
 
 
 def error_responses(codes: list[str]) -> dict[str, Any]:
@@ -83,11 +102,13 @@ def _inference(summary: str, raw_body: bool) -> dict[str, Any]:
         content["application/zip"] = {"schema": {"type": "string", "format": "binary"}}
     return {
         "summary": summary,
-        "parameters": [REQUEST_ID],
+        "parameters": [REQUEST_ID, LOG_KEY],
         "requestBody": {"required": True, "content": content},
         "responses": {
             "200": {
-                "description": "The MAP's output folder as a zip",
+                "description": "The MAP's output folder as a zip, streamed as it is made. A "
+                "client that reads nothing of it for `server.download_idle_timeout_seconds` is "
+                "cut off (the connection is closed and the job's files deleted).",
                 "headers": {
                     **RESPONSE_REQUEST_ID,
                     "Content-Disposition": {"schema": {"type": "string"}},
@@ -95,6 +116,45 @@ def _inference(summary: str, raw_body: bool) -> dict[str, Any]:
                 "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
             },
             **error_responses(INFERENCE_CODES),
+        },
+    }
+
+
+def _live_log() -> dict[str, Any]:
+    return {
+        "summary": "Follow the MAP's log while your request runs (server-sent events)",
+        "description": "Only for the client that sent the request: the same X-Log-Key it sent "
+        "with the POST and the same Authorization header. Each line the MAP prints is an event "
+        "with `id` (its number) and `data` (the line, colour codes and control characters "
+        "removed, at most 1,000 characters); the last 500 lines are kept, so a client that "
+        "connects late or reconnects (with Last-Event-ID) catches up. `event: end` comes when "
+        "the request is over, and the stream closes. Any other key, token, or request id, and "
+        "a request that has ended, get the same 404.",
+        "parameters": [
+            {
+                "name": "request_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "The X-Request-ID the POST was sent with",
+            },
+            {**LOG_KEY, "required": True, "description": "The key the POST was sent with"},
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Resume after this line number",
+            },
+            REQUEST_ID,
+        ],
+        "responses": {
+            "200": {
+                "description": "The MAP's lines as server-sent events, until the request ends",
+                "headers": RESPONSE_REQUEST_ID,
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **error_responses(["unauthorized", "not_found"]),
         },
     }
 
@@ -117,8 +177,8 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
             },
             "deleting": {
                 "type": "integer",
-                "description": "Workspaces of finished requests still being deleted; while "
-                "2 × capacity workspaces exist, new requests are busy",
+                "description": "Workspaces of finished requests still being deleted (at "
+                "most 2 × capacity workspaces exist; a request admitted beyond that waits)",
             },
             "timeout_seconds": {"type": "number"},
             "map": {
@@ -168,9 +228,12 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
         "security": secured,
         "paths": {
             "/v1/inference": {"post": _inference("Run the MAP on a zip of inputs", raw_body=True)},
+            "/v1/inference/": {"post": _inference("The same as /v1/inference", raw_body=True)},
             "/upload/": {
                 "post": _inference("The same, for clients of the original MIS", raw_body=False)
             },
+            "/upload": {"post": _inference("The same as /upload/", raw_body=False)},
+            "/v1/inference/{request_id}/log": {"get": _live_log()},
             "/healthz": {
                 "get": {
                     "summary": "Liveness",
@@ -181,7 +244,8 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
             },
             "/readyz": {
                 "get": {
-                    "summary": "Readiness: jobs can be started",
+                    "summary": "Readiness: jobs can be started (the backend answers, the MAP's "
+                    "program exists, the payload folder is there, writable and not full)",
                     "security": [],
                     "parameters": [REQUEST_ID],
                     "responses": {

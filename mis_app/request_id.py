@@ -1,4 +1,10 @@
-"""`X-Request-ID` on every response, and the request id in every log line while it is handled."""
+"""`X-Request-ID` on every response, and the request id in every log line while it is handled.
+
+The request id is the client's word: two clients may send the same one, or ids that differ only
+in letter case. So MIS keys what it keeps for a request (its slot, workspace, job or container)
+by a job id of its own (`scope["state"]["job_id"]`, 32 random hex digits), and uses the
+request id only in headers and log lines. Without a client id, both are the same new id.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +18,28 @@ from loguru import logger
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mis_app.errors import error_response
+from mis_core.errors import BackendUnavailable
+
 HEADER = "x-request-id"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
-    """The client's id when it is well formed (1–64 of letters, digits, - and _), else a new one."""
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The client's id when it is well formed (1–64 of letters, digits, - and _)."""
     for name, value in headers:
         if name.lower() == HEADER.encode():
             candidate = value.decode("latin-1")
             if _WELL_FORMED.fullmatch(candidate):
                 return candidate
-    return secrets.token_hex(16)
+    return None
+
+
+def _stopped() -> BackendUnavailable:
+    return BackendUnavailable(
+        "The service was stopped (a restart or an update) while this request ran; its MAP "
+        "was stopped and nothing was kept. Send the request again in a moment."
+    )
 
 
 def _log_access(access: dict[str, Any]) -> None:
@@ -47,8 +63,10 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = request_id_from(scope["headers"])
-        scope.setdefault("state", {})["request_id"] = request_id
+        job_id = secrets.token_hex(16)
+        request_id = request_id_from(scope["headers"]) or job_id
+        state = scope.setdefault("state", {})
+        state["request_id"], state["job_id"] = request_id, job_id
         status = 0
         sent = 0
         received = 0
@@ -69,9 +87,16 @@ class RequestIdMiddleware:
                 sent += len(message.get("body", b""))
             await send(message)
 
-        with logger.contextualize(request_id=request_id):
+        with logger.contextualize(request_id=request_id, job_id=job_id):
             try:
                 await self.app(scope, counting_receive, send_with_id)
+            except asyncio.CancelledError:
+                # Only a stop of the whole server cancels a request, once its grace is over;
+                # the request has stopped its MAP and deleted its files on the way out. Say so
+                # to the client rather than let the server answer a bare 500, and end here.
+                scope["state"]["outcome"] = "stopped"
+                if status == 0:
+                    await error_response(_stopped(), request_id)(scope, receive, send_with_id)
             finally:
                 access = {
                     "method": scope["method"],

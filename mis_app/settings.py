@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -16,15 +16,18 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from mis_core.model import CpuQuantity, MapSpec, MemoryQuantity, Resources
+from mis_core.model import MapSpec, Resources
+from mis_core.quantity import CpuQuantity, MemoryQuantity
 
 ENV_PREFIX = "MIS_"
 CONFIG_ENV = "MIS_CONFIG"
+_ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"  # what Kubernetes accepts as a variable name
 GiB = 1024**3
 
 
@@ -74,9 +77,21 @@ class ServerSettings(_Section):
     output_compression_level: int = Field(1, ge=1, le=9)
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
-    # A client that sends nothing for this long, or takes longer than the total, gets 408.
+    # A client that sends nothing for this long, or takes longer than the total, gets 408;
+    # so does one whose average rate falls below the minimum once the idle timeout has passed
+    # (every body byte counts, whatever part of a form it is in; 0: no minimum).
     upload_idle_timeout_seconds: float = Field(30.0, gt=0)
     upload_timeout_seconds: float = Field(3600.0, gt=0)
+    min_upload_bytes_per_second: float = Field(16384, ge=0)
+    # A client that reads nothing of the result for this long is cut off (the slot is freed).
+    download_idle_timeout_seconds: float = Field(30.0, gt=0)
+    # The request line and headers: bigger, or slower to arrive, is refused (431, 408) before
+    # anything else runs.
+    max_header_bytes: ByteSize = Field(ByteSize(64 * 1024), ge=1024)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    # On SIGTERM/SIGINT, requests in flight get this long to finish before they are stopped;
+    # None: map.timeout_seconds + 30.
+    shutdown_grace_seconds: float | None = Field(None, ge=0)
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
 
@@ -144,7 +159,19 @@ DEFAULT_SECURITY_CONTEXT: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
-DEFAULT_POD_SECURITY_CONTEXT: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+# With these two, a Job's pod passes the `restricted` Pod Security Standard (given a claim:
+# a hostPath payload volume passes only `privileged`).
+DEFAULT_POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+class SecretKeyRef(_Section):
+    """One key of a Secret in MIS's namespace; the kubelet reads it, MIS never does."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]{1,253}$")
 
 
 class KubernetesSettings(_Section):
@@ -164,10 +191,19 @@ class KubernetesSettings(_Section):
     extra_volume_mounts: list[dict[str, Any]] = []
     security_context: dict[str, Any] = DEFAULT_SECURITY_CONTEXT
     pod_security_context: dict[str, Any] = DEFAULT_POD_SECURITY_CONTEXT
+    # The container's scratch space (its writable layer, logs), requested and limited.
+    ephemeral_storage: str = "4Gi"
+    # MAP environment variables taken from Secrets: {VARIABLE: {name: SECRET, key: KEY}}.
+    secret_env: dict[Annotated[str, StringConstraints(pattern=_ENV_NAME)], SecretKeyRef] = {}
     deadline_margin_seconds: int = Field(30, ge=0)
     ttl_seconds_after_finished: int = Field(300, ge=0)
     delete_wait_seconds: float = Field(30, ge=0)
     warm_up: bool = False  # pre-pull the MAP image at start-up; readiness waits for it
+
+    @field_validator("ephemeral_storage")
+    @classmethod
+    def _ephemeral_storage(cls, value: str) -> str:
+        return str(MemoryQuantity.parse(value))
 
 
 class DockerSettings(_Section):
@@ -183,6 +219,7 @@ class DockerSettings(_Section):
     cap_drop: list[str] = ["ALL"]
     gpu_driver: str = "nvidia"
     shm_size: str = ""
+    pids_limit: int = Field(4096, ge=16)  # processes and threads: a fork bomb stops here
 
     @field_validator("shm_size")
     @classmethod
@@ -264,21 +301,25 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
         if not isinstance(loaded, dict):
             raise SettingsError(f"{path}: the configuration must be a mapping of sections")
         data = loaded
-    _apply_overrides(data, environ)
+    overrides = _apply_overrides(data, environ)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc, path)) from None
+        raise SettingsError(_describe(exc, path, overrides)) from None
     settings._source = path
     return settings
 
 
-def _apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _apply_overrides(
+    data: dict[str, Any], environ: Mapping[str, str]
+) -> dict[tuple[str, ...], str]:
     """`MIS_MAP__TIMEOUT_SECONDS=5` sets map.timeout_seconds; `MIS_BACKEND` sets backend.
 
     A value that starts with `[` or `{` is read as YAML (a list or mapping); anything else
-    stays a string for validation to convert.
+    stays a string for validation to convert. Returns which variable set which key, so that a
+    bad value is reported as coming from the variable, not from the file.
     """
+    overrides: dict[tuple[str, ...], str] = {}
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
@@ -290,16 +331,40 @@ def _apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
             target = target.setdefault(key, {})
             if not isinstance(target, dict):
                 raise SettingsError(f"{name}: {'.'.join(keys[:-1])} is not a section")
-        target[keys[-1]] = yaml.safe_load(value) if value.lstrip()[:1] in ("[", "{") else value
+        try:
+            parsed = yaml.safe_load(value) if value.lstrip()[:1] in ("[", "{") else value
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{name}: not valid YAML: {exc}") from None
+        target[keys[-1]] = parsed
+        overrides[tuple(keys)] = name
+    return overrides
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f" in {path}" if path else ""
-    lines = [f"invalid configuration{where}:"]
+def _describe(
+    exc: ValidationError,
+    path: Path | None,
+    overrides: Mapping[tuple[str, ...], str] | None = None,
+) -> str:
+    lines = []
+    from_file = False
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join(loc)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and section)"
+        variable = _source(loc, overrides or {})
+        if variable:
+            message += f" (the value comes from the environment variable {variable})"
+        from_file = from_file or not variable
         lines.append(f"  {key}: {message}" if key else f"  {message}")
-    return "\n".join(lines)
+    where = f" in {path}" if path and from_file else ""
+    return "\n".join([f"invalid configuration{where}:", *lines])
+
+
+def _source(loc: tuple[str, ...], overrides: Mapping[tuple[str, ...], str]) -> str:
+    """The variable that set `loc`, or a section above it."""
+    for length in range(len(loc), 0, -1):
+        if loc[:length] in overrides:
+            return overrides[loc[:length]]
+    return ""

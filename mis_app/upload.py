@@ -3,6 +3,11 @@
 `multipart/form-data` with the zip in a part named `file` (the original MIS's form), or the
 raw zip with `Content-Type: application/zip`. The multipart body is parsed as it arrives:
 only the bytes of the `file` part are passed on, nothing is spooled elsewhere.
+
+Every byte of the body counts, whichever part it belongs to: against `max_upload_bytes`, the
+idle and total upload timeouts and the minimum average rate. A multipart body may have only a
+few parts, each with a short head, and is parsed in small pieces with a turn for the event
+loop after each, so no body, however it is cut, can hold the loop for long.
 """
 
 from __future__ import annotations
@@ -10,12 +15,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 
 import anyio
+import anyio.lowlevel
+import attrs
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from mis_core.errors import InvalidInput, UnsupportedMediaType, UploadTimeout
+from mis_app.errors import HttpVersionNotSupported
+from mis_core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, UploadTimeout
 
 FILE_PART = b"file"
 ZIP_MEDIA_TYPES = {b"application/zip", b"application/x-zip-compressed", b"application/x-zip"}
@@ -24,30 +32,71 @@ HOW_TO_SEND = (
     "(curl -F file=@input.zip URL), or as the request body with "
     "Content-Type: application/zip."
 )
+MAX_PARTS = 16  # the form needs one; a few more fields are tolerated (and ignored)
+MAX_PART_HEAD_BYTES = 16 * 1024  # the headers of one part
+PIECE = 16 * 1024  # multipart bytes parsed between two turns of the event loop
 
 
-def zip_upload(request: Request) -> AsyncIterator[bytes]:
-    """The zip's bytes as they arrive; refuses other media types before reading anything."""
+@attrs.frozen
+class UploadLimits:
+    max_bytes: int  # server.max_upload_bytes
+    idle_seconds: float  # server.upload_idle_timeout_seconds
+    total_seconds: float  # server.upload_timeout_seconds
+    min_bytes_per_second: float = 0  # server.min_upload_bytes_per_second; 0: no minimum
+    max_parts: int = MAX_PARTS
+
+
+def zip_upload(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
+    """The zip's bytes as they arrive; refuses what cannot be right before reading anything."""
+    if request.scope.get("http_version") == "1.0":
+        # the answer is streamed in chunks, which HTTP/1.0 cannot carry
+        raise HttpVersionNotSupported(
+            "Send the request with HTTP/1.1 or later: the result is streamed with chunked "
+            "transfer encoding, which HTTP/1.0 does not have."
+        )
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     if media_type == b"multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
             raise InvalidInput(f"The multipart body has no boundary. {HOW_TO_SEND}")
-        return _file_part(request.stream(), boundary)
-    if media_type in ZIP_MEDIA_TYPES:
-        return request.stream()
-    shown = media_type.decode("latin-1") or "none"
-    raise UnsupportedMediaType(f"The request's Content-Type is {shown}. {HOW_TO_SEND}")
+    elif media_type not in ZIP_MEDIA_TYPES:
+        shown = media_type.decode("latin-1")[:100] or "none"
+        raise UnsupportedMediaType(f"The request's Content-Type is {shown!a}. {HOW_TO_SEND}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise too_large(limits.max_bytes)
+    body = within_deadlines(_counted(request.stream(), limits.max_bytes), limits)
+    if media_type == b"multipart/form-data":
+        return _file_part(body, boundary, limits.max_parts)
+    return body
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The upload is larger than this service accepts ({limit} bytes, server.max_upload_bytes)."
+    )
+
+
+async def _counted(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        yield chunk
 
 
 class _FilePart:
     """Callbacks for python-multipart that keep the data of the first `file` part."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_parts: int) -> None:
         self.pending: list[bytes] = []
         self.found = False
         self.complete = False
+        self.max_parts = max_parts
+        self.parts = 0
         self._in_file = False
+        self._head_bytes = 0
         self._field = bytearray()
         self._value = bytearray()
         self._disposition = b""
@@ -55,8 +104,8 @@ class _FilePart:
     def callbacks(self) -> dict[str, object]:
         return {
             "on_part_begin": self._part_begin,
-            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_field": lambda data, start, end: self._head(self._field, data[start:end]),
+            "on_header_value": lambda data, start, end: self._head(self._value, data[start:end]),
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
@@ -64,7 +113,22 @@ class _FilePart:
         }
 
     def _part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise PayloadTooLarge(
+                f"The multipart body has more than {self.max_parts} parts. {HOW_TO_SEND}"
+            )
         self._disposition = b""
+        self._head_bytes = 0
+
+    def _head(self, buffer: bytearray, data: bytes) -> None:
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_PART_HEAD_BYTES:
+            raise InvalidInput(
+                f"A part of the multipart body has headers over {MAX_PART_HEAD_BYTES} bytes. "
+                f"{HOW_TO_SEND}"
+            )
+        buffer.extend(data)
 
     def _header_end(self) -> None:
         if bytes(self._field).lower() == b"content-disposition":
@@ -89,15 +153,19 @@ class _FilePart:
             self.complete = True
 
 
-async def _file_part(body: AsyncIterator[bytes], boundary: bytes) -> AsyncIterator[bytes]:
-    part = _FilePart()
+async def _file_part(
+    body: AsyncIterator[bytes], boundary: bytes, max_parts: int
+) -> AsyncIterator[bytes]:
+    part = _FilePart(max_parts)
     parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in body:
-            parser.write(chunk)
-            for data in part.pending:
-                yield data
-            part.pending.clear()
+            for start in range(0, len(chunk), PIECE):
+                parser.write(chunk[start : start + PIECE])
+                for data in part.pending:
+                    yield data
+                part.pending.clear()
+                await anyio.lowlevel.checkpoint()  # whatever the piece held, others get a turn
         parser.finalize()
     except MultipartParseError as exc:
         raise InvalidInput(f"The multipart body is malformed ({exc}). {HOW_TO_SEND}") from None
@@ -108,30 +176,54 @@ async def _file_part(body: AsyncIterator[bytes], boundary: bytes) -> AsyncIterat
 
 
 async def within_deadlines(
-    chunks: AsyncIterable[bytes], idle_seconds: float, total_seconds: float
+    chunks: AsyncIterable[bytes], limits: UploadLimits
 ) -> AsyncIterator[bytes]:
-    """Pass `chunks` on, ending the upload when it stalls or drags on too long.
+    """Pass `chunks` on, ending the upload when it stalls, drags on or trickles.
 
-    One slow client must not hold the only slot: no bytes for `idle_seconds`, or an upload
-    still arriving after `total_seconds`, is UploadTimeout (408).
+    One slow client must not hold the only slot: no bytes for `idle_seconds`, an upload still
+    arriving after `total_seconds`, or, once `idle_seconds` have passed, an average rate since
+    the start below `min_bytes_per_second`, is UploadTimeout (408) at the moment it happens.
     """
-    deadline = anyio.current_time() + total_seconds
+    started = last = anyio.current_time()
+    deadline = started + limits.total_seconds
+    rate = limits.min_bytes_per_second
+    received = 0
+
+    def expired(now: float) -> UploadTimeout | None:
+        if now >= deadline:
+            return UploadTimeout(
+                f"The upload took longer than {limits.total_seconds:g} seconds "
+                "(server.upload_timeout_seconds); send a smaller input or a faster link."
+            )
+        if now - last >= limits.idle_seconds:
+            return UploadTimeout(
+                f"The upload stalled: no data arrived for {limits.idle_seconds:g} seconds "
+                "(server.upload_idle_timeout_seconds). Check the connection and retry."
+            )
+        if rate and now - started >= limits.idle_seconds and received < rate * (now - started):
+            return UploadTimeout(
+                f"The upload is too slow: {received} bytes in {now - started:.0f} seconds, "
+                f"below the {rate:g} bytes per second this service needs "
+                "(server.min_upload_bytes_per_second). Use a faster connection, or ask the "
+                "administrator to lower the minimum."
+            )
+        return None
+
     iterator = aiter(chunks)
     while True:
-        remaining = deadline - anyio.current_time()
-        with anyio.move_on_after(min(idle_seconds, remaining)) as waited:
+        now = anyio.current_time()
+        if error := expired(now):
+            raise error
+        # with no more bytes, the average would fall below the minimum at this moment
+        too_slow_at = started + max(limits.idle_seconds, received / rate) if rate else deadline
+        chunk: bytes | None = None
+        with anyio.move_on_after(min(last + limits.idle_seconds, deadline, too_slow_at) - now):
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
                 return
-        if waited.cancelled_caught:
-            if remaining <= idle_seconds:
-                raise UploadTimeout(
-                    f"The upload took longer than {total_seconds:g} seconds "
-                    "(server.upload_timeout_seconds); send a smaller input or a faster link."
-                )
-            raise UploadTimeout(
-                f"The upload stalled: no data arrived for {idle_seconds:g} seconds "
-                "(server.upload_idle_timeout_seconds). Check the connection and retry."
-            )
+        if chunk is None:
+            continue  # a deadline passed: the check above says which
+        received += len(chunk)
+        last = anyio.current_time()
         yield chunk

@@ -9,8 +9,10 @@ Whatever ends the request (the last chunk taken, an error, a cancelled task, a c
 that stops iterating), the job is terminated by its backend and the slot is released when
 the generator ends. The workspace is then deleted in the background, by the task group of
 `running()`, so a response ends when its last byte is written and never waits for the
-deletion. Deletions still pending count against admission (see `AdmissionGate`); one that
-does not finish before MIS stops is swept at the next start like any other leftover.
+deletion. Pending deletions still count: at most 2 × capacity workspaces exist, and a request
+admitted beyond that waits for one to go before it makes its own (see `AdmissionGate`). One
+that has not finished when the service stops is waited for; one that never ran (MIS died) is
+swept at the next start like any other leftover.
 """
 
 from __future__ import annotations
@@ -93,9 +95,7 @@ class InferenceService:
 
     def _delete_later(self, workspace: Workspace) -> None:
         """Hand the workspace to the background; counted before the caller frees its slot."""
-        if self._deletions is None:  # only when a request outlives the server's shutdown
-            logger.warning("MIS is stopping; the workspace is left for the sweep at next start")
-            return
+        assert self._deletions is not None  # the caller deletes inline once serving ends
         self.gate.deletion_started()
         self._deletions.start_soon(self._delete, workspace)  # the request's log context goes too
 
@@ -137,7 +137,11 @@ class Inference:
             service.in_flight[self] = service.clock.now()
             logger.info("admitted")
             workspace: Workspace | None = None
+            cancelled = False
             try:
+                if not service.gate.room_for_a_workspace:
+                    logger.info("waiting for an earlier request's workspace to be deleted")
+                    await service.gate.wait_for_room()
                 workspace = await service.storage.create(self.request_id)
                 await self._receive(workspace)
                 await self._stage(workspace)
@@ -148,10 +152,18 @@ class Inference:
                     yield chunk
                 self.times.pack = service.clock.now() - started
                 logger.info("responded with {} bytes in {:.3f}s", self.bytes_out, self.times.pack)
+            except anyio.get_cancelled_exc_class():
+                cancelled = True
+                raise
             finally:
-                del service.in_flight[self]
-                if workspace is not None:
+                if workspace is not None and (cancelled or not service.serving):
+                    # Cancelled (a client gone, a server stopping): nobody waits for an answer,
+                    # and a stopping server may not run its background deletions any more.
+                    service.gate.deletion_started()
+                    await service._delete(workspace)
+                elif workspace is not None:
                     service._delete_later(workspace)
+                del service.in_flight[self]
 
     async def _receive(self, workspace: Workspace) -> None:
         clock = self._service.clock

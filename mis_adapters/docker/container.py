@@ -16,7 +16,8 @@ from mis_adapters.labels import (
     LABEL_REQUEST_ID,
     MANAGED_BY,
 )
-from mis_core.model import JobRequest, MemoryQuantity
+from mis_core.model import JobRequest
+from mis_core.quantity import MemoryQuantity
 
 
 @attrs.frozen
@@ -31,6 +32,7 @@ class ContainerOptions:
     cap_drop: tuple[str, ...] = attrs.field(default=("ALL",), converter=tuple)
     gpu_driver: str = "nvidia"
     shm_size: str = ""  # PyTorch data loaders want more than the engine's 64 MB
+    pids_limit: int = 4096  # processes and threads in the container: a fork bomb stops here
 
 
 def container_name(options: ContainerOptions, request: JobRequest) -> str:
@@ -77,12 +79,9 @@ def _host_config(
     request: JobRequest, options: ContainerOptions, host: tuple[str, str]
 ) -> dict[str, Any]:
     spec = request.map
-    memory = spec.resources.memory.bytes
     config: dict[str, Any] = {
         "Binds": [f"{host[0]}:{spec.input_path}:ro", f"{host[1]}:{spec.output_path}:rw"],
-        "NanoCpus": spec.resources.cpu.nano_cpus,
-        "Memory": memory,
-        "MemorySwap": memory,  # no swap beyond the limit, as in Kubernetes
+        **_limits(request, options),
         "NetworkMode": options.network,
         "CapDrop": list(options.cap_drop),
         "SecurityOpt": ["no-new-privileges"],
@@ -91,6 +90,18 @@ def _host_config(
         config["DeviceRequests"] = [
             {"Driver": options.gpu_driver, "Count": spec.resources.gpu, "Capabilities": [["gpu"]]}
         ]
-    if options.shm_size:
-        config["ShmSize"] = MemoryQuantity.parse(options.shm_size).bytes
     return config
+
+
+def _limits(request: JobRequest, options: ContainerOptions) -> dict[str, int]:
+    """Every quantity of the container, converted in this one place."""
+    resources = request.map.resources
+    limits = {
+        "NanoCpus": resources.cpu.nano_cpus,
+        "Memory": resources.memory.bytes,
+        "MemorySwap": resources.memory.bytes,  # no swap beyond the limit, as in Kubernetes
+        "PidsLimit": options.pids_limit,
+    }
+    if options.shm_size:
+        limits["ShmSize"] = MemoryQuantity.parse(options.shm_size).bytes
+    return limits

@@ -46,6 +46,7 @@ from mis_adapters.process.sandbox import (
     hidden_paths,
     map_files,
 )
+from mis_adapters.storage.ownership import owner_alive
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
 
@@ -99,6 +100,8 @@ class ProcessJobBackend:
             return 0
         killed = 0
         for record in self.payload_root.glob(Workspace.pattern(RECORD)):
+            if owner_alive(record.parent):
+                continue  # a live MIS's request (one sharing the payload folder): not ours
             try:
                 _, job_id = record.read_text().split()
             except (OSError, ValueError):
@@ -115,7 +118,10 @@ class ProcessJobBackend:
         argv = request.host_folders.substitute(words)
         env = map_run_environment(request, self.basics)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
-            return JobOutcome(succeeded=False, reason=f"could not be started: {argv[0]} not found")
+            raise BackendUnavailable(  # the configuration's fault, as /readyz says: 503
+                f"The MAP's program {argv[0]} was not found; check map.command in the "
+                "configuration."
+            )
         files = map_files(words, env.get("PATH"))  # what the MAP's command names of its own
         problem = self._sandbox_conflict(files, workspace.payload_dir)
         if problem:

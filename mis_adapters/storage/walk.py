@@ -57,10 +57,9 @@ def open_top(folder: Path) -> int:
     try:
         return os.open(folder, _DIR_OPEN)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OutputProblem("the output folder is a symbolic link, not a folder") from None
-        if exc.errno == errno.ENOTDIR:
-            raise OutputProblem("the output folder is a file, not a folder") from None
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # what it is, for the message only
+            kind = "a symbolic link" if folder.is_symlink() else "a file"
+            raise OutputProblem(f"the output folder is {kind}, not a folder") from None
         if exc.errno == errno.ENOENT:
             raise OutputProblem("the output folder is gone") from None
         if exc.errno == errno.EACCES:

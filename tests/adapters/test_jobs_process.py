@@ -13,7 +13,6 @@ import pytest
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_core.errors import BackendUnavailable
 from mis_core.model import (
-    CpuQuantity,
     JobProgress,
     JobRequest,
     MapSpec,
@@ -21,6 +20,7 @@ from mis_core.model import (
     Workspace,
     job_id_for,
 )
+from mis_core.quantity import CpuQuantity
 from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
@@ -120,14 +120,12 @@ async def test_non_zero_exit_is_reported_with_code_and_last_lines(tmp_path: Path
     )
 
 
-async def test_a_missing_program_fails_with_a_clear_reason(tmp_path: Path) -> None:
+async def test_a_missing_program_is_backend_unavailable_as_readiness_says(tmp_path: Path) -> None:
     missing = spec(command=("/nonexistent/map-binary",), args=())
-    outcome = await ProcessJobBackend(missing).run(
-        JobRequest("r", missing, workspace(tmp_path)), JobProgress()
-    )
-    assert not outcome.succeeded
-    assert "could not be started" in outcome.reason
-    assert "/nonexistent/map-binary" in outcome.reason
+    with pytest.raises(BackendUnavailable, match="/nonexistent/map-binary was not found"):
+        await ProcessJobBackend(missing).run(
+            JobRequest("r", missing, workspace(tmp_path)), JobProgress()
+        )
 
 
 async def test_cancelling_kills_the_map_and_the_child_it_spawned(tmp_path: Path) -> None:

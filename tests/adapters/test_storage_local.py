@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -160,4 +161,30 @@ async def test_a_relative_payload_folder_gives_absolute_workspaces(
     storage = LocalStorage(Path("payload"), LIMITS)
     workspace = await storage.create("req-rel")
     assert Path(workspace.input_dir) == tmp_path / "payload" / "req-rel" / "input"
+    await storage.delete(workspace)
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+async def test_workspace_modes_grant_others_nothing_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    previous = os.umask(umask)
+    try:
+        workspace = await storage.create("req-modes")
+        await storage.receive(workspace, chunks_of(b"PK\x05\x06" + bytes(18)))
+    finally:
+        os.umask(previous)
+    root = Path(workspace.root)
+    modes = {
+        p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in [root, *root.iterdir()]
+    }
+    assert modes == {
+        ".": 0o750,
+        MARKER: 0o640,
+        "upload.zip": 0o600,
+        "input": 0o750,
+        "output": 0o2770,  # the MAP's group may write; what it writes stays in the group
+    }
     await storage.delete(workspace)

@@ -89,23 +89,24 @@ async def test_the_next_request_is_admitted_while_the_last_workspace_is_still_be
     assert service.gate.deleting == 0
 
 
-async def test_pending_deletions_are_bounded_by_refusing_admission() -> None:
+async def test_a_request_beyond_the_bound_waits_for_a_pending_deletion_and_is_not_busy() -> None:
     journal: list[str] = []
     storage = FakeStorage(journal)
     storage.hold_deletes = anyio.Event()
     service = make_service(storage, FakeJobBackend(journal, SUCCESS))
 
     with anyio.fail_after(5):
-        async with serving(service, journal):
+        async with serving(service, journal), anyio.create_task_group() as tg:
             await full_request(service, "first")
             await full_request(service, "second")  # one deletion pending behind the slot
+            tg.start_soon(full_request, service, "third")  # a second one: wait for the volume
+            await anyio.wait_all_tasks_blocked()
+            assert journal.count("create") == 2  # the third made no workspace yet ...
+            assert service.gate.full  # ... but holds the slot
             with pytest.raises(Busy):
-                await full_request(service, "third")  # a second one: the volume must drain
-            assert journal.count("create") == 2
+                await full_request(service, "fourth")
             storage.hold_deletes.set()
-            while service.gate.deleting:
-                await anyio.wait_all_tasks_blocked()
-            await full_request(service, "fourth")
+    assert journal.count("create") == 3
     assert journal.count("deleted") == 3
 
 

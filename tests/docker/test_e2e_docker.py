@@ -264,3 +264,26 @@ def test_from_manifest_fills_what_the_configuration_leaves_unset(
     assert response.status_code == 200, response.text
     with zipfile.ZipFile(io.BytesIO(response.content)) as result:
         assert result.read("a.txt") == b"from the manifest's command"
+
+
+NET_AND_PIDS = """
+cat /proc/net/dev > "$MONAI_OUTPUTPATH/net.txt"
+(i=0; while [ $i -lt 40 ]; do sleep 60 & i=$((i+1)); done) 2>/dev/null
+n=0
+for p in /proc/[0-9]*; do n=$((n+1)); done
+echo $n > "$MONAI_OUTPUTPATH/pids.txt"
+"""  # the loop in a subshell, which a failed fork ends; then builtins only: nothing can fork
+
+
+def test_the_map_has_no_network_and_a_process_limit(tmp_path: Path, engine: Engine) -> None:
+    config = docker_config(tmp_path, engine, command=["/bin/sh", "-c", NET_AND_PIDS])
+    config["docker"]["pids_limit"] = 16
+    with running_server(config, tmp_path) as server:
+        response = post(server.url, study({"a": b"1"}))
+    assert response.status_code == 200, response.text
+    with zipfile.ZipFile(io.BytesIO(response.content)) as result:
+        devices = result.read("net.txt").decode().splitlines()[2:]  # two header lines
+        processes = int(result.read("pids.txt"))
+    assert [line.split(":")[0].strip() for line in devices] == ["lo"]  # no way out
+    assert 1 < processes <= 16  # 40 were asked for
+    assert engine.containers() == []

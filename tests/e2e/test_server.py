@@ -128,7 +128,10 @@ def test_raw_zip_body_with_curl(server: Server, tmp_path: Path) -> None:
     assert status == "200"
     outputs = read_zip(out.read_bytes())
     assert outputs["series/IM1.dcm"] == INPUT["series/IM1.dcm"]
-    assert "study-0042" in json.loads(outputs["_env.json"])["MONAI_INPUTPATH"]
+    # the workspace is named by MIS's own job id, never by the client's words
+    environment = json.loads(outputs["_env.json"])
+    assert "study-0042" not in environment["MONAI_INPUTPATH"]
+    assert Path(environment["MONAI_INPUTPATH"]).parent.name == environment["MONAI_JOBID"]
 
 
 def test_request_id_is_echoed_when_well_formed_and_replaced_otherwise(server: Server) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -136,3 +138,110 @@ def test_round_trip_over_https_with_a_generated_certificate(tmp_path: Path) -> N
             httpx.get(server.url.replace("https", "http") + "/healthz", timeout=5)
     assert response.status_code == 200
     assert b"scan.dcm" in response.content
+
+
+def authorized(server: Server, token: str) -> int:
+    return httpx.get(
+        f"{server.url}/v1/status", headers={"Authorization": f"Bearer {token}"}
+    ).status_code
+
+
+@pytest.fixture
+def restore_tokens(workdir: Path) -> Iterator[Path]:
+    tokens = workdir / "tokens"
+    original = tokens.read_bytes()
+    yield tokens
+    tokens.unlink(missing_ok=True)
+    tokens.write_bytes(original)
+
+
+def test_a_tokens_file_rewritten_with_the_same_size_and_times_is_read_again(
+    server: Server, restore_tokens: Path
+) -> None:
+    tokens = restore_tokens
+    assert authorized(server, TOKENS[0]) == 200
+    before = tokens.stat()
+    replacement = TOKENS[0].replace("alice", "carol")  # same length
+    tokens.write_text(tokens.read_text().replace(TOKENS[0], replacement))
+    os.utime(tokens, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = tokens.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert authorized(server, replacement) == 200
+    assert authorized(server, TOKENS[0]) == 401
+
+
+def test_a_tokens_file_swapped_for_another_with_the_same_size_and_times_is_read_again(
+    server: Server, workdir: Path, restore_tokens: Path
+) -> None:
+    tokens = restore_tokens  # a Kubernetes Secret update: a new file moved into place
+    before = tokens.stat()
+    replacement = TOKENS[1].replace("bob", "eve")
+    swapped = workdir / "tokens.new"
+    swapped.write_text(tokens.read_text().replace(TOKENS[1], replacement))
+    os.utime(swapped, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(swapped, tokens)
+    assert authorized(server, replacement) == 200
+    assert authorized(server, TOKENS[1]) == 401
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [b"s3cret-token-for-alice\nhalf a token\n", b"\xff\xfe not text\n", None],
+    ids=["malformed-line", "not-utf8", "deleted"],
+)
+def test_a_broken_tokens_file_keeps_the_last_good_tokens_and_logs_no_token(
+    server: Server, restore_tokens: Path, broken: bytes | None
+) -> None:
+    tokens = restore_tokens
+    assert authorized(server, TOKENS[1]) == 200
+    if broken is None:
+        tokens.unlink()
+    else:
+        tokens.write_bytes(broken)
+    assert authorized(server, TOKENS[1]) == 200  # the set read before still holds
+    assert authorized(server, "half") == 401
+    log = server.log_text()
+    assert f"the tokens file {tokens}" in log
+    assert "keeping the 2 token(s) read before" in log
+    for secret in (*TOKENS, "half a token"):
+        assert secret not in log
+
+
+def test_indented_comment_lines_are_comments(server: Server, restore_tokens: Path) -> None:
+    restore_tokens.write_text(f"  #disabled-token\n\t# another comment\n{TOKENS[0]}\n")
+    assert authorized(server, TOKENS[0]) == 200  # the file was read, not refused
+    assert authorized(server, "#disabled-token") == 401
+
+
+def test_a_tokens_file_never_readable_refuses_everything_with_json_503(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("my secret token\n")  # spaces: not a token
+    config = scripted_map_config(tmp_path, auth={"tokens_file": str(tokens)})
+    with running_server(config, tmp_path) as server:
+        response = httpx.get(f"{server.url}/v1/status", headers={"Authorization": "Bearer my"})
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "backend_unavailable"
+        assert "server.auth.tokens_file" in error["message"]
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        tokens.write_text("my-secret-token\n")  # fixed: let in without a restart
+        good = httpx.get(
+            f"{server.url}/v1/status", headers={"Authorization": "Bearer my-secret-token"}
+        )
+        assert good.status_code == 200
+        log = server.log_text()
+    assert "malformed line 1" in log
+    assert "my secret token" not in log
+    assert "my-secret-token" not in log
+    assert "Traceback" not in log
+
+
+def test_an_oversized_head_is_refused_before_authentication(server: Server) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000)
+        sock.settimeout(10)
+        answer = b""
+        while b"\r\n\r\n" not in answer and (data := sock.recv(65536)):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 431 ")

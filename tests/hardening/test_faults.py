@@ -50,7 +50,12 @@ def idle(server: Server) -> bool:
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("slow")
-    config = scripted_map_config(tmp, upload_idle_timeout_seconds=1, upload_timeout_seconds=3)
+    config = scripted_map_config(
+        tmp,
+        upload_idle_timeout_seconds=1,
+        upload_timeout_seconds=3,
+        min_upload_bytes_per_second=50,  # the drag-on trickle below is faster than this
+    )
     with running_server(config, tmp) as server:
         yield server
 
@@ -82,6 +87,24 @@ def test_an_upload_that_drags_on_is_cut_off_with_408(slow_server: Server) -> Non
     wait_until(lambda: idle(slow_server), 2, "the slot")
     wait_until(lambda: slow_server.leftovers() == [], 2, "an empty payload folder")
     assert "took longer than 3 seconds" in slow_server.log_text()
+
+
+def test_an_upload_trickling_below_the_minimum_rate_is_408_and_frees_the_slot(
+    slow_server: Server,
+) -> None:
+    with raw_request(slow_server, HEAD) as sock:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], 0.1)
+            if readable:
+                break
+            sock.sendall(b"\0")  # 10 bytes a second: never idle, but below the 50 B/s minimum
+        status = read_status(sock, timeout=5)
+    assert status == "HTTP/1.1 408 Request Timeout"
+    wait_until(lambda: idle(slow_server), 2, "the slot")
+    wait_until(lambda: slow_server.leftovers() == [], 2, "an empty payload folder")
+    assert "below the 50 bytes per second" in slow_server.log_text()
+    assert "server.min_upload_bytes_per_second" in slow_server.log_text()
 
 
 @pytest.fixture

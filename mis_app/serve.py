@@ -1,0 +1,83 @@
+"""`mis serve`: uvicorn with MIS's connection bounds and a graceful stop.
+
+On SIGTERM or SIGINT uvicorn closes its listening socket (new connections are refused) and
+the idle connections, lets the requests in flight finish for up to `shutdown_grace_seconds`,
+then cancels what is left: a cancelled request stops its MAP the clean way and deletes its
+files (the app's shutdown waits for that, see `wait_for_requests`), and MIS exits 0. A second
+SIGINT stops at once.
+
+Uvicorn re-raises the signal once it has stopped, so that whoever installed a handler before
+it gets to act; MIS has nothing more to do then, and exits with 0 instead of dying of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+
+from mis_app.connection import ConnectionLimits, protocol_class
+from mis_app.settings import Settings
+
+STARTUP_FAILED = 3
+CLEANUP_SECONDS = 60  # for cancelled requests to stop their MAP and delete their files
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(app: Any, settings: Settings, host: str, port: int) -> int:
+    """Serve `app` until a signal stops it; the exit code."""
+    server = settings.server
+    limits = ConnectionLimits(
+        max_head_bytes=int(server.max_header_bytes),
+        head_timeout_seconds=server.header_timeout_seconds,
+        download_idle_timeout_seconds=server.download_idle_timeout_seconds,
+    )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol_class(limits),
+        log_config=None,
+        access_log=False,
+        ssl_certfile=_optional(server.tls.cert_file),
+        ssl_keyfile=_optional(server.tls.key_file),
+        timeout_graceful_shutdown=math.ceil(shutdown_grace_seconds(settings)),
+    )
+    runner = _Server(config)
+    runner.run()
+    return 0 if runner.started else STARTUP_FAILED
+
+
+def shutdown_grace_seconds(settings: Settings) -> float:
+    """How long a stop waits for requests in flight: by default a whole MAP run and 30 s."""
+    grace = settings.server.shutdown_grace_seconds
+    return settings.map.timeout_seconds + 30 if grace is None else grace
+
+
+async def wait_for_requests(in_flight: Callable[[], int], seconds: float) -> None:
+    """Wait (up to `seconds`) until no request is in flight: requests a stop cancelled are
+    still stopping their MAP and deleting their files, and need the backend open for it."""
+    with anyio.move_on_after(seconds):
+        while in_flight():  # noqa: ASYNC110 (the core keeps a count, not an event; once per stop)
+            await anyio.sleep(0.02)
+
+
+def _optional(path: Path | None) -> str | None:
+    return None if path is None else str(path)
