@@ -55,8 +55,8 @@ def zip_upload(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
             "transfer encoding, which HTTP/1.0 does not have."
         )
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary") or b""
     if media_type == b"multipart/form-data":
-        boundary = options.get(b"boundary")
         if not boundary:
             raise InvalidInput(f"The multipart body has no boundary. {HOW_TO_SEND}")
     elif media_type not in ZIP_MEDIA_TYPES:
@@ -66,7 +66,7 @@ def zip_upload(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
     if declared.isdigit() and int(declared) > limits.max_bytes:
         raise too_large(limits.max_bytes)
     body = within_deadlines(_counted(request.stream(), limits.max_bytes), limits)
-    if media_type == b"multipart/form-data":
+    if boundary and media_type == b"multipart/form-data":
         return _file_part(body, boundary, limits.max_parts)
     return body
 

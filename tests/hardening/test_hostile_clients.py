@@ -279,9 +279,22 @@ def test_part_headers_are_bounded(server: Server) -> None:
     assert "headers over" in answer.body.decode()
 
 
-def test_a_chunk_size_line_that_overflows_is_a_json_400(server: Server) -> None:
+@pytest.mark.parametrize(
+    ("body", "framing"),
+    [
+        (b"f" * 40 + b"\r\nxx\r\n0\r\n\r\n", ["Transfer-Encoding: chunked"]),
+        (b"0\r\n\r\n", ["Transfer-Encoding: chunked", "Content-Length: 5"]),
+        (b"abc", ["Content-Length: 3", "Content-Length: 4"]),
+        (b"", ["Content-Length: 99999999999999999999999"]),
+        (b"", ["Content-Length: -1"]),
+    ],
+    ids=["chunk-size-overflow", "chunked-and-length", "two-lengths", "huge-length", "negative"],
+)
+def test_ambiguous_or_malformed_framing_is_a_json_400(
+    server: Server, body: bytes, framing: list[str]
+) -> None:
     with connect(server) as sock:
-        sock.sendall(zip_post(b"f" * 40 + b"\r\nxx\r\n0\r\n\r\n", "Transfer-Encoding: chunked"))
+        sock.sendall(zip_post(body, *framing))
         answer = Reader(sock).answer()
     assert answer.status == 400
     assert error_code(answer) == "invalid_input"
