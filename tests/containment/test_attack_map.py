@@ -4,12 +4,15 @@ the unprivileged user. Each test here failed on the code it was written against.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
+import zipfile
 from pathlib import Path
 
 import httpx
 
+from tests.containment.probes import TOKEN, mis_environment, probe_config, require_bubblewrap
 from tests.e2e.server import running_server, wait_until
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
@@ -89,3 +92,32 @@ def test_a_sparse_terabyte_output_is_refused_not_streamed(nonroot: NonRoot) -> N
             status = response.status_code
         server.wait_until_clean(10)  # a client that hangs up must stop the stream
         assert status == 500, "a 1 TiB sparse output is being streamed"
+
+
+def test_the_sandbox_does_not_tell_the_map_where_mis_keeps_its_files(nonroot: NonRoot) -> None:
+    """bwrap is process 1 of the MAP's PID namespace, and its command line (readable in
+    /proc/1/cmdline) names every file it covers: MIS's configuration, kubeconfig, tokens file
+    and TLS key. Their contents stay hidden, but where they are is no business of the MAP's
+    (bwrap can take its arguments from a descriptor with `--args FD` instead)."""
+    require_bubblewrap()
+    work = nonroot.workdir("cmdline")
+    config = probe_config(work, nonroot, "bubblewrap", "m")
+    config["map"]["command"] = [
+        "/bin/sh",
+        "-c",
+        'cat /proc/[0-9]*/cmdline > "$MONAI_OUTPUTPATH/cmdlines"',
+    ]
+    with running_server(config, work, nonroot=nonroot, env=mis_environment(work)) as server:
+        body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
+        response = httpx.post(
+            f"{server.url}/v1/inference",
+            content=body,
+            headers={"Content-Type": "application/zip", "Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            seen = archive.read("cmdlines").decode(errors="replace")
+        assert "/bin/sh" in seen  # the MAP did read the command lines
+        for name in ("mis.yaml", "kubeconfig", "tokens"):
+            assert str(work / name) not in seen, f"the MAP learns where MIS's {name} is"
