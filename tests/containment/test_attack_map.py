@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import require_tool
 from tests.containment.probes import TOKEN, mis_environment, probe_config, require_bubblewrap
 from tests.e2e.server import running_server, wait_until
 from tests.nonroot import NonRoot
@@ -121,3 +122,32 @@ def test_the_sandbox_does_not_tell_the_map_where_mis_keeps_its_files(nonroot: No
         assert "/bin/sh" in seen  # the MAP did read the command lines
         for name in ("mis.yaml", "kubeconfig", "tokens"):
             assert str(work / name) not in seen, f"the MAP learns where MIS's {name} is"
+
+
+def test_inside_the_sandbox_the_map_cannot_make_user_namespaces(nonroot: NonRoot) -> None:
+    """A nested user namespace gives the MAP every capability inside it (mounts, raw
+    sockets, namespaced sysctls...): the kernel surface most namespace escapes start from.
+    The MAP needs none of it; bwrap's `--disable-userns` takes it away."""
+    require_bubblewrap()
+    require_tool("unshare")
+    work = nonroot.workdir("userns")
+    config = probe_config(work, nonroot, "bubblewrap", "m")
+    config["map"]["command"] = [
+        "/bin/sh",
+        "-c",
+        'unshare -Urm true 2>/dev/null && touch "$MONAI_OUTPUTPATH/nested"; '
+        'touch "$MONAI_OUTPUTPATH/ran"',
+    ]
+    with running_server(config, work, nonroot=nonroot) as server:
+        body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
+        response = httpx.post(
+            f"{server.url}/v1/inference",
+            content=body,
+            headers={"Content-Type": "application/zip", "Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            names = archive.namelist()
+        assert "ran" in names
+        assert "nested" not in names, "the MAP made a user namespace of its own"
