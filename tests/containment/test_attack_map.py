@@ -1,0 +1,153 @@
+"""Attacks a hostile MAP tries beyond tests/containment's own, through the real server run as
+the unprivileged user. Each test here failed on the code it was written against."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import zipfile
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import require_tool
+from tests.containment.probes import TOKEN, mis_environment, probe_config, require_bubblewrap
+from tests.e2e.server import running_server, wait_until
+from tests.nonroot import NonRoot
+from tests.zips import make_zip
+
+# Without the sandbox the MAP runs as MIS's user, so it can kill its own supervisor (its
+# parent). A grandchild that left the session (setsid) and scrubbed its environment (env -i,
+# so no MONAI_JOBID for the start-up backstop to find) is then no longer below any subreaper
+# of MIS's, and outlives the request.
+KILL_THE_SUPERVISOR = r"""
+setsid env -i /bin/sleep 313 </dev/null >/dev/null 2>&1 &
+echo $! > "$1"
+kill -KILL $PPID
+sleep 5
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_a_map_that_kills_its_supervisor_leaves_nothing_running(nonroot: NonRoot) -> None:
+    work = nonroot.workdir("kill-supervisor")
+    pidfile = work / "grandchild.pid"
+    config = {
+        "server": {"payload_dir": str(work / "payload")},
+        "map": {
+            "command": ["/bin/sh", "-c", KILL_THE_SUPERVISOR, "map", str(pidfile)],
+            "timeout_seconds": 10,
+        },
+        "process": {"sandbox": "none", "kill_grace_seconds": 1},
+    }
+    pid = 0
+    try:
+        with running_server(config, work, nonroot=nonroot) as server:
+            body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
+            response = httpx.post(
+                f"{server.url}/v1/inference",
+                content=body,
+                headers={"Content-Type": "application/zip"},
+                timeout=30,
+            )
+            assert response.status_code in (200, 500), response.text
+            pid = int(pidfile.read_text())
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/sleep\x00313")
+            wait_until(lambda: not _alive(pid), 3, "the MAP's grandchild to be killed")
+    finally:
+        if pid and _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_sparse_terabyte_output_is_refused_not_streamed(nonroot: NonRoot) -> None:
+    """A MAP's output costs it nothing to claim (a sparse file, no disk used) and MIS a day of
+    CPU and bandwidth to zip and send; an output past a bound should be `500 map_failed`."""
+    work = nonroot.workdir("sparse")
+    config = {
+        "server": {"payload_dir": str(work / "payload")},
+        "map": {
+            "command": ["/bin/sh", "-c", 'truncate -s 1T "$MONAI_OUTPUTPATH/big"'],
+            "timeout_seconds": 10,
+        },
+        "process": {"sandbox": "none", "kill_grace_seconds": 1},
+    }
+    with running_server(config, work, nonroot=nonroot) as server:
+        body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/inference",
+            content=body,
+            headers={"Content-Type": "application/zip"},
+            timeout=30,
+        ) as response:
+            status = response.status_code
+        server.wait_until_clean(10)  # a client that hangs up must stop the stream
+        assert status == 500, "a 1 TiB sparse output is being streamed"
+
+
+def test_the_sandbox_does_not_tell_the_map_where_mis_keeps_its_files(nonroot: NonRoot) -> None:
+    """bwrap is process 1 of the MAP's PID namespace, and its command line (readable in
+    /proc/1/cmdline) names every file it covers: MIS's configuration, kubeconfig, tokens file
+    and TLS key. Their contents stay hidden, but where they are is no business of the MAP's
+    (bwrap can take its arguments from a descriptor with `--args FD` instead)."""
+    require_bubblewrap()
+    work = nonroot.workdir("cmdline")
+    config = probe_config(work, nonroot, "bubblewrap", "m")
+    config["map"]["command"] = [
+        "/bin/sh",
+        "-c",
+        'cat /proc/[0-9]*/cmdline > "$MONAI_OUTPUTPATH/cmdlines"',
+    ]
+    with running_server(config, work, nonroot=nonroot, env=mis_environment(work)) as server:
+        body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
+        response = httpx.post(
+            f"{server.url}/v1/inference",
+            content=body,
+            headers={"Content-Type": "application/zip", "Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            seen = archive.read("cmdlines").decode(errors="replace")
+        assert "/bin/sh" in seen  # the MAP did read the command lines
+        for name in ("mis.yaml", "kubeconfig", "tokens"):
+            assert str(work / name) not in seen, f"the MAP learns where MIS's {name} is"
+
+
+def test_inside_the_sandbox_the_map_cannot_make_user_namespaces(nonroot: NonRoot) -> None:
+    """A nested user namespace gives the MAP every capability inside it (mounts, raw
+    sockets, namespaced sysctls...): the kernel surface most namespace escapes start from.
+    The MAP needs none of it; bwrap's `--disable-userns` takes it away."""
+    require_bubblewrap()
+    require_tool("unshare")
+    work = nonroot.workdir("userns")
+    config = probe_config(work, nonroot, "bubblewrap", "m")
+    config["map"]["command"] = [
+        "/bin/sh",
+        "-c",
+        'unshare -Urm true 2>/dev/null && touch "$MONAI_OUTPUTPATH/nested"; '
+        'touch "$MONAI_OUTPUTPATH/ran"',
+    ]
+    with running_server(config, work, nonroot=nonroot) as server:
+        body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
+        response = httpx.post(
+            f"{server.url}/v1/inference",
+            content=body,
+            headers={"Content-Type": "application/zip", "Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            names = archive.namelist()
+        assert "ran" in names
+        assert "nested" not in names, "the MAP made a user namespace of its own"
