@@ -107,6 +107,7 @@ def build_service(settings: Settings, **hooks: Any) -> InferenceService:
             max_extracted_bytes=int(server.max_extracted_bytes),
             max_entries=server.max_entries,
             max_compression_ratio=server.max_compression_ratio,
+            max_output_bytes=int(server.max_output_bytes),
         ),
         compression_level=server.output_compression_level,
         compression=server.output_compression,

@@ -73,6 +73,9 @@ class ServerSettings(_Section):
     max_extracted_bytes: ByteSize = ByteSize(20 * GiB)
     max_entries: int = Field(100_000, ge=1)
     max_compression_ratio: float = Field(200.0, ge=1)
+    # What the MAP's output files may add up to (st_size: a sparse file counts whole, as the
+    # zip would send it); more is 500 map_failed before anything is sent.
+    max_output_bytes: ByteSize = Field(ByteSize(64 * GiB), ge=1)
     output_compression: Literal["adaptive", "deflate", "stored"] = "adaptive"
     output_compression_level: int = Field(1, ge=1, le=9)
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -43,7 +43,7 @@ from mis_adapters.storage.archive import (
 )
 from mis_adapters.storage.ownership import MARKER, Claim, Heartbeat, claim, look
 from mis_adapters.storage.remove import make_writable, remove_entry
-from mis_adapters.storage.walk import OutputProblem
+from mis_adapters.storage.walk import OutputProblem, OutputTooLarge
 from mis_adapters.storage.zipwriter import COMPRESSION_POLICIES, zip_folder
 from mis_core.errors import Busy, MapFailed, PayloadTooLarge
 from mis_core.model import Workspace
@@ -66,6 +66,7 @@ class PayloadLimits:
     max_extracted_bytes: int
     max_entries: int
     max_compression_ratio: float
+    max_output_bytes: int = 64 * 1024**3  # what the MAP's output files may add up to
 
     def for_extraction(self) -> ExtractLimits:
         return ExtractLimits(
@@ -164,10 +165,21 @@ class LocalStorage:
         """The output zip. Its first chunk comes only after the whole output was scanned, so
         a problem that can be known before sending (an unreadable file, a name that is not
         UTF-8, an output folder that is a link) is raised before anything is sent."""
-        chunks = zip_folder(Path(workspace.output_dir), self.compression_level, self.compression)
+        chunks = zip_folder(
+            Path(workspace.output_dir),
+            self.compression_level,
+            self.compression,
+            max_bytes=self.limits.max_output_bytes,
+        )
         try:
             while chunk := await anyio.to_thread.run_sync(next, chunks, b""):
                 yield chunk
+        except OutputTooLarge as exc:
+            raise MapFailed(
+                f"The MAP's output is too large to send: {exc.problem} "
+                "(server.max_output_bytes; a file's size counts whole, sparse or not). "
+                "Have the MAP write less, or raise server.max_output_bytes."
+            ) from None
         except OutputProblem as exc:
             raise MapFailed(
                 f"The MAP's output folder cannot be sent whole: {exc.problem}. The MAP must "

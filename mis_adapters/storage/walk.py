@@ -67,8 +67,14 @@ def open_top(folder: Path) -> int:
         raise
 
 
-def scan(top: int) -> Scan:
-    """Walk once, opening every file, to find what would stop the zip halfway."""
+class OutputTooLarge(OutputProblem):
+    """The output's files add up to more than the bound (`st_size`: a sparse file counts
+    whole, since the zip would send it whole)."""
+
+
+def scan(top: int, max_bytes: int = 0) -> Scan:
+    """Walk once, opening every file, to find what would stop the zip halfway, or what is
+    more than `max_bytes` (0: no bound) in all, stopping as soon as it is passed."""
     files = size = 0
     walker = Walker(top)
     for member in walker:
@@ -76,6 +82,8 @@ def scan(top: int) -> Scan:
             os.close(member.fd)
             files += 1
             size += member.info.st_size
+            if max_bytes and size > max_bytes:
+                raise OutputTooLarge(f"its files add up to more than {max_bytes} bytes")
     return Scan(files, size, walker.left_out)
 
 

@@ -39,18 +39,19 @@ _ENTRY_OVERHEAD = 128
 
 
 def zip_folder(
-    folder: Path, level: int, compression: str = "adaptive"
+    folder: Path, level: int, compression: str = "adaptive", max_bytes: int = 0
 ) -> Generator[bytes, None, None]:
     """Zip bytes of `folder` in chunks of about 1 MiB, built lazily as the caller pulls them.
 
     `compression`: "deflate" every file at `level`; "stored" (no compression); "adaptive"
     deflates only files whose middle compresses, since deflating already-compressed pixels
     costs ~25 ms per MB here and saves nothing. Raises OutputProblem, before the first chunk
-    when it can be known then.
+    when it can be known then; OutputTooLarge, before it, when the files add up to more
+    than `max_bytes` (0: no bound).
     """
     top = open_top(folder)
     try:
-        scan(top)
+        scan(top, max_bytes)
         compress = lambda: zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # noqa: E731
         members = _members(top, level, compression)
         yield from _rechunk(stream_zip(members, chunk_size=_READ, get_compressobj=compress))
