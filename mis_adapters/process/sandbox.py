@@ -1,7 +1,8 @@
 """The process backend's sandbox: bubblewrap (`bwrap`), where it works, around every MAP run.
 
 Inside it the MAP has its own PID, network (loopback only), IPC, UTS, user and cgroup
-namespaces and sees the host's file system read-only, minus what MIS must keep to itself:
+namespaces, cannot make user namespaces of its own, and sees the host's file system
+read-only, minus what MIS must keep to itself:
 
 - the payload folder (a read-only empty tmpfs), with only this request's `input/` (read-only),
   `output/`, `work/` and `tmp/` bound back in; `/tmp` is the request's `tmp/` folder;
@@ -35,7 +36,17 @@ from mis_adapters.process import limits
 
 SandboxSetting = Literal["auto", "bubblewrap", "none"]
 
-NAMESPACES = ("--unshare-all", "--die-with-parent", "--new-session")
+# `--disable-userns` (bubblewrap 0.8 and later; it needs `--unshare-user`): the MAP cannot
+# make user namespaces of its own, which would give it every capability inside them (mounts,
+# raw sockets...), the kernel surface most namespace escapes start from. The start-up probe
+# runs these same arguments, so an older bwrap is reported, not silently weaker.
+NAMESPACES = (
+    "--unshare-all",
+    "--unshare-user",
+    "--disable-userns",
+    "--die-with-parent",
+    "--new-session",
+)
 BASE = (*NAMESPACES, "--cap-drop", "ALL", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc")
 
 
@@ -99,7 +110,8 @@ def probe() -> str | None:
     if result.returncode != 0:
         said = result.stderr.decode(errors="replace").strip() or f"exit code {result.returncode}"
         return (
-            f"bwrap failed ({said}); unprivileged user namespaces may be disabled "
+            f"bwrap failed ({said}); it must be bubblewrap 0.8 or later (for "
+            "--disable-userns), and unprivileged user namespaces may be disabled "
             "(kernel.unprivileged_userns_clone, user.max_user_namespaces) or MIS runs in a "
             "container that forbids them"
         )
