@@ -7,6 +7,10 @@ inherited file descriptors, the memory limit and the request's own working folde
 stays below it, whatever it does to leave its process group; when the MAP exits, or MIS
 stops the job (SIGTERM, a grace period, SIGKILL), it kills them all before it exits itself.
 
+Without the sandbox the MAP runs as MIS's user and can kill its supervisor; MIS is a child
+subreaper itself, so what the MAP started then becomes MIS's child, and when the run ends MIS
+kills and reaps it (orphans.py).
+
 If MIS dies, the supervisor's parent-death signal makes it kill everything (and the sandbox
 ends with it by `--die-with-parent`). As a backstop the run is recorded in the workspace, and
 the sweep at the next start kills any process still carrying that run's MONAI_JOBID.
@@ -36,6 +40,7 @@ from mis_adapters.process.launch import (
     map_run_environment,
     supervised,
 )
+from mis_adapters.process.orphans import become_subreaper, now_ticks, reap_orphans
 from mis_adapters.process.sandbox import (
     NO_SANDBOX,
     Hidden,
@@ -77,6 +82,9 @@ class ProcessJobBackend:
         self.mis_files = tuple(mis_files)
         self.home = home
         self.cwd = os.getcwd()
+        self.supervisors: set[int] = set()  # live ones: never taken for a MAP's orphans
+        self._spawning: anyio.Lock | None = None  # a supervisor is not yet in the set
+        become_subreaper()
 
     async def check(self) -> None:
         """Ready when the MAP's program can be found (a typo in map.command shows up here)
@@ -130,29 +138,35 @@ class ProcessJobBackend:
             os.mkdir(folder, 0o700)
         memory = limits.memory_limit(request.map.resources)
         report = Path(workspace.file(REPORT))
+        sandbox = self._sandbox_argv(request, files, memory)
         command = supervised(
-            [*self._sandbox_argv(request, files, memory), *argv],
+            [*sandbox, "--", *argv] if sandbox else argv,
             report=str(report),
             grace=self.kill_grace_seconds,
             memory=memory,
             cwd=workspace.work_dir,
             sandboxed=bool(self.sandbox.bwrap),
+            sandbox_args=max(len(sandbox) - 1, 0),  # bwrap's own, through a pipe: see supervisor.py
         )
         map_log = MapLog(self.log_tail_lines)
-        try:
-            process = await anyio.open_process(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=workspace.work_dir,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return JobOutcome(
-                succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
-            )
+        self._spawning = self._spawning or anyio.Lock()
+        since = now_ticks()
+        async with self._spawning:
+            try:
+                process = await anyio.open_process(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=workspace.work_dir,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return JobOutcome(
+                    succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
+                )
+            self.supervisors.add(process.pid)
         logger.info("MAP supervisor {} started (sandbox: {})", process.pid, self.sandbox.name)
         Path(workspace.file(RECORD)).write_text(f"{process.pid} {request.job_id}")
         try:
@@ -174,6 +188,8 @@ class ProcessJobBackend:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._terminate(process, request.job_id, report)
+                self.supervisors.discard(process.pid)
+                await self._reap_orphans(since)
         return self._outcome(request, code, report, tuple(map_log.tail))
 
     def _sandbox_argv(self, request: JobRequest, files: Sequence[str], memory: int) -> list[str]:
@@ -183,17 +199,14 @@ class ProcessJobBackend:
         layout = Layout(
             workspace.input_dir, workspace.output_dir, workspace.work_dir, workspace.tmp_dir
         )
-        return [
-            *bwrap_argv(
-                self.sandbox,
-                layout,
-                self._hidden(workspace.payload_dir),
-                files,
-                gpu=request.map.resources.gpu,
-                shm_bytes=memory,
-            ),
-            "--",
-        ]
+        return bwrap_argv(
+            self.sandbox,
+            layout,
+            self._hidden(workspace.payload_dir),
+            files,
+            gpu=request.map.resources.gpu,
+            shm_bytes=memory,
+        )
 
     def _hidden(self, payload_root: str) -> Hidden:
         return hidden_paths(payload_root, self.mis_files, self.home)
@@ -223,6 +236,16 @@ class ProcessJobBackend:
             _kill_marked(job_id)
         await process.wait()
         await process.aclose()
+
+    async def _reap_orphans(self, since: int) -> None:
+        """What a MAP that killed its supervisor left running became MIS's: kill it."""
+        assert self._spawning is not None
+        async with self._spawning:
+            killed = await reap_orphans(since, set(self.supervisors), within=_MARGIN)
+        if killed:
+            logger.warning(
+                "killed {} process(es) the MAP left after killing its supervisor", killed
+            )
 
     def _outcome(
         self, request: JobRequest, code: int, report: Path, tail: tuple[str, ...]

@@ -68,10 +68,16 @@ def supervised(
     memory: int,
     cwd: str,
     sandboxed: bool,
+    sandbox_args: int = 0,
 ) -> list[str]:
-    """`command` under the supervisor, run by MIS's own Python in isolated mode."""
+    """`command` under the supervisor, run by MIS's own Python in isolated mode.
+
+    `sandbox_args`: how many words after the sandbox's program are its own arguments, which
+    the supervisor hands it through a pipe rather than on its command line."""
     options = ["--parent", str(os.getpid()), "--report", report, "--grace", f"{grace:g}"]
     options += ["--memory", str(memory), "--cwd", cwd]
     if sandboxed:
         options.append("--sandboxed")
+    if sandbox_args:
+        options += ["--sandbox-args", str(sandbox_args)]
     return [sys.executable, "-I", "-S", SUPERVISOR, *options, "--", *command]

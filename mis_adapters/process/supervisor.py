@@ -9,7 +9,11 @@ so it starts in milliseconds and works outside MIS's virtual environment. It
 - makes itself a child subreaper: whatever the MAP starts, including children that call
   `setsid` or fork twice, stays its descendant, so it can find and kill every one;
 - starts COMMAND with a parent-death signal, the memory limit (`RLIMIT_DATA`, inherited by
-  every process the MAP starts) and the working directory;
+  every process the MAP starts) and the working directory; with `--sandbox-args N`, the N
+  words after COMMAND's program are the sandbox's own arguments: they go to it through a
+  pipe (`bwrap --args FD`, NUL-separated), since bwrap is process 1 of the MAP's PID
+  namespace and its command line, there in /proc/1/cmdline, would tell the MAP where MIS's
+  hidden files are;
 - on SIGTERM (MIS stopping the job) passes SIGTERM on to every descendant (not to a sandbox's
   own process, which would end the MAP at once), then SIGKILLs all of them after the grace;
 - on SIGHUP (its parent-death signal: MIS is gone) SIGKILLs all of them;
@@ -105,23 +109,35 @@ class Supervisor:
         """Fork and exec COMMAND, with our signals held meanwhile (the child must not run
         our handlers, and a SIGTERM now is handled once the child is known)."""
         options = self.options
+        command = options.command
+        words = command[1 : 1 + options.sandbox_args]
+        if words:
+            arguments, feed = os.pipe()  # both close-on-exec until the child says otherwise
+            command = [command[0], "--args", str(arguments), *command[1 + len(words) :]]
         held = (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
         pid = os.fork()
         if pid:
             self.child = pid
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            if words:
+                os.close(arguments)
+                feed_arguments(feed, words)
             return
         try:  # the child: one thread, so anything goes before exec
             for sig in held:
                 signal.signal(sig, signal.SIG_DFL)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; the MAP not
+                signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            if words:
+                os.set_inheritable(arguments, True)  # only this one: `feed` closes at exec
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if options.memory:
                 resource.setrlimit(resource.RLIMIT_DATA, (options.memory, options.memory))
             if options.cwd:
                 os.chdir(options.cwd)
-            os.execvp(options.command[0], options.command)
+            os.execvp(command[0], command)
         except OSError as exc:
             print(f"could not start {options.command[0]}: {exc.strerror}", file=sys.stderr)
         os._exit(127)
@@ -161,9 +177,20 @@ class Supervisor:
                 self.kill()  # strays, until none is left to reap
 
 
+def feed_arguments(feed: int, words: list[str]) -> None:
+    """Write the sandbox's arguments into the pipe it reads them from, then close it (a
+    sandbox that failed to start leaves the pipe without a reader: nothing to feed)."""
+    data = b"".join(os.fsencode(word) + b"\0" for word in words)
+    try:
+        with open(feed, "wb", closefd=True) as out:
+            out.write(data)
+    except BrokenPipeError:
+        pass
+
+
 class Options:
     """`--parent PID --report FILE [--grace S] [--memory BYTES] [--cwd DIR] [--sandboxed]
-    -- COMMAND...` (no argparse: it would double the start-up time)."""
+    [--sandbox-args N] -- COMMAND...` (no argparse: it would double the start-up time)."""
 
     def __init__(self, argv: list[str]) -> None:
         split = argv.index("--")
@@ -176,6 +203,7 @@ class Options:
         self.grace = float(values.get("--grace", "5"))
         self.memory = int(values.get("--memory", "0"))
         self.cwd = values.get("--cwd", "")
+        self.sandbox_args = int(values.get("--sandbox-args", "0"))
         if not self.command:
             raise ValueError("no command")
 

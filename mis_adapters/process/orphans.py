@@ -1,0 +1,129 @@
+"""MIS as a child subreaper: what a MAP leaves behind once it killed its supervisor.
+
+The supervisor keeps every process the MAP starts below itself, but without the sandbox the
+MAP runs as MIS's user and can kill the supervisor. Its processes, however they left their
+session and scrubbed their environment, are then orphans; with MIS a child subreaper
+(Linux's `PR_SET_CHILD_SUBREAPER`) they become MIS's own children instead of init's, and
+when a run ends MIS kills and reaps every child of its own that started during that run and
+is no live supervisor.
+
+Reaping waits only for the pids killed here (`waitid(P_PID, pid, WNOHANG)`), never for any
+child (`waitpid(-1)`), so the exit status of the children the event loop waits for (the
+supervisors) is never taken from it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Collection
+
+import anyio
+from loguru import logger
+
+PR_SET_CHILD_SUBREAPER = 36
+_POLL = 0.01  # seconds between looks while SIGKILLed orphans finish dying
+
+
+def become_subreaper() -> bool:
+    """Make this process a child subreaper (Linux only); False where it cannot be."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
+            return True
+        problem = os.strerror(ctypes.get_errno())
+    except (OSError, AttributeError) as exc:
+        problem = str(exc)
+    logger.warning("MIS could not become a child subreaper ({})", problem)
+    return False
+
+
+def now_ticks() -> int:
+    """The time as /proc/PID/stat's start time counts it (clock ticks since boot)."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """Every visible process: pid → (parent pid, start time in ticks)."""
+    table: dict[int, tuple[int, int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            table[int(name)] = (int(fields[1]), int(fields[19]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
+
+
+def _orphans(since: int, spare: Collection[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """Our children that started at `since` or later and are not in `spare`, and every
+    process below them: pid → start time (to tell a reused pid apart)."""
+    table = _processes()
+    me = os.getpid()
+    mine = {
+        pid: start
+        for pid, (ppid, start) in table.items()
+        if ppid == me and start >= since and pid not in spare
+    }
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    below: dict[int, int] = {}
+    todo = list(mine)
+    while todo:
+        for pid in children.get(todo.pop(), ()):
+            if pid not in below:
+                below[pid] = table[pid][1]
+                todo.append(pid)
+    return mine, below
+
+
+def _kill(pid: int, started: int) -> None:
+    """SIGKILL `pid` if it is still the process that started at `started`."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return  # gone already
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            if int(stat.read().rsplit(b")", 1)[1].split()[19]) == started:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except (OSError, IndexError, ValueError):
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG) is not None
+    except ChildProcessError:
+        return True  # not (or no longer) ours to wait for
+
+
+async def reap_orphans(since: int, spare: Collection[int], within: float) -> int:
+    """Kill and reap the orphans that reached MIS since `since` (ticks), sparing the live
+    supervisors in `spare`; gives up after `within` seconds. Returns how many were killed."""
+    killed: set[int] = set()
+    with anyio.move_on_after(within) as scope:
+        while True:
+            mine, below = _orphans(since, spare)
+            if not mine:
+                return len(killed)
+            for pid, started in [*below.items(), *mine.items()]:
+                _kill(pid, started)  # below first: they become MIS's as their parents go
+            killed.update(mine, below)
+            reaped = [_reaped(pid) for pid in mine]  # every one, not up to the first left
+            if not all(reaped):
+                await anyio.sleep(_POLL)
+    if scope.cancelled_caught:
+        logger.warning("processes left by a MAP did not die within {} s", within)
+    return len(killed)
