@@ -134,7 +134,7 @@ def build_job_backend(settings: Settings) -> JobBackend:
         return DockerJobBackend(
             DockerEngine(docker.url),
             settings.map.image,
-            _options(ContainerOptions, docker),
+            _options(ContainerOptions, docker, group_add=(str(os.getgid()),)),
             pull=docker.pull,
             kill_grace_seconds=docker.stop_grace_seconds,
         )
