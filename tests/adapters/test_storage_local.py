@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mis_adapters.storage.volume import MARKER, LocalStorage, PayloadLimits
-from mis_core.errors import Busy, PayloadTooLarge
+from mis_core.errors import Busy, MapFailed, PayloadTooLarge
 from tests.storage import leave_workspace
 from tests.zips import make_zip
 
@@ -70,6 +70,22 @@ async def test_empty_output_folder_gives_a_valid_empty_zip(tmp_path: Path) -> No
     storage = LocalStorage(tmp_path / "payload", LIMITS)
     workspace = await storage.create("req-1")
     assert await unzip_stream(storage, workspace) == {}
+
+
+async def test_output_files_over_max_output_bytes_in_all_are_refused_before_any_byte(
+    tmp_path: Path,
+) -> None:
+    limits = PayloadLimits(10**6, 10**9, 1000, 200, max_output_bytes=1000)
+    storage = LocalStorage(tmp_path / "payload", limits)
+    workspace = await storage.create("req-1")
+    (Path(workspace.output_dir) / "a").write_bytes(b"x" * 600)
+    with open(Path(workspace.output_dir) / "sparse", "wb") as sparse:
+        sparse.truncate(401)  # no data written: its size counts all the same
+    chunks = storage.pack_output(workspace)
+    with pytest.raises(MapFailed, match=r"more than 1000 bytes.*server\.max_output_bytes"):
+        await chunks.__anext__()
+    os.unlink(Path(workspace.output_dir) / "sparse")  # 600 bytes: within the bound
+    assert await unzip_stream(storage, workspace) == {"a": b"x" * 600}
 
 
 async def test_symlinks_written_by_the_map_are_left_out_of_the_output(tmp_path: Path) -> None:
