@@ -84,7 +84,6 @@ class ProcessJobBackend:
         self.cwd = os.getcwd()
         self.supervisors: set[int] = set()  # live ones: never taken for a MAP's orphans
         self._spawning: anyio.Lock | None = None  # a supervisor is not yet in the set
-        become_subreaper()
 
     async def check(self) -> None:
         """Ready when the MAP's program can be found (a typo in map.command shows up here)
@@ -103,7 +102,10 @@ class ProcessJobBackend:
 
     async def sweep(self) -> int:
         """Kill what the runs of a crashed MIS left running (normally nothing: the
-        supervisor kills everything when MIS dies)."""
+        supervisor kills everything when MIS dies). Run once as the service starts, which
+        is when MIS becomes a child subreaper (not on construction: a test process that
+        builds a backend should not start collecting orphans)."""
+        become_subreaper()
         if self.payload_root is None or not self.payload_root.is_dir():
             return 0
         killed = 0
