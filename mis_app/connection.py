@@ -24,8 +24,9 @@ This protocol adds five bounds, each acting before the application sees the requ
   headers. Over `head_timeout_seconds` (a client sending its head a byte at a time), `408`
   and the connection closed; a new connection that sends nothing is just closed.
 - **Stalled downloads**: uvicorn's `send` waits while the transport's write buffer is over its
-  high-water mark, i.e. while the client reads nothing. A buffer that stays full for
-  `download_idle_timeout_seconds` gets the connection aborted; the application sees the
+  high-water mark, i.e. while the client reads slower than the server writes. A buffer that
+  does not drain to its low-water mark for `download_idle_timeout_seconds` gets the
+  connection aborted; the application sees the
   client as gone, so the job is stopped, its files deleted and the slot freed.
 - **Slow downloads**: a client reading just enough, just often enough, to keep the idle
   timer from firing (~53 KB/s with the defaults) would hold the slot for hours on a large
