@@ -148,8 +148,10 @@ def process_backend(settings: Settings) -> ProcessJobBackend:
         chosen = sandbox.choose(settings.process.sandbox)
     except sandbox.SandboxUnavailable as exc:
         raise SettingsError(str(exc)) from None
-    for line in sandbox.containment(chosen):
-        (logger.info if chosen.bwrap else logger.warning)("{}", line)
+    said, *also = sandbox.containment(chosen)
+    (logger.info if chosen.bwrap else logger.warning)("{}", said)
+    for line in also:
+        logger.info("{}", line)
     server = settings.server
     engine = settings.docker.url
     mis_files = [
