@@ -1,4 +1,4 @@
-"""Developer tasks: `nox -s tests`, `lint`, `typecheck`, `serve` (the quick start)."""
+"""Developer tasks: `nox -s tests`, `lint`, `typecheck`, `serve` (the quick start), `image`."""
 
 from __future__ import annotations
 
@@ -48,6 +48,16 @@ def typecheck(session: nox.Session) -> None:
     """mypy: strict on the core, checked everywhere else."""
     session.install("-e", ".[test,example]", *MYPY)
     session.run("mypy", "mis_core", "mis_adapters", "mis_app")
+
+
+@nox.session(python=False)
+def image(session: nox.Session) -> None:
+    """The MIS image and the example MAP image, with Podman, saved under .artifacts/images/.
+
+    On a Debian base made here with mmdebstrap (no registry needed); `-- --base IMAGE` for
+    another base. Standard library only, so no virtual environment.
+    """
+    session.run("python3", "tools/images.py", *session.posargs)
 
 
 @nox.session

@@ -1,7 +1,8 @@
 """The HTTP routes: plain endpoints reading what `mis_app.bootstrap` put in `app.state`.
 
 `app.state` holds `service` (the core's InferenceService), `metrics`, `map_summary` (the
-configured MAP as /v1/status shows it), `openapi` (the description) `upload_limits` and `payload_folder`.
+configured MAP as /v1/status shows it), `openapi` (the description), `upload_limits`,
+`payload_folder` and `live_logs` (the MAP's lines for their sender, mis_app.live_log).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from starlette.staticfiles import StaticFiles
 
 from mis_app.errors import error_response, internal_error
 from mis_app.inference import InferenceResponse
+from mis_app.live_log import LiveLogs, log_stream
 from mis_core.errors import BackendUnavailable
 from mis_core.service import InferenceService
 
 STATIC = Path(__file__).parent / "static"  # the page at /: shipped in the package, no CDN
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
         "frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -35,7 +37,8 @@ INFERENCE_PATHS = frozenset({"/v1/inference", "/v1/inference/", "/upload", "/upl
 
 
 async def inference(request: Request) -> Response:
-    return InferenceResponse(request)
+    live_logs: LiveLogs = request.app.state.live_logs  # the MAP's lines for the sender, meanwhile
+    return live_logs.capture(InferenceResponse(request))
 
 
 async def healthz(request: Request) -> Response:
@@ -90,6 +93,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 routes: list[BaseRoute] = [
     *(Route(path, inference, methods=["POST"]) for path in sorted(INFERENCE_PATHS)),
+    Route("/v1/inference/{request_id}/log", log_stream),
     Route("/healthz", healthz),
     Route("/readyz", readyz),
     Route("/v1/status", status),

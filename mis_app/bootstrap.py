@@ -23,17 +23,19 @@ from mis_adapters.docker.backend import DockerJobBackend
 from mis_adapters.docker.container import ContainerOptions
 from mis_adapters.docker.engine import DockerEngine
 from mis_adapters.kubernetes.job import JobOptions
+from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.inference import BusyShortcut
+from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
 from mis_app.readiness import PayloadFolder
 from mis_app.request_id import RequestIdMiddleware
 from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
-from mis_app.settings import Settings
+from mis_app.settings import Settings, SettingsError
 from mis_app.upload import UploadLimits
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobRequest, Workspace
@@ -49,10 +51,12 @@ def create_app(settings: Settings) -> Starlette:
     metrics.watch(service)
     server = settings.server
 
+    live_logs = LiveLogs()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log_configuration(settings)
-        async with service.running(), anyio.create_task_group() as background:
+        async with service.running(), live_logs.attached(), anyio.create_task_group() as background:
             warm_up = getattr(service.jobs, "warm_up", None)  # container backends have one
             if warm_up is not None and (
                 settings.backend == "docker" or settings.kubernetes.warm_up
@@ -82,6 +86,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.metrics = metrics
     app.state.map_summary = map_summary(settings)
     app.state.openapi = openapi(server.auth.protect_metrics)
+    app.state.live_logs = live_logs
     app.state.upload_limits = UploadLimits(
         max_bytes=int(server.max_upload_bytes),
         idle_seconds=server.upload_idle_timeout_seconds,
@@ -122,23 +127,45 @@ def build_job_backend(settings: Settings) -> JobBackend:
         from mis_adapters.kubernetes.backend import KubernetesJobBackend
 
         return KubernetesJobBackend(
-            job_options(settings),
-            node_local=settings.kubernetes.payload_volume.node_local,
-            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
+            job_options(settings), delete_wait_seconds=settings.kubernetes.delete_wait_seconds
         )
     if settings.backend == "docker":
         docker = settings.docker
         return DockerJobBackend(
             DockerEngine(docker.url),
             settings.map.image,
-            _options(ContainerOptions, docker),
+            _options(ContainerOptions, docker, group_add=(str(os.getgid()),)),
             pull=docker.pull,
             kill_grace_seconds=docker.stop_grace_seconds,
         )
+    return process_backend(settings)
+
+
+def process_backend(settings: Settings) -> ProcessJobBackend:
+    """The process backend, with the sandbox `process.sandbox` asks for (probed here; a
+    bubblewrap that does not work stops start-up) and what of MIS's it must hide."""
+    try:
+        chosen = sandbox.choose(settings.process.sandbox)
+    except sandbox.SandboxUnavailable as exc:
+        raise SettingsError(str(exc)) from None
+    for line in sandbox.containment(chosen):
+        (logger.info if chosen.bwrap else logger.warning)("{}", line)
+    server = settings.server
+    engine = settings.docker.url
+    mis_files = [
+        settings.source,
+        server.auth.tokens_file,
+        server.tls.key_file,
+        *os.environ.get("KUBECONFIG", "").split(os.pathsep),
+        engine.removeprefix("unix://") if engine.startswith("unix://") else "",
+    ]
     return ProcessJobBackend(
         settings.map.spec(),
         kill_grace_seconds=settings.process.kill_grace_seconds,
-        payload_root=settings.server.payload_dir,
+        payload_root=server.payload_dir.absolute(),
+        sandbox=chosen,
+        mis_files=mis_files,
+        home=os.environ.get("HOME"),
     )
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,7 +66,17 @@ def _parser() -> argparse.ArgumentParser:
         "--url", default=os.environ.get("MIS_URL", "http://127.0.0.1:8000"), help="MIS base URL"
     )
     infer.add_argument("--token-file", type=Path, help="a file holding the bearer token")
-    infer.add_argument("--extract", type=Path, metavar="DIR", help="unpack the result into DIR")
+    infer.add_argument(
+        "--extract",
+        type=Path,
+        metavar="DIR",
+        help="unpack the result into DIR (new or empty; checked before uploading)",
+    )
+    infer.add_argument(
+        "--force",
+        action="store_true",
+        help="with --extract: DIR may hold files; the result replaces those it also has",
+    )
     infer.add_argument("--wait", action="store_true", help="retry while the service is busy")
     infer.add_argument("--retries", type=int, default=10, help="retries with --wait (10)")
     infer.set_defaults(run=_infer, needs_settings=False)
@@ -87,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     kubernetes = commands.add_parser("kubernetes", help="Kubernetes backend tools")
     kubernetes_commands = kubernetes.add_subparsers(required=True, metavar="COMMAND")
     render = kubernetes_commands.add_parser(
-        "render-job", help="print the Job MIS would submit for a sample request, as YAML"
+        "render-job",
+        help="print the Job MIS would submit for a sample request, and the NetworkPolicy "
+        "for its pods, as YAML",
     )
     _add_config(render)
     render.set_defaults(run=_render_job)
@@ -154,27 +166,52 @@ def _read_manifest(url: str, image: str) -> MapManifest | None:
 def _check(settings: Settings, options: argparse.Namespace) -> int:
     effective = settings.model_dump(mode="json")
     print(yaml.safe_dump(effective, sort_keys=False), end="")
+    if settings.backend == "process":
+        from mis_adapters.process import sandbox
+
+        try:
+            chosen = sandbox.choose(settings.process.sandbox)
+        except sandbox.SandboxUnavailable as exc:
+            print(f"mis: {exc}", file=sys.stderr)
+            return 2
+        for line in sandbox.containment(chosen):
+            print(f"# {line}", file=sys.stderr)
     print("# configuration is valid", file=sys.stderr)
+    for warning in _warnings(settings):
+        print(f"# warning: {warning}", file=sys.stderr)
     return 0
 
 
-def _render_job(settings: Settings, options: argparse.Namespace) -> int:
-    """Without contacting a cluster: the namespace is the configured one, else "default"."""
-    import attrs
+def _warnings(settings: Settings) -> list[str]:
+    """What is valid but will not serve: /readyz would say 503, and so would requests."""
+    warnings = []
+    program = [*settings.map.command, *settings.map.args][:1]
+    if settings.backend == "process" and program and shutil.which(program[0]) is None:
+        warnings.append(
+            f"map.command: {program[0]} was not found (on PATH, or as a path from this "
+            "directory); /readyz and every request will be 503 backend_unavailable"
+        )
+    if settings.server.auth.tokens_file is not None:
+        from mis_app.auth import TokenFile, TokensUnavailable
 
-    from mis_adapters.kubernetes.job import build_job
+        try:
+            TokenFile(settings.server.auth.tokens_file).tokens()
+        except TokensUnavailable as problem:
+            warnings.append(f"server.auth: {problem}; every request will be refused")
+    return warnings
+
+
+def _render_job(settings: Settings, options: argparse.Namespace) -> int:
+    """The Job, and the NetworkPolicy for its pods, as MIS would submit them (notes on stderr)."""
+    import anyio
+
+    from mis_adapters.kubernetes.render import render_job
     from mis_app.bootstrap import job_options, sample_job_request
 
-    job_settings = job_options(settings)
-    volume = settings.kubernetes.payload_volume
-    node_local = volume.node_local if volume.node_local is not None else bool(volume.host_path)
-    job_settings = attrs.evolve(
-        job_settings,
-        namespace=job_settings.namespace or "default",
-        node_name=job_settings.node_name if node_local else "",
-    )
-    manifest = build_job(sample_job_request(settings), job_settings)
-    print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    documents, notes = anyio.run(render_job, job_options(settings), sample_job_request(settings))
+    for note in notes:
+        print(f"# {note}", file=sys.stderr)
+    print(yaml.safe_dump_all(documents, sort_keys=False), end="")
     return 0
 
 
@@ -183,17 +220,18 @@ def _infer(options: argparse.Namespace) -> int:
 
     source: Path = options.input
     token = options.token_file.read_text().strip() if options.token_file else ""
-    with tempfile.TemporaryDirectory() as scratch:  # holds the zip when only --extract is asked
-        default = Path(scratch) / "output.zip" if options.extract else None
-        output = options.output or default or Path(f"{source.name.removesuffix('.zip')}-output.zip")
-        return infer(
-            InferOptions(
-                source=source,
-                output=output,
-                url=options.url,
-                token=token,
-                extract_to=options.extract,
-                wait=options.wait,
-                retries=options.retries,
-            )
+    output = options.output
+    if output is None and options.extract is None:
+        output = Path(f"{source.name.removesuffix('.zip')}-output.zip")
+    return infer(
+        InferOptions(
+            source=source,
+            output=output,
+            url=options.url,
+            token=token,
+            extract_to=options.extract,
+            force=options.force,
+            wait=options.wait,
+            retries=options.retries,
         )
+    )

@@ -3,11 +3,18 @@
 A folder is zipped while it is sent, never whole in memory; the answer is streamed to a
 temporary file next to the output and renamed only when complete. Exit codes tell the
 failures apart, so scripts can act on them.
+
+With `--extract DIR` the client keeps what it received: DIR is checked before anything is
+uploaded (it must be new or empty, unless `--force` lets the result replace files of the same
+names), the result is unpacked with the server's own checks and default limits into a
+folder beside DIR and moved into place only when whole, and if unpacking fails the zip is
+kept and the message says where.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -21,6 +28,7 @@ import httpx
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_adapters.storage.walk import OutputProblem
 from mis_adapters.storage.zipwriter import zip_folder
+from mis_app.settings import ServerSettings
 from mis_core.errors import MisError
 
 EXIT_OK = 0
@@ -38,6 +46,8 @@ EXIT_BY_CODE = {
     "payload_too_large": EXIT_BAD_INPUT,
     "unsupported_media_type": EXIT_BAD_INPUT,
     "request_timeout": EXIT_BAD_INPUT,
+    "headers_too_large": EXIT_BAD_INPUT,
+    "http_version_not_supported": EXIT_BAD_INPUT,
     "busy": EXIT_BUSY,
     "timeout": EXIT_TIMEOUT,
     "map_failed": EXIT_MAP_FAILED,
@@ -45,18 +55,22 @@ EXIT_BY_CODE = {
     "unauthorized": EXIT_UNAUTHORIZED,
 }
 _CHUNK = 1024 * 1024
-_UNPACK_LIMITS = ExtractLimits(
-    max_extracted_bytes=2**62, max_entries=10**9, max_compression_ratio=1e12
+_SERVER_DEFAULTS = ServerSettings()
+UNPACK_LIMITS = ExtractLimits(  # what the server checks an upload against, by default
+    max_extracted_bytes=int(_SERVER_DEFAULTS.max_extracted_bytes),
+    max_entries=_SERVER_DEFAULTS.max_entries,
+    max_compression_ratio=_SERVER_DEFAULTS.max_compression_ratio,
 )
 
 
 @attrs.frozen
 class InferOptions:
     source: Path
-    output: Path
+    output: Path | None = None  # where the zip goes; None with extract_to: only unpacked
     url: str = "http://127.0.0.1:8000"
     token: str = ""
     extract_to: Path | None = None
+    force: bool = False  # extract_to may hold files; the result replaces those it also has
     wait: bool = False
     retries: int = 10
     timeout_seconds: float = 600
@@ -84,6 +98,26 @@ def infer(options: InferOptions, err: TextIO = sys.stderr) -> int:
     if not options.source.exists():
         err.write(f"mis infer: {options.source} does not exist\n")
         return EXIT_USAGE
+    target = options.extract_to
+    if target is not None and (problem := _extract_problem(target, options.force)):
+        err.write(f"mis infer: {problem}\n")
+        return EXIT_USAGE
+    if options.output is not None:
+        output = options.output
+    elif target is not None:
+        output = _scratch_zip(target)
+    else:
+        err.write("mis infer: say where the result goes: an output zip, or a folder\n")
+        return EXIT_USAGE
+    try:
+        code = _infer(options, output, err)
+    finally:
+        if options.output is None:
+            output.unlink(missing_ok=True)  # kept under another name if it was needed
+    return code
+
+
+def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
     headers = {"Content-Type": "application/zip"}
     if options.token:
         headers["Authorization"] = f"Bearer {options.token}"
@@ -91,7 +125,7 @@ def infer(options: InferOptions, err: TextIO = sys.stderr) -> int:
     attempt = 0
     while True:
         try:
-            result = _attempt(options, headers, progress)
+            result = _attempt(options, output, headers, progress)
         except httpx.TransportError as exc:
             progress.end()
             err.write(f"mis infer: cannot reach {options.url} ({type(exc).__name__}: {exc})\n")
@@ -112,17 +146,82 @@ def infer(options: InferOptions, err: TextIO = sys.stderr) -> int:
     if result.code:
         err.write(f"mis infer: {result.status} {result.code}: {result.message}\n")
         return EXIT_BY_CODE.get(result.code, EXIT_FAILED)
-    if options.extract_to is not None:
-        try:
-            options.extract_to.mkdir(parents=True, exist_ok=True)
-            count = extract_archive(options.output, options.extract_to, _UNPACK_LIMITS)
-        except MisError as exc:
-            err.write(f"mis infer: the result could not be unpacked: {exc.message}\n")
-            return EXIT_FAILED
-        err.write(f"mis infer: {count} file(s) in {options.extract_to}\n")
-    else:
-        err.write(f"mis infer: saved {options.output}\n")
+    target = options.extract_to
+    if target is None:
+        err.write(f"mis infer: saved {output}\n")
+        return EXIT_OK
+    try:
+        count = unpack(output, target)
+    except (MisError, OSError) as exc:
+        reason = exc.message if isinstance(exc, MisError) else f"{exc.strerror} ({exc.filename})"
+        kept = output if options.output is not None else _keep(output, target)
+        err.write(
+            f"mis infer: the result could not be unpacked into {target}: {reason}\n"
+            f"mis infer: the result is kept, as received, in {kept}\n"
+        )
+        return EXIT_FAILED
+    err.write(f"mis infer: {count} file(s) in {target}\n")
     return EXIT_OK
+
+
+def _extract_problem(target: Path, force: bool) -> str:
+    """Why the result cannot be unpacked into `target` (checked before uploading), or ''."""
+    if target.exists() and not target.is_dir():
+        return f"{target} exists and is not a folder; choose a folder to extract the result to"
+    if target.is_dir() and not force and any(target.iterdir()):
+        return (
+            f"{target} already holds files, which the result could overwrite; choose a new or "
+            "empty folder, or pass --force to replace the files the result also has"
+        )
+    return ""
+
+
+def _scratch_zip(target: Path) -> Path:
+    target.absolute().parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.absolute().parent, prefix=".mis-result-", suffix=".zip")
+    os.close(fd)
+    return Path(name)
+
+
+def _keep(scratch: Path, target: Path) -> Path:
+    """Move the received zip to a lasting name beside `target`."""
+    kept = target.with_name(f"{target.name}.zip")
+    number = 1
+    while kept.exists():
+        kept = target.with_name(f"{target.name}-{number}.zip")
+        number += 1
+    os.replace(scratch, kept)
+    return kept
+
+
+def unpack(archive: Path, target: Path) -> int:
+    """Unpack `archive` into `target` with the server's checks: into a folder beside it first,
+    so that a refused or cut archive leaves `target` as it was; the number of files."""
+    parent = target.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".mis-extract-", dir=parent))
+    try:
+        count = extract_archive(archive, staging, UNPACK_LIMITS)
+        if target.exists():
+            _merge(staging, target)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            staging.chmod(0o777 & ~umask)  # a folder made for the user, as mkdir would
+            staging.rename(target)
+        return count
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _merge(source: Path, target: Path) -> None:
+    """Move every file of `source` into `target`, replacing files of the same names."""
+    for folder, folders, files in os.walk(source):
+        relative = Path(folder).relative_to(source)
+        for name in folders:
+            (target / relative / name).mkdir(exist_ok=True)
+        for name in files:
+            os.replace(Path(folder, name), target / relative / name)
 
 
 @attrs.frozen
@@ -133,7 +232,9 @@ class _Result:
     retry_after: float | None = None
 
 
-def _attempt(options: InferOptions, headers: dict[str, str], progress: Progress) -> _Result:
+def _attempt(
+    options: InferOptions, output: Path, headers: dict[str, str], progress: Progress
+) -> _Result:
     timeout = httpx.Timeout(options.timeout_seconds, connect=10)
     with (
         httpx.Client(timeout=timeout) as client,
@@ -147,8 +248,8 @@ def _attempt(options: InferOptions, headers: dict[str, str], progress: Progress)
         progress.end()
         if response.status_code != 200:
             return _error(response)
-        options.output.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=options.output.parent, prefix=".mis-partial-")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=output.parent, prefix=".mis-partial-")
         try:
             with os.fdopen(fd, "wb") as sink:
                 received = 0
@@ -156,7 +257,7 @@ def _attempt(options: InferOptions, headers: dict[str, str], progress: Progress)
                     sink.write(chunk)
                     received += len(chunk)
                     progress.show("downloading", received)
-            os.replace(partial, options.output)
+            os.replace(partial, output)
         finally:
             Path(partial).unlink(missing_ok=True)
         progress.end()

@@ -53,30 +53,30 @@ def protocol_class(limits: ConnectionLimits) -> type[asyncio.Protocol]:
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head_bytes = 0  # of the current request's URL, headers and trailers
-        self._head_read = 0  # bytes read since the current request began, until its headers end
-        self._unaccounted = 0  # bytes read since the parser last handed anything over
-        self._accounted = False
-        self._body_read = 0  # body bytes the parser handed over in the current read
-        self._earlier = 0  # bytes of the current read that belong to the request before
-        self._in_head = False  # a request has begun and its headers are not complete
-        self._over = False
-        self._refused = False
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._stall_timer: asyncio.TimerHandle | None = None
+    # Per-connection state; the class holds the initial values, so that a new connection
+    # costs no more than uvicorn's own.
+    _head_bytes = 0  # of the current request's URL, headers and trailers
+    _head_read = 0  # bytes read since the current request began, until its headers end
+    _unaccounted = 0  # bytes read since the parser last handed anything over
+    _accounted = False
+    _body_read = 0  # body bytes the parser handed over in the current read
+    _earlier = 0  # bytes of the current read that belong to the request before
+    _in_head = False  # a request has begun and its headers are not complete
+    _over = False
+    _refused = False
+    _head_since: float | None = None  # when the head being waited for began
+    _stall_timer: asyncio.TimerHandle | None = None
 
     # the connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._head_since = self.loop.time()
+        _HeadWatch.start(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._stall_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -107,7 +107,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = self._head_read = 0
         self._earlier = self._body_read  # the rest of this read is the new request's
         self._in_head = True
-        self._arm_head_timer()
+        if self._head_since is None:  # the first request's head is timed from the connection
+            self._head_since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._accounted = True
@@ -133,8 +134,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_head()
             return
         self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
+        self._head_since = None
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -175,26 +175,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # the bounds
 
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(
-            self.limits.head_timeout_seconds, self._head_timed_out
-        )
-
     def _response_in_progress(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
     def _response_started(self) -> bool:
         return self._response_in_progress() and self.cycle.response_started
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing():
+    def check_head(self, now: float) -> None:
+        """Called about once a second: refuse a head that has taken too long."""
+        since = self._head_since
+        if since is None or now - since < self.limits.head_timeout_seconds:
+            return
+        if self.transport.is_closing() or self._refused:
             return
         if self._response_in_progress():
-            self._arm_head_timer()  # a pipelined head waits its turn; look again later
-            return
+            return  # a pipelined head waits its turn; its time counts once the answer is out
+        self._head_since = None
         if not self._in_head:
             self.transport.close()  # connected, sent nothing
             return
@@ -248,6 +244,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(b"".join(head) + body)
         self.transport.close()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_head and self._head_since is not None:
+            self._head_since = self.loop.time()  # a pipelined head's time starts now
+
     def _download_stalled(self) -> None:
         self._stall_timer = None
         if self.transport.is_closing():
@@ -259,3 +260,28 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.limits.download_idle_timeout_seconds,
         )
         self.transport.abort()
+
+
+class _HeadWatch:
+    """One timer per event loop, looking at every open connection's head about once a second:
+    cheaper under a burst of connections than a timer armed and cancelled for each."""
+
+    _running: ClassVar[set[asyncio.AbstractEventLoop]] = set()
+
+    @classmethod
+    def start(cls, protocol: BoundedHttpToolsProtocol) -> None:
+        loop = protocol.loop
+        if loop not in cls._running:
+            cls._running.add(loop)
+            loop.call_later(1.0, cls._tick, loop, protocol.connections)
+
+    @classmethod
+    def _tick(cls, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        if not connections:  # nothing to watch: the next connection starts it again
+            cls._running.discard(loop)
+            return
+        now = loop.time()
+        for connection in list(connections):
+            if isinstance(connection, BoundedHttpToolsProtocol):
+                connection.check_head(now)
+        loop.call_later(1.0, cls._tick, loop, connections)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
+from mis_app.logs import clean_lines
 from mis_core.errors import MisError
 
 STATUS_BY_CODE = {
@@ -38,7 +39,10 @@ class HttpVersionNotSupported(MisError):
 
 
 def error_body(error: MisError, request_id: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": error.code, "message": error.message, "request_id": request_id}}
+    # messages may quote a client's header or a MAP's log lines: no control character in them
+    # reaches a client, a terminal or the page
+    message = clean_lines(error.message)
+    return {"error": {"code": error.code, "message": message, "request_id": request_id}}
 
 
 def error_response(error: MisError, request_id: str) -> JSONResponse:

@@ -4,11 +4,12 @@
 MAP printed carry `source: map`: they are the MAP's words, passed on as it printed them except
 for control characters. Uvicorn's own logging is routed here too.
 
-Nothing a client or a MAP sends can forge or colour a line: every record's message, and every
-string in its extra fields, has its control characters (CR, LF, ESC, the C1 set, Unicode line
-separators) escaped as `\\xNN` / `\\uNNNN` before any sink sees it. Tracebacks show no
-variable values (loguru's `diagnose` is off), so a token or a file name held in a local never
-reaches the log.
+Nothing a client or a MAP sends can forge or colour a line: MIS's sinks (text and JSON) write
+every record's message, and every string in its extra fields, with its control characters
+(CR, LF, ESC, the C1 set, Unicode line separators) escaped as `\\xNN` / `\\uNNNN`, so one
+record is one line. Tracebacks show no variable values (they are formatted by `traceback`,
+and loguru's `diagnose` is off), so a token or a file name held in a local never reaches the
+log; their lines are escaped too.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-_TEXT = (
-    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
-    "{extra[request_id]} | {extra[source]: <3} | <level>{message}</level>"
-)
+_LEVEL_COLOURS = {"ERROR": "31", "CRITICAL": "31;1", "WARNING": "33", "SUCCESS": "32"}
 # C0 controls, DEL, C1 controls, and the characters that some viewers take for a line break
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -33,6 +31,12 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def clean(text: str) -> str:
     """`text` with every control character escaped, so that it stays on one line, uncoloured."""
     return _CONTROL.sub(_escape, text)
+
+
+def clean_lines(text: str) -> str:
+    """`text` with every control character escaped but its line breaks: for messages that are
+    several lines by design (a failed MAP's last log lines), each line still its own."""
+    return "\n".join(clean(line) for line in text.split("\n"))
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -48,34 +52,14 @@ def _clean_value(value: Any) -> Any:
     return value
 
 
-def _clean_record(record: Any) -> None:
-    record["message"] = clean(record["message"])
-    for key, value in record["extra"].items():
-        record["extra"][key] = _clean_value(value)
-
-
 def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
     sink_stream = stream or sys.stderr
     logger.remove()
-    logger.configure(extra={"request_id": "-", "source": "mis"}, patcher=_clean_record)
-    if fmt == "json":
-        logger.add(
-            _json_sink(sink_stream),
-            level=level,
-            format="{message}",
-            diagnose=False,
-            backtrace=False,
-        )
-    else:
-        colorize = sink_stream.isatty()
-        logger.add(
-            sink_stream,
-            level=level,
-            format=_TEXT,
-            colorize=colorize,
-            diagnose=False,
-            backtrace=False,
-        )
+    logger.configure(extra={"request_id": "-", "source": "mis"})
+    # MIS's own sinks escape what they write; the records stay as logged, for other sinks
+    # that clean them their own way (the page's live log)
+    sink = _json_sink(sink_stream) if fmt == "json" else _text_sink(sink_stream)
+    logger.add(sink, level=level, format="{message}", diagnose=False, backtrace=False)
     logging.basicConfig(handlers=[_ToLoguru()], level=level, force=True)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
@@ -84,17 +68,49 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | N
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
+def _exception(record: Any) -> str:
+    """The traceback, if any: no variable values, each line escaped."""
+    if record["exception"] is None:
+        return ""
+    return clean_lines("".join(traceback.format_exception(*record["exception"])).rstrip("\n"))
+
+
+def _text_sink(stream: TextIO) -> Any:
+    colour = stream.isatty()
+
+    def write(message: Any) -> None:
+        record = message.record
+        extra = record["extra"]
+        when = record["time"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        level = f"{record['level'].name: <7}"
+        text = clean(record["message"])
+        if colour:
+            when = f"\x1b[32m{when}\x1b[0m"
+            code = _LEVEL_COLOURS.get(record["level"].name)
+            if code:
+                level, text = f"\x1b[{code}m{level}\x1b[0m", f"\x1b[{code}m{text}\x1b[0m"
+        request_id = clean(str(extra.get("request_id", "-")))
+        source = clean(str(extra.get("source", "mis")))
+        line = f"{when} | {level} | {request_id} | {source: <3} | {text}\n"
+        if exception := _exception(record):
+            line += exception + "\n"
+        stream.write(line)
+        stream.flush()
+
+    return write
+
+
 def _json_sink(stream: TextIO) -> Any:
     def write(message: Any) -> None:
         record = message.record
         line = {
             "time": record["time"].isoformat(),
             "level": record["level"].name,
-            "message": record["message"],
-            **record["extra"],
+            "message": clean(record["message"]),
+            **{key: _clean_value(value) for key, value in record["extra"].items()},
         }
-        if record["exception"] is not None:
-            line["exception"] = "".join(traceback.format_exception(*record["exception"]))
+        if exception := _exception(record):
+            line["exception"] = exception
         stream.write(json.dumps(line, default=str) + "\n")
         stream.flush()
 

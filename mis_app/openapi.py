@@ -19,6 +19,15 @@ REQUEST_ID = {
     "is generated.",
     "schema": {"type": "string"},
 }
+LOG_KEY = {
+    "name": "X-Log-Key",
+    "in": "header",
+    "required": False,
+    "description": "A secret of your own (32-128 letters, digits, - or _; at least 128 random "
+    "bits) that lets you, and only you, follow this request's MAP log while it runs: see "
+    "GET /v1/inference/{request_id}/log. Send an X-Request-ID of your own too, to know the id.",
+    "schema": {"type": "string"},
+}
 RESPONSE_REQUEST_ID = {
     "X-Request-ID": {"description": "The request's id", "schema": {"type": "string"}}
 }
@@ -44,8 +53,9 @@ _WHEN = {
     "(the connection is closed)",
     "http_version_not_supported": "HTTP/1.0: the result is streamed with chunked transfer "
     "encoding, which needs HTTP/1.1",
+    "not_found": "No live log for this request id, key and token (or the request has ended)",
 }
-INFERENCE_CODES = list(_WHEN)
+INFERENCE_CODES = [code for code in _WHEN if code != "not_found"]
 
 
 def error_responses(codes: list[str]) -> dict[str, Any]:
@@ -92,7 +102,7 @@ def _inference(summary: str, raw_body: bool) -> dict[str, Any]:
         content["application/zip"] = {"schema": {"type": "string", "format": "binary"}}
     return {
         "summary": summary,
-        "parameters": [REQUEST_ID],
+        "parameters": [REQUEST_ID, LOG_KEY],
         "requestBody": {"required": True, "content": content},
         "responses": {
             "200": {
@@ -106,6 +116,45 @@ def _inference(summary: str, raw_body: bool) -> dict[str, Any]:
                 "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
             },
             **error_responses(INFERENCE_CODES),
+        },
+    }
+
+
+def _live_log() -> dict[str, Any]:
+    return {
+        "summary": "Follow the MAP's log while your request runs (server-sent events)",
+        "description": "Only for the client that sent the request: the same X-Log-Key it sent "
+        "with the POST and the same Authorization header. Each line the MAP prints is an event "
+        "with `id` (its number) and `data` (the line, colour codes and control characters "
+        "removed, at most 1,000 characters); the last 500 lines are kept, so a client that "
+        "connects late or reconnects (with Last-Event-ID) catches up. `event: end` comes when "
+        "the request is over, and the stream closes. Any other key, token, or request id, and "
+        "a request that has ended, get the same 404.",
+        "parameters": [
+            {
+                "name": "request_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "The X-Request-ID the POST was sent with",
+            },
+            {**LOG_KEY, "required": True, "description": "The key the POST was sent with"},
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Resume after this line number",
+            },
+            REQUEST_ID,
+        ],
+        "responses": {
+            "200": {
+                "description": "The MAP's lines as server-sent events, until the request ends",
+                "headers": RESPONSE_REQUEST_ID,
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **error_responses(["unauthorized", "not_found"]),
         },
     }
 
@@ -128,8 +177,8 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
             },
             "deleting": {
                 "type": "integer",
-                "description": "Workspaces of finished requests still being deleted; while "
-                "2 × capacity workspaces exist, new requests are busy",
+                "description": "Workspaces of finished requests still being deleted (at "
+                "most 2 × capacity workspaces exist; a request admitted beyond that waits)",
             },
             "timeout_seconds": {"type": "number"},
             "map": {
@@ -184,6 +233,7 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
                 "post": _inference("The same, for clients of the original MIS", raw_body=False)
             },
             "/upload": {"post": _inference("The same as /upload/", raw_body=False)},
+            "/v1/inference/{request_id}/log": {"get": _live_log()},
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

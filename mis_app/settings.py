@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -15,15 +15,19 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PrivateAttr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from mis_core.model import CpuQuantity, MapSpec, MemoryQuantity, Resources
+from mis_core.model import MapSpec, Resources
+from mis_core.quantity import CpuQuantity, MemoryQuantity
 
 ENV_PREFIX = "MIS_"
 CONFIG_ENV = "MIS_CONFIG"
+_ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"  # what Kubernetes accepts as a variable name
 GiB = 1024**3
 
 
@@ -138,6 +142,8 @@ class MapSettings(_Section):
 
 class ProcessSettings(_Section):
     kill_grace_seconds: float = Field(5.0, ge=0)
+    # bubblewrap: always (start-up fails where it does not work); auto: where it works
+    sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
 
 
 class PayloadVolumeSettings(_Section):
@@ -153,7 +159,19 @@ DEFAULT_SECURITY_CONTEXT: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
-DEFAULT_POD_SECURITY_CONTEXT: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+# With these two, a Job's pod passes the `restricted` Pod Security Standard (given a claim:
+# a hostPath payload volume passes only `privileged`).
+DEFAULT_POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+class SecretKeyRef(_Section):
+    """One key of a Secret in MIS's namespace; the kubelet reads it, MIS never does."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]{1,253}$")
 
 
 class KubernetesSettings(_Section):
@@ -173,10 +191,19 @@ class KubernetesSettings(_Section):
     extra_volume_mounts: list[dict[str, Any]] = []
     security_context: dict[str, Any] = DEFAULT_SECURITY_CONTEXT
     pod_security_context: dict[str, Any] = DEFAULT_POD_SECURITY_CONTEXT
+    # The container's scratch space (its writable layer, logs), requested and limited.
+    ephemeral_storage: str = "4Gi"
+    # MAP environment variables taken from Secrets: {VARIABLE: {name: SECRET, key: KEY}}.
+    secret_env: dict[Annotated[str, StringConstraints(pattern=_ENV_NAME)], SecretKeyRef] = {}
     deadline_margin_seconds: int = Field(30, ge=0)
     ttl_seconds_after_finished: int = Field(300, ge=0)
     delete_wait_seconds: float = Field(30, ge=0)
     warm_up: bool = False  # pre-pull the MAP image at start-up; readiness waits for it
+
+    @field_validator("ephemeral_storage")
+    @classmethod
+    def _ephemeral_storage(cls, value: str) -> str:
+        return str(MemoryQuantity.parse(value))
 
 
 class DockerSettings(_Section):
@@ -192,6 +219,7 @@ class DockerSettings(_Section):
     cap_drop: list[str] = ["ALL"]
     gpu_driver: str = "nvidia"
     shm_size: str = ""
+    pids_limit: int = Field(4096, ge=16)  # processes and threads: a fork bomb stops here
 
     @field_validator("shm_size")
     @classmethod
@@ -208,6 +236,11 @@ class Settings(_Section):
     process: ProcessSettings = ProcessSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     docker: DockerSettings = DockerSettings()
+    _source: Path | None = PrivateAttr(None)  # the file read, which a MAP must not see
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
 
     @model_validator(mode="after")
     def _backend_needs(self) -> Settings:
@@ -243,10 +276,12 @@ def with_map_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settin
         elif key not in current.model_fields_set:
             data["map"][key] = value
     try:
-        return Settings.model_validate(data)
+        result = Settings.model_validate(data)
     except ValidationError as exc:
         described = _describe(exc, None)
         raise SettingsError(described.replace(":", " with the MAP manifest's values:", 1)) from None
+    result._source = settings.source
+    return result
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
@@ -268,9 +303,11 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
         data = loaded
     overrides = _apply_overrides(data, environ)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, path, overrides)) from None
+    settings._source = path
+    return settings
 
 
 def _apply_overrides(

@@ -35,6 +35,7 @@ HOW_TO_SEND = (
 MAX_PARTS = 16  # the form needs one; a few more fields are tolerated (and ignored)
 MAX_PART_HEAD_BYTES = 16 * 1024  # the headers of one part
 PIECE = 16 * 1024  # multipart bytes parsed between two turns of the event loop
+MAX_BOUNDARY = 70  # RFC 2046; python-multipart raises a bare error past its own 256
 
 
 @attrs.frozen
@@ -55,10 +56,15 @@ def zip_upload(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
             "transfer encoding, which HTTP/1.0 does not have."
         )
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary") or b""
     if media_type == b"multipart/form-data":
-        boundary = options.get(b"boundary")
         if not boundary:
             raise InvalidInput(f"The multipart body has no boundary. {HOW_TO_SEND}")
+        if len(boundary) > MAX_BOUNDARY:
+            raise InvalidInput(
+                f"The multipart boundary is longer than {MAX_BOUNDARY} characters "
+                f"(RFC 2046). {HOW_TO_SEND}"
+            )
     elif media_type not in ZIP_MEDIA_TYPES:
         shown = media_type.decode("latin-1")[:100] or "none"
         raise UnsupportedMediaType(f"The request's Content-Type is {shown!a}. {HOW_TO_SEND}")
@@ -66,7 +72,7 @@ def zip_upload(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
     if declared.isdigit() and int(declared) > limits.max_bytes:
         raise too_large(limits.max_bytes)
     body = within_deadlines(_counted(request.stream(), limits.max_bytes), limits)
-    if media_type == b"multipart/form-data":
+    if boundary and media_type == b"multipart/form-data":
         return _file_part(body, boundary, limits.max_parts)
     return body
 

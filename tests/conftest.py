@@ -1,4 +1,4 @@
-"""Shared test helpers: required tools, and the anyio backend."""
+"""Shared test helpers: required tools, the anyio backend, the container engine and images."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.docker.engine import Engine, podman_engine
 from tests.k8s.double import KubeDouble
+from tools.images import build_all, load_all
 
 if TYPE_CHECKING:
     from tests.nonroot import NonRoot
@@ -27,6 +29,15 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
         pytest.skip(message)
     return path
+
+
+def require_root(why: str) -> None:
+    """Skip unless running as root (fail when CI sets MIS_REQUIRE_ALL=1); `why` says for what."""
+    if os.geteuid() != 0:
+        message = f"needs root: {why}"
+        if REQUIRE_ALL:
+            pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +67,28 @@ def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeDoub
         yield kube
     finally:
         kube.stop()
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """Podman's Docker-compatible service with the test MAP image (CI installs podman)."""
+    podman = require_tool("podman")
+    require_tool("runc")
+    busybox = Path(require_tool("busybox")).resolve()
+    with podman_engine(podman, busybox, tmp_path_factory.mktemp("podman")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def images(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The MIS image and the example MAP image in the engine's storage; {"mis": tag, "map": tag}.
+
+    Built once per run on a Debian base made here from the machine's apt sources (mmdebstrap),
+    as `nox -s image` builds them; or, when MIS_IMAGE_ARCHIVES names the folder `nox -s image`
+    saved them to (CI builds them there once), loaded from it.
+    """
+    archives = os.environ.get("MIS_IMAGE_ARCHIVES")
+    if archives:
+        return load_all(engine.podman, Path(archives))
+    require_tool("mmdebstrap")
+    return build_all(engine.podman, tmp_path_factory.mktemp("images"))

@@ -22,12 +22,15 @@ def build(target: Path, ct_slices: int = 5) -> Path:
     ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     mr_path = get_testdata_file("MR_small.dcm")
     series_uid = generate_uid()
+    x, y, z = (float(v) for v in ct.ImagePositionPatient)
+    thickness = float(ct.SliceThickness)
     target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for number in range(1, ct_slices + 1):
             ct.SeriesInstanceUID = series_uid
             ct.SOPInstanceUID = generate_uid()
             ct.InstanceNumber = number
+            ct.ImagePositionPatient = [x, y, z + (number - 1) * thickness]  # axial: along z
             buffer = io.BytesIO()
             ct.save_as(buffer)
             zf.writestr(f"study/CT/slice-{number:03d}.dcm", buffer.getvalue())

@@ -22,7 +22,7 @@ from mis_adapters.docker.container import (
     container_name,
     instance_labels,
 )
-from mis_adapters.docker.engine import DockerEngine, EngineError
+from mis_adapters.docker.engine import ContainerEngine, EngineError
 from mis_adapters.map_follow import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
@@ -34,7 +34,7 @@ REMOVE_SECONDS = 60  # removal is shielded from cancellation, so it gets its own
 class DockerJobBackend:
     def __init__(
         self,
-        engine: DockerEngine,
+        engine: ContainerEngine,
         image: str,
         options: ContainerOptions,
         *,

@@ -16,7 +16,8 @@ from mis_adapters.labels import (
     LABEL_REQUEST_ID,
     MANAGED_BY,
 )
-from mis_core.model import JobRequest, MemoryQuantity
+from mis_core.model import JobRequest
+from mis_core.quantity import MemoryQuantity
 
 
 @attrs.frozen
@@ -31,6 +32,9 @@ class ContainerOptions:
     cap_drop: tuple[str, ...] = attrs.field(default=("ALL",), converter=tuple)
     gpu_driver: str = "nvidia"
     shm_size: str = ""  # PyTorch data loaders want more than the engine's 64 MB
+    pids_limit: int = 4096  # processes and threads in the container: a fork bomb stops here
+    # MIS's own group: a MAP running as the image's own user reaches the workspace through it
+    group_add: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 def container_name(options: ContainerOptions, request: JobRequest) -> str:
@@ -77,20 +81,31 @@ def _host_config(
     request: JobRequest, options: ContainerOptions, host: tuple[str, str]
 ) -> dict[str, Any]:
     spec = request.map
-    memory = spec.resources.memory.bytes
     config: dict[str, Any] = {
         "Binds": [f"{host[0]}:{spec.input_path}:ro", f"{host[1]}:{spec.output_path}:rw"],
-        "NanoCpus": spec.resources.cpu.nano_cpus,
-        "Memory": memory,
-        "MemorySwap": memory,  # no swap beyond the limit, as in Kubernetes
+        **_limits(request, options),
         "NetworkMode": options.network,
         "CapDrop": list(options.cap_drop),
         "SecurityOpt": ["no-new-privileges"],
     }
+    if options.group_add:
+        config["GroupAdd"] = list(options.group_add)
     if spec.resources.gpu:
         config["DeviceRequests"] = [
             {"Driver": options.gpu_driver, "Count": spec.resources.gpu, "Capabilities": [["gpu"]]}
         ]
-    if options.shm_size:
-        config["ShmSize"] = MemoryQuantity.parse(options.shm_size).bytes
     return config
+
+
+def _limits(request: JobRequest, options: ContainerOptions) -> dict[str, int]:
+    """Every quantity of the container, converted in this one place."""
+    resources = request.map.resources
+    limits = {
+        "NanoCpus": resources.cpu.nano_cpus,
+        "Memory": resources.memory.bytes,
+        "MemorySwap": resources.memory.bytes,  # no swap beyond the limit, as in Kubernetes
+        "PidsLimit": options.pids_limit,
+    }
+    if options.shm_size:
+        limits["ShmSize"] = MemoryQuantity.parse(options.shm_size).bytes
+    return limits

@@ -8,37 +8,30 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from mis_adapters.kubernetes.errors import NotFound, api_error, unreachable
 from mis_core.errors import BackendUnavailable
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
-CALL_TIMEOUT = aiohttp.ClientTimeout(total=30)
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
-class KubeApiError(Exception):
-    """The API answered, but not with success."""
+@attrs.frozen
+class LogLimits:
+    """How much of a log to read at once: its last `lines`, at most `size` bytes."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-
-def unreachable(exc: BaseException) -> BackendUnavailable:
-    return BackendUnavailable(
-        f"The Kubernetes API server cannot be reached ({type(exc).__name__}: {exc}). Check "
-        "that the cluster is up and that MIS's kubeconfig or service account is valid."
-    )
+    lines: int
+    size: int
 
 
 async def connect(namespace: str) -> tuple[client.ApiClient, str]:
@@ -86,16 +79,13 @@ class KubeApi:
 
     async def delete_job(self, name: str, propagation: str) -> None:
         """Delete a Job and, through `propagation`, its pods. A Job already gone is fine."""
-        try:
+        with suppress(NotFound):
             await self._json(
                 self.batch.delete_namespaced_job,
                 name,
                 self.namespace,
                 propagation_policy=propagation,
             )
-        except KubeApiError as exc:
-            if exc.status != 404:
-                raise
 
     async def list_objects(self, kind: str, **selectors: Any) -> Any:
         return await self._json(self._lister(kind), self.namespace, **selectors)
@@ -107,10 +97,11 @@ class KubeApi:
 
     async def watch(
         self, kind: str, resource_version: str, **selectors: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any]]:
         """Events from `resource_version` on until the server ends the stream.
 
-        An ERROR event (410 Gone when the version is too old) is raised as KubeApiError.
+        An ERROR event is raised as the API error it carries (`Gone` when the version is too
+        old: list again).
         """
         response = await self._open(
             self._lister(kind),
@@ -121,45 +112,41 @@ class KubeApi:
             timeout_seconds=WATCH_SECONDS,
             **selectors,
         )
-        try:
+        with _streaming(response):
             async for line in response.content:
                 if not line.strip():
                     continue
                 event = json.loads(line)
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
-                    raise KubeApiError(
+                    raise api_error(
                         int(status.get("code", 500)),
                         status.get("reason", ""),
                         status.get("message", ""),
                     )
                 yield event
-        finally:
-            response.release()
 
-    async def follow_log(self, pod: str, container: str) -> AsyncIterator[str]:
-        response = await self._open(
-            self.core.read_namespaced_pod_log, pod, self.namespace, container=container, follow=True
-        )
-        try:
-            async for line in response.content:
-                yield line.decode("utf-8", "replace").rstrip("\r\n")
-        finally:
-            response.release()
+    async def read_log(
+        self, pod: str, container: str, *, follow: bool = False, limits: LogLimits | None = None
+    ) -> AsyncGenerator[bytes]:
+        """The container's log as it comes, in chunks (lines are cut by the MAP-log follower).
 
-    async def log_tail(self, pod: str, container: str, lines: int) -> list[str]:
+        `limits` bound a log read after the fact.
+        """
+        bounds: dict[str, Any] = {}
+        if limits is not None:
+            bounds = {"tail_lines": limits.lines, "limit_bytes": limits.size}
         response = await self._open(
             self.core.read_namespaced_pod_log,
             pod,
             self.namespace,
             container=container,
-            tail_lines=lines,
-            request_timeout=CALL_TIMEOUT,
+            follow=follow,
+            **bounds,
         )
-        try:
-            return (await response.text(errors="replace")).splitlines()
-        finally:
-            response.release()
+        with _streaming(response):
+            async for chunk in response.content.iter_any():
+                yield chunk
 
     def _lister(self, kind: str) -> Any:
         return {"jobs": self.batch.list_namespaced_job, "pods": self.core.list_namespaced_pod}[kind]
@@ -193,9 +180,20 @@ class KubeApi:
             except (ValueError, aiohttp.ClientError):
                 body = {}
             response.release()
-            raise KubeApiError(
+            raise api_error(
                 response.status,
                 str(body.get("reason") or response.reason),
                 str(body.get("message", "")),
             )
         return response
+
+
+@contextmanager
+def _streaming(response: aiohttp.ClientResponse) -> Iterator[None]:
+    """While a body streams: a connection lost midway is `unreachable`, like one refused."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise unreachable(exc) from None
+    finally:
+        response.release()

@@ -2,6 +2,11 @@
 
 Pure: no API calls, so `mis kubernetes render-job` prints exactly what MIS would submit and
 tests can validate it against the official schemas.
+
+The pod passes the `restricted` Pod Security Standard with MIS's default security contexts
+and a claim for the payload volume (a hostPath payload volume passes only `privileged`).
+Values from Secrets (`secret_env`) reach the MAP as secretKeyRef references: the credential
+itself is never in MIS's configuration or in the Job.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from mis_adapters.kubernetes.ownership import Owner
+from mis_adapters.kubernetes.placement import pinned_affinity
 from mis_adapters.labels import (
     LABEL_INSTANCE,
     LABEL_JOB_ID,
@@ -35,7 +42,8 @@ class JobOptions:
     namespace: str
     claim_name: str = ""
     host_path: str = ""
-    node_name: str = ""  # pin Jobs to this node (node-local payload volume); "" for anywhere
+    node_name: str = ""  # MIS's node: Jobs are pinned to it when the payload is node-local
+    node_local: bool | None = None  # None: as placement.payload_is_node_local decides
     instance: str = "mis"
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: Sequence[str] = ()
@@ -49,6 +57,8 @@ class JobOptions:
     extra_volume_mounts: Sequence[Mapping[str, Any]] = ()
     security_context: Mapping[str, Any] = attrs.field(factory=dict)
     pod_security_context: Mapping[str, Any] = attrs.field(factory=dict)
+    ephemeral_storage: str = ""  # the container's scratch space, requested and limited
+    secret_env: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)  # {VAR: {name, key}}
     deadline_margin_seconds: int = 30
     ttl_seconds_after_finished: int = 300
 
@@ -66,17 +76,63 @@ def job_selector(options: JobOptions, request_id: str) -> str:
     return f"{instance_selector(options)},{LABEL_JOB_ID}={job_id_for(request_id)}"
 
 
-def build_job(request: JobRequest, options: JobOptions) -> dict[str, Any]:
+def build_job(
+    request: JobRequest, options: JobOptions, owner: Owner | None = None
+) -> dict[str, Any]:
+    """The Job for `request`; `options.node_name` pins it (placement decides whether to)."""
+    labels = {**_labels(options, request.request_id), **(owner.labels() if owner else {})}
+    metadata: dict[str, Any] = {
+        "name": job_name(options, request.request_id),
+        "namespace": options.namespace,
+        "labels": labels,
+        "annotations": {ANNOTATION_REQUEST_ID: request.request_id},
+    }
+    if owner and owner.references():
+        metadata["ownerReferences"] = owner.references()
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": _deadline(request.map.timeout_seconds, options),
+            "ttlSecondsAfterFinished": options.ttl_seconds_after_finished,
+            "template": {"metadata": {"labels": labels}, "spec": _pod(request, options)},
+        },
+    }
+
+
+def _pod(request: JobRequest, options: JobOptions) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [_container(request, options)],
+        "volumes": [_payload_volume(options), *(dict(v) for v in options.extra_volumes)],
+    }
+    optional = {
+        "serviceAccountName": options.service_account_name,
+        "nodeSelector": dict(options.node_selector),
+        "tolerations": [dict(t) for t in options.tolerations],
+        "affinity": pinned_affinity(options.affinity, options.node_name),
+        "runtimeClassName": options.runtime_class_name,
+        "priorityClassName": options.priority_class_name,
+        "imagePullSecrets": [{"name": name} for name in options.image_pull_secrets],
+        "securityContext": copy.deepcopy(dict(options.pod_security_context)),
+    }
+    pod.update({key: value for key, value in optional.items() if value})
+    return pod
+
+
+def _container(request: JobRequest, options: JobOptions) -> dict[str, Any]:
     spec = request.map
-    labels = _labels(options, request.request_id)
     folders = request.container_folders
-    env = request.environment(folders)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
         "imagePullPolicy": options.image_pull_policy,
-        "env": [{"name": k, "value": v} for k, v in env.items()],
-        "resources": _resources(request),
+        "env": _environment(request, options),
+        "resources": _resources(request, options),
         "volumeMounts": [
             {
                 "name": PAYLOAD_VOLUME,
@@ -98,42 +154,7 @@ def build_job(request: JobRequest, options: JobOptions) -> dict[str, Any]:
         container["args"] = folders.substitute(spec.args)
     if options.security_context:
         container["securityContext"] = copy.deepcopy(dict(options.security_context))
-
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "containers": [container],
-        "volumes": [_payload_volume(options), *(dict(v) for v in options.extra_volumes)],
-    }
-    optional = {
-        "serviceAccountName": options.service_account_name,
-        "nodeSelector": dict(options.node_selector),
-        "tolerations": [dict(t) for t in options.tolerations],
-        "affinity": _affinity(options),
-        "runtimeClassName": options.runtime_class_name,
-        "priorityClassName": options.priority_class_name,
-        "imagePullSecrets": [{"name": name} for name in options.image_pull_secrets],
-        "securityContext": copy.deepcopy(dict(options.pod_security_context)),
-    }
-    pod.update({key: value for key, value in optional.items() if value})
-
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(options, request.request_id),
-            "namespace": options.namespace,
-            "labels": labels,
-            "annotations": {ANNOTATION_REQUEST_ID: request.request_id},
-        },
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": _deadline(spec.timeout_seconds, options),
-            "ttlSecondsAfterFinished": options.ttl_seconds_after_finished,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    return container
 
 
 def _deadline(timeout_seconds: float, options: JobOptions) -> int:
@@ -156,9 +177,23 @@ def _is_label_value(value: str) -> bool:
     return len(value) <= 63 and value[:1].isalnum() and value[-1:].isalnum()
 
 
-def _resources(request: JobRequest) -> dict[str, dict[str, Any]]:
+def _environment(request: JobRequest, options: JobOptions) -> list[dict[str, Any]]:
+    """The MAP's environment; a variable in `secret_env` comes from its Secret, not map.env."""
+    env = request.environment(request.container_folders)
+    plain = [{"name": k, "value": v} for k, v in env.items() if k not in options.secret_env]
+    from_secrets = [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}}
+        for k, ref in options.secret_env.items()
+    ]
+    return plain + from_secrets
+
+
+def _resources(request: JobRequest, options: JobOptions) -> dict[str, dict[str, Any]]:
+    """Every quantity of the Job, in the one place that handles them: requests are limits."""
     wanted = request.map.resources
     requests: dict[str, Any] = {"cpu": str(wanted.cpu), "memory": str(wanted.memory)}
+    if options.ephemeral_storage:
+        requests["ephemeral-storage"] = options.ephemeral_storage
     limits: dict[str, Any] = dict(requests)
     if wanted.gpu > 0:
         limits[GPU_RESOURCE] = wanted.gpu
@@ -169,20 +204,3 @@ def _payload_volume(options: JobOptions) -> dict[str, Any]:
     if options.claim_name:
         return {"name": PAYLOAD_VOLUME, "persistentVolumeClaim": {"claimName": options.claim_name}}
     return {"name": PAYLOAD_VOLUME, "hostPath": {"path": options.host_path, "type": "Directory"}}
-
-
-def _affinity(options: JobOptions) -> dict[str, Any]:
-    """The configured affinity, with every node term also requiring MIS's node when pinned."""
-    affinity = copy.deepcopy(dict(options.affinity))
-    if not options.node_name:
-        return affinity
-    pin = {"key": "metadata.name", "operator": "In", "values": [options.node_name]}
-    required = affinity.setdefault("nodeAffinity", {}).setdefault(
-        "requiredDuringSchedulingIgnoredDuringExecution", {}
-    )
-    terms = required.setdefault("nodeSelectorTerms", [])
-    if not terms:
-        terms.append({})
-    for term in terms:
-        term.setdefault("matchFields", []).append(pin)
-    return affinity

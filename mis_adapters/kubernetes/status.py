@@ -1,5 +1,6 @@
 """Reading a Job's and its Pod's status: finished or not, how, and what it is waiting for.
 
+The only module that looks into `status`: every verdict on a Job or its pod is made here.
 Works on the objects as the API sends them (camelCase dicts), so the same code judges list
 results and watch events.
 """
@@ -35,6 +36,7 @@ class Verdict:
 
 
 SUCCEEDED = Verdict(succeeded=True, exit_code=0)
+JOB_DELETED = Verdict(False, "ran in a Job that was deleted before it finished")
 
 
 def judge_pod(pod: dict[str, Any]) -> Verdict | None:
@@ -77,6 +79,11 @@ def _judge_exit(terminated: dict[str, Any]) -> Verdict:
     return Verdict(False, f"exited with code {code}{extra}", code)
 
 
+def judge_deleted_pod(pod: dict[str, Any]) -> Verdict:
+    """A pod that is gone: its last state's verdict, else "deleted before it finished"."""
+    return judge_pod(pod) or Verdict(False, "ran in a pod that was deleted before it finished")
+
+
 def judge_job(job: dict[str, Any]) -> Verdict | None:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("status") != "True":
@@ -113,3 +120,24 @@ def container_started(pod: dict[str, Any]) -> bool:
         if "running" in state or "terminated" in state:
             return True
     return False
+
+
+def pull_state(pod: dict[str, Any]) -> str:
+    """For the warm-up pod: "done" once its image is on the node, the reason it cannot be
+    pulled, or "" while that is not known yet.
+
+    A container that started, or that could not start for a reason other than its image,
+    had its image pulled.
+    """
+    if container_started(pod):
+        return "done"
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        if ((container.get("state") or {}).get("waiting") or {}).get("reason") in START_ERRORS:
+            return "done"
+    verdict = judge_pod(pod)
+    return verdict.reason if verdict is not None and not verdict.succeeded else ""
+
+
+def pod_has_stopped(pod: dict[str, Any]) -> bool:
+    """Whether a pod has finished for good (Succeeded or Failed): nothing runs in it anymore."""
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")

@@ -1,22 +1,26 @@
-"""The embedded default backend: the MAP's command as a local process group.
+"""The embedded default backend: the MAP's command as local processes, one run per request.
 
-The command runs in a new session (its own process group), so terminating the job reaches
-every process it started: SIGTERM to the group, SIGKILL after a grace period, and SIGKILL to
-whatever is left of the group once the MAP itself has exited.
+Each run is a supervisor process (supervisor.py) in a new session, which starts the MAP —
+inside bubblewrap's sandbox when it is on (sandbox.py) — with a clean environment, no
+inherited file descriptors, the memory limit and the request's own working folder
+(launch.py, limits.py). The supervisor is a child subreaper, so every process the MAP starts
+stays below it, whatever it does to leave its process group; when the MAP exits, or MIS
+stops the job (SIGTERM, a grace period, SIGKILL), it kills them all before it exits itself.
 
-If MIS itself dies, the MAP dies with it (util-linux's `setpriv` arms a parent-death signal
-before it execs the MAP; without `setpriv` this is skipped), and the group, recorded in the
-workspace, is killed by the sweep when MIS next starts.
+If MIS dies, the supervisor's parent-death signal makes it kill everything (and the sandbox
+ends with it by `--die-with-parent`). As a backstop the run is recorded in the workspace, and
+the sweep at the next start kills any process still carrying that run's MONAI_JOBID.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -24,11 +28,30 @@ from anyio.abc import Process
 from loguru import logger
 
 from mis_adapters.map_follow import MapLog
+from mis_adapters.process import limits
+from mis_adapters.process.launch import (
+    REPORT,
+    absolute_words,
+    basic_environment,
+    map_run_environment,
+    supervised,
+)
+from mis_adapters.process.sandbox import (
+    NO_SANDBOX,
+    Hidden,
+    Layout,
+    Sandbox,
+    bwrap_argv,
+    conflicts,
+    hidden_paths,
+    map_files,
+)
 from mis_adapters.storage.ownership import owner_alive
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
 
-RECORD = ".map-process"  # in the workspace: "<process group id> <MONAI_JOBID>"
+RECORD = ".map-process"  # in the workspace: "<supervisor pid> <MONAI_JOBID>"
+_MARGIN = 2.0  # beyond the grace, for the supervisor to kill and reap
 
 
 class ProcessJobBackend:
@@ -40,23 +63,39 @@ class ProcessJobBackend:
         log_tail_lines: int = 20,
         base_env: Mapping[str, str] | None = None,
         payload_root: Path | None = None,
+        sandbox: Sandbox = NO_SANDBOX,
+        mis_files: Sequence[str | os.PathLike[str] | None] = (),
+        home: str | None = None,
     ) -> None:
+        """`mis_files` and `home`: what of MIS's the sandbox hides besides the payload."""
         self.kill_grace_seconds = kill_grace_seconds
         self.log_tail_lines = log_tail_lines
         self.spec = spec
         self.payload_root = payload_root
-        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.basics = basic_environment(os.environ if base_env is None else base_env)
+        self.sandbox = sandbox
+        self.mis_files = tuple(mis_files)
+        self.home = home
+        self.cwd = os.getcwd()
 
     async def check(self) -> None:
-        """Ready when the MAP's program can be found (a typo in map.command shows up here)."""
+        """Ready when the MAP's program can be found (a typo in map.command shows up here)
+        and the sandbox can show it the files its command names."""
         program = [*self.spec.command, *self.spec.args][:1]
-        if not program or shutil.which(program[0]) is None:
+        if not program or shutil.which(program[0], path=self.basics.get("PATH")) is None:
             raise BackendUnavailable(
                 "The MAP's program was not found; check map.command in the configuration."
             )
+        words = absolute_words([*self.spec.command, *self.spec.args], self.cwd)
+        problem = self._sandbox_conflict(
+            map_files(words, self.basics.get("PATH")), str(self.payload_root or "")
+        )
+        if problem:
+            raise BackendUnavailable(problem)
 
     async def sweep(self) -> int:
-        """Kill the process groups that MAPs of a crashed MIS left running."""
+        """Kill what the runs of a crashed MIS left running (normally nothing: the
+        supervisor kills everything when MIS dies)."""
         if self.payload_root is None or not self.payload_root.is_dir():
             return 0
         killed = 0
@@ -64,43 +103,58 @@ class ProcessJobBackend:
             if owner_alive(record.parent):
                 continue  # a live MIS's request (one sharing the payload folder): not ours
             try:
-                pgid_text, job_id = record.read_text().split()
+                _, job_id = record.read_text().split()
             except (OSError, ValueError):
                 continue
-            if _group_runs_job(int(pgid_text), job_id):
-                _kill_group(int(pgid_text), signal.SIGKILL)
-                killed += 1
+            killed += 1 if _kill_marked(job_id) else 0
         return killed
 
     async def close(self) -> None:
         return None
 
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
-        argv = request.host_folders.substitute([*request.map.command, *request.map.args])
-        env = self.environment(request)
-        map_log = MapLog(self.log_tail_lines)
+        workspace = request.workspace
+        words = absolute_words([*request.map.command, *request.map.args], self.cwd)
+        argv = request.host_folders.substitute(words)
+        env = map_run_environment(request, self.basics)
         if shutil.which(argv[0], path=env.get("PATH")) is None:
             raise BackendUnavailable(  # the configuration's fault, as /readyz says: 503
                 f"The MAP's program {argv[0]} was not found; check map.command in the "
                 "configuration."
             )
-        setpriv = shutil.which("setpriv")
-        launcher = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+        files = map_files(words, env.get("PATH"))  # what the MAP's command names of its own
+        problem = self._sandbox_conflict(files, workspace.payload_dir)
+        if problem:
+            return JobOutcome(succeeded=False, reason=f"could not be started: {problem}")
+        for folder in (workspace.work_dir, workspace.tmp_dir):
+            os.mkdir(folder, 0o700)
+        memory = limits.memory_limit(request.map.resources)
+        report = Path(workspace.file(REPORT))
+        command = supervised(
+            [*self._sandbox_argv(request, files, memory), *argv],
+            report=str(report),
+            grace=self.kill_grace_seconds,
+            memory=memory,
+            cwd=workspace.work_dir,
+            sandboxed=bool(self.sandbox.bwrap),
+        )
+        map_log = MapLog(self.log_tail_lines)
         try:
             process = await anyio.open_process(
-                [*launcher, *argv],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=workspace.work_dir,
                 start_new_session=True,
             )
         except OSError as exc:
             return JobOutcome(
                 succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
             )
-        logger.info("MAP process {} started", process.pid)
-        Path(request.workspace.file(RECORD)).write_text(f"{process.pid} {request.job_id}")
+        logger.info("MAP supervisor {} started (sandbox: {})", process.pid, self.sandbox.name)
+        Path(workspace.file(RECORD)).write_text(f"{process.pid} {request.job_id}")
         try:
             async with anyio.create_task_group() as tg:
                 log_read = anyio.Event()
@@ -114,57 +168,101 @@ class ProcessJobBackend:
 
                 tg.start_soon(pump)
                 code = await process.wait()
-                _kill_group(process.pid, signal.SIGKILL)  # strays the MAP left running
-                with anyio.move_on_after(1):  # a stray that left the group may hold the pipe
+                with anyio.move_on_after(1):  # a process that escaped may hold the pipe
                     await log_read.wait()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._terminate(process)
-        return _outcome(code, tuple(map_log.tail))
+                await self._terminate(process, request.job_id, report)
+        return self._outcome(request, code, report, tuple(map_log.tail))
 
-    def environment(self, request: JobRequest) -> dict[str, str]:
-        env = dict(self.base_env)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(request.map.resources.gpu))
-        env.update(request.environment(request.host_folders))
-        return env
+    def _sandbox_argv(self, request: JobRequest, files: Sequence[str], memory: int) -> list[str]:
+        if not self.sandbox.bwrap:
+            return []
+        workspace = request.workspace
+        layout = Layout(
+            workspace.input_dir, workspace.output_dir, workspace.work_dir, workspace.tmp_dir
+        )
+        return [
+            *bwrap_argv(
+                self.sandbox,
+                layout,
+                self._hidden(workspace.payload_dir),
+                files,
+                gpu=request.map.resources.gpu,
+                shm_bytes=memory,
+            ),
+            "--",
+        ]
 
-    async def _terminate(self, process: Process) -> None:
-        """Stop the whole group: SIGTERM, a grace period, then SIGKILL. Safe to call twice."""
+    def _hidden(self, payload_root: str) -> Hidden:
+        return hidden_paths(payload_root, self.mis_files, self.home)
+
+    def _sandbox_conflict(self, files: Sequence[str], payload_root: str) -> str:
+        if not self.sandbox.bwrap or not payload_root:
+            return ""
+        hidden = conflicts(files, self._hidden(payload_root))
+        if not hidden:
+            return ""
+        return (
+            f"the sandbox hides {hidden[0]} (MIS's own files and the payload folder are "
+            "hidden from the MAP); install the MAP elsewhere, or set process.sandbox: none"
+        )
+
+    async def _terminate(self, process: Process, job_id: str, report: Path) -> None:
+        """Stop the run: SIGTERM to the supervisor, which passes it on and kills everything
+        after the grace; if the supervisor itself does not finish, kill what is left."""
         if process.returncode is None:
-            _kill_group(process.pid, signal.SIGTERM)
-            with anyio.move_on_after(self.kill_grace_seconds):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            with anyio.move_on_after(self.kill_grace_seconds + _MARGIN):
                 await process.wait()
-        _kill_group(process.pid, signal.SIGKILL)
+        if process.returncode is None or not report.exists():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            _kill_marked(job_id)
         await process.wait()
         await process.aclose()
 
+    def _outcome(
+        self, request: JobRequest, code: int, report: Path, tail: tuple[str, ...]
+    ) -> JobOutcome:
+        try:
+            ended = json.loads(report.read_text())
+            code = -int(ended["signal"]) if ended["signal"] else int(ended["exit_code"])
+            peak = int(ended["peak_rss_kib"])
+        except (OSError, ValueError, KeyError, TypeError):
+            peak = 0  # the supervisor was killed: `code` is its own
+        if self.sandbox.bwrap and code > 128 and _signal_name(code - 128):
+            code = 128 - code  # bwrap's way of saying a signal ended the MAP
+        if code == 0:
+            return JobOutcome(succeeded=True, exit_code=0, log_tail=tail)
+        resources = request.map.resources
+        if limits.ran_out_of_memory(tail):
+            reason = limits.memory_reason(resources, peak)
+        elif code < 0:
+            reason = f"was killed by signal {_signal_name(-code) or -code}"
+        else:
+            reason = f"exited with code {code}"
+        return JobOutcome(succeeded=False, reason=reason, exit_code=code, log_tail=tail)
 
-def _group_runs_job(pgid: int, job_id: str) -> bool:
-    """Whether a live process in group `pgid` is the MAP of `job_id` (ids get reused)."""
+
+def _kill_marked(job_id: str) -> bool:
+    """SIGKILL every process (of this user) whose environment carries MONAI_JOBID=`job_id`."""
     marker = f"MONAI_JOBID={job_id}".encode()
+    killed = False
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if os.getpgid(int(proc.name)) != pgid:
-                continue
             if marker in (proc / "environ").read_bytes().split(b"\0"):
-                return True
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed = True
         except (OSError, ValueError):
             continue
-    return False
+    return killed
 
 
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _outcome(code: int, tail: tuple[str, ...]) -> JobOutcome:
-    if code == 0:
-        return JobOutcome(succeeded=True, exit_code=0, log_tail=tail)
-    if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
-        reason = f"was killed by signal {name}"
-    else:
-        reason = f"exited with code {code}"
-    return JobOutcome(succeeded=False, reason=reason, exit_code=code, log_tail=tail)
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return ""

@@ -8,6 +8,8 @@ with `subPath`):
     <payload_dir>/<request-id>/upload.zip       0600 the archive as received
     <payload_dir>/<request-id>/input/           0750, files 0640: what the MAP reads
     <payload_dir>/<request-id>/output/          2770: what the MAP writes
+    <payload_dir>/<request-id>/work/, tmp/      0700, made by the process backend's job: the
+                                                MAP's cwd and HOME, its TMPDIR
 
 Nothing grants other users anything, whatever the umask (modes are set explicitly). A MAP
 that runs as another user than MIS (a container image's own user) reaches the workspace

@@ -1,9 +1,13 @@
 // The MIS page: what `mis infer` does, from a browser. Plain modules, no build step.
-import { zipFiles, ZipTooLarge } from "./zip.js";
+import { $, el, formatBytes, plural } from "./dom.js";
+import { followLog, newSecret } from "./livelog.js";
+import { summarize, summarizeZip } from "./preview.js";
+import { ResultView } from "./result.js";
+import { zipFiles, ZipTooLarge, fitsInZip } from "./zip.js";
 
-const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "mis-token"; // sessionStorage: this tab only, never in a URL
 const POLL_MS = 2000;
+const LOG_LINES_SHOWN = 500;
 
 // What each error code of the API means for the person at the page, and what to do next.
 const ADVICE = {
@@ -38,17 +42,13 @@ const ADVICE = {
 let timeoutSeconds = 0;
 let working = false;
 let resultUrl = null;
+let pending = null; // what "Send it" sends: { send, chooser }
+let liveLog = null;
+const resultView = new ResultView();
 
 function authHeaders() {
   const token = sessionStorage.getItem(TOKEN_KEY);
   return token ? { Authorization: `Bearer ${token}` } : {};
-}
-
-function formatBytes(n) {
-  const units = ["bytes", "KB", "MB", "GB"];
-  let unit = 0;
-  while (n >= 1000 && unit < units.length - 1) { n /= 1000; unit++; }
-  return `${unit ? n.toFixed(1) : n} ${units[unit]}`;
 }
 
 function setState(text, kind) {
@@ -143,8 +143,7 @@ function showOutcome(kind, title, advice, details, requestId) {
     parts.push(p);
   }
   if (details) {
-    const pre = document.createElement("pre");
-    pre.textContent = details;
+    const pre = el("pre", { tabIndex: 0, "aria-label": "Details" }, details); // it may scroll: reachable by keyboard
     parts.push(pre);
     requestAnimationFrame(() => { pre.scrollTop = pre.scrollHeight; }); // the last lines matter most
   }
@@ -167,8 +166,34 @@ function clearOutcome() {
   $("outcome").replaceChildren();
   $("outcome").className = "";
   $("result").hidden = true;
+  resultView.clear();
   if (resultUrl) URL.revokeObjectURL(resultUrl);
   resultUrl = null;
+  liveLog?.stop();
+  liveLog = null;
+  $("live-log").replaceChildren();
+  $("log-area").hidden = true;
+}
+
+// The MAP's lines, as they come; the last LOG_LINES_SHOWN are kept on the page.
+function startLiveLog(requestId, key) {
+  $("log-heading").textContent = "What the application is doing";
+  $("log-empty").textContent = "Waiting for the application's first message…";
+  $("log-empty").hidden = false;
+  $("log-area").hidden = false;
+  const log = $("live-log");
+  liveLog = followLog(requestId, key, authHeaders(), (text) => {
+    const following = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+    log.append(el("div", { className: "line" }, text));
+    while (log.childElementCount > LOG_LINES_SHOWN) log.firstElementChild.remove();
+    $("log-empty").hidden = true;
+    if (following) log.scrollTop = log.scrollHeight; // unless the person scrolled up to read
+  });
+}
+
+function endLiveLog() {
+  $("log-heading").textContent = "What the application printed";
+  if (!$("live-log").childElementCount) $("log-empty").textContent = "The application printed nothing.";
 }
 
 function outputName(inputName) {
@@ -191,16 +216,25 @@ function send(body, inputName) {
   };
   const stopTimer = () => { if (timer) clearInterval(timer); timer = null; };
 
+  // An id chosen here, so the log can be followed before the answer (and its id) comes back,
+  // and a key that only this tab knows, so only it can follow it.
+  const requestId = newSecret();
+  const logKey = newSecret();
   xhr.open("POST", "/v1/inference");
   xhr.responseType = "blob";
   xhr.setRequestHeader("Content-Type", "application/zip");
+  xhr.setRequestHeader("X-Request-ID", requestId);
+  xhr.setRequestHeader("X-Log-Key", logKey);
   for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
   xhr.upload.onprogress = (event) => {
     if (event.lengthComputable) {
       showPhase(`Uploading ${inputName}: ${formatBytes(event.loaded)} of ${formatBytes(event.total)}`, event.loaded / event.total);
     }
   };
-  xhr.upload.onload = started;
+  xhr.upload.onload = () => {
+    started();
+    startLiveLog(requestId, logKey);
+  };
   xhr.onreadystatechange = () => {
     if (xhr.readyState === XMLHttpRequest.HEADERS_RECEIVED && xhr.status === 200) {
       stopTimer();
@@ -212,25 +246,40 @@ function send(body, inputName) {
   };
   xhr.onload = async () => {
     stopTimer();
-    const requestId = xhr.getResponseHeader("X-Request-ID");
-    if (xhr.status === 200) {
-      resultUrl = URL.createObjectURL(xhr.response);
-      const link = $("download");
-      link.href = resultUrl;
-      link.download = outputName(inputName);
-      link.textContent = `Download the result (${link.download}, ${formatBytes(xhr.response.size)})`;
-      $("result").hidden = false;
-      showOutcome("ok", "The result is ready.", "Download it below. The service has already deleted its copy.", "", requestId);
-      link.focus();
-    } else {
-      let error = { code: "internal_error", message: `HTTP ${xhr.status}` };
-      try { error = JSON.parse(await xhr.response.text()).error; } catch { /* not JSON */ }
-      showError(error.code, error.message, error.request_id || requestId);
+    endLiveLog();
+    try {
+      await answered(xhr, requestId, inputName);
+    } finally {
+      finish();
     }
-    finish();
   };
   xhr.onerror = () => { stopTimer(); showError("network", "", null); finish(); };
   xhr.send(body);
+}
+
+async function answered(xhr, requestId, inputName) {
+  const answeredId = xhr.getResponseHeader("X-Request-ID") || requestId;
+  if (xhr.status !== 200) {
+    let error = { code: "internal_error", message: `HTTP ${xhr.status}` };
+    try { error = JSON.parse(await xhr.response.text()).error; } catch { /* not JSON */ }
+    if (error.code !== "map_failed" && error.code !== "timeout") { // the MAP never ran
+      liveLog?.stop();
+      $("log-area").hidden = true;
+    }
+    showError(error.code, error.message, error.request_id || answeredId);
+    return;
+  }
+  performance.mark("mis-result-received");
+  resultUrl = URL.createObjectURL(xhr.response);
+  const link = $("download");
+  link.href = resultUrl;
+  link.download = outputName(inputName);
+  link.textContent = `Download the result (${link.download}, ${formatBytes(xhr.response.size)})`;
+  $("result").hidden = false;
+  showOutcome("ok", "The result is ready.", "Its files are shown below. The service has already deleted its copy.", "", answeredId);
+  await resultView.show(xhr.response);
+  requestAnimationFrame(() => requestAnimationFrame(() => performance.mark("mis-result-shown")));
+  link.focus();
 }
 
 function finish() {
@@ -247,27 +296,88 @@ async function start(makeBody, inputName) {
   } catch (error) {
     setWorking(false);
     if (error instanceof ZipTooLarge) showError("too_large_to_zip", "", null);
-    else if (error.message === "empty") showError("empty", "", null);
     else showError("internal_error", String(error), null);
   }
 }
 
-// A folder's files, paths relative to the folder; zipped while the progress bar shows it.
-function startFolder(entries, folderName) {
-  start(async () => {
-    if (!entries.length) throw new Error("empty");
-    return zipFiles(entries, (read, total) =>
-      showPhase(`Zipping ${folderName}: ${formatBytes(read)} of ${formatBytes(total)}`, total ? read / total : null));
-  }, `${folderName}.zip`);
+// Before anything is sent: what would be, and the choice to send it or not.
+function confirmSending({ name, summary, note, problem, blocking, send, chooser }) {
+  pending = { send, chooser };
+  $("confirm-heading").textContent = `Send ${name}?`;
+  $("confirm-summary").textContent = summary
+    ? `${plural(summary.count, "file")}, ${formatBytes(summary.total)} in all${note || ""}.`
+    : note || "";
+  const folders = summary?.folders || [];
+  $("confirm-folders").hidden = !folders.length;
+  $("confirm-folders-body").replaceChildren(...folders.map((folder) => el("tr", {},
+    el("td", {}, folder.name), el("td", { className: "number" }, folder.count.toLocaleString("en")),
+    el("td", { className: "number" }, formatBytes(folder.size)))));
+  $("confirm-more").textContent = summary?.more ? `… and ${plural(summary.more, "more folder")}.` : "";
+  $("confirm-problem").textContent = problem || "";
+  $("confirm-send").hidden = Boolean(blocking);
+  $("confirm-send").textContent = `Send ${name}`;
+  $("confirm").hidden = false;
+  (blocking ? $("confirm-cancel") : $("confirm-send")).focus();
 }
 
-function startZip(file) {
-  start(async () => file, file.name);
+function closeConfirm() {
+  const chooser = pending?.chooser;
+  pending = null;
+  $("confirm").hidden = true;
+  return chooser;
+}
+
+$("confirm-send").addEventListener("click", () => {
+  const send = pending?.send;
+  closeConfirm();
+  if (send) send();
+});
+$("confirm-cancel").addEventListener("click", () => closeConfirm()?.focus());
+$("confirm").addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeConfirm()?.focus();
+});
+
+// A folder's files, paths relative to the folder; zipped while the progress bar shows it.
+function chooseFolder(entries, folderName, chooser) {
+  if (working) return;
+  clearOutcome();
+  const summary = summarize(entries.map(({ path, file }) => ({ path, size: file.size })));
+  let problem = "";
+  if (!entries.length) problem = `${ADVICE.empty[0]} ${ADVICE.empty[1]}`;
+  else if (!fitsInZip(entries)) problem = `${ADVICE.too_large_to_zip[0]} ${ADVICE.too_large_to_zip[1]}`;
+  confirmSending({
+    name: `${folderName}`,
+    summary,
+    note: " (zipped here as it is sent)",
+    problem,
+    blocking: Boolean(problem),
+    chooser,
+    send: () => start(() => zipFiles(entries, (read, total) =>
+      showPhase(`Zipping ${folderName}: ${formatBytes(read)} of ${formatBytes(total)}`, total ? read / total : null)), `${folderName}.zip`),
+  });
+}
+
+async function chooseZip(file, chooser) {
+  if (working) return;
+  clearOutcome();
+  const send = () => start(async () => file, file.name);
+  try {
+    const summary = await summarizeZip(file);
+    confirmSending({ name: file.name, summary, note: `, in a zip of ${formatBytes(file.size)}`, chooser, send });
+  } catch (error) {
+    confirmSending({
+      name: file.name,
+      note: `A file of ${formatBytes(file.size)}.`,
+      problem: `The page could not read this zip's list of files: ${error.message}. You can still send it; the service checks it.`,
+      chooser,
+      send,
+    });
+  }
 }
 
 $("zip-input").addEventListener("change", (event) => {
   const [file] = event.target.files;
-  if (file) startZip(file);
+  if (file) chooseZip(file, event.target);
   event.target.value = "";
 });
 
@@ -275,7 +385,7 @@ $("folder-input").addEventListener("change", (event) => {
   const files = [...event.target.files];
   if (files.length) {
     const folder = files[0].webkitRelativePath.split("/")[0];
-    startFolder(files.map((file) => ({ path: file.webkitRelativePath.split("/").slice(1).join("/"), file })), folder);
+    chooseFolder(files.map((file) => ({ path: file.webkitRelativePath.split("/").slice(1).join("/"), file })), folder, event.target);
   }
   event.target.value = "";
 });
@@ -308,11 +418,11 @@ zone.addEventListener("drop", async (event) => {
     for (let batch = await readEntries(reader); batch.length; batch = await readEntries(reader)) {
       for (const child of batch) entries.push(...await filesUnder(child, ""));
     }
-    startFolder(entries, items[0].name);
+    chooseFolder(entries, items[0].name, $("folder-input"));
   } else if (files.length === 1 && /\.zip$/i.test(files[0].name)) {
-    startZip(files[0]);
+    chooseZip(files[0], $("zip-input"));
   } else if (files.length) {
-    startFolder(files.map((file) => ({ path: file.name, file })), "files");
+    chooseFolder(files.map((file) => ({ path: file.name, file })), "files", $("folder-input"));
   }
 });
 

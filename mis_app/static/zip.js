@@ -44,9 +44,15 @@ function header(size, fields) {
 }
 
 // entries: [{path: "series/1.dcm", file: File}]; onProgress(bytesRead, totalBytes).
+// Whether the classic zip format can hold these files (with room for their headers).
+export function fitsInZip(entries) {
+  const total = entries.reduce((sum, entry) => sum + entry.file.size, 0);
+  return entries.length <= 0xffff && total + entries.length * 1024 <= LIMIT;
+}
+
 export async function zipFiles(entries, onProgress = () => {}) {
   const total = entries.reduce((sum, entry) => sum + entry.file.size, 0);
-  if (entries.length > 0xffff || total + entries.length * 1024 > LIMIT) {
+  if (!fitsInZip(entries)) {
     throw new ZipTooLarge("The folder is too large to zip in the browser (4 GB or 65,535 files at most).");
   }
   const encoder = new TextEncoder();

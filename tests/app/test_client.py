@@ -203,6 +203,91 @@ def test_folder_in_extracted_result_out_against_the_real_server(
     assert "file(s) in" in result.stderr
 
 
+def result_response(tmp_path: Path, files: dict[str, bytes]) -> httpx.Response:
+    archive = make_zip(tmp_path / "served.zip", files).read_bytes()
+    return httpx.Response(200, content=archive, headers={"Content-Type": "application/zip"})
+
+
+def test_extract_refuses_a_folder_holding_files_before_uploading(
+    tmp_path: Path, study: Path
+) -> None:
+    target = tmp_path / "result"
+    target.mkdir()
+    (target / "summary.json").write_text("the last run's")
+    err = io.StringIO()
+    with respx.mock(base_url=URL, assert_all_called=False) as mock:
+        route = mock.post("/v1/inference").mock(return_value=httpx.Response(500))
+        code = infer(InferOptions(source=study, url=URL, extract_to=target), err)
+    assert code == EXIT_USAGE
+    assert route.call_count == 0  # nothing uploaded
+    assert "already holds files" in err.getvalue()
+    assert "--force" in err.getvalue()
+    assert (target / "summary.json").read_text() == "the last run's"
+
+
+def test_extract_with_force_replaces_only_what_the_result_has(tmp_path: Path, study: Path) -> None:
+    target = tmp_path / "result"
+    (target / "masks").mkdir(parents=True)
+    (target / "summary.json").write_text("old")
+    (target / "mine.txt").write_text("kept")
+    with respx.mock(base_url=URL) as mock:
+        mock.post("/v1/inference").mock(
+            return_value=result_response(tmp_path, {"summary.json": b"new", "masks/a.png": b"m"})
+        )
+        code = infer(
+            InferOptions(source=study, url=URL, extract_to=target, force=True), io.StringIO()
+        )
+    assert code == EXIT_OK
+    assert (target / "summary.json").read_bytes() == b"new"
+    assert (target / "masks" / "a.png").read_bytes() == b"m"
+    assert (target / "mine.txt").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result", "served.zip", "study"]
+
+
+def big_ratio_zip(path: Path) -> bytes:
+    """A result the server's own checks refuse: 70 MiB of zeros deflated ~1000:1."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.raw", bytes(70 * 1024 * 1024))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["unsafe-name", "over-the-limits", "not-a-zip"])
+def test_a_result_that_cannot_be_unpacked_is_kept_and_its_place_named(
+    tmp_path: Path, study: Path, kind: str
+) -> None:
+    if kind == "unsafe-name":
+        body = make_zip(tmp_path / "served.zip", {"../escape.txt": b"x"}).read_bytes()
+    elif kind == "over-the-limits":
+        body = big_ratio_zip(tmp_path / "served.zip")
+    else:
+        body = b"not a zip at all"
+    target = tmp_path / "out" / "result"
+    err = io.StringIO()
+    with respx.mock(base_url=URL) as mock:
+        mock.post("/v1/inference").mock(return_value=httpx.Response(200, content=body))
+        code = infer(InferOptions(source=study, url=URL, extract_to=target), err)
+    assert code == EXIT_FAILED
+    kept = tmp_path / "out" / "result.zip"
+    assert f"kept, as received, in {kept}" in err.getvalue()
+    assert kept.read_bytes() == body
+    assert not target.exists()  # nothing half-unpacked
+    assert not (tmp_path / "escape.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.zip"]
+
+
+def test_with_an_output_zip_a_failed_extraction_points_at_it(tmp_path: Path, study: Path) -> None:
+    err = io.StringIO()
+    output = tmp_path / "o.zip"
+    with respx.mock(base_url=URL) as mock:
+        mock.post("/v1/inference").mock(return_value=httpx.Response(200, content=b"junk"))
+        code = infer(
+            InferOptions(source=study, output=output, url=URL, extract_to=tmp_path / "r"), err
+        )
+    assert code == EXIT_FAILED
+    assert f"kept, as received, in {output}" in err.getvalue()
+    assert output.read_bytes() == b"junk"
+
+
 def test_a_folder_that_cannot_be_sent_whole_is_refused_before_uploading(
     tmp_path: Path, study: Path
 ) -> None:

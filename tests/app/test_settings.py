@@ -85,6 +85,53 @@ def test_invalid_configuration_names_the_key(
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("env", "key", "variable"),
+    [
+        ({"MIS_SERVER__PORT": "eighty"}, "server.port", "MIS_SERVER__PORT"),
+        ({"MIS_MAP__RESOURCES__GPU": "-1"}, "map.resources.gpu", "MIS_MAP__RESOURCES__GPU"),
+        ({"MIS_MAP__RESOURCES": "{gpu: -1}"}, "map.resources.gpu", "MIS_MAP__RESOURCES"),
+        (
+            {"MIS_SERVER__MAX_HEADER_BYTES": "12"},
+            "server.max_header_bytes",
+            "MIS_SERVER__MAX_HEADER_BYTES",
+        ),
+    ],
+)
+def test_a_bad_value_from_the_environment_is_reported_as_coming_from_its_variable(
+    tmp_path: Path, env: dict[str, str], key: str, variable: str
+) -> None:
+    path = write(tmp_path, MINIMAL + "server:\n  port: 8000\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, env)
+    message = str(info.value)
+    assert f"  {key}: " in message
+    assert f"(the value comes from the environment variable {variable})" in message
+    assert str(path) not in message  # the file is not to blame
+
+
+def test_a_bad_value_from_the_file_is_reported_as_coming_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "server:\n  port: eighty\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, {"MIS_SERVER__HOST": "0.0.0.0"})
+    assert f"invalid configuration in {path}:" in str(info.value)
+    assert "environment variable" not in str(info.value)
+
+
+def test_an_environment_value_that_is_not_yaml_names_its_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="MIS_MAP__ARGS: not valid YAML"):
+        load_settings(write(tmp_path, MINIMAL), {"MIS_MAP__ARGS": "[unclosed"})
+
+
+def test_shutdown_grace_defaults_to_the_map_timeout_and_30_seconds(tmp_path: Path) -> None:
+    from mis_app.serve import shutdown_grace_seconds
+
+    settings = load_settings(write(tmp_path, MINIMAL), {"MIS_MAP__TIMEOUT_SECONDS": "70"})
+    assert shutdown_grace_seconds(settings) == 100
+    explicit = load_settings(write(tmp_path, MINIMAL), {"MIS_SERVER__SHUTDOWN_GRACE_SECONDS": "5"})
+    assert shutdown_grace_seconds(explicit) == 5
+
+
 def test_manifest_values_fill_only_the_keys_the_file_and_environment_leave_unset(
     tmp_path: Path,
 ) -> None:

@@ -1,9 +1,16 @@
-"""The composition root builds only what the configuration asks for."""
+"""The composition root builds only what the configuration asks for, from all of it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import attrs
+
+from mis_adapters.docker.container import ContainerOptions
+from mis_adapters.kubernetes.job import JobOptions
+from mis_app import bootstrap
+from mis_app.settings import DockerSettings, KubernetesSettings, PayloadVolumeSettings, Settings
 
 
 def test_the_process_backend_does_not_load_the_kubernetes_client() -> None:
@@ -12,3 +19,35 @@ def test_the_process_backend_does_not_load_the_kubernetes_client() -> None:
         "assert 'kubernetes_asyncio' not in sys.modules, 'loaded for nothing: ~50 MB'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_backend_options_are_the_settings_of_the_same_names() -> None:
+    """Every option a backend takes comes from a settings key of that name, none is dropped."""
+    settings = Settings.model_validate(
+        {
+            "backend": "docker",
+            "map": {"image": "map:1"},
+            "docker": {"user": "1000:1000", "network": "bridge", "cap_drop": ["NET_RAW"],
+                       "shm_size": "1Gi", "payload_host_dir": "/srv/payload"},
+            "kubernetes": {"namespace": "radiology", "instance": "ct", "node_name": "gpu-1",
+                           "payload_volume": {"claim_name": "payload"},
+                           "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                           "ttl_seconds_after_finished": 60},
+        }
+    )  # fmt: skip
+    container = bootstrap.build_job_backend(settings).options  # type: ignore[attr-defined]
+    assert (container.user, container.network, container.cap_drop) == (
+        "1000:1000", "bridge", ("NET_RAW",),
+    )  # fmt: skip
+    assert (container.shm_size, container.payload_host_dir) == ("1Gi", "/srv/payload")
+    job = bootstrap.job_options(settings)
+    assert (job.namespace, job.instance, job.node_name, job.claim_name) == (
+        "radiology", "ct", "gpu-1", "payload",
+    )  # fmt: skip
+    assert list(job.tolerations) == [{"key": "gpu", "operator": "Exists"}]
+    assert job.ttl_seconds_after_finished == 60
+    assert set(attrs.fields_dict(ContainerOptions)) <= set(DockerSettings.model_fields)
+    assert set(attrs.fields_dict(JobOptions)) <= {
+        *KubernetesSettings.model_fields,
+        *PayloadVolumeSettings.model_fields,
+    }

@@ -1,4 +1,8 @@
-"""Headless Chromium (Debian's package) driven by Playwright, and where screenshots go."""
+"""Headless Chromium (Debian's package) driven by Playwright, and where screenshots go.
+
+Pages fail their test when a script throws or the page's Content-Security-Policy blocks
+something. axe-core (npm, `npm ci` in this folder) checks the accessibility of each state.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(os.environ.get("MIS_ARTIFACTS", REPO / ".artifacts")) / "screenshots"
+AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,48 @@ def new_page(browser: Any) -> Iterator[Any]:
     """Opens pages in one fresh browser context (own session storage), closed afterwards."""
     context = browser.new_context(accept_downloads=True, viewport={"width": 1000, "height": 900})
     context.set_default_timeout(20_000)
-    yield context.new_page
+    problems: list[str] = []
+
+    def open_page() -> Any:
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(f"console: {message.text}")
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+        return page
+
+    yield open_page
     context.close()
+    assert problems == []
+
+
+@pytest.fixture
+def axe(new_page: Any) -> Path:
+    """axe-core's script; skips without it (fails in CI, which installs it)."""
+    if not AXE.exists():
+        message = "axe-core is not installed (run npm ci in tests/browser)"
+        if REQUIRE_ALL:
+            pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
+        pytest.skip(message)
+    return AXE
+
+
+def serious_violations(page: Any, axe: Path) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    if not page.evaluate("typeof window.axe === 'object'"):
+        session = page.context.new_cdp_session(page)  # the page's CSP forbids injected scripts
+        session.send("Runtime.evaluate", {"expression": axe.read_text()})
+    found = page.evaluate(
+        """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations
+            .filter((v) => v.impact === "serious" || v.impact === "critical")
+            .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`)"""
+    )
+    return list(found)
 
 
 def screenshot(page: Any, name: str) -> Path:

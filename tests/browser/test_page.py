@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ def outcome(page: Any) -> Any:
     return page.locator("#outcome")
 
 
+def send_it(page: Any) -> None:
+    """Confirm the step that shows what will be sent."""
+    page.get_by_role("button", name=re.compile(r"^Send ")).click()
+
+
 def test_pick_a_zip_and_download_the_maps_outputs(tmp_path: Path, new_page: Any) -> None:
     source = write_zip(tmp_path / "study.zip", STUDY)
     config = scripted_map_config(tmp_path)
@@ -71,6 +77,7 @@ def test_pick_a_zip_and_download_the_maps_outputs(tmp_path: Path, new_page: Any)
         assert "3 seconds" in summary  # the time limit
         screenshot(page, "idle")
         page.get_by_label("Choose a zip file…").set_input_files(source)
+        send_it(page)
         outcome(page).get_by_text("The result is ready.").wait_for()
         screenshot(page, "result")
         name, files = downloaded(page)
@@ -89,6 +96,7 @@ def test_a_folder_is_zipped_in_the_browser_with_its_relative_paths(
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
         page.get_by_label("Choose a folder…").set_input_files(folder)
+        send_it(page)
         outcome(page).get_by_text("The result is ready.").wait_for()
         name, files = downloaded(page)
     assert name == "CT study-output.zip"
@@ -113,6 +121,7 @@ def test_a_dropped_zip_is_sent(tmp_path: Path, new_page: Any) -> None:
             }""",
             base64.b64encode(data.getvalue()).decode(),
         )
+        send_it(page)
         outcome(page).get_by_text("The result is ready.").wait_for()
         name, files = downloaded(page)
     assert name == "dropped-output.zip"
@@ -151,6 +160,7 @@ def test_a_dropped_folder_is_walked_and_zipped(tmp_path: Path, new_page: Any) ->
                 "notes.txt": "a note",
             },
         )
+        send_it(page)
         outcome(page).get_by_text("The result is ready.").wait_for()
         name, files = downloaded(page)
     assert name == "dropped study-output.zip"
@@ -171,6 +181,7 @@ def test_a_second_tab_is_told_the_service_is_busy(tmp_path: Path, new_page: Any)
         first.goto(server.url)
         first.get_by_text("Idle: ready for a study").wait_for()
         first.get_by_label("Choose a zip file…").set_input_files(source)
+        send_it(first)
         wait_until((tmp_path / "started").exists, 20, "the MAP to start")
         first.get_by_text("Running the application:").wait_for()
         assert "of at most 30 s" in first.locator("#phase").inner_text()
@@ -180,6 +191,7 @@ def test_a_second_tab_is_told_the_service_is_busy(tmp_path: Path, new_page: Any)
         second.goto(server.url)
         second.get_by_text("Busy with another study (running for").wait_for()
         second.get_by_label("Choose a zip file…").set_input_files(other)
+        send_it(second)
         outcome(second).get_by_text("The service is busy with another study.").wait_for()
         assert "Wait until the status above says idle" in outcome(second).inner_text()
         screenshot(second, "busy")
@@ -195,6 +207,7 @@ def test_a_failing_map_shows_its_message_and_last_log_lines(tmp_path: Path, new_
         page = new_page()
         page.goto(server.url)
         page.get_by_label("Choose a zip file…").set_input_files(source)
+        send_it(page)
         outcome(page).get_by_text("The application failed on this study.").wait_for()
         details = outcome(page).locator("pre").inner_text()
         screenshot(page, "map-failed")
@@ -212,6 +225,7 @@ def test_a_timeout_shows_the_timeout_message(tmp_path: Path, new_page: Any) -> N
         page = new_page()
         page.goto(server.url)
         page.get_by_label("Choose a zip file…").set_input_files(source)
+        send_it(page)
         outcome(page).get_by_text("The application did not finish in time").wait_for()
         screenshot(page, "timeout")
     assert "Try a smaller study" in outcome(page).inner_text()
@@ -225,6 +239,7 @@ def test_invalid_input_is_explained(tmp_path: Path, new_page: Any) -> None:
         page = new_page()
         page.goto(server.url)
         page.get_by_label("Choose a zip file…").set_input_files(not_a_zip)
+        send_it(page)
         outcome(page).get_by_text("This file cannot be used.").wait_for()
     assert "Send a .zip archive of the study" in outcome(page).inner_text()
 
@@ -252,6 +267,7 @@ def test_the_token_is_asked_once_and_kept_out_of_urls(tmp_path: Path, new_page: 
         page.get_by_text("Idle: ready for a study").wait_for()
         assert page.locator("#token-section").is_hidden()
         page.get_by_label("Choose a zip file…").set_input_files(source)
+        send_it(page)
         outcome(page).get_by_text("The result is ready.").wait_for()
         assert token not in page.url
         log = server.log_text()
@@ -272,6 +288,7 @@ def test_upload_progress_is_shown_while_a_slow_upload_runs(tmp_path: Path, new_p
             {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 256_000},
         )
         page.get_by_label("Choose a zip file…").set_input_files(source)
+        send_it(page)
         page.get_by_text("Uploading big study.zip:").wait_for()
         fraction = page.locator("#progress").evaluate("p => p.value")
         screenshot(page, "uploading")
@@ -289,6 +306,7 @@ def test_text_has_readable_contrast(tmp_path: Path, new_page: Any) -> None:
         page.get_by_text("Idle: ready for a study").wait_for()
         ratios = page.evaluate(CONTRAST, "h1, h2, dt, dd, .state, .hint, label.button")
         page.get_by_label("Choose a zip file…").set_input_files(source)
+        send_it(page)
         outcome(page).get_by_text("The application failed on this study.").wait_for()
         ratios += page.evaluate(CONTRAST, "#outcome h3, #outcome p, #outcome pre")
     low = [(text, ratio) for text, ratio in ratios if ratio < 4.5]

@@ -1,7 +1,7 @@
 """A real container engine for tests: Podman's Docker-compatible API service on a unix socket.
 
-Podman runs with its own storage and configuration under a temporary folder (runc,
-cgroupfs, file events, small ulimits), so the tests neither need nor touch the machine's
+Podman runs with its own storage and configuration under a temporary folder (tools/containers.conf:
+runc, cgroupfs, file events, small ulimits), so the tests neither need nor touch the machine's
 containers. The MAP image is built locally with `podman import` from a root filesystem holding
 busybox (statically linked) and a MAP manifest; no registry is needed.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -21,17 +20,10 @@ from pathlib import Path
 
 import httpx
 
+from tools.images import Podman
+
 MAP_IMAGE = "localhost/mis-test-map:1"
 MISSING_IMAGE = "localhost/mis-test-missing:1"
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-"""
 APP_JSON = {
     "apiVersion": "1.0.0",
     "command": '["/bin/sh", "/opt/monai/app/run.sh"]',
@@ -68,9 +60,10 @@ BUSYBOX_APPLETS = ("sh", "cat", "cp", "dd", "echo", "env", "grep", "sleep", "sor
 
 
 class Engine:
-    def __init__(self, url: str, socket: Path) -> None:
+    def __init__(self, url: str, socket: Path, podman: Podman) -> None:
         self.url = url
         self.socket = socket
+        self.podman = podman  # the same storage on the command line (builds, the kubelet)
 
     def client(self) -> httpx.Client:
         """A client of the engine's API (close it, or use it in a with block)."""
@@ -89,30 +82,22 @@ def engine_client(socket: Path) -> httpx.Client:
 @contextmanager
 def podman_engine(podman: str, busybox: Path, folder: Path) -> Iterator[Engine]:
     """Podman's API service on `folder`/podman.sock, with the test MAP image imported."""
-    (folder / "containers.conf").write_text(CONTAINERS_CONF)
-    env = {**os.environ, "CONTAINERS_CONF": str(folder / "containers.conf")}
-    base = [
-        podman,
-        "--root", str(folder / "storage"),
-        "--runroot", str(folder / "run"),
-        "--storage-driver", "vfs",
-    ]  # fmt: skip
+    podman_cli = Podman.isolated(podman, folder)
     image = folder / "map-rootfs.tar"
     image.write_bytes(_map_rootfs(busybox))
-    subprocess.run(
-        [*base, "import", "--change", 'CMD ["/bin/sh", "/opt/monai/app/run.sh"]', str(image),
-         MAP_IMAGE],
-        env=env, check=True, capture_output=True,
+    podman_cli.run(
+        "import", "--change", 'CMD ["/bin/sh", "/opt/monai/app/run.sh"]', str(image), MAP_IMAGE,
+        capture=True,
     )  # fmt: skip
     socket = folder / "podman.sock"
     log = open(folder / "podman.log", "wb")  # noqa: SIM115 - closed below
     service = subprocess.Popen(
-        [*base, "system", "service", "--time=0", f"unix://{socket}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [*podman_cli.argv, "system", "service", "--time=0", f"unix://{socket}"],
+        env=dict(podman_cli.env), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         _wait_for_ping(socket, service)
-        yield Engine(f"unix://{socket}", socket)
+        yield Engine(f"unix://{socket}", socket, podman_cli)
     finally:
         service.terminate()
         try:
@@ -121,7 +106,7 @@ def podman_engine(podman: str, busybox: Path, folder: Path) -> Iterator[Engine]:
             service.kill()
             service.wait()
         log.close()
-        subprocess.run([*base, "system", "reset", "--force"], env=env, capture_output=True)
+        podman_cli.run("system", "reset", "--force", capture=True, check=False)
         shutil.rmtree(folder / "storage", ignore_errors=True)
 
 

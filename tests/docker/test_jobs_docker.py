@@ -9,20 +9,44 @@ import pytest
 
 from mis_adapters.docker.backend import DockerJobBackend
 from mis_adapters.docker.container import ContainerOptions
-from mis_adapters.docker.engine import EngineError
+from mis_adapters.docker.engine import ContainerEngine, EngineError
+from mis_adapters.map_follow import MAX_LINE
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 
 pytestmark = pytest.mark.anyio
 
 
-class ScriptedEngine:
-    """Answers like an engine would, with the exit status and state given; records calls."""
+class ScriptedEngine(ContainerEngine):
+    """An engine that answers with the exit status, state and log given; records calls.
 
-    def __init__(self, wait_code: int, state: dict[str, Any], start_error: str = "") -> None:
+    It implements the backend's ContainerEngine protocol (mypy checks it against it), not
+    the HTTP client.
+    """
+
+    def __init__(
+        self,
+        wait_code: int,
+        state: dict[str, Any],
+        start_error: str = "",
+        log: tuple[bytes, ...] = (b"working\n",),
+    ) -> None:
         self.wait_code = wait_code
         self.state = state
         self.start_error = start_error
+        self.log = log
         self.calls: list[str] = []
+
+    async def close(self) -> None:
+        self.calls.append("close")
+
+    async def ping(self) -> None:
+        self.calls.append("ping")
+
+    async def image(self, name: str) -> dict[str, Any] | None:
+        return {"Id": "sha256:1"}
+
+    async def pull(self, name: str) -> None:
+        self.calls.append("pull")
 
     async def create_container(self, name: str, body: dict[str, Any]) -> str:
         self.calls.append("create")
@@ -40,15 +64,19 @@ class ScriptedEngine:
     async def inspect(self, container: str) -> dict[str, Any]:
         return {"State": self.state}
 
-    async def follow_log(self, container: str) -> AsyncIterator[bytes]:
-        yield b"working\n"
-
     async def stop(self, container: str, grace_seconds: float) -> None:
         self.calls.append("stop")
         raise EngineError(304, "")  # it never ran
 
     async def remove(self, container: str) -> None:
         self.calls.append("remove")
+
+    async def containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return []
+
+    async def follow_log(self, container: str) -> AsyncIterator[bytes]:
+        for chunk in self.log:
+            yield chunk
 
 
 def request() -> JobRequest:
@@ -57,7 +85,7 @@ def request() -> JobRequest:
 
 
 async def run(engine: ScriptedEngine) -> Any:
-    backend = DockerJobBackend(engine, "map:1", ContainerOptions())  # type: ignore[arg-type]
+    backend = DockerJobBackend(engine, "map:1", ContainerOptions())
     return await backend.run(request(), JobProgress())
 
 
@@ -82,3 +110,15 @@ async def test_a_container_that_cannot_start_is_still_removed() -> None:
     assert not outcome.succeeded
     assert outcome.reason == "could not be started: executable file not found"
     assert engine.calls == ["create", "start", "stop", "remove"]
+
+
+async def test_a_huge_line_without_a_newline_is_logged_in_pieces() -> None:
+    """The same MAP-log follower as the other backends: lines are cut at MAX_LINE."""
+    huge = b"x" * 200_000
+    engine = ScriptedEngine(
+        3, {"Running": False, "ExitCode": 3}, log=(b"start\n", huge[:70_000], huge[70_000:])
+    )
+    outcome = await run(engine)
+    assert len(outcome.log_tail) == 20  # the last 20 pieces of the line, the last one short
+    assert {len(line) for line in outcome.log_tail[:-1]} == {MAX_LINE}
+    assert huge.decode().endswith("".join(outcome.log_tail))

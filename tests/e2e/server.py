@@ -81,7 +81,11 @@ def wait_until(
 def scripted_map_config(
     tmp_path: Path, nonroot: NonRoot | None = None, **server: Any
 ) -> dict[str, Any]:
-    """The scripted test MAP (tests/maps/scripted_map.py); run by `nonroot`'s Python if given."""
+    """The scripted test MAP (tests/maps/scripted_map.py); run by `nonroot`'s Python if given.
+
+    Without the process sandbox: this MAP tells the test about itself through files in
+    `tmp_path` and host pids, which the sandbox hides (tests/containment tests the sandbox).
+    """
     python, script = sys.executable, SCRIPTED_MAP
     if nonroot is not None:
         python, script = nonroot.python, str(maps_dir(nonroot) / "scripted_map.py")
@@ -96,7 +100,7 @@ def scripted_map_config(
                 "MIS_TEST_RELEASE": str(tmp_path / "release"),
             },
         },
-        "process": {"kill_grace_seconds": 1},
+        "process": {"kill_grace_seconds": 1, "sandbox": "none"},
     }
 
 

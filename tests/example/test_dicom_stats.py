@@ -18,6 +18,7 @@ from tests.e2e.server import REPO, running_server
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
 from examples.dicom_stats.make_sample import build
+from tests.example.corpus import PYDICOM_FILES
 
 APP = REPO / "examples" / "dicom_stats" / "app.py"
 
@@ -54,13 +55,25 @@ def test_the_map_summarises_each_series_and_writes_masks(tmp_path: Path) -> None
 
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["skipped_files"] == 1  # the README.txt
+    assert summary["skipped_files"] == 1
+    assert summary["skipped"] == [
+        {
+            "file": "study/README.txt",
+            "kind": "not DICOM",
+            "reason": "not DICOM: no DICOM file header (the 128-byte preamble and 'DICM')",
+        }
+    ]
     ct, mr = sorted(summary["series"], key=lambda s: s["modality"])
     assert (ct["modality"], ct["images"], ct["rows"], ct["columns"]) == ("CT", 3, 128, 128)
     assert ct["unit"] == "HU"
     assert ct["min"] < -500 < 300 < ct["max"]  # air and bone in the same slice
     assert 0 < ct["mask_fraction"] < 0.5
-    assert mr["threshold_rule"] == "Otsu"
+    assert ct["ordered_by"] == "position along the slice normal"
+    assert ct["slice_spacing_mm"] == 5.0  # CT_small's thickness, as make_sample spaces its copies
+    assert ct["mask_volume_mm3"] == pytest.approx(
+        ct["mask_voxels"] * ct["row_spacing_mm"] * ct["column_spacing_mm"] * 5.0, rel=1e-6
+    )
+    assert mr["threshold_rule"] == "≥ threshold (Otsu)"
     assert mr["min"] < mr["threshold"] < mr["max"]
     masks = sorted((tmp_path / "out" / ct["mask_folder"]).glob("*.png"))
     assert [m.name for m in masks] == ["0001.png", "0002.png", "0003.png"]
@@ -74,6 +87,8 @@ def test_quick_start_config_serves_the_example(tmp_path: Path) -> None:
     not_dicom = tmp_path / "notes.zip"
     with zipfile.ZipFile(not_dicom, "w") as zf:
         zf.writestr("notes.txt", "no images here")
+        zf.writestr("plan.dcm", (PYDICOM_FILES / "rtplan.dcm").read_bytes())
+        zf.writestr("report.dcm", (PYDICOM_FILES / "test-SR.dcm").read_bytes())
 
     with running_server(config, tmp_path) as server:
         ok = httpx.post(
@@ -91,5 +106,7 @@ def test_quick_start_config_serves_the_example(tmp_path: Path) -> None:
     assert len([n for n in names if n.endswith(".png")]) == 6
     assert failed.status_code == 500
     assert failed.json()["error"]["code"] == "map_failed"
-    assert "no DICOM images found in the input" in failed.json()["error"]["message"]
+    message = failed.json()["error"]["message"]
+    assert "no usable DICOM image in the input: 3 file(s), all skipped" in message
+    assert "(1 not DICOM, 2 not an image)" in message
     assert server.leftovers() == []

@@ -77,6 +77,12 @@ def access_lines(server: Server, path: str) -> list[str]:
     return [line for line in server.log_text().splitlines() if f"| mis | POST {path} ->" in line]
 
 
+def next_access_line(server: Server, path: str, seen: int) -> str:
+    """The access line after the `seen` ones: written just after the answer, so wait for it."""
+    wait_until(lambda: len(access_lines(server, path)) > seen, 5, "the access line")
+    return access_lines(server, path)[seen]
+
+
 def error_code(answer: Answer) -> str:
     assert answer.headers["content-type"] == "application/json"
     error = json.loads(answer.body)["error"]
@@ -245,6 +251,7 @@ def test_a_million_tiny_parts_are_refused_early_and_healthz_is_unaffected(
     body = part * 1_000_000 + b"--" + BOUNDARY + b"--\r\n"
     # chunked: no length for the server to refuse up front
     data = post("/v1/inference", chunked(body), FORM_TYPE, "Transfer-Encoding: chunked")
+    seen = len(access_lines(server, "/v1/inference"))
     with connect(server) as sock:
         sender = threading.Thread(target=lambda: _send_quietly(sock, data))
         sender.start()
@@ -254,7 +261,7 @@ def test_a_million_tiny_parts_are_refused_early_and_healthz_is_unaffected(
         sender.join()
     assert answer.status == 413
     assert "more than 16 parts" in answer.body.decode()
-    line = access_lines(server, "/v1/inference")[-1]
+    line = next_access_line(server, "/v1/inference", seen)
     received = int(line.split("(")[1].split(" bytes in")[0])
     assert received < MiB, f"read {received} of {len(body)} bytes before refusing: {line}"
 
@@ -272,9 +279,22 @@ def test_part_headers_are_bounded(server: Server) -> None:
     assert "headers over" in answer.body.decode()
 
 
-def test_a_chunk_size_line_that_overflows_is_a_json_400(server: Server) -> None:
+@pytest.mark.parametrize(
+    ("body", "framing"),
+    [
+        (b"f" * 40 + b"\r\nxx\r\n0\r\n\r\n", ["Transfer-Encoding: chunked"]),
+        (b"0\r\n\r\n", ["Transfer-Encoding: chunked", "Content-Length: 5"]),
+        (b"abc", ["Content-Length: 3", "Content-Length: 4"]),
+        (b"", ["Content-Length: 99999999999999999999999"]),
+        (b"", ["Content-Length: -1"]),
+    ],
+    ids=["chunk-size-overflow", "chunked-and-length", "two-lengths", "huge-length", "negative"],
+)
+def test_ambiguous_or_malformed_framing_is_a_json_400(
+    server: Server, body: bytes, framing: list[str]
+) -> None:
     with connect(server) as sock:
-        sock.sendall(zip_post(b"f" * 40 + b"\r\nxx\r\n0\r\n\r\n", "Transfer-Encoding: chunked"))
+        sock.sendall(zip_post(body, *framing))
         answer = Reader(sock).answer()
     assert answer.status == 400
     assert error_code(answer) == "invalid_input"
@@ -312,6 +332,7 @@ def test_a_client_that_reads_the_headers_and_then_nothing_is_cut_off(
     server: Server, tmp_path: Path
 ) -> None:
     body = zip_body(tmp_path, {"big.raw": os.urandom(16 * MiB)})  # the MAP copies it back
+    seen = len(access_lines(server, "/v1/inference"))
     with connect(server, receive_buffer=16 * 1024) as sock:
         sock.sendall(zip_post(body))
         status, _ = Reader(sock, timeout=30).head()
@@ -321,7 +342,7 @@ def test_a_client_that_reads_the_headers_and_then_nothing_is_cut_off(
         wait_until(lambda: server.leftovers() == [], 2, "the job's files to be deleted")
     log = server.log_text()
     assert "cut off: the client read nothing of the response for 2 seconds" in log
-    assert "client_disconnected" in access_lines(server, "/v1/inference")[-1]
+    assert "client_disconnected" in next_access_line(server, "/v1/inference", seen)
     assert "Traceback" not in log
 
 

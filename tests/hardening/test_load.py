@@ -89,7 +89,7 @@ def test_soak_of_1000_sequential_requests(tmp_path: Path) -> None:
                 content=body,
                 headers={"Content-Type": "application/zip"},
             )
-            assert response.status_code == 200
+            assert response.status_code == 200, response.text
 
         for _ in range(50):  # warm up: imports, caches, allocator pools
             one()

@@ -131,7 +131,12 @@ def test_values_reach_the_job_through_mis_own_settings_loader(tmp_path: Path) ->
         "registry.example.org/monai/spleen-seg@sha256:4f53c3a9cfb6b8c05ce7c9dc1f4d4c0b1f8e7d0d6b4b3c2a1f0e9d8c7b6a5f4e"
     )
     assert "command" not in container  # [] keeps the image's entrypoint
-    assert container["resources"]["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1}
+    assert container["resources"]["limits"] == {
+        "cpu": "4",
+        "memory": "16Gi",
+        "ephemeral-storage": "4Gi",
+        "nvidia.com/gpu": 1,
+    }
     assert job["spec"]["activeDeadlineSeconds"] == 120 + 30
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["MONAI_TIMEOUT"] == "120"
@@ -222,7 +227,11 @@ def test_node_port_ingress_and_network_policy() -> None:
     assert ingress["spec"]["tls"] == [
         {"hosts": ["mis.radiology.example.org"], "secretName": "mis-tls"}
     ]
-    policy = find(docs, "NetworkPolicy")
+    [policy] = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "mis-monai-inference-service"
+    ]  # MIS's own; the MAP Jobs' is in test_chart_security
     assert policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
     assert find(docs, "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]
 

@@ -13,11 +13,13 @@ import anyio
 import pytest
 
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_adapters.kubernetes.job import JobOptions
+from mis_adapters.kubernetes.job import JobOptions, build_job
+from mis_adapters.kubernetes.ownership import Owner
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 from tests.helm.test_chart import CHART, find, render
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
+from tests.k8s.helpers import pod_of_mis, wait_for_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -49,10 +51,15 @@ async def exercise(double: KubeDouble, tmp_path: Path, **volume: str) -> set[tup
         "spec": {"accessModes": ["ReadWriteOnce"]},
     }
     double.call(double.put, "persistentvolumeclaims", "mis-test", claim, "ADDED")
+    double.call(double.put, "pods", "mis-test", pod_of_mis("mis-other", "uid-other"), "ADDED")
     options = JobOptions(namespace="", node_name="node-1", **volume)
     backend = KubernetesJobBackend(options, delete_wait_seconds=5)
     with anyio.fail_after(30):
-        await backend.sweep()
+        # a Job of another MIS pod, alive: the sweep looks its owner up, and keeps it
+        other = Owner(pod_name="mis-other", pod_uid="uid-other")
+        other_job = build_job(request(tmp_path, "other"), await backend.job_options(), other)
+        await (await backend.api()).create_job(other_job)
+        assert await backend.sweep() == 0
         double.behaviour = kubelet.finishes(0)
         assert (await backend.run(request(tmp_path, "ok"), JobProgress())).succeeded
         double.behaviour = kubelet.finishes(2, "Error", lines=["boom"])
@@ -61,8 +68,8 @@ async def exercise(double: KubeDouble, tmp_path: Path, **volume: str) -> set[tup
         async with anyio.create_task_group() as tg:
             tg.start_soon(backend.run, request(tmp_path, "stopped"), JobProgress())
             # a job that runs a while has both of its watches open
-            while not {("batch", "jobs", "watch"), ("", "pods", "watch")} <= double.verbs():
-                await anyio.sleep(0.01)
+            await wait_for_calls(double, "batch", "jobs", "watch")
+            await wait_for_calls(double, "", "pods", "watch")
             tg.cancel_scope.cancel()
         double.behaviour = kubelet.finishes(0)
         await backend.warm_up(request(tmp_path, "warm-up"))

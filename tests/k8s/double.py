@@ -1,26 +1,26 @@
 """A Kubernetes API test double that speaks the real wire format over real HTTP.
 
-It serves what MIS uses — jobs, pods, pods/log, persistentvolumeclaims, /version — as JSON,
-with list + watch (newline-delimited events, resourceVersion, bookmarks-free, 410 Gone for a
-compacted version), 404 and 409 Status objects, and deletion with propagation. A simulated
-job controller makes one pod per Job; a simulated kubelet (a `Behaviour`) moves the pod
-through its states, writing its log. It runs uvicorn in a thread on 127.0.0.1 with its own
-event loop; tests read its state (requests, objects) directly.
+It serves what MIS uses — jobs, pods, pods/log, persistentvolumeclaims, /version — as JSON
+(the routes are in `double_api.py`), with list + watch (newline-delimited events,
+resourceVersion, bookmarks-free, 410 Gone for a compacted version), 404 and 409 Status
+objects, and deletion with propagation. A simulated job controller makes one pod per Job; a
+simulated kubelet (a `Behaviour`) moves the pod through its states, writing its log. It runs
+uvicorn in a thread on 127.0.0.1 with its own event loop; tests read its state (objects, the
+request log) directly, and wait on the request log instead of sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import secrets
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import uvicorn
 
@@ -29,10 +29,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     uvloop = None  # type: ignore[assignment]
 import yaml
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse
 
 Behaviour = Callable[["KubeDouble", str, dict[str, Any], str], Awaitable[None]]
 GROUPS = {"jobs": "batch", "pods": "", "persistentvolumeclaims": ""}
@@ -60,6 +57,15 @@ def status(code: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
+class Call(NamedTuple):
+    """One request the double answered, as RBAC would see it."""
+
+    group: str
+    resource: str
+    verb: str
+    namespace: str = ""
+
+
 def matches(obj: dict[str, Any], label_selector: str, field_selector: str) -> bool:
     labels = obj["metadata"].get("labels") or {}
     for requirement in filter(None, label_selector.split(",")):
@@ -80,13 +86,16 @@ class KubeDouble:
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []
         self.version = 1000
         self.oldest_watchable = 0
-        self.requests: list[tuple[str, str, str]] = []  # (api group, resource, verb)
+        self.requests: list[Call] = []
+        self._requests_changed = threading.Condition()
         self.logs: dict[str, list[str]] = {}
         self.logs_closed: set[str] = set()
         self.kubelets: dict[str, asyncio.Task[None]] = {}
         self.drops = 0
         self.forbidden: set[tuple[str, str]] = set()  # (resource, verb) answered 403, as RBAC would
         self.pod_deletion_seconds = 0.05
+        # A mutating admission step (a cluster policy), applied to every object created
+        self.admission: Callable[[str, dict[str, Any]], None] | None = None
         self._pulse: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -103,7 +112,9 @@ class KubeDouble:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), log_level="warning", lifespan="off")
+        from tests.k8s.double_api import api_app
+
+        config = uvicorn.Config(api_app(self), log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         ready = threading.Event()
 
@@ -174,7 +185,39 @@ class KubeDouble:
         ]
 
     def verbs(self) -> set[tuple[str, str, str]]:
-        return set(self.requests)
+        return {(call.group, call.resource, call.verb) for call in self.requests}
+
+    def record(self, call: Call) -> None:
+        """Log a request (on the double's loop) and wake whoever waits for one."""
+        with self._requests_changed:
+            self.requests.append(call)
+            self._requests_changed.notify_all()
+        self._notify()
+
+    def count(self, group: str, resource: str, verb: str) -> int:
+        return sum(1 for call in list(self.requests) if call[:3] == (group, resource, verb))
+
+    def wait_for_calls(
+        self, group: str, resource: str, verb: str, count: int = 1, timeout: float = 10
+    ) -> None:
+        """Block (a test's thread) until the double has answered `count` such requests."""
+        with self._requests_changed:
+            if not self._requests_changed.wait_for(
+                lambda: self.count(group, resource, verb) >= count, timeout
+            ):
+                raise AssertionError(
+                    f"no {count} {verb} {resource} request(s) within {timeout}s: {self.requests}"
+                )
+
+    async def calls_made(self, group: str, resource: str, verb: str, count: int = 1) -> None:
+        """Wait (on the double's loop, in a kubelet story) for `count` such requests."""
+        while self.count(group, resource, verb) < count:
+            await self.changed()
+
+    async def changed(self) -> None:
+        """Return at the next change of state, log line or request (on the double's loop)."""
+        assert self._pulse is not None
+        await self._pulse.wait()
 
     def put(
         self, resource: str, namespace: str, obj: dict[str, Any], change: str
@@ -221,7 +264,7 @@ class KubeDouble:
         self._pulse = asyncio.Event()
 
     # -- the simulated controllers ------------------------------------------------------
-    def _create_pod_for(self, namespace: str, job: dict[str, Any]) -> None:
+    def create_pod_for(self, namespace: str, job: dict[str, Any]) -> None:
         template = job["spec"]["template"]
         name = f"{job['metadata']['name']}-{secrets.token_hex(3)[:5]}"
         labels = {
@@ -258,7 +301,7 @@ class KubeDouble:
                 self.behaviour(self, namespace, job, name)
             )
 
-    async def _delete_pod(self, namespace: str, name: str) -> None:
+    async def delete_pod(self, namespace: str, name: str) -> None:
         pod = self.objects.get(("pods", namespace, name))
         if pod is None:
             return
@@ -272,198 +315,3 @@ class KubeDouble:
         self.close_log(name)
         if ("pods", namespace, name) in self.objects:
             self.put("pods", namespace, self.objects[("pods", namespace, name)], "DELETED")
-
-    # -- HTTP -----------------------------------------------------------------------------
-    def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/version", self._version),
-                Route("/version/", self._version),
-                Route(
-                    "/apis/batch/v1/namespaces/{ns}/jobs",
-                    self._collection("jobs"),
-                    methods=["GET", "POST"],
-                ),
-                Route(
-                    "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
-                    self._member("jobs"),
-                    methods=["GET", "DELETE"],
-                ),
-                Route("/api/v1/namespaces/{ns}/pods", self._collection("pods"), methods=["GET"]),
-                Route(
-                    "/api/v1/namespaces/{ns}/pods/{name}",
-                    self._member("pods"),
-                    methods=["GET", "DELETE"],
-                ),
-                Route("/api/v1/namespaces/{ns}/pods/{name}/log", self._log),
-                Route(
-                    "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
-                    self._member("persistentvolumeclaims"),
-                ),
-            ]
-        )
-
-    async def _version(self, request: Request) -> Response:
-        return JSONResponse(
-            {"major": "1", "minor": "34", "gitVersion": "v1.34.0", "platform": "linux/amd64"}
-        )
-
-    def _collection(self, resource: str) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            ns = request.path_params["ns"]
-            group = GROUPS[resource]
-            if request.method == "POST":
-                self.requests.append((group, resource, "create"))
-                if (resource, "create") in self.forbidden:
-                    return status(
-                        403, "Forbidden", f'cannot create resource "{resource}" in namespace "{ns}"'
-                    )
-                return await self._create(resource, ns, await request.json())
-            params = request.query_params
-            labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
-            if params.get("watch", "").lower() in ("true", "1"):
-                self.requests.append((group, resource, "watch"))
-                if (resource, "watch") in self.forbidden:
-                    return status(403, "Forbidden", f'cannot watch resource "{resource}"')
-                return StreamingResponse(
-                    self._watch(
-                        resource,
-                        ns,
-                        labels,
-                        fields,
-                        params.get("resourceVersion", ""),
-                        float(params.get("timeoutSeconds", "300")),
-                    ),
-                    media_type="application/json",
-                )
-            self.requests.append((group, resource, "list"))
-            kind, api_version = KINDS[resource]
-            items = [o for o in self.items(resource, ns) if matches(o, labels, fields)]
-            return JSONResponse(
-                {
-                    "kind": f"{kind}List",
-                    "apiVersion": api_version,
-                    "metadata": {"resourceVersion": str(self.version)},
-                    "items": items,
-                }
-            )
-
-        return handle
-
-    def _member(self, resource: str) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            ns, name = request.path_params["ns"], request.path_params["name"]
-            group = GROUPS[resource]
-            obj = self.objects.get((resource, ns, name))
-            verb = "delete" if request.method == "DELETE" else "get"
-            self.requests.append((group, resource, verb))
-            if obj is None:
-                return status(404, "NotFound", f'{resource} "{name}" not found')
-            if verb == "get":
-                return JSONResponse(obj)
-            body = json.loads(await request.body() or b"{}")
-            policy = (
-                request.query_params.get("propagationPolicy")
-                or body.get("propagationPolicy")
-                or "Background"
-            )
-            self.put(resource, ns, obj, "DELETED")
-            if resource == "jobs" and policy != "Orphan":
-                for pod in self.items("pods", ns):
-                    if pod["metadata"]["labels"].get("controller-uid") == obj["metadata"]["uid"]:
-                        asyncio.get_running_loop().create_task(
-                            self._delete_pod(ns, pod["metadata"]["name"])
-                        )
-            elif resource == "pods":
-                self.objects[(resource, ns, name)] = obj
-                asyncio.get_running_loop().create_task(self._delete_pod(ns, name))
-            return JSONResponse(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Success",
-                    "details": {"name": name},
-                }
-            )
-
-        return handle
-
-    async def _create(self, resource: str, ns: str, body: dict[str, Any]) -> Response:
-        name = body.get("metadata", {}).get("name", "")
-        if not name:
-            return status(422, "Invalid", "metadata.name: Required value")
-        if (resource, ns, name) in self.objects:
-            return status(409, "AlreadyExists", f'{resource} "{name}" already exists')
-        obj = copy.deepcopy(body)
-        obj["metadata"].update(
-            {"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now()}
-        )
-        obj["status"] = {}
-        self.put(resource, ns, obj, "ADDED")
-        if resource == "jobs":
-            self._create_pod_for(ns, obj)
-        return JSONResponse(obj, status_code=201)
-
-    async def _watch(
-        self, resource: str, ns: str, labels: str, fields: str, since: str, seconds: float
-    ) -> AsyncIterator[bytes]:
-        start = int(since) if since else self.version
-        if start < self.oldest_watchable:
-            gone = {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "status": "Failure",
-                "reason": "Expired",
-                "message": f"too old resource version: {start} ({self.oldest_watchable})",
-                "code": 410,
-            }
-            yield (json.dumps({"type": "ERROR", "object": gone}) + "\n").encode()
-            return
-        drops = self.drops
-        deadline = asyncio.get_running_loop().time() + seconds
-        index = next(
-            (i for i, event in enumerate(self.history) if event[0] > start), len(self.history)
-        )
-        while True:
-            while index < len(self.history):
-                _, kind, change, obj = self.history[index]
-                index += 1
-                if (
-                    kind == resource
-                    and obj["metadata"].get("namespace") == ns
-                    and matches(obj, labels, fields)
-                ):
-                    yield (json.dumps({"type": change, "object": obj}) + "\n").encode()
-            remaining = deadline - asyncio.get_running_loop().time()
-            if self.drops != drops or remaining <= 0:
-                return
-            assert self._pulse is not None
-            try:
-                await asyncio.wait_for(self._pulse.wait(), remaining)
-            except TimeoutError:
-                return
-
-    async def _log(self, request: Request) -> Response:
-        ns, name = request.path_params["ns"], request.path_params["name"]
-        self.requests.append(("", "pods/log", "get"))
-        if ("pods", ns, name) not in self.objects and name not in self.logs:
-            return status(404, "NotFound", f'pods "{name}" not found')
-        params = request.query_params
-        if params.get("follow", "").lower() not in ("true", "1"):
-            lines = self.logs.get(name, [])
-            tail = int(params["tailLines"]) if "tailLines" in params else len(lines)
-            return PlainTextResponse("".join(line + "\n" for line in lines[-tail:] if tail))
-
-        async def follow() -> AsyncIterator[bytes]:
-            sent = 0
-            while True:
-                lines = self.logs.get(name, [])
-                while sent < len(lines):
-                    yield (lines[sent] + "\n").encode()
-                    sent += 1
-                if name in self.logs_closed:
-                    return
-                assert self._pulse is not None
-                await self._pulse.wait()
-
-        return StreamingResponse(follow(), media_type="text/plain")

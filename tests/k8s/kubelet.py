@@ -6,10 +6,15 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from tests.k8s import podman_pod
 from tests.k8s.double import Behaviour, KubeDouble
+from tests.k8s.podman_pod import PodError
+from tools.images import Podman
 
 
 def _container(job: dict[str, Any], **state: Any) -> dict[str, Any]:
@@ -186,3 +191,123 @@ def runs_locally() -> Behaviour:
         _finish(double, ns, job, pod, code, "Completed" if code == 0 else "Error")
 
     return story
+
+
+def after(gate: threading.Event, then: Behaviour) -> Behaviour:
+    """Scheduled and running, then `then`'s story once the test sets `gate`."""
+
+    async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
+        _scheduled(double, ns, job, pod)
+        _running(double, ns, job, pod)
+        await asyncio.to_thread(gate.wait)
+        await then(double, ns, job, pod)
+
+    return story
+
+
+def runs_in_podman(podman: Podman, scratch: Path, node_name: str = "node-1") -> Behaviour:
+    """Runs the pod's container with Podman, as a kubelet would (see tests/k8s/podman_pod.py).
+
+    The story a real kubelet tells: ErrImagePull for an image the node does not have (no
+    registry is reachable here, so `Always` cannot pull either), CreateContainerConfigError
+    for a securityContext it refuses (runAsNonRoot with a root image), CreateContainerError or
+    RunContainerError with the runtime's message, else running with the container's output as
+    the pod's log, then terminated with its exit code. A pod asking for a GPU stays
+    unschedulable: this node has none.
+
+    OOMKilled: Podman 4.3 with runc on this host's cgroup v1 does not report OOMKilled; a
+    container under a memory limit that ends with 137 (SIGKILL), which only the kernel's OOM
+    killer sends here (this kubelet kills only pods being deleted, and then reports nothing),
+    is reported as OOMKilled, as a kubelet on cgroup v2 would.
+    """
+
+    async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod_name: str) -> None:
+        pod = double.objects[("pods", ns, pod_name)]
+        container = pod["spec"]["containers"][0]
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if int(limits.get("nvidia.com/gpu", 0)) > 0:
+            await unschedulable()(double, ns, job, pod_name)
+            return
+        _scheduled(double, ns, job, pod_name)
+        try:
+            await _run_container(double, podman, ns, job, pod, scratch / pod_name, node_name)
+        except PodError as failure:
+            _waiting(double, ns, job, pod_name, failure)
+        finally:
+            await asyncio.shield(_remove(podman, pod_name))
+
+    return story
+
+
+async def _run_container(
+    double: KubeDouble,
+    podman: Podman,
+    ns: str,
+    job: dict[str, Any],
+    pod: dict[str, Any],
+    scratch: Path,
+    node_name: str,
+) -> None:
+    name = pod["metadata"]["name"]
+    container = pod["spec"]["containers"][0]
+    image = container["image"]
+    code, user, _ = await _podman(podman, "image", "inspect", "--format", "{{.Config.User}}", image)
+    if code != 0:
+        reason = (
+            "ErrImageNeverPull" if container.get("imagePullPolicy") == "Never" else "ErrImagePull"
+        )
+        raise PodError(reason, f'Failed to pull image "{image}": not found, and no registry here')
+    scratch.mkdir(parents=True, exist_ok=True)
+    folders = podman_pod.volume_folders(pod["spec"], scratch)
+    args = podman_pod.create_args(pod, folders, user.strip(), node_name)
+    code, _, error = await _podman(podman, "create", *args)
+    if code != 0:
+        raise PodError("CreateContainerError", error.strip())
+    code, _, error = await _podman(podman, "start", name)
+    if code != 0:
+        raise PodError("RunContainerError", error.strip())
+    _running(double, ns, job, name)
+    logs = await asyncio.create_subprocess_exec(
+        *podman.argv, "logs", "--follow", name,
+        env=dict(podman.env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert logs.stdout is not None
+        async for line in logs.stdout:
+            double.log(name, line.decode(errors="replace").rstrip("\n"))
+    finally:
+        if logs.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                logs.kill()
+        await logs.wait()
+    _, waited, _ = await _podman(podman, "wait", name)
+    code = int(waited.strip())
+    _, oom, _ = await _podman(podman, "inspect", "--format", "{{.State.OOMKilled}}", name)
+    killed = oom.strip() == "true" or (
+        code == 128 + signal.SIGKILL
+        and "memory" in ((container.get("resources") or {}).get("limits") or {})
+    )
+    reason = "OOMKilled" if killed else "Completed" if code == 0 else "Error"
+    _finish(double, ns, job, name, code, reason)
+
+
+def _waiting(double: KubeDouble, ns: str, job: dict[str, Any], pod: str, failure: PodError) -> None:
+    waiting = {"reason": failure.reason, "message": failure.message}
+    double.update_status(
+        "pods", ns, pod, phase="Pending", containerStatuses=[_container(job, waiting=waiting)]
+    )
+
+
+async def _podman(podman: Podman, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *podman.argv, *args,
+        env=dict(podman.env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def _remove(podman: Podman, name: str) -> None:
+    """Stop (SIGTERM, then SIGKILL after a second) and remove the pod's container, if any."""
+    await _podman(podman, "rm", "--force", "--time", "1", "--ignore", name)

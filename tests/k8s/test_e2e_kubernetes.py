@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -17,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import kubernetes_validate
 import pytest
 import yaml
 
 from tests.e2e.server import (
-    REPO,
     SCRIPTED_MAP,
     Server,
     raw_request,
@@ -213,36 +210,3 @@ def test_orphan_jobs_are_swept_at_start(tmp_path: Path) -> None:
         assert double.items("jobs") == []
     finally:
         double.stop()
-
-
-def test_render_job_prints_a_valid_job(tmp_path: Path) -> None:
-    config = kubernetes_config(tmp_path)
-    config["kubernetes"]["namespace"] = "radiology"
-    config_file = tmp_path / "mis.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "mis_app", "kubernetes", "render-job", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "NODE_NAME": "node-3"},
-    )
-    assert result.returncode == 0, result.stderr
-    job = yaml.safe_load(result.stdout)
-    kubernetes_validate.validate(job, "1.37.0", strict=True)
-    assert job["metadata"]["namespace"] == "radiology"
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "example/scripted-map:1"
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert container["securityContext"] == {  # restrictive by default
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    assert job["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {
-        "type": "RuntimeDefault"
-    }
-    terms = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ]["nodeSelectorTerms"]
-    assert terms[0]["matchFields"][0]["values"] == ["node-3"]  # hostPath: pinned to MIS's node

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from contextlib import aclosing
 from pathlib import Path
 
@@ -12,43 +11,33 @@ from loguru import logger
 
 from mis_adapters.clock import MonotonicClock
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_adapters.kubernetes.job import JobOptions
+from mis_adapters.map_follow import MAX_LINE
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_core.errors import BackendUnavailable, JobTimedOut
 from mis_core.gate import AdmissionGate
-from mis_core.model import JobProgress, JobRequest, MapSpec, Resources, Workspace
+from mis_core.model import JobProgress, MapSpec, Resources
 from mis_core.service import InferenceService
 from tests.k8s import kubelet
-from tests.k8s.double import KubeDouble
+from tests.k8s.double import Call, KubeDouble
+from tests.k8s.helpers import (
+    backend_for,
+    cancel_once_following_the_log,
+    request_in,
+    run,
+    wait_for_calls,
+)
 
 pytestmark = pytest.mark.anyio
 
-SPEC = MapSpec(
-    image="example/map:1", command=("app",), resources=Resources(gpu=1), timeout_seconds=30
-)
 
-
-def backend_for(tmp_path: Path, **options: object) -> KubernetesJobBackend:
-    payload = tmp_path / "payload"
-    payload.mkdir(exist_ok=True)
-    values: dict[str, object] = {
-        "namespace": "",
-        "host_path": str(payload),
-    }
-    values.update(options)
-    return KubernetesJobBackend(JobOptions(**values), delete_wait_seconds=5)  # type: ignore[arg-type]
-
-
-def request_in(tmp_path: Path, request_id: str = "req-1", spec: MapSpec = SPEC) -> JobRequest:
-    workspace = Workspace(str(tmp_path / "payload"), request_id)
-    Path(workspace.input_dir).mkdir(parents=True, exist_ok=True)
-    Path(workspace.output_dir).mkdir(exist_ok=True)
-    return JobRequest(request_id, spec, workspace)
-
-
-async def run(backend: KubernetesJobBackend, request: JobRequest, seconds: float = 10):
-    with anyio.fail_after(seconds):
-        return await backend.run(request, JobProgress())
+def map_lines() -> tuple[list[str], int]:
+    """The MAP's log lines as MIS logs them, while the block runs (a sink id to remove)."""
+    lines: list[str] = []
+    sink = logger.add(
+        lambda m: lines.append(m.record["message"]),
+        filter=lambda r: r["extra"].get("source") == "map",
+    )
+    return lines, sink
 
 
 async def test_success_streams_the_log_and_deletes_the_job(
@@ -56,10 +45,7 @@ async def test_success_streams_the_log_and_deletes_the_job(
 ) -> None:
     double.behaviour = kubelet.finishes(0, lines=["loading model", "segmenting 3 slices", "done"])
     backend = backend_for(tmp_path)
-    lines: list[tuple[str, str]] = []
-    sink = logger.add(
-        lambda m: lines.append((m.record["extra"].get("source", ""), m.record["message"]))
-    )
+    lines, sink = map_lines()
     try:
         outcome = await run(backend, request_in(tmp_path))
     finally:
@@ -67,24 +53,45 @@ async def test_success_streams_the_log_and_deletes_the_job(
         await backend.close()
 
     assert outcome.succeeded
-    assert ("map", "segmenting 3 slices") in lines
+    assert lines == ["loading model", "segmenting 3 slices", "done"]
     assert double.items("jobs") == []
-    [job_create] = [r for r in double.requests if r == ("batch", "jobs", "create")]
-    assert job_create
+    assert double.count("batch", "jobs", "create") == 1
+    assert double.count("batch", "jobs", "delete") == 1
+
+
+async def test_a_huge_log_line_is_logged_in_pieces_and_quoted_cut(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """One MAP-log follower for every backend: a 200,000-character line is cut at MAX_LINE."""
+    huge = "".join(chr(ord("a") + n % 26) for n in range(200_000))
+    double.behaviour = kubelet.finishes(3, "Error", lines=["before", huge, "after"])
+    backend = backend_for(tmp_path)
+    lines, sink = map_lines()
+    try:
+        outcome = await run(backend, request_in(tmp_path))
+    finally:
+        logger.remove(sink)
+        await backend.close()
+
+    assert max(len(line) for line in lines) == MAX_LINE
+    assert lines[0] == "before"
+    assert lines[-1] == "after"
+    assert "".join(lines[1:-1]) == huge  # nothing lost, nothing reordered
+    assert len(lines) == 2 + -(-len(huge) // MAX_LINE)
+    assert max(len(line) for line in outcome.log_tail) == MAX_LINE  # the message's tail too
+    assert outcome.log_tail[-1] == "after"
 
 
 async def test_the_namespace_comes_from_the_kubeconfig_context(
     double: KubeDouble, tmp_path: Path
 ) -> None:
-    double.behaviour = kubelet.hangs()
-    backend = backend_for(tmp_path)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(backend.run, request_in(tmp_path), JobProgress())
-        with anyio.fail_after(5):
-            while not double.items("pods", "mis-test"):
-                await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
+    double.behaviour = kubelet.finishes(0)
+    backend = backend_for(tmp_path)  # no namespace configured
+    assert (await run(backend, request_in(tmp_path))).succeeded
     await backend.close()
+    jobs = [call for call in double.requests if call.resource == "jobs"]
+    assert Call("batch", "jobs", "create", "mis-test") in jobs
+    assert {call.namespace for call in double.requests if call.namespace} == {"mis-test"}
 
 
 async def test_non_zero_exit_reports_code_and_log_tail(double: KubeDouble, tmp_path: Path) -> None:
@@ -115,10 +122,8 @@ async def test_oom_killed_is_named(double: KubeDouble, tmp_path: Path) -> None:
 async def test_image_pull_failure_fails_fast(double: KubeDouble, tmp_path: Path) -> None:
     double.behaviour = kubelet.image_pull_fails()
     backend = backend_for(tmp_path)
-    started = time.monotonic()
-    outcome = await run(backend, request_in(tmp_path), seconds=5)
+    outcome = await run(backend, request_in(tmp_path))  # an outcome: the pod's, not a timeout
     await backend.close()
-    assert time.monotonic() - started < 5  # the MAP's timeout is 30 s
     assert not outcome.succeeded
     assert "could not get its image example/map:1 (ErrImagePull" in outcome.reason
     assert double.items("jobs") == []
@@ -164,27 +169,13 @@ async def test_unschedulable_then_timeout_says_why_and_removes_job_and_pod(
     assert list((tmp_path / "payload").iterdir()) == []
 
 
-async def cancel_once_running(
-    backend: KubernetesJobBackend, request: JobRequest, double: KubeDouble
-) -> float:
-    """Run the job, cancel it once its MAP has logged; the seconds its clean-up then took."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(backend.run, request, JobProgress())
-        with anyio.fail_after(5):
-            while not double.logs:
-                await anyio.sleep(0.01)
-        tg.cancel_scope.cancel()
-        cancelled = time.monotonic()
-    return time.monotonic() - cancelled
-
-
 async def test_cancelling_deletes_the_job_and_waits_for_the_pod(
     double: KubeDouble, tmp_path: Path
 ) -> None:
     double.behaviour = kubelet.hangs()
     double.pod_deletion_seconds = 0.3  # the pod lingers while it terminates
     backend = backend_for(tmp_path)
-    await cancel_once_running(backend, request_in(tmp_path), double)
+    await cancel_once_following_the_log(backend, request_in(tmp_path), double)
     await backend.close()
     assert double.items("jobs") == []
     assert double.items("pods") == []  # gone before run() returned, not merely deleted
@@ -205,18 +196,23 @@ async def test_a_pod_that_vanished_while_the_watch_was_away_is_seen_gone_on_reli
         double.compact()
         double.drop_watches()
 
-    async def vanish_once_the_job_is_deleted() -> None:
-        while not double.logs or double.items("jobs"):
-            await anyio.sleep(0.01)
-        await anyio.sleep(0.3)  # MIS is watching the pod go
+    async def vanish_once_mis_watches_the_pod_go() -> None:
+        await wait_for_calls(double, "batch", "jobs", "delete")
+        watches = double.count("", "pods", "watch")  # the follower's, before the deletion
+        await wait_for_calls(double, "", "pods", "watch", watches + 1)
         await anyio.to_thread.run_sync(double.call, vanish_unseen)
 
     backend = backend_for(tmp_path)
-    async with anyio.create_task_group() as side:
-        side.start_soon(vanish_once_the_job_is_deleted)
-        clean_up_seconds = await cancel_once_running(backend, request_in(tmp_path), double)
-    await backend.close()
-    assert clean_up_seconds < 3
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        async with anyio.create_task_group() as side:
+            side.start_soon(vanish_once_mis_watches_the_pod_go)
+            await cancel_once_following_the_log(backend, request_in(tmp_path), double)
+    finally:
+        logger.remove(sink)
+        await backend.close()
+    assert not [w for w in warnings if "still there" in w]  # the listing answered, not the bound
     assert double.items("pods") == []
 
 
@@ -224,12 +220,12 @@ async def test_dropped_and_expired_watches_are_resumed(double: KubeDouble, tmp_p
     finish = kubelet.finishes(0, lines=["late result"])
 
     async def disrupted(kube: KubeDouble, ns: str, job: dict, pod: str) -> None:
-        import asyncio
-
-        await asyncio.sleep(0.2)  # let MIS's watches start
+        await kube.calls_made("", "pods", "watch")  # MIS's watches have started
+        await kube.calls_made("batch", "jobs", "watch")
+        lists = kube.count("", "pods", "list")
         kube.drop_watches()
         kube.compact()  # and the version they would resume from is gone: 410
-        await asyncio.sleep(0.2)  # they come back, get 410 Gone, and list again
+        await kube.calls_made("", "pods", "list", lists + 1)  # 410 Gone, and listed again
         await finish(kube, ns, job, pod)
 
     double.behaviour = disrupted
@@ -237,8 +233,6 @@ async def test_dropped_and_expired_watches_are_resumed(double: KubeDouble, tmp_p
     outcome = await run(backend, request_in(tmp_path))
     await backend.close()
     assert outcome.succeeded
-    pod_lists = [r for r in double.requests if r == ("", "pods", "list")]
-    assert len(pod_lists) >= 2, f"after 410 Gone the pods must be listed again: {double.requests}"
 
 
 async def test_api_server_down_is_backend_unavailable(
@@ -262,30 +256,6 @@ async def test_no_kubeconfig_is_backend_unavailable(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(BackendUnavailable, match="KUBECONFIG"):
         await backend_for(tmp_path).check()
-
-
-async def test_sweep_deletes_only_this_installations_jobs(
-    double: KubeDouble, tmp_path: Path
-) -> None:
-    def job(name: str, instance: str) -> dict:
-        labels = {
-            "app.kubernetes.io/managed-by": "monai-inference-service",
-            "app.kubernetes.io/instance": instance,
-        }
-        return {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": name, "namespace": "mis-test", "labels": labels, "uid": name},
-            "spec": {"template": {"metadata": {}, "spec": {"containers": []}}},
-        }
-
-    double.call(double.put, "jobs", "mis-test", job("mis-leftover-1", "mis"), "ADDED")
-    double.call(double.put, "jobs", "mis-test", job("mis-leftover-2", "mis"), "ADDED")
-    double.call(double.put, "jobs", "mis-test", job("other-install-1", "other"), "ADDED")
-    backend = backend_for(tmp_path)
-    assert await backend.sweep() == 2
-    await backend.close()
-    assert [j["metadata"]["name"] for j in double.items("jobs")] == ["other-install-1"]
 
 
 @pytest.mark.parametrize(
@@ -315,34 +285,6 @@ async def test_rbac_refusal_is_backend_unavailable_with_a_hint(
     backend = backend_for(tmp_path)
     with pytest.raises(BackendUnavailable, match="Check the Role bound to its service account"):
         await backend.run(request_in(tmp_path), JobProgress())
-    await backend.close()
-
-
-async def test_warm_up_pulls_the_image_and_readiness_waits_for_it(
-    double: KubeDouble, tmp_path: Path
-) -> None:
-    double.behaviour = kubelet.finishes(0)
-    backend = backend_for(tmp_path)
-    assert backend.warm_up_state == ""
-    with anyio.fail_after(10):
-        await backend.warm_up(request_in(tmp_path, "warm-up"))
-    assert backend.warm_up_state == "done"
-    await backend.check()
-    assert double.items("jobs") == []
-    created = [j for j in double.history if j[1] == "jobs" and j[2] == "ADDED"]
-    assert created[-1][3]["spec"]["template"]["spec"]["containers"][0]["command"] == ["true"]
-    await backend.close()
-
-
-async def test_warm_up_that_cannot_pull_keeps_the_service_unready(
-    double: KubeDouble, tmp_path: Path
-) -> None:
-    double.behaviour = kubelet.image_pull_fails()
-    backend = backend_for(tmp_path)
-    with anyio.fail_after(10):
-        await backend.warm_up(request_in(tmp_path, "warm-up"))
-    with pytest.raises(BackendUnavailable, match="could not be pulled: could not get its image"):
-        await backend.check()
     await backend.close()
 
 

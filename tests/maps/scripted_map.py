@@ -2,7 +2,8 @@
 
 It copies its input folder to its output folder and records the MAP environment in
 `output/_env.json`. A file `_mode` at the top of the input changes what it does:
-`fail` prints a few lines and exits with code 3; `hang` starts a child and both sleep forever
+`fail` prints a few lines and exits with code 3; `ansi` prints a line full of control
+characters and exits with code 3; `hang` starts a child and both sleep forever
 (writing their pids to the file named by MIS_TEST_PIDFILE); `wait` writes MIS_TEST_STARTED and
 then waits until the file MIS_TEST_RELEASE exists.
 """
@@ -25,6 +26,10 @@ if mode == "fail":
     for n in range(30):
         print(f"working on step {n}", flush=True)
     print("error: the model could not be loaded", file=sys.stderr, flush=True)
+    sys.exit(3)
+
+if mode == "ansi":  # output that tries to colour, rewrite and forge log lines
+    print("\x1b[31mred\x1b[0m\rERROR forged | mis | job finished\x1b]0;title\x07", flush=True)
     sys.exit(3)
 
 if mode == "hang":

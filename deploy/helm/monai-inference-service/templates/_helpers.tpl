@@ -79,7 +79,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     "max_extracted_bytes" .Values.server.maxExtractedBytes
     "max_entries" .Values.server.maxEntries
     "log_level" .Values.server.logLevel
-    "log_format" .Values.server.logFormat)
+    "log_format" .Values.server.logFormat
+    "upload_idle_timeout_seconds" .Values.server.uploadIdleTimeoutSeconds
+    "upload_timeout_seconds" .Values.server.uploadTimeoutSeconds
+    "shutdown_grace_seconds" (include "mis.shutdownGraceSeconds" . | int64)
+    "auth" (include "mis.authSettings" . | fromYaml))
   "map" (dict
     "image" (include "mis.mapImage" .)
     "command" $map.command
@@ -105,8 +109,72 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     "extra_volume_mounts" $job.extraVolumeMounts
     "security_context" $job.securityContext
     "pod_security_context" $job.podSecurityContext
+    "ephemeral_storage" $job.ephemeralStorage
+    "secret_env" $map.secretEnv
     "ttl_seconds_after_finished" $job.ttlSecondsAfterFinished
     "warm_up" $job.warmUp)
 -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+
+{{/* MIS's auth settings: the tokens file where the existing Secret is mounted, if one is. */}}
+{{- define "mis.authSettings" -}}
+{{- if .Values.auth.existingSecret -}}
+tokens_file: {{ printf "%s/%s" (trimSuffix "/" .Values.auth.mountPath) .Values.auth.key }}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
+
+{{/* The seconds a stop lets the study in flight finish: the value, or the MAP timeout + 30. */}}
+{{- define "mis.shutdownGraceSeconds" -}}
+{{- if kindIs "invalid" .Values.server.shutdownGraceSeconds -}}
+{{- add (ceil .Values.map.timeoutSeconds | int64) 30 -}}
+{{- else -}}
+{{- ceil .Values.server.shutdownGraceSeconds | int64 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The update strategy: the value, else a rolling update when old and new pod can both
+mount the payload volume at once, else Recreate (one pod, drained, then the next). */}}
+{{- define "mis.strategy" -}}
+{{- if .Values.updateStrategy -}}
+{{- toYaml .Values.updateStrategy -}}
+{{- else -}}
+{{- $payload := .Values.payload -}}
+{{- $shared := or $payload.hostPath (has "ReadWriteMany" $payload.persistentVolumeClaim.accessModes) (eq (toString $payload.nodeLocal) "false") -}}
+{{- if $shared -}}
+type: RollingUpdate
+rollingUpdate:
+  maxSurge: 1
+  maxUnavailable: 0
+{{- else -}}
+type: Recreate
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A byteSize value (an integer, or "10GiB", "500MB") in bytes, as MIS's settings read it. */}}
+{{- define "mis.bytes" -}}
+{{- $value := toString . -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $value -}}
+{{- $unit := trim (trimPrefix $number $value) -}}
+{{- $factors := dict "" 1 "KB" 1000 "MB" 1000000 "GB" 1000000000 "TB" 1000000000000 "PB" 1000000000000000 "KiB" 1024 "MiB" 1048576 "GiB" 1073741824 "TiB" 1099511627776 "PiB" 1125899906842624 -}}
+{{- mulf (float64 $number) (index $factors $unit) | int64 -}}
+{{- end -}}
+
+{{/* ingress-nginx annotations that let a study through: the body limit from
+server.maxUploadBytes (in MiB, rounded up, plus 1 MiB for the form's framing), uploads streamed
+to MIS rather than spooled by nginx, the upstream read timeout above the MAP timeout (plus
+ingress.timeoutMarginSeconds for unpacking and the answer's start) and the send timeout
+above MIS's own upload idle timeout, and the answer streamed as MIS writes it. */}}
+{{- define "mis.nginxAnnotations" -}}
+{{- $bytes := include "mis.bytes" .Values.server.maxUploadBytes | int64 -}}
+{{- $margin := .Values.ingress.timeoutMarginSeconds | int64 -}}
+nginx.ingress.kubernetes.io/proxy-body-size: {{ printf "%dm" (add (div (sub $bytes 1) 1048576) 2) | quote }}
+nginx.ingress.kubernetes.io/proxy-request-buffering: "off"
+nginx.ingress.kubernetes.io/proxy-buffering: "off"
+nginx.ingress.kubernetes.io/proxy-read-timeout: {{ add (ceil .Values.map.timeoutSeconds | int64) $margin | quote }}
+nginx.ingress.kubernetes.io/proxy-send-timeout: {{ add (ceil .Values.server.uploadIdleTimeoutSeconds | int64) $margin | quote }}
 {{- end -}}

@@ -1,0 +1,210 @@
+"""One MAP run's supervisor: the process between MIS and the MAP (or its sandbox).
+
+MIS starts it as `python -I -S supervisor.py [options] -- COMMAND...` in a new session, with
+the MAP's environment (`-I` keeps Python from reading it). It runs only the standard library,
+so it starts in milliseconds and works outside MIS's virtual environment. It
+
+- closes every file descriptor but 0-2 that MIS's process handed down (uvloop does not close
+  them when it spawns), so the MAP inherits nothing of MIS's;
+- makes itself a child subreaper: whatever the MAP starts, including children that call
+  `setsid` or fork twice, stays its descendant, so it can find and kill every one;
+- starts COMMAND with a parent-death signal, the memory limit (`RLIMIT_DATA`, inherited by
+  every process the MAP starts) and the working directory;
+- on SIGTERM (MIS stopping the job) passes SIGTERM on to every descendant (not to a sandbox's
+  own process, which would end the MAP at once), then SIGKILLs all of them after the grace;
+- on SIGHUP (its parent-death signal: MIS is gone) SIGKILLs all of them;
+- when COMMAND exits, SIGKILLs whatever it left running, reaps everything, writes how COMMAND
+  ended to the report file and exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option})")
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """Every visible process: pid → (parent pid, start time), read from /proc."""
+    table: dict[int, tuple[int, str]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(name)] = (int(fields[1]), fields[19].decode())  # ppid, starttime
+    return table
+
+
+def descendants(root: int) -> dict[int, str]:
+    """The processes below `root`: pid → start time (to tell a reused pid apart)."""
+    table = processes()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: dict[int, str] = {}
+    todo = list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found[pid] = table[pid][1]
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except OSError:
+        return ""
+
+
+def signal_all(sig: int, spare: int = 0) -> int:
+    """Send `sig` to every descendant but `spare`; a pidfd makes sure it is the same process."""
+    sent = 0
+    for pid, started in descendants(os.getpid()).items():
+        if pid == spare:
+            continue
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            if start_time(pid) == started:
+                signal.pidfd_send_signal(pidfd, sig)
+                sent += 1
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+    return sent
+
+
+class Supervisor:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.child = 0
+        self.stopping = False
+
+    def start(self) -> None:
+        """Fork and exec COMMAND, with our signals held meanwhile (the child must not run
+        our handlers, and a SIGTERM now is handled once the child is known)."""
+        options = self.options
+        held = (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        pid = os.fork()
+        if pid:
+            self.child = pid
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            return
+        try:  # the child: one thread, so anything goes before exec
+            for sig in held:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if options.memory:
+                resource.setrlimit(resource.RLIMIT_DATA, (options.memory, options.memory))
+            if options.cwd:
+                os.chdir(options.cwd)
+            os.execvp(options.command[0], options.command)
+        except OSError as exc:
+            print(f"could not start {options.command[0]}: {exc.strerror}", file=sys.stderr)
+        os._exit(127)
+
+    def terminate(self, signum: int, frame: object) -> None:
+        """SIGTERM from MIS: ask every process to stop, kill them all after the grace."""
+        if self.stopping:
+            return
+        self.stopping = True
+        signal_all(signal.SIGTERM, spare=self.child if self.options.sandboxed else 0)
+        signal.setitimer(signal.ITIMER_REAL, max(self.options.grace, 0.001))
+
+    def kill(self, signum: int = 0, frame: object = None) -> None:
+        signal_all(signal.SIGKILL)
+
+    def run(self) -> tuple[int, int, int]:
+        """Wait for COMMAND, then for everything else, killing it.
+
+        Returns COMMAND's exit code (-1 if a signal ended it), that signal (0 if none) and
+        the largest peak RSS of any process reaped, in KiB.
+        """
+        code, killed_by, peak = -1, 0, 0
+        ended = False
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, 0)
+            except ChildProcessError:
+                return code, killed_by, peak
+            peak = max(peak, usage.ru_maxrss)
+            if pid == self.child:
+                ended = True
+                if os.WIFSIGNALED(status):
+                    killed_by = os.WTERMSIG(status)
+                else:
+                    code = os.waitstatus_to_exitcode(status)
+            if ended:
+                self.kill()  # strays, until none is left to reap
+
+
+class Options:
+    """`--parent PID --report FILE [--grace S] [--memory BYTES] [--cwd DIR] [--sandboxed]
+    -- COMMAND...` (no argparse: it would double the start-up time)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        split = argv.index("--")
+        self.command = argv[split + 1 :]
+        flags = [flag for flag in argv[:split] if flag != "--sandboxed"]
+        self.sandboxed = len(flags) < split
+        values = dict(zip(flags[::2], flags[1::2], strict=True))
+        self.parent = int(values["--parent"])
+        self.report = values["--report"]
+        self.grace = float(values.get("--grace", "5"))
+        self.memory = int(values.get("--memory", "0"))
+        self.cwd = values.get("--cwd", "")
+        if not self.command:
+            raise ValueError("no command")
+
+
+def close_inherited_fds() -> None:
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+        if fd > 2:
+            os.closerange(fd, fd + 1)  # ignores the listing's own, already closed
+
+
+def main(argv: list[str]) -> int:
+    options = Options(argv)
+    close_inherited_fds()
+    supervisor = Supervisor(options)
+    signal.signal(signal.SIGTERM, supervisor.terminate)
+    signal.signal(signal.SIGALRM, supervisor.kill)
+    signal.signal(signal.SIGHUP, supervisor.kill)
+    prctl(PR_SET_PDEATHSIG, signal.SIGHUP)
+    if os.getppid() != options.parent:  # MIS died before the signal was armed
+        return 1
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if supervisor.stopping:  # MIS stopped the run before it began
+        return 128 + signal.SIGTERM
+    supervisor.start()
+    code, killed_by, peak = supervisor.run()
+    with open(options.report, "x") as out:  # "x": never through a link a MAP put there
+        out.write(f'{{"exit_code": {code}, "signal": {killed_by}, "peak_rss_kib": {peak}}}\n')
+    return code if killed_by == 0 else 128 + killed_by
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,129 @@
+"""Readiness and errors agree: what makes `/readyz` 503 makes requests fail the same way, and
+`/readyz` says why (a missing MAP program; a payload folder missing, not writable or full)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REQUIRE_ALL
+from tests.e2e.server import REPO, Server, running_server, scripted_map_config, wait_until
+from tests.nonroot import NonRoot
+from tests.zips import make_zip
+
+
+def readiness(server: Server) -> tuple[int, str]:
+    response = httpx.get(f"{server.url}/readyz")
+    if response.status_code == 200:
+        return 200, ""
+    error = response.json()["error"]
+    assert error["code"] == "backend_unavailable"
+    return response.status_code, error["message"]
+
+
+def missing_program_config(tmp_path: Path) -> dict[str, Any]:
+    config = scripted_map_config(tmp_path)
+    config["map"]["command"] = ["/nonexistent/segment-spleen", "{input_path}"]
+    return config
+
+
+def test_a_missing_map_program_is_503_for_readiness_and_requests(tmp_path: Path) -> None:
+    config = missing_program_config(tmp_path)
+    archive = make_zip(tmp_path / "in.zip", {"a.txt": b"x"})
+    with running_server(config, tmp_path) as server:
+        assert readiness(server)[0] == 503
+        response = httpx.post(
+            f"{server.url}/v1/inference", files={"file": archive.read_bytes()}, timeout=30
+        )
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "backend_unavailable"
+        assert "map.command" in error["message"]
+        client = subprocess.run(
+            [sys.executable, "-m", "mis_app", "infer", str(archive), "--url", server.url,
+             "-o", str(tmp_path / "out.zip")],
+            capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+        assert client.returncode == 7, client.stderr
+        assert "503 backend_unavailable" in client.stderr
+        assert server.leftovers() == []
+
+
+def test_config_check_warns_about_a_missing_map_program(tmp_path: Path) -> None:
+    import yaml
+
+    config_file = tmp_path / "mis.yaml"
+    config_file.write_text(yaml.safe_dump(missing_program_config(tmp_path)))
+    result = subprocess.run(
+        [sys.executable, "-m", "mis_app", "config", "check", "--config", str(config_file)],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0  # valid, but it will not serve
+    assert "warning: map.command: /nonexistent/segment-spleen was not found" in result.stderr
+
+
+def test_a_payload_folder_that_goes_away_makes_readiness_503_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+        assert readiness(server) == (200, "")
+        server.payload_dir.rmdir()
+        status, message = readiness(server)
+        assert status == 503
+        assert "does not exist" in message
+        assert str(server.payload_dir) in message
+        server.payload_dir.mkdir()
+        assert readiness(server) == (200, "")
+
+
+def test_a_payload_folder_mis_cannot_write_makes_readiness_503(nonroot: NonRoot) -> None:
+    work = nonroot.workdir()
+    with running_server(scripted_map_config(work, nonroot), work, nonroot=nonroot) as server:
+        assert readiness(server) == (200, "")
+        server.payload_dir.chmod(0o555)
+        status, message = readiness(server)
+        assert status == 503
+        assert f"not writable by MIS (user id {nonroot.uid})" in message
+        server.payload_dir.chmod(0o755)
+        assert readiness(server) == (200, "")
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs (needs root, as CI has)."""
+    volume = tmp_path / "payload"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        reason = f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}"
+        if REQUIRE_ALL:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_a_full_payload_folder_makes_readiness_503(tmp_path: Path, small_volume: Path) -> None:
+    config = scripted_map_config(tmp_path)
+    config["server"]["payload_dir"] = str(small_volume)
+    with running_server(config, tmp_path) as server:
+        assert readiness(server) == (200, "")
+        with open(small_volume / ".filler", "wb") as sink:
+            sink.write(bytes(int(3.5 * 1024 * 1024)))
+        try:
+            status, message = readiness(server)
+            assert status == 503
+            assert "is full" in message
+        finally:
+            (small_volume / ".filler").unlink()
+        wait_until(lambda: readiness(server) == (200, ""), 5, "readiness once space is freed")
