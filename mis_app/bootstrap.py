@@ -134,7 +134,7 @@ def build_job_backend(settings: Settings) -> JobBackend:
         return DockerJobBackend(
             DockerEngine(docker.url),
             settings.map.image,
-            _options(ContainerOptions, docker),
+            _options(ContainerOptions, docker, group_add=(str(os.getgid()),)),
             pull=docker.pull,
             kill_grace_seconds=docker.stop_grace_seconds,
         )
@@ -148,8 +148,10 @@ def process_backend(settings: Settings) -> ProcessJobBackend:
         chosen = sandbox.choose(settings.process.sandbox)
     except sandbox.SandboxUnavailable as exc:
         raise SettingsError(str(exc)) from None
-    for line in sandbox.containment(chosen):
-        (logger.info if chosen.bwrap else logger.warning)("{}", line)
+    said, *also = sandbox.containment(chosen)
+    (logger.info if chosen.bwrap else logger.warning)("{}", said)
+    for line in also:
+        logger.info("{}", line)
     server = settings.server
     engine = settings.docker.url
     mis_files = [

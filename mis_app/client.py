@@ -26,6 +26,7 @@ import attrs
 import httpx
 
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
+from mis_adapters.storage.walk import OutputProblem
 from mis_adapters.storage.zipwriter import zip_folder
 from mis_app.settings import ServerSettings
 from mis_core.errors import MisError
@@ -129,6 +130,10 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
             progress.end()
             err.write(f"mis infer: cannot reach {options.url} ({type(exc).__name__}: {exc})\n")
             return EXIT_UNREACHABLE
+        except OutputProblem as exc:  # found before the first byte is sent
+            progress.end()
+            err.write(f"mis infer: {options.source} cannot be sent: {exc.problem}\n")
+            return EXIT_USAGE
         if result.code == "busy" and options.wait and attempt < options.retries:
             attempt += 1
             delay = result.retry_after if result.retry_after is not None else min(2**attempt, 30)

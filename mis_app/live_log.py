@@ -41,7 +41,11 @@ KEEP_ALIVE_SECONDS = 15.0  # a comment line, so proxies do not close an idle str
 _KEY = re.compile(r"[A-Za-z0-9_-]{32,128}")
 # CSI (colours, cursor moves), OSC (titles, links) and the other two-byte escapes
 _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# C0 controls, DEL, C1 controls and the Unicode line separators
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# MIS's log escapes control characters as \xNN or \uNNNN before any sink sees them
+# (mis_app.logs): they are read back, to be removed properly rather than shown as codes
+_ESCAPED = re.compile(r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})")
 
 _current: ContextVar[Channel | None] = ContextVar("mis_live_log_channel", default=None)
 
@@ -53,10 +57,17 @@ class NoLiveLog(MisError):
 def clean_line(line: str) -> str:
     """What a person should see of one printed line: the last state a carriage return left
     (progress bars), no escape sequences or control characters, at most MAX_CHARS."""
-    line = _ESCAPES.sub("", line)
+    line = _ESCAPES.sub("", _ESCAPED.sub(_control, line))
     pieces = [piece for piece in line.split("\r") if piece.strip()]
-    line = _CONTROLS.sub("", pieces[-1] if pieces else "").replace("\t", "    ")
+    line = (pieces[-1] if pieces else "").replace("\t", "    ")
+    line = _CONTROLS.sub("", line)
     return line if len(line) <= MAX_CHARS else line[: MAX_CHARS - 1] + "…"
+
+
+def _control(match: re.Match[str]) -> str:
+    """An escaped control character as itself; any other escape-like text as it was."""
+    character = chr(int(match.group(1) or match.group(2), 16))
+    return character if _CONTROLS.fullmatch(character) else match.group()
 
 
 class Channel:

@@ -35,6 +35,7 @@ HOW_TO_SEND = (
 MAX_PARTS = 16  # the form needs one; a few more fields are tolerated (and ignored)
 MAX_PART_HEAD_BYTES = 16 * 1024  # the headers of one part
 PIECE = 16 * 1024  # multipart bytes parsed between two turns of the event loop
+MAX_BOUNDARY = 70  # RFC 2046; python-multipart raises a bare error past its own 256
 
 
 @attrs.frozen
@@ -59,6 +60,11 @@ def zip_upload(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
     if media_type == b"multipart/form-data":
         if not boundary:
             raise InvalidInput(f"The multipart body has no boundary. {HOW_TO_SEND}")
+        if len(boundary) > MAX_BOUNDARY:
+            raise InvalidInput(
+                f"The multipart boundary is longer than {MAX_BOUNDARY} characters "
+                f"(RFC 2046). {HOW_TO_SEND}"
+            )
     elif media_type not in ZIP_MEDIA_TYPES:
         shown = media_type.decode("latin-1")[:100] or "none"
         raise UnsupportedMediaType(f"The request's Content-Type is {shown!a}. {HOW_TO_SEND}")

@@ -102,11 +102,11 @@ class Workspace:
 
     @property
     def work_dir(self) -> str:
-        return self.file(self.WORK)
+        return posixpath.join(self.root, self.WORK)
 
     @property
     def tmp_dir(self) -> str:
-        return self.file(self.TMP)
+        return posixpath.join(self.root, self.TMP)
 
     def file(self, name: str) -> str:
         """A file of MIS's own in the workspace (never in the folders the MAP sees)."""

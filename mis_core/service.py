@@ -9,10 +9,12 @@ Whatever ends the request (the last chunk taken, an error, a cancelled task, a c
 that stops iterating), the job is terminated by its backend and the slot is released when
 the generator ends. The workspace is then deleted in the background, by the task group of
 `running()`, so a response ends when its last byte is written and never waits for the
-deletion. Pending deletions still count: at most 2 × capacity workspaces exist, and a request
-admitted beyond that waits for one to go before it makes its own (see `AdmissionGate`). One
-that has not finished when the service stops is waited for; one that never ran (MIS died) is
-swept at the next start like any other leftover.
+deletion. A cancelled request (a client gone, a server stopping) frees its slot the same way
+but deletes its files itself before its task ends: nobody waits for its answer, and a server
+stopped by force runs no background tasks. Pending deletions still count: at most
+2 × capacity workspaces exist, and a request admitted beyond that waits for one to go before
+it makes its own (see `AdmissionGate`). Leaving `running()` waits for the deletions under way;
+a workspace whose deletion never ran (MIS died) is swept at the next start.
 """
 
 from __future__ import annotations
@@ -94,9 +96,8 @@ class InferenceService:
             )
 
     def _delete_later(self, workspace: Workspace) -> None:
-        """Hand the workspace to the background; counted before the caller frees its slot."""
-        assert self._deletions is not None  # the caller deletes inline once serving ends
-        self.gate.deletion_started()
+        """Hand the workspace (already counted by the gate) to the background."""
+        assert self._deletions is not None  # the caller deletes it itself once serving ends
         self._deletions.start_soon(self._delete, workspace)  # the request's log context goes too
 
     async def _delete(self, workspace: Workspace) -> None:
@@ -133,37 +134,45 @@ class Inference:
         service = self._service
         if not service.serving:
             raise RuntimeError("requests are served only inside InferenceService.running()")
-        with service.gate.admit():
-            service.in_flight[self] = service.clock.now()
-            logger.info("admitted")
-            workspace: Workspace | None = None
-            cancelled = False
+        workspace: Workspace | None = None
+        cancelled = False
+        try:
+            with service.gate.admit():
+                service.in_flight[self] = service.clock.now()
+                logger.info("admitted")
+                try:
+                    if not service.gate.room_for_a_workspace:
+                        logger.info("waiting for an earlier request's workspace to be deleted")
+                        await service.gate.wait_for_room()
+                    workspace = await service.storage.create(self.request_id)
+                    await self._receive(workspace)
+                    await self._stage(workspace)
+                    await self._run(workspace)
+                    started = service.clock.now()
+                    async for chunk in service.storage.pack_output(workspace):
+                        self.bytes_out += len(chunk)
+                        yield chunk
+                    self.times.pack = service.clock.now() - started
+                    logger.info(
+                        "responded with {} bytes in {:.3f}s", self.bytes_out, self.times.pack
+                    )
+                except anyio.get_cancelled_exc_class():
+                    cancelled = True
+                    raise
+                finally:
+                    if workspace is not None:  # counted before the slot is released
+                        service.gate.deletion_started()
+            # the slot is free: the next request is admitted while this one's files go
+        finally:
             try:
-                if not service.gate.room_for_a_workspace:
-                    logger.info("waiting for an earlier request's workspace to be deleted")
-                    await service.gate.wait_for_room()
-                workspace = await service.storage.create(self.request_id)
-                await self._receive(workspace)
-                await self._stage(workspace)
-                await self._run(workspace)
-                started = service.clock.now()
-                async for chunk in service.storage.pack_output(workspace):
-                    self.bytes_out += len(chunk)
-                    yield chunk
-                self.times.pack = service.clock.now() - started
-                logger.info("responded with {} bytes in {:.3f}s", self.bytes_out, self.times.pack)
-            except anyio.get_cancelled_exc_class():
-                cancelled = True
-                raise
-            finally:
                 if workspace is not None and (cancelled or not service.serving):
                     # Cancelled (a client gone, a server stopping): nobody waits for an answer,
-                    # and a stopping server may not run its background deletions any more.
-                    service.gate.deletion_started()
+                    # and a stopping server may run no background deletions any more.
                     await service._delete(workspace)
                 elif workspace is not None:
                     service._delete_later(workspace)
-                del service.in_flight[self]
+            finally:
+                service.in_flight.pop(self, None)
 
     async def _receive(self, workspace: Workspace) -> None:
         clock = self._service.clock

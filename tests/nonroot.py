@@ -64,10 +64,11 @@ def make_nonroot() -> NonRoot:
     if not Path(system_python).exists():
         require_tool("a Debian python3 at /usr/bin/python3")
     venv = root / "venv"
-    subprocess.run([system_python, "-m", "venv", str(venv)], check=True)
+    subprocess.run([system_python, "-m", "venv", str(venv)], check=True, timeout=300)
     subprocess.run(
         [str(venv / "bin/python"), "-m", "pip", "install", "-q", f"{REPO}[example]"],
         check=True,
+        timeout=900,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     # the test MAPs live in the repository, which that user may not be able to read

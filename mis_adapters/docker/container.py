@@ -33,6 +33,8 @@ class ContainerOptions:
     gpu_driver: str = "nvidia"
     shm_size: str = ""  # PyTorch data loaders want more than the engine's 64 MB
     pids_limit: int = 4096  # processes and threads in the container: a fork bomb stops here
+    # MIS's own group: a MAP running as the image's own user reaches the workspace through it
+    group_add: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 def container_name(options: ContainerOptions, request: JobRequest) -> str:
@@ -86,6 +88,8 @@ def _host_config(
         "CapDrop": list(options.cap_drop),
         "SecurityOpt": ["no-new-privileges"],
     }
+    if options.group_add:
+        config["GroupAdd"] = list(options.group_add)
     if spec.resources.gpu:
         config["DeviceRequests"] = [
             {"Driver": options.gpu_driver, "Count": spec.resources.gpu, "Capabilities": [["gpu"]]}

@@ -26,10 +26,11 @@ from typing import Any
 
 import attrs
 
+from mis_adapters.kubernetes.status import pod_has_stopped
+
 LABEL_OWNER = "mis.monai.io/owner"  # the owning MIS process's token
 POD_NAME_VARIABLE = "POD_NAME"
 POD_UID_VARIABLE = "POD_UID"
-FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 @attrs.frozen
@@ -83,7 +84,7 @@ def why_leftover(
         return "an earlier MIS process in this pod made it"
     if owner_pod is None or owner_pod["metadata"].get("uid") != reference.get("uid"):
         return f"its owner, pod {reference.get('name')}, is gone"
-    if (owner_pod.get("status") or {}).get("phase") in FINISHED_PHASES:
+    if pod_has_stopped(dict(owner_pod)):
         return f"its owner, pod {reference.get('name')}, has stopped"
     return ""
 

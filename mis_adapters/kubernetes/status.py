@@ -136,3 +136,8 @@ def pull_state(pod: dict[str, Any]) -> str:
             return "done"
     verdict = judge_pod(pod)
     return verdict.reason if verdict is not None and not verdict.succeeded else ""
+
+
+def pod_has_stopped(pod: dict[str, Any]) -> bool:
+    """Whether a pod has finished for good (Succeeded or Failed): nothing runs in it anymore."""
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")

@@ -238,7 +238,7 @@ class ProcessJobBackend:
         if code == 0:
             return JobOutcome(succeeded=True, exit_code=0, log_tail=tail)
         resources = request.map.resources
-        if limits.memory_limit(resources) and limits.ran_out_of_memory(tail):
+        if limits.ran_out_of_memory(tail):
             reason = limits.memory_reason(resources, peak)
         elif code < 0:
             reason = f"was killed by signal {_signal_name(-code) or -code}"

@@ -170,17 +170,18 @@ def bwrap_argv(
 ) -> list[str]:
     """The bwrap command line (up to `--`) for one MAP run.
 
-    Order matters: a later mount covers an earlier one, so the MAP's own files are bound back
-    into the hidden folders before the payload folder and MIS's files are hidden (a quick
-    start keeps its payload folder inside the checkout that holds the MAP).
+    Order matters: a later mount covers an earlier one. Hidden folders go outer first, each
+    followed by the MAP's own files bound back into it, so a hidden folder inside one that is
+    bound back (MIS's home in /tmp) is hidden again; MIS's files and the payload folder come
+    after all of them (a quick start keeps its payload folder in the checkout of the MAP).
     """
     payload, *others = hidden.folders
+    layers = sorted([*others, "/tmp"], key=_depth)
     argv = [sandbox.bwrap, *BASE]
-    for folder in sorted(others, key=_depth):
-        argv += ["--tmpfs", folder]
-    argv += ["--bind", layout.tmp_dir, "/tmp"]
-    for source in _bound_back(map_files, [*others, "/tmp"]):
-        argv += ["--ro-bind", source, source]
+    for folder in layers:
+        argv += ["--bind", layout.tmp_dir, "/tmp"] if folder == "/tmp" else ["--tmpfs", folder]
+        for source in _bound_back(map_files, folder, layers):
+            argv += ["--ro-bind", source, source]
     for path in hidden.files:
         if not _inside(path, [payload]):
             argv += ["--ro-bind", "/dev/null", path]
@@ -218,15 +219,15 @@ def conflicts(files: Sequence[str], hidden: Hidden) -> list[str]:
     return [f for f in files if _inside(f, payload) or f in hidden.files]
 
 
-def _bound_back(files: Sequence[str], hidden_folders: Sequence[str]) -> list[str]:
-    """For each file in a hidden folder, the first path below that folder leading to it."""
+def _bound_back(files: Sequence[str], folder: str, layers: Sequence[str]) -> list[str]:
+    """For each file whose innermost hidden folder is `folder`, the first path below `folder`
+    that leads to it."""
     sources: list[str] = []
     for file in files:
-        owners = [f for f in hidden_folders if _inside(file, [f]) and file != f]
-        if owners:
-            folder = max(owners, key=len)
+        owners = [layer for layer in layers if _inside(file, [layer]) and file != layer]
+        if owners and max(owners, key=len) == folder:
             sources.append(os.path.join(folder, Path(file).relative_to(folder).parts[0]))
-    return sorted(set(sources), key=_depth)
+    return sorted(set(sources))
 
 
 def _inside(path: str, folders: Iterable[str]) -> bool:

@@ -102,15 +102,21 @@ class Supervisor:
         self.stopping = False
 
     def start(self) -> None:
+        """Fork and exec COMMAND, with our signals held meanwhile (the child must not run
+        our handlers, and a SIGTERM now is handled once the child is known)."""
         options = self.options
+        held = (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
         pid = os.fork()
         if pid:
             self.child = pid
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
             return
         try:  # the child: one thread, so anything goes before exec
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+            for sig in held:
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if options.memory:
                 resource.setrlimit(resource.RLIMIT_DATA, (options.memory, options.memory))
             if options.cwd:
@@ -191,6 +197,8 @@ def main(argv: list[str]) -> int:
     if os.getppid() != options.parent:  # MIS died before the signal was armed
         return 1
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if supervisor.stopping:  # MIS stopped the run before it began
+        return 128 + signal.SIGTERM
     supervisor.start()
     code, killed_by, peak = supervisor.run()
     with open(options.report, "x") as out:  # "x": never through a link a MAP put there

@@ -56,6 +56,8 @@ RATIO_APPLIES_ABOVE_BYTES = 64 * 1024 * 1024
 DIRECTORY_BYTES_PER_ENTRY = 1024
 DIRECTORY_BYTES_MARGIN = 1024 * 1024
 _COPY_CHUNK = 1024 * 1024
+# Compressed bytes read at a time: small, as each capped call copies what it left unread.
+_INFLATE_READ = 128 * 1024
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _STORED, _DEFLATED = 0, 8
 _METHOD_NAMES = {
@@ -341,7 +343,7 @@ def _inflate(source: int, start: int, length: int, size: int, sink: int) -> int:
         return min(_COPY_CHUNK, size - produced + 1)
 
     while position < end and not inflater.eof:
-        data = os.pread(source, min(_COPY_CHUNK, end - position), position)
+        data = os.pread(source, min(_INFLATE_READ, end - position), position)
         if not data:
             raise corrupt("an entry's data is cut short")
         position += len(data)

@@ -170,8 +170,8 @@ class LocalStorage:
                 yield chunk
         except OutputProblem as exc:
             raise MapFailed(
-                f"The MAP's output cannot be sent whole: {exc.problem}. The MAP must write "
-                "only regular files and folders, readable by MIS, with UTF-8 names."
+                f"The MAP's output folder cannot be sent whole: {exc.problem}. The MAP must "
+                "write only regular files and folders, readable by MIS, with UTF-8 names."
             ) from None
         finally:
             chunks.close()

@@ -59,11 +59,11 @@ def open_top(folder: Path) -> int:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # what it is, for the message only
             kind = "a symbolic link" if folder.is_symlink() else "a file"
-            raise OutputProblem(f"the output folder is {kind}, not a folder") from None
+            raise OutputProblem(f"it is {kind}, not a folder") from None
         if exc.errno == errno.ENOENT:
-            raise OutputProblem("the output folder is gone") from None
+            raise OutputProblem("it is gone") from None
         if exc.errno == errno.EACCES:
-            raise OutputProblem("MIS cannot read the output folder (permission denied)") from None
+            raise OutputProblem("it cannot be read (permission denied)") from None
         raise
 
 
@@ -137,7 +137,7 @@ class Walker:
                     else:
                         self.left_out += 1
         except PermissionError:
-            raise OutputProblem("MIS cannot read a folder in it (permission denied)") from None
+            raise OutputProblem("a folder in it cannot be read (permission denied)") from None
         files.sort()
         folders.sort()
         return files, folders
@@ -147,7 +147,7 @@ class Walker:
         try:
             fd = os.open(name, _FILE_OPEN, dir_fd=parent)
         except PermissionError:
-            raise OutputProblem("MIS cannot read a file in it (permission denied)") from None
+            raise OutputProblem("a file in it cannot be read (permission denied)") from None
         except OSError as exc:
             if exc.errno in _GONE:
                 self.left_out += 1
@@ -167,7 +167,7 @@ class Walker:
         try:
             return os.open(name, _DIR_OPEN, dir_fd=parent)
         except PermissionError:
-            raise OutputProblem("MIS cannot read a folder in it (permission denied)") from None
+            raise OutputProblem("a folder in it cannot be read (permission denied)") from None
         except OSError as exc:
             if exc.errno in _GONE:
                 self.left_out += 1

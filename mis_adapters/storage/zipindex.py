@@ -32,6 +32,7 @@ _FULL16 = 0xFFFF
 _FULL32 = 0xFFFFFFFF
 LOCAL_HEADER_BYTES = _LOCAL.size
 FLAG_ENCRYPTED = 0x0001
+FLAG_DATA_DESCRIPTOR = 0x0008  # sizes and CRC follow the data; the local header has zeros
 FLAG_STRONG_ENCRYPTION = 0x0040
 FLAG_UTF8 = 0x0800
 
@@ -90,9 +91,11 @@ def read_layout(archive: BinaryIO) -> Layout:
         record = _pread(archive, _EOCD64.size, record_offset)
         if len(record) != _EOCD64.size or record[:4] != b"PK\x06\x06":
             raise corrupt("its zip64 end record is missing")
+        plain = (entries, directory_size, directory_offset)
         (_, _, _, _, disk, directory_disk, on_disk, entries, directory_size, directory_offset) = (
             _EOCD64.unpack(record)
         )
+        _same_unless_saturated(plain, (entries, directory_size, directory_offset))
         directory_end = record_offset
     elif _FULL16 in (entries, on_disk) or _FULL32 in (directory_size, directory_offset):
         raise corrupt("its end record points to a zip64 record that is not there")
@@ -108,6 +111,17 @@ def read_layout(archive: BinaryIO) -> Layout:
             "Re-create it with a standard zip tool."
         )
     return Layout(entries, directory_offset, directory_size)
+
+
+def _same_unless_saturated(plain: tuple[int, int, int], wide: tuple[int, int, int]) -> None:
+    """The 32-bit end record must say what the zip64 one says wherever it holds a value: two
+    readers must never see two different archives in one file."""
+    for narrow, value, full in zip(plain, wide, (_FULL16, _FULL32, _FULL32), strict=True):
+        if narrow not in (full, value):
+            raise InvalidInput(
+                "The zip archive is inconsistent: its two end records disagree. Re-create it "
+                "with a standard zip tool."
+            )
 
 
 def _find_end_record(tail: bytes) -> int:
@@ -256,7 +270,9 @@ def local_data_start(archive: BinaryIO, record: Record) -> int:
     header = _pread(archive, _LOCAL.size + len(record.raw_name), record.header_offset)
     if len(header) < _LOCAL.size or header[:4] != b"PK\x03\x04":
         raise corrupt("an entry's local header is missing")
-    _, _, flags, method, _, _, _, _, _, name_length, extra_length = _LOCAL.unpack_from(header)
+    _, _, flags, method, _, _, crc, compressed, size, name_length, extra_length = (
+        _LOCAL.unpack_from(header)
+    )
     if header[_LOCAL.size :] != record.raw_name or name_length != len(record.raw_name):
         raise InvalidInput(
             "The zip archive is inconsistent: an entry's local header names another file "
@@ -267,6 +283,13 @@ def local_data_start(archive: BinaryIO, record: Record) -> int:
             "The zip archive is inconsistent: an entry's local header and its central "
             "directory record disagree on how it is stored. Re-create it with a standard zip "
             "tool."
+        )
+    sized_here = not flags & FLAG_DATA_DESCRIPTOR and _FULL32 not in (compressed, size)
+    if sized_here and (crc, compressed, size) != (record.crc, record.compressed_size, record.size):
+        raise InvalidInput(
+            "The zip archive is inconsistent: an entry's local header and its central "
+            "directory record disagree on its size or checksum. Re-create it with a "
+            "standard zip tool."
         )
     return record.header_offset + _LOCAL.size + int(name_length) + int(extra_length)
 

@@ -136,14 +136,16 @@ def _read(fd: int, size: int) -> Iterator[bytes]:
 
 def _rechunk(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Merge small pieces so each hop between the worker thread and the event loop moves up to
-    1 MiB; the first pieces go out small, so the response starts as soon as the MAP is done."""
+    1 MiB; the first pieces go out small, so the response starts as soon as the MAP is done:
+    the very first (the first entry's header) at once, since a deflated entry's data can take
+    tens of milliseconds to reach 16 KiB (zlib holds back what it has compressed)."""
     buffer = bytearray()
-    threshold = 16 * 1024
+    threshold = 1
     for chunk in chunks:
         buffer += chunk
         if len(buffer) >= threshold:
             yield bytes(buffer)
             buffer.clear()
-            threshold = min(threshold * 4, _CHUNK)
+            threshold = min(max(threshold * 4, 16 * 1024), _CHUNK)
     if buffer:
         yield bytes(buffer)

@@ -246,33 +246,40 @@ function send(body, inputName) {
   };
   xhr.onload = async () => {
     stopTimer();
-    const answeredId = xhr.getResponseHeader("X-Request-ID") || requestId;
     endLiveLog();
-    if (xhr.status === 200) {
-      performance.mark("mis-result-received");
-      resultUrl = URL.createObjectURL(xhr.response);
-      const link = $("download");
-      link.href = resultUrl;
-      link.download = outputName(inputName);
-      link.textContent = `Download the result (${link.download}, ${formatBytes(xhr.response.size)})`;
-      $("result").hidden = false;
-      showOutcome("ok", "The result is ready.", "Its files are shown below. The service has already deleted its copy.", "", answeredId);
-      await resultView.show(xhr.response);
-      requestAnimationFrame(() => requestAnimationFrame(() => performance.mark("mis-result-shown")));
-      link.focus();
-    } else {
-      let error = { code: "internal_error", message: `HTTP ${xhr.status}` };
-      try { error = JSON.parse(await xhr.response.text()).error; } catch { /* not JSON */ }
-      if (error.code !== "map_failed" && error.code !== "timeout") { // the MAP never ran
-        liveLog?.stop();
-        $("log-area").hidden = true;
-      }
-      showError(error.code, error.message, error.request_id || answeredId);
+    try {
+      await answered(xhr, requestId, inputName);
+    } finally {
+      finish();
     }
-    finish();
   };
   xhr.onerror = () => { stopTimer(); showError("network", "", null); finish(); };
   xhr.send(body);
+}
+
+async function answered(xhr, requestId, inputName) {
+  const answeredId = xhr.getResponseHeader("X-Request-ID") || requestId;
+  if (xhr.status !== 200) {
+    let error = { code: "internal_error", message: `HTTP ${xhr.status}` };
+    try { error = JSON.parse(await xhr.response.text()).error; } catch { /* not JSON */ }
+    if (error.code !== "map_failed" && error.code !== "timeout") { // the MAP never ran
+      liveLog?.stop();
+      $("log-area").hidden = true;
+    }
+    showError(error.code, error.message, error.request_id || answeredId);
+    return;
+  }
+  performance.mark("mis-result-received");
+  resultUrl = URL.createObjectURL(xhr.response);
+  const link = $("download");
+  link.href = resultUrl;
+  link.download = outputName(inputName);
+  link.textContent = `Download the result (${link.download}, ${formatBytes(xhr.response.size)})`;
+  $("result").hidden = false;
+  showOutcome("ok", "The result is ready.", "Its files are shown below. The service has already deleted its copy.", "", answeredId);
+  await resultView.show(xhr.response);
+  requestAnimationFrame(() => requestAnimationFrame(() => performance.mark("mis-result-shown")));
+  link.focus();
 }
 
 function finish() {

@@ -28,15 +28,31 @@ export class ResultView {
     this.archive = null;
     this.viewing = -1;
     const viewer = $("viewer");
-    $("viewer-close").onclick = () => viewer.close();
+    $("viewer-close").onclick = () => this.closeViewer();
     $("viewer-previous").onclick = () => this.view(this.viewing - 1);
     $("viewer-next").onclick = () => this.view(this.viewing + 1);
     viewer.addEventListener("keydown", (event) => {
       if (event.key === "ArrowLeft") { event.preventDefault(); this.view(this.viewing - 1); }
       if (event.key === "ArrowRight") { event.preventDefault(); this.view(this.viewing + 1); }
     });
-    viewer.addEventListener("click", (event) => { if (event.target === viewer) viewer.close(); }); // the backdrop
-    viewer.addEventListener("close", () => this.thumbnails[this.viewing]?.focus());
+    viewer.addEventListener("cancel", (event) => { event.preventDefault(); this.closeViewer(); }); // Escape
+    viewer.addEventListener("click", (event) => { // on the backdrop, around the dialog's box
+      const box = viewer.getBoundingClientRect();
+      const inside = event.clientX >= box.left && event.clientX <= box.right && event.clientY >= box.top && event.clientY <= box.bottom;
+      if (event.target === viewer && !inside) this.closeViewer();
+    });
+    viewer.addEventListener("close", () => this.focusViewed()); // however it was closed
+  }
+
+  // Closed, with the focus on the image last viewed (or the last one listed, if it was
+  // further on), rather than where the viewer was opened from.
+  closeViewer() {
+    $("viewer").close();
+    this.focusViewed(); // at once: the "close" event comes a moment later
+  }
+
+  focusViewed() {
+    (this.thumbnails[this.viewing] || this.thumbnails.at(-1))?.focus();
   }
 
   clear() {

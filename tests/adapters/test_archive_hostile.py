@@ -352,3 +352,30 @@ def test_what_the_output_zip_writer_makes_extracts_again(tmp_path: Path, dest: P
         assert (target / "empty").is_dir()
         with zipfile.ZipFile(io.BytesIO(body)) as zf:
             assert zf.testzip() is None
+
+
+def test_a_local_header_with_other_sizes_than_the_directory_is_refused(
+    tmp_path: Path, dest: Path
+) -> None:
+    """A reader that trusts local headers would stop after 2 bytes; refuse the ambiguity."""
+    archive = bytearray(raw_zip([RawEntry(b"a.txt", b"hello", flags=0x800)]))
+    archive[18:26] = (2).to_bytes(4, "little") * 2  # the local header's two sizes
+    with pytest.raises(InvalidInput, match="disagree on its size or checksum"):
+        extract_archive(write(tmp_path, bytes(archive)), dest, LIMITS)
+
+
+def test_zeros_in_the_local_header_are_fine_with_a_data_descriptor(
+    tmp_path: Path, dest: Path
+) -> None:
+    archive = bytearray(raw_zip([RawEntry(b"a.txt", b"hello", flags=0x808)]))
+    archive[14:26] = bytes(12)  # CRC and sizes left for the data descriptor, as streamers do
+    assert extract_archive(write(tmp_path, bytes(archive)), dest, LIMITS) == 1
+    assert (dest / "a.txt").read_bytes() == b"hello"
+
+
+def test_end_records_that_disagree_are_refused(tmp_path: Path, dest: Path) -> None:
+    archive = bytearray(raw_zip([RawEntry(b"a", b"x"), RawEntry(b"b", b"y")], zip64_end=True))
+    end = archive.rindex(b"PK\x05\x06")
+    archive[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # says 1 entry, zip64 says 2
+    with pytest.raises(InvalidInput, match="two end records disagree"):
+        extract_archive(write(tmp_path, bytes(archive)), dest, LIMITS)

@@ -212,3 +212,69 @@ async def test_readiness_checks_that_the_program_exists() -> None:
 )
 def test_cpu_quantity_to_threads(quantity: str, threads: int) -> None:
     assert CpuQuantity.parse(quantity).threads == threads
+
+
+DUMP_ENV = (
+    "import json, os, pathlib\n"
+    "out = pathlib.Path(os.environ['MONAI_OUTPUTPATH'])\n"
+    "(out / 'env.json').write_text(json.dumps({**os.environ, 'cwd': os.getcwd()}))"
+)
+
+
+async def test_the_environment_is_built_from_nothing(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    mis_environment = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_TIME": "en_GB.UTF-8",
+        "MIS_SERVER__AUTH__TOKENS_FILE": "/etc/mis/tokens",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "KUBECONFIG": "/root/.kube/config",
+        "PYTHONPATH": "/opt/mis",
+        "HOME": "/root",
+    }
+    dumper = MapSpec(command=(sys.executable, "-c", DUMP_ENV), env={"MODEL_NAME": "spleen"})
+    backend = ProcessJobBackend(dumper, base_env=mis_environment)
+
+    outcome = await backend.run(JobRequest("req-7", dumper, ws), JobProgress())
+
+    assert outcome.succeeded, outcome
+    env = json.loads((Path(ws.output_dir) / "env.json").read_text())
+    cwd = env.pop("cwd")
+    env.pop("LC_CTYPE", None)  # Python may set it itself (PEP 538)
+    assert sorted(env) == sorted(
+        [
+            "PATH",
+            "LANG",
+            "LC_TIME",
+            "HOME",
+            "TMPDIR",
+            "CUDA_VISIBLE_DEVICES",
+            "MODEL_NAME",
+            *("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"),
+            *("NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"),
+            *("MONAI_INPUTPATH", "MONAI_OUTPUTPATH", "HOLOSCAN_INPUT_PATH"),
+            *("HOLOSCAN_OUTPUT_PATH", "MONAI_JOBID", "MONAI_TIMEOUT"),
+            *("MONAI_HOSTNAME", "MONAI_HOSTVERSION"),
+        ]
+    )
+    assert env["PATH"] == "/usr/bin:/bin"
+    assert env["HOME"] == cwd == ws.work_dir
+    assert env["TMPDIR"] == ws.tmp_dir
+
+
+async def test_relative_paths_in_the_command_stay_relative_to_mis_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "apps").mkdir(parents=True)
+    (checkout / "apps" / "dump.py").write_text(DUMP_ENV)
+    monkeypatch.chdir(checkout)
+    relative = MapSpec(command=(sys.executable, "apps/dump.py"), args=("--fast",))
+    ws = workspace(tmp_path / "payload")
+
+    outcome = await ProcessJobBackend(relative).run(JobRequest("r", relative, ws), JobProgress())
+
+    assert outcome.succeeded, outcome
+    env = json.loads((Path(ws.output_dir) / "env.json").read_text())
+    assert env["cwd"] == ws.work_dir  # the MAP runs in its own folder, yet found its script

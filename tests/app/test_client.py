@@ -286,3 +286,17 @@ def test_with_an_output_zip_a_failed_extraction_points_at_it(tmp_path: Path, stu
     assert code == EXIT_FAILED
     assert f"kept, as received, in {output}" in err.getvalue()
     assert output.read_bytes() == b"junk"
+
+
+def test_a_folder_that_cannot_be_sent_whole_is_refused_before_uploading(
+    tmp_path: Path, study: Path
+) -> None:
+    with open(bytes(study / "CT") + b"/scan-\xff.dcm", "wb") as bad:
+        bad.write(b"x")
+    err = io.StringIO()
+    with respx.mock(base_url=URL, assert_all_called=False) as mock:
+        route = mock.post("/v1/inference").mock(return_value=httpx.Response(200))
+        code = infer(InferOptions(source=study, output=tmp_path / "o.zip", url=URL), err)
+    assert code == EXIT_USAGE
+    assert "cannot be sent: a file or folder name in it is not valid UTF-8" in err.getvalue()
+    assert not route.called

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
-from tests.browser.pages import PYTHON_FIRST, example_config, sample_study, send_it
+from tests.browser.pages import PYTHON_FIRST, example_config, map_config, sample_study, send_it
 from tests.e2e.server import running_server, scripted_map_config
 
 pytestmark = pytest.mark.timeout(180)
@@ -52,7 +52,8 @@ def test_what_will_be_sent_is_shown_first(tmp_path: Path, new_page: Any) -> None
     for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    config = map_config(tmp_path, "scripted_map.py", "{input_path}", "{output_path}")
+    with running_server(config, tmp_path, env=PYTHON_FIRST) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -140,6 +141,7 @@ def test_choosing_sending_and_the_gallery_with_the_keyboard_alone(
         steps = [focused(page)]
 
         def choose() -> None:
+            assert focused(page) == "zip-input"
             with page.expect_file_chooser() as chooser:
                 page.keyboard.press("Space")
             chooser.value.set_files(study)
@@ -157,7 +159,9 @@ def test_choosing_sending_and_the_gallery_with_the_keyboard_alone(
         choose()
         page.keyboard.press("Enter")  # Send
         page.locator("#outcome").get_by_text("The result is ready.").wait_for(timeout=120_000)
-        steps.append(focused(page))  # the download link
+        page.locator("#gallery .thumbnail").first.wait_for()  # the result view is built, then
+        page.locator("#download:focus").wait_for()  # the focus goes to the download link
+        steps.append(focused(page))
         page.keyboard.press("Tab")
         steps.append(focused(page))
         page.keyboard.press("Tab")

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from mis_adapters.process.sandbox import probe
+from tests.conftest import REQUIRE_ALL, require_tool
 from tests.e2e.server import Server
 from tests.nonroot import NonRoot, maps_dir
 
@@ -20,6 +23,15 @@ SECRETS = {  # in MIS's environment; none may reach a MAP
     "MIS_TEST_SECRET": "mis-secret-" + secrets.token_hex(8),
     "AWS_SECRET_ACCESS_KEY": "aws-secret-" + secrets.token_hex(8),
 }
+
+
+def require_bubblewrap() -> None:
+    """Skip where bubblewrap cannot build a sandbox (fail in CI: MIS_REQUIRE_ALL=1)."""
+    require_tool("bwrap")
+    problem = probe()
+    if problem is not None:
+        message = f"bubblewrap does not work here: {problem}"
+        pytest.fail(message) if REQUIRE_ALL else pytest.skip(message)
 
 
 def probe_config(

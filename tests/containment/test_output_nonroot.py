@@ -47,7 +47,8 @@ def server(nonroot: NonRoot, work: Path) -> Iterator[Server]:
 @pytest.fixture(autouse=True)
 def nothing_left_behind(server: Server) -> Iterator[None]:
     yield
-    wait_until(lambda: server.leftovers() == [], 30, "the payload folder to be empty")
+    # deleting 65,600 files takes 15-100 s on a loaded disk here
+    wait_until(lambda: server.leftovers() == [], 300, "the payload folder to be empty")
 
 
 def run_mode(server: Server, tmp_path: Path, mode: str) -> httpx.Response:
@@ -85,7 +86,7 @@ def map_failed(response: httpx.Response) -> str:
 def test_an_output_folder_replaced_by_a_link_is_map_failed(server: Server, tmp_path: Path) -> None:
     response = run_mode(server, tmp_path, "link-output")
     if "output folder replaced by a link" in server.log_text():
-        assert "output folder is a symbolic link" in map_failed(response)
+        assert "output folder cannot be sent whole: it is a symbolic link" in map_failed(response)
     else:  # a sandbox kept the folder in place: then it is an ordinary, empty answer
         assert whole_zip(response, tmp_path) == []
 
@@ -106,7 +107,7 @@ def test_a_file_mis_cannot_read_is_map_failed_before_any_byte(
     server: Server, tmp_path: Path
 ) -> None:
     message = map_failed(run_mode(server, tmp_path, "unreadable"))
-    assert "cannot read a file" in message
+    assert "a file in it cannot be read" in message
     assert "locked.bin" not in message
     assert "locked.bin" not in server.log_text()
 

@@ -21,7 +21,6 @@ import attrs
 import httpx
 import pytest
 
-from tests.conftest import require_tool
 from tests.containment.probes import (
     SECRETS,
     TOKEN,
@@ -30,6 +29,7 @@ from tests.containment.probes import (
     mis_environment,
     orders_zip,
     probe_config,
+    require_bubblewrap,
     result,
     send,
 )
@@ -50,13 +50,18 @@ class Served:
     def port(self) -> int:
         return int(self.server.url.rsplit(":", 1)[1])
 
-    def workspace(self, request_id: str) -> Path:
-        return self.server.payload_dir / request_id
+    def workspace_of(self, cwd: str) -> Path:
+        """The workspace of a MAP that ran in `cwd`, checked to be one in the payload folder
+        (MIS names workspaces by its own job ids, not by the request id)."""
+        workspace = Path(cwd).parent
+        assert workspace.parent == self.server.payload_dir
+        assert cwd == str(workspace / "work")
+        return workspace
 
 
 def serve(nonroot: NonRoot, sandbox: str, **server: object) -> Iterator[Served]:
     if sandbox == "bubblewrap":
-        require_tool("bwrap")
+        require_bubblewrap()
     work = nonroot.workdir(sandbox)
     marker = secrets.token_hex(8)
     config = probe_config(work, nonroot, sandbox, marker, **server)
@@ -99,8 +104,6 @@ def escaped_sleeper(marker: str) -> bool:
 def test_inside_the_sandbox_the_map_reaches_nothing_of_mis(sandboxed: Served) -> None:
     server, work = sandboxed.server, sandboxed.work
     mis = server.process.pid
-    request_id = secrets.token_hex(16)
-    workspace = sandboxed.workspace(request_id)
     orders = {
         "mode": "probe",
         "connect": ["127.0.0.1", sandboxed.port],
@@ -109,7 +112,8 @@ def test_inside_the_sandbox_the_map_reaches_nothing_of_mis(sandboxed: Served) ->
         "list": [str(server.payload_dir)],
         "write": [str(work), "/", "/dev", "/tmp", "/dev/shm", "."],
     }
-    found = result(send(server, orders, request_id), "probe.json")
+    found = result(send(server, orders), "probe.json")
+    workspace = sandboxed.workspace_of(found["cwd"])
 
     assert found["interfaces"] == ["lo"]
     assert found["connect"][0] == "error"  # MIS's own port is in another network
@@ -122,7 +126,7 @@ def test_inside_the_sandbox_the_map_reaches_nothing_of_mis(sandboxed: Served) ->
     assert leaked == set()
     assert not any(secret in value for secret in SECRETS.values() for value in environ.values())
     assert not any(TOKEN in value for value in environ.values())
-    assert environ["HOME"] == found["cwd"] == str(workspace / "work")
+    assert environ["HOME"] == found["cwd"]
     assert environ["TMPDIR"] == str(workspace / "tmp")
 
     open_fds = {fd for fd, link in found["fds"].items() if link[0] == "ok"}
@@ -130,10 +134,11 @@ def test_inside_the_sandbox_the_map_reaches_nothing_of_mis(sandboxed: Served) ->
 
     for path in orders["read"]:  # MIS's configuration, tokens and kubeconfig: unreadable
         assert found["read"][path][:2] == ["error", errno.EACCES], path
-    assert found["list"][str(server.payload_dir)] == ["ok", [request_id]]
+    assert found["list"][str(server.payload_dir)] == ["ok", [workspace.name]]
     writes = found["write"]
     assert writes[str(work)][:2] == writes["/"][:2] == writes["/dev"][:2] == EROFS
     assert writes["/tmp"][0] == writes["/dev/shm"][0] == writes["."][0] == "ok"
+    assert found["shm_bytes"] == 256 * 2**20  # no more shared memory than its memory limit
 
 
 def test_the_map_cannot_read_another_running_request(sandboxed: Served) -> None:
@@ -150,7 +155,8 @@ def test_the_map_cannot_read_another_running_request(sandboxed: Served) -> None:
         wait_until(
             lambda: f"{first} | map | probe: hanging" in server.log_text(), 10, "the first MAP"
         )
-        other = sandboxed.workspace(first)
+        (name,) = server.leftovers()  # the first request's workspace, seen from the host
+        other = server.payload_dir / name
         orders = {
             "mode": "probe",
             "read": [str(other / "input" / "study" / "secret.dcm")],
@@ -161,7 +167,10 @@ def test_the_map_cannot_read_another_running_request(sandboxed: Served) -> None:
         thread.join(30)
     assert found["read"][orders["read"][0]][:2] == ENOENT
     assert found["list"][str(other)][:2] == ENOENT
-    assert found["list"][str(server.payload_dir)] == ["ok", [second]]
+    assert found["list"][str(server.payload_dir)] == [
+        "ok",
+        [sandboxed.workspace_of(found["cwd"]).name],
+    ]
     assert answers[first].status_code == 500  # it hung until the timeout
 
 
@@ -211,7 +220,7 @@ def test_after_mis_is_killed_nothing_of_the_map_survives_the_next_start(
     nonroot: NonRoot, sandbox: str
 ) -> None:
     if sandbox == "bubblewrap":
-        require_tool("bwrap")
+        require_bubblewrap()
     work = nonroot.workdir(f"crash-{sandbox}")
     marker = secrets.token_hex(8)
     config = probe_config(work, nonroot, sandbox, marker)
@@ -235,12 +244,11 @@ def test_after_mis_is_killed_nothing_of_the_map_survives_the_next_start(
 
 
 def test_scratch_files_in_the_working_folder_go_with_the_request(served: Served) -> None:
-    request_id = secrets.token_hex(16)
     before = set(glob.glob("/tmp/scratch-*"))
     orders = {"mode": "scratch", "tmp": served.sandbox == "bubblewrap"}
-    found = result(send(served.server, orders, request_id), "scratch.json")
-    workspace = served.workspace(request_id)
-    assert found["cwd"] == found["home"] == str(workspace / "work")
+    found = result(send(served.server, orders), "scratch.json")
+    workspace = served.workspace_of(found["cwd"])
+    assert found["home"] == found["cwd"]
     assert found["tmpdir"] == str(workspace / "tmp")
     assert ".monai_workdir/operators/state.bin" in found["files"]
     wait_until(lambda: not workspace.exists(), 2, "the workspace to be deleted")

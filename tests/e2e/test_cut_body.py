@@ -90,5 +90,4 @@ def test_clients_see_an_incomplete_body_not_a_result(
         capture_output=True,
     )
     assert curl.returncode == 18, curl.stderr  # CURLE_PARTIAL_FILE
-    # workspaces are deleted just after the response ends, in the background
-    wait_until(lambda: server.leftovers() == [], 5, "an empty payload folder")
+    wait_until(lambda: server.leftovers() == [], 10, "the workspaces to be deleted")

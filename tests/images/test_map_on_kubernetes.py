@@ -1,9 +1,10 @@
 """The example MAP image through MIS's Kubernetes backend: HTTP in, a Job in the API double, a
 real container run by the double's Podman kubelet, the output back.
 
-The Job runs as the chart's Jobs do (uid/gid 10001, runAsNonRoot, read-only root filesystem,
-no capabilities), with the image's own entrypoint, the payload volume's subPath mounts and
-MIS's environment: a wrong mount, user, path or variable fails here as it would on a cluster.
+As the chart deploys it: MIS runs as uid/gid 10001 (tests/nonroot.py), and so do its Jobs
+(runAsNonRoot, fsGroup 10001, read-only root filesystem, no capabilities), with the image's
+own entrypoint, the payload volume's subPath mounts and MIS's environment: a wrong mount, user,
+permission, path or variable fails here as it would on a cluster.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from tests.e2e.server import Server, running_server, wait_until
 from tests.images.conftest import entries, post_study
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
+from tests.nonroot import NonRoot
 
 # The first test of a run also waits for the images to be built (a few minutes).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 CHART_POD_SECURITY = {
     "runAsNonRoot": True,
     "runAsUser": 10001,
@@ -37,19 +39,23 @@ CHART_SECURITY = {
 
 
 @pytest.fixture(scope="module")
-def cluster(
-    engine: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[KubeDouble, Path]]:
+def cluster(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeDouble]:
     tmp = tmp_path_factory.mktemp("podman-kubelet")
     double = KubeDouble(kubelet.runs_in_podman(engine.podman, tmp / "pods")).start()
     try:
-        yield double, double.kubeconfig(tmp / "kubeconfig")
+        yield double
     finally:
         double.stop()
 
 
-def kubernetes_config(tmp_path: Path, image: str, **map_settings: Any) -> dict[str, Any]:
-    payload = tmp_path / "payload"
+@pytest.fixture
+def work(nonroot: NonRoot) -> Path:
+    """This test's folder, MIS's user's own: its configuration, log and payload volume."""
+    return nonroot.workdir("k8s")
+
+
+def kubernetes_config(work: Path, image: str, **map_settings: Any) -> dict[str, Any]:
+    payload = work / "payload"
     return {
         "backend": "kubernetes",
         "server": {"payload_dir": str(payload)},
@@ -68,8 +74,11 @@ def kubernetes_config(tmp_path: Path, image: str, **map_settings: Any) -> dict[s
     }
 
 
-def serving(cluster: tuple[KubeDouble, Path], tmp_path: Path, config: dict[str, Any]) -> Any:
-    return running_server(config, tmp_path, env={"KUBECONFIG": str(cluster[1])})
+def serving(double: KubeDouble, work: Path, nonroot: NonRoot, config: dict[str, Any]) -> Any:
+    """MIS as uid 10001, talking to the double."""
+    kubeconfig = double.kubeconfig(work / "kubeconfig")
+    kubeconfig.chmod(0o644)
+    return running_server(config, work, env={"KUBECONFIG": str(kubeconfig)}, nonroot=nonroot)
 
 
 def nothing_left(server: Server, double: KubeDouble, engine: Engine) -> None:
@@ -79,15 +88,16 @@ def nothing_left(server: Server, double: KubeDouble, engine: Engine) -> None:
 
 
 def test_the_sample_study_through_a_job_matches_the_process_backend(
-    cluster: tuple[KubeDouble, Path],
+    cluster: KubeDouble,
+    nonroot: NonRoot,
     engine: Engine,
     images: dict[str, str],
     sample_study: bytes,
     reference_output: dict[str, bytes],
-    tmp_path: Path,
+    work: Path,
 ) -> None:
-    double, _ = cluster
-    with serving(cluster, tmp_path, kubernetes_config(tmp_path, images["map"])) as server:
+    double = cluster
+    with serving(double, work, nonroot, kubernetes_config(work, images["map"])) as server:
         response = post_study(server.url, sample_study)
         assert response.status_code == 200, response.text
         assert entries(response.content) == reference_output
@@ -102,19 +112,20 @@ def test_the_sample_study_through_a_job_matches_the_process_backend(
 
 
 def test_the_input_mount_is_read_only_as_the_job_declares(
-    cluster: tuple[KubeDouble, Path],
+    cluster: KubeDouble,
+    nonroot: NonRoot,
     engine: Engine,
     images: dict[str, str],
     sample_study: bytes,
-    tmp_path: Path,
+    work: Path,
 ) -> None:
-    double, _ = cluster
+    double = cluster
     config = kubernetes_config(
-        tmp_path,
+        work,
         images["map"],
         command=["python3", "-c", "import os; open(os.environ['MONAI_INPUTPATH'] + '/x', 'w')"],
     )
-    with serving(cluster, tmp_path, config) as server:
+    with serving(double, work, nonroot, config) as server:
         response = post_study(server.url, sample_study)
         nothing_left(server, double, engine)
     assert response.status_code == 500
@@ -124,13 +135,14 @@ def test_the_input_mount_is_read_only_as_the_job_declares(
 
 
 def test_a_policy_that_makes_the_output_mount_read_only_fails_with_a_clear_map_failed(
-    cluster: tuple[KubeDouble, Path],
+    cluster: KubeDouble,
+    nonroot: NonRoot,
     engine: Engine,
     images: dict[str, str],
     sample_study: bytes,
-    tmp_path: Path,
+    work: Path,
 ) -> None:
-    double, _ = cluster
+    double = cluster
 
     def read_only_mounts(resource: str, obj: dict[str, Any]) -> None:
         if resource == "jobs":
@@ -140,7 +152,7 @@ def test_a_policy_that_makes_the_output_mount_read_only_fails_with_a_clear_map_f
 
     double.admission = read_only_mounts
     try:
-        with serving(cluster, tmp_path, kubernetes_config(tmp_path, images["map"])) as server:
+        with serving(double, work, nonroot, kubernetes_config(work, images["map"])) as server:
             response = post_study(server.url, sample_study)
             nothing_left(server, double, engine)
     finally:
@@ -153,16 +165,17 @@ def test_a_policy_that_makes_the_output_mount_read_only_fails_with_a_clear_map_f
 
 
 def test_run_as_non_root_with_the_root_user_is_refused_before_the_map_runs(
-    cluster: tuple[KubeDouble, Path],
+    cluster: KubeDouble,
+    nonroot: NonRoot,
     engine: Engine,
     images: dict[str, str],
     sample_study: bytes,
-    tmp_path: Path,
+    work: Path,
 ) -> None:
-    double, _ = cluster
-    config = kubernetes_config(tmp_path, images["map"])
+    double = cluster
+    config = kubernetes_config(work, images["map"])
     config["kubernetes"]["pod_security_context"] = {**CHART_POD_SECURITY, "runAsUser": 0}
-    with serving(cluster, tmp_path, config) as server:
+    with serving(double, work, nonroot, config) as server:
         response = post_study(server.url, sample_study)
         nothing_left(server, double, engine)
     assert response.status_code == 500
@@ -173,20 +186,21 @@ def test_run_as_non_root_with_the_root_user_is_refused_before_the_map_runs(
 
 
 def test_a_map_over_its_memory_limit_ends_oomkilled(
-    cluster: tuple[KubeDouble, Path],
+    cluster: KubeDouble,
+    nonroot: NonRoot,
     engine: Engine,
     images: dict[str, str],
     sample_study: bytes,
-    tmp_path: Path,
+    work: Path,
 ) -> None:
-    double, _ = cluster
+    double = cluster
     config = kubernetes_config(
-        tmp_path,
+        work,
         images["map"],
         command=["python3", "-c", "print('allocating', flush=True); b = bytearray(512 * 2**20)"],
         resources={"cpu": "1", "memory": "64Mi"},
     )
-    with serving(cluster, tmp_path, config) as server:
+    with serving(double, work, nonroot, config) as server:
         response = post_study(server.url, sample_study)
         nothing_left(server, double, engine)
     assert response.status_code == 500
@@ -197,20 +211,21 @@ def test_a_map_over_its_memory_limit_ends_oomkilled(
 
 
 def test_a_timeout_deletes_the_job_and_removes_the_container(
-    cluster: tuple[KubeDouble, Path],
+    cluster: KubeDouble,
+    nonroot: NonRoot,
     engine: Engine,
     images: dict[str, str],
     sample_study: bytes,
-    tmp_path: Path,
+    work: Path,
 ) -> None:
-    double, _ = cluster
+    double = cluster
     config = kubernetes_config(
-        tmp_path,
+        work,
         images["map"],
         command=["python3", "-c", "import time; print('working', flush=True); time.sleep(600)"],
         timeout_seconds=3,
     )
-    with serving(cluster, tmp_path, config) as server:
+    with serving(double, work, nonroot, config) as server:
         response = post_study(server.url, sample_study)
         assert response.status_code == 500
         assert response.json()["error"]["code"] == "timeout"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from tests.images.portforward import port_forward
 from tests.k8s import podman_pod
 
 # The first test of a run also waits for the images to be built (a few minutes).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 CHART = Path(__file__).parents[2] / "deploy" / "helm" / "monai-inference-service"
 RELEASE, NAMESPACE = "mis", "radiology"
 
@@ -112,7 +113,11 @@ def mis_pod(
     template = find(chart, "Deployment")["spec"]["template"]
     config_map = find(chart, "ConfigMap")
     pod = {
-        "metadata": {"name": f"{RELEASE}-monai-inference-service-0", "namespace": NAMESPACE},
+        "metadata": {
+            "name": f"{RELEASE}-monai-inference-service-0",
+            "namespace": NAMESPACE,
+            "uid": str(uuid.uuid4()),
+        },
         "spec": template["spec"],
     }
     container = pod["spec"]["containers"][0]

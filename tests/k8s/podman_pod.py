@@ -219,6 +219,7 @@ def _env_value(variable: Mapping[str, Any], pod: Mapping[str, Any], node_name: s
         "spec.nodeName": node_name,
         "metadata.name": pod["metadata"]["name"],
         "metadata.namespace": pod["metadata"].get("namespace", ""),
+        "metadata.uid": pod["metadata"].get("uid", ""),
     }
     if field not in known:
         raise PodError("CreateContainerConfigError", f"env {variable['name']}: not simulated")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import attrs
 import kubernetes_validate
 import pytest
 
 from mis_adapters.kubernetes.job import JobOptions, build_job, job_name
+from mis_adapters.kubernetes.ownership import Owner
 from mis_core.model import JobRequest, MapSpec, Resources, Workspace, job_id_for
 
 KUBERNETES_VERSIONS = ["1.35.0", "1.36.0", "1.37.0"]  # the three newest the validator knows
@@ -73,6 +76,26 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("options", [DEFAULT, FULLY_LOADED], ids=["default", "fully-loaded"])
 def test_manifest_validates_against_official_schemas(options: JobOptions, version: str) -> None:
     kubernetes_validate.validate(build_job(REQUEST, options), version, strict=True)
+    owned = build_job(REQUEST, options, Owner(pod_name="mis-7d9f-x2", pod_uid=str(uuid.uuid4())))
+    kubernetes_validate.validate(owned, version, strict=True)  # with its owner recorded
+
+
+def test_secret_variables_and_scratch_space() -> None:
+    options = attrs.evolve(
+        DEFAULT,
+        ephemeral_storage="2Gi",
+        secret_env={"MODEL": {"name": "map-credentials", "key": "model"}},
+    )
+    job = build_job(REQUEST, options)
+    c = container(job)
+    [model] = [e for e in c["env"] if e["name"] == "MODEL"]  # map.env's value gives way
+    assert model == {
+        "name": "MODEL",
+        "valueFrom": {"secretKeyRef": {"name": "map-credentials", "key": "model"}},
+    }
+    assert c["resources"]["requests"]["ephemeral-storage"] == "2Gi"
+    assert c["resources"]["limits"]["ephemeral-storage"] == "2Gi"
+    kubernetes_validate.validate(job, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def test_the_job_runs_once_with_backstops_and_labels() -> None:

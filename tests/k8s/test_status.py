@@ -11,6 +11,7 @@ from mis_adapters.kubernetes.status import (
     judge_deleted_pod,
     judge_job,
     judge_pod,
+    pod_has_stopped,
     pull_state,
     waiting_reason,
 )
@@ -209,3 +210,17 @@ def test_what_a_pod_waits_for(obj: dict, reason: str) -> None:
 )
 def test_the_warm_up_pull_state(obj: dict, state: str) -> None:
     assert pull_state(obj) == state
+
+
+@pytest.mark.parametrize(
+    ("phase", "stopped"),
+    [
+        ("Pending", False),
+        ("Running", False),
+        ("Succeeded", True),
+        ("Failed", True),
+        ("Unknown", False),
+    ],
+)
+def test_whether_a_pod_has_stopped(phase: str, stopped: bool) -> None:
+    assert pod_has_stopped(pod(phase)) is stopped

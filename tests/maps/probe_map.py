@@ -63,6 +63,7 @@ def probe():
         "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
         "cwd": os.getcwd(),
         "uid": os.getuid(),
+        "shm_bytes": os.statvfs("/dev/shm").f_blocks * os.statvfs("/dev/shm").f_frsize,
         "modes": {
             name: stat.S_IMODE(os.stat(path).st_mode)
             for name, path in (

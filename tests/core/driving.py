@@ -1,0 +1,59 @@
+"""Helpers for driving the service against the fakes: build it, run it, send one request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, asynccontextmanager, contextmanager
+
+import anyio
+
+from mis_core.gate import AdmissionGate
+from mis_core.model import JobOutcome, MapSpec
+from mis_core.service import InferenceService
+from tests.fakes import FakeClock, FakeJobBackend, FakeStorage
+
+SUCCESS = JobOutcome(succeeded=True, exit_code=0)
+STAGES = ["create", "receive", "extract", "run", "pack"]
+
+
+def make_service(
+    storage: FakeStorage, jobs: FakeJobBackend, clock: FakeClock | None = None, capacity: int = 1
+) -> InferenceService:
+    return InferenceService(
+        map_spec=MapSpec(command=("app",), timeout_seconds=50),
+        storage=storage,
+        jobs=jobs,
+        clock=clock or FakeClock(),
+        gate=AdmissionGate(capacity),
+    )
+
+
+async def upload(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+@asynccontextmanager
+async def serving(service: InferenceService, journal: list[str]) -> AsyncIterator[None]:
+    """The service running, its start-up sweep done and left out of the journal."""
+    async with service.running():
+        assert journal == ["sweep jobs", "sweep storage"]
+        journal.clear()
+        yield
+
+
+@contextmanager
+def deletions_held(storage: FakeStorage) -> Iterator[anyio.Event]:
+    """Hold the fake's deletions until the event is set, and set it however the block ends:
+    a deletion is shielded from cancellation, so a held one would hang a failing test."""
+    storage.hold_deletes = anyio.Event()
+    try:
+        yield storage.hold_deletes
+    finally:
+        storage.hold_deletes.set()
+
+
+async def full_request(service: InferenceService, request_id: str = "r1") -> bytes:
+    inference = service.infer(request_id, upload(b"PK", b"\x03\x04"))
+    async with aclosing(inference.output()) as output:
+        return b"".join([chunk async for chunk in output])

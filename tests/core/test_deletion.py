@@ -1,0 +1,136 @@
+"""The slot and the deletion: a response never waits for its workspace to go, and pending
+deletions are bounded without making anyone busy."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any
+
+import anyio
+import pytest
+from loguru import logger
+
+from mis_core.errors import Busy
+from tests.core.driving import (
+    STAGES,
+    SUCCESS,
+    deletions_held,
+    full_request,
+    make_service,
+    serving,
+    upload,
+)
+from tests.fakes import FakeJobBackend, FakeStorage
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_next_request_is_admitted_while_the_last_workspace_is_still_being_deleted() -> (
+    None
+):
+    journal: list[str] = []
+    storage = FakeStorage(journal)
+    service = make_service(storage, FakeJobBackend(journal, SUCCESS))
+
+    with anyio.fail_after(5):
+        async with serving(service, journal):
+            with deletions_held(storage):
+                await full_request(service, "first")
+                await anyio.wait_all_tasks_blocked()
+                assert service.gate.deleting == 1
+                assert await full_request(service, "second") == b"PK-onePK-two"
+                assert journal.count("deleted") == 0
+    assert journal.count("deleted") == 2
+    assert service.gate.deleting == 0
+
+
+async def test_a_request_beyond_the_bound_waits_for_a_pending_deletion_and_is_not_busy() -> None:
+    journal: list[str] = []
+    storage = FakeStorage(journal)
+    service = make_service(storage, FakeJobBackend(journal, SUCCESS))
+
+    with anyio.fail_after(5):
+        async with serving(service, journal), anyio.create_task_group() as tg:
+            with deletions_held(storage):
+                await full_request(service, "first")
+                await full_request(service, "second")  # one deletion pending behind the slot
+                tg.start_soon(full_request, service, "third")  # a second: wait for the volume
+                await anyio.wait_all_tasks_blocked()
+                assert journal.count("create") == 2  # the third made no workspace yet ...
+                assert service.gate.full  # ... but holds the slot
+                with pytest.raises(Busy):
+                    await full_request(service, "fourth")
+    assert journal.count("create") == 3
+    assert journal.count("deleted") == 3
+
+
+async def test_a_cancelled_request_frees_its_slot_while_it_deletes_its_own_files() -> None:
+    journal: list[str] = []
+    storage = FakeStorage(journal)
+    jobs = FakeJobBackend(journal, outcome=None)
+    service = make_service(storage, jobs)
+    first = anyio.CancelScope()
+
+    async def cancelled_request() -> None:
+        with first:
+            await full_request(service, "gone")
+
+    with anyio.fail_after(5):
+        async with serving(service, journal), anyio.create_task_group() as tg:
+            with deletions_held(storage):
+                tg.start_soon(cancelled_request)
+                await jobs.started.wait()
+                first.cancel()  # a client that went away
+                while "delete" not in journal:
+                    await anyio.sleep(0.001)
+                assert journal[-2:] == ["terminate", "delete"]  # its own deletion is under way
+                assert (service.gate.full, service.gate.deleting) == (False, 1)
+                jobs.outcome = SUCCESS
+                assert await full_request(service, "next") == b"PK-onePK-two"
+    assert journal.count("deleted") == 2
+
+
+async def test_a_consumer_that_stops_reading_frees_the_slot_when_it_closes_the_output() -> None:
+    journal: list[str] = []
+    service = make_service(FakeStorage(journal), FakeJobBackend(journal, SUCCESS))
+
+    async with serving(service, journal):
+        inference = service.infer("r", upload(b"PK"))
+        async with aclosing(inference.output()) as output:
+            assert await anext(output) == b"PK-one"
+            assert service.gate.full
+        assert not service.gate.full
+    assert journal == [*STAGES, "delete", "deleted"]
+    assert inference.bytes_out == len(b"PK-one")
+
+
+async def test_a_failed_delete_is_counted_and_the_slot_is_still_freed() -> None:
+    journal: list[str] = []
+    storage = FakeStorage(journal)
+    storage.fail_delete = True
+    service = make_service(storage, FakeJobBackend(journal, SUCCESS))
+
+    async with serving(service, journal):
+        await full_request(service)
+
+    assert service.cleanup_failures == 1
+    assert (service.gate.in_use, service.gate.deleting) == (0, 0)
+
+
+async def test_the_deletion_is_logged_after_the_response_with_the_request_id() -> None:
+    journal: list[str] = []
+    service = make_service(FakeStorage(journal), FakeJobBackend(journal, SUCCESS))
+    deleted: list[float] = []
+    service.on_deleted = deleted.append
+    lines: list[tuple[str, Any]] = []
+    sink = logger.add(lambda m: lines.append((m.record["message"], m.record["extra"])))
+    try:
+        async with serving(service, journal):
+            with logger.contextualize(request_id="study-7"):
+                await full_request(service, "study-7")
+    finally:
+        logger.remove(sink)
+    messages = [message.split(" ")[0] for message, _ in lines]
+    assert messages.index("responded") < messages.index("cleaned")
+    assert dict(lines)["cleaned"]["request_id"] == "study-7"
+    assert deleted == [0.0]  # the fake clock does not move
