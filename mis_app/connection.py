@@ -6,7 +6,7 @@ megabytes of header grows the server's memory with it and slows the event loop f
 (the joining costs the square of the size). Measured here before this protocol: a 64 MB
 header block took the server from 54 to 118 MB and `/healthz` from milliseconds to 0.8 s.
 
-This protocol adds three bounds, each acting before the application sees the request:
+This protocol adds five bounds, each acting before the application sees the request:
 
 - **Head bytes**: every byte read from a request's first byte to the end of its headers, and
   the URL and header names and values the parser hands over (the trailers of a chunked body
@@ -14,13 +14,25 @@ This protocol adds three bounds, each acting before the application sees the req
   JSON error body and the connection closed, so what is held is bounded by the limit plus
   one read from the socket. Within a body, megabytes of chunk line (extensions) are cut off
   the same way.
+- **Pipelined requests**: asyncio hands over up to 256 KiB per read and httptools parses all
+  of it in one call, running uvicorn's callbacks for every request in it: one read of 10,000
+  `GET /healthz` requests kept the event loop busy for a tenth of a second per connection,
+  and 200 such connections kept `/healthz` silent for over a minute. A connection may have
+  `MAX_PIPELINED` requests waiting behind the one being answered; the next one stops the
+  parser (a callback that raises ends its run) and the connection is closed.
 - **Head time**: from a new connection, or from the first byte of a request, to the end of its
   headers. Over `head_timeout_seconds` (a client sending its head a byte at a time), `408`
   and the connection closed; a new connection that sends nothing is just closed.
 - **Stalled downloads**: uvicorn's `send` waits while the transport's write buffer is over its
-  high-water mark, i.e. while the client reads nothing. A buffer that stays full for
-  `download_idle_timeout_seconds` gets the connection aborted; the application sees the
+  high-water mark, i.e. while the client reads slower than the server writes. A buffer that
+  does not drain to its low-water mark for `download_idle_timeout_seconds` gets the
+  connection aborted; the application sees the
   client as gone, so the job is stopped, its files deleted and the slot freed.
+- **Slow downloads**: a client reading just enough, just often enough, to keep the idle
+  timer from firing (~53 KB/s with the defaults) would hold the slot for hours on a large
+  result. A response still being sent `download_timeout_seconds` after the client first fell
+  behind (the write buffer first filled) is cut off the same way. A client that keeps up
+  never starts the clock: then the server, not the client, sets the pace.
 """
 
 from __future__ import annotations
@@ -37,12 +49,15 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from mis_app.errors import HeadersTooLarge, error_body
 from mis_core.errors import InvalidInput, MisError, UploadTimeout
 
+MAX_PIPELINED = 16  # requests a connection may have waiting behind the one being answered
+
 
 @attrs.frozen
 class ConnectionLimits:
     max_head_bytes: int  # server.max_header_bytes
     head_timeout_seconds: float  # server.header_timeout_seconds
     download_idle_timeout_seconds: float  # server.download_idle_timeout_seconds
+    download_timeout_seconds: float  # server.download_timeout_seconds
 
 
 def protocol_class(limits: ConnectionLimits) -> type[asyncio.Protocol]:
@@ -59,13 +74,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_read = 0  # bytes read since the current request began, until its headers end
     _unaccounted = 0  # bytes read since the parser last handed anything over
     _accounted = False
-    _body_read = 0  # body bytes the parser handed over in the current read
-    _earlier = 0  # bytes of the current read that belong to the request before
+    _consumed = 0  # bytes of the current read that belong to requests parsed (at least)
+    _earlier = 0  # bytes of the current read that belong to the requests before this one
+    _head_wire = 0  # the fewest bytes the current request's head can have taken on the wire
     _in_head = False  # a request has begun and its headers are not complete
     _over = False
     _refused = False
+    _flooded = False  # a request came with MAX_PIPELINED already waiting
     _head_since: float | None = None  # when the head being waited for began
     _stall_timer: asyncio.TimerHandle | None = None
+    _download_timer: asyncio.TimerHandle | None = None  # the response's total bound
 
     # the connection
 
@@ -75,16 +93,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _HeadWatch.start(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
+        for timer in (self._stall_timer, self._download_timer):
+            if timer is not None:
+                timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         self._accounted = False
-        self._body_read = self._earlier = 0
-        super().data_received(data)
+        self._consumed = self._earlier = 0
+        super().data_received(data)  # a callback's exception reaches send_400_response
         if self._refused or self.transport.is_closing():
             return
         limit = self.limits.max_head_bytes
@@ -102,10 +121,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         if self._refused:
             return
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._flooded = True
+            raise _PipelineFull  # ends the parser's run over this read: nothing more is parsed
         super().on_message_begin()
         self._accounted = True
-        self._head_bytes = self._head_read = 0
-        self._earlier = self._body_read  # the rest of this read is the new request's
+        self._head_bytes = self._head_read = self._head_wire = 0
+        self._earlier = self._consumed  # the rest of this read is the new request's
         self._in_head = True
         if self._head_since is None:  # the first request's head is timed from the connection
             self._head_since = self.loop.time()
@@ -113,6 +135,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         self._accounted = True
         self._head_bytes += len(url)
+        self._head_wire += len(url)
         if self._head_bytes > self.limits.max_head_bytes:
             self._over = True
         elif not self._refused:
@@ -121,6 +144,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._accounted = True
         self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        self._head_wire += len(name) + len(value) + 3  # at least ":" and CRLF
         if self._head_bytes > self.limits.max_head_bytes:
             self._over = True
         elif self._in_head and not self._refused:
@@ -133,13 +157,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._over:
             self._refuse_head()
             return
+        if self._in_head:  # this head's bytes in this read (bytes of earlier reads are counted)
+            method = self.parser.get_method()
+            wire = self._head_wire + len(method) + 14  # two spaces, "HTTP/1.1", two CRLFs
+            self._consumed += max(0, wire - self._head_read)
         self._in_head = False
         self._head_since = None
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         self._accounted = True
-        self._body_read += len(body)
+        self._consumed += len(body)
         if not self._refused:
             super().on_body(body)
 
@@ -151,6 +179,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """What the parser refuses (a malformed request line, header or chunk) gets the JSON
         error body like every other error, not uvicorn's plain text."""
+        if self._flooded:  # the parser stopped on our own callback's exception
+            self._close_flooded()
+            return
         self._refuse(
             400,
             InvalidInput(
@@ -165,6 +196,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._stall_timer is None:
             self._stall_timer = self.loop.call_later(
                 self.limits.download_idle_timeout_seconds, self._download_stalled
+            )
+        if self._download_timer is None and self._response_in_progress():
+            self._download_timer = self.loop.call_later(
+                self.limits.download_timeout_seconds, self._download_too_long
             )
 
     def resume_writing(self) -> None:
@@ -218,6 +253,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refused = True
             self.transport.close()
 
+    def _close_flooded(self) -> None:
+        """Close a connection that pipelined too many requests: the answers owed cannot be
+        sent out of order, and parsing more of what it sent is the attack."""
+        if self._refused:
+            return
+        self._refused = True
+        logger.warning("closed a connection with over {} pipelined requests waiting", MAX_PIPELINED)
+        self.transport.close()
+
     def _refuse(self, status: int, error: MisError) -> None:
         """Answer `status` with the JSON error (unless a response has started) and close."""
         self._refused = True
@@ -245,20 +289,36 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def on_response_complete(self) -> None:
+        if self._download_timer is not None:  # the next response gets its own bound
+            self._download_timer.cancel()
+            self._download_timer = None
         super().on_response_complete()
         if self._in_head and self._head_since is not None:
             self._head_since = self.loop.time()  # a pipelined head's time starts now
 
     def _download_stalled(self) -> None:
         self._stall_timer = None
+        self._cut_off(
+            "cut off: the client read too little of the response for the server's send buffer "
+            "to drain in {:g} seconds (server.download_idle_timeout_seconds)",
+            self.limits.download_idle_timeout_seconds,
+        )
+
+    def _download_too_long(self) -> None:
+        self._download_timer = None
+        self._cut_off(
+            "cut off: the client was still reading the response {:g} seconds after it fell "
+            "behind (server.download_timeout_seconds)",
+            self.limits.download_timeout_seconds,
+        )
+
+    def _cut_off(self, message: str, seconds: float) -> None:
+        """Abort the connection: the application sees the client gone, stops the job,
+        deletes its files and frees the slot."""
         if self.transport.is_closing():
             return
         state = self.cycle.scope.get("state", {}) if self.cycle is not None else {}
-        logger.bind(request_id=state.get("request_id", "-")).warning(
-            "cut off: the client read nothing of the response for {:g} seconds "
-            "(server.download_idle_timeout_seconds)",
-            self.limits.download_idle_timeout_seconds,
-        )
+        logger.bind(request_id=state.get("request_id", "-")).warning(message, seconds)
         self.transport.abort()
 
 
@@ -285,3 +345,7 @@ class _HeadWatch:
             if isinstance(connection, BoundedHttpToolsProtocol):
                 connection.check_head(now)
         loop.call_later(1.0, cls._tick, loop, connections)
+
+
+class _PipelineFull(Exception):
+    """Raised from a parser callback to stop httptools parsing the rest of a read."""

@@ -36,8 +36,9 @@ _WHEN = {
     "invalid_input": "Not a zip, a corrupt zip, no `file` part, an unsafe entry, encrypted entries",
     "unauthorized": "Authentication is enabled and the bearer token is missing or wrong",
     "request_timeout": "The upload stalled (`server.upload_idle_timeout_seconds`), took too long "
-    "(`server.upload_timeout_seconds`) or arrived slower on average than "
-    "`server.min_upload_bytes_per_second`; or the headers took longer than "
+    "(`server.upload_timeout_seconds`) or sent fewer bytes in the last "
+    "`server.upload_idle_timeout_seconds` than `server.min_upload_bytes_per_second` asks "
+    "for; or the headers took longer than "
     "`server.header_timeout_seconds`",
     "payload_too_large": "Upload (every body byte counts), expanded size, entry count, "
     "compression ratio or multipart parts over the limits",
@@ -107,8 +108,10 @@ def _inference(summary: str, raw_body: bool) -> dict[str, Any]:
         "responses": {
             "200": {
                 "description": "The MAP's output folder as a zip, streamed as it is made. A "
-                "client that reads nothing of it for `server.download_idle_timeout_seconds` is "
-                "cut off (the connection is closed and the job's files deleted).",
+                "client that reads too little of it for the send buffer to drain within "
+                "`server.download_idle_timeout_seconds`, or is still reading it "
+                "`server.download_timeout_seconds` after it first fell behind, is cut off "
+                "(the connection is closed and the job's files deleted).",
                 "headers": {
                     **RESPONSE_REQUEST_ID,
                     "Content-Disposition": {"schema": {"type": "string"}},

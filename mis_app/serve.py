@@ -48,6 +48,7 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> int:
         max_head_bytes=int(server.max_header_bytes),
         head_timeout_seconds=server.header_timeout_seconds,
         download_idle_timeout_seconds=server.download_idle_timeout_seconds,
+        download_timeout_seconds=server.download_timeout_seconds,
     )
     config = uvicorn.Config(
         app,

@@ -81,13 +81,17 @@ class ServerSettings(_Section):
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     # A client that sends nothing for this long, or takes longer than the total, gets 408;
-    # so does one whose average rate falls below the minimum once the idle timeout has passed
-    # (every body byte counts, whatever part of a form it is in; 0: no minimum).
+    # so does one that, once the idle timeout has passed, sent fewer bytes in the last idle
+    # timeout than the minimum rate asks for (every body byte counts, whatever part of a form
+    # it is in; 0: no minimum).
     upload_idle_timeout_seconds: float = Field(30.0, gt=0)
     upload_timeout_seconds: float = Field(3600.0, gt=0)
     min_upload_bytes_per_second: float = Field(16384, ge=0)
-    # A client that reads nothing of the result for this long is cut off (the slot is freed).
+    # A client that reads too little of the result for the send buffer to drain in the idle
+    # time, or still reads it the total time after it first fell behind, is cut off (the slot
+    # is freed, the job's files deleted).
     download_idle_timeout_seconds: float = Field(30.0, gt=0)
+    download_timeout_seconds: float = Field(3600.0, gt=0)
     # The request line and headers: bigger, or slower to arrive, is refused (431, 408) before
     # anything else runs.
     max_header_bytes: ByteSize = Field(ByteSize(64 * 1024), ge=1024)

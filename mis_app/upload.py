@@ -5,13 +5,14 @@ raw zip with `Content-Type: application/zip`. The multipart body is parsed as it
 only the bytes of the `file` part are passed on, nothing is spooled elsewhere.
 
 Every byte of the body counts, whichever part it belongs to: against `max_upload_bytes`, the
-idle and total upload timeouts and the minimum average rate. A multipart body may have only a
+idle and total upload timeouts and the minimum rate. A multipart body may have only a
 few parts, each with a short head, and is parsed in small pieces with a turn for the event
 loop after each, so no body, however it is cut, can hold the loop for long.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 
 import anyio
@@ -36,6 +37,7 @@ MAX_PARTS = 16  # the form needs one; a few more fields are tolerated (and ignor
 MAX_PART_HEAD_BYTES = 16 * 1024  # the headers of one part
 PIECE = 16 * 1024  # multipart bytes parsed between two turns of the event loop
 MAX_BOUNDARY = 70  # RFC 2046; python-multipart raises a bare error past its own 256
+RATE_SLOTS = 16  # the rate window is kept as this many slots: bounded memory at any rate
 
 
 @attrs.frozen
@@ -187,13 +189,21 @@ async def within_deadlines(
     """Pass `chunks` on, ending the upload when it stalls, drags on or trickles.
 
     One slow client must not hold the only slot: no bytes for `idle_seconds`, an upload still
-    arriving after `total_seconds`, or, once `idle_seconds` have passed, an average rate since
-    the start below `min_bytes_per_second`, is UploadTimeout (408) at the moment it happens.
+    arriving after `total_seconds`, or, once `idle_seconds` have passed, fewer bytes in the
+    last `idle_seconds` than `min_bytes_per_second` asks for, is UploadTimeout (408) at the
+    moment it happens. The rate is judged over that sliding window, not since the start, so a
+    burst followed by a trickle is cut off soon after the trickle begins.
     """
     started = last = anyio.current_time()
     deadline = started + limits.total_seconds
     rate = limits.min_bytes_per_second
-    received = 0
+    window = limits.idle_seconds
+    needed = rate * window  # bytes each window must hold
+    recent = _Recent(window)
+
+    def too_slow_at() -> float:
+        """When the window will hold fewer than `needed` bytes if no more arrive."""
+        return max(started + window, recent.enough_until(needed))
 
     def expired(now: float) -> UploadTimeout | None:
         if now >= deadline:
@@ -206,12 +216,12 @@ async def within_deadlines(
                 f"The upload stalled: no data arrived for {limits.idle_seconds:g} seconds "
                 "(server.upload_idle_timeout_seconds). Check the connection and retry."
             )
-        if rate and now - started >= limits.idle_seconds and received < rate * (now - started):
+        if rate and now >= too_slow_at():
             return UploadTimeout(
-                f"The upload is too slow: {received} bytes in {now - started:.0f} seconds, "
-                f"below the {rate:g} bytes per second this service needs "
-                "(server.min_upload_bytes_per_second). Use a faster connection, or ask the "
-                "administrator to lower the minimum."
+                f"The upload is too slow: {recent.total(now)} bytes in the last {window:g} "
+                f"seconds (server.upload_idle_timeout_seconds), below the {rate:g} bytes per "
+                "second this service needs (server.min_upload_bytes_per_second). Use a faster "
+                "connection, or ask the administrator to lower the minimum."
             )
         return None
 
@@ -220,16 +230,48 @@ async def within_deadlines(
         now = anyio.current_time()
         if error := expired(now):
             raise error
-        # with no more bytes, the average would fall below the minimum at this moment
-        too_slow_at = started + max(limits.idle_seconds, received / rate) if rate else deadline
+        slow = too_slow_at() if rate else deadline
         chunk: bytes | None = None
-        with anyio.move_on_after(min(last + limits.idle_seconds, deadline, too_slow_at) - now):
+        with anyio.move_on_after(min(last + limits.idle_seconds, deadline, slow) - now):
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
                 return
         if chunk is None:
             continue  # a deadline passed: the check above says which
-        received += len(chunk)
         last = anyio.current_time()
+        recent.add(last, len(chunk))
         yield chunk
+
+
+class _Recent:
+    """The bytes received in the last `window` seconds, in at most RATE_SLOTS + 1 slots: a
+    slot holds what arrived within `window / RATE_SLOTS` of its first byte, stamped with the
+    time of its last (so the window errs by at most one slot, in the client's favour)."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.slot = window / RATE_SLOTS
+        self.slots: deque[tuple[float, float, int]] = deque()  # (first, last, bytes)
+
+    def add(self, now: float, size: int) -> None:
+        if self.slots and now - self.slots[-1][0] < self.slot:
+            first, _, held = self.slots.pop()
+            self.slots.append((first, now, held + size))
+        else:
+            self.slots.append((now, now, size))
+        while self.slots and self.slots[0][1] <= now - self.window:
+            self.slots.popleft()
+
+    def total(self, now: float) -> int:
+        return sum(held for _, last, held in self.slots if last > now - self.window)
+
+    def enough_until(self, needed: float) -> float:
+        """Until when the window holds at least `needed` bytes if no more arrive (-inf if it
+        never did)."""
+        held = 0
+        for _, last, size in reversed(self.slots):
+            held += size
+            if held >= needed:
+                return last + self.window
+        return float("-inf")

@@ -63,6 +63,7 @@ class Podman:
             podman,
             "--root", str(folder / "storage"),
             "--runroot", str(folder / "run"),
+            "--tmpdir", str(folder / "libpod"),  # else /run/libpod, shared with every Podman
             "--storage-driver", "overlay",
         )  # fmt: skip
         return cls(argv, {**os.environ, "CONTAINERS_CONF": str(conf)})

@@ -379,3 +379,22 @@ def test_end_records_that_disagree_are_refused(tmp_path: Path, dest: Path) -> No
     archive[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # says 1 entry, zip64 says 2
     with pytest.raises(InvalidInput, match="two end records disagree"):
         extract_archive(write(tmp_path, bytes(archive)), dest, LIMITS)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_parallel_writing_gives_the_same_tree_and_the_same_refusals(
+    tmp_path: Path, dest: Path, workers: int
+) -> None:
+    files = {f"s{n % 7}/d{n % 3}/f{n}.dcm": os.urandom(n % 5000) for n in range(600)}
+    archive = make_zip(tmp_path / "in.zip", files)
+    assert extract_archive(archive, dest, LIMITS, workers=workers) == 600
+    assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*.dcm")} == files
+
+    clash = tmp_path / "clash.zip"
+    entries = [RawEntry(f"s/{n}".encode(), b"x") for n in range(500)]
+    entries.insert(400, RawEntry(b"s/17", b"again"))
+    clash.write_bytes(raw_zip(entries))
+    target = tmp_path / "clash"
+    target.mkdir()
+    with pytest.raises(InvalidInput, match="same name"):
+        extract_archive(clash, target, LIMITS, workers=workers)

@@ -52,7 +52,7 @@ def test_a_missing_map_program_is_503_for_readiness_and_requests(tmp_path: Path)
         )  # fmt: skip
         assert client.returncode == 7, client.stderr
         assert "503 backend_unavailable" in client.stderr
-        assert server.leftovers() == []
+        wait_until(lambda: server.leftovers() == [], 5, "an empty payload folder")
 
 
 def test_config_check_warns_about_a_missing_map_program(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.e2e.server import running_server, scripted_map_config, wait_until
 from tests.hardening.http_client import Reader, connect
@@ -32,9 +31,6 @@ BURST = 16 * MiB
 DRIP = 0.5  # seconds between single bytes: never idle for IDLE
 
 
-@pytest.mark.xfail(
-    strict=True, reason="attack finding: the rate floor is an average since the start"
-)
 def test_a_burst_then_a_trickle_is_cut_off_soon_after_the_trickle_starts(tmp_path: Path) -> None:
     config = scripted_map_config(
         tmp_path,

@@ -23,7 +23,6 @@ import threading
 from pathlib import Path
 
 import httpx
-import pytest
 
 from mis_app.settings import ServerSettings
 from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
@@ -58,9 +57,6 @@ def trickle(sock: socket.socket, stop: threading.Event) -> None:
         stop.wait(PAUSE)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="attack finding: no download deadline yet (remove once fixed)"
-)
 def test_a_reader_that_trickles_without_stalling_cannot_hold_the_slot(tmp_path: Path) -> None:
     server_settings: dict[str, object] = {"download_idle_timeout_seconds": DOWNLOAD_IDLE}
     if "download_timeout_seconds" in ServerSettings.model_fields:

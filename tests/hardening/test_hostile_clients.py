@@ -341,7 +341,7 @@ def test_a_client_that_reads_the_headers_and_then_nothing_is_cut_off(
         wait_until(lambda: idle(server), DOWNLOAD_IDLE + 3, "the slot to be freed")
         wait_until(lambda: server.leftovers() == [], 2, "the job's files to be deleted")
     log = server.log_text()
-    assert "cut off: the client read nothing of the response for 2 seconds" in log
+    assert "to drain in 2 seconds (server.download_idle_timeout_seconds)" in log
     assert "client_disconnected" in next_access_line(server, "/v1/inference", seen)
     assert "Traceback" not in log
 
@@ -367,6 +367,28 @@ def test_pipelined_requests_are_answered_in_order(server: Server, tmp_path: Path
         answers = [reader.answer() for _ in range(3)]
     assert [a.status for a in answers] == [200, 200, 200]
     assert answers[1].body == b'{"status":"ok"}'
+
+
+def test_pipelined_heads_over_the_limit_together_are_each_within_it(server: Server) -> None:
+    headers = b"".join(b"X-Field-%d: %s\r\n" % (n, b"v" * 1000) for n in range(40))  # ~41 KB
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+    with connect(server) as sock:
+        sock.sendall(request * 4)  # ~164 KB in one send: each head is under the limit
+        reader = Reader(sock)
+        assert [reader.answer().status for _ in range(4)] == [200] * 4
+
+
+def test_a_connection_pipelining_past_the_bound_is_closed(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+        reader = Reader(sock)
+        answered = 0
+        with contextlib.suppress(EOFError, ConnectionResetError):
+            while reader.answer().status == 200:
+                answered += 1
+        assert answered < 1000  # the rest was never parsed: the connection was closed
+        assert reader.closed()
+    assert "pipelined requests waiting" in server.log_text()
 
 
 def test_a_request_sent_on_the_connection_while_the_first_runs_waits_its_turn(

@@ -128,7 +128,7 @@ def test_the_docker_backend_serves_it_from_its_manifest_alone(
     with running_server(config, tmp_path) as server:
         described = httpx.get(f"{server.url}/v1/status").json()["map"]
         response = post_study(server.url, sample_study)
-        assert server.leftovers() == []
+        wait_until(lambda: server.leftovers() == [], 10, "the workspace to be deleted")
     assert response.status_code == 200, response.text
     assert entries(response.content) == reference_output
     assert described["command"] == ["python3", "-u", "/opt/holoscan/app/entrypoint.py"]

@@ -209,11 +209,11 @@ def runs_in_podman(podman: Podman, scratch: Path, node_name: str = "node-1") -> 
     """Runs the pod's container with Podman, as a kubelet would (see tests/k8s/podman_pod.py).
 
     The story a real kubelet tells: ErrImagePull for an image the node does not have (no
-    registry is reachable here, so `Always` cannot pull either), CreateContainerConfigError
-    for a securityContext it refuses (runAsNonRoot with a root image), CreateContainerError or
-    RunContainerError with the runtime's message, else running with the container's output as
-    the pod's log, then terminated with its exit code. A pod asking for a GPU stays
-    unschedulable: this node has none.
+    registry is reachable from this node; one it has is used whatever imagePullPolicy says),
+    CreateContainerConfigError for a securityContext it refuses (runAsNonRoot with a root
+    image), CreateContainerError or RunContainerError with the runtime's message, else running
+    with the container's output as the pod's log, then terminated with its exit code. A pod
+    asking for a GPU stays unschedulable: this node has none.
 
     OOMKilled: Podman 4.3 with runc on this host's cgroup v1 does not report OOMKilled; a
     container under a memory limit that ends with 137 (SIGKILL), which only the kernel's OOM

@@ -1,0 +1,324 @@
+"""Writing a checked archive's entries into the input folder, on worker threads.
+
+The archive has been judged from its directory already (archive.py); here each entry's local
+header is checked against its record and its data written, held to its declared size and CRC:
+deflate output is capped at the declared size (a lying entry is refused one byte past it),
+stored data is copied as is. Files are created relative to open folders, never through a
+link, with their permission bits set explicitly (group-readable, nothing for other users).
+Two names that land on one path (a duplicate, a name that is both a file and a folder, names
+the file system takes as the same) are refused.
+
+Creating files is what costs here (the kernel's work, which releases the GIL), so entries are
+written by a few threads while the directory is read in order: a bounded window of entries is
+in flight, each worker keeps its own few folders open, and the first refusal stops the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import threading
+import zlib
+from array import array
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from mis_adapters.storage.zipindex import Layout, Record, corrupt, local_data_start, records
+from mis_core.errors import InvalidInput
+
+INPUT_FILE_MODE = 0o640  # the MAP may read through MIS's group; other users get nothing
+INPUT_FOLDER_MODE = 0o750
+MAX_WORKERS = 4
+_STORED = 0
+_COPY_CHUNK = 1024 * 1024
+# Compressed bytes read at a time: small, as each capped call copies what it left unread.
+_INFLATE_READ = 128 * 1024
+_IN_FLIGHT_PER_WORKER = 16
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, and its cgroup's quota where there is one."""
+    cpus = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    return cpus
+
+
+def default_workers() -> int:
+    return min(MAX_WORKERS, available_cpus())
+
+
+def write_entries(
+    source: BinaryIO, layout: Layout, bounds: array[int], destination: Path, workers: int
+) -> int:
+    """Write every entry of the checked archive `source` into `destination`; the file count.
+    `bounds[i]`: where the data of the i-th record must end (see archive._plan)."""
+    writer = _Writer(source, destination)
+    try:
+        if workers <= 1:
+            return sum(
+                writer.entry(record, bounds[index])
+                for index, record in enumerate(records(source, layout))
+            )
+        return _in_parallel(writer, source, layout, bounds, workers)
+    finally:
+        writer.close()
+
+
+def _in_parallel(
+    writer: _Writer, source: BinaryIO, layout: Layout, bounds: array[int], workers: int
+) -> int:
+    files = 0
+    window: deque[Future[int]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="mis-unpack") as pool:
+        try:
+            for index, record in enumerate(records(source, layout)):
+                window.append(pool.submit(writer.entry, record, bounds[index]))
+                if len(window) >= workers * _IN_FLIGHT_PER_WORKER:
+                    files += window.popleft().result()
+            while window:
+                files += window.popleft().result()
+        finally:
+            for pending in window:
+                pending.cancel()  # after a refusal; those running finish, then the pool ends
+    return files
+
+
+class _Writer:
+    """Writes single entries; safe to call from several threads at once."""
+
+    def __init__(self, source: BinaryIO, destination: Path) -> None:
+        self._source = source
+        self._destination = destination
+        self._chmod = _umask_strips(INPUT_FILE_MODE)
+        self._local = threading.local()
+        self._all: list[_Folders] = []
+        self._lock = threading.Lock()
+
+    def _folders(self) -> _Folders:
+        folders: _Folders | None = getattr(self._local, "folders", None)
+        if folders is None:
+            folders = _Folders(self._destination)
+            self._local.folders = folders
+            with self._lock:
+                self._all.append(folders)
+        return folders
+
+    def entry(self, record: Record, bound: int) -> int:
+        """Write one entry; 1 for a file, 0 for a folder."""
+        components = parts(record.name)
+        try:
+            folders = self._folders()
+            if is_folder(record):
+                folders.enter(components)
+                return 0
+            parent = folders.enter(components[:-1])
+            start = local_data_start(self._source, record)
+            if start + record.compressed_size > bound:
+                raise InvalidInput("The zip archive has overlapping entries, as zip bombs do.")
+            _write_file(self._source, record, start, parent, components[-1], self._chmod)
+        except OSError as exc:
+            raise _refusal(exc) from None
+        except zlib.error:
+            raise corrupt("an entry's compressed data is damaged") from None
+        return 1
+
+    def close(self) -> None:
+        for folders in self._all:
+            folders.close()
+
+
+def parts(name: str) -> list[str]:
+    """An entry name's path components (a folder's trailing slash dropped)."""
+    return name[:-1].split("/") if name.endswith("/") else name.split("/")
+
+
+def unix_kind(record: Record) -> int:
+    """The file type a Unix archiver recorded, or 0 when there is none."""
+    return stat.S_IFMT(record.external_attr >> 16) if record.creator_system == 3 else 0
+
+
+def is_folder(record: Record) -> bool:
+    return record.name.endswith("/") or stat.S_ISDIR(unix_kind(record))
+
+
+def _write_file(
+    source: BinaryIO, record: Record, start: int, parent: int, name: str, chmod: bool
+) -> None:
+    try:
+        fd = os.open(name, _FILE_CREATE, INPUT_FILE_MODE, dir_fd=parent)
+    except FileExistsError:
+        existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISDIR(existing.st_mode):
+            raise _file_and_folder() from None
+        raise InvalidInput(
+            "The zip archive has two entries with the same name (or names the payload volume "
+            "takes as the same, such as names differing only in letter case)."
+        ) from None
+    try:
+        if chmod:
+            os.fchmod(fd, INPUT_FILE_MODE)  # whatever the umask
+        copy = _copy_stored if record.method == _STORED else _inflate
+        crc = copy(source.fileno(), start, record.compressed_size, record.size, fd)
+    finally:
+        os.close(fd)
+    if crc != record.crc:
+        raise corrupt("an entry's data does not match its checksum (CRC)")
+
+
+def _copy_stored(source: int, start: int, length: int, size: int, sink: int) -> int:
+    crc = 0
+    position, end = start, start + length
+    while position < end:
+        chunk = os.pread(source, min(_COPY_CHUNK, end - position), position)
+        if not chunk:
+            raise corrupt("an entry's data is cut short")
+        crc = zlib.crc32(chunk, crc)
+        _write_all(sink, chunk)
+        position += len(chunk)
+    return crc
+
+
+def _inflate(source: int, start: int, length: int, size: int, sink: int) -> int:
+    """Deflate data, never producing more than `size` bytes plus one (which refuses it)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    produced = crc = 0
+    position, end = start, start + length
+
+    def emit(data: bytes) -> None:
+        nonlocal produced, crc
+        produced += len(data)
+        if produced > size:
+            raise InvalidInput(
+                "The zip archive has an entry that expands beyond the size it declares, as "
+                "zip bombs do."
+            )
+        crc = zlib.crc32(data, crc)
+        _write_all(sink, data)
+
+    def room() -> int:
+        return min(_COPY_CHUNK, size - produced + 1)
+
+    while position < end and not inflater.eof:
+        data = os.pread(source, min(_INFLATE_READ, end - position), position)
+        if not data:
+            raise corrupt("an entry's data is cut short")
+        position += len(data)
+        while data and not inflater.eof:
+            emit(inflater.decompress(data, room()))
+            data = inflater.unconsumed_tail
+    while not inflater.eof:  # the input is all in; what the inflater still holds
+        out = inflater.decompress(b"", room())
+        if not out:
+            raise corrupt("an entry's compressed data ends early")
+        emit(out)
+    if produced != size:
+        raise corrupt("an entry is shorter than the size it declares")
+    return crc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Folders:
+    """Open folders of the input tree, created as needed: each entry's folder is opened
+    relative to an open parent, never through a link and never resolved from the top again.
+    The most recently used ones stay open (entries of one folder usually come together)."""
+
+    def __init__(self, root: Path, keep_open: int = 32) -> None:
+        self._root = os.open(root, _DIR_OPEN)
+        self._open: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self._keep_open = keep_open
+        self._chmod = _umask_strips(INPUT_FOLDER_MODE)
+
+    def enter(self, parts: Sequence[str]) -> int:
+        key = tuple(parts)
+        if not key:
+            return self._root
+        fd = self._open.get(key)
+        if fd is not None:
+            self._open.move_to_end(key)
+            return fd
+        depth = len(key) - 1
+        while depth and key[:depth] not in self._open:
+            depth -= 1
+        fd = self._open[key[:depth]] if depth else self._root
+        for index in range(depth, len(key)):
+            child = self._open_or_make(fd, key[index])
+            if index > depth:
+                os.close(fd)  # an ancestor on the way: not kept
+            fd = child
+        self._open[key] = fd
+        if len(self._open) > self._keep_open:
+            os.close(self._open.popitem(last=False)[1])
+        return fd
+
+    def close(self) -> None:
+        for fd in self._open.values():
+            os.close(fd)
+        self._open.clear()
+        os.close(self._root)
+
+    def _open_or_make(self, parent: int, name: str) -> int:
+        created = False
+        try:
+            fd = os.open(name, _DIR_OPEN, dir_fd=parent)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+                os.mkdir(name, INPUT_FOLDER_MODE, dir_fd=parent)
+                created = True
+            fd = os.open(name, _DIR_OPEN, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise _file_and_folder() from None
+            raise
+        if created and self._chmod:
+            os.fchmod(fd, INPUT_FOLDER_MODE)  # whatever the umask
+        return fd
+
+
+def _umask_strips(mode: int) -> bool:
+    """Whether the process's umask takes bits off `mode` (then modes are set explicitly)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return bool(int(line.split()[1], 8) & mode)
+    except (OSError, ValueError):
+        pass
+    return True
+
+
+def _file_and_folder() -> InvalidInput:
+    return InvalidInput("The zip archive has a name that is both a file and a folder.")
+
+
+def _refusal(exc: OSError) -> Exception:
+    """A name the file system refuses is the archive's fault (400), not the service's (500);
+    its name is never repeated (names may carry patient data)."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidInput(
+            "The zip archive has an entry name longer than the payload volume can hold."
+        )
+    if exc.errno in (errno.EILSEQ, errno.EINVAL):
+        return InvalidInput(
+            "The zip archive has an entry name the payload volume cannot hold (characters "
+            "its file system refuses)."
+        )
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return InvalidInput(
+            "The zip archive has two entries that land on one path (the payload volume takes "
+            "their names as the same)."
+        )
+    return exc
