@@ -75,6 +75,7 @@ def metric(server: Server, name: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 1,050 runs of a supervised MAP on two shared cores
 def test_soak_of_1000_sequential_requests(tmp_path: Path) -> None:
     config = scripted_map_config(tmp_path)
     config["map"]["command"] = ["cp", "-r", "{input_path}/.", "{output_path}"]
