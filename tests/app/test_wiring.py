@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -46,7 +47,11 @@ def test_backend_options_are_the_settings_of_the_same_names() -> None:
     )  # fmt: skip
     assert list(job.tolerations) == [{"key": "gpu", "operator": "Exists"}]
     assert job.ttl_seconds_after_finished == 60
-    assert set(attrs.fields_dict(ContainerOptions)) <= set(DockerSettings.model_fields)
+    # group_add is no setting: the container joins MIS's own group, to share the workspace
+    assert container.group_add == (str(os.getgid()),)
+    assert set(attrs.fields_dict(ContainerOptions)) - {"group_add"} <= set(
+        DockerSettings.model_fields
+    )
     assert set(attrs.fields_dict(JobOptions)) <= {
         *KubernetesSettings.model_fields,
         *PayloadVolumeSettings.model_fields,
