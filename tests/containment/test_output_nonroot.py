@@ -18,6 +18,8 @@ from tests.e2e.server import Server, running_server, wait_until
 from tests.nonroot import NonRoot, maps_dir
 from tests.zips import make_zip
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
+
 SECRET = b"SECRET-host-file-content-" * 40
 
 
@@ -47,7 +49,8 @@ def server(nonroot: NonRoot, work: Path) -> Iterator[Server]:
 @pytest.fixture(autouse=True)
 def nothing_left_behind(server: Server) -> Iterator[None]:
     yield
-    wait_until(lambda: server.leftovers() == [], 30, "the payload folder to be empty")
+    # workspaces go after their response; tens of thousands of files take a while to delete
+    wait_until(lambda: server.leftovers() == [], 120, "the payload folder to be empty")
 
 
 def run_mode(server: Server, tmp_path: Path, mode: str) -> httpx.Response:

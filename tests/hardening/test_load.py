@@ -35,6 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
+@pytest.mark.slow
 def test_200_concurrent_clients_while_one_request_runs(server: Server) -> None:
     workdir = server.log.parent
     archive = make_zip(workdir / "wait.zip", {"scan.dcm": b"x", "_mode": b"wait"})
@@ -75,9 +76,11 @@ def metric(server: Server, name: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # each request starts the MAP's supervisor: minutes on a busy machine
 def test_soak_of_1000_sequential_requests(tmp_path: Path) -> None:
     config = scripted_map_config(tmp_path)
     config["map"]["command"] = ["cp", "-r", "{input_path}/.", "{output_path}"]
+    config["map"]["timeout_seconds"] = 60  # a soak looks for leaks; a loaded machine is slow
     body = make_zip(
         tmp_path / "in.zip", {f"series/{n}.dcm": bytes(2000) for n in range(5)}
     ).read_bytes()

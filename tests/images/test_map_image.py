@@ -17,7 +17,7 @@ from tests.e2e.server import REPO, running_server, wait_until
 from tests.images.conftest import entries, post_study
 
 # The first test of a run also waits for the images to be built (a few minutes).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 MAP_FOLDER = REPO / "examples" / "dicom_stats" / "map"
 
 

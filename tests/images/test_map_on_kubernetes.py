@@ -21,7 +21,7 @@ from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 
 # The first test of a run also waits for the images to be built (a few minutes).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 CHART_POD_SECURITY = {
     "runAsNonRoot": True,
     "runAsUser": 10001,

@@ -33,7 +33,7 @@ from tests.images.portforward import port_forward
 from tests.k8s import podman_pod
 
 # The first test of a run also waits for the images to be built (a few minutes).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 CHART = Path(__file__).parents[2] / "deploy" / "helm" / "monai-inference-service"
 RELEASE, NAMESPACE = "mis", "radiology"
 
