@@ -126,6 +126,7 @@ def test_removing_a_workspace_that_is_gone_is_no_error(tmp_path: Path) -> None:
     remove_workspace(tmp_path / "payload", "x")
 
 
+@pytest.mark.slow
 async def test_a_wide_tree_is_deleted(tmp_path: Path) -> None:
     """Many sibling folders: each is entered from a fresh scan of its parent."""
     storage = LocalStorage(tmp_path / "payload", LIMITS)

@@ -175,6 +175,7 @@ def many_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_more_than_65535_files_give_a_valid_zip64_archive(

@@ -182,6 +182,7 @@ def test_a_folder_is_zipped_with_paths_relative_to_it(tmp_path: Path, study: Pat
     }
 
 
+@pytest.mark.slow
 def test_folder_in_extracted_result_out_against_the_real_server(
     tmp_path: Path, study: Path
 ) -> None:

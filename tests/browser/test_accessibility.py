@@ -25,7 +25,7 @@ from tests.browser.pages import (
 )
 from tests.e2e.server import running_server, scripted_map_config
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 def write_zip(path: Path, files: dict[str, str]) -> Path:

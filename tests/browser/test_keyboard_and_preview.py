@@ -13,7 +13,7 @@ from tests.browser.conftest import screenshot
 from tests.browser.pages import PYTHON_FIRST, example_config, map_config, sample_study, send_it
 from tests.e2e.server import running_server, scripted_map_config
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def focused(page: Any) -> str:

@@ -13,7 +13,7 @@ from tests.browser.conftest import screenshot
 from tests.browser.pages import PYTHON_FIRST, map_config, send_it
 from tests.e2e.server import running_server
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 # Each line added to the page's log, with the time it appeared (seconds, the system clock,
 # as the MAP's time.time() is).

@@ -17,7 +17,7 @@ import pytest
 from tests.browser.conftest import screenshot
 from tests.e2e.server import running_server, scripted_map_config, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 STUDY = {
     "series-1/slice-001.dcm": b"\x00DICM" + bytes(range(256)) * 40,

@@ -30,7 +30,7 @@ from tests.browser.pages import (
 )
 from tests.e2e.server import running_server, scripted_map_config
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 # The JS heap of the page showing the first screen of a 2,000-file, 200 MB result, then
 # after paging through images, opening the viewer and showing more: measured at about

@@ -7,10 +7,13 @@ import os
 import zipfile
 
 import httpx
+import pytest
 
 from tests.e2e.server import running_server, scripted_map_config
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
+
+pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
 
 
 def test_mis_serves_a_round_trip_as_the_unprivileged_user(nonroot: NonRoot) -> None:

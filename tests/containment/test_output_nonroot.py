@@ -18,6 +18,8 @@ from tests.e2e.server import Server, running_server, wait_until
 from tests.nonroot import NonRoot, maps_dir
 from tests.zips import make_zip
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
+
 SECRET = b"SECRET-host-file-content-" * 40
 
 

@@ -36,6 +36,8 @@ from tests.containment.probes import (
 from tests.e2e.server import Server, running_server, wait_until
 from tests.nonroot import NonRoot
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
+
 EROFS, ENOENT, ESRCH = ["error", errno.EROFS], ["error", errno.ENOENT], ["error", errno.ESRCH]
 
 

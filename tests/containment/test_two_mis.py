@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
+
+pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
 
 
 def waiting_config(work: Path, payload: Path, nonroot: NonRoot) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from tests.docker.engine import MAP_IMAGE, MISSING_IMAGE, Engine
 from tests.e2e.server import REPO, running_server, wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def docker_config(tmp_path: Path, engine: Engine, **map_settings: Any) -> dict[str, Any]:

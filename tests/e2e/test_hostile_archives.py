@@ -71,6 +71,7 @@ def hostile_archives(tmp_path: Path) -> list[tuple[str, bytes, int, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_hostile_archives_are_refused_with_bounded_memory(server: Server, tmp_path: Path) -> None:
     warm_up = make_zip(tmp_path / "ok.zip", {"a.dcm": b"x" * 1000}).read_bytes()
     assert post(server, warm_up).status_code == 200

@@ -31,6 +31,8 @@ from PIL import Image
 
 from tests.example import corpus
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
+
 EXAMPLE_CONFIG = REPO / "examples" / "dicom_stats" / "mis.yaml"
 
 

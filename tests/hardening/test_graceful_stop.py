@@ -16,6 +16,8 @@ from tests.e2e.server import Server, running_server, scripted_map_config, wait_u
 from tests.processes import is_alive
 from tests.zips import make_zip
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
+
 
 def refuses_connections(server: Server) -> bool:
     port = int(server.url.rsplit(":", 1)[1])

@@ -35,6 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
+@pytest.mark.slow
 def test_200_concurrent_clients_while_one_request_runs(server: Server) -> None:
     workdir = server.log.parent
     archive = make_zip(workdir / "wait.zip", {"scan.dcm": b"x", "_mode": b"wait"})

@@ -21,6 +21,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.e2e.server import running_server, scripted_map_config
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
+
 DOCUMENTED_5XX = {"busy", "timeout", "map_failed", "backend_unavailable", "insufficient_storage"}
 
 

@@ -31,6 +31,7 @@ async def test_warm_up_pulls_the_image_and_readiness_waits_for_it(
     await backend.close()
 
 
+@pytest.mark.slow
 async def test_warm_up_that_cannot_pull_keeps_the_service_unready(
     double: KubeDouble, tmp_path: Path
 ) -> None:
