@@ -41,14 +41,19 @@ export class ResultView {
       const inside = event.clientX >= box.left && event.clientX <= box.right && event.clientY >= box.top && event.clientY <= box.bottom;
       if (event.target === viewer && !inside) this.closeViewer();
     });
-    viewer.addEventListener("close", () => this.focusViewed()); // however it was closed
+    viewer.addEventListener("close", () => { // however else it was closed
+      if (this.closedHere) this.closedHere = false; // already focused: the focus may have moved on since
+      else this.focusViewed();
+    });
   }
 
   // Closed, with the focus on the image last viewed (or the last one listed, if it was
   // further on), rather than where the viewer was opened from.
   closeViewer() {
+    if (!$("viewer").open) return;
+    this.closedHere = true;
     $("viewer").close();
-    this.focusViewed(); // at once: the "close" event comes a moment later
+    this.focusViewed(); // at once: the "close" event comes a moment later, after keys the user may already have pressed
   }
 
   focusViewed() {
