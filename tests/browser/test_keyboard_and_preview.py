@@ -11,7 +11,7 @@ import pytest
 
 from tests.browser.conftest import screenshot
 from tests.browser.pages import PYTHON_FIRST, example_config, map_config, sample_study, send_it
-from tests.e2e.server import running_server, scripted_map_config
+from tests.e2e.server import running_server, scripted_map_config, wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -71,6 +71,8 @@ def test_what_will_be_sent_is_shown_first(tmp_path: Path, new_page: Any) -> None
         folder_rows_shown = folder_rows(page)
         send_it(page)
         page.locator("#outcome").get_by_text("The result is ready.").wait_for()
+        # the access line is written just after the answer's last byte
+        wait_until(lambda: "POST /v1/inference" in server.log_text(), what="the access line")
         log = server.log_text()
     assert (
         zip_summary
