@@ -24,6 +24,8 @@ from collections.abc import Collection
 import anyio
 from loguru import logger
 
+from mis_adapters.process.supervisor import below, kill_if_same, processes
+
 PR_SET_CHILD_SUBREAPER = 36
 _POLL = 0.01  # seconds between looks while SIGKILLed orphans finish dying
 
@@ -48,58 +50,17 @@ def now_ticks() -> int:
     return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
 
 
-def _processes() -> dict[int, tuple[int, int]]:
-    """Every visible process: pid → (parent pid, start time in ticks)."""
-    table: dict[int, tuple[int, int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-            table[int(name)] = (int(fields[1]), int(fields[19]))
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
-
-
 def _orphans(since: int, spare: Collection[int]) -> tuple[dict[int, int], dict[int, int]]:
     """Our children that started at `since` or later and are not in `spare`, and every
     process below them: pid → start time (to tell a reused pid apart)."""
-    table = _processes()
+    table = processes()
     me = os.getpid()
     mine = {
         pid: start
         for pid, (ppid, start) in table.items()
         if ppid == me and start >= since and pid not in spare
     }
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    below: dict[int, int] = {}
-    todo = list(mine)
-    while todo:
-        for pid in children.get(todo.pop(), ()):
-            if pid not in below:
-                below[pid] = table[pid][1]
-                todo.append(pid)
-    return mine, below
-
-
-def _kill(pid: int, started: int) -> None:
-    """SIGKILL `pid` if it is still the process that started at `started`."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return  # gone already
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            if int(stat.read().rsplit(b")", 1)[1].split()[19]) == started:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except (OSError, IndexError, ValueError):
-        pass
-    finally:
-        os.close(pidfd)
+    return mine, below(table, mine)
 
 
 def _reaped(pid: int) -> bool:
@@ -115,12 +76,13 @@ async def reap_orphans(since: int, spare: Collection[int], within: float) -> int
     killed: set[int] = set()
     with anyio.move_on_after(within) as scope:
         while True:
-            mine, below = _orphans(since, spare)
+            mine, beneath = _orphans(since, spare)
             if not mine:
                 return len(killed)
-            for pid, started in [*below.items(), *mine.items()]:
-                _kill(pid, started)  # below first: they become MIS's as their parents go
-            killed.update(mine, below)
+            # those beneath first: they become MIS's as their parents go
+            for pid, started in [*beneath.items(), *mine.items()]:
+                kill_if_same(pid, started, signal.SIGKILL)
+            killed.update(mine, beneath)
             reaped = [_reaped(pid) for pid in mine]  # every one, not up to the first left
             if not all(reaped):
                 await anyio.sleep(_POLL)

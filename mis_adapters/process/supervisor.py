@@ -28,6 +28,7 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Iterable
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -39,64 +40,67 @@ def prctl(option: int, value: int) -> None:
         raise OSError(ctypes.get_errno(), f"prctl({option})")
 
 
-def processes() -> dict[int, tuple[int, str]]:
-    """Every visible process: pid → (parent pid, start time), read from /proc."""
-    table: dict[int, tuple[int, str]] = {}
+def processes() -> dict[int, tuple[int, int]]:
+    """Every visible process: pid → (parent pid, start time in clock ticks), read from /proc."""
+    table: dict[int, tuple[int, int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as stat:
                 fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
+            table[int(name)] = (int(fields[1]), int(fields[19]))  # ppid, starttime
+        except (OSError, IndexError, ValueError):
             continue
-        table[int(name)] = (int(fields[1]), fields[19].decode())  # ppid, starttime
     return table
 
 
-def descendants(root: int) -> dict[int, str]:
-    """The processes below `root`: pid → start time (to tell a reused pid apart)."""
-    table = processes()
+def below(table: dict[int, tuple[int, int]], roots: Iterable[int]) -> dict[int, int]:
+    """The processes of `table` below `roots`: pid → start time (to tell a reused pid apart)."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    found: dict[int, str] = {}
-    todo = list(children.get(root, ()))
+    found: dict[int, int] = {}
+    todo = list(roots)
     while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found[pid] = table[pid][1]
-            todo.extend(children.get(pid, ()))
+        for pid in children.get(todo.pop(), ()):
+            if pid not in found:
+                found[pid] = table[pid][1]
+                todo.append(pid)
     return found
 
 
-def start_time(pid: int) -> str:
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot); None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+            return int(stat.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_if_same(pid: int, started: int, sig: int) -> bool:
+    """Send `sig` to `pid` if it is still the process that started at `started` (a pidfd
+    keeps the pid from being reused between the check and the signal)."""
+    try:
+        pidfd = os.pidfd_open(pid)
     except OSError:
-        return ""
+        return False  # gone already
+    try:
+        if start_time(pid) != started:
+            return False
+        signal.pidfd_send_signal(pidfd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def signal_all(sig: int, spare: int = 0) -> int:
-    """Send `sig` to every descendant but `spare`; a pidfd makes sure it is the same process."""
-    sent = 0
-    for pid, started in descendants(os.getpid()).items():
-        if pid == spare:
-            continue
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            continue
-        try:
-            if start_time(pid) == started:
-                signal.pidfd_send_signal(pidfd, sig)
-                sent += 1
-        except OSError:
-            pass
-        finally:
-            os.close(pidfd)
-    return sent
+    """Send `sig` to every descendant but `spare`."""
+    found = below(processes(), [os.getpid()])
+    return sum(kill_if_same(pid, started, sig) for pid, started in found.items() if pid != spare)
 
 
 class Supervisor:
