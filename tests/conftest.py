@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +51,25 @@ def nonroot() -> Iterator[NonRoot]:
         yield environment
     finally:
         environment.remove()
+
+
+@pytest.fixture
+def tiny_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, for a payload volume that fills up (needs root, as CI has)."""
+    volume = tmp_path / "payload"
+    volume.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)], capture_output=True
+    )
+    if result.returncode != 0:
+        reason = f"cannot mount a tmpfs here: {result.stderr.decode().strip()}"
+        if REQUIRE_ALL:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
 
 
 @pytest.fixture

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.conftest import REQUIRE_ALL
 from tests.e2e.server import REPO, Server, running_server, scripted_map_config, wait_until
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
@@ -94,36 +91,17 @@ def test_a_payload_folder_mis_cannot_write_makes_readiness_503(nonroot: NonRoot)
         assert readiness(server) == (200, "")
 
 
-@pytest.fixture
-def small_volume(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs (needs root, as CI has)."""
-    volume = tmp_path / "payload"
-    volume.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        reason = f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}"
-        if REQUIRE_ALL:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        yield volume
-    finally:
-        subprocess.run(["umount", "-l", str(volume)], check=False)
-
-
-def test_a_full_payload_folder_makes_readiness_503(tmp_path: Path, small_volume: Path) -> None:
+def test_a_full_payload_folder_makes_readiness_503(tmp_path: Path, tiny_volume: Path) -> None:
     config = scripted_map_config(tmp_path)
-    config["server"]["payload_dir"] = str(small_volume)
+    config["server"]["payload_dir"] = str(tiny_volume)
     with running_server(config, tmp_path) as server:
         assert readiness(server) == (200, "")
-        with open(small_volume / ".filler", "wb") as sink:
+        with open(tiny_volume / ".filler", "wb") as sink:
             sink.write(bytes(int(3.5 * 1024 * 1024)))
         try:
             status, message = readiness(server)
             assert status == 503
             assert "is full" in message
         finally:
-            (small_volume / ".filler").unlink()
+            (tiny_volume / ".filler").unlink()
         wait_until(lambda: readiness(server) == (200, ""), 5, "readiness once space is freed")

@@ -9,7 +9,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REQUIRE_ALL
 from tests.e2e.server import (
     Server,
     raw_request,
@@ -105,25 +103,6 @@ def test_an_upload_trickling_below_the_minimum_rate_is_408_and_frees_the_slot(
     wait_until(lambda: slow_server.leftovers() == [], 2, "an empty payload folder")
     assert "below the 50 bytes per second" in slow_server.log_text()
     assert "server.min_upload_bytes_per_second" in slow_server.log_text()
-
-
-@pytest.fixture
-def tiny_volume(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs as the payload volume (needs root, as CI has)."""
-    volume = tmp_path / "payload"
-    volume.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)], capture_output=True
-    )
-    if result.returncode != 0:
-        reason = f"cannot mount a tmpfs here: {result.stderr.decode().strip()}"
-        if REQUIRE_ALL:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        yield volume
-    finally:
-        subprocess.run(["umount", "-l", str(volume)], check=False)
 
 
 def test_a_full_payload_volume_is_507_and_leaves_nothing(tiny_volume: Path, tmp_path: Path) -> None:
