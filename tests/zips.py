@@ -10,6 +10,11 @@ from pathlib import Path
 
 import attrs
 
+from mis_adapters.storage.archive import ExtractLimits
+
+# Limits no test archive comes near, unless it is built to
+ROOMY_LIMITS = ExtractLimits(max_extracted_bytes=10**9, max_entries=1000, max_compression_ratio=200)
+
 
 def make_zip(path: Path, files: dict[str, bytes], **kwargs: object) -> Path:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, **kwargs) as zf:  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ import pytest
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_core.errors import InvalidInput, MisError, PayloadTooLarge
 from tests.conftest import require_tool
+from tests.zips import ROOMY_LIMITS as LIMITS
 from tests.zips import (
     make_lying_size_zip,
     make_overlapping_zip,
@@ -19,15 +20,6 @@ from tests.zips import (
     make_zip,
     patch_bytes,
 )
-
-LIMITS = ExtractLimits(max_extracted_bytes=10**9, max_entries=1000, max_compression_ratio=200)
-
-
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    folder = tmp_path / "ws" / "input"
-    folder.mkdir(parents=True)
-    return folder
 
 
 def tree(folder: Path) -> dict[str, bytes]:

@@ -22,16 +22,8 @@ from mis_adapters.storage.archive import (
 )
 from mis_adapters.storage.zipwriter import zip_folder
 from mis_core.errors import InvalidInput, PayloadTooLarge
+from tests.zips import ROOMY_LIMITS as LIMITS
 from tests.zips import RawEntry, deflated, make_zip, many_entries_zip, raw_zip
-
-LIMITS = ExtractLimits(max_extracted_bytes=10**9, max_entries=1000, max_compression_ratio=200)
-
-
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    folder = tmp_path / "ws" / "input"
-    folder.mkdir(parents=True)
-    return folder
 
 
 def write(tmp_path: Path, data: bytes) -> Path:
