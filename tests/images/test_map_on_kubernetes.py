@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from tests.docker.engine import Engine
@@ -87,6 +88,35 @@ def nothing_left(server: Server, double: KubeDouble, engine: Engine) -> None:
     wait_until(lambda: engine.containers() == [], 10, "the container to be removed")
 
 
+@attrs.frozen
+class Deployment:
+    """MIS as the chart runs it, against the double and its Podman kubelet."""
+
+    double: KubeDouble
+    nonroot: NonRoot
+    engine: Engine
+    work: Path
+    study: bytes
+
+    def failure(self, config: dict[str, Any]) -> str:
+        """Send the study once; the run must fail as `map_failed` and leave nothing behind.
+        Returns the error's message."""
+        with serving(self.double, self.work, self.nonroot, config) as server:
+            response = post_study(server.url, self.study)
+            nothing_left(server, self.double, self.engine)
+        assert response.status_code == 500, response.text
+        error = response.json()["error"]
+        assert error["code"] == "map_failed"
+        return str(error["message"])
+
+
+@pytest.fixture
+def deployment(
+    cluster: KubeDouble, nonroot: NonRoot, engine: Engine, work: Path, sample_study: bytes
+) -> Deployment:
+    return Deployment(cluster, nonroot, engine, work, sample_study)
+
+
 def test_the_sample_study_through_a_job_matches_the_process_backend(
     cluster: KubeDouble,
     nonroot: NonRoot,
@@ -112,102 +142,56 @@ def test_the_sample_study_through_a_job_matches_the_process_backend(
 
 
 def test_the_input_mount_is_read_only_as_the_job_declares(
-    cluster: KubeDouble,
-    nonroot: NonRoot,
-    engine: Engine,
-    images: dict[str, str],
-    sample_study: bytes,
-    work: Path,
+    deployment: Deployment, images: dict[str, str]
 ) -> None:
-    double = cluster
     config = kubernetes_config(
-        work,
+        deployment.work,
         images["map"],
         command=["python3", "-c", "import os; open(os.environ['MONAI_INPUTPATH'] + '/x', 'w')"],
     )
-    with serving(double, work, nonroot, config) as server:
-        response = post_study(server.url, sample_study)
-        nothing_left(server, double, engine)
-    assert response.status_code == 500
-    error = response.json()["error"]
-    assert error["code"] == "map_failed"
-    assert "Read-only file system: '/var/monai/input/x'" in error["message"]
+    assert "Read-only file system: '/var/monai/input/x'" in deployment.failure(config)
 
 
 def test_a_policy_that_makes_the_output_mount_read_only_fails_with_a_clear_map_failed(
-    cluster: KubeDouble,
-    nonroot: NonRoot,
-    engine: Engine,
-    images: dict[str, str],
-    sample_study: bytes,
-    work: Path,
+    deployment: Deployment, images: dict[str, str]
 ) -> None:
-    double = cluster
-
     def read_only_mounts(resource: str, obj: dict[str, Any]) -> None:
         if resource == "jobs":
             for container in obj["spec"]["template"]["spec"]["containers"]:
                 for mount in container.get("volumeMounts", []):
                     mount["readOnly"] = True
 
-    double.admission = read_only_mounts
+    deployment.double.admission = read_only_mounts
     try:
-        with serving(double, work, nonroot, kubernetes_config(work, images["map"])) as server:
-            response = post_study(server.url, sample_study)
-            nothing_left(server, double, engine)
+        message = deployment.failure(kubernetes_config(deployment.work, images["map"]))
     finally:
-        double.admission = None
-    assert response.status_code == 500
-    error = response.json()["error"]
-    assert error["code"] == "map_failed"
-    assert "exited with code 1" in error["message"]
-    assert "Read-only file system" in error["message"]
+        deployment.double.admission = None
+    assert "exited with code 1" in message
+    assert "Read-only file system" in message
 
 
 def test_run_as_non_root_with_the_root_user_is_refused_before_the_map_runs(
-    cluster: KubeDouble,
-    nonroot: NonRoot,
-    engine: Engine,
-    images: dict[str, str],
-    sample_study: bytes,
-    work: Path,
+    deployment: Deployment, images: dict[str, str]
 ) -> None:
-    double = cluster
-    config = kubernetes_config(work, images["map"])
+    config = kubernetes_config(deployment.work, images["map"])
     config["kubernetes"]["pod_security_context"] = {**CHART_POD_SECURITY, "runAsUser": 0}
-    with serving(double, work, nonroot, config) as server:
-        response = post_study(server.url, sample_study)
-        nothing_left(server, double, engine)
-    assert response.status_code == 500
-    error = response.json()["error"]
-    assert error["code"] == "map_failed"
-    assert "CreateContainerConfigError" in error["message"]
-    assert "runAsNonRoot and image will run as root" in error["message"]
+    message = deployment.failure(config)
+    assert "CreateContainerConfigError" in message
+    assert "runAsNonRoot and image will run as root" in message
 
 
 def test_a_map_over_its_memory_limit_ends_oomkilled(
-    cluster: KubeDouble,
-    nonroot: NonRoot,
-    engine: Engine,
-    images: dict[str, str],
-    sample_study: bytes,
-    work: Path,
+    deployment: Deployment, images: dict[str, str]
 ) -> None:
-    double = cluster
     config = kubernetes_config(
-        work,
+        deployment.work,
         images["map"],
         command=["python3", "-c", "print('allocating', flush=True); b = bytearray(512 * 2**20)"],
         resources={"cpu": "1", "memory": "64Mi"},
     )
-    with serving(double, work, nonroot, config) as server:
-        response = post_study(server.url, sample_study)
-        nothing_left(server, double, engine)
-    assert response.status_code == 500
-    error = response.json()["error"]
-    assert error["code"] == "map_failed"
-    assert "OOMKilled" in error["message"]
-    assert "allocating" in error["message"]  # the log's last lines
+    message = deployment.failure(config)
+    assert "OOMKilled" in message
+    assert "allocating" in message  # the log's last lines
 
 
 def test_a_timeout_deletes_the_job_and_removes_the_container(
