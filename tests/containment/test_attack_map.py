@@ -96,20 +96,15 @@ def test_a_sparse_terabyte_output_is_refused_not_streamed(nonroot: NonRoot) -> N
         assert status == 500, "a 1 TiB sparse output is being streamed"
 
 
-def test_the_sandbox_does_not_tell_the_map_where_mis_keeps_its_files(nonroot: NonRoot) -> None:
-    """bwrap is process 1 of the MAP's PID namespace, and its command line (readable in
-    /proc/1/cmdline) names every file it covers: MIS's configuration, kubeconfig, tokens file
-    and TLS key. Their contents stay hidden, but where they are is no business of the MAP's
-    (bwrap can take its arguments from a descriptor with `--args FD` instead)."""
+def sandboxed_output(
+    work: Path, nonroot: NonRoot, script: str, env: dict[str, str] | None = None
+) -> dict[str, bytes]:
+    """Run the shell `script` as a MAP under bubblewrap, through the server as MIS's user, on
+    a one-file study; the files of its output."""
     require_bubblewrap()
-    work = nonroot.workdir("cmdline")
     config = probe_config(work, nonroot, "bubblewrap", "m")
-    config["map"]["command"] = [
-        "/bin/sh",
-        "-c",
-        'cat /proc/[0-9]*/cmdline > "$MONAI_OUTPUTPATH/cmdlines"',
-    ]
-    with running_server(config, work, nonroot=nonroot, env=mis_environment(work)) as server:
+    config["map"]["command"] = ["/bin/sh", "-c", script]
+    with running_server(config, work, nonroot=nonroot, env=env) as server:
         body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
         response = httpx.post(
             f"{server.url}/v1/inference",
@@ -117,38 +112,34 @@ def test_the_sandbox_does_not_tell_the_map_where_mis_keeps_its_files(nonroot: No
             headers={"Content-Type": "application/zip", "Authorization": f"Bearer {TOKEN}"},
             timeout=30,
         )
-        assert response.status_code == 200, response.text
-        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-            seen = archive.read("cmdlines").decode(errors="replace")
-        assert "/bin/sh" in seen  # the MAP did read the command lines
-        for name in ("mis.yaml", "kubeconfig", "tokens"):
-            assert str(work / name) not in seen, f"the MAP learns where MIS's {name} is"
+    assert response.status_code == 200, response.text
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_the_sandbox_does_not_tell_the_map_where_mis_keeps_its_files(nonroot: NonRoot) -> None:
+    """bwrap is process 1 of the MAP's PID namespace, and its command line (readable in
+    /proc/1/cmdline) names every file it covers: MIS's configuration, kubeconfig, tokens file
+    and TLS key. Their contents stay hidden, but where they are is no business of the MAP's
+    (bwrap can take its arguments from a descriptor with `--args FD` instead)."""
+    work = nonroot.workdir("cmdline")
+    script = 'cat /proc/[0-9]*/cmdline > "$MONAI_OUTPUTPATH/cmdlines"'
+    output = sandboxed_output(work, nonroot, script, env=mis_environment(work))
+    seen = output["cmdlines"].decode(errors="replace")
+    assert "/bin/sh" in seen  # the MAP did read the command lines
+    for name in ("mis.yaml", "kubeconfig", "tokens"):
+        assert str(work / name) not in seen, f"the MAP learns where MIS's {name} is"
 
 
 def test_inside_the_sandbox_the_map_cannot_make_user_namespaces(nonroot: NonRoot) -> None:
     """A nested user namespace gives the MAP every capability inside it (mounts, raw
     sockets, namespaced sysctls...): the kernel surface most namespace escapes start from.
     The MAP needs none of it; bwrap's `--disable-userns` takes it away."""
-    require_bubblewrap()
     require_tool("unshare")
-    work = nonroot.workdir("userns")
-    config = probe_config(work, nonroot, "bubblewrap", "m")
-    config["map"]["command"] = [
-        "/bin/sh",
-        "-c",
+    script = (
         'unshare -Urm true 2>/dev/null && touch "$MONAI_OUTPUTPATH/nested"; '
-        'touch "$MONAI_OUTPUTPATH/ran"',
-    ]
-    with running_server(config, work, nonroot=nonroot) as server:
-        body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
-        response = httpx.post(
-            f"{server.url}/v1/inference",
-            content=body,
-            headers={"Content-Type": "application/zip", "Authorization": f"Bearer {TOKEN}"},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
-        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-            names = archive.namelist()
-        assert "ran" in names
-        assert "nested" not in names, "the MAP made a user namespace of its own"
+        'touch "$MONAI_OUTPUTPATH/ran"'
+    )
+    names = sandboxed_output(nonroot.workdir("userns"), nonroot, script)
+    assert "ran" in names
+    assert "nested" not in names, "the MAP made a user namespace of its own"
