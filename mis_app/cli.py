@@ -176,9 +176,11 @@ def _check(settings: Settings, options: argparse.Namespace) -> int:
             return 2
         for line in sandbox.containment(chosen):
             print(f"# {line}", file=sys.stderr)
-    print("# configuration is valid", file=sys.stderr)
-    for warning in _warnings(settings):
+    warnings = _warnings(settings)
+    for warning in warnings:
         print(f"# warning: {warning}", file=sys.stderr)
+    more = f", but it will not serve as it is: {len(warnings)} warning(s) above" if warnings else ""
+    print(f"# configuration is valid{more}", file=sys.stderr)
     return 0
 
 
@@ -192,12 +194,21 @@ def _warnings(settings: Settings) -> list[str]:
             "directory); /readyz and every request will be 503 backend_unavailable"
         )
     if settings.server.auth.tokens_file is not None:
+        from loguru import logger
+
         from mis_app.auth import TokenFile, TokensUnavailable
 
+        logger.disable("mis_app.auth")  # what it would log is the warning below
         try:
-            TokenFile(settings.server.auth.tokens_file).tokens()
+            if not TokenFile(settings.server.auth.tokens_file).tokens():
+                warnings.append(
+                    f"server.auth: the tokens file {settings.server.auth.tokens_file} holds no "
+                    "token; every request will be refused until one is added"
+                )
         except TokensUnavailable as problem:
             warnings.append(f"server.auth: {problem}; every request will be refused")
+        finally:
+            logger.enable("mis_app.auth")
     return warnings
 
 

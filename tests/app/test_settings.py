@@ -175,6 +175,27 @@ def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None
     assert effective["server"]["max_concurrent"] == 1
 
 
+@pytest.mark.parametrize(
+    ("tokens", "problem"),
+    [
+        ("a token with spaces\n", "has a malformed line 1"),
+        ("# only a comment\n", "holds no token"),
+    ],
+)
+def test_config_check_warns_once_about_a_tokens_file_that_lets_no_one_in(
+    tmp_path: Path, tokens: str, problem: str
+) -> None:
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(tokens)
+    config = f"server:\n  auth:\n    tokens_file: {tokens_file}\n" + MINIMAL
+    result = run_cli("config", "check", "--config", str(write(tmp_path, config)))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(problem) == 1, result.stderr
+    assert "every request will be refused" in result.stderr
+    assert result.stderr.rstrip().endswith("warning(s) above")
+    assert "a token with spaces" not in result.stderr  # where the line is wrong, never what
+
+
 def test_config_check_refuses_bad_configuration_with_exit_code_2(tmp_path: Path) -> None:
     result = run_cli(
         "config",
