@@ -165,6 +165,7 @@ def process_backend(settings: Settings) -> ProcessJobBackend:
     return ProcessJobBackend(
         settings.map.spec(),
         kill_grace_seconds=settings.process.kill_grace_seconds,
+        pids_limit=settings.process.pids_limit,
         payload_root=server.payload_dir.absolute(),
         sandbox=chosen,
         mis_files=mis_files,

@@ -149,6 +149,8 @@ class MapSettings(_Section):
 
 class ProcessSettings(_Section):
     kill_grace_seconds: float = Field(5.0, ge=0)
+    # processes and threads the MAP may add to those of MIS's user (RLIMIT_NPROC)
+    pids_limit: int = Field(4096, ge=16)
     # bubblewrap: always (start-up fails where it does not work); auto: where it works
     sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
 

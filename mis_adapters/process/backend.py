@@ -65,6 +65,7 @@ class ProcessJobBackend:
         spec: MapSpec,
         *,
         kill_grace_seconds: float = 5.0,
+        pids_limit: int = 4096,
         log_tail_lines: int = 20,
         base_env: Mapping[str, str] | None = None,
         payload_root: Path | None = None,
@@ -74,6 +75,7 @@ class ProcessJobBackend:
     ) -> None:
         """`mis_files` and `home`: what of MIS's the sandbox hides besides the payload."""
         self.kill_grace_seconds = kill_grace_seconds
+        self.pids_limit = pids_limit
         self.log_tail_lines = log_tail_lines
         self.spec = spec
         self.payload_root = payload_root
@@ -146,6 +148,7 @@ class ProcessJobBackend:
             report=str(report),
             grace=self.kill_grace_seconds,
             memory=memory,
+            processes=self.pids_limit,
             cwd=workspace.work_dir,
             sandboxed=bool(self.sandbox.bwrap),
             sandbox_args=max(len(sandbox) - 1, 0),  # bwrap's own, through a pipe: see supervisor.py

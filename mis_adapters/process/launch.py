@@ -66,6 +66,7 @@ def supervised(
     report: str,
     grace: float,
     memory: int,
+    processes: int,
     cwd: str,
     sandboxed: bool,
     sandbox_args: int = 0,
@@ -75,7 +76,7 @@ def supervised(
     `sandbox_args`: how many words after the sandbox's program are its own arguments, which
     the supervisor hands it through a pipe rather than on its command line."""
     options = ["--parent", str(os.getpid()), "--report", report, "--grace", f"{grace:g}"]
-    options += ["--memory", str(memory), "--cwd", cwd]
+    options += ["--memory", str(memory), "--processes", str(processes), "--cwd", cwd]
     if sandboxed:
         options.append("--sandboxed")
     if sandbox_args:

@@ -7,6 +7,9 @@ children inherit it): an allocation past it fails. It bounds each process, not t
 does not count files in tmpfs, shared memory mappings or the page cache. `/dev/shm` inside the
 sandbox is no larger than the limit.
 
+Processes: `RLIMIT_NPROC` counts every task of a user, so the supervisor sets it to what MIS's
+user runs when the MAP starts plus `process.pids_limit`; the kernel does not apply it to root.
+
 CPU: the MAP's numeric libraries are told the number of threads (`OMP_NUM_THREADS`, ...);
 CPU time itself is not limited. GPUs: `CUDA_VISIBLE_DEVICES`.
 """
@@ -28,7 +31,8 @@ _GPU = re.compile(r"CUDA|GPU|cudaMalloc|device memory", re.IGNORECASE)
 ENFORCEMENT = (
     "memory: a data limit (RLIMIT_DATA) of map.resources.memory on each MAP process, not on "
     "their sum; tmpfs files and shared memory are not counted (no cgroup: MIS cannot create "
-    "one as an ordinary user)"
+    "one as an ordinary user); processes: process.pids_limit more than MIS's user runs "
+    "(RLIMIT_NPROC, which binds every user but root)"
 )
 
 

@@ -9,11 +9,12 @@ so it starts in milliseconds and works outside MIS's virtual environment. It
 - makes itself a child subreaper: whatever the MAP starts, including children that call
   `setsid` or fork twice, stays its descendant, so it can find and kill every one;
 - starts COMMAND with a parent-death signal, the memory limit (`RLIMIT_DATA`, inherited by
-  every process the MAP starts) and the working directory; with `--sandbox-args N`, the N
-  words after COMMAND's program are the sandbox's own arguments: they go to it through a
-  pipe (`bwrap --args FD`, NUL-separated), since bwrap is process 1 of the MAP's PID
-  namespace and its command line, there in /proc/1/cmdline, would tell the MAP where MIS's
-  hidden files are;
+  every process the MAP starts), the process limit (`RLIMIT_NPROC`: the tasks its user runs
+  now plus `--processes`, so a fork bomb stops there) and the working directory; with
+  `--sandbox-args N`, the N words after COMMAND's program are the sandbox's own arguments:
+  they go to it through a pipe (`bwrap --args FD`, NUL-separated), since bwrap is process 1
+  of the MAP's PID namespace and its command line, there in /proc/1/cmdline, would tell the
+  MAP where MIS's hidden files are;
 - on SIGTERM (MIS stopping the job) passes SIGTERM on to every descendant (not to a sandbox's
   own process, which would end the MAP at once), then SIGKILLs all of them after the grace;
 - on SIGHUP (its parent-death signal: MIS is gone) SIGKILLs all of them;
@@ -97,6 +98,23 @@ def kill_if_same(pid: int, started: int, sig: int) -> bool:
         os.close(pidfd)
 
 
+def tasks_of(uid: int) -> int:
+    """How many tasks (processes and threads) `uid` runs now: RLIMIT_NPROC counts them all,
+    MIS's own threads included, so the MAP's allowance is added to this."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as status:
+                fields = dict(line.split(b":", 1) for line in status.read().splitlines())
+            if int(fields[b"Uid"].split()[0]) == uid:
+                count += int(fields[b"Threads"])
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+    return count
+
+
 def signal_all(sig: int, spare: int = 0) -> int:
     """Send `sig` to every descendant but `spare`."""
     found = below(processes(), [os.getpid()])
@@ -139,6 +157,9 @@ class Supervisor:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if options.memory:
                 resource.setrlimit(resource.RLIMIT_DATA, (options.memory, options.memory))
+            if options.processes:
+                most = tasks_of(os.getuid()) + options.processes
+                resource.setrlimit(resource.RLIMIT_NPROC, (most, most))
             if options.cwd:
                 os.chdir(options.cwd)
             os.execvp(command[0], command)
@@ -193,8 +214,9 @@ def feed_arguments(feed: int, words: list[str]) -> None:
 
 
 class Options:
-    """`--parent PID --report FILE [--grace S] [--memory BYTES] [--cwd DIR] [--sandboxed]
-    [--sandbox-args N] -- COMMAND...` (no argparse: it would double the start-up time)."""
+    """`--parent PID --report FILE [--grace S] [--memory BYTES] [--processes N] [--cwd DIR]
+    [--sandboxed] [--sandbox-args N] -- COMMAND...` (no argparse: it would double the
+    start-up time)."""
 
     def __init__(self, argv: list[str]) -> None:
         split = argv.index("--")
@@ -206,6 +228,7 @@ class Options:
         self.report = values["--report"]
         self.grace = float(values.get("--grace", "5"))
         self.memory = int(values.get("--memory", "0"))
+        self.processes = int(values.get("--processes", "0"))
         self.cwd = values.get("--cwd", "")
         self.sandbox_args = int(values.get("--sandbox-args", "0"))
         if not self.command:

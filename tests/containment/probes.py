@@ -18,6 +18,7 @@ from tests.conftest import REQUIRE_ALL, require_tool
 from tests.e2e.server import Server
 from tests.nonroot import NonRoot, maps_dir
 
+PIDS_LIMIT = 64  # tasks a MAP may add to those of MIS's user
 TOKEN = "probe-token-" + secrets.token_hex(8)
 SECRETS = {  # in MIS's environment; none may reach a MAP
     "MIS_TEST_SECRET": "mis-secret-" + secrets.token_hex(8),
@@ -54,7 +55,7 @@ def probe_config(
             "env": {"MIS_TEST_MARKER": marker},
             "resources": {"memory": "256Mi"},
         },
-        "process": {"sandbox": sandbox, "kill_grace_seconds": 1},
+        "process": {"sandbox": sandbox, "kill_grace_seconds": 1, "pids_limit": PIDS_LIMIT},
     }
 
 

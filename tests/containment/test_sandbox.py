@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.containment.probes import (
+    PIDS_LIMIT,
     SECRETS,
     TOKEN,
     idle,
@@ -256,6 +257,14 @@ def test_scratch_files_in_the_working_folder_go_with_the_request(served: Served)
     wait_until(lambda: not workspace.exists(), 2, "the workspace to be deleted")
     if served.sandbox == "bubblewrap":  # its /tmp was the request's own
         assert set(glob.glob("/tmp/scratch-*")) == before
+
+
+def test_a_fork_bomb_stops_at_the_process_limit_and_leaves_nothing(served: Served) -> None:
+    found = result(send(served.server, {"mode": "forks"}), "forks.json")
+    assert found["problem"] == "Resource temporarily unavailable"  # EAGAIN: RLIMIT_NPROC
+    assert 0 < found["made"] <= PIDS_LIMIT  # with bubblewrap, its own processes count too
+    assert httpx.get(f"{served.server.url}/healthz").status_code == 200  # MIS is unharmed
+    # and the sleeping children were killed with the run (the autouse check)
 
 
 def test_a_map_past_its_memory_limit_fails_naming_the_limit(served: Served) -> None:

@@ -15,6 +15,9 @@
 - `scratch`: writes scratch files where apps do (`.monai_workdir/` in its working folder,
   HOME, TMPDIR, and /tmp when `"tmp": true`) and lists its working folder into the output.
 - `hog`: allocates and touches memory 64 MiB at a time until that fails.
+- `forks`: a fork bomb, bounded (500) so that a broken limit cannot take the machine down:
+  forks children that sleep until one fork fails, writes how many it made to
+  `output/forks.json` and exits, leaving them running.
 """
 
 import json
@@ -131,6 +134,21 @@ def hog():
         held.append(block)
 
 
+def forks():
+    made, problem = 0, ""
+    while made < 500:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            problem = exc.strerror
+            break
+        if pid == 0:
+            time.sleep(3600)
+            os._exit(0)
+        made += 1
+    (target / "forks.json").write_text(json.dumps({"made": made, "problem": problem}))
+
+
 if mode == "probe":
     probe()
 elif mode == "hang":
@@ -142,5 +160,7 @@ elif mode == "scratch":
     scratch()
 elif mode == "hog":
     hog()
+elif mode == "forks":
+    forks()
 else:
     sys.exit(f"unknown mode {mode}")
