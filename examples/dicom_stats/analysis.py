@@ -103,6 +103,8 @@ def analyse(
     ordered = order([(i, frame) for i, image in enumerate(images) for frame in image.frames])
     first = images[0]
     fixed = BONE_HU if first.modality == "CT" and not first.colour else None
+    # MONOCHROME1 shows low values bright: the mask is the part shown bright, as in MONOCHROME2
+    low_is_bright = first.photometric == "MONOCHROME1" and fixed is None
     folder = output / "masks" / f"series-{number:03d}"
     folder.mkdir(parents=True, exist_ok=True)
     series = _Pass()
@@ -127,7 +129,8 @@ def analyse(
     threshold = fixed if fixed is not None else otsu_threshold(series.totals.histogram)
     if fixed is None:
         decoded_once, usable[:] = list(usable), []
-        each_file(decoded_once, _at_or_above(threshold), stats=False)
+        rule = _below(threshold) if low_is_bright else _at_or_above(threshold)
+        each_file(decoded_once, rule, stats=False)
 
     # Geometry from the files that decoded: a skipped one must not widen a slice's extent.
     final = order([(i, frame) for i in usable for frame in images[i].frames])
@@ -160,7 +163,13 @@ def analyse(
         "mean": _significant(moments.mean),
         "std": _significant(moments.std),
         "threshold": _significant(threshold),
-        "threshold_rule": f"> {BONE_HU:g} HU (bone)" if fixed is not None else "≥ threshold (Otsu)",
+        "threshold_rule": (
+            f"> {BONE_HU:g} HU (bone)"
+            if fixed is not None
+            else "< threshold (Otsu; MONOCHROME1 shows low values bright)"
+            if low_is_bright
+            else "≥ threshold (Otsu)"
+        ),
         "mask_voxels": voxels,
         "mask_fraction": round(voxels / moments.count, 6) if moments.count else 0.0,
         "mask_volume_mm3": _round(volume, 3),
@@ -174,6 +183,10 @@ def _above(threshold: float | None) -> Rule | None:
 
 def _at_or_above(threshold: float) -> Rule:
     return lambda values: values >= threshold
+
+
+def _below(threshold: float) -> Rule:
+    return lambda values: values < threshold
 
 
 def _volume(masks: Iterable[_Mask], ordered: Ordered, images: list[Image]) -> float | None:

@@ -28,6 +28,7 @@ from pydicom.uid import (
     UID,
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
+    DigitalXRayImageStorageForPresentation,
     EnhancedCTImageStorage,
     EnhancedMRImageStorage,
     ExplicitVRBigEndian,
@@ -181,6 +182,21 @@ def ct_file(syntax: UID) -> bytes:
         ds.PixelData = pixels.astype(">u2").tobytes()
     else:
         ds.PixelData = pixels.tobytes()
+    return _encoded(ds)
+
+
+def radiograph_file(photometric: str) -> bytes:
+    """A radiograph-like image: a bright disc on a dark field as shown, stored as
+    `photometric` says (MONOCHROME1 stores what is shown bright as low values)."""
+    rows, columns = np.mgrid[0:ROWS, 0:COLUMNS]
+    disc = (rows - ROWS / 2) ** 2 + (columns - COLUMNS / 3) ** 2 < (ROWS / 5) ** 2
+    shown = np.where(disc, 3500, 400).astype(np.uint16)
+    pixels = (4095 - shown if photometric == "MONOCHROME1" else shown).astype(np.uint16)
+    ds = image_dataset(DigitalXRayImageStorageForPresentation, ROWS, COLUMNS, 12)
+    ds.Modality = "DX"
+    ds.PhotometricInterpretation = photometric
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = pixels.tobytes()
     return _encoded(ds)
 
 

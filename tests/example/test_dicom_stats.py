@@ -18,7 +18,7 @@ from tests.e2e.server import REPO, running_server
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
 from examples.dicom_stats.make_sample import build
-from tests.example.corpus import PYDICOM_FILES
+from tests.example.corpus import PYDICOM_FILES, radiograph_file
 
 APP = REPO / "examples" / "dicom_stats" / "app.py"
 
@@ -110,3 +110,35 @@ def test_quick_start_config_serves_the_example(tmp_path: Path) -> None:
     assert "no usable DICOM image in the input: 3 file(s), all skipped" in message
     assert "(1 not DICOM, 2 not an image)" in message
     assert server.leftovers() == []
+
+
+def test_a_monochrome1_image_is_masked_where_it_is_shown_bright(tmp_path: Path) -> None:
+    """MONOCHROME1 (common for radiographs) stores what is shown bright as low values: its
+    mask is the same region as its MONOCHROME2 twin's, not the inverse of it."""
+    masks = {}
+    for photometric in ("MONOCHROME1", "MONOCHROME2"):
+        folder = tmp_path / photometric
+        (folder / "in").mkdir(parents=True)
+        (folder / "out").mkdir()
+        (folder / "in" / "image.dcm").write_bytes(radiograph_file(photometric))
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(APP),
+                "--input",
+                str(folder / "in"),
+                "--output",
+                str(folder / "out"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        [series] = json.loads((folder / "out" / "summary.json").read_text())["series"]
+        assert series["photometric_interpretation"] == photometric
+        [mask] = (folder / "out" / series["mask_folder"]).glob("*.png")
+        masks[photometric] = (series["mask_voxels"], mask.read_bytes())
+    voxels, png = masks["MONOCHROME2"]
+    assert 0 < voxels < 48 * 64 / 2  # the disc, not the field around it (corpus ROWS × COLUMNS)
+    assert masks["MONOCHROME1"] == (voxels, png)
