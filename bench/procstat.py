@@ -136,6 +136,7 @@ def allowed_cpus(pid: int) -> dict[str, int | float | None]:
 def _cgroup_quota(pid: int) -> float | None:
     root = Path("/sys/fs/cgroup")
     quotas: list[float] = []
+    files: tuple[str, ...]
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: the unified hierarchy

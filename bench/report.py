@@ -1,6 +1,6 @@
 """The README's Performance tables and chart, from a run's JSON.
 
-    python -m bench.report [RESULTS.json] [--chart PNG]
+    nox -s bench -- report [RESULTS.json] [--chart PNG]   (python -m bench.report ...)
 
 prints the tables in Markdown (default: bench/results/latest.json), to paste into the README
 after a full run; `nox -s bench` writes the same tables to latest.md and the chart to
@@ -15,10 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.targets import STAGES, check
+from bench.targets import STAGE_LABELS, STAGES, check
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STAGE_LABELS = {"receive": "receive", "extract": "stage", "job": "MAP", "pack": "pack+send"}
 DASH = "–"
 
 
@@ -146,6 +145,7 @@ def chart(results: dict[str, Any], target: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, ScalarFormatter
 
     names = list(results["profiles"])
     fig, (times, memory, stages) = plt.subplots(1, 3, figsize=(15, 4.6))
@@ -169,6 +169,8 @@ def chart(results: dict[str, Any], target: Path) -> None:
         (memory, "Peak memory", "RSS, MB"),
     ]:
         axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(ScalarFormatter())  # 100, not 10^2
+        axis.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         axis.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
         axis.set_ylabel(unit)
         axis.set_title(title, fontsize=10)
@@ -205,6 +207,11 @@ def chart(results: dict[str, Any], target: Path) -> None:
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)
+
+
+def _minor_label(value: float, _: int) -> str:
+    """Label 2x and 5x a power of ten on a log axis, no other minor tick."""
+    return f"{value:g}" if f"{value:.0e}"[0] in "25" else ""
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ import attrs
 
 from bench.payloads import SMALL_FILES
 
-STAGES = ("receive", "extract", "job", "pack")  # the server's names: receive, stage, MAP, pack
+STAGES = ("receive", "extract", "job", "pack")  # the server's names for them
+STAGE_LABELS = {"receive": "receive", "extract": "stage", "job": "MAP", "pack": "pack+send"}
 BUSY_P99_MS = 20.0
 BUSY_BURST_P99_MS = 50.0
 FIRST_BYTE_MS = 5.0
@@ -82,7 +83,11 @@ TARGETS = [
     Target(f"{SMALL_FILES} MIS peak RSS", 100.0, "MB", True, _peak_rss(SMALL_FILES)),
     *(
         Target(
-            f"busy p99 during {stage}, {profile}", BUSY_P99_MS, "ms", True, _busy(profile, stage)
+            f"busy p99 during {STAGE_LABELS[stage]}, {profile}",
+            BUSY_P99_MS,
+            "ms",
+            True,
+            _busy(profile, stage),
         )
         for profile in BUSY_PROFILES
         for stage in STAGES
