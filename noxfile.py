@@ -62,9 +62,15 @@ def image(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """MIS vs the floor (unzip, cp, zip -1) and a naive service; results in bench/results/."""
+    """MIS vs the floor (unzip, cp, zip -1) and a naive service; results in bench/results/.
+
+    `-- PART...` runs some parts only (see bench/run.py); `-- report [JSON]` prints the
+    README's tables from a run's results (default: bench/results/latest.json)."""
     session.install("-e", ".[bench]")
-    session.run("python", "-m", "bench.run", *session.posargs)
+    if session.posargs[:1] == ["report"]:
+        session.run("python", "-m", "bench.report", *session.posargs[1:])
+    else:
+        session.run("python", "-m", "bench.run", *session.posargs)
 
 
 @nox.session
