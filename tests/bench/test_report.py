@@ -117,7 +117,6 @@ def test_the_committed_results_still_render() -> None:
 
 
 def test_chart(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     report.chart(RUN, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
