@@ -24,7 +24,7 @@ from collections.abc import Collection
 import anyio
 from loguru import logger
 
-from mis_adapters.process.supervisor import below, kill_if_same, processes
+from mis_adapters.process.supervisor import children_of, descendants, kill_if_same, start_time
 
 PR_SET_CHILD_SUBREAPER = 36
 _POLL = 0.01  # seconds between looks while SIGKILLed orphans finish dying
@@ -53,14 +53,12 @@ def now_ticks() -> int:
 def _orphans(since: int, spare: Collection[int]) -> tuple[dict[int, int], dict[int, int]]:
     """Our children that started at `since` or later and are not in `spare`, and every
     process below them: pid → start time (to tell a reused pid apart)."""
-    table = processes()
-    me = os.getpid()
-    mine = {
-        pid: start
-        for pid, (ppid, start) in table.items()
-        if ppid == me and start >= since and pid not in spare
-    }
-    return mine, below(table, mine)
+    mine: dict[int, int] = {}
+    for pid in children_of(os.getpid()):
+        started = start_time(pid)
+        if started is not None and started >= since and pid not in spare:
+            mine[pid] = started
+    return mine, descendants(mine)
 
 
 def _reaped(pid: int) -> bool:
