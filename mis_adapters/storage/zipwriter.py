@@ -149,13 +149,14 @@ class _Open:
 
 @attrs.frozen
 class _Piece:
-    """`length` bytes of a large file from `offset`: deflated (`level` > 0) or as they are;
-    only checksummed, when not `send` (a stored entry's CRC, needed before its header)."""
+    """`length` bytes of a large file from `offset`: deflated at `level`, or as they are
+    (None); only checksummed, when not `send` (a stored entry's CRC, needed before its
+    header)."""
 
     fd: int
     offset: int
     length: int
-    level: int
+    level: int | None
     last: bool
     send: bool
 
@@ -169,7 +170,7 @@ class _Piece:
         crc = zlib.crc32(data)
         if not self.send:
             return b"", crc
-        if not self.level:
+        if self.level is None:
             return data, crc
         history = _pread_exactly(
             self.fd, max(0, self.offset - _HISTORY), min(self.offset, _HISTORY)
@@ -216,8 +217,8 @@ def _plan(top: int, level: int, compression: str, files: _Files) -> Iterator[_St
                     if batch:
                         yield _Batch(batch, level)
                         batch, batched = [], 0
-                    deflate_level = level if entry.method == DEFLATED else 0
-                    yield from _large(entry, member.fd, member.info.st_size, deflate_level)
+                    deflate = level if entry.method == DEFLATED else None
+                    yield from _large(entry, member.fd, member.info.st_size, deflate)
                     continue
                 batch.append((entry, data))
                 batched += len(data)
@@ -254,13 +255,14 @@ def _file(
     return entry, data, written
 
 
-def _large(entry: Entry, fd: int, size: int, level: int) -> Iterator[_Step]:
-    """A large file's steps: pieces of 1 MiB (one, empty, for an empty file)."""
-    if level:
+def _large(entry: Entry, fd: int, size: int, level: int | None) -> Iterator[_Step]:
+    """A large file's steps, deflated at `level` or stored (None): pieces of 1 MiB (one,
+    empty, for an empty file)."""
+    if level is not None:
         entry.streamed = True
     else:  # a stored entry's header carries its CRC: checksum it first
         for offset, length, last in _spans(size):
-            yield _Piece(fd, offset, length, 0, last, send=False)
+            yield _Piece(fd, offset, length, None, last, send=False)
     yield _Open(entry)
     for offset, length, last in _spans(size):
         yield _Piece(fd, offset, length, level, last, send=True)

@@ -113,6 +113,15 @@ def test_one_worker_and_four_give_the_same_archive_read_back_exactly(
     assert not small.flag_bits & DESCRIPTOR  # batched: sizes in its header
 
 
+@pytest.mark.parametrize("level", [0, 9])
+def test_any_deflate_level_gives_a_valid_archive(tmp_path: Path, level: int) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a-report.txt").write_bytes(b"slice 1 of 400\n" * 300)
+    (out / "volume.raw").write_bytes(smooth(2 * MiB + 5))
+    verified(b"".join(zip_folder(out, level, "deflate", workers=2)), out, tmp_path)
+
+
 def test_pieces_lose_nothing_at_their_seams(tmp_path: Path) -> None:
     """Each piece is primed with the 32 KiB before it, so the pieced stream is about as
     small as deflating the file whole."""
