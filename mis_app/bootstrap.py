@@ -111,6 +111,7 @@ def build_service(settings: Settings, **hooks: Any) -> InferenceService:
         ),
         compression_level=server.output_compression_level,
         compression=server.output_compression,
+        workers=server.workers,
     )
     return InferenceService(
         map_spec=settings.map.spec(),

@@ -78,6 +78,9 @@ class ServerSettings(_Section):
     max_output_bytes: ByteSize = Field(ByteSize(64 * GiB), ge=1)
     output_compression: Literal["adaptive", "deflate", "stored"] = "adaptive"
     output_compression_level: int = Field(1, ge=1, le=9)
+    # Threads that unpack the input and deflate the output, per request; 0: the CPUs MIS may
+    # use (affinity, cgroup quota), up to 4; 1: none besides the request's own.
+    workers: int = Field(0, ge=0)
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     # A client that sends nothing for this long, or takes longer than the total, gets 408;

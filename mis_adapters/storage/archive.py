@@ -30,10 +30,10 @@ from typing import BinaryIO
 
 import attrs
 
+from mis_adapters.cpus import worker_count
 from mis_adapters.storage.unpack import (
     INPUT_FILE_MODE,
     INPUT_FOLDER_MODE,
-    default_workers,
     is_folder,
     parts,
     unix_kind,
@@ -113,11 +113,11 @@ def is_disk_full(exc: OSError) -> bool:
 
 
 def extract_archive(
-    archive: Path, destination: Path, limits: ExtractLimits, workers: int | None = None
+    archive: Path, destination: Path, limits: ExtractLimits, workers: int = 0
 ) -> int:
     """Unpack `archive` into the existing, empty folder `destination`; return the file count.
-    `workers`: threads writing entries (default: the CPUs this process may use, up to 4)."""
-    workers = default_workers() if workers is None else workers
+    `workers`: threads writing entries (server.workers: 0 is auto, see cpus.py)."""
+    workers = worker_count(workers)
     try:
         with open(archive, "rb") as source:
             layout = read_layout(source)

@@ -33,7 +33,6 @@ from mis_core.errors import InvalidInput
 
 INPUT_FILE_MODE = 0o640  # the MAP may read through MIS's group; other users get nothing
 INPUT_FOLDER_MODE = 0o750
-MAX_WORKERS = 4
 _STORED = 0
 _COPY_CHUNK = 1024 * 1024
 # Compressed bytes read at a time: small, as each capped call copies what it left unread.
@@ -41,20 +40,6 @@ _INFLATE_READ = 128 * 1024
 _IN_FLIGHT_PER_WORKER = 16
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def available_cpus() -> int:
-    """The CPUs this process may use: its affinity, and its cgroup's quota where there is one."""
-    cpus = len(os.sched_getaffinity(0))
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, int(quota) // int(period)))
-    return cpus
-
-
-def default_workers() -> int:
-    return min(MAX_WORKERS, available_cpus())
 
 
 def write_entries(

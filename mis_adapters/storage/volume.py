@@ -83,6 +83,7 @@ class LocalStorage:
         limits: PayloadLimits,
         compression_level: int = 1,
         compression: str = "adaptive",
+        workers: int = 0,
     ) -> None:
         if compression not in COMPRESSION_POLICIES:
             raise ValueError(f"compression must be one of {COMPRESSION_POLICIES}")
@@ -90,6 +91,7 @@ class LocalStorage:
         self.limits = limits
         self.compression_level = compression_level
         self.compression = compression
+        self.workers = workers  # threads unpacking and packing (server.workers; 0: auto)
         self._held = Heartbeat()
         self._janitor: threading.Timer | None = None
         self._janitor_lock = threading.Lock()
@@ -156,7 +158,11 @@ class LocalStorage:
     async def extract(self, workspace: Workspace) -> int:
         archive = Path(workspace.file(UPLOAD))
         files = await anyio.to_thread.run_sync(
-            extract_archive, archive, Path(workspace.input_dir), self.limits.for_extraction()
+            extract_archive,
+            archive,
+            Path(workspace.input_dir),
+            self.limits.for_extraction(),
+            self.workers,
         )
         archive.unlink()  # the input folder now holds it; free the space for the output
         return files
@@ -170,6 +176,7 @@ class LocalStorage:
             self.compression_level,
             self.compression,
             max_bytes=self.limits.max_output_bytes,
+            workers=self.workers,
         )
         try:
             while chunk := await anyio.to_thread.run_sync(next, chunks, b""):
@@ -186,7 +193,10 @@ class LocalStorage:
                 "write only regular files and folders, readable by MIS, with UTF-8 names."
             ) from None
         finally:
-            chunks.close()
+            # Stops the packing threads (each finishes its piece, some milliseconds): on a
+            # thread, so the event loop serves others meanwhile, even when cancelled.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(chunks.close)
 
     async def delete(self, workspace: Workspace) -> None:
         await anyio.to_thread.run_sync(self._delete, workspace.name)

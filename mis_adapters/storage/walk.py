@@ -152,15 +152,9 @@ class Walker:
 
     def _open_file(self, parent: int, prefix: str, name: str) -> Member | None:
         path = _checked_name(prefix + name)
-        try:
-            fd = os.open(name, _FILE_OPEN, dir_fd=parent)
-        except PermissionError:
-            raise OutputProblem("a file in it cannot be read (permission denied)") from None
-        except OSError as exc:
-            if exc.errno in _GONE:
-                self.left_out += 1
-                return None
-            raise
+        fd = self._open(parent, name, _FILE_OPEN, "file")
+        if fd is None:
+            return None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # swapped for a pipe or device since it was listed
             os.close(fd)
@@ -172,10 +166,15 @@ class Walker:
         _checked_name(name)
         if depth > MAX_DEPTH:
             raise OutputProblem(f"its folders are nested more than {MAX_DEPTH} deep")
+        return self._open(parent, name, _DIR_OPEN, "folder")
+
+    def _open(self, parent: int, name: str, flags: int, kind: str) -> int | None:
+        """`name` opened under `parent`, or None (counted as left out) when it is gone or has
+        become a link since it was listed."""
         try:
-            return os.open(name, _DIR_OPEN, dir_fd=parent)
+            return os.open(name, flags, dir_fd=parent)
         except PermissionError:
-            raise OutputProblem("a folder in it cannot be read (permission denied)") from None
+            raise OutputProblem(f"a {kind} in it cannot be read (permission denied)") from None
         except OSError as exc:
             if exc.errno in _GONE:
                 self.left_out += 1

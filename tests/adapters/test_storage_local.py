@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mis_adapters.storage import volume
 from mis_adapters.storage.volume import MARKER, LocalStorage, PayloadLimits
 from mis_core.errors import Busy, MapFailed, PayloadTooLarge
 from tests.storage import leave_workspace
@@ -204,3 +205,29 @@ async def test_workspace_modes_grant_others_nothing_whatever_the_umask(
         "output": 0o2770,  # the MAP's group may write; what it writes stays in the group
     }
     await storage.delete(workspace)
+
+
+async def test_the_workers_setting_reaches_unpacking_and_packing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, int] = {}
+    real_extract, real_zip = volume.extract_archive, volume.zip_folder
+
+    def extract(*args: object, **options: object) -> int:
+        seen["unpack"] = args[3]  # type: ignore[assignment]
+        return real_extract(*args, **options)  # type: ignore[arg-type]
+
+    def pack(*args: object, **options: object) -> object:
+        seen["pack"] = options["workers"]  # type: ignore[assignment]
+        return real_zip(*args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(volume, "extract_archive", extract)
+    monkeypatch.setattr(volume, "zip_folder", pack)
+    storage = LocalStorage(tmp_path / "payload", LIMITS, workers=3)
+    archive = make_zip(tmp_path / "in.zip", {"c.txt": b"hi"})
+    workspace = await storage.create("req-1")
+    await storage.receive(workspace, chunks_of(archive.read_bytes()))
+    await storage.extract(workspace)
+    (Path(workspace.output_dir) / "out.txt").write_text("ok")
+    assert await unzip_stream(storage, workspace) == {"out.txt": b"ok"}
+    assert seen == {"unpack": 3, "pack": 3}

@@ -245,8 +245,8 @@ def test_more_than_4_gib_gives_a_valid_zip64_archive(tmp_path: Path, policy: str
 
 
 def test_zip64_is_chosen_by_the_running_bound_and_the_entry_count() -> None:
-    """The rule itself, at its edges: stream_zip's 32-bit stored method fails past 4 GiB and
-    at the 65,536th entry instead of switching, so the writer must switch first."""
+    """The rule itself, at its edges: a plain entry's 32-bit fields cannot hold an offset
+    past 4 GiB, nor its end record a 65,536th entry, so the writer must switch first."""
     assert not zipwriter._needs_zip64(0xFFFF, 0xFFFFFFFF)
     assert zipwriter._needs_zip64(0x10000, 100)
     assert zipwriter._needs_zip64(1, 0x100000000)

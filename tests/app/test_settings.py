@@ -28,6 +28,7 @@ def test_defaults_follow_the_spec(tmp_path: Path) -> None:
     assert settings.map.timeout_seconds == 50
     assert settings.map.input_path == "/var/monai/input"
     assert settings.map.resources.memory == "8Gi"
+    assert settings.server.workers == 0  # auto
 
 
 def test_environment_overrides_any_key(tmp_path: Path) -> None:
@@ -73,6 +74,7 @@ def test_mis_config_names_the_file(tmp_path: Path) -> None:
         ("backend: docker\n", {}, "map.image: the docker backend needs the MAP's image"),
         (MINIMAL + "map:\n  from_manifest: true\n", {}, "map.image: map.from_manifest reads"),
         (MINIMAL, {"MIS_DOCKER__URL": "/var/run/docker.sock"}, "docker.url: String should match"),
+        (MINIMAL, {"MIS_SERVER__WORKERS": "-1"}, "server.workers"),
         ("map: [oops\n", {}, "is not valid YAML"),
         ("- a\n- b\n", {}, "must be a mapping"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import attrs
 
@@ -56,3 +57,11 @@ def test_backend_options_are_the_settings_of_the_same_names() -> None:
         *KubernetesSettings.model_fields,
         *PayloadVolumeSettings.model_fields,
     }
+
+
+def test_one_workers_setting_reaches_unpacking_and_packing(tmp_path: Path) -> None:
+    settings = Settings.model_validate(
+        {"server": {"payload_dir": str(tmp_path), "workers": 3}, "map": {"command": ["true"]}}
+    )
+    storage = bootstrap.build_service(settings).storage
+    assert storage.workers == 3  # type: ignore[attr-defined]
