@@ -259,12 +259,14 @@ class _Folders:
     def _open_or_make(self, parent: int, name: str) -> int:
         created = False
         try:
-            fd = os.open(name, _DIR_OPEN, dir_fd=parent)
-        except FileNotFoundError:
-            with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
-                os.mkdir(name, INPUT_FOLDER_MODE, dir_fd=parent)
-                created = True
-            fd = os.open(name, _DIR_OPEN, dir_fd=parent)
+            try:
+                fd = os.open(name, _DIR_OPEN, dir_fd=parent)
+            except FileNotFoundError:
+                # another writer may make it meanwhile: a folder (fine) or a file (refused)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, INPUT_FOLDER_MODE, dir_fd=parent)
+                    created = True
+                fd = os.open(name, _DIR_OPEN, dir_fd=parent)
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                 raise _file_and_folder() from None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from mis_adapters.storage import unpack
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_core.errors import InvalidInput, MisError, PayloadTooLarge
 from tests.conftest import require_tool
@@ -135,6 +137,24 @@ def test_a_name_that_is_both_file_and_folder_is_refused(tmp_path: Path, dest: Pa
     archive = make_zip(tmp_path / "in.zip", {"a": b"file", "a/b": b"inside"})
     with pytest.raises(InvalidInput, match="both a file and a folder"):
         extract_archive(archive, dest, LIMITS)
+
+
+def test_a_file_made_by_another_writer_just_before_its_folder_is_refused_as_such(
+    tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the writer threads can run: the folder "a" is missing when looked for, and by
+    the time it is made, another thread has written the file "a"."""
+    real_mkdir = os.mkdir
+
+    def file_first(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if name == "a":
+            os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=dir_fd))
+        real_mkdir(name, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(unpack.os, "mkdir", file_first)
+    archive = make_zip(tmp_path / "in.zip", {"a/b": b"inside"})
+    with pytest.raises(InvalidInput, match="both a file and a folder"):
+        extract_archive(archive, dest, LIMITS, workers=1)
 
 
 def test_encrypted_entries_are_refused(tmp_path: Path, dest: Path) -> None:
