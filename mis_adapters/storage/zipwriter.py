@@ -21,8 +21,9 @@ runs on that many threads (pigz's idea, within Python):
 - a file over 1 MiB is sent in pieces of 1 MiB (`_Piece`), each deflated on its own, primed
   with the 32 KiB before it (deflate's window, so nothing is lost at the seams) and ended
   with a sync flush (an empty stored block), so the pieces join into one deflate stream; the
-  last one finishes it. Their CRCs are combined in order; sizes and CRC follow in a data
-  descriptor. A stored file over 1 MiB is checksummed in pieces first, since a stored
+  last one finishes it (the 32 KiB it was primed with must be what the piece before sent,
+  checked by CRC, or the file changed between two reads). Their CRCs are combined in order;
+  sizes and CRC follow in a data descriptor. A stored file over 1 MiB is checksummed in pieces first, since a stored
   entry's header carries its CRC, then sent in pieces (and checked against that CRC);
 - memory is bounded by a window (`_Window`) of three pieces' worth per worker: each step
   counts for its bytes from when the walk makes it until it is sent, and the walk waits
@@ -164,14 +165,13 @@ class _Piece:
     def cost(self) -> int:
         return self.length
 
-    def run(self) -> tuple[bytes, int]:
-        """What to send of it, and the CRC of its bytes."""
+    def run(self) -> _Sent:
         data = _pread_exactly(self.fd, self.offset, self.length)
         crc = zlib.crc32(data)
         if not self.send:
-            return b"", crc
+            return _Sent(b"", crc)
         if self.level is None:
-            return data, crc
+            return _Sent(data, crc)
         history = _pread_exactly(
             self.fd, max(0, self.offset - _HISTORY), min(self.offset, _HISTORY)
         )
@@ -180,7 +180,26 @@ class _Piece:
         else:
             deflater = zlib.compressobj(self.level, zlib.DEFLATED, -zlib.MAX_WBITS)
         flush = zlib.Z_FINISH if self.last else zlib.Z_SYNC_FLUSH
-        return deflater.compress(data) + deflater.flush(flush), crc
+        return _Sent(
+            deflater.compress(data) + deflater.flush(flush),
+            crc,
+            zlib.crc32(history),
+            zlib.crc32(data[-_HISTORY:]),
+        )
+
+
+@attrs.frozen
+class _Sent:
+    """What a piece sends and the CRC of its bytes. A deflated piece's back-references may
+    reach into the 32 KiB before it, which it read again itself: the CRCs of those bytes and
+    of its own last 32 KiB let the sender check that they are what the piece before sent
+    (a file rewritten between two pieces' reads would otherwise unpack to other bytes than
+    its CRC says, in an archive that looks whole)."""
+
+    data: bytes
+    crc: int
+    history: int = 0  # CRC of the bytes that primed its compressor
+    tail: int = 0  # CRC of its own last 32 KiB (the next piece's history)
 
 
 @attrs.frozen
@@ -289,6 +308,7 @@ class _Assembler:
         self._zip64 = False
         self._open: tuple[Entry, int] | None = None  # the large entry being sent, its offset
         self._crc = self._length = self._compressed = 0  # of the pieces since the last open
+        self._tail = 0  # CRC of the last 32 KiB that the last deflated piece sent
 
     def parts(self, steps: Iterable[tuple[_Step, Any]]) -> Iterator[bytes]:
         for step, result in steps:
@@ -307,13 +327,15 @@ class _Assembler:
                 self._add(entry, self._offset + start)
             return packed.data
         if isinstance(step, _Piece):
-            data: bytes
-            crc: int
-            data, crc = result
-            self._crc = crc32_combine(self._crc, crc, step.length)
+            sent: _Sent = result
+            if step.send and step.level is not None:
+                if step.offset and sent.history != self._tail:
+                    raise OutputProblem("a file in it changed while it was being sent")
+                self._tail = sent.tail
+            self._crc = crc32_combine(self._crc, sent.crc, step.length)
             self._length += step.length
-            self._compressed += len(data)
-            return data
+            self._compressed += len(sent.data)
+            return sent.data
         if isinstance(step, _Open):
             entry = step.entry
             if not entry.streamed:  # its checksum pass came just before
