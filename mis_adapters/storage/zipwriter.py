@@ -50,7 +50,14 @@ from typing import Any
 import attrs
 
 from mis_adapters.cpus import worker_count
-from mis_adapters.storage.walk import Member, OutputProblem, Walker, open_top, scan
+from mis_adapters.storage.walk import (
+    Member,
+    OutputProblem,
+    OutputTooLarge,
+    Walker,
+    open_top,
+    scan,
+)
 from mis_adapters.storage.zipformat import DEFLATED, STORED, Entry, crc32_combine, end_of_archive
 
 _CHUNK = 1024 * 1024  # what the caller gets at most at a time
@@ -89,7 +96,7 @@ def zip_folder(
     files = _Files()
     try:
         scan(top, max_bytes)
-        plan = _plan(top, level, compression, files)
+        plan = _plan(top, level, compression, files, max_bytes)
         count = worker_count(workers)
         steps = _serial(plan) if count <= 1 else _Pipeline(plan, count).steps()
         try:
@@ -213,10 +220,15 @@ class _Close:
 _Step = _Batch | _Open | _Piece | _Close
 
 
-def _plan(top: int, level: int, compression: str, files: _Files) -> Iterator[_Step]:
+def _plan(
+    top: int, level: int, compression: str, files: _Files, max_bytes: int = 0
+) -> Iterator[_Step]:
     """The steps that send the tree under `top`, in archive order. Small files are read and
-    closed here; a large file's descriptor is handed to `files` until its `_Close`."""
+    closed here; a large file's descriptor is handed to `files` until its `_Close`. The
+    files' sizes are held to `max_bytes` again, as they are opened here: a MAP still running
+    after the scan could have grown them since (then the zip stops, cut short)."""
     written = 0  # an upper bound of the archive's size so far
+    total = 0  # the files' sizes so far
     count = 0
     batch: list[tuple[Entry, bytes]] = []
     batched = 0  # bytes in the batch
@@ -230,6 +242,10 @@ def _plan(top: int, level: int, compression: str, files: _Files) -> Iterator[_St
                 zip64 = _needs_zip64(count, written)
                 batch.append((Entry.at(name, _ZIP_DIR_MODE, _mtime(member), STORED, zip64), b""))
             else:
+                total += member.info.st_size
+                if max_bytes and total > max_bytes:
+                    os.close(member.fd)
+                    raise OutputTooLarge(f"its files add up to more than {max_bytes} bytes")
                 entry, data, written = _file(member, member.fd, count, written, compression)
                 if data is None:  # large, or the first and deflated: its header at once
                     files.hand_over(member.fd)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.storage.walk import OutputProblem
+from mis_adapters.storage import zipwriter
+from mis_adapters.storage.walk import OutputProblem, OutputTooLarge, Scan
 from mis_adapters.storage.zipwriter import zip_folder
 
 MiB = 1024 * 1024
@@ -37,6 +38,31 @@ def test_a_file_rewritten_just_before_a_deflated_piece_is_an_output_problem(
         sent += chunks
     body = b"".join(sent)
     assert b"PK\x05\x06" not in body  # no end record: the cut body cannot pass for whole
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_files_grown_after_the_scan_still_stop_at_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """The scan checks the bound, then the zip walks again: a MAP still running in between
+    makes a file of 64 KiB a sparse 256 MiB one (it could as well be a terabyte). The zip
+    must stop at the bound, not send it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a-first.txt").write_text("ok")
+    (out / "b-volume.raw").write_bytes(b"\1" * 65536)
+    real_scan = zipwriter.scan
+
+    def scan_then_grow(top: int, max_bytes: int = 0) -> Scan:
+        found = real_scan(top, max_bytes)
+        os.truncate(out / "b-volume.raw", 256 * MiB)  # what the MAP does meanwhile
+        return found
+
+    monkeypatch.setattr(zipwriter, "scan", scan_then_grow)
+    chunks = zip_folder(out, 1, "stored", max_bytes=MiB, workers=workers)
+    with pytest.raises(OutputTooLarge, match="more than 1048576 bytes"):
+        for _ in chunks:
+            pass
 
 
 def whole_or_refused(folder: Path, policy: str, workers: int) -> dict[str, bytes] | None:
