@@ -23,8 +23,9 @@ runs on that many threads (pigz's idea, within Python):
   with a sync flush (an empty stored block), so the pieces join into one deflate stream; the
   last one finishes it (the 32 KiB it was primed with must be what the piece before sent,
   checked by CRC, or the file changed between two reads). Their CRCs are combined in order;
-  sizes and CRC follow in a data descriptor. A stored file over 1 MiB is checksummed in pieces first, since a stored
-  entry's header carries its CRC, then sent in pieces (and checked against that CRC);
+  sizes and CRC follow in a data descriptor. A stored file over 1 MiB is checksummed in
+  pieces first, since a stored entry's header carries its CRC, then sent in pieces (and
+  checked against that CRC);
 - memory is bounded by a window (`_Window`) of three pieces' worth per worker: each step
   counts for its bytes from when the walk makes it until it is sent, and the walk waits
   for room (so it runs ahead of the sender, but not far);

@@ -97,7 +97,8 @@ def test_children_of_a_thread_that_is_not_the_main_one_are_found(
             time.sleep(0.01)
         threads = os.listdir(f"/proc/{process.pid}/task")
         main = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        assert len(threads) == 2 and main == []  # really under the other thread
+        assert len(threads) == 2
+        assert main == []  # really under the other thread
     finally:
         for pid, started in supervisor.descendants([process.pid]).items():
             supervisor.kill_if_same(pid, started, 9)
