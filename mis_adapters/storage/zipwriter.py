@@ -21,9 +21,11 @@ runs on that many threads (pigz's idea, within Python):
 - a file over 1 MiB is sent in pieces of 1 MiB (`_Piece`), each deflated on its own, primed
   with the 32 KiB before it (deflate's window, so nothing is lost at the seams) and ended
   with a sync flush (an empty stored block), so the pieces join into one deflate stream; the
-  last one finishes it. Their CRCs are combined in order; sizes and CRC follow in a data
-  descriptor. A stored file over 1 MiB is checksummed in pieces first, since a stored
-  entry's header carries its CRC, then sent in pieces (and checked against that CRC);
+  last one finishes it (the 32 KiB it was primed with must be what the piece before sent,
+  checked by CRC, or the file changed between two reads). Their CRCs are combined in order;
+  sizes and CRC follow in a data descriptor. A stored file over 1 MiB is checksummed in
+  pieces first, since a stored entry's header carries its CRC, then sent in pieces (and
+  checked against that CRC);
 - memory is bounded by a window (`_Window`) of three pieces' worth per worker: each step
   counts for its bytes from when the walk makes it until it is sent, and the walk waits
   for room (so it runs ahead of the sender, but not far);
@@ -49,7 +51,14 @@ from typing import Any
 import attrs
 
 from mis_adapters.cpus import worker_count
-from mis_adapters.storage.walk import Member, OutputProblem, Walker, open_top, scan
+from mis_adapters.storage.walk import (
+    Member,
+    OutputProblem,
+    OutputTooLarge,
+    Walker,
+    open_top,
+    scan,
+)
 from mis_adapters.storage.zipformat import DEFLATED, STORED, Entry, crc32_combine, end_of_archive
 
 _CHUNK = 1024 * 1024  # what the caller gets at most at a time
@@ -88,7 +97,7 @@ def zip_folder(
     files = _Files()
     try:
         scan(top, max_bytes)
-        plan = _plan(top, level, compression, files)
+        plan = _plan(top, level, compression, files, max_bytes)
         count = worker_count(workers)
         steps = _serial(plan) if count <= 1 else _Pipeline(plan, count).steps()
         try:
@@ -164,14 +173,13 @@ class _Piece:
     def cost(self) -> int:
         return self.length
 
-    def run(self) -> tuple[bytes, int]:
-        """What to send of it, and the CRC of its bytes."""
+    def run(self) -> _Sent:
         data = _pread_exactly(self.fd, self.offset, self.length)
         crc = zlib.crc32(data)
         if not self.send:
-            return b"", crc
+            return _Sent(b"", crc)
         if self.level is None:
-            return data, crc
+            return _Sent(data, crc)
         history = _pread_exactly(
             self.fd, max(0, self.offset - _HISTORY), min(self.offset, _HISTORY)
         )
@@ -180,7 +188,26 @@ class _Piece:
         else:
             deflater = zlib.compressobj(self.level, zlib.DEFLATED, -zlib.MAX_WBITS)
         flush = zlib.Z_FINISH if self.last else zlib.Z_SYNC_FLUSH
-        return deflater.compress(data) + deflater.flush(flush), crc
+        return _Sent(
+            deflater.compress(data) + deflater.flush(flush),
+            crc,
+            zlib.crc32(history),
+            zlib.crc32(data[-_HISTORY:]),
+        )
+
+
+@attrs.frozen
+class _Sent:
+    """What a piece sends and the CRC of its bytes. A deflated piece's back-references may
+    reach into the 32 KiB before it, which it read again itself: the CRCs of those bytes and
+    of its own last 32 KiB let the sender check that they are what the piece before sent
+    (a file rewritten between two pieces' reads would otherwise unpack to other bytes than
+    its CRC says, in an archive that looks whole)."""
+
+    data: bytes
+    crc: int
+    history: int = 0  # CRC of the bytes that primed its compressor
+    tail: int = 0  # CRC of its own last 32 KiB (the next piece's history)
 
 
 @attrs.frozen
@@ -194,10 +221,15 @@ class _Close:
 _Step = _Batch | _Open | _Piece | _Close
 
 
-def _plan(top: int, level: int, compression: str, files: _Files) -> Iterator[_Step]:
+def _plan(
+    top: int, level: int, compression: str, files: _Files, max_bytes: int = 0
+) -> Iterator[_Step]:
     """The steps that send the tree under `top`, in archive order. Small files are read and
-    closed here; a large file's descriptor is handed to `files` until its `_Close`."""
+    closed here; a large file's descriptor is handed to `files` until its `_Close`. The
+    files' sizes are held to `max_bytes` again, as they are opened here: a MAP still running
+    after the scan could have grown them since (then the zip stops, cut short)."""
     written = 0  # an upper bound of the archive's size so far
+    total = 0  # the files' sizes so far
     count = 0
     batch: list[tuple[Entry, bytes]] = []
     batched = 0  # bytes in the batch
@@ -211,6 +243,10 @@ def _plan(top: int, level: int, compression: str, files: _Files) -> Iterator[_St
                 zip64 = _needs_zip64(count, written)
                 batch.append((Entry.at(name, _ZIP_DIR_MODE, _mtime(member), STORED, zip64), b""))
             else:
+                total += member.info.st_size
+                if max_bytes and total > max_bytes:
+                    os.close(member.fd)
+                    raise OutputTooLarge(f"its files add up to more than {max_bytes} bytes")
                 entry, data, written = _file(member, member.fd, count, written, compression)
                 if data is None:  # large, or the first and deflated: its header at once
                     files.hand_over(member.fd)
@@ -289,6 +325,7 @@ class _Assembler:
         self._zip64 = False
         self._open: tuple[Entry, int] | None = None  # the large entry being sent, its offset
         self._crc = self._length = self._compressed = 0  # of the pieces since the last open
+        self._tail = 0  # CRC of the last 32 KiB that the last deflated piece sent
 
     def parts(self, steps: Iterable[tuple[_Step, Any]]) -> Iterator[bytes]:
         for step, result in steps:
@@ -307,13 +344,15 @@ class _Assembler:
                 self._add(entry, self._offset + start)
             return packed.data
         if isinstance(step, _Piece):
-            data: bytes
-            crc: int
-            data, crc = result
-            self._crc = crc32_combine(self._crc, crc, step.length)
+            sent: _Sent = result
+            if step.send and step.level is not None:
+                if step.offset and sent.history != self._tail:
+                    raise OutputProblem("a file in it changed while it was being sent")
+                self._tail = sent.tail
+            self._crc = crc32_combine(self._crc, sent.crc, step.length)
             self._length += step.length
-            self._compressed += len(data)
-            return data
+            self._compressed += len(sent.data)
+            return sent.data
         if isinstance(step, _Open):
             entry = step.entry
             if not entry.streamed:  # its checksum pass came just before

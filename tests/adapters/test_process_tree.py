@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,3 +53,54 @@ def test_a_reused_pid_is_not_signalled(tree: subprocess.Popen[bytes]) -> None:
     assert not supervisor.kill_if_same(pid, started - 1, 9)  # another process's start time
     assert supervisor.start_time(pid) == started  # still alive
     assert supervisor.kill_if_same(pid, started, 9)
+
+
+THREAD_FORKS = """
+import subprocess, sys, threading, time
+def spawn():
+    subprocess.Popen(["sleep", "30"])
+    subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"])
+    time.sleep(30)  # alive: its children stay its own, listed in its task's children file
+thread = threading.Thread(target=spawn)
+thread.start()
+sys.stdout.write("started\\n"); sys.stdout.flush()
+thread.join()
+"""
+
+
+def names(pids: dict[int, int]) -> list[str]:
+    found = []
+    for pid in pids:
+        try:
+            found.append(command(pid))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("children_files", [True, False])
+def test_children_of_a_thread_that_is_not_the_main_one_are_found(
+    children_files: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A MAP's worker thread starts processes: they are that thread's children (listed in
+    /proc/PID/task/TID/children of its own TID, not the main thread's)."""
+    monkeypatch.setattr(supervisor, "_CHILDREN_FILES", children_files)
+    process = subprocess.Popen(
+        [sys.executable, "-c", THREAD_FORKS], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        deadline = time.monotonic() + 10
+        while sorted(names(supervisor.descendants([process.pid]))) != ["sh", "sleep", "sleep"]:
+            assert time.monotonic() < deadline, "the thread's processes were not all found"
+            time.sleep(0.01)
+        threads = os.listdir(f"/proc/{process.pid}/task")
+        main = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(threads) == 2
+        assert main == []  # really under the other thread
+    finally:
+        for pid, started in supervisor.descendants([process.pid]).items():
+            supervisor.kill_if_same(pid, started, 9)
+        process.kill()
+        process.wait()
