@@ -23,7 +23,9 @@ import attrs
 MAX_DEPTH = 128  # folders below the output folder; each level holds one descriptor
 MAX_NAME_BYTES = 0xFFFF  # a zip entry name's length field is 16 bits
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# O_NONBLOCK: a FIFO swapped in does not block the open; O_NOCTTY: a tty swapped in does not
+# become MIS's controlling terminal (the type is checked once the file is open)
+_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)  # removed, or swapped for a link or file
 
 
