@@ -136,6 +136,16 @@ def tasks_of(uid: int) -> int:
     return count
 
 
+def limit_processes(allowance: int) -> None:
+    """RLIMIT_NPROC at the tasks this user runs now plus `allowance`, or at the hard limit
+    where that is lower (a container's runtime may have set one: it cannot be raised)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    most = tasks_of(os.getuid()) + allowance
+    if hard != resource.RLIM_INFINITY:
+        most = min(most, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (most, most))
+
+
 def signal_all(sig: int, spare: int = 0) -> int:
     """Send `sig` to every descendant but `spare`."""
     found = descendants([os.getpid()])
@@ -179,8 +189,7 @@ class Supervisor:
             if options.memory:
                 resource.setrlimit(resource.RLIMIT_DATA, (options.memory, options.memory))
             if options.processes:
-                most = tasks_of(os.getuid()) + options.processes
-                resource.setrlimit(resource.RLIMIT_NPROC, (most, most))
+                limit_processes(options.processes)
             if options.cwd:
                 os.chdir(options.cwd)
             os.execvp(command[0], command)

@@ -96,7 +96,10 @@ def test_a_zip_the_browser_cannot_list_can_still_be_sent(tmp_path: Path, new_pag
     with running_server(scripted_map_config(tmp_path), tmp_path) as server:
         page = new_page()
         page.goto(server.url)
+        page.get_by_text("Idle: ready for a study").wait_for()
         page.get_by_label("Choose a zip file…").set_input_files(not_a_zip)
+        # the step appears once the page has tried to read the list (asynchronously)
+        page.locator("#confirm-problem").get_by_text("You can still send it").wait_for()
         problem = page.locator("#confirm-problem").inner_text()
         screenshot(page, "confirm-unreadable")
         send_it(page)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import json
+import os
 import secrets
 import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import attrs
 import httpx
 import pytest
 
+import mis_adapters.process
 from tests.containment.probes import (
     PIDS_LIMIT,
     SECRETS,
@@ -277,3 +281,29 @@ def test_a_map_past_its_memory_limit_fails_naming_the_limit(served: Served) -> N
     assert httpx.get(f"{served.server.url}/healthz").status_code == 200  # MIS is unharmed
     again = send(served.server, {"mode": "probe"})
     assert again.status_code == 200
+
+
+def test_a_hard_process_limit_lower_than_the_allowance_is_kept_not_fatal(
+    nonroot: NonRoot,
+) -> None:
+    """A container runtime may set a hard RLIMIT_NPROC (the MIS image's tests met one); an
+    unprivileged process cannot raise it, so the MAP runs under that limit instead."""
+    work = nonroot.workdir("nproc")
+    report = work / "report.json"
+    supervisor = Path(mis_adapters.process.__file__).parent / "supervisor.py"
+    hard = 1000  # above what the user runs now, below that plus the allowance of 4096
+    script = (
+        "import os, resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NPROC, ({hard}, {hard})); "
+        "os.execv(sys.executable, [sys.executable, '-I', '-S', *sys.argv[1:]])"
+    )
+    argv = [supervisor, "--parent", os.getpid(), "--report", report, "--processes", 4096]
+    command = ["/bin/sh", "-c", 'grep "Max processes" /proc/self/limits > "$0"', work / "limit"]
+    result = subprocess.run(
+        nonroot.command(nonroot.python, "-c", script, *map(str, argv), "--", *map(str, command)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert json.loads(report.read_text())["exit_code"] == 0, result.stderr
+    assert (work / "limit").read_text().split()[2:4] == [str(hard), str(hard)]
