@@ -15,7 +15,6 @@ import importlib
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench.payloads import KiB, MiB, _smooth_block, file_bytes
+from bench.procstat import Costs
 from mis_adapters.cpus import worker_count
 
 PROFILES = {"CT-500x512KB": (500, 512 * KiB), "small-20000x4KB": (20_000, 4 * KiB)}
@@ -39,20 +39,15 @@ def make_folder(folder: Path, files: int, size: int) -> None:
 def run_one(module: str, folder: Path, workers: int, policy: str) -> dict[str, float]:
     zip_folder = importlib.import_module(module).zip_folder
     options = {"workers": workers} if workers >= 0 else {}
-    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    started = time.perf_counter()
-    cpu = time.process_time()
+    costs = Costs()
     chunks = zip_folder(folder, 1, policy, **options)
     size = len(next(chunks))
-    first = time.perf_counter() - started
+    first = time.perf_counter() - costs.started
     size += sum(len(chunk) for chunk in chunks)
     return {
         "mb_out": round(size / MiB, 1),
         "first_chunk_ms": round(first * 1000, 1),
-        "seconds": round(time.perf_counter() - started, 2),
-        "cpu_seconds": round(time.process_time() - cpu, 2),
-        "idle_rss_mb": round(idle, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **costs.report(),
     }
 
 

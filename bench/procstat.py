@@ -228,3 +228,21 @@ class Noise:
             "iowait_seconds": round(used.iowait, 2),
             "steal_seconds": round(used.steal, 2),
         }
+
+
+class Costs:
+    """What the work this process does from now on costs: wall and CPU seconds, peak RSS
+    (for the micro-benches, each in a fresh process)."""
+
+    def __init__(self) -> None:
+        self.idle_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.started = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def report(self) -> dict[str, float]:
+        return {
+            "seconds": round(time.perf_counter() - self.started, 2),
+            "cpu_seconds": round(time.process_time() - self.cpu, 2),
+            "idle_rss_mb": round(self.idle_mb, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }

@@ -11,14 +11,14 @@ import argparse
 import importlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
+
+from bench.procstat import Costs
 
 MiB = 1024 * 1024
 
@@ -36,17 +36,9 @@ def run_one(module: str, archive: Path, destination: Path, workers: int) -> dict
     limits = extract.ExtractLimits(
         max_extracted_bytes=2**40, max_entries=10**7, max_compression_ratio=1e9
     )
-    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    started = time.perf_counter()
-    cpu = time.process_time()
+    costs = Costs()
     count = extract.extract_archive(archive, destination, limits, **options)
-    return {
-        "files": count,
-        "seconds": round(time.perf_counter() - started, 2),
-        "cpu_seconds": round(time.process_time() - cpu, 2),
-        "idle_rss_mb": round(idle, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
+    return {"files": count, **costs.report()}
 
 
 def main() -> None:
