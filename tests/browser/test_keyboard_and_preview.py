@@ -140,6 +140,9 @@ def test_choosing_sending_and_the_gallery_with_the_keyboard_alone(
     study = sample_study(tmp_path)
     with running_server(example_config(tmp_path), tmp_path, env=PYTHON_FIRST) as server:
         page = new_page()
+        # Playwright intercepts file choosers only once something listens for them, and turns
+        # that on asynchronously: listen from the start, so no key press outruns it
+        page.on("filechooser", lambda chooser: None)
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
         page.keyboard.press("Tab")
