@@ -8,9 +8,11 @@ link, with their permission bits set explicitly (group-readable, nothing for oth
 Two names that land on one path (a duplicate, a name that is both a file and a folder, names
 the file system takes as the same) are refused.
 
-Creating files is what costs here (the kernel's work, which releases the GIL), so entries are
-written by a few threads while the directory is read in order: a bounded window of entries is
-in flight, each worker keeps its own few folders open, and the first refusal stops the rest.
+Large entries are inflated and written by a few threads while the directory is read in order:
+a bounded window of entries is in flight, each worker keeps its own few folders open, and the
+first refusal stops the rest. Small entries are written by the reading thread itself: for
+them the cost is creating the file, the kernel's work on its folder, which threads only
+contend for.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ _COPY_CHUNK = 1024 * 1024
 # Compressed bytes read at a time: small, as each capped call copies what it left unread.
 _INFLATE_READ = 128 * 1024
 _IN_FLIGHT_PER_WORKER = 16
+# Entries smaller than this (compressed) are written by the thread reading the directory:
+# creating a small file is the kernel's work on its folder, and two threads creating files in
+# one folder contend for it (100,000 files of 4 KB on ext4: 5.8 s on one thread, 14.7 s and
+# four times the CPU on two); larger ones are inflated and copied on the workers.
+PARALLEL_FROM = 64 * 1024
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -67,6 +74,9 @@ def _in_parallel(
     with ThreadPoolExecutor(workers, thread_name_prefix="mis-unpack") as pool:
         try:
             for index, record in enumerate(records(source, layout)):
+                if record.compressed_size < PARALLEL_FROM:
+                    files += writer.entry(record, bounds[index])
+                    continue
                 window.append(pool.submit(writer.entry, record, bounds[index]))
                 if len(window) >= workers * _IN_FLIGHT_PER_WORKER:
                     files += window.popleft().result()

@@ -8,12 +8,15 @@ import io
 import lzma
 import os
 import stat
+import threading
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mis_adapters.storage import unpack
 from mis_adapters.storage.archive import (
     INPUT_FILE_MODE,
     INPUT_FOLDER_MODE,
@@ -377,16 +380,40 @@ def test_end_records_that_disagree_are_refused(tmp_path: Path, dest: Path) -> No
 def test_parallel_writing_gives_the_same_tree_and_the_same_refusals(
     tmp_path: Path, dest: Path, workers: int
 ) -> None:
-    files = {f"s{n % 7}/d{n % 3}/f{n}.dcm": os.urandom(n % 5000) for n in range(600)}
+    big = unpack.PARALLEL_FROM + 1  # written by the workers; the rest by the reading thread
+    files = {
+        f"s{n % 7}/d{n % 3}/f{n}.dcm": os.urandom(big + n if n % 10 == 0 else n % 5000)
+        for n in range(600)
+    }
     archive = make_zip(tmp_path / "in.zip", files)
     assert extract_archive(archive, dest, LIMITS, workers=workers) == 600
     assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*.dcm")} == files
 
-    clash = tmp_path / "clash.zip"
-    entries = [RawEntry(f"s/{n}".encode(), b"x") for n in range(500)]
-    entries.insert(400, RawEntry(b"s/17", b"again"))
-    clash.write_bytes(raw_zip(entries))
-    target = tmp_path / "clash"
-    target.mkdir()
-    with pytest.raises(InvalidInput, match="same name"):
-        extract_archive(clash, target, LIMITS, workers=workers)
+    for size in (1, big):  # a clash among small entries, and among large ones
+        clash = tmp_path / f"clash-{size}.zip"
+        entries = [RawEntry(f"s/{n}".encode(), bytes(size)) for n in range(100)]
+        entries.insert(80, RawEntry(b"s/17", b"again"))
+        clash.write_bytes(raw_zip(entries))
+        target = tmp_path / f"clash-{size}"
+        target.mkdir()
+        with pytest.raises(InvalidInput, match="same name"):
+            extract_archive(clash, target, LIMITS, workers=workers)
+
+
+def test_small_entries_are_written_by_the_reading_thread_large_ones_by_the_workers(
+    tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small files cost their creation, which threads only contend for; large ones cost
+    inflating, which they share."""
+    writers: dict[str, str] = {}
+    real_entry = unpack._Writer.entry
+
+    def entry(self: unpack._Writer, record: Any, bound: int) -> int:
+        writers[record.name] = threading.current_thread().name
+        return real_entry(self, record, bound)
+
+    monkeypatch.setattr(unpack._Writer, "entry", entry)
+    files = {"small.dcm": b"x" * 100, "large.dcm": os.urandom(unpack.PARALLEL_FROM * 2)}
+    extract_archive(make_zip(tmp_path / "in.zip", files), dest, LIMITS, workers=2)
+    assert writers["small.dcm"] == threading.current_thread().name
+    assert writers["large.dcm"].startswith("mis-unpack")
