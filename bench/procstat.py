@@ -170,7 +170,7 @@ def _quota_in(folder: Path, files: tuple[str, ...]) -> float | None:
 
 
 def filesystem(path: Path) -> dict[str, str]:
-    """The mount a folder is on (the longest mount point above it): device and type."""
+    """The mount a folder is on (the longest mount point above it) and its file system type."""
     path = path.resolve()
     best = ("", "", "")
     for line in Path("/proc/mounts").read_text().splitlines():
@@ -178,7 +178,7 @@ def filesystem(path: Path) -> dict[str, str]:
         point = point.replace("\\040", " ")
         if (path == Path(point) or Path(point) in path.parents) and len(point) > len(best[1]):
             best = (device, point, kind)
-    return {"device": best[0], "mount": best[1], "type": best[2]}
+    return {"mount": best[1], "type": best[2]}
 
 
 @attrs.frozen

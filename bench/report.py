@@ -126,7 +126,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"load average {' / '.join(f'{x:.1f}' for x in load)} (1/5/15 min) at the start"
         if load
         else "",
-        f"work folder on {where['type']} ({where['device']})" if where else "",
+        f"work folder on {where['type']}" if where else "",
     ]
     parts = [
         f"Measured {results['when']}: " + "; ".join(n for n in notes if n) + ".",

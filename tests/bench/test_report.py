@@ -37,7 +37,7 @@ RUN: dict[str, Any] = {
         "memory_gb": 1.0,
         "python": "3.11",
         "load_average": [1.5, 1.2, 0.9],
-        "work_dir_fs": {"device": "/dev/vda", "mount": "/", "type": "ext4"},
+        "work_dir_fs": {"mount": "/", "type": "ext4"},
     },
     "profiles": {
         "CT-500x512KB": {
