@@ -14,7 +14,6 @@ supervisors) is never taken from it.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -24,9 +23,15 @@ from collections.abc import Collection
 import anyio
 from loguru import logger
 
-from mis_adapters.process.supervisor import children_of, descendants, kill_if_same, start_time
+from mis_adapters.process.supervisor import (
+    PR_SET_CHILD_SUBREAPER,
+    children_of,
+    descendants,
+    kill_if_same,
+    prctl,
+    start_time,
+)
 
-PR_SET_CHILD_SUBREAPER = 36
 _POLL = 0.01  # seconds between looks while SIGKILLed orphans finish dying
 
 
@@ -35,14 +40,11 @@ def become_subreaper() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
-            return True
-        problem = os.strerror(ctypes.get_errno())
-    except (OSError, AttributeError) as exc:
-        problem = str(exc)
-    logger.warning("MIS could not become a child subreaper ({})", problem)
-    return False
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except OSError as exc:
+        logger.warning("MIS could not become a child subreaper ({})", os.strerror(exc.errno or 0))
+        return False
+    return True
 
 
 def now_ticks() -> int:
