@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,18 @@ from examples.dicom_stats.make_sample import build
 from tests.example.corpus import PYDICOM_FILES, radiograph_file
 
 APP = REPO / "examples" / "dicom_stats" / "app.py"
+
+
+def run_app(input_folder: Path, output_folder: Path) -> Any:
+    """The example MAP run by itself on `input_folder`; it must succeed. Its summary.json."""
+    result = subprocess.run(
+        [sys.executable, str(APP), "--input", str(input_folder), "--output", str(output_folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads((output_folder / "summary.json").read_text())
 
 
 def test_make_sample_writes_a_zip_where_nox_serve_asks(tmp_path: Path) -> None:
@@ -39,22 +52,7 @@ def test_the_map_summarises_each_series_and_writes_masks(tmp_path: Path) -> None
         zf.extractall(tmp_path / "in")
     (tmp_path / "out").mkdir()
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(APP),
-            "--input",
-            str(tmp_path / "in"),
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = run_app(tmp_path / "in", tmp_path / "out")
     assert summary["skipped_files"] == 1
     assert summary["skipped"] == [
         {
@@ -121,21 +119,7 @@ def test_a_monochrome1_image_is_masked_where_it_is_shown_bright(tmp_path: Path) 
         (folder / "in").mkdir(parents=True)
         (folder / "out").mkdir()
         (folder / "in" / "image.dcm").write_bytes(radiograph_file(photometric))
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(APP),
-                "--input",
-                str(folder / "in"),
-                "--output",
-                str(folder / "out"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        [series] = json.loads((folder / "out" / "summary.json").read_text())["series"]
+        [series] = run_app(folder / "in", folder / "out")["series"]
         assert series["photometric_interpretation"] == photometric
         [mask] = (folder / "out" / series["mask_folder"]).glob("*.png")
         masks[photometric] = (series["mask_voxels"], mask.read_bytes())
