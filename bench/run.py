@@ -3,8 +3,8 @@
 For each payload profile: MIS (the real server, process backend, a fresh one for each run so
 its peak memory is that run's), the floor (`unzip`, `cp -r`, `zip -1 -r`, no HTTP) and the
 naive service (bench/naive_server.py), all doing the same work on the same disk (the work
-folder, .mis/bench/ in the checkout) with a MAP that copies its input to its output with
-`cp -r`. For MIS: the server's own stage times (receive, stage, MAP, pack+send, and the
+folder, .mis/bench/ in the checkout; as root, each run on a fresh file system there: see
+bench/scratch.py) with a MAP that copies its input to its output with `cp -r`. For MIS: the server's own stage times (receive, stage, MAP, pack+send, and the
 deletion after the response), CPU seconds of the server and its children, the cores it may
 use, peak RSS. Also: busy answers during every stage of a big request (CT and the many small
 files), 200 clients at once while one request runs (against a bare uvicorn app answering the
@@ -44,7 +44,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import procstat, report, targets
+from bench import procstat, report, scratch, targets
 from bench.burst import burst, p99, run_loop
 from bench.payloads import PROFILES, MiB, Profile, payload
 
@@ -188,12 +188,12 @@ def metric_samples(url: str, name: str) -> dict[str, float]:
     }
 
 
-def wait_deleted(url: str, requests: int = 1, timeout: float = 600) -> None:
+def wait_deleted(url: str, payload_dir: Path, requests: int = 1, timeout: float = 600) -> None:
     """Until the server has deleted `requests` workspaces (after their responses ended).
     Watched from outside (the payload folder emptied) before /metrics is asked: each scrape
     costs the server a few milliseconds of CPU, which the CPU seconds measured would count."""
     deadline = time.monotonic() + timeout
-    while any((WORK / "payload").iterdir()):
+    while any(payload_dir.iterdir()):
         if time.monotonic() > deadline:
             raise SystemExit(f"{url}: the workspace was not deleted within {timeout:g} s")
         time.sleep(0.1)
@@ -243,24 +243,28 @@ def count_entries(path: Path) -> int:
 
 
 def run_mis(profile: Profile, archive: Path, compression: str = "adaptive") -> dict[str, Any]:
-    """One request on a fresh server: client-side wall time, the server's stage times
-    (including the deletion after the response), CPU seconds of the server and its children
-    (counted once the workspace is deleted and the children reaped), peak RSS."""
-    config = mis_config(WORK / "payload", compression)
-    os.sync()  # the previous run's writes are not flushed during this one
-    with serve(mis_argv(config)) as server:
-        idle_peak, idle_cpu = procstat.peak_rss(server.pid), procstat.cpu(server.pid)
-        with procstat.Noise() as noise, procstat.TreeRss(server.pid) as tree:
-            timing = post(server.url, archive, WORK / "mis-out.zip")
-            wait_deleted(server.url)
-            if not procstat.reaped(server.pid):
-                print("   warning: the server still has children; their CPU is not counted")
-            used = procstat.cpu(server.pid) - idle_cpu
-            noise.measured = used.total
-        stages = metric_samples(server.url, "mis_stage_duration_seconds_sum")
-        peak = procstat.peak_rss(server.pid)
-        cores = cores_used(config, server.pid)
-    assert count_entries(WORK / "mis-out.zip") == profile.files
+    """One request on a fresh server and a fresh file system: client-side wall time, the
+    server's stage times (including the deletion after the response), CPU seconds of the
+    server and its children (counted once the workspace is deleted and the children reaped),
+    peak RSS."""
+    with scratch.fresh(WORK, "mis", disk_size(profile)) as disk:
+        payload_dir, out = disk / "payload", disk / "mis-out.zip"
+        config = mis_config(payload_dir, compression)
+        os.sync()  # the previous run's writes are not flushed during this one
+        with serve(mis_argv(config)) as server:
+            idle_peak, idle_cpu = procstat.peak_rss(server.pid), procstat.cpu(server.pid)
+            with procstat.Noise() as noise, procstat.TreeRss(server.pid) as tree:
+                timing = post(server.url, archive, out)
+                wait_deleted(server.url, payload_dir)
+                if not procstat.reaped(server.pid):
+                    print("   warning: the server still has children; their CPU is not counted")
+                used = procstat.cpu(server.pid) - idle_cpu
+                noise.measured = used.total
+            stages = metric_samples(server.url, "mis_stage_duration_seconds_sum")
+            peak = procstat.peak_rss(server.pid)
+            cores = cores_used(config, server.pid)
+        assert count_entries(out) == profile.files
+        output_mb = out.stat().st_size / MiB
     wall = timing["ended"] - timing["started"]
     return {
         "wall_seconds": wall,
@@ -274,14 +278,20 @@ def run_mis(profile: Profile, archive: Path, compression: str = "adaptive") -> d
         "server_cpu_seconds": used.own,
         "children_cpu_seconds": used.children,
         "cores": cores,
-        "output_mb": (WORK / "mis-out.zip").stat().st_size / MiB,
+        "output_mb": output_mb,
         "machine": noise.result,
     }
 
 
+def disk_size(profile: Profile) -> int:
+    """Room for the input, the output, their zips and slack (a sparse image: only what is
+    written takes space)."""
+    return max(4 * 2**30, 4 * profile.total + 2**30)
+
+
 def run_naive(profile: Profile, archive: Path, bound: float) -> dict[str, Any]:
-    """The naive service, its temporary files in the work folder (the same disk as the
-    others); stopped, and reported as such, when it sends nothing for `bound` seconds."""
+    """The naive service, its temporary files on a fresh file system as MIS's workspaces are;
+    stopped, and reported as such, when it sends nothing for `bound` seconds."""
     argv = [
         sys.executable,
         str(ROOT / "bench" / "naive_server.py"),
@@ -291,35 +301,33 @@ def run_naive(profile: Profile, archive: Path, bound: float) -> dict[str, Any]:
         "{output_path}",
         "--port",
     ]
-    scratch = WORK / "naive-tmp"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    os.sync()
-    try:
-        with serve(argv, env={"TMPDIR": str(scratch)}) as server:
+    with scratch.fresh(WORK, "naive", disk_size(profile)) as disk:
+        temporary, out = disk / "tmp", disk / "naive-out.zip"
+        temporary.mkdir()
+        os.sync()
+        with serve(argv, env={"TMPDIR": str(temporary)}) as server:
             idle_cpu = procstat.cpu(server.pid)
             with procstat.Noise() as noise:
                 try:
-                    timing = post(server.url, archive, WORK / "naive-out.zip", timeout=bound)
+                    timing = post(server.url, archive, out, timeout=bound)
                 except httpx.TimeoutException:
                     return {"timed_out": True, "bound_seconds": bound}
                 deadline = time.monotonic() + 600
-                while any(scratch.iterdir()) and time.monotonic() < deadline:  # its deletion
+                while any(temporary.iterdir()) and time.monotonic() < deadline:  # its deletion
                     time.sleep(0.1)
                 procstat.reaped(server.pid)
                 used = procstat.cpu(server.pid) - idle_cpu
                 noise.measured = used.total
             peak = procstat.peak_rss(server.pid)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    assert count_entries(WORK / "naive-out.zip") == profile.files
+        assert count_entries(out) == profile.files
+        output_mb = out.stat().st_size / MiB
     wall = timing["ended"] - timing["started"]
     return {
         "wall_seconds": wall,
         "throughput_mb_s": profile.total / MiB / wall,
         "peak_rss_mb": peak / MiB,
         "cpu_seconds": used.total,
-        "output_mb": (WORK / "naive-out.zip").stat().st_size / MiB,
+        "output_mb": output_mb,
         "machine": noise.result,
     }
 
@@ -328,19 +336,17 @@ def run_floor(profile: Profile, archive: Path) -> dict[str, Any]:
     """unzip, cp -r, zip -1 -r, one after the other (timed: the wall time), then rm -rf of
     what they wrote (timed apart, as MIS's deletion after the response is); CPU seconds and
     peak RSS of each, from wait4."""
-    floor = WORK / "floor"
-    shutil.rmtree(floor, ignore_errors=True)
-    (floor / "out").mkdir(parents=True)
-    os.sync()
-    with procstat.Noise() as noise:  # the steps are this process's children: counted as its own
-        steps = {
-            "unzip": step(["unzip", "-q", str(archive), "-d", str(floor / "in")], floor),
-            "cp": step(["cp", "-r", str(floor / "in") + "/.", str(floor / "out")], floor),
-            "zip": step(["zip", "-1", "-qr", str(floor / "out.zip"), "."], floor / "out"),
-        }
-        output_mb = (floor / "out.zip").stat().st_size / MiB
-        steps["rm"] = step(["rm", "-rf", "in", "out", "out.zip"], floor)
-    shutil.rmtree(floor)
+    with scratch.fresh(WORK, "floor", disk_size(profile)) as floor:
+        (floor / "out").mkdir()
+        os.sync()
+        with procstat.Noise() as noise:  # the steps are this process's children: its own
+            steps = {
+                "unzip": step(["unzip", "-q", str(archive), "-d", str(floor / "in")], floor),
+                "cp": step(["cp", "-r", str(floor / "in") + "/.", str(floor / "out")], floor),
+                "zip": step(["zip", "-1", "-qr", str(floor / "out.zip"), "."], floor / "out"),
+            }
+            output_mb = (floor / "out.zip").stat().st_size / MiB
+            steps["rm"] = step(["rm", "-rf", "in", "out", "out.zip"], floor)
     wall = sum(steps[s]["seconds"] for s in ("unzip", "cp", "zip"))
     return {
         "wall_seconds": wall,
@@ -399,27 +405,28 @@ def stage_spans(log: Path) -> dict[str, tuple[float, float]]:
     }
 
 
-def busy_latency(archive: Path) -> dict[str, dict[str, float | None]]:
+def busy_latency(profile: Profile, archive: Path) -> dict[str, dict[str, float | None]]:
     """A prober (bench/probe.py, a process of its own) asks every 20 ms while one big request
     runs; each busy answer counts in the stage the server's log places its start in."""
-    config = mis_config(WORK / "payload", log_level="INFO")
     stop = WORK / "probe-stop"
     stop.unlink(missing_ok=True)
-    os.sync()
-    with serve(mis_argv(config)) as server:
-        prober = subprocess.Popen(
-            [sys.executable, "-m", "bench.probe", server.url, str(stop)],
-            stdout=subprocess.PIPE,
-            cwd=ROOT,
-        )
-        try:
-            post(server.url, archive, WORK / "busy-out.zip")
-        finally:
-            stop.touch()
-            out, _ = prober.communicate(timeout=60)
-        wait_deleted(server.url)
-        spans = stage_spans(server.log)
-        stages = metric_samples(server.url, "mis_stage_duration_seconds_sum")
+    with scratch.fresh(WORK, "busy", disk_size(profile)) as disk:
+        config = mis_config(disk / "payload", log_level="INFO")
+        os.sync()
+        with serve(mis_argv(config)) as server:
+            prober = subprocess.Popen(
+                [sys.executable, "-m", "bench.probe", server.url, str(stop)],
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
+            )
+            try:
+                post(server.url, archive, disk / "busy-out.zip")
+            finally:
+                stop.touch()
+                out, _ = prober.communicate(timeout=60)
+            wait_deleted(server.url, disk / "payload")
+            spans = stage_spans(server.log)
+            stages = metric_samples(server.url, "mis_stage_duration_seconds_sum")
     probes = json.loads(out)
     result: dict[str, dict[str, float | None]] = {}
     for stage, (begin, end) in spans.items():
@@ -517,7 +524,7 @@ def first_byte_process(archive: Path, repeats: int = 15) -> dict[str, float | No
     with serve(mis_argv(config)) as server:
         for _ in range(repeats):
             firsts.append(first_byte_at(server.url, archive))
-        wait_deleted(server.url, repeats)
+        wait_deleted(server.url, WORK / "payload", repeats)
         finished, noticed = [], []
         for record in log_records(server.log):
             message = record["message"]
@@ -607,6 +614,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "load_average": os.getloadavg(),
         "work_dir_fs": procstat.filesystem(WORK),
+        "runs_on": scratch.kind(),
     }
 
 
@@ -694,7 +702,7 @@ def main() -> None:
             }
         if profile.name in targets.BUSY_PROFILES:
             print(f"== busy answers during each stage of a {profile.name} request", flush=True)
-            results.setdefault("busy_latency", {})[profile.name] = busy_latency(archive)
+            results.setdefault("busy_latency", {})[profile.name] = busy_latency(profile, archive)
     if not only or "burst" in only:
         print(
             "== 200 clients at once while one request runs: MIS vs a bare uvicorn app", flush=True
