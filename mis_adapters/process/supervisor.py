@@ -218,7 +218,13 @@ class Supervisor:
         ended = False
         while True:
             try:
-                pid, status, usage = os.wait4(-1, 0)
+                # Once COMMAND ended, strays are looked for only while there are children:
+                # with none, nothing of the MAP is left (an orphan below us becomes ours),
+                # and the usual run ends without a walk of the process tree.
+                pid, status, usage = os.wait4(-1, os.WNOHANG if ended else 0)
+                if pid == 0:  # strays still running: kill them, then reap one
+                    self.kill()
+                    pid, status, usage = os.wait4(-1, 0)
             except ChildProcessError:
                 return code, killed_by, peak
             peak = max(peak, usage.ru_maxrss)
@@ -228,8 +234,6 @@ class Supervisor:
                     killed_by = os.WTERMSIG(status)
                 else:
                     code = os.waitstatus_to_exitcode(status)
-            if ended:
-                self.kill()  # strays, until none is left to reap
 
 
 def feed_arguments(feed: int, words: list[str]) -> None:

@@ -32,7 +32,8 @@ runs on that many threads (pigz's idea, within Python):
 - the very first entry goes out at once: a deflated one as a streamed entry (its header
   first), anything else alone, so the response starts as soon as the output was scanned.
 
-With one worker the same steps run one after the other on the caller's thread, no pool.
+With one worker the same steps run one after the other on the caller's thread, no pool; with
+more, the first step runs there too, and the threads start once its bytes are out.
 """
 
 from __future__ import annotations
@@ -98,8 +99,7 @@ def zip_folder(
     try:
         scan(top, max_bytes)
         plan = _plan(top, level, compression, files, max_bytes)
-        count = worker_count(workers)
-        steps = _serial(plan) if count <= 1 else _Pipeline(plan, count).steps()
+        steps = _steps(plan, worker_count(workers))
         try:
             yield from _rechunk(_Assembler(files).parts(steps))
         finally:
@@ -139,7 +139,7 @@ class _Batch:
             entry.crc = zlib.crc32(data)
             entry.size = len(data)
             if entry.method == DEFLATED:
-                data = zlib.compress(data, self.level, wbits=-zlib.MAX_WBITS)
+                data = zlib.compress(data, self.level, wbits=-_window_bits(len(data)))
             entry.compressed = len(data)
             header = entry.local_header()
             placed.append((position, entry))
@@ -321,7 +321,11 @@ class _Assembler:
     def __init__(self, files: _Files) -> None:
         self._files = files
         self._offset = 0
-        self._central: list[bytes] = []
+        # The central directory so far: its records back to back in blocks of up to 1 MiB,
+        # ~100 bytes an entry (a bytes object for each would add ~40, joining them at the
+        # end a second copy, and one growing buffer a second copy each time it moves)
+        self._central = [bytearray()]
+        self._entries = 0
         self._zip64 = False
         self._open: tuple[Entry, int] | None = None  # the large entry being sent, its offset
         self._crc = self._length = self._compressed = 0  # of the pieces since the last open
@@ -332,10 +336,11 @@ class _Assembler:
             part = self._take(step, result)
             self._offset += len(part)
             yield part
-        directory = b"".join(self._central)
-        yield directory + end_of_archive(
-            len(self._central), self._offset, len(directory), self._zip64
-        )
+        size = sum(len(block) for block in self._central)
+        for block in self._central:
+            yield bytes(block)
+            block.clear()
+        yield end_of_archive(self._entries, self._offset, size, self._zip64)
 
     def _take(self, step: _Step, result: Any) -> bytes:
         if isinstance(step, _Batch):
@@ -380,19 +385,46 @@ class _Assembler:
 
     def _add(self, entry: Entry, offset: int) -> None:
         self._zip64 |= entry.zip64
-        self._central.append(entry.central_header(offset))
+        record = entry.central_header(offset)
+        if len(self._central[-1]) + len(record) > _CHUNK:
+            self._central.append(bytearray())
+        self._central[-1] += record
+        self._entries += 1
 
 
 # --- running the steps ------------------------------------------------------------------
+
+
+def _steps(plan: Iterator[_Step], workers: int) -> Generator[tuple[_Step, Any], None, None]:
+    """The first step done on the caller's thread, the rest on `workers` threads (or there
+    too, for one): the response's first bytes do not wait for the pool and the walk's
+    thread to start (about 1 ms, a fifth of the time from the MAP's end to the first byte)."""
+    try:
+        first = next(plan, None)
+        if first is None:
+            return
+        yield first, _work(first)
+    except BaseException:
+        plan.close()  # type: ignore[attr-defined]
+        raise
+    rest = _serial(plan) if workers <= 1 else _Pipeline(plan, workers).steps()
+    try:
+        yield from rest
+    finally:
+        rest.close()
 
 
 def _serial(plan: Iterator[_Step]) -> Generator[tuple[_Step, Any], None, None]:
     """Each step's work done as it comes, on the caller's thread."""
     try:
         for step in plan:
-            yield step, step.run() if isinstance(step, _Batch | _Piece) else None
+            yield step, _work(step)
     finally:
         plan.close()  # type: ignore[attr-defined]
+
+
+def _work(step: _Step) -> Any:
+    return step.run() if isinstance(step, _Batch | _Piece) else None
 
 
 # A step and its work on the pool (None: nothing to do but send it), or what stopped the walk.
@@ -532,6 +564,14 @@ def _deflate_bound(size: int) -> int:
     return size + (size >> 10) + 1024
 
 
+def _window_bits(size: int) -> int:
+    """The smallest deflate window that spans `size` bytes: a small file compresses just as
+    well, and zlib sets up and clears a window and hash table sized to it for every file
+    (32 KiB and 64 KiB cost half the time of deflating a 4 KiB file). Any inflater reads
+    it: a window is an upper bound on distances, not a format."""
+    return min(max(size.bit_length(), 9), zlib.MAX_WBITS)
+
+
 def _compresses(fd: int, size: int) -> bool:
     """Whether deflate pays: judged on a sample from the file's middle (past any header)."""
     if size < 4 * _SAMPLE:
@@ -583,8 +623,10 @@ def _rechunk(parts: Iterable[bytes]) -> Iterator[bytes]:
         buffer += part
         while len(buffer) >= threshold:
             size = min(len(buffer), _CHUNK)
-            yield bytes(buffer[:size])
+            with memoryview(buffer) as view:  # one copy, not a slice and then its copy
+                chunk = bytes(view[:size])
             del buffer[:size]
+            yield chunk
             threshold = min(max(threshold * 4, 16 * 1024), _CHUNK)
     if buffer:
         yield bytes(buffer)

@@ -234,6 +234,8 @@ def test_the_walk_waits_for_the_sender_within_its_window(
 ) -> None:
     chunks = zip_folder(large, 1, "deflate", workers=2)
     body = [next(chunks)]
+    assert window.made == [], "the threads started before the first bytes were out"
+    body.append(next(chunks))
     (held,) = window.made
     assert held.full.wait(60), "the walk ran ahead without bound"
     assert held.held <= held.limit == 2 * 3 * MiB
@@ -250,16 +252,18 @@ def packing_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("mis-pack")]
 
 
-@pytest.mark.parametrize("pulled", [0, 1, 5, 30])
+@pytest.mark.parametrize("pulled", [0, 1, 2, 5, 30])
 def test_closing_midway_stops_every_thread_and_closes_every_file(large: Path, pulled: int) -> None:
-    """As when the client goes away: the generator is closed after `pulled` chunks."""
+    """As when the client goes away: the generator is closed after `pulled` chunks (the
+    first is made on the caller's thread; the threads start for the second)."""
     before = open_descriptors()
     chunks = zip_folder(large, 1, "deflate", workers=4)
     for _ in range(pulled):
         next(chunks)
     if pulled:
+        assert open_descriptors() > before  # the first file, being sent
+    if pulled > 1:
         assert packing_threads()  # the walk and workers really were running
-        assert open_descriptors() > before
     chunks.close()
     assert packing_threads() == []
     assert open_descriptors() == before
