@@ -31,6 +31,7 @@ from typing import BinaryIO
 import attrs
 
 from mis_adapters.cpus import worker_count
+from mis_adapters.storage import unpack_processes
 from mis_adapters.storage.unpack import (
     INPUT_FILE_MODE,
     INPUT_FOLDER_MODE,
@@ -123,6 +124,10 @@ def extract_archive(
             layout = read_layout(source)
             _check_layout(layout, limits)
             bounds = _plan(source, layout, limits, _Volume.of(destination))
+            if workers > 1 and layout.entries >= unpack_processes.PROCESSES_FROM:
+                return unpack_processes.write_in_processes(
+                    archive, layout, bounds, destination, workers
+                )
             return write_entries(source, layout, bounds, destination, workers)
     except zlib.error:
         raise corrupt("an entry's compressed data is damaged") from None

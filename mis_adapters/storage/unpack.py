@@ -54,7 +54,7 @@ def write_entries(
 ) -> int:
     """Write every entry of the checked archive `source` into `destination`; the file count.
     `bounds[i]`: where the data of the i-th record must end (see archive._plan)."""
-    writer = _Writer(source, destination)
+    writer = EntryWriter(source, destination)
     try:
         if workers <= 1:
             return sum(
@@ -67,7 +67,7 @@ def write_entries(
 
 
 def _in_parallel(
-    writer: _Writer, source: BinaryIO, layout: Layout, bounds: array[int], workers: int
+    writer: EntryWriter, source: BinaryIO, layout: Layout, bounds: array[int], workers: int
 ) -> int:
     files = 0
     window: deque[Future[int]] = deque()
@@ -88,7 +88,7 @@ def _in_parallel(
     return files
 
 
-class _Writer:
+class EntryWriter:
     """Writes single entries; safe to call from several threads at once."""
 
     def __init__(self, source: BinaryIO, destination: Path) -> None:

@@ -23,6 +23,9 @@ from tests.zips import (
     patch_bytes,
 )
 
+# Every test here, with the unpacking threads and with its worker processes (conftest.py).
+pytestmark = pytest.mark.usefixtures("unpack_by")
+
 
 def tree(folder: Path) -> dict[str, bytes]:
     return {

@@ -28,6 +28,9 @@ from mis_core.errors import InvalidInput, PayloadTooLarge
 from tests.zips import ROOMY_LIMITS as LIMITS
 from tests.zips import RawEntry, deflated, make_zip, many_entries_zip, raw_zip
 
+# Every test here, with the unpacking threads and with its worker processes (conftest.py).
+pytestmark = pytest.mark.usefixtures("unpack_by")
+
 
 def write(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "in.zip"
@@ -406,13 +409,13 @@ def test_small_entries_are_written_by_the_reading_thread_large_ones_by_the_worke
     """Small files cost their creation, which threads only contend for; large ones cost
     inflating, which they share."""
     writers: dict[str, str] = {}
-    real_entry = unpack._Writer.entry
+    real_entry = unpack.EntryWriter.entry
 
-    def entry(self: unpack._Writer, record: Any, bound: int) -> int:
+    def entry(self: unpack.EntryWriter, record: Any, bound: int) -> int:
         writers[record.name] = threading.current_thread().name
         return real_entry(self, record, bound)
 
-    monkeypatch.setattr(unpack._Writer, "entry", entry)
+    monkeypatch.setattr(unpack.EntryWriter, "entry", entry)
     files = {"small.dcm": b"x" * 100, "large.dcm": os.urandom(unpack.PARALLEL_FROM * 2)}
     extract_archive(make_zip(tmp_path / "in.zip", files), dest, LIMITS, workers=2)
     assert writers["small.dcm"] == threading.current_thread().name

@@ -1,0 +1,182 @@
+"""Unpacking on worker processes: the same tree as the threads, every worker gone at the end,
+whether the archive is written, refused, or MIS dies halfway. (Every archive test also runs
+this way: see `unpack_by` in conftest.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mis_adapters.storage import unpack_processes
+from mis_adapters.storage.archive import ExtractLimits, extract_archive
+from mis_core.errors import InsufficientStorage, InvalidInput
+
+LIMITS = ExtractLimits(
+    max_extracted_bytes=1 << 30, max_entries=100_000, max_compression_ratio=1000.0
+)
+
+
+def study(path: Path, files: int, folders: int, size: int = 300) -> dict[str, bytes]:
+    """A zip of `files` files spread over `folders` folders (deflated and stored mixed)."""
+    contents = {
+        f"series-{n % folders:02d}/IM{n:05d}.dcm": (b"%05d" % n) * (size // 5) for n in range(files)
+    }
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, (name, data) in enumerate(contents.items()):
+            zf.writestr(name, data, zipfile.ZIP_DEFLATED if n % 2 else zipfile.ZIP_STORED)
+    return contents
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.dcm")}
+
+
+class Spawned:
+    """The workers extract_archive starts, as they were started."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.workers: list[subprocess.Popen[bytes]] = []
+        real = subprocess.Popen
+
+        def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+            worker = real(*args, **kwargs)
+            self.workers.append(worker)
+            return worker
+
+        monkeypatch.setattr(unpack_processes.subprocess, "Popen", popen)
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> Spawned:
+    return Spawned(monkeypatch)
+
+
+def test_many_entries_are_written_by_worker_processes_into_the_same_tree(
+    tmp_path: Path, dest: Path, spawned: Spawned
+) -> None:
+    files = study(tmp_path / "in.zip", unpack_processes.PROCESSES_FROM + 500, folders=12)
+    assert extract_archive(tmp_path / "in.zip", dest, LIMITS, workers=3) == len(files)
+    assert tree(dest) == files
+    assert len(spawned.workers) == 3
+    assert all(worker.returncode == 0 for worker in spawned.workers)
+
+
+def test_few_entries_are_left_to_the_threads(tmp_path: Path, dest: Path, spawned: Spawned) -> None:
+    study(tmp_path / "in.zip", 50, folders=5)
+    assert extract_archive(tmp_path / "in.zip", dest, LIMITS, workers=3) == 50
+    assert spawned.workers == []
+
+
+def test_a_refusal_in_one_share_stops_every_worker(
+    tmp_path: Path, dest: Path, spawned: Spawned
+) -> None:
+    archive = tmp_path / "in.zip"
+    files = study(archive, 20_000, folders=4)
+    with zipfile.ZipFile(archive) as zf:  # damage the first entry's stored data (not its CRC)
+        info = zf.infolist()[0]
+    assert info.compress_type == zipfile.ZIP_STORED
+    data = bytearray(archive.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + 5] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InvalidInput, match="does not match its checksum"):
+        extract_archive(archive, dest, LIMITS, workers=2)
+    assert len(spawned.workers) == 2
+    assert all(worker.returncode is not None for worker in spawned.workers)  # all reaped
+    # the other worker was stopped, not let finish its share
+    failed = unpack_processes.shard_name("series-00", 2)
+    others = [
+        name for name in files if unpack_processes.shard_name(name.split("/")[0], 2) != failed
+    ]
+    assert len(others) >= 5000
+    assert len(set(tree(dest)) & set(others)) < len(others)
+
+
+def test_a_duplicate_name_is_refused_across_the_workers(tmp_path: Path, dest: Path) -> None:
+    archive = tmp_path / "in.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for n in range(unpack_processes.PROCESSES_FROM):
+            zf.writestr(f"s{n % 9}/{n}", b"x")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zf.writestr("s3/30", b"again")
+    with pytest.raises(InvalidInput, match="same name"):
+        extract_archive(archive, dest, LIMITS, workers=2)
+
+
+def test_a_name_that_is_a_file_in_one_share_and_a_folder_in_another_is_refused(
+    tmp_path: Path, dest: Path
+) -> None:
+    archive = tmp_path / "in.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for n in range(unpack_processes.PROCESSES_FROM):
+            zf.writestr(f"s{n % 9}/{n}", b"x")
+        zf.writestr("s2/clash", b"a file")  # share of "s2"...
+        zf.writestr("s2/clash/inside", b"a file in it")  # ...and of "s2/clash"
+    assert unpack_processes.shard_name("s2", 2) != unpack_processes.shard_name("s2/clash", 2)
+    with pytest.raises(InvalidInput, match=r"both a file and a folder|land on one path"):
+        extract_archive(archive, dest, LIMITS, workers=2)
+
+
+def test_a_full_volume_in_a_worker_is_insufficient_storage(
+    tmp_path: Path, tiny_volume: Path
+) -> None:
+    archive = tmp_path / "in.zip"
+    study(archive, unpack_processes.PROCESSES_FROM, folders=8, size=4000)  # 8 MB > 4 MiB
+    target = tiny_volume / "input"
+    target.mkdir()
+    with pytest.raises(InsufficientStorage, match="ran out of space"):
+        extract_archive(archive, target, LIMITS, workers=2)
+
+
+def test_the_workers_die_with_mis(tmp_path: Path, dest: Path) -> None:
+    """MIS killed while its workers write: none of them goes on writing."""
+    archive = tmp_path / "in.zip"
+    study(archive, 40_000, folders=40, size=50)
+    script = (
+        "import sys; from pathlib import Path; "
+        "from mis_adapters.storage.archive import ExtractLimits, extract_archive; "
+        "extract_archive(Path(sys.argv[1]), Path(sys.argv[2]), "
+        "ExtractLimits(1 << 30, 100_000, 1000.0), workers=2)"
+    )
+    mis = subprocess.Popen([sys.executable, "-c", script, str(archive), str(dest)])
+    workers = wait_for_workers(mis.pid, 2)
+    deadline = time.monotonic() + 30
+    while sum(len(names) for _, _, names in os.walk(dest)) < 100:  # they are writing
+        assert time.monotonic() < deadline, "the workers wrote nothing"
+        time.sleep(0.005)
+    os.kill(mis.pid, signal.SIGKILL)
+    mis.wait()
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(alive(pid) for pid in workers)
+    # gone because MIS went, not because they were done: left alone, they write all 40,000
+    assert sum(len(names) for _, _, names in os.walk(dest)) < 40_000
+
+
+def wait_for_workers(parent: int, count: int) -> list[int]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = [
+            int(pid) for pid in (Path(f"/proc/{parent}/task/{parent}/children").read_text().split())
+        ]
+        if len(children) >= count:
+            return children
+        time.sleep(0.005)
+    raise AssertionError("the workers did not start")
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it has stopped writing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
