@@ -126,7 +126,7 @@ def extract_archive(
             bounds = _plan(source, layout, limits, _Volume.of(destination))
             if workers > 1 and layout.entries >= unpack_processes.PROCESSES_FROM:
                 return unpack_processes.write_in_processes(
-                    archive, layout, bounds, destination, workers
+                    source, layout, bounds, destination, workers
                 )
             return write_entries(source, layout, bounds, destination, workers)
     except zlib.error:

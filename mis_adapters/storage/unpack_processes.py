@@ -5,8 +5,8 @@ descriptor table, the GIL around each call). 100,000 files of 4 KB on ext4: one 
 two threads 7.9 s, two `unzip` processes on disjoint folders 1.75 times faster than one.
 
 Each worker (`python -m mis_adapters.storage.unpack_processes`, a fresh interpreter, so it
-inherits none of the server's threads, sockets or signal handlers) reads the checked archive
-itself and writes the entries of the folders that fall to it (by a hash of the folder's
+inherits none of the server's threads, sockets or signal handlers) reads the archive through
+the descriptor MIS checked it by (never its path again) and writes the entries of the folders that fall to it (by a hash of the folder's
 name, the same in every process), with the same code and checks as the threads (`unpack.py`).
 Entries of one folder go to one worker, so a duplicate name still meets its twin in one
 process; a name that is a file in one share and a folder in another is refused by the file
@@ -27,7 +27,7 @@ import sys
 import zlib
 from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mis_adapters.process.supervisor import PR_SET_PDEATHSIG, prctl
 from mis_adapters.storage.unpack import EntryWriter, parts
@@ -60,11 +60,16 @@ def shard_name(folder: str, workers: int) -> int:
 
 
 def write_share(
-    source_path: Path, destination: Path, bounds: array[int], index: int, workers: int
+    archive: int, destination: Path, bounds: array[int], index: int, workers: int
 ) -> tuple[int, int]:
-    """Write the entries of share `index`: how many files, and how many entries in all."""
+    """Write the entries of share `index` of the archive open as `archive` (a descriptor
+    the parent passed: the file it checked, not whatever its path names now); how many
+    files, and how many entries in all."""
     files = entries = 0
-    with open(source_path, "rb") as source:
+    # a description of its own: the one passed is shared with the other workers, offset and all
+    fresh = os.open(f"/proc/self/fd/{archive}", os.O_RDONLY | os.O_CLOEXEC)
+    os.close(archive)
+    with open(fresh, "rb") as source:
         writer = EntryWriter(source, destination)
         try:
             for position, record in enumerate(records(source, read_layout(source))):
@@ -77,12 +82,13 @@ def write_share(
 
 
 def write_in_processes(
-    source_path: Path, layout: Layout, bounds: array[int], destination: Path, workers: int
+    source: BinaryIO, layout: Layout, bounds: array[int], destination: Path, workers: int
 ) -> int:
-    """Write every entry of the checked archive at `source_path` on `workers` processes; the
+    """Write every entry of the checked archive open as `source` on `workers` processes; the
     file count. Raises what a worker met (InvalidInput, or OSError: a full disk among them)
     as soon as one fails, the others killed."""
-    started = [_start(source_path, destination, index, workers) for index in range(workers)]
+    archive = source.fileno()
+    started = [_start(archive, destination, index, workers) for index in range(workers)]
     try:
         _send(started, bounds.tobytes())
         results = _results(started)
@@ -96,13 +102,12 @@ def write_in_processes(
     return sum(int(result["files"]) for result in results)
 
 
-def _start(
-    source_path: Path, destination: Path, index: int, workers: int
-) -> subprocess.Popen[bytes]:
+def _start(archive: int, destination: Path, index: int, workers: int) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-I", "-c", _BOOT, _SOURCE_ROOT, str(os.getpid())]
-    argv += [str(source_path), str(destination), str(index), str(workers)]
+    argv += [str(archive), str(destination), str(index), str(workers)]
     return subprocess.Popen(
         argv,
+        pass_fds=(archive,),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -160,12 +165,12 @@ def _error(result: dict[str, Any]) -> Exception:
 
 
 def _worker(argv: list[str]) -> dict[str, Any]:
-    source_path, destination, index, workers = argv
+    archive, destination, index, workers = argv
     bounds: array[int] = array("Q")
     bounds.frombytes(sys.stdin.buffer.read())
     try:
         files, entries = write_share(
-            Path(source_path), Path(destination), bounds, int(index), int(workers)
+            int(archive), Path(destination), bounds, int(index), int(workers)
         )
     except InvalidInput as exc:
         return {"error": "invalid", "message": exc.message}

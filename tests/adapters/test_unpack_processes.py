@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mis_adapters.storage import unpack_processes
+from mis_adapters.storage import archive as checks
+from mis_adapters.storage import unpack_processes, zipindex
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_core.errors import InsufficientStorage, InvalidInput
 
@@ -67,6 +68,22 @@ def test_many_entries_are_written_by_worker_processes_into_the_same_tree(
     assert tree(dest) == files
     assert len(spawned.workers) == 3
     assert all(worker.returncode == 0 for worker in spawned.workers)
+
+
+def test_the_workers_read_the_archive_that_was_checked_not_what_its_path_names_now(
+    tmp_path: Path, dest: Path
+) -> None:
+    checked = tmp_path / "in.zip"
+    files = study(checked, unpack_processes.PROCESSES_FROM, folders=6)
+    other = tmp_path / "other.zip"
+    study(other, unpack_processes.PROCESSES_FROM, folders=6, size=600)
+    with open(checked, "rb") as source:
+        layout = zipindex.read_layout(source)
+        bounds = checks._plan(source, layout, LIMITS, checks._Volume.of(dest))
+        other.replace(checked)  # the path now names another archive
+        written = unpack_processes.write_in_processes(source, layout, bounds, dest, workers=2)
+    assert written == len(files)
+    assert tree(dest) == files
 
 
 def test_few_entries_are_left_to_the_threads(tmp_path: Path, dest: Path, spawned: Spawned) -> None:
