@@ -35,6 +35,7 @@ from mis_adapters.storage import unpack_processes
 from mis_adapters.storage.unpack import (
     INPUT_FILE_MODE,
     INPUT_FOLDER_MODE,
+    PARALLEL_FROM,
     is_folder,
     parts,
     unix_kind,
@@ -123,12 +124,12 @@ def extract_archive(
         with open(archive, "rb") as source:
             layout = read_layout(source)
             _check_layout(layout, limits)
-            bounds = _plan(source, layout, limits, _Volume.of(destination))
-            if workers > 1 and layout.entries >= unpack_processes.PROCESSES_FROM:
+            plan = _plan(source, layout, limits, _Volume.of(destination))
+            if workers > 1 and plan.small >= unpack_processes.PROCESSES_FROM:
                 return unpack_processes.write_in_processes(
-                    source, layout, bounds, destination, workers
+                    source, layout, plan.bounds, destination, workers
                 )
-            return write_entries(source, layout, bounds, destination, workers)
+            return write_entries(source, layout, plan.bounds, destination, workers)
     except zlib.error:
         raise corrupt("an entry's compressed data is damaged") from None
     except OSError as exc:
@@ -152,12 +153,19 @@ def _check_layout(layout: Layout, limits: ExtractLimits) -> None:
         )
 
 
-def _plan(source: BinaryIO, layout: Layout, limits: ExtractLimits, volume: _Volume) -> array[int]:
+@attrs.frozen
+class _Plan:
+    bounds: array[int]  # per record, the offset its data must end before (see _plan)
+    small: int  # entries written where they are read (under unpack.PARALLEL_FROM)
+
+
+def _plan(source: BinaryIO, layout: Layout, limits: ExtractLimits, volume: _Volume) -> _Plan:
     """Check every record; return, per record, the offset its data must end before (the next
-    entry's header, or the central directory): the bound that keeps entries from overlapping."""
+    entry's header, or the central directory): the bound that keeps entries from overlapping;
+    and how many are small."""
     starts: array[int] = array("Q")
     ends: array[int] = array("Q")
-    declared = compressed = 0
+    declared = compressed = small = 0
     for record in records(source, layout):
         is_dir = _check_record(record, volume)
         end = record.header_offset + LOCAL_HEADER_BYTES + len(record.raw_name)
@@ -169,6 +177,7 @@ def _plan(source: BinaryIO, layout: Layout, limits: ExtractLimits, volume: _Volu
             )
         starts.append(record.header_offset)
         ends.append(end)
+        small += record.compressed_size < PARALLEL_FROM
         if not is_dir:
             declared += record.size
             compressed += record.compressed_size
@@ -183,7 +192,7 @@ def _plan(source: BinaryIO, layout: Layout, limits: ExtractLimits, volume: _Volu
             f"size; this service accepts at most {limits.max_compression_ratio:g} "
             "(server.max_compression_ratio), to guard against zip bombs."
         )
-    return _overlap_bounds(starts, ends, layout.directory_offset)
+    return _Plan(_overlap_bounds(starts, ends, layout.directory_offset), small)
 
 
 def _overlap_bounds(starts: array[int], ends: array[int], directory: int) -> array[int]:

@@ -50,32 +50,49 @@ _FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEX
 
 
 def write_entries(
-    source: BinaryIO, layout: Layout, bounds: array[int], destination: Path, workers: int
+    source: BinaryIO,
+    layout: Layout,
+    bounds: array[int],
+    destination: Path,
+    workers: int,
+    small: bool = True,
 ) -> int:
     """Write every entry of the checked archive `source` into `destination`; the file count.
-    `bounds[i]`: where the data of the i-th record must end (see archive._plan)."""
+    `bounds[i]`: where the data of the i-th record must end (see archive._plan). `small`:
+    False leaves the entries under PARALLEL_FROM out (worker processes write those)."""
     writer = EntryWriter(source, destination)
     try:
         if workers <= 1:
             return sum(
                 writer.entry(record, bounds[index])
                 for index, record in enumerate(records(source, layout))
+                if small or not is_small(record)
             )
-        return _in_parallel(writer, source, layout, bounds, workers)
+        return _in_parallel(writer, source, layout, bounds, workers, small)
     finally:
         writer.close()
 
 
+def is_small(record: Record) -> bool:
+    return record.compressed_size < PARALLEL_FROM
+
+
 def _in_parallel(
-    writer: EntryWriter, source: BinaryIO, layout: Layout, bounds: array[int], workers: int
+    writer: EntryWriter,
+    source: BinaryIO,
+    layout: Layout,
+    bounds: array[int],
+    workers: int,
+    small: bool,
 ) -> int:
     files = 0
     window: deque[Future[int]] = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="mis-unpack") as pool:
         try:
             for index, record in enumerate(records(source, layout)):
-                if record.compressed_size < PARALLEL_FROM:
-                    files += writer.entry(record, bounds[index])
+                if is_small(record):
+                    if small:
+                        files += writer.entry(record, bounds[index])
                     continue
                 window.append(pool.submit(writer.entry, record, bounds[index]))
                 if len(window) >= workers * _IN_FLIGHT_PER_WORKER:

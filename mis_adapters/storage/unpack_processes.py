@@ -1,17 +1,20 @@
-"""Writing an archive of many entries on worker processes, each owning a share of its folders.
+"""Writing an archive of many small entries on worker processes, each owning a share of the
+folders.
 
 Why processes: creating a file is kernel work that threads of one process serialize on (the
 descriptor table, the GIL around each call). 100,000 files of 4 KB on ext4: one thread 4.1 s,
-two threads 7.9 s, two `unzip` processes on disjoint folders 1.75 times faster than one.
+two threads 7.9 s; two worker processes on disjoint folders 3.6 s (two `unzip`s likewise).
 
-Each worker (`python -m mis_adapters.storage.unpack_processes`, a fresh interpreter, so it
-inherits none of the server's threads, sockets or signal handlers) reads the archive through
-the descriptor MIS checked it by (never its path again) and writes the entries of the folders that fall to it (by a hash of the folder's
-name, the same in every process), with the same code and checks as the threads (`unpack.py`).
-Entries of one folder go to one worker, so a duplicate name still meets its twin in one
+Each worker (a fresh interpreter, so it inherits none of the server's threads, sockets or
+signal handlers) reads the archive through the descriptor MIS checked it by (never its path
+again) and writes the small entries (under `unpack.PARALLEL_FROM`) of the folders that fall
+to it by a hash of the folder's name, the same in every process, with the same code and
+checks as the threads (`unpack.py`). Meanwhile the large entries are inflated on threads in
+MIS, as without workers: a few large files in one folder would otherwise all fall to one
+worker. Entries of one folder go to one worker, so a duplicate name meets its twin in one
 process; a name that is a file in one share and a folder in another is refused by the file
 system, whichever comes first. The overlap bounds come on the worker's stdin. A worker stops
-when MIS dies (PDEATHSIG), and every worker is killed once one fails.
+when MIS dies (PDEATHSIG), and every worker is killed once anything fails.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mis_adapters.process.supervisor import PR_SET_PDEATHSIG, prctl
-from mis_adapters.storage.unpack import EntryWriter, parts
+from mis_adapters.storage.unpack import EntryWriter, is_small, parts, write_entries
 from mis_adapters.storage.zipindex import Layout, Record, corrupt, read_layout, records
 from mis_core.errors import InvalidInput
 
-PROCESSES_FROM = 2000  # entries: below, threads (a worker's start costs some 30 ms)
+PROCESSES_FROM = 2000  # small entries: below, threads (a worker's start costs some 30 ms)
 # A worker imports MIS from where this server did, whatever the current folder or PYTHONPATH.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = (
@@ -61,11 +64,11 @@ def shard_name(folder: str, workers: int) -> int:
 
 def write_share(
     archive: int, destination: Path, bounds: array[int], index: int, workers: int
-) -> tuple[int, int]:
+) -> int:
     """Write the entries of share `index` of the archive open as `archive` (a descriptor
     the parent passed: the file it checked, not whatever its path names now); how many
-    files, and how many entries in all."""
-    files = entries = 0
+    files."""
+    files = 0
     # a description of its own: the one passed is shared with the other workers, offset and all
     fresh = os.open(f"/proc/self/fd/{archive}", os.O_RDONLY | os.O_CLOEXEC)
     os.close(archive)
@@ -73,33 +76,33 @@ def write_share(
         writer = EntryWriter(source, destination)
         try:
             for position, record in enumerate(records(source, read_layout(source))):
-                if shard(record, workers) == index:
+                if is_small(record) and shard(record, workers) == index:
                     files += writer.entry(record, bounds[position])
-                    entries += 1
         finally:
             writer.close()
-    return files, entries
+    return files
 
 
 def write_in_processes(
     source: BinaryIO, layout: Layout, bounds: array[int], destination: Path, workers: int
 ) -> int:
-    """Write every entry of the checked archive open as `source` on `workers` processes; the
-    file count. Raises what a worker met (InvalidInput, or OSError: a full disk among them)
-    as soon as one fails, the others killed."""
+    """Write every entry of the checked archive open as `source` into `destination`: the
+    small ones on `workers` processes, the large ones meanwhile on as many threads here
+    (inflating releases the GIL, and a few large files in one folder would all fall to one
+    worker); the file count. Raises what went wrong first (InvalidInput, or OSError: a
+    full disk among them), every worker killed."""
     archive = source.fileno()
     started = [_start(archive, destination, index, workers) for index in range(workers)]
     try:
         _send(started, bounds.tobytes())
+        files = write_entries(source, layout, bounds, destination, workers, small=False)
         results = _results(started)
     finally:
         for worker in started:
             if worker.poll() is None:
                 worker.kill()
             worker.wait()
-    if sum(int(result["entries"]) for result in results) != layout.entries:
-        raise corrupt("its entries were not all written")  # the archive changed meanwhile
-    return sum(int(result["files"]) for result in results)
+    return files + sum(int(result["files"]) for result in results)
 
 
 def _start(archive: int, destination: Path, index: int, workers: int) -> subprocess.Popen[bytes]:
@@ -169,16 +172,14 @@ def _worker(argv: list[str]) -> dict[str, Any]:
     bounds: array[int] = array("Q")
     bounds.frombytes(sys.stdin.buffer.read())
     try:
-        files, entries = write_share(
-            int(archive), Path(destination), bounds, int(index), int(workers)
-        )
+        files = write_share(int(archive), Path(destination), bounds, int(index), int(workers))
     except InvalidInput as exc:
         return {"error": "invalid", "message": exc.message}
     except zlib.error:
         return {"error": "invalid", "message": corrupt("an entry's data is damaged").message}
     except OSError as exc:
         return {"error": "os", "errno": exc.errno or errno.EIO, "message": exc.strerror or ""}
-    return {"files": files, "entries": entries}
+    return {"files": files}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mis_adapters.storage import archive as checks
-from mis_adapters.storage import unpack_processes, zipindex
+from mis_adapters.storage import unpack, unpack_processes, zipindex
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_core.errors import InsufficientStorage, InvalidInput
 
@@ -79,7 +79,7 @@ def test_the_workers_read_the_archive_that_was_checked_not_what_its_path_names_n
     study(other, unpack_processes.PROCESSES_FROM, folders=6, size=600)
     with open(checked, "rb") as source:
         layout = zipindex.read_layout(source)
-        bounds = checks._plan(source, layout, LIMITS, checks._Volume.of(dest))
+        bounds = checks._plan(source, layout, LIMITS, checks._Volume.of(dest)).bounds
         other.replace(checked)  # the path now names another archive
         written = unpack_processes.write_in_processes(source, layout, bounds, dest, workers=2)
     assert written == len(files)
@@ -114,6 +114,30 @@ def test_a_refusal_in_one_share_stops_every_worker(
     ]
     assert len(others) >= 5000
     assert len(set(tree(dest)) & set(others)) < len(others)
+
+
+def test_large_entries_are_written_here_meanwhile_and_a_refusal_there_stops_the_workers(
+    tmp_path: Path, dest: Path, spawned: Spawned
+) -> None:
+    archive = tmp_path / "in.zip"
+    files = study(archive, unpack_processes.PROCESSES_FROM, folders=6)
+    large = os.urandom(unpack.PARALLEL_FROM * 3)
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("series-00/volume.raw", large)
+    assert extract_archive(archive, dest, LIMITS, workers=2) == len(files) + 1
+    assert (dest / "series-00" / "volume.raw").read_bytes() == large
+
+    with zipfile.ZipFile(archive) as zf:  # now damage the large one's data
+        info = zf.getinfo("series-00/volume.raw")
+    data = bytearray(archive.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + 1000] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(InvalidInput, match="does not match its checksum"):
+        extract_archive(archive, again, LIMITS, workers=2)
+    assert len(spawned.workers) == 4
+    assert all(worker.returncode is not None for worker in spawned.workers)
 
 
 def test_a_duplicate_name_is_refused_across_the_workers(tmp_path: Path, dest: Path) -> None:
