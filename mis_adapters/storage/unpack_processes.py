@@ -82,8 +82,10 @@ def write_in_processes(
     """Write every entry of the checked archive at `source_path` on `workers` processes; the
     file count. Raises what a worker met (InvalidInput, or OSError: a full disk among them)
     as soon as one fails, the others killed."""
-    started = [_start(source_path, destination, index, workers) for index in range(workers)]
+    started: list[subprocess.Popen[bytes]] = []
     try:
+        for index in range(workers):  # one that cannot start stops those that did
+            started.append(_start(source_path, destination, index, workers))
         _send(started, bounds.tobytes())
         results = _results(started)
     finally:
@@ -91,6 +93,9 @@ def write_in_processes(
             if worker.poll() is None:
                 worker.kill()
             worker.wait()
+            for pipe in (worker.stdout, worker.stderr):  # a killed one's, unread
+                if pipe is not None:
+                    pipe.close()
     if sum(int(result["entries"]) for result in results) != layout.entries:
         raise corrupt("its entries were not all written")  # the archive changed meanwhile
     return sum(int(result["files"]) for result in results)
