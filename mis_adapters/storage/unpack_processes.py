@@ -35,10 +35,11 @@ from mis_adapters.storage.zipindex import Layout, Record, corrupt, read_layout, 
 from mis_core.errors import InvalidInput
 
 PROCESSES_FROM = 2000  # entries: below, threads (a worker's start costs some 30 ms)
-# A worker imports MIS from where this server did, whatever the current folder or PYTHONPATH.
+# A worker imports MIS and its libraries from where this server does (its sys.path, which
+# PYTHONPATH or a user site may have made), whatever the worker's own current folder.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = (
-    "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
+    "import sys, json, runpy; sys.path[:0] = json.loads(sys.argv.pop(1)); "
     "runpy.run_module('mis_adapters.storage.unpack_processes', run_name='__main__', "
     "alter_sys=True)"
 )
@@ -104,7 +105,8 @@ def write_in_processes(
 def _start(
     source_path: Path, destination: Path, index: int, workers: int
 ) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-I", "-c", _BOOT, _SOURCE_ROOT, str(os.getpid())]
+    path = [_SOURCE_ROOT, *(entry for entry in sys.path if entry)]  # "": the current folder
+    argv = [sys.executable, "-I", "-c", _BOOT, json.dumps(path), str(os.getpid())]
     argv += [str(source_path), str(destination), str(index), str(workers)]
     return subprocess.Popen(
         argv,

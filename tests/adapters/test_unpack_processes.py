@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from mis_adapters.storage import unpack_processes
@@ -206,6 +207,35 @@ def test_the_workers_die_with_mis(tmp_path: Path, dest: Path) -> None:
     assert not any(alive(pid) for pid in workers)
     # gone because MIS went, not because they were done: left alone, they write all 40,000
     assert sum(len(names) for _, _, names in os.walk(dest)) < 40_000
+
+
+def test_the_workers_import_from_where_mis_does(tmp_path: Path, dest: Path) -> None:
+    """MIS whose libraries come from PYTHONPATH (not from its interpreter's site-packages):
+    its workers find them too, as its threads do."""
+    bare = tmp_path / "bare"  # an interpreter with no libraries of its own
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    python = str(bare / "bin" / "python")
+    archive = tmp_path / "in.zip"
+    files = study(archive, unpack_processes.PROCESSES_FROM, folders=8)
+    script = (
+        "import sys; from pathlib import Path; "
+        "from mis_adapters.storage.archive import ExtractLimits, extract_archive; "
+        "print(extract_archive(Path(sys.argv[1]), Path(sys.argv[2]), "
+        "ExtractLimits(1 << 30, 100_000, 1000.0), workers=2))"
+    )
+    libraries = str(Path(attrs.__file__).parents[1])
+    repository = str(Path(__file__).parents[2])
+    done = subprocess.run(
+        [python, "-c", script, str(archive), str(dest)],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join([repository, libraries])},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(files))]
+    assert tree(dest) == files
 
 
 def wait_for_workers(parent: int, count: int) -> list[int]:
