@@ -60,9 +60,9 @@ def _orphans(since: int, spare: Collection[int]) -> tuple[dict[int, int], dict[i
     session = os.getsid(0)
     for pid in children_of(os.getpid()):
         started = start_time(pid)
-        if started is not None and started >= since and pid not in spare:
-            if not _in_session(pid, session):
-                mine[pid] = started
+        fresh = started is not None and started >= since
+        if fresh and pid not in spare and not _in_session(pid, session):
+            mine[pid] = started
     return mine, descendants(mine)
 
 

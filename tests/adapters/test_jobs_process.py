@@ -309,7 +309,9 @@ async def test_a_run_ending_leaves_the_unpack_workers_of_another_request_alone(
             outcome: list[JobOutcome] = []
 
             async def run() -> None:
-                outcome.append(await ProcessJobBackend(waits).run(JobRequest("r", waits, ws), JobProgress()))
+                outcome.append(
+                    await ProcessJobBackend(waits).run(JobRequest("r", waits, ws), JobProgress())
+                )
 
             tg.start_soon(run)
             while not started.exists():

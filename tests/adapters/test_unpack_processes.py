@@ -119,8 +119,10 @@ def test_a_refusal_leaves_no_pipe_of_a_worker_open(
     assert len(spawned.workers) == 3
     for worker in spawned.workers:
         assert worker.returncode is not None
-        assert worker.stdout is not None and worker.stdout.closed
-        assert worker.stderr is not None and worker.stderr.closed
+        assert worker.stdout is not None
+        assert worker.stdout.closed
+        assert worker.stderr is not None
+        assert worker.stderr.closed
 
 
 def test_a_worker_that_cannot_be_started_leaves_none_of_the_others_running(
@@ -144,7 +146,8 @@ def test_a_worker_that_cannot_be_started_leaves_none_of_the_others_running(
         extract_archive(archive, dest, LIMITS, workers=2)
     assert len(started) == 1
     assert started[0].returncode is not None  # reaped
-    assert started[0].stdout is not None and started[0].stdout.closed
+    assert started[0].stdout is not None
+    assert started[0].stdout.closed
 
 
 def test_a_duplicate_name_is_refused_across_the_workers(tmp_path: Path, dest: Path) -> None:
