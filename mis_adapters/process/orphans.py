@@ -60,8 +60,9 @@ def _orphans(since: int, spare: Collection[int]) -> tuple[dict[int, int], dict[i
     session = os.getsid(0)
     for pid in children_of(os.getpid()):
         started = start_time(pid)
-        fresh = started is not None and started >= since
-        if fresh and pid not in spare and not _in_session(pid, session):
+        if started is None or started < since or pid in spare:
+            continue
+        if not _in_session(pid, session):
             mine[pid] = started
     return mine, descendants(mine)
 
