@@ -4,8 +4,9 @@ The supervisor keeps every process the MAP starts below itself, but without the 
 MAP runs as MIS's user and can kill the supervisor. Its processes, however they left their
 session and scrubbed their environment, are then orphans; with MIS a child subreaper
 (Linux's `PR_SET_CHILD_SUBREAPER`) they become MIS's own children instead of init's, and
-when a run ends MIS kills and reaps every child of its own that started during that run and
-is no live supervisor.
+when a run ends MIS kills and reaps every child of its own that started during that run, is
+no live supervisor and is not in MIS's own session (what MIS started for itself meanwhile,
+such as another request's unpacking workers).
 
 Reaping waits only for the pids killed here (`waitid(P_PID, pid, WNOHANG)`), never for any
 child (`waitpid(-1)`), so the exit status of the children the event loop waits for (the
@@ -56,11 +57,24 @@ def _orphans(since: int, spare: Collection[int]) -> tuple[dict[int, int], dict[i
     """Our children that started at `since` or later and are not in `spare`, and every
     process below them: pid → start time (to tell a reused pid apart)."""
     mine: dict[int, int] = {}
+    session = os.getsid(0)
     for pid in children_of(os.getpid()):
         started = start_time(pid)
-        if started is not None and started >= since and pid not in spare:
+        if started is None or started < since or pid in spare:
+            continue
+        if not _in_session(pid, session):
             mine[pid] = started
     return mine, descendants(mine)
+
+
+def _in_session(pid: int, session: int) -> bool:
+    """Whether `pid` is in MIS's own session: then MIS started it for itself (unpacking
+    workers of another request, say). A supervisor starts in a session of its own, and
+    nothing below it can join MIS's (setsid only makes new ones), so no orphan of a MAP is."""
+    try:
+        return os.getsid(pid) == session
+    except OSError:
+        return False  # gone: the kill below finds nothing
 
 
 def _reaped(pid: int) -> bool:

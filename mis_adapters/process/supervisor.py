@@ -218,13 +218,7 @@ class Supervisor:
         ended = False
         while True:
             try:
-                # Once COMMAND ended, strays are looked for only while there are children:
-                # with none, nothing of the MAP is left (an orphan below us becomes ours),
-                # and the usual run ends without a walk of the process tree.
-                pid, status, usage = os.wait4(-1, os.WNOHANG if ended else 0)
-                if pid == 0:  # strays still running: kill them, then reap one
-                    self.kill()
-                    pid, status, usage = os.wait4(-1, 0)
+                pid, status, usage = os.wait4(-1, 0)
             except ChildProcessError:
                 return code, killed_by, peak
             peak = max(peak, usage.ru_maxrss)
@@ -234,6 +228,19 @@ class Supervisor:
                     killed_by = os.WTERMSIG(status)
                 else:
                     code = os.waitstatus_to_exitcode(status)
+            if ended and _has_children():
+                self.kill()  # strays, after every reap, until none is left
+
+
+def _has_children() -> bool:
+    """Whether any child is left, running or ended (its status is left to wait4). With none,
+    nothing of the MAP is left (an orphan below us becomes ours), so the usual run ends
+    without a walk of the process tree."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def feed_arguments(feed: int, words: list[str]) -> None:

@@ -38,10 +38,11 @@ from mis_adapters.storage.zipindex import Layout, Record, corrupt, read_layout, 
 from mis_core.errors import InvalidInput
 
 PROCESSES_FROM = 2000  # small entries: below, threads (a worker's start costs some 30 ms)
-# A worker imports MIS from where this server did, whatever the current folder or PYTHONPATH.
+# A worker imports MIS and its libraries from where this server does (its sys.path, which
+# PYTHONPATH or a user site may have made), whatever the worker's own current folder.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = (
-    "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
+    "import sys, json, runpy; sys.path[:0] = json.loads(sys.argv.pop(1)); "
     "runpy.run_module('mis_adapters.storage.unpack_processes', run_name='__main__', "
     "alter_sys=True)"
 )
@@ -92,8 +93,10 @@ def write_in_processes(
     worker); the file count. Raises what went wrong first (InvalidInput, or OSError: a
     full disk among them), every worker killed."""
     archive = source.fileno()
-    started = [_start(archive, destination, index, workers) for index in range(workers)]
+    started: list[subprocess.Popen[bytes]] = []
     try:
+        for index in range(workers):  # one that cannot start stops those that did
+            started.append(_start(archive, destination, index, workers))
         _send(started, bounds.tobytes())
         files = write_entries(source, layout, bounds, destination, workers, small=False)
         results = _results(started)
@@ -102,11 +105,15 @@ def write_in_processes(
             if worker.poll() is None:
                 worker.kill()
             worker.wait()
+            for pipe in (worker.stdout, worker.stderr):  # a killed one's, unread
+                if pipe is not None:
+                    pipe.close()
     return files + sum(int(result["files"]) for result in results)
 
 
 def _start(archive: int, destination: Path, index: int, workers: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-I", "-c", _BOOT, _SOURCE_ROOT, str(os.getpid())]
+    path = [_SOURCE_ROOT, *(entry for entry in sys.path if entry)]  # "": the current folder
+    argv = [sys.executable, "-I", "-c", _BOOT, json.dumps(path), str(os.getpid())]
     argv += [str(archive), str(destination), str(index), str(workers)]
     return subprocess.Popen(
         argv,

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import anyio
 import pytest
 
 from mis_adapters.process.backend import ProcessJobBackend
+from mis_adapters.storage import archive as archive_module
+from mis_adapters.storage import unpack_processes, zipindex
+from mis_adapters.storage.archive import ExtractLimits
 from mis_core.errors import BackendUnavailable
 from mis_core.model import (
+    JobOutcome,
     JobProgress,
     JobRequest,
     MapSpec,
@@ -25,6 +30,7 @@ from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
 
+LIMITS = ExtractLimits(max_extracted_bytes=1 << 20, max_entries=100, max_compression_ratio=100.0)
 SCRIPTED_MAP = str(Path(__file__).parents[1] / "maps" / "scripted_map.py")
 
 
@@ -278,3 +284,49 @@ async def test_relative_paths_in_the_command_stay_relative_to_mis_directory(
     assert outcome.succeeded, outcome
     env = json.loads((Path(ws.output_dir) / "env.json").read_text())
     assert env["cwd"] == ws.work_dir  # the MAP runs in its own folder, yet found its script
+
+
+async def test_a_run_ending_leaves_the_unpack_workers_of_another_request_alone(
+    tmp_path: Path,
+) -> None:
+    """With server.max_concurrent above one, another request's archive may be unpacking on
+    worker processes (MIS's own children, started during this run) when this run's MAP
+    ends: the look for what a MAP left behind must not take them for its orphans."""
+    ws = workspace(tmp_path)
+    started, release = tmp_path / "started", tmp_path / "release"
+    (Path(ws.input_dir) / "_mode").write_text("wait")
+    waits = spec(env={"MIS_TEST_STARTED": str(started), "MIS_TEST_RELEASE": str(release)})
+    archive, dest = tmp_path / "other.zip", tmp_path / "other-input"
+    dest.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for n in range(20):
+            zf.writestr(f"s{n % 3}/{n}.dcm", b"x" * n)
+    source = open(archive, "rb")  # noqa: SIM115 - closed below, after the workers
+    layout = zipindex.read_layout(source)
+    bounds = archive_module._plan(source, layout, LIMITS, archive_module._Volume.of(dest)).bounds
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            outcome: list[JobOutcome] = []
+
+            async def run() -> None:
+                outcome.append(
+                    await ProcessJobBackend(waits).run(JobRequest("r", waits, ws), JobProgress())
+                )
+
+            tg.start_soon(run)
+            while not started.exists():
+                await anyio.sleep(0.02)
+            # the other request's workers, as write_in_processes starts them: each waits
+            # for its overlap bounds on stdin
+            workers = [unpack_processes._start(source.fileno(), dest, i, 2) for i in range(2)]
+            release.touch()
+    assert outcome[0].succeeded
+    try:
+        unpack_processes._send(workers, bounds.tobytes())
+        results = unpack_processes._results(workers)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+        source.close()
+    assert sum(result["files"] for result in results) == 20

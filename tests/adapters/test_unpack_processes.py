@@ -4,6 +4,7 @@ this way: see `unpack_by` in conftest.py.)"""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from mis_adapters.storage import archive as checks
@@ -34,6 +36,16 @@ def study(path: Path, files: int, folders: int, size: int = 300) -> dict[str, by
         for n, (name, data) in enumerate(contents.items()):
             zf.writestr(name, data, zipfile.ZIP_DEFLATED if n % 2 else zipfile.ZIP_STORED)
     return contents
+
+
+def damage_first_entry(archive: Path) -> None:
+    """Flip a byte of the first entry's stored data (not of its CRC)."""
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.infolist()[0]
+    assert info.compress_type == zipfile.ZIP_STORED
+    data = bytearray(archive.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + 5] ^= 0xFF
+    archive.write_bytes(bytes(data))
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -97,12 +109,7 @@ def test_a_refusal_in_one_share_stops_every_worker(
 ) -> None:
     archive = tmp_path / "in.zip"
     files = study(archive, 20_000, folders=4)
-    with zipfile.ZipFile(archive) as zf:  # damage the first entry's stored data (not its CRC)
-        info = zf.infolist()[0]
-    assert info.compress_type == zipfile.ZIP_STORED
-    data = bytearray(archive.read_bytes())
-    data[info.header_offset + 30 + len(info.filename) + 5] ^= 0xFF
-    archive.write_bytes(bytes(data))
+    damage_first_entry(archive)
     with pytest.raises(InvalidInput, match="does not match its checksum"):
         extract_archive(archive, dest, LIMITS, workers=2)
     assert len(spawned.workers) == 2
@@ -138,6 +145,50 @@ def test_large_entries_are_written_here_meanwhile_and_a_refusal_there_stops_the_
         extract_archive(archive, again, LIMITS, workers=2)
     assert len(spawned.workers) == 4
     assert all(worker.returncode is not None for worker in spawned.workers)
+
+
+def test_a_refusal_leaves_no_pipe_of_a_worker_open(
+    tmp_path: Path, dest: Path, spawned: Spawned
+) -> None:
+    """The workers killed after another failed said nothing: their pipes are closed all the
+    same, not left to the garbage collector while the refusal is handled."""
+    archive = tmp_path / "in.zip"
+    study(archive, 20_000, folders=4)
+    damage_first_entry(archive)  # its worker fails at once, the others are still writing
+    with pytest.raises(InvalidInput, match="does not match its checksum"):
+        extract_archive(archive, dest, LIMITS, workers=3)
+    assert len(spawned.workers) == 3
+    for worker in spawned.workers:
+        assert worker.returncode is not None
+        assert worker.stdout is not None
+        assert worker.stdout.closed
+        assert worker.stderr is not None
+        assert worker.stderr.closed
+
+
+def test_a_worker_that_cannot_be_started_leaves_none_of_the_others_running(
+    tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting the second worker fails (no process to be had: EAGAIN): the first one,
+    waiting for its bounds, is killed and reaped, not left to wait."""
+    started: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        if started:
+            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(unpack_processes.subprocess, "Popen", popen)
+    archive = tmp_path / "in.zip"
+    study(archive, unpack_processes.PROCESSES_FROM, folders=4)
+    with pytest.raises(BlockingIOError):
+        extract_archive(archive, dest, LIMITS, workers=2)
+    assert len(started) == 1
+    assert started[0].returncode is not None  # reaped
+    assert started[0].stdout is not None
+    assert started[0].stdout.closed
 
 
 def test_a_duplicate_name_is_refused_across_the_workers(tmp_path: Path, dest: Path) -> None:
@@ -200,6 +251,35 @@ def test_the_workers_die_with_mis(tmp_path: Path, dest: Path) -> None:
     assert not any(alive(pid) for pid in workers)
     # gone because MIS went, not because they were done: left alone, they write all 40,000
     assert sum(len(names) for _, _, names in os.walk(dest)) < 40_000
+
+
+def test_the_workers_import_from_where_mis_does(tmp_path: Path, dest: Path) -> None:
+    """MIS whose libraries come from PYTHONPATH (not from its interpreter's site-packages):
+    its workers find them too, as its threads do."""
+    bare = tmp_path / "bare"  # an interpreter with no libraries of its own
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    python = str(bare / "bin" / "python")
+    archive = tmp_path / "in.zip"
+    files = study(archive, unpack_processes.PROCESSES_FROM, folders=8)
+    script = (
+        "import sys; from pathlib import Path; "
+        "from mis_adapters.storage.archive import ExtractLimits, extract_archive; "
+        "print(extract_archive(Path(sys.argv[1]), Path(sys.argv[2]), "
+        "ExtractLimits(1 << 30, 100_000, 1000.0), workers=2))"
+    )
+    libraries = str(Path(attrs.__file__).parents[1])
+    repository = str(Path(__file__).parents[2])
+    done = subprocess.run(
+        [python, "-c", script, str(archive), str(dest)],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join([repository, libraries])},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(files))]
+    assert tree(dest) == files
 
 
 def wait_for_workers(parent: int, count: int) -> list[int]:
