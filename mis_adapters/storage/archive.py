@@ -63,6 +63,12 @@ RATIO_APPLIES_ABOVE_BYTES = 64 * 1024 * 1024
 DIRECTORY_BYTES_PER_ENTRY = 1024
 DIRECTORY_BYTES_MARGIN = 1024 * 1024
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+# The central directory is read through a buffer this large. With the default 8 KiB, the
+# reading thread let go of the interpreter lock for a read every ~180 records and took it
+# back at once, so the event loop never got it: busy answers waited up to 500 ms while an
+# archive of 100,000 entries was checked (Python hands the lock over on request only when
+# its holder has not let go of it meanwhile).
+_DIRECTORY_BUFFER = 1024 * 1024
 _STORED, _DEFLATED = 0, 8
 _METHOD_NAMES = {
     1: "shrink",
@@ -121,7 +127,7 @@ def extract_archive(
     `workers`: threads writing entries (server.workers: 0 is auto, see cpus.py)."""
     workers = worker_count(workers)
     try:
-        with open(archive, "rb") as source:
+        with open(archive, "rb", buffering=_DIRECTORY_BUFFER) as source:
             layout = read_layout(source)
             _check_layout(layout, limits)
             plan = _plan(source, layout, limits, _Volume.of(destination))

@@ -19,6 +19,7 @@ when MIS dies (PDEATHSIG), and every worker is killed once anything fails.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -38,7 +39,7 @@ from mis_adapters.storage.zipindex import Layout, Record, corrupt, read_layout, 
 from mis_core.errors import InvalidInput
 
 PROCESSES_FROM = 2000  # small entries: below, threads (a worker's start costs some 30 ms)
-WORKER_NICENESS = 10
+NICER = 10  # the workers' niceness above MIS's own
 # A worker imports MIS and its libraries from where this server does (its sys.path, which
 # PYTHONPATH or a user site may have made), whatever the worker's own current folder.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -116,7 +117,7 @@ def _start(archive: int, destination: Path, index: int, workers: int) -> subproc
     path = [_SOURCE_ROOT, *(entry for entry in sys.path if entry)]  # "": the current folder
     argv = [sys.executable, "-I", "-c", _BOOT, json.dumps(path), str(os.getpid())]
     argv += [str(archive), str(destination), str(index), str(workers)]
-    return subprocess.Popen(
+    worker = subprocess.Popen(
         argv,
         pass_fds=(archive,),
         stdin=subprocess.PIPE,
@@ -124,6 +125,12 @@ def _start(archive: int, destination: Path, index: int, workers: int) -> subproc
         stderr=subprocess.PIPE,
         env={"PATH": os.environ.get("PATH", "")},
     )
+    # Bulk work: the server's event loop, at the usual priority, goes first when they meet
+    # (at the same priority, busy answers waited up to 220 ms for a core while the workers
+    # started and wrote). Set at once, so it covers the interpreter's start too.
+    with contextlib.suppress(ProcessLookupError):  # it died already: its result says why
+        os.setpriority(os.PRIO_PROCESS, worker.pid, os.getpriority(os.PRIO_PROCESS, 0) + NICER)
+    return worker
 
 
 def _send(started: list[subprocess.Popen[bytes]], data: bytes) -> None:
@@ -194,8 +201,6 @@ if __name__ == "__main__":
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # when MIS goes
     if os.getppid() != int(sys.argv[1]):  # it went before that
         os._exit(1)
-    # Bulk work: the server's event loop, at the usual priority, goes first when they meet
-    # (at the same priority, busy answers waited up to 220 ms for a core while they wrote).
-    os.nice(WORKER_NICENESS)
+
     print(json.dumps(_worker(sys.argv[2:])), flush=True)
     os._exit(0)
