@@ -127,7 +127,7 @@ def markdown(results: dict[str, Any]) -> str:
         if load
         else "",
         f"work folder on {where['type']}" if where else "",
-        f"each run on {m['runs_on']}" if m.get("runs_on") else "",
+        f"the runs on {m['runs_on']}" if m.get("runs_on") else "",
     ]
     parts = [
         f"Measured {results['when']}: " + "; ".join(n for n in notes if n) + ".",

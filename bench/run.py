@@ -249,7 +249,7 @@ def run_mis(profile: Profile, archive: Path, compression: str = "adaptive") -> d
     server's stage times (including the deletion after the response), CPU seconds of the
     server and its children (counted once the workspace is deleted and the children reaped),
     peak RSS."""
-    with scratch.fresh(WORK, "mis", disk_size(profile)) as disk:
+    with scratch.fresh(WORK, "mis") as disk:
         payload_dir, out = disk / "payload", disk / "mis-out.zip"
         config = mis_config(payload_dir, compression)
         os.sync()  # the previous run's writes are not flushed during this one
@@ -285,12 +285,6 @@ def run_mis(profile: Profile, archive: Path, compression: str = "adaptive") -> d
     }
 
 
-def disk_size(profile: Profile) -> int:
-    """Room for the input, the output, their zips and slack (a sparse image: only what is
-    written takes space)."""
-    return max(4 * 2**30, 4 * profile.total + 2**30)
-
-
 def run_naive(profile: Profile, archive: Path, bound: float) -> dict[str, Any]:
     """The naive service, its temporary files on a fresh file system as MIS's workspaces are;
     stopped, and reported as such, when it sends nothing for `bound` seconds."""
@@ -303,7 +297,7 @@ def run_naive(profile: Profile, archive: Path, bound: float) -> dict[str, Any]:
         "{output_path}",
         "--port",
     ]
-    with scratch.fresh(WORK, "naive", disk_size(profile)) as disk:
+    with scratch.fresh(WORK, "naive") as disk:
         temporary, out = disk / "tmp", disk / "naive-out.zip"
         temporary.mkdir()
         os.sync()
@@ -338,7 +332,7 @@ def run_floor(profile: Profile, archive: Path) -> dict[str, Any]:
     """unzip, cp -r, zip -1 -r, one after the other (timed: the wall time), then rm -rf of
     what they wrote (timed apart, as MIS's deletion after the response is); CPU seconds and
     peak RSS of each, from wait4."""
-    with scratch.fresh(WORK, "floor", disk_size(profile)) as floor:
+    with scratch.fresh(WORK, "floor") as floor:
         (floor / "out").mkdir()
         os.sync()
         with procstat.Noise() as noise:  # the steps are this process's children: its own
@@ -412,7 +406,7 @@ def busy_latency(profile: Profile, archive: Path) -> dict[str, dict[str, float |
     runs; each busy answer counts in the stage the server's log places its start in."""
     stop = WORK / "probe-stop"
     stop.unlink(missing_ok=True)
-    with scratch.fresh(WORK, "busy", disk_size(profile)) as disk:
+    with scratch.fresh(WORK, "busy") as disk:
         config = mis_config(disk / "payload", log_level="INFO")
         os.sync()
         with serve(mis_argv(config)) as server:
@@ -616,7 +610,6 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "load_average": os.getloadavg(),
         "work_dir_fs": procstat.filesystem(WORK),
-        "runs_on": scratch.kind(),
     }
 
 
@@ -674,20 +667,8 @@ def parse(argv: list[str]) -> tuple[set[str], int | None]:
     return set(options.parts), options.workers
 
 
-def main() -> None:
-    only, OPTIONS["workers"] = parse(sys.argv[1:])
-    WORK.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for old in WORK.glob("server-*.log"):  # an earlier run's
-        old.unlink()
-    results: dict[str, Any] = {
-        "schema": 2,  # 2: CPU seconds with children, stages with delete, busy latency by stage
-        "machine": machine(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "work_dir": str(WORK.relative_to(ROOT)),
-        "profiles": {},
-    }
-    print(f"work folder {WORK} on {results['machine']['work_dir_fs']}; load {load()}")
+def measure(results: dict[str, Any], only: set[str]) -> None:
+    """Every part asked for (all when `only` is empty), into `results`."""
     for profile in PROFILES:
         if only and profile.name not in only:
             continue
@@ -716,6 +697,25 @@ def main() -> None:
         "process": first_byte_process(small),
         "kubernetes": first_byte_kubernetes(small),
     }
+
+
+def main() -> None:
+    only, OPTIONS["workers"] = parse(sys.argv[1:])
+    WORK.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for old in WORK.glob("server-*.log"):  # an earlier run's
+        old.unlink()
+    results: dict[str, Any] = {
+        "schema": 2,  # 2: CPU seconds with children, stages with delete, busy latency by stage
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "work_dir": str(WORK.relative_to(ROOT)),
+        "profiles": {},
+    }
+    print(f"work folder {WORK} on {results['machine']['work_dir_fs']}; load {load()}")
+    with scratch.disk(WORK, 16 * 2**30):
+        results["machine"]["runs_on"] = scratch.kind()
+        measure(results, only)
     results["load_average_end"] = os.getloadavg()
     results["targets"] = targets.check(results)
 
