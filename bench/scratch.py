@@ -6,9 +6,9 @@ buffer cache, so creating 100,000 files right after 100,000 were deleted cost 30
 time instead of 3.5 s (`perf`: `recently_deleted` under `__ext4_new_inode`), and whichever side
 ran after another's clean-up lost. The runs share a journaled ext4 (as a Kubernetes volume
 would be), in a sparse image on the same disk, through a loop device with direct I/O (no second
-page cache). It is written through once before the first run: a new device's writers are held
-back until the kernel has seen how fast it writes, which made whichever run came first slower
-(830 MB received in 3.6 s instead of 1.4 s). Each run gets a folder of its own on it, removed
+page cache). It is made whole before the first run (inode tables zeroed, 2 GiB written through): a
+new file system made whoever came first pay for its set-up (830 MB received in 3.6 s instead
+of 1.4 s; 100,000 files unpacked in 13.3 s instead of 6.2 s). Each run gets a folder of its own on it, removed
 afterwards. Without root or the tools, folders in the work folder, and the results say so.
 """
 
@@ -49,13 +49,15 @@ def disk(work: Path, size: int, warm_up: int = 2 * 2**30) -> Iterator[None]:
     image.unlink(missing_ok=True)
     with open(image, "wb") as sparse:
         sparse.truncate(size)
-    # an inode per 8 KiB (room for 100,000s of small files); no discard on delete; no lazy
-    # inode-table zeroing in the background during the runs (noinit_itable)
-    run("mkfs.ext4", "-q", "-F", "-i", "8192", "-E", "nodiscard", str(image))
+    # An inode per 8 KiB (room for 100,000s of small files); no discard on delete; inode
+    # tables and journal zeroed now, not on first use: whoever first created files in a
+    # block group waited for its zeroing (unzip of 100,000 files: 13.3 s, against 6.2 s)
+    extended = "nodiscard,lazy_itable_init=0,lazy_journal_init=0"
+    run("mkfs.ext4", "-q", "-F", "-i", "8192", "-E", extended, str(image))
     device = run("losetup", "--direct-io=on", "--find", "--show", str(image)).strip()
     try:
         point.mkdir(parents=True, exist_ok=True)
-        run("mount", "-o", "noinit_itable", device, str(point))
+        run("mount", device, str(point))
         try:
             _write_through(point / "warm-up", warm_up)
             _DISK = point
