@@ -35,8 +35,8 @@ from mis_adapters.storage import unpack_processes
 from mis_adapters.storage.unpack import (
     INPUT_FILE_MODE,
     INPUT_FOLDER_MODE,
-    PARALLEL_FROM,
     is_folder,
+    is_small,
     parts,
     unix_kind,
     write_entries,
@@ -162,7 +162,7 @@ def _check_layout(layout: Layout, limits: ExtractLimits) -> None:
 @attrs.frozen
 class _Plan:
     bounds: array[int]  # per record, the offset its data must end before (see _plan)
-    small: int  # entries written where they are read (under unpack.PARALLEL_FROM)
+    small: int  # entries under unpack.PARALLEL_FROM (compressed): see unpack.is_small
 
 
 def _plan(source: BinaryIO, layout: Layout, limits: ExtractLimits, volume: _Volume) -> _Plan:
@@ -183,7 +183,7 @@ def _plan(source: BinaryIO, layout: Layout, limits: ExtractLimits, volume: _Volu
             )
         starts.append(record.header_offset)
         ends.append(end)
-        small += record.compressed_size < PARALLEL_FROM
+        small += is_small(record)
         if not is_dir:
             declared += record.size
             compressed += record.compressed_size

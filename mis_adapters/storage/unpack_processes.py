@@ -28,14 +28,13 @@ import selectors
 import signal
 import subprocess
 import sys
-import zlib
 from array import array
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from mis_adapters.process.supervisor import PR_SET_PDEATHSIG, prctl
 from mis_adapters.storage.unpack import EntryWriter, is_small, parts, write_entries
-from mis_adapters.storage.zipindex import Layout, Record, corrupt, read_layout, records
+from mis_adapters.storage.zipindex import Layout, Record, read_layout, records
 from mis_core.errors import InvalidInput
 
 PROCESSES_FROM = 2000  # small entries: below, threads (a worker's start costs some 30 ms)
@@ -188,10 +187,8 @@ def _worker(argv: list[str]) -> dict[str, Any]:
     bounds.frombytes(sys.stdin.buffer.read())
     try:
         files = write_share(int(archive), Path(destination), bounds, int(index), int(workers))
-    except InvalidInput as exc:
+    except InvalidInput as exc:  # damaged deflate data among them (EntryWriter says so)
         return {"error": "invalid", "message": exc.message}
-    except zlib.error:
-        return {"error": "invalid", "message": corrupt("an entry's data is damaged").message}
     except OSError as exc:
         return {"error": "os", "errno": exc.errno or errno.EIO, "message": exc.strerror or ""}
     return {"files": files}
@@ -201,6 +198,5 @@ if __name__ == "__main__":
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # when MIS goes
     if os.getppid() != int(sys.argv[1]):  # it went before that
         os._exit(1)
-
     print(json.dumps(_worker(sys.argv[2:])), flush=True)
     os._exit(0)

@@ -324,3 +324,18 @@ def test_the_workers_yield_to_the_server(tmp_path: Path, dest: Path) -> None:
 
 def niceness(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.parametrize("files", [50, unpack_processes.PROCESSES_FROM], ids=["threads", "workers"])
+def test_damaged_deflate_data_is_refused_alike_by_threads_and_workers(
+    tmp_path: Path, dest: Path, files: int
+) -> None:
+    archive = tmp_path / "in.zip"
+    study(archive, files, folders=4)
+    with zipfile.ZipFile(archive) as zf:
+        info = next(i for i in zf.infolist() if i.compress_type == zipfile.ZIP_DEFLATED)
+    data = bytearray(archive.read_bytes())
+    data[info.header_offset + 30 + len(info.filename)] = 0x07  # a block of type 3: invalid
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InvalidInput, match="compressed data is damaged"):
+        extract_archive(archive, dest, LIMITS, workers=2)
