@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
+import attrs
 from anyio.abc import Process
 from loguru import logger
 
@@ -86,6 +87,7 @@ class ProcessJobBackend:
         self.cwd = os.getcwd()
         self.supervisors: set[int] = set()  # live ones: never taken for a MAP's orphans
         self._spawning: anyio.Lock | None = None  # a supervisor is not yet in the set
+        self._exiting: list[Process] = []  # supervisors that reported, not yet collected
 
     async def check(self) -> None:
         """Ready when the MAP's program can be found (a typo in map.command shows up here)
@@ -122,7 +124,7 @@ class ProcessJobBackend:
         return killed
 
     async def close(self) -> None:
-        return None
+        await self._collect_exits()
 
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
         workspace = request.workspace
@@ -154,6 +156,7 @@ class ProcessJobBackend:
             sandbox_args=max(len(sandbox) - 1, 0),  # bwrap's own, through a pipe: see supervisor.py
         )
         map_log = MapLog(self.log_tail_lines)
+        await self._collect_exits()
         self._spawning = self._spawning or anyio.Lock()
         since = now_ticks()
         async with self._spawning:
@@ -174,32 +177,53 @@ class ProcessJobBackend:
             self.supervisors.add(process.pid)
         logger.info("MAP supervisor {} started (sandbox: {})", process.pid, self.sandbox.name)
         Path(workspace.file(RECORD)).write_text(f"{process.pid} {request.job_id}")
+        ended: _Report | None = None
         try:
-            async with anyio.create_task_group() as tg:
-                log_read = anyio.Event()
-
-                async def pump() -> None:
-                    assert process.stdout is not None
-                    try:
-                        await map_log.pump(process.stdout)
-                    finally:
-                        log_read.set()
-
-                tg.start_soon(pump)
-                code = await process.wait()
-                with anyio.move_on_after(1):  # a process that escaped may hold the pipe
-                    await log_read.wait()
-                tg.cancel_scope.cancel()
+            ended = await self._wait_for_the_end(process, map_log, report)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._terminate(process, request.job_id, report)
-                self.supervisors.discard(process.pid)
+                await self._terminate(process, request.job_id, report, reported=ended is not None)
                 if not self.sandbox.bwrap:
                     # In the sandbox the MAP cannot see its supervisor, let alone kill it
                     # (own PID and user namespaces), so nothing of it can become MIS's:
                     # the look through MIS's children (a few tenths of a ms) is skipped.
                     await self._reap_orphans(since)
-        return self._outcome(request, code, report, tuple(map_log.tail))
+        return self._outcome(request, ended, process.returncode, tuple(map_log.tail))
+
+    async def _wait_for_the_end(
+        self, process: Process, map_log: MapLog, report: Path
+    ) -> _Report | None:
+        """The supervisor's report, once the MAP's log pipe has ended and the report is
+        there: the supervisor closes the pipe only after it has reaped everything below it
+        and written the report, so the run is over then, while the supervisor's own exit
+        takes ~0.6 ms more (that is left to `_collect_exits`). None when the supervisor
+        ended without a report (killed); then it has exited when this returns."""
+        log_read, ended = anyio.Event(), anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def pump() -> None:
+                assert process.stdout is not None
+                try:
+                    await map_log.pump(process.stdout)
+                finally:
+                    log_read.set()
+                    ended.set()
+
+            async def watch() -> None:
+                await process.wait()
+                ended.set()
+
+            tg.start_soon(pump)
+            tg.start_soon(watch)
+            await ended.wait()
+            finished = _read_report(report) if log_read.is_set() else None
+            if finished is None:
+                await process.wait()
+                with anyio.move_on_after(1):  # a process that escaped may hold the pipe
+                    await log_read.wait()
+                finished = _read_report(report)
+            tg.cancel_scope.cancel()
+        return finished
 
     def _sandbox_argv(self, request: JobRequest, files: Sequence[str], memory: int) -> list[str]:
         if not self.sandbox.bwrap:
@@ -231,9 +255,15 @@ class ProcessJobBackend:
             "hidden from the MAP); install the MAP elsewhere, or set process.sandbox: none"
         )
 
-    async def _terminate(self, process: Process, job_id: str, report: Path) -> None:
+    async def _terminate(
+        self, process: Process, job_id: str, report: Path, *, reported: bool
+    ) -> None:
         """Stop the run: SIGTERM to the supervisor, which passes it on and kills everything
-        after the grace; if the supervisor itself does not finish, kill what is left."""
+        after the grace; if the supervisor itself does not finish, kill what is left. A
+        supervisor that has reported is only exiting: it is collected later."""
+        if reported and process.returncode is None:
+            self._exiting.append(process)
+            return
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
@@ -243,8 +273,24 @@ class ProcessJobBackend:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             _kill_marked(job_id)
+        await self._close(process)
+
+    async def _collect_exits(self) -> None:
+        """Wait for the supervisors that reported and were still exiting (long gone, as a
+        rule: this runs before the next MAP starts, and as MIS stops)."""
+        exiting, self._exiting = self._exiting, []
+        for process in exiting:
+            with anyio.move_on_after(_MARGIN):
+                await process.wait()
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            await self._close(process)
+
+    async def _close(self, process: Process) -> None:
         await process.wait()
         await process.aclose()
+        self.supervisors.discard(process.pid)
 
     async def _reap_orphans(self, since: int) -> None:
         """What a MAP that killed its supervisor left running became MIS's: kill it."""
@@ -257,14 +303,17 @@ class ProcessJobBackend:
             )
 
     def _outcome(
-        self, request: JobRequest, code: int, report: Path, tail: tuple[str, ...]
+        self,
+        request: JobRequest,
+        ended: _Report | None,
+        returncode: int | None,
+        tail: tuple[str, ...],
     ) -> JobOutcome:
-        try:
-            ended = json.loads(report.read_text())
-            code = -int(ended["signal"]) if ended["signal"] else int(ended["exit_code"])
-            peak = int(ended["peak_rss_kib"])
-        except (OSError, ValueError, KeyError, TypeError):
-            peak = 0  # the supervisor was killed: `code` is its own
+        if ended is not None:
+            code, peak = ended.code, ended.peak_rss_kib
+        else:  # the supervisor was killed: its own code (it has been waited for)
+            assert returncode is not None
+            code, peak = returncode, 0
         if self.sandbox.bwrap and code > 128 and _signal_name(code - 128):
             code = 128 - code  # bwrap's way of saying a signal ended the MAP
         if code == 0:
@@ -277,6 +326,24 @@ class ProcessJobBackend:
         else:
             reason = f"exited with code {code}"
         return JobOutcome(succeeded=False, reason=reason, exit_code=code, log_tail=tail)
+
+
+@attrs.frozen
+class _Report:
+    """How the MAP ended, as its supervisor wrote it."""
+
+    code: int  # its exit code, or minus the signal that ended it
+    peak_rss_kib: int
+
+
+def _read_report(path: Path) -> _Report | None:
+    """The supervisor's report, or None when it is missing or cut short (it was killed)."""
+    try:
+        ended = json.loads(path.read_text())
+        signum = int(ended["signal"])
+        return _Report(-signum if signum else int(ended["exit_code"]), int(ended["peak_rss_kib"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _kill_marked(job_id: str) -> bool:

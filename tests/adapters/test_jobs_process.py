@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from mis_adapters.process import backend as backend_module
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.storage import archive as archive_module
 from mis_adapters.storage import unpack_processes, zipindex
@@ -330,3 +331,52 @@ async def test_a_run_ending_leaves_the_unpack_workers_of_another_request_alone(
             worker.wait()
         source.close()
     assert sum(result["files"] for result in results) == 20
+
+
+def supervisor_of(ws: Workspace) -> int:
+    """The run's supervisor, as the backend recorded it in the workspace."""
+    return int(Path(ws.file(backend_module.RECORD)).read_text().split()[0])
+
+
+async def test_the_supervisors_are_collected_by_the_next_run_and_at_close(tmp_path: Path) -> None:
+    """A run ends when its supervisor has reported, before its own exit; nothing of it is left
+    once the next run starts, nor once the backend closes."""
+    backend = ProcessJobBackend(spec())
+    supervisors = []
+    for n in range(2):
+        ws = workspace(tmp_path / str(n))
+        assert (await backend.run(JobRequest("r", spec(), ws), JobProgress())).succeeded
+        supervisors.append(supervisor_of(ws))
+        if n:  # the first was collected as the second started
+            assert not Path(f"/proc/{supervisors[0]}").exists()  # reaped, not even a zombie
+    await backend.close()
+    assert not Path(f"/proc/{supervisors[1]}").exists()
+    assert backend.supervisors == set()
+
+
+async def test_a_supervisor_that_reported_but_hangs_is_killed_when_collected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's outcome comes from the report once the log pipe has ended, without waiting
+    for the supervisor's exit; one that never exits is killed when it is collected."""
+
+    def hanging_supervisor(command: list[str], *, report: str, **_: object) -> list[str]:
+        script = (
+            "import os, sys, time\n"
+            "open(sys.argv[1], 'x').write("
+            '\'{"exit_code": 0, "signal": 0, "peak_rss_kib": 1}\\n\')\n'
+            "print('reported', flush=True)\n"
+            "os.closerange(0, 3)\n"
+            "time.sleep(600)\n"
+        )
+        return [sys.executable, "-c", script, report]
+
+    monkeypatch.setattr(backend_module, "supervised", hanging_supervisor)
+    ws = workspace(tmp_path)
+    backend = ProcessJobBackend(spec())
+    outcome = await backend.run(JobRequest("r", spec(), ws), JobProgress())
+    assert outcome.succeeded
+    pid = supervisor_of(ws)
+    assert is_alive(pid, grace=0)  # the run did not wait for its exit
+    await backend.close()
+    assert not Path(f"/proc/{pid}").exists()

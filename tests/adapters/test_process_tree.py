@@ -23,8 +23,8 @@ def tree() -> Iterator[subprocess.Popen[bytes]]:
     """sh → (sh → sleep, sleep): two levels below the shell, all alive."""
     shell = subprocess.Popen(["/bin/sh", "-c", "(sleep 30 & wait) & sleep 30 & wait"])
     deadline = time.monotonic() + 10
-    while len(supervisor.descendants([shell.pid])) < 3:
-        assert time.monotonic() < deadline, "the tree did not start"
+    while sorted(map(command, supervisor.descendants([shell.pid]))) != ["sh", "sleep", "sleep"]:
+        assert time.monotonic() < deadline, "the tree did not start"  # each fork has exec'd
         time.sleep(0.01)
     yield shell
     for pid, started in supervisor.descendants([shell.pid]).items():
