@@ -73,7 +73,11 @@ _READ = 1024 * 1024  # the most read at once from a file
 _ZIP_ENTRY_MODE = stat.S_IFREG | 0o644
 _ZIP_DIR_MODE = stat.S_IFDIR | 0o755
 COMPRESSION_POLICIES = ("adaptive", "deflate", "stored")
-_SAMPLE = 16 * 1024  # bytes of a file's middle that decide whether it compresses
+# Whether a file compresses is judged on this many bytes of its middle (4 KiB tell pixel
+# noise from what deflate can shrink as well as 16 KiB, at a third of the time: ~0.1 ms
+# here, paid by the first file before the response starts); smaller files always deflate.
+_SAMPLE = 4 * 1024
+_SAMPLED_FROM = 64 * 1024
 _WORTH_IT = 0.9  # deflate when the sample shrinks below this fraction
 _ZIP32_MAX_OFFSET = 0xFFFFFFFF
 _ZIP32_MAX_ENTRIES = 0xFFFF
@@ -574,10 +578,11 @@ def _window_bits(size: int) -> int:
 
 def _compresses(fd: int, size: int) -> bool:
     """Whether deflate pays: judged on a sample from the file's middle (past any header)."""
-    if size < 4 * _SAMPLE:
+    if size < _SAMPLED_FROM:
         return True  # small files cost little either way
     sample = os.pread(fd, _SAMPLE, size // 2)
-    return len(zlib.compress(sample, 1)) < _WORTH_IT * max(len(sample), 1)
+    deflated = zlib.compress(sample, 1, wbits=-_window_bits(len(sample)))
+    return len(deflated) < _WORTH_IT * max(len(sample), 1)
 
 
 _EARLIEST = datetime.datetime(1980, 1, 1)  # the zip format's first date
