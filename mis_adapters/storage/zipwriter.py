@@ -10,8 +10,8 @@ The zip is whole for any size and count: an entry uses the zip64 form as soon as
 could pass 4 GiB by its end (counted from an upper bound of every entry before it), or it is
 the 65,536th entry or later; below that, the plain form, which every unzip reads.
 
-Deflating is what costs, and zlib lets go of the GIL while it works, so with `workers` > 1 it
-runs on that many threads (pigz's idea, within Python):
+Deflating is what costs, and ISA-L (deflate.py) lets go of the GIL while it works, so with
+`workers` > 1 it runs on that many threads (pigz's idea, within Python):
 
 - the walk (`_plan`) runs ahead on a thread of its own and turns the tree into steps, in
   archive order; a pool runs each step's work, and the caller's thread sends the results in
@@ -52,6 +52,7 @@ from typing import Any
 import attrs
 
 from mis_adapters.cpus import worker_count
+from mis_adapters.storage import deflate
 from mis_adapters.storage.walk import (
     Member,
     OutputProblem,
@@ -143,7 +144,7 @@ class _Batch:
             entry.crc = zlib.crc32(data)
             entry.size = len(data)
             if entry.method == DEFLATED:
-                data = zlib.compress(data, self.level, wbits=-_window_bits(len(data)))
+                data = deflate.compress(data, self.level, _window_bits(len(data)))
             entry.compressed = len(data)
             header = entry.local_header()
             placed.append((position, entry))
@@ -187,11 +188,8 @@ class _Piece:
         history = _pread_exactly(
             self.fd, max(0, self.offset - _HISTORY), min(self.offset, _HISTORY)
         )
-        if history:
-            deflater = zlib.compressobj(self.level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=history)
-        else:
-            deflater = zlib.compressobj(self.level, zlib.DEFLATED, -zlib.MAX_WBITS)
-        flush = zlib.Z_FINISH if self.last else zlib.Z_SYNC_FLUSH
+        deflater = deflate.compressor(self.level, history)
+        flush = deflate.FINISH if self.last else deflate.SYNC_FLUSH
         return _Sent(
             deflater.compress(data) + deflater.flush(flush),
             crc,
@@ -573,7 +571,7 @@ def _window_bits(size: int) -> int:
     well, and zlib sets up and clears a window and hash table sized to it for every file
     (32 KiB and 64 KiB cost half the time of deflating a 4 KiB file). Any inflater reads
     it: a window is an upper bound on distances, not a format."""
-    return min(max(size.bit_length(), 9), zlib.MAX_WBITS)
+    return min(max(size.bit_length(), 9), deflate.MAX_WBITS)
 
 
 def _compresses(fd: int, size: int) -> bool:
@@ -581,7 +579,7 @@ def _compresses(fd: int, size: int) -> bool:
     if size < _SAMPLED_FROM:
         return True  # small files cost little either way
     sample = os.pread(fd, _SAMPLE, size // 2)
-    deflated = zlib.compress(sample, 1, wbits=-_window_bits(len(sample)))
+    deflated = deflate.compress(sample, 1, _window_bits(len(sample)))
     return len(deflated) < _WORTH_IT * max(len(sample), 1)
 
 

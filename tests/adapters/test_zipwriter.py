@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.storage import zipwriter
+from mis_adapters.storage import deflate, zipwriter
 from mis_adapters.storage.walk import OutputProblem
 from mis_adapters.storage.zipwriter import zip_folder
 from tests.conftest import require_tool
@@ -286,3 +286,19 @@ def test_zip64_is_chosen_by_the_running_bound_and_the_entry_count() -> None:
     assert zipwriter._needs_zip64(0x10000, 100)
     assert zipwriter._needs_zip64(1, 0x100000000)
     assert zipwriter._deflate_bound(4_000_000_000) > 4_000_000_000 * 1.0003 + 64
+
+
+@pytest.mark.parametrize("level", [1, 5, 9])
+def test_deflated_data_never_passes_the_bound_the_zip64_choice_counts_on(level: int) -> None:
+    """Noise deflates to more than it was; the writer counts on `_deflate_bound` for whether
+    an archive could pass 4 GiB, so what ISA-L makes of it, whole or in flushed pieces, at
+    every level, must stay within it."""
+    for size in (0, 1, 100, 4096, 65_536, 1 << 20):
+        noise = os.urandom(size)
+        assert len(deflate.compress(noise, level, zipwriter._window_bits(size))) <= (
+            zipwriter._deflate_bound(size)
+        )
+        for flush in (deflate.SYNC_FLUSH, deflate.FINISH):
+            compressor = deflate.compressor(level, os.urandom(32 * 1024))
+            piece = compressor.compress(noise) + compressor.flush(flush)
+            assert len(piece) <= zipwriter._deflate_bound(size)
