@@ -144,7 +144,7 @@ class _Batch:
             entry.crc = zlib.crc32(data)
             entry.size = len(data)
             if entry.method == DEFLATED:
-                data = deflate.compress(data, self.level, _window_bits(len(data)))
+                data = deflate.compress(data, self.level)
             entry.compressed = len(data)
             header = entry.local_header()
             placed.append((position, entry))
@@ -566,21 +566,12 @@ def _deflate_bound(size: int) -> int:
     return size + (size >> 10) + 1024
 
 
-def _window_bits(size: int) -> int:
-    """The smallest deflate window that spans `size` bytes: a small file compresses just as
-    well, and zlib sets up and clears a window and hash table sized to it for every file
-    (32 KiB and 64 KiB cost half the time of deflating a 4 KiB file). Any inflater reads
-    it: a window is an upper bound on distances, not a format."""
-    return min(max(size.bit_length(), 9), deflate.MAX_WBITS)
-
-
 def _compresses(fd: int, size: int) -> bool:
     """Whether deflate pays: judged on a sample from the file's middle (past any header)."""
     if size < _SAMPLED_FROM:
         return True  # small files cost little either way
     sample = os.pread(fd, _SAMPLE, size // 2)
-    deflated = deflate.compress(sample, 1, _window_bits(len(sample)))
-    return len(deflated) < _WORTH_IT * max(len(sample), 1)
+    return len(deflate.compress(sample, 1)) < _WORTH_IT * max(len(sample), 1)
 
 
 _EARLIEST = datetime.datetime(1980, 1, 1)  # the zip format's first date
