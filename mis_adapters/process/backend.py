@@ -270,8 +270,7 @@ class ProcessJobBackend:
             with anyio.move_on_after(self.kill_grace_seconds + _MARGIN):
                 await process.wait()
         if process.returncode is None or not report.exists():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            _kill_group(process)
             _kill_marked(job_id)
         await self._close(process)
 
@@ -283,8 +282,7 @@ class ProcessJobBackend:
             with anyio.move_on_after(_MARGIN):
                 await process.wait()
             if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(process.pid, signal.SIGKILL)
+                _kill_group(process)
             await self._close(process)
 
     async def _close(self, process: Process) -> None:
@@ -344,6 +342,13 @@ def _read_report(path: Path) -> _Report | None:
         return _Report(-signum if signum else int(ended["exit_code"]), int(ended["peak_rss_kib"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _kill_group(process: Process) -> None:
+    """SIGKILL what is left of the supervisor's process group (it leads one: MIS starts it in
+    a session of its own)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _kill_marked(job_id: str) -> bool:
