@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -193,11 +194,15 @@ class ProcessJobBackend:
     async def _wait_for_the_end(
         self, process: Process, map_log: MapLog, report: Path
     ) -> _Report | None:
-        """The supervisor's report, once the MAP's log pipe has ended and the report is
-        there: the supervisor closes the pipe only after it has reaped everything below it
-        and written the report, so the run is over then, while the supervisor's own exit
-        takes ~0.6 ms more (that is left to `_collect_exits`). None when the supervisor
-        ended without a report (killed); then it has exited when this returns."""
+        """The supervisor's report, and None when it ended without one (killed).
+
+        In the sandbox the run is over once the MAP's log pipe has ended and the report is
+        there: the supervisor closes its end only after it has reaped everything below it and
+        written the report, which the MAP cannot see, so this returns then, while the
+        supervisor's own exit takes ~0.6 ms more (left to `_collect_exits`). Without the
+        sandbox the MAP runs as MIS's user: it could plant a report, end the pipe's stream
+        and kill its supervisor, whose processes reach MIS only as the supervisor exits; so
+        this waits for that exit, as it does whenever there is no report."""
         log_read, ended = anyio.Event(), anyio.Event()
         async with anyio.create_task_group() as tg:
 
@@ -216,7 +221,8 @@ class ProcessJobBackend:
             tg.start_soon(pump)
             tg.start_soon(watch)
             await ended.wait()
-            finished = _read_report(report) if log_read.is_set() else None
+            trusted = self.sandbox.bwrap and log_read.is_set()
+            finished = _read_report(report) if trusted else None
             if finished is None:
                 await process.wait()
                 with anyio.move_on_after(1):  # a process that escaped may hold the pipe
@@ -269,7 +275,7 @@ class ProcessJobBackend:
                 process.send_signal(signal.SIGTERM)
             with anyio.move_on_after(self.kill_grace_seconds + _MARGIN):
                 await process.wait()
-        if process.returncode is None or not report.exists():
+        if process.returncode is None or _read_report(report) is None:
             _kill_group(process)
             _kill_marked(job_id)
         await self._close(process)
@@ -334,14 +340,30 @@ class _Report:
     peak_rss_kib: int
 
 
+_REPORT_MOST = 4096  # bytes: the report is one short line
+
+
 def _read_report(path: Path) -> _Report | None:
-    """The supervisor's report, or None when it is missing or cut short (it was killed)."""
+    """The supervisor's report, or None when it is missing or cut short (it was killed).
+
+    Read as a regular file of MIS's own, never through a link, never blocking on a FIFO and
+    never more than a line's worth: without the sandbox a MAP may have put anything there."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        ended = json.loads(path.read_text())
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return None
+        ended = json.loads(os.read(fd, _REPORT_MOST))
         signum = int(ended["signal"])
         return _Report(-signum if signum else int(ended["exit_code"]), int(ended["peak_rss_kib"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    finally:
+        os.close(fd)
 
 
 def _kill_group(process: Process) -> None:

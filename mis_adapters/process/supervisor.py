@@ -19,8 +19,9 @@ so it starts in milliseconds and works outside MIS's virtual environment. It
   own process, which would end the MAP at once), then SIGKILLs all of them after the grace;
 - on SIGHUP (its parent-death signal: MIS is gone) SIGKILLs all of them;
 - when COMMAND exits, SIGKILLs whatever it left running, reaps everything, writes how COMMAND
-  ended to the report file, closes its output (the end of the MAP's log pipe tells MIS the
-  run is over) and exits.
+  ended to the report file, closes its output (in the sandbox, the end of the MAP's log pipe
+  tells MIS the run is over) and exits with COMMAND's code (128 + the signal that ended it),
+  which MIS takes when there is no report (a full volume).
 """
 
 from __future__ import annotations
@@ -298,7 +299,10 @@ def main(argv: list[str]) -> int:
         return 128 + signal.SIGTERM
     supervisor.start()
     code, killed_by, peak = supervisor.run()
-    write_report(options.report, code, killed_by, peak)
+    try:
+        write_report(options.report, code, killed_by, peak)
+    except OSError as exc:  # a full volume, or something in its place: our exit says it
+        print(f"the MAP's supervisor could not write its report: {exc.strerror}", file=sys.stderr)
     return code if killed_by == 0 else 128 + killed_by
 
 
@@ -316,8 +320,8 @@ def write_report(path: str, code: int, killed_by: int, peak: int) -> None:
 
 def end(status: int) -> None:
     """Close the log pipe, then exit. Everything below us is reaped and the report written,
-    so the pipe's end tells MIS the run is over ~0.6 ms before this process is gone (an
-    interpreter's exit frees its memory before its files); MIS reaps us later."""
+    so in the sandbox the pipe's end tells MIS the run is over ~0.6 ms before this process
+    is gone (an interpreter's exit frees its memory before its files); MIS reaps us later."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.closerange(0, 3)

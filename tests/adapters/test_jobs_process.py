@@ -6,6 +6,7 @@ import json
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -13,6 +14,7 @@ import pytest
 
 from mis_adapters.process import backend as backend_module
 from mis_adapters.process.backend import ProcessJobBackend
+from mis_adapters.process.sandbox import choose
 from mis_adapters.storage import archive as archive_module
 from mis_adapters.storage import unpack_processes, zipindex
 from mis_adapters.storage.archive import ExtractLimits
@@ -27,6 +29,7 @@ from mis_core.model import (
     job_id_for,
 )
 from mis_core.quantity import CpuQuantity
+from tests.containment.probes import require_bubblewrap
 from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
@@ -338,10 +341,15 @@ def supervisor_of(ws: Workspace) -> int:
     return int(Path(ws.file(backend_module.RECORD)).read_text().split()[0])
 
 
+def sandboxed(payload_root: Path) -> ProcessJobBackend:
+    require_bubblewrap()
+    return ProcessJobBackend(spec(), sandbox=choose("bubblewrap"), payload_root=payload_root)
+
+
 async def test_the_supervisors_are_collected_by_the_next_run_and_at_close(tmp_path: Path) -> None:
-    """A run ends when its supervisor has reported, before its own exit; nothing of it is left
-    once the next run starts, nor once the backend closes."""
-    backend = ProcessJobBackend(spec())
+    """In the sandbox a run ends when its supervisor has reported, before its own exit;
+    nothing of it is left once the next run starts, nor once the backend closes."""
+    backend = sandboxed(tmp_path)
     supervisors = []
     for n in range(2):
         ws = workspace(tmp_path / str(n))
@@ -357,26 +365,46 @@ async def test_the_supervisors_are_collected_by_the_next_run_and_at_close(tmp_pa
 async def test_a_supervisor_that_reported_but_hangs_is_killed_when_collected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The run's outcome comes from the report once the log pipe has ended, without waiting
-    for the supervisor's exit; one that never exits is killed when it is collected."""
-
-    def hanging_supervisor(command: list[str], *, report: str, **_: object) -> list[str]:
-        script = (
-            "import os, sys, time\n"
-            "open(sys.argv[1], 'x').write("
-            '\'{"exit_code": 0, "signal": 0, "peak_rss_kib": 1}\\n\')\n'
-            "print('reported', flush=True)\n"
-            "os.closerange(0, 3)\n"
-            "time.sleep(600)\n"
-        )
-        return [sys.executable, "-c", script, report]
-
-    monkeypatch.setattr(backend_module, "supervised", hanging_supervisor)
+    """In the sandbox the run's outcome comes from the report once the log pipe has ended,
+    without waiting for the supervisor's exit; one that never exits is killed when it is
+    collected."""
+    monkeypatch.setattr(backend_module, "supervised", stand_in_supervisor(exits_after=600))
     ws = workspace(tmp_path)
-    backend = ProcessJobBackend(spec())
+    backend = sandboxed(tmp_path)
     outcome = await backend.run(JobRequest("r", spec(), ws), JobProgress())
     assert outcome.succeeded
     pid = supervisor_of(ws)
     assert is_alive(pid, grace=0)  # the run did not wait for its exit
     await backend.close()
     assert not Path(f"/proc/{pid}").exists()
+
+
+def stand_in_supervisor(exits_after: float) -> Callable[..., list[str]]:
+    """In place of `supervised`: a supervisor that reports success, closes its output, and
+    exits only `exits_after` seconds later."""
+
+    def supervised(command: list[str], *, report: str, **_: object) -> list[str]:
+        script = (
+            "import os, sys, time\n"
+            "open(sys.argv[1], 'x').write("
+            '\'{"exit_code": 0, "signal": 0, "peak_rss_kib": 1}\\n\')\n'
+            "print('reported', flush=True)\n"
+            "os.closerange(0, 3)\n"
+            f"time.sleep({exits_after})\n"
+        )
+        return [sys.executable, "-c", script, report]
+
+    return supervised
+
+
+async def test_without_the_sandbox_the_run_waits_for_the_supervisors_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the sandbox a MAP can plant a report, end the log's stream and kill its
+    supervisor, whose processes reach MIS only as the supervisor exits: so the run ends with
+    that exit, not with the report."""
+    monkeypatch.setattr(backend_module, "supervised", stand_in_supervisor(exits_after=1))
+    ws = workspace(tmp_path)
+    outcome = await ProcessJobBackend(spec()).run(JobRequest("r", spec(), ws), JobProgress())
+    assert outcome.succeeded
+    assert not is_alive(supervisor_of(ws), grace=0)
