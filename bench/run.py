@@ -511,23 +511,26 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
 
 
-def first_byte_process(archive: Path, repeats: int = 15) -> dict[str, float | None]:
+def first_byte_process(archive: Path, repeats: int = 40) -> dict[str, float | None]:
     """From the MAP's own `map-finished` line (its clock, in MIS's log) to the first byte;
     split at MIS's `job finished` line (the supervisor and sandbox ending, the run's
-    clean-up) and from there to the first byte (the output's scan, the first piece)."""
-    config = mis_config(WORK / "payload", log_level="INFO")
+    clean-up) and from there to the first byte (the output's scan, the first piece). On the
+    runs' file system like every other run: on a journal-less ext4 the same code measured
+    ~2 ms more (7.7 ms against 5.7 ms), in the MAP's writes and MIS's scan."""
     firsts = []
-    with serve(mis_argv(config)) as server:
-        for _ in range(repeats):
-            firsts.append(first_byte_at(server.url, archive))
-        wait_deleted(server.url, WORK / "payload", repeats)
-        finished, noticed = [], []
-        for record in log_records(server.log):
-            message = record["message"]
-            if record.get("source") == "map" and message.startswith("map-finished "):
-                finished.append(float(message.split()[1]))
-            elif record.get("source") == "mis" and message.startswith("job finished"):
-                noticed.append(datetime.fromisoformat(record["time"]).timestamp())
+    with scratch.fresh(WORK, "first-byte") as disk:
+        config = mis_config(disk / "payload", log_level="INFO")
+        with serve(mis_argv(config)) as server:
+            for _ in range(repeats):
+                firsts.append(first_byte_at(server.url, archive))
+            wait_deleted(server.url, disk / "payload", repeats)
+            finished, noticed = [], []
+            for record in log_records(server.log):
+                message = record["message"]
+                if record.get("source") == "map" and message.startswith("map-finished "):
+                    finished.append(float(message.split()[1]))
+                elif record.get("source") == "mis" and message.startswith("job finished"):
+                    noticed.append(datetime.fromisoformat(record["time"]).timestamp())
     assert len(finished) == len(noticed) == repeats, (finished, noticed)
     delays = [(first - done) * 1000 for first, done in zip(firsts, finished, strict=True)]
     ends = [(seen - done) * 1000 for seen, done in zip(noticed, finished, strict=True)]

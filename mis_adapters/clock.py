@@ -1,4 +1,4 @@
-"""The real clock: monotonic time and event-loop sleeps."""
+"""The real clock: monotonic time, and deadlines on the event loop's own clock."""
 
 from __future__ import annotations
 
@@ -11,5 +11,5 @@ class MonotonicClock:
     def now(self) -> float:
         return time.monotonic()
 
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
+    def deadline(self, seconds: float) -> anyio.CancelScope:
+        return anyio.move_on_after(seconds)

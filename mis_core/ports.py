@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
+import anyio
+
 from mis_core.model import JobOutcome, JobProgress, JobRequest, Workspace
 
 
@@ -13,7 +15,10 @@ class Clock(Protocol):
         """Seconds on a monotonic clock."""
         ...
 
-    async def sleep(self, seconds: float) -> None: ...
+    def deadline(self, seconds: float) -> anyio.CancelScope:
+        """A cancel scope that cancels what it holds `seconds` from now, on this clock.
+        A scope, not a sleeping task: ending early cancels nothing and costs nothing."""
+        ...
 
 
 class Storage(Protocol):

@@ -217,24 +217,9 @@ class Inference:
     ) -> JobOutcome | None:
         """The job's outcome, or None when the clock ran out first (the job is then cancelled)."""
         service = self._service
-        outcome: JobOutcome | None = None
-        error: MisError | None = None
-        async with anyio.create_task_group() as tg:
-
-            async def run_job() -> None:
-                nonlocal outcome, error
-                try:
-                    outcome = await service.jobs.run(request, progress)
-                except MisError as exc:  # raised plainly, not wrapped in an exception group
-                    error = exc
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(run_job)
-            await service.clock.sleep(service.map_spec.timeout_seconds)
-            tg.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        return outcome
+        with service.clock.deadline(service.map_spec.timeout_seconds):
+            return await service.jobs.run(request, progress)
+        return None
 
 
 def _failure_message(outcome: JobOutcome) -> str:

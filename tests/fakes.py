@@ -11,31 +11,32 @@ from mis_core.model import JobOutcome, JobProgress, JobRequest, Workspace
 
 
 class FakeClock:
-    """Time moves only when a test calls `advance`; sleepers wake when their deadline passes."""
+    """Time moves only when a test calls `advance`; deadlines cancel when they pass."""
 
     def __init__(self) -> None:
         self.time = 0.0
-        self._sleepers: list[tuple[float, anyio.Event]] = []
-        self._sleeper_added = anyio.Event()
+        self._deadlines: list[tuple[float, anyio.CancelScope]] = []
+        self._deadline_set = anyio.Event()
 
     def now(self) -> float:
         return self.time
 
-    async def sleep(self, seconds: float) -> None:
-        wake = anyio.Event()
-        self._sleepers.append((self.time + seconds, wake))
-        self._sleeper_added.set()
-        await wake.wait()
+    def deadline(self, seconds: float) -> anyio.CancelScope:
+        scope = anyio.CancelScope()
+        self._deadlines.append((self.time + seconds, scope))
+        self._deadline_set.set()
+        return scope
 
-    async def until_sleeping(self) -> None:
-        await self._sleeper_added.wait()
+    async def until_timed(self) -> None:
+        """Until something has set a deadline."""
+        await self._deadline_set.wait()
 
     def advance(self, seconds: float) -> None:
         self.time += seconds
-        for deadline, wake in list(self._sleepers):
+        for deadline, scope in list(self._deadlines):
             if deadline <= self.time:
-                wake.set()
-                self._sleepers.remove((deadline, wake))
+                scope.cancel()
+                self._deadlines.remove((deadline, scope))
 
 
 class FakeStorage:

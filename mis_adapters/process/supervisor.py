@@ -230,8 +230,29 @@ class Supervisor:
                     killed_by = os.WTERMSIG(status)
                 else:
                     code = os.waitstatus_to_exitcode(status)
-            if ended and _has_children():
-                self.kill()  # strays, after every reap, until none is left
+            if ended:
+                peak = max(peak, _reap_ended())
+                if _has_children():
+                    self.kill()  # strays, after every wait, until none is left
+
+
+_READY_MOST = 8  # reaps between two walks at most: a fork-and-exit chain cannot dodge them
+
+
+def _reap_ended() -> int:
+    """Reap the children that have ended already, without waiting, and return their largest
+    peak RSS. In the sandbox the namespace's first process is still ending as bwrap's outer
+    one is reaped, and reaping it here spares a walk of the process tree (~0.5 ms)."""
+    peak = 0
+    for _ in range(_READY_MOST):
+        try:
+            pid, _, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        peak = max(peak, usage.ru_maxrss)
+    return peak
 
 
 def _has_children() -> bool:

@@ -211,6 +211,23 @@ async def test_strays_left_running_after_the_map_exits_are_killed(tmp_path: Path
     assert not is_alive(int(pidfile.read_text()))
 
 
+async def test_a_stray_that_keeps_leaving_ended_orphans_is_still_killed(tmp_path: Path) -> None:
+    """The supervisor reaps children that have already ended before it looks for strays; a
+    stray that orphans a fresh short-lived process in a loop always has one ready to reap,
+    and must not keep the look (and its kill) from coming."""
+    ws = workspace(tmp_path)
+    pidfile = tmp_path / "spawner"
+    spawner = MapSpec(
+        command=("sh", "-c", 'sh -c \'echo $$ > "$1"; while :; do (true &); done\' _ "$1" &', "_")
+        + (str(pidfile),)
+    )
+    with anyio.fail_after(10):
+        outcome = await ProcessJobBackend(spawner).run(JobRequest("r", spawner, ws), JobProgress())
+    assert outcome.succeeded
+    assert pidfile.read_text().strip()
+    assert not is_alive(int(pidfile.read_text()))
+
+
 async def test_readiness_checks_that_the_program_exists() -> None:
     await ProcessJobBackend(spec()).check()
     with pytest.raises(BackendUnavailable, match=r"map\.command"):

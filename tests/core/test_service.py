@@ -81,7 +81,7 @@ async def test_timeout_terminates_the_job_using_the_clock_port_only() -> None:
         async with serving(service, journal), anyio.create_task_group() as tg:
             tg.start_soon(request)
             await jobs.started.wait()
-            await clock.until_sleeping()
+            await clock.until_timed()
             clock.advance(49.9)
             await anyio.wait_all_tasks_blocked()
             assert "terminate" not in journal
