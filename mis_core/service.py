@@ -26,7 +26,7 @@ import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from mis_core.errors import BackendUnavailable, JobTimedOut, MapFailed, MisError
+from mis_core.errors import BackendUnavailable, JobTimedOut, MapFailed
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, StageTimes, Workspace
 from mis_core.ports import Clock, JobBackend, Storage
