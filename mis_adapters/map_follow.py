@@ -24,7 +24,9 @@ from loguru import logger
 
 MAX_LINE = 8192
 MAX_LOGGED_BYTES = 1024 * 1024  # a request's share of MIS's log, unless configured
-BATCH = 256  # lines handled before the event loop gets a turn
+# Lines handled before the event loop gets a turn: fewer while they are being logged
+BATCH = 256
+LOGGED_BATCH = 32
 # What a logged line costs the budget besides its text: the time, level and ids MIS's log
 # adds; and for each character outside printable ASCII, the room of a `\uNNNN` escape.
 LINE_COST = 128
@@ -53,9 +55,11 @@ class MapLog:
         """Log each line of `chunks` until it ends (a closed or broken stream ends it too)."""
         try:
             async for data in chunks:
-                pieces = self._cut(data)
-                for start in range(0, len(pieces), BATCH):
-                    self._handle(pieces[start : start + BATCH])
+                pieces, start = self._cut(data), 0
+                while start < len(pieces):
+                    end = start + (BATCH if self._full or self._quiet else LOGGED_BATCH)
+                    self._handle(pieces[start:end])
+                    start = end
                     await anyio.lowlevel.checkpoint()
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass

@@ -72,6 +72,7 @@ class HealthPoller(threading.Thread):
         assert len(self.latencies) >= 20, "too few polls to judge"
         ordered = sorted(self.latencies)
         p99 = ordered[int(len(ordered) * 0.99)]
+        print(f"/healthz: {len(ordered)} polls, p99 {p99:.4f} s, max {ordered[-1]:.4f} s")
         assert ordered[-1] < 0.5, f"/healthz took {ordered[-1]:.3f} s (p99 {p99:.3f} s)"
         assert p99 < 0.1, f"/healthz p99 {p99:.3f} s"
 
@@ -102,6 +103,7 @@ def test_a_million_lines_leave_mis_responsive_and_its_log_small(tmp_path: Path) 
         log = server.log_text()
     assert response.status_code == 200, response.text
     poller.assert_answered_quickly()
+    print(f"MIS's log grew by {grown} bytes")
     assert grown < 5_000_000, f"MIS's log grew by {grown} bytes"
     logged = map_lines(log)
     [summary] = [line for line in logged if DROPPED.search(line)]
@@ -118,7 +120,8 @@ def test_bursts_of_empty_lines_collapse_and_mis_keeps_answering(tmp_path: Path) 
     bursts, size = 6, 65_536
     with running_server(chatty_config(tmp_path), tmp_path) as server:
         before = server.log.stat().st_size
-        body = chatter_zip(tmp_path, bursts=bursts, burst_lines=size, pause=0.5, then="after")
+        then = " 10%|#   |\r 50%|##  |\r100%|####| after"  # a progress bar's rewrites
+        body = chatter_zip(tmp_path, bursts=bursts, burst_lines=size, pause=0.5, then=then)
         with polled(server) as poller:
             response = Post(server, body, {"X-Request-ID": "bursts"}).result()
         grown = server.log.stat().st_size - before
@@ -126,7 +129,8 @@ def test_bursts_of_empty_lines_collapse_and_mis_keeps_answering(tmp_path: Path) 
     assert response.status_code == 200, response.text
     poller.assert_answered_quickly()
     assert grown < 100_000, f"MIS's log grew by {grown} bytes"
-    assert map_lines(log) == ["", f"… {bursts * size - 1} more blank lines", "after", "done"]
+    blanks = f"… {bursts * size - 1} more blank lines"
+    assert map_lines(log) == ["", blanks, "100%|####| after", "done"]  # the bar's last state
 
 
 def test_text_the_map_printed_literally_is_kept_apart_from_real_escapes(tmp_path: Path) -> None:
@@ -146,3 +150,25 @@ def test_text_the_map_printed_literally_is_kept_apart_from_real_escapes(tmp_path
     assert json.dumps(f"{TYPED} {REAL}")[1:-1] in raw  # \\x1b[31m and \u001b[31m
     assert "\\\\x1b[31m stays \\u001b[31mreal" in raw
     assert "\x1b" not in raw
+
+
+def test_past_the_budget_the_failure_message_still_has_the_last_lines(tmp_path: Path) -> None:
+    config = chatty_config(tmp_path, map_log_max_bytes=4096)
+    with running_server(config, tmp_path) as server:
+        body = chatter_zip(tmp_path, lines=5000, then=f"{TYPED}\rlast words", exit=3)
+        response = Post(server, body, {"X-Request-ID": "budget"}).result()
+        log = server.log_text()
+    assert response.status_code == 500
+    message = response.json()["error"]["message"]
+    tail = message.split("Last lines of its log:\n", 1)[1].splitlines()
+    assert tail[-2:] == ["line 5000", f"{TYPED}\\x0dlast words"]  # as printed, escaped
+    logged = map_lines(log)
+    kept = [line for line in logged if line.startswith("line ")]
+    assert kept == [f"line {n}" for n in range(1, len(kept) + 1)]
+    assert 4096 // (len("line 100") + 128 + 1) <= len(kept) < 4096 // 128
+    then = f"{TYPED}\rlast words"
+    dropped_bytes = sum(len(f"line {n}") for n in range(len(kept) + 1, 5001)) + len(then)
+    assert logged[-1] == (
+        f"{5000 - len(kept) + 1} more lines of the MAP's output ({dropped_bytes} bytes) were "
+        "not logged: MIS logs up to server.map_log_max_bytes (4096 bytes) of each request's"
+    )

@@ -1,9 +1,10 @@
 """A MAP for the log-budget tests: floods its output as fast as it can, then copies its input.
 
 `_chatter.json` at the top of the input steers it: {"lines": 1000000, "text": "line",
-"bursts": 0, "burst_lines": 65536, "pause": 0.5, "then": ""}. It prints `lines` numbered
-lines (`<text> <n>`), then `bursts` bursts of `burst_lines` empty lines, `pause` seconds apart,
-then the line `then` (as is) if given, then `done`.
+"bursts": 0, "burst_lines": 65536, "pause": 0.5, "then": "", "exit": 0}. It prints `lines`
+numbered lines (`<text> <n>`), then `bursts` bursts of `burst_lines` empty lines, `pause`
+seconds apart, then the line `then` (as is) if given; then it exits with `exit` if that is
+not 0, else copies its input and prints `done`.
 """
 
 import json
@@ -32,6 +33,9 @@ for burst in range(int(chatter.get("bursts", 0))):
     out.flush()
 if chatter.get("then"):
     out.write(str(chatter["then"]).encode() + b"\n")
+out.flush()
+if chatter.get("exit"):
+    sys.exit(int(chatter["exit"]))
 shutil.copytree(source, target, dirs_exist_ok=True)
 out.write(b"done\n")
 out.flush()
