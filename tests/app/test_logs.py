@@ -63,5 +63,6 @@ def test_the_json_log_tells_a_real_escape_from_the_same_text_typed() -> None:
         configure_logging("INFO", "text")
     [line] = out.getvalue().splitlines()
     assert "\\u001b[31m and \\\\x1b[31m and \\u007f and \\\\x7f" in line
-    assert line.isascii() and line.isprintable()
+    assert line.isascii()
+    assert line.isprintable()
     assert json.loads(line)["message"] == "\x1b[31m and \\x1b[31m and \x7f and \\x7f"

@@ -153,10 +153,14 @@ def test_text_the_map_printed_literally_is_kept_apart_from_real_escapes(tmp_path
 
 
 def test_past_the_budget_the_failure_message_still_has_the_last_lines(tmp_path: Path) -> None:
+    request_id, key = "budget", new_key()
     config = chatty_config(tmp_path, map_log_max_bytes=4096)
-    with running_server(config, tmp_path) as server:
+    with running_server(config, tmp_path) as server, httpx.Client(timeout=30) as client:
         body = chatter_zip(tmp_path, lines=5000, then=f"{TYPED}\rlast words", exit=3)
-        response = Post(server, body, {"X-Request-ID": "budget"}).result()
+        post = Post(server, body, {"X-Request-ID": request_id, "X-Log-Key": key})
+        with follow(client, server, request_id, {"X-Log-Key": key}) as stream:
+            assert stream.ended.wait(30), "the stream did not end with the request"
+        response = post.result()
         log = server.log_text()
     assert response.status_code == 500
     message = response.json()["error"]["message"]
@@ -172,3 +176,4 @@ def test_past_the_budget_the_failure_message_still_has_the_last_lines(tmp_path: 
         f"{5000 - len(kept) + 1} more lines of the MAP's output ({dropped_bytes} bytes) were "
         "not logged: MIS logs up to server.map_log_max_bytes (4096 bytes) of each request's"
     )
+    assert stream.lines() == logged  # the live log got the same lines, the count included
