@@ -194,6 +194,8 @@ def test_only_the_last_lines_are_kept(tmp_path: Path, client: httpx.Client) -> N
         body = ticks_zip(tmp_path, lines=MAX_LINES + 100, interval=0, width=1500, hold=True)
         post = Post(server, body, {"X-Request-ID": request_id, "X-Log-Key": key})
         wait_until((tmp_path / "started").exists, 20, "the MAP to print its lines")
+        last = f"tick {MAX_LINES + 100} at"  # MIS reads them in batches: until it has them all
+        wait_until(lambda: last in server.log_text(), 20, "MIS to log the MAP's lines")
         with follow(client, server, request_id, {"X-Log-Key": key}) as stream:
             wait_until(lambda: len(stream.events) >= MAX_LINES, 10, "the kept lines")
             (tmp_path / "release").write_text("go")
