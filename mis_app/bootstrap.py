@@ -129,7 +129,9 @@ def build_job_backend(settings: Settings) -> JobBackend:
         from mis_adapters.kubernetes.backend import KubernetesJobBackend
 
         return KubernetesJobBackend(
-            job_options(settings), delete_wait_seconds=settings.kubernetes.delete_wait_seconds
+            job_options(settings),
+            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
+            map_log_bytes=int(settings.server.map_log_max_bytes),
         )
     if settings.backend == "docker":
         docker = settings.docker
@@ -139,6 +141,7 @@ def build_job_backend(settings: Settings) -> JobBackend:
             _options(ContainerOptions, docker, group_add=(str(os.getgid()),)),
             pull=docker.pull,
             kill_grace_seconds=docker.stop_grace_seconds,
+            map_log_bytes=int(settings.server.map_log_max_bytes),
         )
     return process_backend(settings)
 
@@ -167,6 +170,7 @@ def process_backend(settings: Settings) -> ProcessJobBackend:
         settings.map.spec(),
         kill_grace_seconds=settings.process.kill_grace_seconds,
         pids_limit=settings.process.pids_limit,
+        map_log_bytes=int(server.map_log_max_bytes),
         payload_root=server.payload_dir.absolute(),
         sandbox=chosen,
         mis_files=mis_files,

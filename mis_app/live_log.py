@@ -10,7 +10,9 @@ The lines come from MIS's own log: a loguru sink, added at start-up, takes the r
 travels in a context variable set around the inference endpoint, so two requests that sent
 the same X-Request-ID still have channels of their own. A channel keeps its last
 `MAX_LINES` lines (each cut to `MAX_CHARS`, colour codes and control characters removed),
-holds no buffer until its MAP prints, and is dropped when its request ends.
+holds no buffer until its MAP prints, and is dropped when its request ends. Only real control
+characters are removed: text the MAP printed that merely looks like an escape (`\\x1b[31m`)
+is shown as printed.
 """
 
 from __future__ import annotations
@@ -43,9 +45,6 @@ _KEY = re.compile(r"[A-Za-z0-9_-]{32,128}")
 _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 # C0 controls, DEL, C1 controls and the Unicode line separators
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# MIS's log escapes control characters as \xNN or \uNNNN before any sink sees them
-# (mis_app.logs): they are read back, to be removed properly rather than shown as codes
-_ESCAPED = re.compile(r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})")
 
 _current: ContextVar[Channel | None] = ContextVar("mis_live_log_channel", default=None)
 
@@ -57,17 +56,11 @@ class NoLiveLog(MisError):
 def clean_line(line: str) -> str:
     """What a person should see of one printed line: the last state a carriage return left
     (progress bars), no escape sequences or control characters, at most MAX_CHARS."""
-    line = _ESCAPES.sub("", _ESCAPED.sub(_control, line))
+    line = _ESCAPES.sub("", line)
     pieces = [piece for piece in line.split("\r") if piece.strip()]
     line = (pieces[-1] if pieces else "").replace("\t", "    ")
     line = _CONTROLS.sub("", line)
     return line if len(line) <= MAX_CHARS else line[: MAX_CHARS - 1] + "…"
-
-
-def _control(match: re.Match[str]) -> str:
-    """An escaped control character as itself; any other escape-like text as it was."""
-    character = chr(int(match.group(1) or match.group(2), 16))
-    return character if _CONTROLS.fullmatch(character) else match.group()
 
 
 class Channel:

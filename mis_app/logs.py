@@ -2,14 +2,16 @@
 
 `text` is for people; `json` writes one JSON object per line for log collectors. Lines the
 MAP printed carry `source: map`: they are the MAP's words, passed on as it printed them except
-for control characters. Uvicorn's own logging is routed here too.
+for control characters, up to each request's budget (mis_adapters.map_follow). Uvicorn's own
+logging is routed here too.
 
-Nothing a client or a MAP sends can forge or colour a line: MIS's sinks (text and JSON) write
-every record's message, and every string in its extra fields, with its control characters
-(CR, LF, ESC, the C1 set, Unicode line separators) escaped as `\\xNN` / `\\uNNNN`, so one
-record is one line. Tracebacks show no variable values (they are formatted by `traceback`,
-and loguru's `diagnose` is off), so a token or a file name held in a local never reaches the
-log; their lines are escaped too.
+Nothing a client or a MAP sends can forge or colour a line: one record is one line, and no
+control character (CR, LF, ESC, the C1 set, Unicode line separators) is written raw. The text
+sink escapes them, in the message and in every string of the extra fields, as `\\xNN` /
+`\\uNNNN`; the JSON sink leaves its strings to JSON's own escapes (`\\u001b`), so there a
+real ESC and the four characters `\\x1b` that a MAP printed stay apart. Tracebacks show no
+variable values (they are formatted by `traceback`, and loguru's `diagnose` is off), so a
+token or a file name held in a local never reaches the log.
 """
 
 from __future__ import annotations
@@ -44,14 +46,6 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def _clean_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return clean(value)
-    if isinstance(value, dict):
-        return {key: _clean_value(item) for key, item in value.items()}
-    return value
-
-
 def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
     sink_stream = stream or sys.stderr
     logger.remove()
@@ -68,11 +62,16 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | N
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
+def _traceback(record: Any) -> str:
+    """The record's traceback, with no variable values."""
+    return "".join(traceback.format_exception(*record["exception"])).rstrip("\n")
+
+
 def _exception(record: Any) -> str:
-    """The traceback, if any: no variable values, each line escaped."""
+    """The traceback, if any, each line escaped."""
     if record["exception"] is None:
         return ""
-    return clean_lines("".join(traceback.format_exception(*record["exception"])).rstrip("\n"))
+    return clean_lines(_traceback(record))
 
 
 def _text_sink(stream: TextIO) -> Any:
@@ -106,12 +105,15 @@ def _json_sink(stream: TextIO) -> Any:
         line = {
             "time": record["time"].isoformat(),
             "level": record["level"].name,
-            "message": clean(record["message"]),
-            **{key: _clean_value(value) for key, value in record["extra"].items()},
+            "message": record["message"],
+            **record["extra"],
         }
-        if exception := _exception(record):
-            line["exception"] = exception
-        stream.write(json.dumps(line, default=str) + "\n")
+        if record["exception"] is not None:
+            line["exception"] = _traceback(record)
+        # ASCII only: control characters, the C1 set and line separators as \uNNNN; DEL is
+        # the one JSON leaves raw (it is found only inside strings)
+        text = json.dumps(line, default=str).replace("\x7f", "\\u007f")
+        stream.write(text + "\n")
         stream.flush()
 
     return write

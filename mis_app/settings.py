@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from mis_adapters.map_follow import MAX_LOGGED_BYTES
 from mis_core.model import MapSpec, Resources
 from mis_core.quantity import CpuQuantity, MemoryQuantity
 
@@ -83,6 +84,9 @@ class ServerSettings(_Section):
     workers: int = Field(0, ge=0)
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # How much of each request's MAP output MIS's log keeps (the live log shows the same);
+    # the rest is counted in one line at the end of the run.
+    map_log_max_bytes: ByteSize = Field(ByteSize(MAX_LOGGED_BYTES), ge=0)
     # A client that sends nothing for this long, or takes longer than the total, gets 408;
     # so does one that, once the idle timeout has passed, sent fewer bytes in the last idle
     # timeout than the minimum rate asks for (every body byte counts, whatever part of a form

@@ -23,7 +23,7 @@ from mis_adapters.docker.container import (
     instance_labels,
 )
 from mis_adapters.docker.engine import ContainerEngine, EngineError
-from mis_adapters.map_follow import MapLog
+from mis_adapters.map_follow import MAX_LOGGED_BYTES, MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
@@ -41,6 +41,7 @@ class DockerJobBackend:
         pull: PullPolicy = "missing",
         kill_grace_seconds: float = 5.0,
         log_tail_lines: int = 20,
+        map_log_bytes: int = MAX_LOGGED_BYTES,
     ) -> None:
         self.engine = engine
         self.image = image
@@ -48,6 +49,7 @@ class DockerJobBackend:
         self.pull = pull
         self.kill_grace_seconds = kill_grace_seconds
         self.log_tail_lines = log_tail_lines
+        self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
         self._image_problem = ""  # set while the image is missing or being pulled
 
     async def check(self) -> None:
@@ -101,7 +103,7 @@ class DockerJobBackend:
             except EngineError as exc:
                 return JobOutcome(succeeded=False, reason=f"could not be started: {exc.message}")
             logger.info("MAP container {} started", name)
-            map_log = MapLog(self.log_tail_lines)
+            map_log = MapLog(self.log_tail_lines, max_bytes=self.map_log_bytes)
             async with anyio.create_task_group() as tg:
                 log_read = anyio.Event()
 

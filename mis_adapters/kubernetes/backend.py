@@ -32,7 +32,7 @@ from mis_adapters.kubernetes.job import (
 from mis_adapters.kubernetes.ownership import Owner, owner_pod_name, why_leftover
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_adapters.kubernetes.status import Verdict
-from mis_adapters.map_follow import last_lines
+from mis_adapters.map_follow import MAX_LOGGED_BYTES, last_lines
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
@@ -48,12 +48,14 @@ class KubernetesJobBackend:
         *,
         delete_wait_seconds: float = 30,
         log_tail_lines: int = 20,
+        map_log_bytes: int = MAX_LOGGED_BYTES,
         connector: Connector = connect,
         owner: Owner | None = None,
     ) -> None:
         self.options = options
         self.delete_wait_seconds = delete_wait_seconds
         self.log_tail_lines = log_tail_lines
+        self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
         self.owner = owner or Owner.from_environment()
         self._connector = connector
         self._api: KubeApi | None = None
@@ -149,7 +151,9 @@ class KubernetesJobBackend:
             return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
         logger.info("job {} created in namespace {}", name, api.namespace)
         selector = job_selector(options, request.request_id)
-        follower = JobFollower(api, name, selector, progress, self.log_tail_lines)
+        follower = JobFollower(
+            api, name, selector, progress, self.log_tail_lines, self.map_log_bytes
+        )
         finished = False
         try:
             verdict = await follower.follow()

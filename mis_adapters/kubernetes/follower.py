@@ -26,7 +26,7 @@ from mis_adapters.kubernetes.status import (
     waiting_reason,
 )
 from mis_adapters.kubernetes.watch import Change, Listed, Watch, watching
-from mis_adapters.map_follow import MapLog
+from mis_adapters.map_follow import MAX_LOGGED_BYTES, MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobProgress
 
@@ -42,13 +42,19 @@ class JobFollower:
     """Watches one Job and its pod until an outcome is known, streaming the MAP's log."""
 
     def __init__(
-        self, api: KubeApi, name: str, selector: str, progress: JobProgress, tail_lines: int
+        self,
+        api: KubeApi,
+        name: str,
+        selector: str,
+        progress: JobProgress,
+        tail_lines: int,
+        log_bytes: int = MAX_LOGGED_BYTES,
     ) -> None:
         self.api = api
         self.name = name
         self.selector = selector
         self.progress = progress
-        self.map_log = MapLog(tail_lines)
+        self.map_log = MapLog(tail_lines, max_bytes=log_bytes)
         self.pod_name = ""
         self._log_done = anyio.Event()
         self._log_started = False

@@ -33,7 +33,7 @@ import attrs
 from anyio.abc import ByteReceiveStream, Process
 from loguru import logger
 
-from mis_adapters.map_follow import MapLog
+from mis_adapters.map_follow import MAX_LOGGED_BYTES, MapLog
 from mis_adapters.process import limits
 from mis_adapters.process.launch import (
     REPORT,
@@ -69,6 +69,7 @@ class ProcessJobBackend:
         kill_grace_seconds: float = 5.0,
         pids_limit: int = 4096,
         log_tail_lines: int = 20,
+        map_log_bytes: int = MAX_LOGGED_BYTES,
         base_env: Mapping[str, str] | None = None,
         payload_root: Path | None = None,
         sandbox: Sandbox = NO_SANDBOX,
@@ -79,6 +80,7 @@ class ProcessJobBackend:
         self.kill_grace_seconds = kill_grace_seconds
         self.pids_limit = pids_limit
         self.log_tail_lines = log_tail_lines
+        self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
         self.spec = spec
         self.payload_root = payload_root
         self.basics = basic_environment(os.environ if base_env is None else base_env)
@@ -156,7 +158,7 @@ class ProcessJobBackend:
             sandboxed=bool(self.sandbox.bwrap),
             sandbox_args=max(len(sandbox) - 1, 0),  # bwrap's own, through a pipe: see supervisor.py
         )
-        map_log = MapLog(self.log_tail_lines)
+        map_log = MapLog(self.log_tail_lines, max_bytes=self.map_log_bytes)
         await self._collect_exits()
         self._spawning = self._spawning or anyio.Lock()
         since = now_ticks()

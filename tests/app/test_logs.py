@@ -44,9 +44,25 @@ def test_one_record_is_one_line_and_a_traceback_shows_no_values(fmt: str) -> Non
     lines = text.splitlines()
     assert sum("forged" in line for line in lines) == 1
     if fmt == "json":
+        # JSON's own escapes: the raw line holds none of them, the record each as it was
+        assert "\\u001b[31m\\u0007\\u0085\\u2028end" in lines[0]
         records = [json.loads(line) for line in lines]
-        assert records[0]["access"]["path"] == clean(HOSTILE)
-        assert "ValueError: the check failed\\x1b[2J" in records[1]["exception"]
+        assert records[0]["message"] == records[0]["access"]["path"] == HOSTILE
+        assert "ValueError: the check failed\x1b[2J" in records[1]["exception"]
     else:
         assert lines[0].endswith(f"| - | mis | {clean(HOSTILE)}")
         assert "ValueError: the check failed\\x1b[2J" in text
+
+
+def test_the_json_log_tells_a_real_escape_from_the_same_text_typed() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", out)
+    try:
+        logger.bind(source="map").info("\x1b[31m and \\x1b[31m and \x7f and \\x7f")
+    finally:
+        configure_logging("INFO", "text")
+    [line] = out.getvalue().splitlines()
+    assert "\\u001b[31m and \\\\x1b[31m and \\u007f and \\\\x7f" in line
+    assert line.isascii()
+    assert line.isprintable()
+    assert json.loads(line)["message"] == "\x1b[31m and \\x1b[31m and \x7f and \\x7f"

@@ -52,9 +52,11 @@ def test_a_path_with_crlf_and_escapes_leaves_one_well_formed_line(server: Server
     assert len(lines) == 1, lines
     [line] = lines
     if line.startswith("{"):
+        assert "/a\\r\\n2026-01-01" in line  # JSON's own escapes: raw, nothing forged
+        assert "\\u001b[31mred\\u001b[0m" in line
         record = json.loads(line)
-        assert record["access"]["path"].startswith("/a\\x0d\\x0a2026-01-01")
-        assert "\\x1b[31m" in record["message"]
+        assert record["access"]["path"].startswith("/a\r\n2026-01-01")  # as it was sent
+        assert "\x1b[31m" in record["message"]
     else:
         assert "| mis | GET /a\\x0d\\x0a2026-01-01 00:00:00.000 | ERROR | forged" in line
         assert "\\x1b[31mred\\x1b[0m -> 404" in line
