@@ -28,6 +28,8 @@ import httpx
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_adapters.storage.walk import OutputProblem
 from mis_adapters.storage.zipwriter import zip_folder
+from mis_app.client_answer import Answer, read_error, shown
+from mis_app.logs import clean
 from mis_app.settings import ServerSettings
 from mis_core.errors import MisError
 
@@ -73,6 +75,7 @@ class InferOptions:
     force: bool = False  # extract_to may hold files; the result replaces those it also has
     wait: bool = False
     retries: int = 10
+    max_wait_seconds: float = 300  # --wait: time spent waiting in all, whatever Retry-After says
     timeout_seconds: float = 600
 
 
@@ -122,29 +125,26 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
     if options.token:
         headers["Authorization"] = f"Bearer {options.token}"
     progress = Progress(err)
-    attempt = 0
+    attempt, waited = 0, 0.0
     while True:
         try:
             result = _attempt(options, output, headers, progress)
         except httpx.TransportError as exc:
             progress.end()
-            err.write(f"mis infer: cannot reach {options.url} ({type(exc).__name__}: {exc})\n")
+            reason = clean(f"{type(exc).__name__}: {exc}")  # it may quote what the server sent
+            err.write(f"mis infer: cannot reach {options.url} ({reason})\n")
             return EXIT_UNREACHABLE
         except OutputProblem as exc:  # found before the first byte is sent
             progress.end()
             err.write(f"mis infer: {options.source} cannot be sent: {exc.problem}\n")
             return EXIT_USAGE
-        if result.code == "busy" and options.wait and attempt < options.retries:
-            attempt += 1
-            delay = result.retry_after if result.retry_after is not None else min(2**attempt, 30)
-            err.write(
-                f"mis infer: the service is busy; retry {attempt}/{options.retries} in {delay:g}s\n"
-            )
-            time.sleep(delay)
-            continue
-        break
+        delay = _retry_delay(result, options, attempt, waited, err)
+        if delay is None:
+            break
+        time.sleep(delay)
+        attempt, waited = attempt + 1, waited + delay
     if result.code:
-        err.write(f"mis infer: {result.status} {result.code}: {result.message}\n")
+        err.write(f"mis infer: {shown(result, (options.token,))}\n")
         return EXIT_BY_CODE.get(result.code, EXIT_FAILED)
     target = options.extract_to
     if target is None:
@@ -162,6 +162,25 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
         return EXIT_FAILED
     err.write(f"mis infer: {count} file(s) in {target}\n")
     return EXIT_OK
+
+
+def _retry_delay(
+    result: Answer, options: InferOptions, attempt: int, waited: float, err: TextIO
+) -> float | None:
+    """How long to wait before trying again after `result` (said on `err`), or None to stop:
+    only busy answers are retried, and only within --retries and --max-wait."""
+    if result.code != "busy" or not options.wait or attempt >= options.retries:
+        return None
+    asked = result.retry_after if result.retry_after is not None else min(2 ** (attempt + 1), 30)
+    remaining = options.max_wait_seconds - waited
+    if asked > 0 and remaining <= 0:
+        err.write(f"mis infer: still busy after waiting {waited:g}s in all (--max-wait)\n")
+        return None
+    delay = max(0.0, min(asked, remaining))
+    err.write(
+        f"mis infer: the service is busy; retry {attempt + 1}/{options.retries} in {delay:g}s\n"
+    )
+    return delay
 
 
 def _extract_problem(target: Path, force: bool) -> str:
@@ -224,17 +243,9 @@ def _merge(source: Path, target: Path) -> None:
             os.replace(Path(folder, name), target / relative / name)
 
 
-@attrs.frozen
-class _Result:
-    status: int
-    code: str = ""
-    message: str = ""
-    retry_after: float | None = None
-
-
 def _attempt(
     options: InferOptions, output: Path, headers: dict[str, str], progress: Progress
-) -> _Result:
+) -> Answer:
     timeout = httpx.Timeout(options.timeout_seconds, connect=10)
     with (
         httpx.Client(timeout=timeout) as client,
@@ -247,7 +258,7 @@ def _attempt(
     ):
         progress.end()
         if response.status_code != 200:
-            return _error(response)
+            return read_error(response)
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=output.parent, prefix=".mis-partial-")
         try:
@@ -261,23 +272,7 @@ def _attempt(
         finally:
             Path(partial).unlink(missing_ok=True)
         progress.end()
-        return _Result(status=200)
-
-
-def _error(response: httpx.Response) -> _Result:
-    response.read()
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        code, message = f"http_{response.status_code}", response.text[:300]
-    retry = response.headers.get("retry-after")
-    return _Result(
-        status=response.status_code,
-        code=code,
-        message=message,
-        retry_after=float(retry) if retry and retry.replace(".", "", 1).isdigit() else None,
-    )
+        return Answer(status=200)
 
 
 def _upload(source: Path, progress: Progress) -> Iterator[bytes]:
