@@ -239,8 +239,9 @@ def _render_job(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _infer(options: argparse.Namespace) -> int:
-    from mis_app.client import EXIT_USAGE, InferOptions, infer
+    from mis_app.client import InferOptions, infer
     from mis_app.token_format import TokenFileProblem, client_token
+    from mis_core.errors import Exit
 
     source: Path = options.input
     token = ""
@@ -249,7 +250,7 @@ def _infer(options: argparse.Namespace) -> int:
             token, count = client_token(options.token_file)
         except TokenFileProblem as problem:
             print(f"mis infer: {problem}", file=sys.stderr)
-            return EXIT_USAGE
+            return Exit.USAGE
         if count > 1:
             print(
                 f"mis infer: {options.token_file} holds {count} tokens; sending the first",

@@ -31,31 +31,8 @@ from mis_adapters.storage.zipwriter import zip_folder
 from mis_app.client_answer import Answer, read_error, shown
 from mis_app.logs import clean
 from mis_app.settings import ServerSettings
-from mis_core.errors import MisError
+from mis_core.errors import BY_CODE, Exit, MisError
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # anything not below (an error of the service itself, a full disk)
-EXIT_USAGE = 2  # wrong command line, or INPUT is not there
-EXIT_BAD_INPUT = 3  # 400, 408, 413, 415: the input or its upload was refused
-EXIT_BUSY = 4  # another request is being fulfilled (after --wait's retries)
-EXIT_TIMEOUT = 5  # the MAP did not finish in time
-EXIT_MAP_FAILED = 6  # the MAP failed
-EXIT_UNREACHABLE = 7  # no connection, or the service cannot start jobs (503)
-EXIT_UNAUTHORIZED = 8  # 401: no token, or a wrong one
-
-EXIT_BY_CODE = {
-    "invalid_input": EXIT_BAD_INPUT,
-    "payload_too_large": EXIT_BAD_INPUT,
-    "unsupported_media_type": EXIT_BAD_INPUT,
-    "request_timeout": EXIT_BAD_INPUT,
-    "headers_too_large": EXIT_BAD_INPUT,
-    "http_version_not_supported": EXIT_BAD_INPUT,
-    "busy": EXIT_BUSY,
-    "timeout": EXIT_TIMEOUT,
-    "map_failed": EXIT_MAP_FAILED,
-    "backend_unavailable": EXIT_UNREACHABLE,
-    "unauthorized": EXIT_UNAUTHORIZED,
-}
 _CHUNK = 1024 * 1024
 _SERVER_DEFAULTS = ServerSettings()
 UNPACK_LIMITS = ExtractLimits(  # what the server checks an upload against, by default
@@ -100,18 +77,18 @@ def infer(options: InferOptions, err: TextIO = sys.stderr) -> int:
     """Run one inference; the exit code. Messages go to `err`."""
     if not options.source.exists():
         err.write(f"mis infer: {options.source} does not exist\n")
-        return EXIT_USAGE
+        return Exit.USAGE
     target = options.extract_to
     if target is not None and (problem := _extract_problem(target, options.force)):
         err.write(f"mis infer: {problem}\n")
-        return EXIT_USAGE
+        return Exit.USAGE
     if options.output is not None:
         output = options.output
     elif target is not None:
         output = _scratch_zip(target)
     else:
         err.write("mis infer: say where the result goes: an output zip, or a folder\n")
-        return EXIT_USAGE
+        return Exit.USAGE
     try:
         code = _infer(options, output, err)
     finally:
@@ -133,11 +110,11 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
             progress.end()
             reason = clean(f"{type(exc).__name__}: {exc}")  # it may quote what the server sent
             err.write(f"mis infer: cannot reach {options.url} ({reason})\n")
-            return EXIT_UNREACHABLE
+            return Exit.UNREACHABLE
         except OutputProblem as exc:  # found before the first byte is sent
             progress.end()
             err.write(f"mis infer: {options.source} cannot be sent: {exc.problem}\n")
-            return EXIT_USAGE
+            return Exit.USAGE
         delay = _retry_delay(result, options, attempt, waited, err)
         if delay is None:
             break
@@ -145,11 +122,12 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
         attempt, waited = attempt + 1, waited + delay
     if result.code:
         err.write(f"mis infer: {shown(result, (options.token,))}\n")
-        return EXIT_BY_CODE.get(result.code, EXIT_FAILED)
+        row = BY_CODE.get(result.code)
+        return row.exit if row else Exit.FAILED
     target = options.extract_to
     if target is None:
         err.write(f"mis infer: saved {output}\n")
-        return EXIT_OK
+        return Exit.OK
     try:
         count = unpack(output, target)
     except (MisError, OSError) as exc:
@@ -159,17 +137,18 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
             f"mis infer: the result could not be unpacked into {target}: {reason}\n"
             f"mis infer: the result is kept, as received, in {kept}\n"
         )
-        return EXIT_FAILED
+        return Exit.FAILED
     err.write(f"mis infer: {count} file(s) in {target}\n")
-    return EXIT_OK
+    return Exit.OK
 
 
 def _retry_delay(
     result: Answer, options: InferOptions, attempt: int, waited: float, err: TextIO
 ) -> float | None:
     """How long to wait before trying again after `result` (said on `err`), or None to stop:
-    only busy answers are retried, and only within --retries and --max-wait."""
-    if result.code != "busy" or not options.wait or attempt >= options.retries:
+    only answers sent with Retry-After (busy) are retried, within --retries and --max-wait."""
+    row = BY_CODE.get(result.code)
+    if not (row and row.retry_after) or not options.wait or attempt >= options.retries:
         return None
     asked = result.retry_after if result.retry_after is not None else min(2 ** (attempt + 1), 30)
     remaining = options.max_wait_seconds - waited

@@ -23,7 +23,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from mis_app.client import EXIT_BUSY, EXIT_FAILED, EXIT_UNAUTHORIZED, EXIT_USAGE
+from mis_core.errors import Exit
 from tests.zips import make_zip
 
 HUGE = 900_000_000
@@ -113,7 +113,7 @@ def test_a_tokens_file_sends_its_first_token_and_no_token_is_ever_printed(
         result = run_infer(
             study, "-o", tmp_path / "o.zip", "--url", server.url, "--token-file", tokens
         )
-    assert result.returncode == EXIT_UNAUTHORIZED, result.stderr
+    assert result.returncode == Exit.UNAUTHORIZED, result.stderr
     assert [r["Authorization"] for r in server.requests] == ["Bearer first-Token_1"]
     assert "holds 2 tokens; sending the first" in result.stderr
     assert "401 unauthorized: The token <token> is not valid." in result.stderr
@@ -124,7 +124,7 @@ def test_a_malformed_tokens_file_names_the_line_not_its_text(tmp_path: Path, stu
     tokens = tmp_path / "tokens"
     tokens.write_text("# tokens\nfirst-Token_1\nsecond Token_2 with a typo\n")
     result = run_infer(study, "-o", tmp_path / "o.zip", "--token-file", tokens)
-    assert result.returncode == EXIT_USAGE
+    assert result.returncode == Exit.USAGE
     assert f"the token file {tokens} has a malformed line 3" in result.stderr
     assert "Token_" not in result.stderr
 
@@ -156,7 +156,7 @@ def test_a_900_mb_error_body_is_read_only_in_part(tmp_path: Path, study: Path) -
         _, status, usage = os.wait4(process.pid, 0)  # its own peak memory, from the kernel
         process.returncode = os.waitstatus_to_exitcode(status)
         assert server.answered.wait(timeout=30)  # the handler sees the hang-up, then returns
-    assert process.returncode == EXIT_FAILED, err
+    assert process.returncode == Exit.FAILED, err
     assert 'mis infer: 500 http_500: {"error": "xxx' in err
     assert usage.ru_maxrss < 300 * 1024, usage.ru_maxrss  # KiB: far from 900 MB
     assert server.sent
@@ -180,7 +180,7 @@ def test_a_servers_text_reaches_the_terminal_escaped(
 ) -> None:
     with hostile_server(answer) as server:
         result = run_infer(study, "-o", tmp_path / "o.zip", "--url", server.url)
-    assert result.returncode in (EXIT_FAILED, 6), result.stderr
+    assert result.returncode in (Exit.FAILED, Exit.MAP_FAILED), result.stderr
     assert "\\x1b" in result.stderr
     assert not set(result.stderr) & {"\x1b", "\x07", "\x9b"}
     assert all(not line.startswith("mis infer: saved") for line in result.stderr.splitlines())
@@ -196,7 +196,7 @@ def test_a_raw_error_page_is_escaped_too(tmp_path: Path, study: Path) -> None:
 
     with hostile_server(answer) as server:
         result = run_infer(study, "-o", tmp_path / "o.zip", "--url", server.url)
-    assert result.returncode == EXIT_FAILED
+    assert result.returncode == Exit.FAILED
     assert "502 http_502: <html>\\x1b]52;c;aGVsbG8=\\x07 bad gateway\\x1b[2J" in result.stderr
 
 
@@ -239,7 +239,7 @@ def test_wait_stops_at_max_wait_whatever_the_server_asks(tmp_path: Path, study: 
             study, "-o", tmp_path / "o.zip", "--url", server.url, "--wait", "--max-wait", "1.5"
         )
         elapsed = time.monotonic() - started
-    assert result.returncode == EXIT_BUSY, result.stderr
+    assert result.returncode == Exit.BUSY, result.stderr
     assert "retry 1/10 in 1.5s" in result.stderr
     assert "still busy after waiting 1.5s in all (--max-wait)" in result.stderr
     assert len(server.requests) == 2
