@@ -109,6 +109,7 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
         except httpx.TransportError as exc:
             progress.end()
             reason = clean(f"{type(exc).__name__}: {exc}")  # it may quote what the server sent
+            reason = reason.replace(options.token, "<token>") if options.token else reason
             err.write(f"mis infer: cannot reach {options.url} ({reason})\n")
             return Exit.UNREACHABLE
         except OutputProblem as exc:  # found before the first byte is sent
@@ -132,6 +133,7 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
         count = unpack(output, target)
     except (MisError, OSError) as exc:
         reason = exc.message if isinstance(exc, MisError) else f"{exc.strerror} ({exc.filename})"
+        reason = clean(reason)  # it may quote a name the server chose
         kept = output if options.output is not None else _keep(output, target)
         err.write(
             f"mis infer: the result could not be unpacked into {target}: {reason}\n"
