@@ -59,7 +59,7 @@ def test_an_alias_bomb_file_is_refused_by_config_check(tmp_path: Path) -> None:
     assert len(config.read_bytes()) < 1024
     result = config_check(config)
     assert result.returncode == 2, result.stderr
-    assert f"{config}: a YAML anchor or alias (line 4" in result.stderr
+    assert f"{config}: a YAML anchor or alias (line 5, column 8)" in result.stderr
     assert "Traceback" not in result.stderr
 
 
