@@ -16,7 +16,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from mis_app.errors import error_response, internal_error
+from mis_app.errors import ROUTING_CODE_BY_STATUS, error_response, internal_error
 from mis_app.inference import InferenceResponse
 from mis_app.live_log import LiveLogs, log_stream
 from mis_core.errors import BackendUnavailable
@@ -85,8 +85,12 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing's own answers (no such path or method) in the catalogue's words; any other
+    HTTPException would be a fault of MIS."""
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = ROUTING_CODE_BY_STATUS.get(exc.status_code)
+    if code is None:
+        return await server_error(request, exc)
     body = {"code": code, "message": exc.detail, "request_id": request.state.request_id}
     return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 

@@ -1,10 +1,9 @@
 """Optional bearer-token access control.
 
-Tokens live in a file, one per line (blank lines and `#` comment lines, indented or not, are
-ignored). The file is read again whenever it may have changed: a new inode (a Kubernetes
-Secret's symlink swap, a `mv` over it), a new change time (a rewrite in place, even one that
-puts the size and modification time back), or, as a backstop, every few seconds. Adding or
-revoking a token needs no restart.
+Tokens live in a file, one per line (the format is mis_app.token_format's). The file is read
+again whenever it may have changed: a new inode (a Kubernetes Secret's symlink swap, a `mv`
+over it), a new change time (a rewrite in place, even one that puts the size and modification
+time back), or, as a backstop, every few seconds. Adding or revoking a token needs no restart.
 
 It fails closed: a file that goes missing, becomes unreadable or holds a malformed line keeps
 the tokens last read from it (and says so in the log, once per change), and with none ever
@@ -17,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,14 +24,13 @@ from loguru import logger
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
+from mis_app.token_format import MalformedTokens, parse_tokens
 from mis_core.errors import BackendUnavailable, Unauthorized
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 URL_TOKEN_PARAMETERS = (b"access_token=", b"token=")
 CHALLENGE = 'Bearer realm="monai-inference-service"'
 REREAD_SECONDS = 5.0
-# RFC 6750's token68: what a bearer token can be
-_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 class TokensUnavailable(Exception):
@@ -82,18 +79,11 @@ class TokenFile:
         except UnicodeDecodeError:
             self._keep("is not UTF-8 text")
             return
-        tokens: list[bytes] = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            entry = line.strip()
-            if not entry or entry.startswith("#"):
-                continue
-            if not _TOKEN.fullmatch(entry):
-                # the line may be a token with a typo: say where, never what
-                self._keep(
-                    f"has a malformed line {number} (a token is one word of A-Z a-z 0-9 -._~+/=)"
-                )
-                return
-            tokens.append(entry.encode())
+        try:
+            tokens = [token.encode() for token in parse_tokens(text)]
+        except MalformedTokens as exc:
+            self._keep(str(exc))
+            return
         if self._problem or self._tokens is None:
             logger.info("read {} token(s) from the tokens file {}", len(tokens), self.path)
         self._tokens, self._problem, self._stamp = tokens, "", stamp

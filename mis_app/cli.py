@@ -65,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "--url", default=os.environ.get("MIS_URL", "http://127.0.0.1:8000"), help="MIS base URL"
     )
-    infer.add_argument("--token-file", type=Path, help="a file holding the bearer token")
+    infer.add_argument(
+        "--token-file",
+        type=Path,
+        help="the bearer token: a file in the server's tokens format (its first token is sent)",
+    )
     infer.add_argument(
         "--extract",
         type=Path,
@@ -79,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     infer.add_argument("--wait", action="store_true", help="retry while the service is busy")
     infer.add_argument("--retries", type=int, default=10, help="retries with --wait (10)")
+    infer.add_argument(
+        "--max-wait",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="with --wait: stop retrying after waiting this long in all (300; each wait is "
+        "at most 60 s, whatever the server's Retry-After says)",
+    )
     infer.set_defaults(run=_infer, needs_settings=False)
 
     map_parser = commands.add_parser("map", help="look into MAP images")
@@ -228,9 +240,22 @@ def _render_job(settings: Settings, options: argparse.Namespace) -> int:
 
 def _infer(options: argparse.Namespace) -> int:
     from mis_app.client import InferOptions, infer
+    from mis_app.token_format import TokenFileProblem, client_token
+    from mis_core.errors import Exit
 
     source: Path = options.input
-    token = options.token_file.read_text().strip() if options.token_file else ""
+    token = ""
+    if options.token_file:
+        try:
+            token, count = client_token(options.token_file)
+        except TokenFileProblem as problem:
+            print(f"mis infer: {problem}", file=sys.stderr)
+            return Exit.USAGE
+        if count > 1:
+            print(
+                f"mis infer: {options.token_file} holds {count} tokens; sending the first",
+                file=sys.stderr,
+            )
     output = options.output
     if output is None and options.extract is None:
         output = Path(f"{source.name.removesuffix('.zip')}-output.zip")
@@ -244,5 +269,6 @@ def _infer(options: argparse.Namespace) -> int:
             force=options.force,
             wait=options.wait,
             retries=options.retries,
+            max_wait_seconds=options.max_wait,
         )
     )

@@ -28,32 +28,11 @@ import httpx
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_adapters.storage.walk import OutputProblem
 from mis_adapters.storage.zipwriter import zip_folder
+from mis_app.client_answer import Answer, read_error, shown
+from mis_app.logs import clean
 from mis_app.settings import ServerSettings
-from mis_core.errors import MisError
+from mis_core.errors import BY_CODE, Exit, MisError
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # anything not below (an error of the service itself, a full disk)
-EXIT_USAGE = 2  # wrong command line, or INPUT is not there
-EXIT_BAD_INPUT = 3  # 400, 408, 413, 415: the input or its upload was refused
-EXIT_BUSY = 4  # another request is being fulfilled (after --wait's retries)
-EXIT_TIMEOUT = 5  # the MAP did not finish in time
-EXIT_MAP_FAILED = 6  # the MAP failed
-EXIT_UNREACHABLE = 7  # no connection, or the service cannot start jobs (503)
-EXIT_UNAUTHORIZED = 8  # 401: no token, or a wrong one
-
-EXIT_BY_CODE = {
-    "invalid_input": EXIT_BAD_INPUT,
-    "payload_too_large": EXIT_BAD_INPUT,
-    "unsupported_media_type": EXIT_BAD_INPUT,
-    "request_timeout": EXIT_BAD_INPUT,
-    "headers_too_large": EXIT_BAD_INPUT,
-    "http_version_not_supported": EXIT_BAD_INPUT,
-    "busy": EXIT_BUSY,
-    "timeout": EXIT_TIMEOUT,
-    "map_failed": EXIT_MAP_FAILED,
-    "backend_unavailable": EXIT_UNREACHABLE,
-    "unauthorized": EXIT_UNAUTHORIZED,
-}
 _CHUNK = 1024 * 1024
 _SERVER_DEFAULTS = ServerSettings()
 UNPACK_LIMITS = ExtractLimits(  # what the server checks an upload against, by default
@@ -73,6 +52,7 @@ class InferOptions:
     force: bool = False  # extract_to may hold files; the result replaces those it also has
     wait: bool = False
     retries: int = 10
+    max_wait_seconds: float = 300  # --wait: time spent waiting in all, whatever Retry-After says
     timeout_seconds: float = 600
 
 
@@ -97,18 +77,18 @@ def infer(options: InferOptions, err: TextIO = sys.stderr) -> int:
     """Run one inference; the exit code. Messages go to `err`."""
     if not options.source.exists():
         err.write(f"mis infer: {options.source} does not exist\n")
-        return EXIT_USAGE
+        return Exit.USAGE
     target = options.extract_to
     if target is not None and (problem := _extract_problem(target, options.force)):
         err.write(f"mis infer: {problem}\n")
-        return EXIT_USAGE
+        return Exit.USAGE
     if options.output is not None:
         output = options.output
     elif target is not None:
         output = _scratch_zip(target)
     else:
         err.write("mis infer: say where the result goes: an output zip, or a folder\n")
-        return EXIT_USAGE
+        return Exit.USAGE
     try:
         code = _infer(options, output, err)
     finally:
@@ -122,46 +102,66 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
     if options.token:
         headers["Authorization"] = f"Bearer {options.token}"
     progress = Progress(err)
-    attempt = 0
+    attempt, waited = 0, 0.0
     while True:
         try:
             result = _attempt(options, output, headers, progress)
         except httpx.TransportError as exc:
             progress.end()
-            err.write(f"mis infer: cannot reach {options.url} ({type(exc).__name__}: {exc})\n")
-            return EXIT_UNREACHABLE
+            reason = clean(f"{type(exc).__name__}: {exc}")  # it may quote what the server sent
+            reason = reason.replace(options.token, "<token>") if options.token else reason
+            err.write(f"mis infer: cannot reach {options.url} ({reason})\n")
+            return Exit.UNREACHABLE
         except OutputProblem as exc:  # found before the first byte is sent
             progress.end()
             err.write(f"mis infer: {options.source} cannot be sent: {exc.problem}\n")
-            return EXIT_USAGE
-        if result.code == "busy" and options.wait and attempt < options.retries:
-            attempt += 1
-            delay = result.retry_after if result.retry_after is not None else min(2**attempt, 30)
-            err.write(
-                f"mis infer: the service is busy; retry {attempt}/{options.retries} in {delay:g}s\n"
-            )
-            time.sleep(delay)
-            continue
-        break
+            return Exit.USAGE
+        delay = _retry_delay(result, options, attempt, waited, err)
+        if delay is None:
+            break
+        time.sleep(delay)
+        attempt, waited = attempt + 1, waited + delay
     if result.code:
-        err.write(f"mis infer: {result.status} {result.code}: {result.message}\n")
-        return EXIT_BY_CODE.get(result.code, EXIT_FAILED)
+        err.write(f"mis infer: {shown(result, (options.token,))}\n")
+        row = BY_CODE.get(result.code)
+        return row.exit if row else Exit.FAILED
     target = options.extract_to
     if target is None:
         err.write(f"mis infer: saved {output}\n")
-        return EXIT_OK
+        return Exit.OK
     try:
         count = unpack(output, target)
     except (MisError, OSError) as exc:
         reason = exc.message if isinstance(exc, MisError) else f"{exc.strerror} ({exc.filename})"
+        reason = clean(reason)  # it may quote a name the server chose
         kept = output if options.output is not None else _keep(output, target)
         err.write(
             f"mis infer: the result could not be unpacked into {target}: {reason}\n"
             f"mis infer: the result is kept, as received, in {kept}\n"
         )
-        return EXIT_FAILED
+        return Exit.FAILED
     err.write(f"mis infer: {count} file(s) in {target}\n")
-    return EXIT_OK
+    return Exit.OK
+
+
+def _retry_delay(
+    result: Answer, options: InferOptions, attempt: int, waited: float, err: TextIO
+) -> float | None:
+    """How long to wait before trying again after `result` (said on `err`), or None to stop:
+    only answers sent with Retry-After (busy) are retried, within --retries and --max-wait."""
+    row = BY_CODE.get(result.code)
+    if not (row and row.retry_after) or not options.wait or attempt >= options.retries:
+        return None
+    asked = result.retry_after if result.retry_after is not None else min(2 ** (attempt + 1), 30)
+    remaining = options.max_wait_seconds - waited
+    if asked > 0 and remaining <= 0:
+        err.write(f"mis infer: still busy after waiting {waited:g}s in all (--max-wait)\n")
+        return None
+    delay = max(0.0, min(asked, remaining))
+    err.write(
+        f"mis infer: the service is busy; retry {attempt + 1}/{options.retries} in {delay:g}s\n"
+    )
+    return delay
 
 
 def _extract_problem(target: Path, force: bool) -> str:
@@ -224,17 +224,9 @@ def _merge(source: Path, target: Path) -> None:
             os.replace(Path(folder, name), target / relative / name)
 
 
-@attrs.frozen
-class _Result:
-    status: int
-    code: str = ""
-    message: str = ""
-    retry_after: float | None = None
-
-
 def _attempt(
     options: InferOptions, output: Path, headers: dict[str, str], progress: Progress
-) -> _Result:
+) -> Answer:
     timeout = httpx.Timeout(options.timeout_seconds, connect=10)
     with (
         httpx.Client(timeout=timeout) as client,
@@ -247,7 +239,7 @@ def _attempt(
     ):
         progress.end()
         if response.status_code != 200:
-            return _error(response)
+            return read_error(response)
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=output.parent, prefix=".mis-partial-")
         try:
@@ -261,23 +253,7 @@ def _attempt(
         finally:
             Path(partial).unlink(missing_ok=True)
         progress.end()
-        return _Result(status=200)
-
-
-def _error(response: httpx.Response) -> _Result:
-    response.read()
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        code, message = f"http_{response.status_code}", response.text[:300]
-    retry = response.headers.get("retry-after")
-    return _Result(
-        status=response.status_code,
-        code=code,
-        message=message,
-        retry_after=float(retry) if retry and retry.replace(".", "", 1).isdigit() else None,
-    )
+        return Answer(status=200)
 
 
 def _upload(source: Path, progress: Progress) -> Iterator[bytes]:

@@ -46,8 +46,8 @@ import attrs
 from loguru import logger
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from mis_app.errors import HeadersTooLarge, error_body
-from mis_core.errors import InvalidInput, MisError, UploadTimeout
+from mis_app.errors import STATUS_BY_CODE, error_body
+from mis_core.errors import HeadersTooLarge, InvalidInput, MisError, UploadTimeout
 
 MAX_PIPELINED = 16  # requests a connection may have waiting behind the one being answered
 
@@ -183,7 +183,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._close_flooded()
             return
         self._refuse(
-            400,
             InvalidInput(
                 "The request is not valid HTTP/1.1 (a malformed request line, header or chunk)."
             ),
@@ -231,7 +230,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         seconds = self.limits.head_timeout_seconds
         self._refuse(
-            408,
             UploadTimeout(
                 f"The request's headers did not arrive within {seconds:g} seconds "
                 "(server.header_timeout_seconds). Check the connection and retry."
@@ -242,7 +240,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         limit = self.limits.max_head_bytes
         if self._in_head:
             self._refuse(
-                431,
                 HeadersTooLarge(
                     f"The request line and headers are larger than this service accepts "
                     f"({limit} bytes, server.max_header_bytes). Send fewer or shorter headers."
@@ -262,8 +259,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         logger.warning("closed a connection with over {} pipelined requests waiting", MAX_PIPELINED)
         self.transport.close()
 
-    def _refuse(self, status: int, error: MisError) -> None:
-        """Answer `status` with the JSON error (unless a response has started) and close."""
+    def _refuse(self, error: MisError) -> None:
+        """Answer with the JSON error (unless a response has started) and close."""
         self._refused = True
         state = self.cycle.scope["state"] if self._response_in_progress() else {}
         request_id = state.get("request_id") or secrets.token_hex(16)
@@ -275,7 +272,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self._response_started():
             body = json.dumps(error_body(error, request_id)).encode()
             head = [
-                STATUS_LINE[status],
+                STATUS_LINE[STATUS_BY_CODE[error.code]],
                 *(
                     name + b": " + value + b"\r\n"
                     for name, value in self.server_state.default_headers

@@ -1,6 +1,6 @@
-"""The error catalogue on the wire: HTTP status per code, and the JSON body every error has.
+"""The error catalogue on the wire: the HTTP status per code, and the JSON body every error has.
 
-The core's errors are in `mis_core.errors`; the few here are about HTTP itself.
+Every code, its status and whether `Retry-After` is sent are rows of `mis_core.errors.CATALOGUE`.
 """
 
 from __future__ import annotations
@@ -8,34 +8,12 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 
 from mis_app.logs import clean_lines
-from mis_core.errors import MisError
+from mis_core.errors import BY_CODE, CATALOGUE, MisError
 
-STATUS_BY_CODE = {
-    "invalid_input": 400,
-    "unauthorized": 401,
-    "request_timeout": 408,
-    "payload_too_large": 413,
-    "unsupported_media_type": 415,
-    "busy": 500,
-    "timeout": 500,
-    "map_failed": 500,
-    "internal_error": 500,
-    "backend_unavailable": 503,
-    "insufficient_storage": 507,
-    "not_found": 404,  # routing, not the service: no such path
-    "method_not_allowed": 405,
-    "headers_too_large": 431,  # written by the connection (mis_app.connection), not a route
-    "http_version_not_supported": 505,
-}
+STATUS_BY_CODE = {row.code: row.status for row in CATALOGUE}
+# what routing itself answers (no such path, no such method), by status
+ROUTING_CODE_BY_STATUS = {row.status: row.code for row in CATALOGUE if row.routing}
 RETRY_AFTER_SECONDS = "5"
-
-
-class HeadersTooLarge(MisError):
-    code = "headers_too_large"
-
-
-class HttpVersionNotSupported(MisError):
-    code = "http_version_not_supported"
 
 
 def error_body(error: MisError, request_id: str) -> dict[str, dict[str, str]]:
@@ -46,12 +24,9 @@ def error_body(error: MisError, request_id: str) -> dict[str, dict[str, str]]:
 
 
 def error_response(error: MisError, request_id: str) -> JSONResponse:
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.code == "busy" else None
-    return JSONResponse(
-        error_body(error, request_id),
-        status_code=STATUS_BY_CODE[error.code],
-        headers=headers,
-    )
+    row = BY_CODE[error.code]
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if row.retry_after else None
+    return JSONResponse(error_body(error, request_id), status_code=row.status, headers=headers)
 
 
 def internal_error() -> MisError:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
 from mis_app.upload import UploadLimits, zip_upload
-from mis_core.errors import MisError
+from mis_core.errors import Busy, MisError
 from mis_core.gate import AdmissionGate
 from mis_core.service import Inference
 
@@ -38,7 +38,7 @@ class InferenceResponse(Response):
 
     def __init__(self, request: Request) -> None:  # no body or headers to prepare
         self.request = request
-        self.outcome = "internal_error"  # the code for metrics and the access line
+        self.outcome = MisError.code  # the code for metrics and the access line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.request.app.state
@@ -90,8 +90,8 @@ class InferenceResponse(Response):
                 self.outcome = error.code
                 logger.error("failed after the response started: {}", error.message)
                 raise
-            # busy answers can come by the hundred; the access line already says "busy"
-            level = "DEBUG" if error.code == "busy" else "INFO"
+            # busy answers can come by the hundred; the access line already says busy
+            level = "DEBUG" if isinstance(error, Busy) else "INFO"
             logger.log(level, "refused: {} ({})", error.code, error.message.splitlines()[0])
         except Exception:
             logger.exception("unexpected error")
@@ -121,7 +121,7 @@ async def _send_zip(inference: Inference, send: Send) -> None:
                 started = True
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     # The slot is free now (the workspace is being deleted in the background), so a client
-    # that sends its next request as soon as this one ends is not told "busy".
+    # that sends its next request as soon as this one ends is not told it is busy.
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -190,5 +190,5 @@ class BusyShortcut:
         headers = [*self._headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": self._status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        scope["state"]["outcome"] = "busy"
-        self.metrics.observe("busy", time.perf_counter() - began, None, 0, 0)
+        scope["state"]["outcome"] = Busy.code
+        self.metrics.observe(Busy.code, time.perf_counter() - began, None, 0, 0)

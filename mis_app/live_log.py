@@ -33,7 +33,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
-from mis_core.errors import MisError
+from mis_core.errors import NotFound
 
 KEY_HEADER = "x-log-key"
 MAX_LINES = 500  # kept per request: enough to catch up after connecting late
@@ -47,10 +47,6 @@ _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 _current: ContextVar[Channel | None] = ContextVar("mis_live_log_channel", default=None)
-
-
-class NoLiveLog(MisError):
-    code = "not_found"
 
 
 def clean_line(line: str) -> str:
@@ -161,7 +157,7 @@ class LiveLogs:
         channel = self._channels.get(digest) if _KEY.fullmatch(key) else None
         if channel is None or len(channel.readers) >= MAX_READERS:
             return error_response(
-                NoLiveLog(
+                NotFound(
                     "There is no live log to read here: the request has ended, or it was not "
                     "sent with this X-Log-Key and this token. Only the client that sent a "
                     "request can follow its log, while it runs."

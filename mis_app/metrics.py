@@ -13,6 +13,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from mis_core.errors import Busy
 from mis_core.model import StageTimes
 from mis_core.service import InferenceService
 
@@ -64,7 +65,7 @@ class Metrics:
         self, code: str, seconds: float, times: StageTimes | None, got: int, sent: int
     ) -> None:
         self.requests.labels(code).inc()
-        if code == "busy":
+        if code == Busy.code:
             self.busy.inc()
             return
         self.request_seconds.observe(seconds)

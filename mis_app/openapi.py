@@ -1,14 +1,22 @@
 """The OpenAPI 3 description of the HTTP API, served at /openapi.json.
 
-Written by hand next to the routes; a test checks that every route, error code and status the
-code can answer with is described here, and schemathesis checks the live server against it.
+Written by hand next to the routes; the errors come from the catalogue (mis_app.openapi_errors).
+A test checks that every route is described here, and schemathesis checks the live server
+against it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mis_app.errors import STATUS_BY_CODE
+from mis_app.openapi_errors import (
+    ERROR_SCHEMA,
+    INFERENCE_CODES,
+    RESPONSE_REQUEST_ID,
+    error_responses,
+    page_advice,
+)
+from mis_core.errors import BackendUnavailable, NotFound, Unauthorized
 from mis_core.model import HOST_VERSION
 
 REQUEST_ID = {
@@ -28,57 +36,6 @@ LOG_KEY = {
     "GET /v1/inference/{request_id}/log. Send an X-Request-ID of your own too, to know the id.",
     "schema": {"type": "string"},
 }
-RESPONSE_REQUEST_ID = {
-    "X-Request-ID": {"description": "The request's id", "schema": {"type": "string"}}
-}
-
-_WHEN = {
-    "invalid_input": "Not a zip, a corrupt zip, no `file` part, an unsafe entry, encrypted entries",
-    "unauthorized": "Authentication is enabled and the bearer token is missing or wrong",
-    "request_timeout": "The upload stalled (`server.upload_idle_timeout_seconds`), took too long "
-    "(`server.upload_timeout_seconds`) or sent fewer bytes in the last "
-    "`server.upload_idle_timeout_seconds` than `server.min_upload_bytes_per_second` asks "
-    "for; or the headers took longer than "
-    "`server.header_timeout_seconds`",
-    "payload_too_large": "Upload (every body byte counts), expanded size, entry count, "
-    "compression ratio or multipart parts over the limits",
-    "unsupported_media_type": "Neither multipart/form-data nor application/zip",
-    "busy": "Another inference request is being fulfilled",
-    "timeout": "The MAP did not finish within the timeout; it was stopped",
-    "map_failed": "The MAP failed; the message has the reason and its last log lines",
-    "internal_error": "An unexpected error in MIS",
-    "backend_unavailable": "The job backend cannot be reached or cannot start jobs (e.g. the "
-    "MAP's program is missing), or authentication is on and its tokens file cannot be read",
-    "insufficient_storage": "The payload volume ran out of space",
-    "headers_too_large": "The request line and headers are over `server.max_header_bytes` "
-    "(the connection is closed)",
-    "http_version_not_supported": "HTTP/1.0: the result is streamed with chunked transfer "
-    "encoding, which needs HTTP/1.1",
-    "not_found": "No live log for this request id, key and token (or the request has ended)",
-}
-INFERENCE_CODES = [code for code in _WHEN if code != "not_found"]
-
-
-def error_responses(codes: list[str]) -> dict[str, Any]:
-    by_status: dict[int, list[str]] = {}
-    for code in codes:
-        by_status.setdefault(STATUS_BY_CODE[code], []).append(code)
-    responses: dict[str, Any] = {}
-    for status, grouped in sorted(by_status.items()):
-        headers = dict(RESPONSE_REQUEST_ID)
-        if "busy" in grouped:
-            headers["Retry-After"] = {
-                "description": "Seconds to wait",
-                "schema": {"type": "string"},
-            }
-        if "unauthorized" in grouped:
-            headers["WWW-Authenticate"] = {"description": "Bearer", "schema": {"type": "string"}}
-        responses[str(status)] = {
-            "description": "; ".join(f"`{c}`: {_WHEN[c]}" for c in grouped),
-            "headers": headers,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-    return responses
 
 
 def _json_ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +114,7 @@ def _live_log() -> dict[str, Any]:
                 "headers": RESPONSE_REQUEST_ID,
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
-            **error_responses(["unauthorized", "not_found"]),
+            **error_responses([Unauthorized.code, NotFound.code]),
         },
     }
 
@@ -215,7 +172,7 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
                 "description": "Text format",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
-            **(error_responses(["unauthorized"]) if protect_metrics else {}),
+            **(error_responses([Unauthorized.code]) if protect_metrics else {}),
         },
     }
     if not protect_metrics:
@@ -253,7 +210,7 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
                     "parameters": [REQUEST_ID],
                     "responses": {
                         "200": _json_ok("Ready", {"type": "object"}),
-                        **error_responses(["backend_unavailable"]),
+                        **error_responses([BackendUnavailable.code]),
                     },
                 }
             },
@@ -263,7 +220,7 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
                     "parameters": [REQUEST_ID],
                     "responses": {
                         "200": _json_ok("The service's state", status_schema),
-                        **error_responses(["unauthorized"]),
+                        **error_responses([Unauthorized.code]),
                     },
                 }
             },
@@ -291,24 +248,9 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
                 }
             },
         },
+        "x-errors": page_advice(),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message", "request_id"],
-                            "properties": {
-                                "code": {"type": "string", "enum": sorted(STATUS_BY_CODE)},
-                                "message": {"type": "string"},
-                                "request_id": {"type": "string"},
-                            },
-                        }
-                    },
-                }
-            },
+            "schemas": {"Error": ERROR_SCHEMA},
         },
     }

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ByteSize,
@@ -23,6 +22,7 @@ from pydantic import (
 )
 
 from mis_adapters.map_follow import MAX_LOGGED_BYTES
+from mis_app import config_yaml
 from mis_core.model import MapSpec, Resources
 from mis_core.quantity import CpuQuantity, MemoryQuantity
 
@@ -307,13 +307,13 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = config_yaml.read_file(path) or {}
         except OSError as exc:
             raise SettingsError(
                 f"cannot read the configuration file {path}: {exc.strerror}"
             ) from None
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{path} is not valid YAML: {exc}") from None
+        except config_yaml.ConfigYamlError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
         if not isinstance(loaded, dict):
             raise SettingsError(f"{path}: the configuration must be a mapping of sections")
         data = loaded
@@ -348,9 +348,9 @@ def _apply_overrides(
             if not isinstance(target, dict):
                 raise SettingsError(f"{name}: {'.'.join(keys[:-1])} is not a section")
         try:
-            parsed = yaml.safe_load(value) if value.lstrip()[:1] in ("[", "{") else value
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{name}: not valid YAML: {exc}") from None
+            parsed = config_yaml.parse(value) if value.lstrip()[:1] in ("[", "{") else value
+        except config_yaml.ConfigYamlError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
         target[keys[-1]] = parsed
         overrides[tuple(keys)] = name
     return overrides

@@ -23,8 +23,13 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from mis_app.errors import HttpVersionNotSupported
-from mis_core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, UploadTimeout
+from mis_core.errors import (
+    HttpVersionNotSupported,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UploadTimeout,
+)
 
 FILE_PART = b"file"
 ZIP_MEDIA_TYPES = {b"application/zip", b"application/x-zip-compressed", b"application/x-zip"}

@@ -6,7 +6,7 @@ exist at once (those of requests in flight and those still being deleted). A cli
 sends its next study the moment a response ends is admitted at once (one deletion may be
 pending behind each slot); only when deletions fall further behind (one taking longer than the
 whole next request) does an admitted request wait for one to finish before it makes its
-workspace. So pending deletions can never fill the payload volume, and nobody is told "busy"
+workspace. So pending deletions can never fill the payload volume, and nobody is told busy
 because of them.
 """
 

@@ -9,32 +9,14 @@ const TOKEN_KEY = "mis-token"; // sessionStorage: this tab only, never in a URL
 const POLL_MS = 2000;
 const LOG_LINES_SHOWN = 500;
 
-// What each error code of the API means for the person at the page, and what to do next.
-const ADVICE = {
-  busy: ["The service is busy with another study.",
-    "It runs one study at a time. Wait until the status above says idle, then try again."],
-  timeout: ["The application did not finish in time and was stopped.",
-    "Try a smaller study, or ask the administrator to raise the time limit."],
-  map_failed: ["The application failed on this study.",
-    "Check that the study is what this application expects. If it keeps failing, give the administrator the details below."],
-  invalid_input: ["This file cannot be used.",
-    "Send a .zip archive of the study, or choose its folder instead."],
-  payload_too_large: ["The study is too large for this service.",
-    "Send fewer images, or ask the administrator to raise the size limit."],
-  unauthorized: ["Your access token was not accepted.",
-    "Enter a valid token above. Ask the administrator if you do not have one."],
-  request_timeout: ["The upload was too slow and was stopped.",
-    "Check your network connection and try again."],
-  unsupported_media_type: ["The upload was not sent as a zip.", "Choose a .zip file or a folder."],
-  backend_unavailable: ["The service cannot run the application right now.",
-    "Try again in a few minutes. If it persists, tell the administrator."],
-  insufficient_storage: ["The service ran out of disk space for this study.",
-    "Try again later, or tell the administrator."],
-  headers_too_large: ["The request's headers were too large for the service.",
-    "Clear this site's cookies and try again, or ask the administrator to raise the header limit."],
-  http_version_not_supported: ["Something between you and the service spoke an old version of HTTP (1.0).",
-    "Ask the administrator to let the proxy in front of the service use HTTP/1.1."],
-  internal_error: ["The service hit an unexpected error.",
+// What each error code of the API means for the person at the page, and what to do next: the
+// service's error catalogue, read from its OpenAPI description. The page's own failures below.
+const errorsLoaded = fetch("/openapi.json", { cache: "no-store" })
+  .then((response) => response.json())
+  .then((spec) => spec["x-errors"] || {})
+  .catch(() => ({}));
+const PAGE_ADVICE = {
+  unknown: ["The service answered with an error.",
     "Try again. If it keeps happening, give the administrator the request id."],
   network: ["The service could not be reached.",
     "Check your connection and that the service is running, then try again."],
@@ -80,7 +62,8 @@ async function refreshStatus() {
   }
   if (response.status === 401) {
     setState("Needs a token", "down");
-    askForToken(sessionStorage.getItem(TOKEN_KEY) ? ADVICE.unauthorized[0] : "");
+    const code = await response.json().then((body) => body.error.code).catch(() => "");
+    askForToken(sessionStorage.getItem(TOKEN_KEY) ? (await errorsLoaded)[code]?.title : "");
     return;
   }
   if (!response.ok) {
@@ -160,10 +143,12 @@ function showOutcome(kind, title, advice, details, requestId) {
   box.replaceChildren(...parts);
 }
 
-function showError(code, message, requestId) {
-  const [title, advice] = ADVICE[code] || ADVICE.internal_error;
+// `errors`: the catalogue (errorsLoaded), for codes the service answered with
+function showError(code, message, requestId, errors = {}) {
+  const known = errors[code];
+  const [title, advice] = known ? [known.title, known.advice] : PAGE_ADVICE[code] || PAGE_ADVICE.unknown;
   showOutcome("bad", title, advice, message, requestId);
-  if (code === "unauthorized") askForToken(title);
+  if (known?.status === 401) askForToken(title);
 }
 
 function clearOutcome() {
@@ -264,13 +249,14 @@ function send(body, inputName) {
 async function answered(xhr, requestId, inputName) {
   const answeredId = xhr.getResponseHeader("X-Request-ID") || requestId;
   if (xhr.status !== 200) {
-    let error = { code: "internal_error", message: `HTTP ${xhr.status}` };
+    let error = { code: "unknown", message: `HTTP ${xhr.status}` };
     try { error = JSON.parse(await xhr.response.text()).error; } catch { /* not JSON */ }
-    if (error.code !== "map_failed" && error.code !== "timeout") { // the MAP never ran
+    const errors = await errorsLoaded;
+    if (!errors[error.code]?.map_ran) { // the MAP never ran: it has no log to show
       liveLog?.stop();
       $("log-area").hidden = true;
     }
-    showError(error.code, error.message, error.request_id || answeredId);
+    showError(error.code, error.message, error.request_id || answeredId, errors);
     return;
   }
   performance.mark("mis-result-received");
@@ -300,7 +286,7 @@ async function start(makeBody, inputName) {
   } catch (error) {
     setWorking(false);
     if (error instanceof ZipTooLarge) showError("too_large_to_zip", "", null);
-    else showError("internal_error", String(error), null);
+    else showError("unknown", String(error), null);
   }
 }
 
@@ -347,8 +333,8 @@ function chooseFolder(entries, folderName, chooser) {
   clearOutcome();
   const summary = summarize(entries.map(({ path, file }) => ({ path, size: file.size })));
   let problem = "";
-  if (!entries.length) problem = `${ADVICE.empty[0]} ${ADVICE.empty[1]}`;
-  else if (!fitsInZip(entries)) problem = `${ADVICE.too_large_to_zip[0]} ${ADVICE.too_large_to_zip[1]}`;
+  if (!entries.length) problem = `${PAGE_ADVICE.empty[0]} ${PAGE_ADVICE.empty[1]}`;
+  else if (!fitsInZip(entries)) problem = `${PAGE_ADVICE.too_large_to_zip[0]} ${PAGE_ADVICE.too_large_to_zip[1]}`;
   confirmSending({
     name: `${folderName}`,
     summary,

@@ -13,18 +13,10 @@ import pytest
 import respx
 
 from mis_app.client import (
-    EXIT_BAD_INPUT,
-    EXIT_BUSY,
-    EXIT_FAILED,
-    EXIT_MAP_FAILED,
-    EXIT_OK,
-    EXIT_TIMEOUT,
-    EXIT_UNAUTHORIZED,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
     InferOptions,
     infer,
 )
+from mis_core.errors import Exit
 from tests.e2e.server import REPO, running_server, scripted_map_config
 from tests.zips import make_zip
 
@@ -51,51 +43,51 @@ def study(tmp_path: Path) -> Path:
     [
         (
             error(400, "invalid_input", "The zip archive has an unsafe entry name"),
-            EXIT_BAD_INPUT,
+            Exit.BAD_INPUT,
             "400 invalid_input",
         ),
-        (error(413, "payload_too_large", "too big"), EXIT_BAD_INPUT, "413 payload_too_large"),
+        (error(413, "payload_too_large", "too big"), Exit.BAD_INPUT, "413 payload_too_large"),
         (
             error(415, "unsupported_media_type", "send a zip"),
-            EXIT_BAD_INPUT,
+            Exit.BAD_INPUT,
             "415 unsupported_media_type",
         ),
         (
             error(408, "request_timeout", "the upload stalled"),
-            EXIT_BAD_INPUT,
+            Exit.BAD_INPUT,
             "408 request_timeout",
         ),
         (
             error(401, "unauthorized", "needs a token"),
-            EXIT_UNAUTHORIZED,
+            Exit.UNAUTHORIZED,
             "401 unauthorized: needs a token",
         ),
         (
             error(500, "busy", "Another inference request", **{"Retry-After": "0"}),
-            EXIT_BUSY,
+            Exit.BUSY,
             "500 busy",
         ),
         (
             error(500, "timeout", "did not finish within 50 seconds"),
-            EXIT_TIMEOUT,
+            Exit.TIMEOUT,
             "did not finish within 50 seconds",
         ),
         (
             error(500, "map_failed", "exited with code 3\nTraceback: boom"),
-            EXIT_MAP_FAILED,
+            Exit.MAP_FAILED,
             "Traceback: boom",
         ),
         (
             error(503, "backend_unavailable", "API server cannot be reached"),
-            EXIT_UNREACHABLE,
+            Exit.UNREACHABLE,
             "503 backend_unavailable",
         ),
         (
             error(507, "insufficient_storage", "ran out of space"),
-            EXIT_FAILED,
+            Exit.FAILED,
             "507 insufficient_storage",
         ),
-        (httpx.Response(502, text="<html>bad gateway</html>"), EXIT_FAILED, "502 http_502"),
+        (httpx.Response(502, text="<html>bad gateway</html>"), Exit.FAILED, "502 http_502"),
     ],
     ids=lambda value: value if isinstance(value, int | str) else "",
 )
@@ -117,7 +109,7 @@ def test_an_unreachable_server_is_its_own_exit_code(tmp_path: Path, study: Path)
     with respx.mock(base_url=URL) as mock:
         mock.post("/v1/inference").mock(side_effect=httpx.ConnectError("connection refused"))
         code = infer(InferOptions(source=study, output=tmp_path / "out.zip", url=URL), err)
-    assert code == EXIT_UNREACHABLE
+    assert code == Exit.UNREACHABLE
     assert "cannot reach http://mis.test" in err.getvalue()
 
 
@@ -125,7 +117,7 @@ def test_a_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     err = io.StringIO()
     assert (
         infer(InferOptions(source=tmp_path / "nope", output=tmp_path / "o.zip", url=URL), err)
-        == EXIT_USAGE
+        == Exit.USAGE
     )
 
 
@@ -139,7 +131,7 @@ def test_busy_retries_stop_at_the_limit(tmp_path: Path, study: Path) -> None:
             InferOptions(source=study, output=tmp_path / "o.zip", url=URL, wait=True, retries=3),
             err,
         )
-    assert code == EXIT_BUSY
+    assert code == Exit.BUSY
     assert route.call_count == 4  # the first try and three retries
     assert "retry 3/3" in err.getvalue()
 
@@ -154,7 +146,7 @@ def test_busy_then_success_with_wait(tmp_path: Path, study: Path) -> None:
         code = infer(
             InferOptions(source=study, output=tmp_path / "o.zip", url=URL, wait=True), io.StringIO()
         )
-    assert code == EXIT_OK
+    assert code == Exit.OK
     assert (tmp_path / "o.zip").read_bytes() == result
 
 
@@ -174,7 +166,7 @@ def test_a_folder_is_zipped_with_paths_relative_to_it(tmp_path: Path, study: Pat
             InferOptions(source=study, output=tmp_path / "o.zip", url=URL, token="t0ken"),
             io.StringIO(),
         )
-    assert code == EXIT_OK
+    assert code == Exit.OK
     assert sent == {
         "CT/série 1/IM1.dcm": b"\x01" * 3000,
         "CT/IM2.dcm": b"\x02" * 3000,
@@ -195,7 +187,7 @@ def test_folder_in_extracted_result_out_against_the_real_server(
              "--token-file", str(tokens), "--extract", str(tmp_path / "result")],
             capture_output=True, text=True, cwd=REPO, timeout=60,
         )  # fmt: skip
-    assert result.returncode == EXIT_OK, result.stderr
+    assert result.returncode == Exit.OK, result.stderr
     out = tmp_path / "result"
     for path in study.rglob("*"):
         if path.is_file():
@@ -219,7 +211,7 @@ def test_extract_refuses_a_folder_holding_files_before_uploading(
     with respx.mock(base_url=URL, assert_all_called=False) as mock:
         route = mock.post("/v1/inference").mock(return_value=httpx.Response(500))
         code = infer(InferOptions(source=study, url=URL, extract_to=target), err)
-    assert code == EXIT_USAGE
+    assert code == Exit.USAGE
     assert route.call_count == 0  # nothing uploaded
     assert "already holds files" in err.getvalue()
     assert "--force" in err.getvalue()
@@ -238,7 +230,7 @@ def test_extract_with_force_replaces_only_what_the_result_has(tmp_path: Path, st
         code = infer(
             InferOptions(source=study, url=URL, extract_to=target, force=True), io.StringIO()
         )
-    assert code == EXIT_OK
+    assert code == Exit.OK
     assert (target / "summary.json").read_bytes() == b"new"
     assert (target / "masks" / "a.png").read_bytes() == b"m"
     assert (target / "mine.txt").read_text() == "kept"
@@ -267,7 +259,7 @@ def test_a_result_that_cannot_be_unpacked_is_kept_and_its_place_named(
     with respx.mock(base_url=URL) as mock:
         mock.post("/v1/inference").mock(return_value=httpx.Response(200, content=body))
         code = infer(InferOptions(source=study, url=URL, extract_to=target), err)
-    assert code == EXIT_FAILED
+    assert code == Exit.FAILED
     kept = tmp_path / "out" / "result.zip"
     assert f"kept, as received, in {kept}" in err.getvalue()
     assert kept.read_bytes() == body
@@ -284,7 +276,7 @@ def test_with_an_output_zip_a_failed_extraction_points_at_it(tmp_path: Path, stu
         code = infer(
             InferOptions(source=study, output=output, url=URL, extract_to=tmp_path / "r"), err
         )
-    assert code == EXIT_FAILED
+    assert code == Exit.FAILED
     assert f"kept, as received, in {output}" in err.getvalue()
     assert output.read_bytes() == b"junk"
 
@@ -298,6 +290,6 @@ def test_a_folder_that_cannot_be_sent_whole_is_refused_before_uploading(
     with respx.mock(base_url=URL, assert_all_called=False) as mock:
         route = mock.post("/v1/inference").mock(return_value=httpx.Response(200))
         code = infer(InferOptions(source=study, output=tmp_path / "o.zip", url=URL), err)
-    assert code == EXIT_USAGE
+    assert code == Exit.USAGE
     assert "cannot be sent: a file or folder name in it is not valid UTF-8" in err.getvalue()
     assert not route.called

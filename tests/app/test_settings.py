@@ -75,7 +75,7 @@ def test_mis_config_names_the_file(tmp_path: Path) -> None:
         (MINIMAL + "map:\n  from_manifest: true\n", {}, "map.image: map.from_manifest reads"),
         (MINIMAL, {"MIS_DOCKER__URL": "/var/run/docker.sock"}, "docker.url: String should match"),
         (MINIMAL, {"MIS_SERVER__WORKERS": "-1"}, "server.workers"),
-        ("map: [oops\n", {}, "is not valid YAML"),
+        ("map: [oops\n", {}, ": not valid YAML"),
         ("- a\n- b\n", {}, "must be a mapping"),
     ],
 )

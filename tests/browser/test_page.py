@@ -210,11 +210,13 @@ def test_a_failing_map_shows_its_message_and_last_log_lines(tmp_path: Path, new_
         send_it(page)
         outcome(page).get_by_text("The application failed on this study.").wait_for()
         details = outcome(page).locator("pre").inner_text()
+        map_log_shown = page.locator("#log-area").is_visible()  # the MAP ran: its log stays
         screenshot(page, "map-failed")
     assert "exited with code 3" in details
     assert "error: the model could not be loaded" in details
     assert "Request id:" in outcome(page).inner_text()
     assert page.get_by_role("link", name="Download the result").is_hidden()
+    assert map_log_shown
 
 
 def test_a_timeout_shows_the_timeout_message(tmp_path: Path, new_page: Any) -> None:
@@ -241,7 +243,9 @@ def test_invalid_input_is_explained(tmp_path: Path, new_page: Any) -> None:
         page.get_by_label("Choose a zip file…").set_input_files(not_a_zip)
         send_it(page)
         outcome(page).get_by_text("This file cannot be used.").wait_for()
+        map_log_shown = page.locator("#log-area").is_visible()  # the MAP never ran: no log
     assert "Send a .zip archive of the study" in outcome(page).inner_text()
+    assert not map_log_shown
 
 
 def test_the_token_is_asked_once_and_kept_out_of_urls(tmp_path: Path, new_page: Any) -> None:

@@ -1,0 +1,57 @@
+"""The tokens file's format, for the server (`server.auth.tokens_file`) and `mis infer`.
+
+One token per line; blank lines and `#` comment lines, indented or not, are skipped. A token
+is RFC 6750's token68. A malformed line is reported by its number, never by its text: it may
+be a token with a typo.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MAX_FILE_BYTES = 1024 * 1024  # thousands of tokens; a client never reads more
+
+
+class MalformedTokens(ValueError):
+    """A line that is neither a token, a comment nor blank; the message names its number."""
+
+
+def parse_tokens(text: str) -> list[str]:
+    """The tokens of a tokens file, in order."""
+    tokens = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if not TOKEN.fullmatch(entry):
+            raise MalformedTokens(
+                f"has a malformed line {number} (a token is one word of A-Z a-z 0-9 -._~+/=)"
+            )
+        tokens.append(entry)
+    return tokens
+
+
+class TokenFileProblem(Exception):
+    """The client cannot take a token from the file; the message says why, never a token."""
+
+
+def client_token(path: Path) -> tuple[str, int]:
+    """The first token of `path` for `mis infer`, and how many it holds."""
+    try:
+        with open(path, "rb") as source:
+            data = source.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise TokenFileProblem(f"cannot read the token file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise TokenFileProblem(f"the token file {path} is over 1 MiB; is it the right file?")
+    try:
+        tokens = parse_tokens(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TokenFileProblem(f"the token file {path} is not UTF-8 text") from exc
+    except MalformedTokens as exc:
+        raise TokenFileProblem(f"the token file {path} {exc}") from exc
+    if not tokens:
+        raise TokenFileProblem(f"the token file {path} holds no token (only blanks or comments)")
+    return tokens[0], len(tokens)

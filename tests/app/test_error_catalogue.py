@@ -1,0 +1,108 @@
+"""One error catalogue: the README, the server, the OpenAPI text, the client and the page agree
+with `mis_core.errors.CATALOGUE`, and each code is written in one product module only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mis_app.bootstrap import create_app
+from mis_app.settings import Settings
+from mis_core import errors
+from mis_core.errors import BY_CODE, CATALOGUE, Exit
+
+REPO = Path(__file__).parents[2]
+PRODUCT = ("mis_core", "mis_adapters", "mis_app")
+# the same words in another vocabulary: /v1/status's state, a MAP manifest's key
+OTHER_MEANINGS = {
+    ("busy", "mis_app/app.py"),
+    ("busy", "mis_app/openapi.py"),
+    ("busy", "mis_app/static/app.js"),
+    ("timeout", "mis_adapters/docker/manifest.py"),
+}
+
+
+def readme_table() -> dict[str, tuple[int, str]]:
+    """The README's error table: code → (HTTP status, when), as users read it."""
+    readme = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| (\d{3}) \| `(\w+)` \| (.*) \|$", readme, re.M)
+    assert len({code for _, code, _ in rows}) == len(rows), "a code is in the table twice"
+    return {code: (int(status), when) for status, code, when in rows}
+
+
+def test_the_readme_error_table_is_the_catalogue() -> None:
+    assert readme_table() == {row.code: (row.status, row.when) for row in CATALOGUE}
+
+
+def test_the_readme_exit_codes_are_the_catalogue_s() -> None:
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme[readme.index("Its exit codes:") :].split("\n\n")[0]
+    listed = {
+        Exit(int(number)): {int(status) for status in statuses.split(", ")}
+        for number, statuses in re.findall(r"\b(\d) [^;(]*\(((?:\d{3}(?:, )?)+)\)", paragraph)
+    }
+    assert listed, paragraph
+    for exit_code, statuses in listed.items():
+        assert statuses == {row.status for row in CATALOGUE if row.exit == exit_code}, exit_code
+
+
+def test_every_error_class_has_one_row_and_every_row_says_what_to_do() -> None:
+    classes = {
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, errors.MisError)
+    }
+    assert {row.error for row in CATALOGUE} == classes
+    assert len(BY_CODE) == len(CATALOGUE)
+    for row in CATALOGUE:
+        assert row.when, row.code
+        assert row.title.endswith("."), row.code
+        assert row.advice.endswith("."), row.code
+
+
+def test_each_code_is_written_in_one_product_module() -> None:
+    found: dict[str, set[str]] = {row.code: set() for row in CATALOGUE}
+    for top in PRODUCT:
+        for path in sorted((REPO / top).rglob("*")):
+            if path.suffix not in {".py", ".js", ".html"}:
+                continue
+            text = path.read_text()
+            relative = path.relative_to(REPO).as_posix()
+            for code in found:
+                if (
+                    re.search(rf"[\"'`]{code}[\"'`]", text)
+                    and (code, relative) not in OTHER_MEANINGS
+                ):
+                    found[code].add(relative)
+    assert found == {code: {"mis_core/errors.py"} for code in found}
+
+
+@pytest.mark.anyio
+async def test_routing_answers_with_the_catalogue_s_codes(tmp_path: Path) -> None:
+    settings = Settings.model_validate(
+        {"server": {"payload_dir": str(tmp_path)}, "map": {"command": ["true"]}}
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://mis") as client:
+        missing = await client.get("/no/such/path")
+        wrong_method = await client.get("/v1/inference")
+        spec = (await client.get("/openapi.json")).json()
+    routing = {row.status: row.code for row in CATALOGUE if row.routing}
+    assert routing == {404: "not_found", 405: "method_not_allowed"}
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == routing[404]
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == routing[405]
+    # the page's advice, as the page reads it
+    assert spec["x-errors"] == {
+        row.code: {
+            "status": row.status,
+            "title": row.title,
+            "advice": row.advice,
+            "map_ran": row.map_ran,
+        }
+        for row in CATALOGUE
+    }
