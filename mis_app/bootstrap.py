@@ -129,7 +129,10 @@ def build_job_backend(settings: Settings) -> JobBackend:
         from mis_adapters.kubernetes.backend import KubernetesJobBackend
 
         return KubernetesJobBackend(
-            job_options(settings), delete_wait_seconds=settings.kubernetes.delete_wait_seconds
+            job_options(settings),
+            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
+            resync_seconds=settings.kubernetes.resync_seconds,
+            warm_up_seconds=settings.kubernetes.warm_up_timeout_seconds,
         )
     if settings.backend == "docker":
         docker = settings.docker
