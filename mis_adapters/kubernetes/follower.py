@@ -99,22 +99,25 @@ class JobFollower:
 
     async def _settle(self, verdict: Verdict, judged_by_job: bool) -> Verdict:
         """Finish reading what the job left: the pod's own verdict, and its whole log."""
-        if judged_by_job and verdict != JOB_DELETED and (not verdict.succeeded or not self.pod_name):
-            # the Job's event may come before the pod's on the other stream: ask the pod,
-            # whose verdict says more (an exit code, OOMKilled, an eviction) than the Job's
-            # conditions, and whose log is still to be read when its watch missed it
-            with contextlib.suppress(*API_FAILURES), anyio.fail_after(LOG_READ_SECONDS):
-                found = await self._pod_verdict()
-                verdict = verdict if verdict.succeeded else found or verdict
-        elif verdict.reason == POD_DELETED:
-            # the pod may have gone with its Job, the deletion that says more
-            with contextlib.suppress(*API_FAILURES), anyio.fail_after(LOG_READ_SECONDS):
-                verdict = await self._job_deleted() or verdict
+        with contextlib.suppress(*API_FAILURES), anyio.fail_after(LOG_READ_SECONDS):
+            verdict = await self._second_look(verdict, judged_by_job)
         if self._log_started:
             with anyio.move_on_after(LOG_END_SECONDS):  # read the log to its end
                 await self._log_done.wait()
         elif self.pod_name:
             await self._read_log()  # it finished before MIS saw it run
+        return verdict
+
+    async def _second_look(self, verdict: Verdict, judged_by_job: bool) -> Verdict:
+        """What another object says more precisely than the event that decided."""
+        if judged_by_job and verdict != JOB_DELETED and not (verdict.succeeded and self.pod_name):
+            # the Job's event may come before the pod's on the other stream: ask the pod,
+            # whose verdict says more (an exit code, OOMKilled, an eviction) than the Job's
+            # conditions, and whose log is still to be read when its watch missed it
+            found = await self._pod_verdict()
+            return verdict if verdict.succeeded else found or verdict
+        if verdict.reason == POD_DELETED:  # it may have gone with its Job, which says more
+            return await self._job_deleted() or verdict
         return verdict
 
     async def _pod_verdict(self) -> Verdict | None:

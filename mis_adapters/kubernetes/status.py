@@ -30,7 +30,8 @@ START_ERRORS = {
 
 # Why a pod is going, from its DisruptionTarget condition's reason (Kubernetes 1.26 on).
 DISRUPTIONS = {
-    "EvictionByEvictionAPI": "was evicted through the Eviction API (a node drain, or another client)",
+    "EvictionByEvictionAPI": "was evicted through the Eviction API (a node drain, or another "
+    "client)",
     "PreemptionByScheduler": "was preempted by the scheduler for a pod of higher priority",
     "DeletionByTaintManager": "was deleted because its node is tainted NoExecute (unreachable or "
     "not ready)",

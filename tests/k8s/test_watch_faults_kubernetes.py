@@ -45,7 +45,9 @@ def warnings_while() -> tuple[list[str], int]:
     return lines, logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
 
 
-def ending_with(fault: Callable[[KubeDouble], None], finish: Behaviour, at: list[float]) -> Behaviour:
+def ending_with(
+    fault: Callable[[KubeDouble], None], finish: Behaviour, at: list[float]
+) -> Behaviour:
     """Running, printing a line; once MIS watches both kinds and follows the log, `fault`, then
     `finish` (the time it finished goes into `at`)."""
 
