@@ -16,8 +16,11 @@ from typing import Any
 import anyio
 import pytest
 from loguru import logger
+from pydantic import ValidationError
 
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
+from mis_app import bootstrap
+from mis_app.settings import KubernetesSettings, Settings
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 from tests.k8s import kubelet
 from tests.k8s.double import Behaviour, KubeDouble
@@ -280,3 +283,22 @@ async def test_the_warm_up_has_a_bound_and_then_mis_is_ready(
     assert backend.warm_up_state == ""
     assert any("1 Insufficient cpu" in w and "not on the node 1s" in w for w in warnings)
     assert double.items("jobs") == []
+
+
+def test_the_watch_settings_reach_the_backend() -> None:
+    settings = Settings.model_validate(
+        {
+            "backend": "kubernetes",
+            "map": {"image": "map:1"},
+            "kubernetes": {
+                "payload_volume": {"claim_name": "payload"},
+                "resync_seconds": 2,
+                "warm_up_timeout_seconds": 60,
+            },
+        }
+    )
+    backend = bootstrap.build_job_backend(settings)
+    assert isinstance(backend, KubernetesJobBackend)
+    assert (backend.resync_seconds, backend.warm_up_seconds) == (2, 60)
+    with pytest.raises(ValidationError, match="resync_seconds"):
+        KubernetesSettings.model_validate({"resync_seconds": 0})
