@@ -51,8 +51,8 @@ def warnings_while() -> tuple[list[str], int]:
 def ending_with(
     fault: Callable[[KubeDouble], None], finish: Behaviour, at: list[float]
 ) -> Behaviour:
-    """Running, printing a line; once MIS watches both kinds and follows the log, `fault`, then
-    `finish` (the time it finished goes into `at`)."""
+    """Once MIS watches both the Job and its pod, `fault`, then `finish`'s story (the time it
+    ended goes into `at`)."""
 
     async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
         await double.calls_made("", "pods", "watch")
