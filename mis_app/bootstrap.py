@@ -132,6 +132,8 @@ def build_job_backend(settings: Settings) -> JobBackend:
             job_options(settings),
             delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
             map_log_bytes=int(settings.server.map_log_max_bytes),
+            resync_seconds=settings.kubernetes.resync_seconds,
+            warm_up_seconds=settings.kubernetes.warm_up_timeout_seconds,
         )
     if settings.backend == "docker":
         docker = settings.docker

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,6 +15,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from mis_core.errors import Busy
 from mis_core.model import StageTimes
@@ -57,6 +62,9 @@ class Metrics:
         Gauge(
             "mis_cleanup_failures", "Workspaces that could not be deleted", registry=r
         ).set_function(lambda: service.cleanup_failures)
+        counts = getattr(service.jobs, "watch_counts", None)  # the Kubernetes backend's
+        if counts is not None:
+            r.register(_WatchCollector(counts))
 
     def observe_deletion(self, seconds: float) -> None:
         self.stage_seconds.labels("delete").observe(seconds)
@@ -76,6 +84,33 @@ class Metrics:
                 value = getattr(times, stage)
                 if value:
                     self.stage_seconds.labels(stage).observe(value)
+
+
+class _WatchCollector(Collector):
+    """The Kubernetes backend's watch counts (`WatchCounts`), read at each scrape."""
+
+    def __init__(self, counts: Any) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        restarts = CounterMetricFamily(
+            "mis_kubernetes_watch_restarts",
+            "Job and pod watches started again, by kind and cause: closed (by the server), "
+            "expired (410 Gone: listed again), error (429, 5xx, a cut connection)",
+            labels=["kind", "cause"],
+        )
+        tally: Tally[tuple[str, str]] = self._counts.restarts
+        for (kind, cause), value in sorted(tally.items()):
+            restarts.add_metric([kind, cause], value)
+        yield restarts
+        resyncs = CounterMetricFamily(
+            "mis_kubernetes_watch_resyncs",
+            "Job and pod listings after a watch was silent for kubernetes.resync_seconds",
+            labels=["kind"],
+        )
+        for kind, value in sorted(self._counts.resyncs.items()):
+            resyncs.add_metric([kind], value)
+        yield resyncs
 
 
 def _task_count() -> float:

@@ -214,7 +214,11 @@ class KubernetesSettings(_Section):
     deadline_margin_seconds: int = Field(30, ge=0)
     ttl_seconds_after_finished: int = Field(300, ge=0)
     delete_wait_seconds: float = Field(30, ge=0)
+    # A watch silent this long is given up and the Job and its pod are listed again: the most a
+    # watch a load balancer or a partition silenced can delay a request's answer.
+    resync_seconds: float = Field(5, gt=0, le=300)
     warm_up: bool = False  # pre-pull the MAP image at start-up; readiness waits for it
+    warm_up_timeout_seconds: float = Field(900, gt=0)  # then ready anyway, with a warning
 
     @field_validator("ephemeral_storage")
     @classmethod

@@ -5,7 +5,9 @@ the container finishing (exit code, OOMKilled), an image or container error the 
 past (it fails at once, not at the timeout), or the Job's own conditions. While the pod cannot
 be scheduled, the scheduler's reason is kept for the timeout message. The MAP's log is
 streamed into MIS's log. Whatever happens, the Job is deleted with its pods; when the job is
-stopped early, MIS waits (within a bound) for the pod to be gone before the workspace goes.
+stopped early, or its pod is still stopping (evicted, deleted by someone else), MIS waits
+(within a bound) for the pod to be gone before the workspace goes. Every wait has a bound: the
+watches resync (`watch.py`), log reads and the warm-up give up after theirs.
 At start-up, only Jobs whose owner is dead are swept (`ownership.py`).
 """
 
@@ -20,7 +22,13 @@ from loguru import logger
 
 from mis_adapters.kubernetes.api import KubeApi, LogLimits, connect
 from mis_adapters.kubernetes.errors import KubeApiError, Refused
-from mis_adapters.kubernetes.follower import API_FAILURES, JobFollower, image_pulled, pods_gone
+from mis_adapters.kubernetes.follower import (
+    API_FAILURES,
+    LOG_READ_SECONDS,
+    JobFollower,
+    image_pulled,
+    pods_gone,
+)
 from mis_adapters.kubernetes.job import (
     CONTAINER,
     JobOptions,
@@ -32,12 +40,14 @@ from mis_adapters.kubernetes.job import (
 from mis_adapters.kubernetes.ownership import Owner, owner_pod_name, why_leftover
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_adapters.kubernetes.status import Verdict
+from mis_adapters.kubernetes.watch import RESYNC_SECONDS, WatchCounts, Watcher
 from mis_adapters.map_follow import MAX_LOGGED_BYTES, last_lines
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
 PROPAGATION = "Background"  # the Job goes at once; its pods follow through garbage collection
 TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from the pod's log
+WARM_UP_SECONDS = 900.0
 Connector = Callable[[str], Awaitable[tuple[Any, str]]]
 
 
@@ -47,6 +57,8 @@ class KubernetesJobBackend:
         options: JobOptions,
         *,
         delete_wait_seconds: float = 30,
+        resync_seconds: float = RESYNC_SECONDS,
+        warm_up_seconds: float = WARM_UP_SECONDS,
         log_tail_lines: int = 20,
         map_log_bytes: int = MAX_LOGGED_BYTES,
         connector: Connector = connect,
@@ -54,6 +66,9 @@ class KubernetesJobBackend:
     ) -> None:
         self.options = options
         self.delete_wait_seconds = delete_wait_seconds
+        self.resync_seconds = resync_seconds
+        self.warm_up_seconds = warm_up_seconds
+        self.watch_counts = WatchCounts()  # read by the metrics
         self.log_tail_lines = log_tail_lines
         self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
         self.owner = owner or Owner.from_environment()
@@ -81,7 +96,7 @@ class KubernetesJobBackend:
         try:
             await api.version()
         except KubeApiError as exc:
-            raise BackendUnavailable(f"The Kubernetes API server answered {exc}.") from None
+            raise BackendUnavailable(f"The Kubernetes API server answered {exc}.") from exc
         if self.warm_up_state == "pulling":
             raise BackendUnavailable("The MAP's image is still being pulled onto the node.")
         if self.warm_up_state not in ("", "done"):
@@ -103,7 +118,7 @@ class KubernetesJobBackend:
                 await api.delete_job(job["metadata"]["name"], PROPAGATION)
                 swept += 1
         except KubeApiError as exc:
-            raise BackendUnavailable(f"Sweeping leftover Jobs failed: {exc}") from None
+            raise BackendUnavailable(f"Sweeping leftover Jobs failed: {exc}") from exc
         if kept:
             logger.info("left {} Job(s) of another running MIS alone", kept)
         return swept
@@ -146,23 +161,26 @@ class KubernetesJobBackend:
             raise BackendUnavailable(
                 f"MIS may not create Jobs in namespace {api.namespace} ({exc}). Check "
                 "the Role bound to its service account."
-            ) from None
+            ) from exc
         except KubeApiError as exc:
             return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
         logger.info("job {} created in namespace {}", name, api.namespace)
         selector = job_selector(options, request.request_id)
         follower = JobFollower(
-            api, name, selector, progress, self.log_tail_lines, self.map_log_bytes
+            self._watcher(api), name, selector, progress, self.log_tail_lines, self.map_log_bytes
         )
-        finished = False
+        pod_stopped = False
         try:
             verdict = await follower.follow()
             outcome = await self._outcome(api, verdict, follower)
-            finished = True
+            pod_stopped = not verdict.pod_may_run
             return outcome
         finally:
             with anyio.CancelScope(shield=True):
-                await self._remove(api, name, selector, wait_for_pods=not finished)
+                await self._remove(api, name, selector, wait_for_pods=not pod_stopped)
+
+    def _watcher(self, api: KubeApi) -> Watcher:
+        return Watcher(api, self.resync_seconds, self.watch_counts)
 
     async def _outcome(self, api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
         tail = tuple(follower.map_log.tail)
@@ -171,9 +189,14 @@ class KubernetesJobBackend:
             try:
                 limits = LogLimits(lines=self.log_tail_lines, size=TAIL_READ_BYTES)
                 logged = api.read_log(follower.pod_name, CONTAINER, limits=limits)
-                tail = await last_lines(logged, self.log_tail_lines) or tail
-            except API_FAILURES:
-                pass  # without a log (the container never started), keep what was streamed
+                with anyio.fail_after(LOG_READ_SECONDS):
+                    tail = await last_lines(logged, self.log_tail_lines) or tail
+                follower.log_problem = ""
+            except API_FAILURES as exc:
+                # without a log (the container never started), keep what was streamed
+                logger.debug("the MAP's log tail could not be read again: {}", exc)
+        if follower.log_problem:
+            tail = (*tail, f"[the rest of its log is unavailable: {follower.log_problem}]")
         return JobOutcome(verdict.succeeded, verdict.reason, verdict.exit_code, tail)
 
     async def _remove(self, api: KubeApi, name: str, selector: str, wait_for_pods: bool) -> None:
@@ -181,7 +204,7 @@ class KubernetesJobBackend:
             await api.delete_job(name, PROPAGATION)
             if wait_for_pods:
                 with anyio.move_on_after(self.delete_wait_seconds) as waited:
-                    await pods_gone(api, selector)
+                    await pods_gone(self._watcher(api), selector)
                 if waited.cancelled_caught:
                     logger.warning(
                         "the job's pod was still there {}s after deletion", self.delete_wait_seconds
@@ -200,12 +223,23 @@ class KubernetesJobBackend:
         container["command"] = ["true"]
         container.pop("args", None)
         selector = job_selector(options, request.request_id)
+        progress = JobProgress()
         try:
             await api.create_job(manifest)
-            self.warm_up_state = await image_pulled(api, selector)
+            with anyio.move_on_after(self.warm_up_seconds):
+                self.warm_up_state = await image_pulled(self._watcher(api), selector, progress)
         except API_FAILURES as exc:
             self.warm_up_state = str(exc)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._remove(api, manifest["metadata"]["name"], selector, False)
+        if self.warm_up_state == "pulling":
+            waiting = f" ({progress.waiting_reason})" if progress.waiting_reason else ""
+            logger.warning(
+                "the MAP's image was not on the node {:g}s after the warm-up began{}; MIS is "
+                "ready anyway, and the first request may wait for the pull",
+                self.warm_up_seconds,
+                waiting,
+            )
+            self.warm_up_state = ""
         logger.info("image warm-up finished: {}", self.warm_up_state)

@@ -28,19 +28,46 @@ START_ERRORS = {
 }
 
 
+# Why a pod is going, from its DisruptionTarget condition's reason (Kubernetes 1.26 on).
+DISRUPTIONS = {
+    "EvictionByEvictionAPI": "was evicted through the Eviction API (a node drain, or another "
+    "client)",
+    "PreemptionByScheduler": "was preempted by the scheduler for a pod of higher priority",
+    "DeletionByTaintManager": "was deleted because its node is tainted NoExecute (unreachable or "
+    "not ready)",
+    "DeletionByPodGC": "was deleted because its node is gone",
+    "TerminationByKubelet": "was stopped by its node's kubelet",
+}
+EVICTED = "was evicted by its node's kubelet"
+POD_DELETED = "ran in a pod that was deleted outside MIS before it finished"
+
+
 @attrs.frozen
 class Verdict:
+    """How the job ended; `pod_may_run`: its container may still be stopping (wait for it)."""
+
     succeeded: bool
     reason: str = ""
     exit_code: int | None = None
+    pod_may_run: bool = False
 
 
 SUCCEEDED = Verdict(succeeded=True, exit_code=0)
-JOB_DELETED = Verdict(False, "ran in a Job that was deleted before it finished")
+JOB_DELETED = Verdict(
+    False, "ran in a Job that was deleted outside MIS before it finished", pod_may_run=True
+)
 
 
 def judge_pod(pod: dict[str, Any]) -> Verdict | None:
-    """The pod's outcome once it has one: a finished container, or an error it cannot get past."""
+    """The pod's outcome once it has one: a finished container, an error it cannot get past,
+    or an eviction (which names the kubelet's or the evicting controller's reason)."""
+    verdict = _judge_containers(pod)
+    if verdict is not None and verdict.succeeded:
+        return verdict
+    return _judge_disruption(pod, verdict) or verdict
+
+
+def _judge_containers(pod: dict[str, Any]) -> Verdict | None:
     status = pod.get("status") or {}
     for container in status.get("containerStatuses") or []:
         state = container.get("state") or {}
@@ -79,9 +106,39 @@ def _judge_exit(terminated: dict[str, Any]) -> Verdict:
     return Verdict(False, f"exited with code {code}{extra}", code)
 
 
+def _judge_disruption(pod: dict[str, Any], verdict: Verdict | None) -> Verdict | None:
+    status = pod.get("status") or {}
+    target: dict[str, Any] = next(
+        (
+            condition
+            for condition in status.get("conditions") or []
+            if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True"
+        ),
+        {},
+    )
+    evicted = status.get("reason") == "Evicted"
+    if not target and not evicted:
+        return None
+    cause = target.get("reason", "")
+    what = EVICTED if evicted else DISRUPTIONS.get(cause, f"was disrupted ({cause})")
+    message = status.get("message") or target.get("message")
+    why = ": ".join(filter(None, [status.get("reason"), message])) or "no reason given"
+    code = verdict.exit_code if verdict is not None else None
+    return Verdict(False, f"ran in a pod that {what} ({why})", code, not pod_has_stopped(pod))
+
+
+def judge_present_pod(pod: dict[str, Any]) -> Verdict | None:
+    """A pod as a listing or event shows it: its own verdict, else "deleted outside MIS" once
+    it is being deleted (MIS deletes pods only after it stopped following them)."""
+    verdict = judge_pod(pod)
+    if verdict is None and (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return Verdict(False, POD_DELETED, pod_may_run=True)
+    return verdict
+
+
 def judge_deleted_pod(pod: dict[str, Any]) -> Verdict:
-    """A pod that is gone: its last state's verdict, else "deleted before it finished"."""
-    return judge_pod(pod) or Verdict(False, "ran in a pod that was deleted before it finished")
+    """A pod that is gone: its last state's verdict, else "deleted outside MIS"."""
+    return judge_pod(pod) or Verdict(False, POD_DELETED)
 
 
 def judge_job(job: dict[str, Any]) -> Verdict | None:
@@ -94,6 +151,8 @@ def judge_job(job: dict[str, Any]) -> Verdict | None:
         if kind in ("Failed", "FailureTarget"):
             why = ": ".join(filter(None, [condition.get("reason"), condition.get("message")]))
             return Verdict(False, f"ran in a Job that failed ({why or 'no reason given'})")
+    if (job.get("metadata") or {}).get("deletionTimestamp"):
+        return JOB_DELETED  # a foreground deletion: the Job stays until its pods are gone
     return None
 
 

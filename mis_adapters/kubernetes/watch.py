@@ -5,12 +5,19 @@ warm-up pull): a dropped stream is resumed from the last version seen, a version
 has compacted away (410 Gone) means listing again, and each listing ends with a `Listed`
 marker naming what it held, so a follower can tell "nothing there" from "not listed yet".
 `watching` merges several such streams into one, in the order events arrive.
+
+A watch can go silent without ever closing (a load balancer that dropped it, a network
+partition), and the server sends bookmarks only about once a minute, so silence cannot be told
+from a quiet Job: a watch that sent nothing for `resync_seconds` is given up and the objects are
+listed again (a resync, as client-go's informers do). Every step is bounded that way; an error
+the server may not repeat (429, 5xx, a cut connection) reconnects, any other refusal ends it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -26,6 +33,8 @@ from mis_core.errors import BackendUnavailable
 
 Kind = Literal["jobs", "pods"]
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # after a dropped connection, then every 2 s
+RESYNC_SECONDS = 5.0
+LIST_SECONDS = 10.0  # a listing slower than this (and than resync_seconds) is retried
 
 
 @attrs.frozen
@@ -60,39 +69,86 @@ class Watch:
     selectors: dict[str, str]
 
 
-async def list_then_watch(api: KubeApi, watch: Watch) -> AsyncGenerator[Event]:
-    """Events for `watch`, forever. A refusal other than 410 is `BackendUnavailable`."""
+@attrs.define
+class WatchCounts:
+    """What the watches went through, for metrics.
+
+    `restarts` by (kind, cause): "closed" (the server ended the stream), "expired" (410 Gone),
+    "error" (a 429, a 5xx, a cut or refused connection); `resyncs` by kind: listings again after
+    a watch was silent for `resync_seconds`.
+    """
+
+    restarts: Counter[tuple[str, str]] = attrs.field(factory=Counter)
+    resyncs: Counter[str] = attrs.field(factory=Counter)
+
+
+@attrs.frozen
+class Watcher:
+    """The API, and how long a watch may stay silent before the objects are listed again."""
+
+    api: KubeApi
+    resync_seconds: float = RESYNC_SECONDS
+    counts: WatchCounts = attrs.field(factory=WatchCounts)
+
+
+def transient(exc: KubeApiError) -> bool:
+    """Whether the server may answer differently if asked again: throttled, or failing inside."""
+    return exc.code == 429 or exc.code >= 500
+
+
+async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Event]:
+    """Events for `watch`, forever. A refusal that asking again cannot change is
+    `BackendUnavailable`."""
+    api, counts, kind = watcher.api, watcher.counts, watch.kind
     version = ""
     failures = 0
     while True:
         try:
             if not version:
-                listing = await api.list_objects(watch.kind, **watch.selectors)
+                with anyio.fail_after(max(watcher.resync_seconds, LIST_SECONDS)):
+                    listing = await api.list_objects(kind, **watch.selectors)
                 version = listing["metadata"]["resourceVersion"]
                 items = listing.get("items") or []
                 for obj in items:
-                    yield Change(watch.kind, "ADDED", obj)
-                yield Listed(watch.kind, frozenset(obj["metadata"]["name"] for obj in items))
-            stream = api.watch(watch.kind, version, **watch.selectors)
+                    yield Change(kind, "ADDED", obj)
+                yield Listed(kind, frozenset(obj["metadata"]["name"] for obj in items))
+                failures = 0
+            stream = api.watch(kind, version, **watch.selectors)
             async with contextlib.aclosing(stream) as events:
-                async for event in events:
+                while True:
+                    with anyio.move_on_after(watcher.resync_seconds) as silence:
+                        event = await anext(events, None)
+                    if silence.cancelled_caught:
+                        logger.debug("the {} watch was silent; listing again", kind)
+                        counts.resyncs[kind] += 1
+                        version = ""
+                        break
+                    if event is None:
+                        counts.restarts[kind, "closed"] += 1
+                        break
+                    failures = 0
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
                     if event["type"] != "BOOKMARK":
-                        yield Change(watch.kind, event["type"], obj)
-            failures = 0
+                        yield Change(kind, event["type"], obj)
         except Gone:
-            logger.debug("the {} watch expired; listing again", watch.kind)
+            logger.debug("the {} watch expired; listing again", kind)
+            counts.restarts[kind, "expired"] += 1
             version = ""
-        except KubeApiError as exc:
-            raise BackendUnavailable(f"Watching {watch.kind} failed: {exc}") from None
-        except BackendUnavailable as exc:
+        except (KubeApiError, BackendUnavailable, TimeoutError) as exc:
+            if isinstance(exc, KubeApiError) and not transient(exc):
+                raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
+            counts.restarts[kind, "error"] += 1
             delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
             failures += 1
-            logger.warning(
-                "the {} watch was cut ({}); retrying in {}s", watch.kind, exc.message, delay
-            )
+            logger.warning("the {} watch was cut ({}); retrying in {}s", kind, _why(exc), delay)
             await anyio.sleep(delay)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, BackendUnavailable):
+        return exc.message
+    return str(exc) or "no answer in time"
 
 
 class _Events:
@@ -116,7 +172,7 @@ class _Events:
 
 
 @asynccontextmanager
-async def watching(api: KubeApi, *watches: Watch) -> AsyncIterator[_Events]:
+async def watching(watcher: Watcher, *watches: Watch) -> AsyncIterator[_Events]:
     """The events of every watch in `watches`, merged, while the block runs.
 
     Failures (a watch refused, the block's own errors) are raised after the watches stopped,
@@ -127,7 +183,7 @@ async def watching(api: KubeApi, *watches: Watch) -> AsyncIterator[_Events]:
     body_error: Exception | None = None
     async with anyio.create_task_group() as tg:
         for watch in watches:
-            tg.start_soon(_feed, api, watch, send.clone())
+            tg.start_soon(_feed, watcher, watch, send.clone())
         send.close()
         with receive:
             try:
@@ -142,10 +198,10 @@ async def watching(api: KubeApi, *watches: Watch) -> AsyncIterator[_Events]:
 
 
 async def _feed(
-    api: KubeApi, watch: Watch, send: MemoryObjectSendStream[Event | BackendUnavailable]
+    watcher: Watcher, watch: Watch, send: MemoryObjectSendStream[Event | BackendUnavailable]
 ) -> None:
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-        async with send, contextlib.aclosing(list_then_watch(api, watch)) as events:
+        async with send, contextlib.aclosing(list_then_watch(watcher, watch)) as events:
             try:
                 async for event in events:
                     await send.send(event)

@@ -31,6 +31,8 @@ except ImportError:  # pragma: no cover - Windows
 import yaml
 from starlette.responses import JSONResponse
 
+from tests.k8s.watch_faults import WatchFaults
+
 Behaviour = Callable[["KubeDouble", str, dict[str, Any], str], Awaitable[None]]
 GROUPS = {"jobs": "batch", "pods": "", "persistentvolumeclaims": ""}
 KINDS = {
@@ -96,6 +98,7 @@ class KubeDouble:
         self.pod_deletion_seconds = 0.05
         # A mutating admission step (a cluster policy), applied to every object created
         self.admission: Callable[[str, dict[str, Any]], None] | None = None
+        self.faults = WatchFaults()  # silent, cut or refused streams (tests/k8s/watch_faults.py)
         self._pulse: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None

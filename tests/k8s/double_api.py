@@ -79,8 +79,10 @@ class _Api:
                 self.double.record(Call(group, resource, "watch", ns))
                 if (resource, "watch") in self.double.forbidden:
                     return status(403, "Forbidden", f'cannot watch resource "{resource}"')
+                if (refusal := self.double.faults.refusal(resource)) is not None:
+                    return refusal
                 return StreamingResponse(
-                    self._watch(
+                    self._faulty_watch(
                         resource,
                         ns,
                         labels,
@@ -202,6 +204,8 @@ class _Api:
     async def _log(self, request: Request) -> Response:
         ns, name = request.path_params["ns"], request.path_params["name"]
         self.double.record(Call("", "pods/log", "get", ns))
+        if (refusal := self.double.faults.refusal("pods/log")) is not None:
+            return refusal
         if ("pods", ns, name) not in self.double.objects and name not in self.double.logs:
             return status(404, "NotFound", f'pods "{name}" not found')
         params = request.query_params
@@ -224,4 +228,10 @@ class _Api:
                     return
                 await self.double.changed()
 
-        return StreamingResponse(follow(), media_type="text/plain")
+        return StreamingResponse(
+            self.double.faults.stream("pods/log", follow()), media_type="text/plain"
+        )
+
+    def _faulty_watch(self, resource: str, *args: Any) -> AsyncIterator[bytes]:
+        """The watch as the faults a test switched on let it through (watch_faults.py)."""
+        return self.double.faults.stream(resource, self._watch(resource, *args))

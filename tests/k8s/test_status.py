@@ -11,6 +11,7 @@ from mis_adapters.kubernetes.status import (
     judge_deleted_pod,
     judge_job,
     judge_pod,
+    judge_present_pod,
     pod_has_stopped,
     pull_state,
     waiting_reason,
@@ -57,7 +58,11 @@ POD_VERDICTS = [
     (
         "phase-failed-evicted",
         pod("Failed", "Evicted", "The node was low on memory."),
-        Verdict(False, "ran in a pod that failed (Evicted: The node was low on memory.)"),
+        Verdict(
+            False,
+            "ran in a pod that was evicted by its node's kubelet (Evicted: The node was low on "
+            "memory.)",
+        ),
     ),
     (
         "phase-failed-deadline",
@@ -162,7 +167,7 @@ def test_job_verdicts(obj: dict, verdict: Verdict | None) -> None:
 
 def test_a_deleted_pod_is_judged_by_its_last_state() -> None:
     assert judge_deleted_pod(pod("Running", running={})) == Verdict(
-        False, "ran in a pod that was deleted before it finished"
+        False, "ran in a pod that was deleted outside MIS before it finished"
     )
     assert judge_deleted_pod(exited(2, "Error")) == Verdict(False, "exited with code 2", 2)
 
@@ -204,7 +209,7 @@ def test_what_a_pod_waits_for(obj: dict, reason: str) -> None:
             waiting("ImagePullBackOff", "unauthorized"),
             f"could not get its image {IMAGE} (ImagePullBackOff: unauthorized)",
         ),
-        (pod("Failed", "Evicted"), "ran in a pod that failed (Evicted)"),
+        (pod("Failed", "Evicted"), "ran in a pod that was evicted by its node's kubelet (Evicted)"),
     ],
     ids=["pending", "creating", "running", "exited", "config-error", "pull-error", "evicted"],
 )
@@ -224,3 +229,81 @@ def test_the_warm_up_pull_state(obj: dict, state: str) -> None:
 )
 def test_whether_a_pod_has_stopped(phase: str, stopped: bool) -> None:
     assert pod_has_stopped(pod(phase)) is stopped
+
+
+def disrupted(reason: str, message: str, phase: str = "Running", **state: Any) -> dict:
+    obj = pod(phase, **state)
+    target = {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": message}
+    obj["status"]["conditions"] = [{"type": "Ready", "status": "False"}, target]
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("reason", "message", "what"),
+    [
+        (
+            "EvictionByEvictionAPI",
+            "Eviction API: evicting",
+            "was evicted through the Eviction API (a node drain, or another client)",
+        ),
+        (
+            "PreemptionByScheduler",
+            "default-scheduler: preempting",
+            "was preempted by the scheduler for a pod of higher priority",
+        ),
+        (
+            "DeletionByTaintManager",
+            "Taint manager: deleting due to NoExecute taint",
+            "was deleted because its node is tainted NoExecute (unreachable or not ready)",
+        ),
+        ("DeletionByPodGC", "PodGC: node no longer exists", "was deleted because its node is gone"),
+        ("TerminationByKubelet", "Pod was terminated", "was stopped by its node's kubelet"),
+        ("SomethingNew", "a controller of the future", "was disrupted (SomethingNew)"),
+    ],
+)
+def test_a_disruption_target_is_a_verdict_naming_who_and_why(
+    reason: str, message: str, what: str
+) -> None:
+    """At once, while the container still stops (MIS then waits for the pod to go)."""
+    running = disrupted(reason, message, running={})
+    assert judge_pod(running) == Verdict(
+        False, f"ran in a pod that {what} ({message})", pod_may_run=True
+    )
+
+
+def test_an_eviction_outranks_the_exit_code_it_caused_but_not_a_success() -> None:
+    evicted = disrupted(
+        "TerminationByKubelet", "memory", "Failed", terminated={"exitCode": 137, "reason": "Error"}
+    )
+    evicted["status"].update(reason="Evicted", message="The node was low on resource: memory.")
+    assert judge_pod(evicted) == Verdict(
+        False,
+        "ran in a pod that was evicted by its node's kubelet (Evicted: The node was low on "
+        "resource: memory.)",
+        137,
+    )
+    finished = disrupted("EvictionByEvictionAPI", "x", "Succeeded", terminated={"exitCode": 0})
+    assert judge_pod(finished) == Verdict(True, "", 0)
+
+
+def test_a_pod_being_deleted_by_someone_else_is_a_verdict_unless_it_finished() -> None:
+    going = pod("Running", running={})
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert judge_present_pod(going) == Verdict(
+        False, "ran in a pod that was deleted outside MIS before it finished", pod_may_run=True
+    )
+    done = exited(0)
+    done["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert judge_present_pod(done) == Verdict(True, "", 0)
+    assert judge_present_pod(pod("Running", running={})) is None
+
+
+def test_a_job_being_deleted_in_the_foreground_is_deleted() -> None:
+    obj = job()
+    obj["metadata"] = {"name": "j", "deletionTimestamp": "2026-01-01T00:00:00Z"}
+    verdict = judge_job(obj)
+    assert verdict is not None
+    assert verdict.reason == "ran in a Job that was deleted outside MIS before it finished"
+    done = job(("Complete", "True", "", ""))
+    done["metadata"] = {"name": "j", "deletionTimestamp": "2026-01-01T00:00:00Z"}
+    assert judge_job(done) == Verdict(True, "", 0)
