@@ -129,7 +129,9 @@ def build_job_backend(settings: Settings) -> JobBackend:
         from mis_adapters.kubernetes.backend import KubernetesJobBackend
 
         return KubernetesJobBackend(
-            job_options(settings), delete_wait_seconds=settings.kubernetes.delete_wait_seconds
+            job_options(settings),
+            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
+            api_retry_max_seconds=settings.kubernetes.api_retry_max_seconds,
         )
     if settings.backend == "docker":
         docker = settings.docker

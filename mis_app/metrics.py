@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter as Tally
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,6 +14,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from mis_core.model import StageTimes
 from mis_core.service import InferenceService
@@ -56,6 +60,9 @@ class Metrics:
         Gauge(
             "mis_cleanup_failures", "Workspaces that could not be deleted", registry=r
         ).set_function(lambda: service.cleanup_failures)
+        retries = getattr(service.jobs, "api_retries", None)  # the Kubernetes backend's
+        if isinstance(retries, Tally):
+            r.register(_ApiRetries(retries))
 
     def observe_deletion(self, seconds: float) -> None:
         self.stage_seconds.labels("delete").observe(seconds)
@@ -75,6 +82,23 @@ class Metrics:
                 value = getattr(times, stage)
                 if value:
                     self.stage_seconds.labels(stage).observe(value)
+
+
+class _ApiRetries(Collector):
+    """The backend's own tally of Kubernetes API calls tried again, as a counter."""
+
+    def __init__(self, tally: Tally[tuple[str, str]]) -> None:
+        self.tally = tally
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "mis_kubernetes_api_retries",
+            "Kubernetes API calls tried again, by verb and reason (a status, connection, timeout)",
+            labels=["verb", "reason"],
+        )
+        for (verb, reason), count in sorted(self.tally.items()):
+            family.add_metric([verb, reason], count)
+        yield family
 
 
 def _task_count() -> float:

@@ -210,6 +210,9 @@ class KubernetesSettings(_Section):
     deadline_margin_seconds: int = Field(30, ge=0)
     ttl_seconds_after_finished: int = Field(300, ge=0)
     delete_wait_seconds: float = Field(30, ge=0)
+    # How long an API call is retried outside a request (start-up, clean-up); inside one, its
+    # timeout bounds the retries.
+    api_retry_max_seconds: float = Field(10, ge=0)
     warm_up: bool = False  # pre-pull the MAP image at start-up; readiness waits for it
 
     @field_validator("ephemeral_storage")

@@ -6,19 +6,23 @@ past (it fails at once, not at the timeout), or the Job's own conditions. While 
 be scheduled, the scheduler's reason is kept for the timeout message. The MAP's log is
 streamed into MIS's log. Whatever happens, the Job is deleted with its pods; when the job is
 stopped early, MIS waits (within a bound) for the pod to be gone before the workspace goes.
-At start-up, only Jobs whose owner is dead are swept (`ownership.py`).
+At start-up, only Jobs whose owner is dead are swept (`ownership.py`). API calls are tried
+again while that is safe (`retry.py`); an API outage that lasts to the request's deadline ends
+the request as that outage, not as the MAP's timeout.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from loguru import logger
 
-from mis_adapters.kubernetes.api import KubeApi, LogLimits, connect
+from mis_adapters.kubernetes.api import KubeApi, LogLimits
+from mis_adapters.kubernetes.credentials import Connection, connect
 from mis_adapters.kubernetes.errors import KubeApiError, Refused
 from mis_adapters.kubernetes.follower import API_FAILURES, JobFollower, image_pulled, pods_gone
 from mis_adapters.kubernetes.job import (
@@ -31,6 +35,7 @@ from mis_adapters.kubernetes.job import (
 )
 from mis_adapters.kubernetes.ownership import Owner, owner_pod_name, why_leftover
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
+from mis_adapters.kubernetes.retry import MAX_SECONDS, ApiHealth, RetryPolicy
 from mis_adapters.kubernetes.status import Verdict
 from mis_adapters.map_follow import last_lines
 from mis_core.errors import BackendUnavailable
@@ -38,7 +43,8 @@ from mis_core.model import JobOutcome, JobProgress, JobRequest
 
 PROPAGATION = "Background"  # the Job goes at once; its pods follow through garbage collection
 TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from the pod's log
-Connector = Callable[[str], Awaitable[tuple[Any, str]]]
+OUTAGE_MARGIN_SECONDS = 0.2  # before the request's deadline: time to say it was an outage
+Connector = Callable[[str], Awaitable[Connection]]
 
 
 class KubernetesJobBackend:
@@ -50,9 +56,13 @@ class KubernetesJobBackend:
         log_tail_lines: int = 20,
         connector: Connector = connect,
         owner: Owner | None = None,
+        api_retry_max_seconds: float = MAX_SECONDS,
     ) -> None:
         self.options = options
         self.delete_wait_seconds = delete_wait_seconds
+        self.api_retries: Counter[tuple[str, str]] = Counter()  # (verb, reason): retries
+        self.health = ApiHealth()
+        self._policy = RetryPolicy(api_retry_max_seconds, self._count_retry)
         self.log_tail_lines = log_tail_lines
         self.owner = owner or Owner.from_environment()
         self._connector = connector
@@ -66,9 +76,12 @@ class KubernetesJobBackend:
     async def api(self) -> KubeApi:
         async with self._lock:
             if self._api is None:
-                api_client, namespace = await self._connector(self.options.namespace)
-                self._api = KubeApi(api_client, namespace)
+                connection = await self._connector(self.options.namespace)
+                self._api = KubeApi(connection, self._policy, self.health)
             return self._api
+
+    def _count_retry(self, verb: str, reason: str) -> None:
+        self.api_retries[verb, reason] += 1
 
     async def close(self) -> None:
         if self._api is not None:
@@ -77,9 +90,9 @@ class KubernetesJobBackend:
     async def check(self) -> None:
         api = await self.api()
         try:
-            await api.version()
+            await api.version(budget=0)  # a probe reports the API as it is now
         except KubeApiError as exc:
-            raise BackendUnavailable(f"The Kubernetes API server answered {exc}.") from None
+            raise BackendUnavailable(f"The Kubernetes API server answered {exc}.") from exc
         if self.warm_up_state == "pulling":
             raise BackendUnavailable("The MAP's image is still being pulled onto the node.")
         if self.warm_up_state not in ("", "done"):
@@ -101,7 +114,7 @@ class KubernetesJobBackend:
                 await api.delete_job(job["metadata"]["name"], PROPAGATION)
                 swept += 1
         except KubeApiError as exc:
-            raise BackendUnavailable(f"Sweeping leftover Jobs failed: {exc}") from None
+            raise BackendUnavailable(f"Sweeping leftover Jobs failed: {exc}") from exc
         if kept:
             logger.info("left {} Job(s) of another running MIS alone", kept)
         return swept
@@ -135,16 +148,26 @@ class KubernetesJobBackend:
         return list((claim.get("spec") or {}).get("accessModes") or [])
 
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
+        deadline = anyio.current_effective_deadline() - OUTAGE_MARGIN_SECONDS
+        with anyio.CancelScope(deadline=deadline):
+            return await self._run(request, progress)
+        await self._at_deadline()
+
+    async def _at_deadline(self) -> NoReturn:
+        """Just before the request's deadline: end it as an outage if the API is not answering."""
+        if outage := self.health.outage():
+            raise BackendUnavailable(outage)
+        await anyio.sleep_forever()  # the request's own deadline ends it as a timeout
+        raise AssertionError("the request's deadline cancels the wait")
+
+    async def _run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
         api = await self.api()
         options = await self.job_options()
         name = job_name(options, request.request_id)
         try:
             await api.create_job(build_job(request, options, self.owner))
         except Refused as exc:
-            raise BackendUnavailable(
-                f"MIS may not create Jobs in namespace {api.namespace} ({exc}). Check "
-                "the Role bound to its service account."
-            ) from None
+            raise BackendUnavailable(_refusal(api.namespace, exc)) from exc
         except KubeApiError as exc:
             return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
         logger.info("job {} created in namespace {}", name, api.namespace)
@@ -174,7 +197,7 @@ class KubernetesJobBackend:
 
     async def _remove(self, api: KubeApi, name: str, selector: str, wait_for_pods: bool) -> None:
         try:
-            await api.delete_job(name, PROPAGATION)
+            await api.delete_job(name, PROPAGATION)  # retried for api_retry_max_seconds
             if wait_for_pods:
                 with anyio.move_on_after(self.delete_wait_seconds) as waited:
                     await pods_gone(api, selector)
@@ -184,7 +207,9 @@ class KubernetesJobBackend:
                     )
             logger.info("job {} deleted", name)
         except API_FAILURES as exc:
-            logger.error("could not delete job {} ({}); it is swept at the next start", name, exc)
+            logger.opt(exception=exc).error(
+                "could not delete job {} ({}); it is swept at the next start", name, exc
+            )
 
     async def warm_up(self, request: JobRequest) -> None:
         """Pull the MAP's image onto the node before the first request (readiness waits)."""
@@ -205,3 +230,15 @@ class KubernetesJobBackend:
             with anyio.CancelScope(shield=True):
                 await self._remove(api, manifest["metadata"]["name"], selector, False)
         logger.info("image warm-up finished: {}", self.warm_up_state)
+
+
+def _refusal(namespace: str, exc: Refused) -> str:
+    if exc.code == 401:
+        return (
+            f"The Kubernetes API refused MIS's credentials ({exc}), read again once. Check "
+            "that MIS's service account token or kubeconfig is valid."
+        )
+    return (
+        f"MIS may not create Jobs in namespace {namespace} ({exc}). Check the Role bound to "
+        "its service account."
+    )

@@ -31,6 +31,8 @@ except ImportError:  # pragma: no cover - Windows
 import yaml
 from starlette.responses import JSONResponse
 
+from tests.k8s.faults import Faults
+
 Behaviour = Callable[["KubeDouble", str, dict[str, Any], str], Awaitable[None]]
 GROUPS = {"jobs": "batch", "pods": "", "persistentvolumeclaims": ""}
 KINDS = {
@@ -101,11 +103,14 @@ class KubeDouble:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        # Injected faults (`faults.py`); TLS when `tls` names a certificate and its key
+        self.faults = Faults(on_outage=lambda: self.call(self.drop_watches))
+        self.tls: tuple[Path, Path] | None = None
 
     # -- running ------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> KubeDouble:
         sock = socket.socket()
@@ -114,7 +119,11 @@ class KubeDouble:
         self.port = sock.getsockname()[1]
         from tests.k8s.double_api import api_app
 
-        config = uvicorn.Config(api_app(self), log_level="warning", lifespan="off")
+        app = self.faults.wrap(api_app(self))
+        certificate, key = self.tls or (None, None)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", ssl_certfile=certificate, ssl_keyfile=key
+        )
         self._server = uvicorn.Server(config)
         ready = threading.Event()
 
