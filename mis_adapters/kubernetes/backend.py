@@ -148,40 +148,67 @@ class KubernetesJobBackend:
         return list((claim.get("spec") or {}).get("accessModes") or [])
 
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
+        """The Job's outcome. An API outage that lasts until just before the request's deadline
+        ends the request as that outage, not as the MAP's timeout."""
         deadline = anyio.current_effective_deadline() - OUTAGE_MARGIN_SECONDS
+        prepared = False
         with anyio.CancelScope(deadline=deadline):
-            return await self._run(request, progress)
-        await self._at_deadline()
+            api = await self.api()
+            options = await self.job_options()
+            prepared = True
+        if not prepared:
+            await self._at_deadline(self.health.outage())
+        return await self._run(api, options, request, progress, deadline)
 
-    async def _at_deadline(self) -> NoReturn:
-        """Just before the request's deadline: end it as an outage if the API is not answering."""
-        if outage := self.health.outage():
+    async def _run(
+        self,
+        api: KubeApi,
+        options: JobOptions,
+        request: JobRequest,
+        progress: JobProgress,
+        deadline: float,
+    ) -> JobOutcome:
+        name = job_name(options, request.request_id)
+        selector = job_selector(options, request.request_id)
+        may_exist = finished = False
+        outage = ""
+        try:
+            with anyio.CancelScope(deadline=deadline):
+                may_exist = True  # from the first try of the create on
+                if refused := await self._create(api, request, options):
+                    may_exist = False
+                    return refused
+                follower = JobFollower(api, name, selector, progress, self.log_tail_lines)
+                verdict = await follower.follow()
+                outcome = await self._outcome(api, verdict, follower)
+                finished = True
+                return outcome
+            outage = self.health.outage()  # reached only when the deadline came first
+        finally:
+            if may_exist:
+                with anyio.CancelScope(shield=True):
+                    await self._remove(api, name, selector, wait_for_pods=not finished)
+        await self._at_deadline(outage)
+
+    async def _at_deadline(self, outage: str) -> NoReturn:
+        """Just before the request's deadline: an outage is said; else the deadline comes."""
+        if outage:
             raise BackendUnavailable(outage)
         await anyio.sleep_forever()  # the request's own deadline ends it as a timeout
         raise AssertionError("the request's deadline cancels the wait")
 
-    async def _run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
-        api = await self.api()
-        options = await self.job_options()
-        name = job_name(options, request.request_id)
+    async def _create(
+        self, api: KubeApi, request: JobRequest, options: JobOptions
+    ) -> JobOutcome | None:
+        """Create the Job; None once it is, else the outcome of a Job the API refused."""
         try:
             await api.create_job(build_job(request, options, self.owner))
         except Refused as exc:
             raise BackendUnavailable(_refusal(api.namespace, exc)) from exc
         except KubeApiError as exc:
             return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
-        logger.info("job {} created in namespace {}", name, api.namespace)
-        selector = job_selector(options, request.request_id)
-        follower = JobFollower(api, name, selector, progress, self.log_tail_lines)
-        finished = False
-        try:
-            verdict = await follower.follow()
-            outcome = await self._outcome(api, verdict, follower)
-            finished = True
-            return outcome
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._remove(api, name, selector, wait_for_pods=not finished)
+        logger.info("job {} created in namespace {}", job_name(options, request.request_id), api.namespace)
+        return None
 
     async def _outcome(self, api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
         tail = tuple(follower.map_log.tail)
@@ -207,9 +234,7 @@ class KubernetesJobBackend:
                     )
             logger.info("job {} deleted", name)
         except API_FAILURES as exc:
-            logger.opt(exception=exc).error(
-                "could not delete job {} ({}); it is swept at the next start", name, exc
-            )
+            logger.error("could not delete job {} ({}); it is swept at the next start", name, exc)
 
     async def warm_up(self, request: JobRequest) -> None:
         """Pull the MAP's image onto the node before the first request (readiness waits)."""

@@ -104,7 +104,7 @@ class KubeDouble:
         self._thread: threading.Thread | None = None
         self.port = 0
         # Injected faults (`faults.py`); TLS when `tls` names a certificate and its key
-        self.faults = Faults(on_outage=lambda: self.call(self.drop_watches))
+        self.faults = Faults(on_outage=lambda: self._on_loop(self.drop_watches))
         self.tls: tuple[Path, Path] | None = None
 
     # -- running ------------------------------------------------------------------------
@@ -175,6 +175,11 @@ class KubeDouble:
             )
         )
         return path
+
+    def _on_loop(self, function: Callable[[], None]) -> None:
+        """Run `function` soon on the double's loop, from any thread, without waiting."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(function)
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run `function` on the double's loop (state changes must happen there)."""
