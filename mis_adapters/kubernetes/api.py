@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 
 from mis_adapters.kubernetes.credentials import Connection
 from mis_adapters.kubernetes.errors import Conflict, KubeApiError, NotFound, api_error, unreachable
+from mis_adapters.kubernetes.ownership import LABEL_OWNER
 from mis_adapters.kubernetes.retry import (
     RETRYABLE_STATUSES,
     ApiHealth,
@@ -27,7 +28,6 @@ from mis_adapters.kubernetes.retry import (
     retry_after,
 )
 from mis_adapters.labels import LABEL_JOB_ID
-from mis_adapters.kubernetes.ownership import LABEL_OWNER
 
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
@@ -219,7 +219,9 @@ class KubeApi:
         except UNANSWERED as exc:
             sent = not isinstance(exc, aiohttp.ClientConnectorError)
             cause = f"cannot be reached ({type(exc).__name__}: {exc})"
-            raise _Retryable(Failure(_reason(exc), cause, ambiguous=sent), unreachable(exc)) from exc
+            raise _Retryable(
+                Failure(_reason(exc), cause, ambiguous=sent), unreachable(exc)
+            ) from exc
         if 200 <= response.status < 300:
             self.health.answered()
             return response

@@ -175,9 +175,12 @@ class KubernetesJobBackend:
         try:
             with anyio.CancelScope(deadline=deadline):
                 may_exist = True  # from the first try of the create on
-                if refused := await self._create(api, request, options):
+                try:
+                    await api.create_job(build_job(request, options, self.owner))
+                except KubeApiError as exc:  # an answer: the Job was not created
                     may_exist = False
-                    return refused
+                    return self._not_created(api.namespace, exc)
+                logger.info("job {} created in namespace {}", name, api.namespace)
                 follower = JobFollower(api, name, selector, progress, self.log_tail_lines)
                 verdict = await follower.follow()
                 outcome = await self._outcome(api, verdict, follower)
@@ -188,7 +191,7 @@ class KubernetesJobBackend:
             if may_exist:
                 with anyio.CancelScope(shield=True):
                     await self._remove(api, name, selector, wait_for_pods=not finished)
-        await self._at_deadline(outage)
+        return await self._at_deadline(outage)
 
     async def _at_deadline(self, outage: str) -> NoReturn:
         """Just before the request's deadline: an outage is said; else the deadline comes."""
@@ -197,18 +200,12 @@ class KubernetesJobBackend:
         await anyio.sleep_forever()  # the request's own deadline ends it as a timeout
         raise AssertionError("the request's deadline cancels the wait")
 
-    async def _create(
-        self, api: KubeApi, request: JobRequest, options: JobOptions
-    ) -> JobOutcome | None:
-        """Create the Job; None once it is, else the outcome of a Job the API refused."""
-        try:
-            await api.create_job(build_job(request, options, self.owner))
-        except Refused as exc:
-            raise BackendUnavailable(_refusal(api.namespace, exc)) from exc
-        except KubeApiError as exc:
-            return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
-        logger.info("job {} created in namespace {}", job_name(options, request.request_id), api.namespace)
-        return None
+    @staticmethod
+    def _not_created(namespace: str, exc: KubeApiError) -> JobOutcome:
+        """The outcome of a Job the API refused; refused credentials or RBAC are MIS's fault."""
+        if isinstance(exc, Refused):
+            raise BackendUnavailable(_refusal(namespace, exc)) from exc
+        return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
 
     async def _outcome(self, api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
         tail = tuple(follower.map_log.tail)

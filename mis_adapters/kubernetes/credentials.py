@@ -9,6 +9,7 @@ the kubeconfig is used. Either way a 401 makes MIS read its credentials again on
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,13 +76,13 @@ class Kubeconfig:
     configuration: client.Configuration
 
     async def load(self) -> None:
-        await config.load_kube_config(config_file=self.path, client_configuration=self.configuration)
+        await config.load_kube_config(
+            config_file=self.path, client_configuration=self.configuration
+        )
 
     async def reload(self) -> None:
-        try:
+        with contextlib.suppress(ConfigException, OSError):  # else keep what was loaded
             await self.load()
-        except (ConfigException, OSError):
-            pass  # the credentials already loaded stay; the API's refusal is reported
 
 
 async def connect(namespace: str, service_account: Path = SERVICE_ACCOUNT) -> Connection:

@@ -105,7 +105,9 @@ class Faults:
                 await app(scope, receive, send)
                 return
             what = fault.how if fault.how in ("reset", "drop_after") else str(fault.status)
-            self.injected.append((resource, verb, f"{what} after work" if fault.how == "after" else what))
+            self.injected.append(
+                (resource, verb, f"{what} after work" if fault.how == "after" else what)
+            )
             if fault.how in ("after", "drop_after"):
                 await app(scope, receive, _swallow)  # the work is done; its answer is lost
             if fault.how in ("reset", "drop_after"):
