@@ -112,7 +112,7 @@ class Attempts:
     def _delay(self, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER)
-        backoff = min(FIRST_DELAY * 2**self.failures, MAX_BACKOFF)
+        backoff = min(FIRST_DELAY * 2.0**self.failures, MAX_BACKOFF)
         return backoff * random.uniform(0.5, 1.0)  # spread the clients a restart disconnected
 
 

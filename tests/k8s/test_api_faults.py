@@ -63,6 +63,7 @@ async def test_a_429_waits_the_retry_after_it_names(double: KubeDouble, tmp_path
         seconds = await timed_run(backend, tmp_path, "req-429")
     finally:
         await backend.close()
+    print(f"a 429 with Retry-After: 1 on the create: the study took {seconds:.2f} s")
     assert seconds >= 1.0
     assert double.faults.count("429") == 1
     assert creations(double, job_name(backend.options, "req-429")) == 1
@@ -102,16 +103,19 @@ async def test_an_ambiguous_create_makes_one_job(
 ) -> None:
     """The double creates the Job, then answers 500 or drops the connection; MIS tries again."""
     double.behaviour = kubelet.finishes(0)
-    double.faults.after_work("jobs", "create", answer)
     backend = backend_for(tmp_path)
     try:
-        outcome = await run(backend, request_in(tmp_path, "req-ambiguous"))
+        await timed_run(backend, tmp_path, "req-warm")  # the connection made, the loop warm
+        calm = await timed_run(backend, tmp_path, "req-calm")
+        double.faults.after_work("jobs", "create", answer)
+        ambiguous = await timed_run(backend, tmp_path, "req-ambiguous")
     finally:
         await backend.close()
-    assert outcome.succeeded, outcome.reason
-    assert double.count("batch", "jobs", "create") == 2  # the retry met the Job: 409
+    print(f"an ambiguous create ({answer or 'dropped'}) cost {ambiguous - calm:.3f} s")
+    assert double.count("batch", "jobs", "create") == 4  # 2 calm, then a retry met the Job: 409
     assert creations(double, job_name(backend.options, "req-ambiguous")) == 1
-    assert len([p for _, r, c, p in double.history if r == "pods" and c == "ADDED"]) == 1
+    pods = [p for _, r, c, p in double.history if r == "pods" and c == "ADDED"]
+    assert len(pods) == 3  # one for each study
 
 
 async def test_a_409_for_another_owners_job_is_not_taken_for_ours(
@@ -127,6 +131,7 @@ async def test_a_409_for_another_owners_job_is_not_taken_for_ours(
             await wait_for_calls(double, "", "pods/log", "get")
             double.faults.answer("jobs", "create", 503)  # the later create is ambiguous
             outcome: JobOutcome = await run(later, request)
+            assert len(double.items("jobs")) == 1  # the earlier MIS's Job is left alone
             tg.cancel_scope.cancel()
     finally:
         await earlier.close()
