@@ -82,9 +82,10 @@ class KubeApi:
         except Conflict:
             if not attempts.ambiguous:
                 raise
-            name = manifest["metadata"]["name"]
-            existing = await self._json("get", self.batch.read_namespaced_job, name, self.namespace)
-            if not _same_identity(existing, manifest):
+            name = manifest["metadata"]["name"]  # listed: the Role grants no get on Jobs
+            found = await self.list_objects("jobs", field_selector=f"metadata.name={name}")
+            existing = next(iter(found.get("items") or []), None)
+            if existing is None or not _same_identity(existing, manifest):
                 raise
             return existing
 

@@ -114,6 +114,7 @@ async def test_an_ambiguous_create_makes_one_job(
     print(f"an ambiguous create ({answer or 'dropped'}) cost {ambiguous - calm:.3f} s")
     assert double.count("batch", "jobs", "create") == 4  # 2 calm, then a retry met the Job: 409
     assert creations(double, job_name(backend.options, "req-ambiguous")) == 1
+    assert ("batch", "jobs", "get") not in double.verbs()  # the chart's Role grants list only
     pods = [p for _, r, c, p in double.history if r == "pods" and c == "ADDED"]
     assert len(pods) == 3  # one for each study
 
