@@ -167,15 +167,30 @@ class KubeApi:
         return {"jobs": self.batch.list_namespaced_job, "pods": self.core.list_namespaced_pod}[kind]
 
     async def _json(
-        self, verb: str, method: Any, *args: Any, seconds: float = CALL_SECONDS, **kwargs: Any
+        self,
+        verb: str,
+        method: Any,
+        *args: Any,
+        seconds: float = CALL_SECONDS,
+        attempts: Attempts | None = None,
+        budget: float | None = None,
+        **kwargs: Any,
     ) -> Any:
-        response = await self._open(
-            verb, method, *args, request_timeout=aiohttp.ClientTimeout(total=seconds), **kwargs
-        )
-        try:
-            return await response.json(content_type=None)
-        finally:
-            response.release()
+        """The answer's JSON; an answer cut short is tried again, like one never sent."""
+        attempts = attempts or Attempts(self.policy, self.health, verb, budget)
+        timeout = aiohttp.ClientTimeout(total=seconds)
+        while True:
+            response = await self._open(
+                verb, method, *args, attempts=attempts, request_timeout=timeout, **kwargs
+            )
+            try:
+                return await response.json(content_type=None)
+            except UNANSWERED as exc:
+                cause = f"cut its answer short ({type(exc).__name__}: {exc})"
+                failure = Failure(_reason(exc), cause, ambiguous=True)
+                await attempts.again(failure, unreachable(exc))
+            finally:
+                response.release()
 
     async def _open(
         self,

@@ -11,6 +11,7 @@ injected is kept in `injected`, apart from the double's request log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -27,7 +28,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-How = Literal["status", "after", "reset", "drop_after"]
+How = Literal["status", "after", "reset", "drop_after", "cut_answer"]
 
 
 @attrs.frozen
@@ -73,6 +74,10 @@ class Faults:
         """The next calls have their connection reset before the server does anything."""
         self._queue(resource, verb, Fault("reset"), times)
 
+    def cut_answer(self, resource: str, verb: str, times: int = 1) -> None:
+        """The next calls are carried out; their answers are cut after the headers."""
+        self._queue(resource, verb, Fault("cut_answer"), times)
+
     def outage(self, seconds: float) -> None:
         """For `seconds` from now every call is reset; open watch streams end now."""
         self.outage_until = time.monotonic() + seconds
@@ -104,10 +109,15 @@ class Faults:
             if fault is None:
                 await app(scope, receive, send)
                 return
-            what = fault.how if fault.how in ("reset", "drop_after") else str(fault.status)
+            cuts = ("reset", "drop_after", "cut_answer")
+            what = fault.how if fault.how in cuts else str(fault.status)
             self.injected.append(
                 (resource, verb, f"{what} after work" if fault.how == "after" else what)
             )
+            if fault.how == "cut_answer":
+                with contextlib.suppress(ConnectionResetError):
+                    await app(scope, receive, _headers_only(send))
+                return
             if fault.how in ("after", "drop_after"):
                 await app(scope, receive, _swallow)  # the work is done; its answer is lost
             if fault.how in ("reset", "drop_after"):
@@ -161,6 +171,19 @@ def _bearer(scope: Scope) -> str:
 
 async def _swallow(message: dict[str, Any]) -> None:
     pass
+
+
+def _headers_only(send: Send) -> Send:
+    """A `send` that passes the answer's headers on, then cuts the connection."""
+
+    async def cutting(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            await send(message)
+        elif message["type"] == "http.response.body":
+            send.__self__.transport.close()  # type: ignore[attr-defined]  # headers flushed first
+            raise ConnectionResetError("the answer is cut here")
+
+    return cutting
 
 
 async def _status(send: Send, fault: Fault) -> None:

@@ -119,6 +119,25 @@ async def test_an_ambiguous_create_makes_one_job(
     assert len(pods) == 3  # one for each study
 
 
+async def test_answers_cut_after_their_headers_are_tried_again(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """The double carries the call out and sends the headers, then the connection closes."""
+    double.behaviour = kubelet.finishes(0)
+    double.faults.cut_answer("jobs", "create")
+    double.faults.cut_answer("jobs", "list")
+    backend = backend_for(tmp_path)
+    try:
+        outcome = await run(backend, request_in(tmp_path, "req-cut"))
+    finally:
+        await backend.close()
+    assert outcome.succeeded, outcome.reason
+    assert double.faults.count("cut_answer") == 2
+    assert creations(double, job_name(backend.options, "req-cut")) == 1
+    assert backend.api_retries[("create", "connection")] == 1
+    assert backend.api_retries[("list", "connection")] == 1
+
+
 async def test_a_409_for_another_owners_job_is_not_taken_for_ours(
     double: KubeDouble, tmp_path: Path
 ) -> None:
