@@ -44,6 +44,7 @@ from mis_core.model import JobOutcome, JobProgress, JobRequest
 PROPAGATION = "Background"  # the Job goes at once; its pods follow through garbage collection
 TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from the pod's log
 OUTAGE_MARGIN_SECONDS = 0.2  # before the request's deadline: time to say it was an outage
+OUTAGE_MIN_SECONDS = 1.0  # a blip at the deadline does not make a MAP's timeout an outage
 Connector = Callable[[str], Awaitable[Connection]]
 
 
@@ -157,7 +158,7 @@ class KubernetesJobBackend:
             options = await self.job_options()
             prepared = True
         if not prepared:
-            await self._at_deadline(self.health.outage())
+            await self._at_deadline(self.health.outage(OUTAGE_MIN_SECONDS))
         return await self._run(api, options, request, progress, deadline)
 
     async def _run(
@@ -186,7 +187,7 @@ class KubernetesJobBackend:
                 outcome = await self._outcome(api, verdict, follower)
                 finished = True
                 return outcome
-            outage = self.health.outage()  # reached only when the deadline came first
+            outage = self.health.outage(OUTAGE_MIN_SECONDS)  # reached when the deadline came first
         finally:
             if may_exist:
                 with anyio.CancelScope(shield=True):

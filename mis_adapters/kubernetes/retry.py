@@ -66,11 +66,13 @@ class ApiHealth:
             self.failing_since = time.monotonic()
         self.cause = cause
 
-    def outage(self) -> str:
-        """What to tell a client while the API does not answer; "" while it does."""
+    def outage(self, at_least: float = 0) -> str:
+        """What to tell a client while the API has not answered for `at_least` s; else ""."""
         if self.failing_since is None:
             return ""
         seconds = time.monotonic() - self.failing_since
+        if seconds < at_least:
+            return ""
         what = f"The Kubernetes API server {self.cause}."
         if seconds >= 1:
             what = f"The Kubernetes API did not answer for {seconds:.0f} s (last: it {self.cause})."
