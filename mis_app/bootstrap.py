@@ -134,6 +134,7 @@ def build_job_backend(settings: Settings) -> JobBackend:
             map_log_bytes=int(settings.server.map_log_max_bytes),
             resync_seconds=settings.kubernetes.resync_seconds,
             warm_up_seconds=settings.kubernetes.warm_up_timeout_seconds,
+            api_retry_max_seconds=settings.kubernetes.api_retry_max_seconds,
         )
     if settings.backend == "docker":
         docker = settings.docker

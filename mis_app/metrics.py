@@ -65,6 +65,9 @@ class Metrics:
         counts = getattr(service.jobs, "watch_counts", None)  # the Kubernetes backend's
         if counts is not None:
             r.register(_WatchCollector(counts))
+        retries = getattr(service.jobs, "api_retries", None)  # the Kubernetes backend's
+        if isinstance(retries, Tally):
+            r.register(_ApiRetries(retries))
 
     def observe_deletion(self, seconds: float) -> None:
         self.stage_seconds.labels("delete").observe(seconds)
@@ -111,6 +114,23 @@ class _WatchCollector(Collector):
         for kind, value in sorted(self._counts.resyncs.items()):
             resyncs.add_metric([kind], value)
         yield resyncs
+
+
+class _ApiRetries(Collector):
+    """The backend's own tally of Kubernetes API calls tried again, as a counter."""
+
+    def __init__(self, tally: Tally[tuple[str, str]]) -> None:
+        self.tally = tally
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "mis_kubernetes_api_retries",
+            "Kubernetes API calls tried again, by verb and reason (a status, connection, timeout)",
+            labels=["verb", "reason"],
+        )
+        for (verb, reason), count in sorted(self.tally.items()):
+            family.add_metric([verb, reason], count)
+        yield family
 
 
 def _task_count() -> float:

@@ -217,6 +217,9 @@ class KubernetesSettings(_Section):
     # A watch silent this long is given up and the Job and its pod are listed again: the most a
     # watch a load balancer or a partition silenced can delay a request's answer.
     resync_seconds: float = Field(5, gt=0, le=300)
+    # How long an API call is retried outside a request (start-up, clean-up); inside one, its
+    # timeout bounds the retries.
+    api_retry_max_seconds: float = Field(10, ge=0)
     warm_up: bool = False  # pre-pull the MAP image at start-up; readiness waits for it
     warm_up_timeout_seconds: float = Field(900, gt=0)  # then ready anyway, with a warning
 

@@ -1,29 +1,40 @@
 """The few Kubernetes API calls MIS makes, on kubernetes-asyncio, with objects as plain dicts.
 
 Responses are read raw (`_preload_content=False`) so list results, watch events and the
-manifests MIS builds are all the API's own JSON, and the status code is checked here.
+manifests MIS builds are all the API's own JSON, and the status code is checked here. Every
+call is tried again where that is safe (`retry.py`); creating a Job stays idempotent.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.config.config_exception import ConfigException
+from kubernetes_asyncio import client
 
-from mis_adapters.kubernetes.errors import NotFound, api_error, unreachable
-from mis_core.errors import BackendUnavailable
+from mis_adapters.kubernetes.credentials import Connection
+from mis_adapters.kubernetes.errors import Conflict, KubeApiError, NotFound, api_error, unreachable
+from mis_adapters.kubernetes.ownership import LABEL_OWNER
+from mis_adapters.kubernetes.retry import (
+    RETRYABLE_STATUSES,
+    ApiHealth,
+    Attempts,
+    Failure,
+    RetryPolicy,
+    retry_after,
+)
+from mis_adapters.labels import LABEL_JOB_ID
 
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+CALL_SECONDS = 30  # one try of a call that is not a stream
+# Failures before an answer; all but a refused connection may come after the server acted.
+UNANSWERED = (TimeoutError, aiohttp.ClientError, OSError)
+IDENTITY_LABELS = (LABEL_JOB_ID, LABEL_OWNER)  # a Job with these values is this request's
 
 
 @attrs.frozen
@@ -34,53 +45,55 @@ class LogLimits:
     size: int
 
 
-async def connect(namespace: str) -> tuple[client.ApiClient, str]:
-    """An API client: the pod's service account inside a cluster, else the kubeconfig.
-
-    The namespace is `namespace` when set, else the pod's own, else the kubeconfig context's.
-    """
-    configuration = client.Configuration()
-    try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            if not namespace and SERVICE_ACCOUNT_NAMESPACE.exists():
-                namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-        else:
-            kubeconfig = os.environ.get("KUBECONFIG") or None
-            await config.load_kube_config(
-                config_file=kubeconfig, client_configuration=configuration
-            )
-            if not namespace:
-                _, active = config.list_kube_config_contexts(kubeconfig)
-                namespace = ((active or {}).get("context") or {}).get("namespace", "")
-    except (ConfigException, OSError) as exc:
-        raise BackendUnavailable(
-            f"No Kubernetes connection is configured ({exc}). Run MIS in a pod, or point "
-            "KUBECONFIG at a kubeconfig file."
-        ) from None
-    return client.ApiClient(configuration), namespace or "default"
-
-
 class KubeApi:
-    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
-        self.api_client = api_client
-        self.namespace = namespace
-        self.batch = client.BatchV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
+    def __init__(
+        self,
+        connection: Connection,
+        policy: RetryPolicy | None = None,
+        health: ApiHealth | None = None,
+    ) -> None:
+        self.api_client = connection.api_client
+        self.namespace = connection.namespace
+        self.credentials = connection.credentials
+        self.policy = policy or RetryPolicy()
+        self.health = health or ApiHealth()
+        self.batch = client.BatchV1Api(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
 
     async def close(self) -> None:
         await self.api_client.close()
 
-    async def version(self) -> Any:
-        return await self._json(client.VersionApi(self.api_client).get_code, seconds=5)
+    async def version(self, budget: float | None = None) -> Any:
+        """The server's version; `budget`: how long to retry (0: report the first failure)."""
+        get_code = client.VersionApi(self.api_client).get_code
+        return await self._json("version", get_code, seconds=5, budget=budget)
 
     async def create_job(self, manifest: dict[str, Any]) -> Any:
-        return await self._json(self.batch.create_namespaced_job, self.namespace, manifest)
+        """Create the Job once, however often the call is tried.
+
+        After a try that may have been carried out (a timeout, a 5xx, a connection lost once
+        the body was sent), the API's 409 for a Job that carries this request's identity
+        labels means the earlier try created it.
+        """
+        attempts = Attempts(self.policy, self.health, "create")
+        create = self.batch.create_namespaced_job
+        try:
+            return await self._json("create", create, self.namespace, manifest, attempts=attempts)
+        except Conflict:
+            if not attempts.ambiguous:
+                raise
+            name = manifest["metadata"]["name"]  # listed: the Role grants no get on Jobs
+            found = await self.list_objects("jobs", field_selector=f"metadata.name={name}")
+            existing = next(iter(found.get("items") or []), None)
+            if existing is None or not _same_identity(existing, manifest):
+                raise
+            return existing
 
     async def delete_job(self, name: str, propagation: str) -> None:
         """Delete a Job and, through `propagation`, its pods. A Job already gone is fine."""
         with suppress(NotFound):
             await self._json(
+                "delete",
                 self.batch.delete_namespaced_job,
                 name,
                 self.namespace,
@@ -88,11 +101,11 @@ class KubeApi:
             )
 
     async def list_objects(self, kind: str, **selectors: Any) -> Any:
-        return await self._json(self._lister(kind), self.namespace, **selectors)
+        return await self._json("list", self._lister(kind), self.namespace, **selectors)
 
     async def read_claim(self, name: str) -> Any:
         return await self._json(
-            self.core.read_namespaced_persistent_volume_claim, name, self.namespace
+            "get", self.core.read_namespaced_persistent_volume_claim, name, self.namespace
         )
 
     async def watch(
@@ -104,6 +117,7 @@ class KubeApi:
         old: list again).
         """
         response = await self._open(
+            "watch",
             self._lister(kind),
             self.namespace,
             watch=True,
@@ -137,6 +151,7 @@ class KubeApi:
         if limits is not None:
             bounds = {"tail_lines": limits.lines, "limit_bytes": limits.size}
         response = await self._open(
+            "log",
             self.core.read_namespaced_pod_log,
             pod,
             self.namespace,
@@ -151,41 +166,121 @@ class KubeApi:
     def _lister(self, kind: str) -> Any:
         return {"jobs": self.batch.list_namespaced_job, "pods": self.core.list_namespaced_pod}[kind]
 
-    async def _json(self, method: Any, *args: Any, seconds: float = 30, **kwargs: Any) -> Any:
-        response = await self._open(
-            method, *args, request_timeout=aiohttp.ClientTimeout(total=seconds), **kwargs
-        )
-        try:
-            return await response.json(content_type=None)
-        finally:
-            response.release()
+    async def _json(
+        self,
+        verb: str,
+        method: Any,
+        *args: Any,
+        seconds: float = CALL_SECONDS,
+        attempts: Attempts | None = None,
+        budget: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The answer's JSON; an answer cut short is tried again, like one never sent."""
+        attempts = attempts or Attempts(self.policy, self.health, verb, budget)
+        timeout = aiohttp.ClientTimeout(total=seconds)
+        while True:
+            response = await self._open(
+                verb, method, *args, attempts=attempts, request_timeout=timeout, **kwargs
+            )
+            try:
+                return await response.json(content_type=None)
+            except UNANSWERED as exc:
+                cause = f"cut its answer short ({type(exc).__name__}: {exc})"
+                failure = Failure(_reason(exc), cause, ambiguous=True)
+                await attempts.again(failure, unreachable(exc))
+            finally:
+                response.release()
 
     async def _open(
+        self,
+        verb: str,
+        method: Any,
+        *args: Any,
+        attempts: Attempts | None = None,
+        budget: float | None = None,
+        **kwargs: Any,
+    ) -> aiohttp.ClientResponse:
+        """Send the request until it succeeds, fails for good, or its time is spent.
+
+        A 401 reads the credentials again once (a rotated token) before it counts.
+        """
+        attempts = attempts or Attempts(self.policy, self.health, verb, budget)
+        reauthenticated = False
+        while True:
+            try:
+                return await self._try(method, *args, **kwargs)
+            except _Retryable as retryable:
+                await attempts.again(retryable.failure, retryable.error)
+            except KubeApiError as exc:
+                if exc.code != 401 or reauthenticated:
+                    raise
+                reauthenticated = True
+                await self.credentials.reload()
+
+    async def _try(
         self,
         method: Any,
         *args: Any,
         request_timeout: aiohttp.ClientTimeout = STREAM_TIMEOUT,
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
-        """Send the request; return the response once its status says success."""
+        """One try: the response when its status says success; else what went wrong."""
         try:
             response: aiohttp.ClientResponse = await method(
                 *args, _preload_content=False, _request_timeout=request_timeout, **kwargs
             )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise unreachable(exc) from None
-        if not 200 <= response.status < 300:
-            try:
-                body = await response.json(content_type=None)
-            except (ValueError, aiohttp.ClientError):
-                body = {}
-            response.release()
-            raise api_error(
-                response.status,
-                str(body.get("reason") or response.reason),
-                str(body.get("message", "")),
-            )
-        return response
+        except aiohttp.ClientSSLError as exc:  # a certificate trusted at no later try either
+            raise unreachable(exc) from exc
+        except UNANSWERED as exc:
+            sent = not isinstance(exc, aiohttp.ClientConnectorError)
+            cause = f"cannot be reached ({type(exc).__name__}: {exc})"
+            raise _Retryable(
+                Failure(_reason(exc), cause, ambiguous=sent), unreachable(exc)
+            ) from exc
+        if 200 <= response.status < 300:
+            self.health.answered()
+            return response
+        error = await _error_of(response)
+        if response.status in RETRYABLE_STATUSES:
+            wait = retry_after(response.headers.get("Retry-After"))
+            cause = f"answered {error}"
+            failure = Failure(str(response.status), cause, wait, response.status >= 500)
+            raise _Retryable(failure, error)
+        self.health.answered()
+        raise error
+
+
+class _Retryable(Exception):
+    def __init__(self, failure: Failure, error: Exception) -> None:
+        super().__init__(failure.cause)
+        self.failure = failure
+        self.error = error
+
+
+async def _error_of(response: aiohttp.ClientResponse) -> KubeApiError:
+    """The API's Status object as a typed error (the response is released)."""
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        body = {}
+    finally:
+        response.release()
+    if not isinstance(body, dict):
+        body = {}
+    return api_error(
+        response.status, str(body.get("reason") or response.reason), str(body.get("message", ""))
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return "timeout" if isinstance(exc, TimeoutError) else "connection"
+
+
+def _same_identity(existing: dict[str, Any], manifest: dict[str, Any]) -> bool:
+    ours = manifest["metadata"].get("labels") or {}
+    theirs = (existing.get("metadata") or {}).get("labels") or {}
+    return all(theirs.get(key) == ours.get(key) for key in IDENTITY_LABELS if key in ours)
 
 
 @contextmanager
@@ -193,7 +288,7 @@ def _streaming(response: aiohttp.ClientResponse) -> Iterator[None]:
     """While a body streams: a connection lost midway is `unreachable`, like one refused."""
     try:
         yield
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise unreachable(exc) from None
+    except UNANSWERED as exc:
+        raise unreachable(exc) from exc
     finally:
         response.release()

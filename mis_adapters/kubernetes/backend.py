@@ -8,19 +8,23 @@ streamed into MIS's log. Whatever happens, the Job is deleted with its pods; whe
 stopped early, or its pod is still stopping (evicted, deleted by someone else), MIS waits
 (within a bound) for the pod to be gone before the workspace goes. Every wait has a bound: the
 watches resync (`watch.py`), log reads and the warm-up give up after theirs.
-At start-up, only Jobs whose owner is dead are swept (`ownership.py`).
+At start-up, only Jobs whose owner is dead are swept (`ownership.py`). API calls are tried
+again while that is safe (`retry.py`); an API outage that lasts to the request's deadline ends
+the request as that outage, not as the MAP's timeout.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from loguru import logger
 
-from mis_adapters.kubernetes.api import KubeApi, LogLimits, connect
+from mis_adapters.kubernetes.api import KubeApi, LogLimits
+from mis_adapters.kubernetes.credentials import Connection, connect
 from mis_adapters.kubernetes.errors import KubeApiError, Refused
 from mis_adapters.kubernetes.follower import (
     API_FAILURES,
@@ -39,6 +43,7 @@ from mis_adapters.kubernetes.job import (
 )
 from mis_adapters.kubernetes.ownership import Owner, owner_pod_name, why_leftover
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
+from mis_adapters.kubernetes.retry import MAX_SECONDS, ApiHealth, RetryPolicy
 from mis_adapters.kubernetes.status import Verdict
 from mis_adapters.kubernetes.watch import RESYNC_SECONDS, WatchCounts, Watcher
 from mis_adapters.map_follow import MAX_LOGGED_BYTES, last_lines
@@ -48,7 +53,9 @@ from mis_core.model import JobOutcome, JobProgress, JobRequest
 PROPAGATION = "Background"  # the Job goes at once; its pods follow through garbage collection
 TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from the pod's log
 WARM_UP_SECONDS = 900.0
-Connector = Callable[[str], Awaitable[tuple[Any, str]]]
+OUTAGE_MARGIN_SECONDS = 0.2  # before the request's deadline: time to say it was an outage
+OUTAGE_MIN_SECONDS = 1.0  # a blip at the deadline does not make a MAP's timeout an outage
+Connector = Callable[[str], Awaitable[Connection]]
 
 
 class KubernetesJobBackend:
@@ -63,12 +70,16 @@ class KubernetesJobBackend:
         map_log_bytes: int = MAX_LOGGED_BYTES,
         connector: Connector = connect,
         owner: Owner | None = None,
+        api_retry_max_seconds: float = MAX_SECONDS,
     ) -> None:
         self.options = options
         self.delete_wait_seconds = delete_wait_seconds
         self.resync_seconds = resync_seconds
         self.warm_up_seconds = warm_up_seconds
         self.watch_counts = WatchCounts()  # read by the metrics
+        self.api_retries: Counter[tuple[str, str]] = Counter()  # (verb, reason): retries
+        self.health = ApiHealth()
+        self._policy = RetryPolicy(api_retry_max_seconds, self._count_retry)
         self.log_tail_lines = log_tail_lines
         self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
         self.owner = owner or Owner.from_environment()
@@ -83,9 +94,12 @@ class KubernetesJobBackend:
     async def api(self) -> KubeApi:
         async with self._lock:
             if self._api is None:
-                api_client, namespace = await self._connector(self.options.namespace)
-                self._api = KubeApi(api_client, namespace)
+                connection = await self._connector(self.options.namespace)
+                self._api = KubeApi(connection, self._policy, self.health)
             return self._api
+
+    def _count_retry(self, verb: str, reason: str) -> None:
+        self.api_retries[verb, reason] += 1
 
     async def close(self) -> None:
         if self._api is not None:
@@ -94,7 +108,7 @@ class KubernetesJobBackend:
     async def check(self) -> None:
         api = await self.api()
         try:
-            await api.version()
+            await api.version(budget=0)  # a probe reports the API as it is now
         except KubeApiError as exc:
             raise BackendUnavailable(f"The Kubernetes API server answered {exc}.") from exc
         if self.warm_up_state == "pulling":
@@ -152,35 +166,74 @@ class KubernetesJobBackend:
         return list((claim.get("spec") or {}).get("accessModes") or [])
 
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
-        api = await self.api()
-        options = await self.job_options()
+        """The Job's outcome. An API outage that lasts until just before the request's deadline
+        ends the request as that outage, not as the MAP's timeout."""
+        deadline = anyio.current_effective_deadline() - OUTAGE_MARGIN_SECONDS
+        prepared = False
+        with anyio.CancelScope(deadline=deadline):
+            api = await self.api()
+            options = await self.job_options()
+            prepared = True
+        if not prepared:
+            await self._at_deadline(self.health.outage(OUTAGE_MIN_SECONDS))
+        return await self._run(api, options, request, progress, deadline)
+
+    async def _run(
+        self,
+        api: KubeApi,
+        options: JobOptions,
+        request: JobRequest,
+        progress: JobProgress,
+        deadline: float,
+    ) -> JobOutcome:
         name = job_name(options, request.request_id)
-        try:
-            await api.create_job(build_job(request, options, self.owner))
-        except Refused as exc:
-            raise BackendUnavailable(
-                f"MIS may not create Jobs in namespace {api.namespace} ({exc}). Check "
-                "the Role bound to its service account."
-            ) from exc
-        except KubeApiError as exc:
-            return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
-        logger.info("job {} created in namespace {}", name, api.namespace)
         selector = job_selector(options, request.request_id)
-        follower = JobFollower(
-            self._watcher(api), name, selector, progress, self.log_tail_lines, self.map_log_bytes
-        )
-        pod_stopped = False
+        may_exist = pod_stopped = False
+        outage = ""
         try:
-            verdict = await follower.follow()
-            outcome = await self._outcome(api, verdict, follower)
-            pod_stopped = not verdict.pod_may_run
-            return outcome
+            with anyio.CancelScope(deadline=deadline):
+                may_exist = True  # from the first try of the create on
+                try:
+                    await api.create_job(build_job(request, options, self.owner))
+                except KubeApiError as exc:  # an answer: the Job was not created
+                    may_exist = False
+                    return self._not_created(api.namespace, exc)
+                logger.info("job {} created in namespace {}", name, api.namespace)
+                follower = JobFollower(
+                    self._watcher(api),
+                    name,
+                    selector,
+                    progress,
+                    self.log_tail_lines,
+                    self.map_log_bytes,
+                )
+                verdict = await follower.follow()
+                outcome = await self._outcome(api, verdict, follower)
+                pod_stopped = not verdict.pod_may_run
+                return outcome
+            outage = self.health.outage(OUTAGE_MIN_SECONDS)  # reached when the deadline came first
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._remove(api, name, selector, wait_for_pods=not pod_stopped)
+            if may_exist:
+                with anyio.CancelScope(shield=True):
+                    await self._remove(api, name, selector, wait_for_pods=not pod_stopped)
+        return await self._at_deadline(outage)
 
     def _watcher(self, api: KubeApi) -> Watcher:
         return Watcher(api, self.resync_seconds, self.watch_counts)
+
+    async def _at_deadline(self, outage: str) -> NoReturn:
+        """Just before the request's deadline: an outage is said; else the deadline comes."""
+        if outage:
+            raise BackendUnavailable(outage)
+        await anyio.sleep_forever()  # the request's own deadline ends it as a timeout
+        raise AssertionError("the request's deadline cancels the wait")
+
+    @staticmethod
+    def _not_created(namespace: str, exc: KubeApiError) -> JobOutcome:
+        """The outcome of a Job the API refused; refused credentials or RBAC are MIS's fault."""
+        if isinstance(exc, Refused):
+            raise BackendUnavailable(_refusal(namespace, exc)) from exc
+        return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
 
     async def _outcome(self, api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
         tail = tuple(follower.map_log.tail)
@@ -201,7 +254,7 @@ class KubernetesJobBackend:
 
     async def _remove(self, api: KubeApi, name: str, selector: str, wait_for_pods: bool) -> None:
         try:
-            await api.delete_job(name, PROPAGATION)
+            await api.delete_job(name, PROPAGATION)  # retried for api_retry_max_seconds
             if wait_for_pods:
                 with anyio.move_on_after(self.delete_wait_seconds) as waited:
                     await pods_gone(self._watcher(api), selector)
@@ -243,3 +296,15 @@ class KubernetesJobBackend:
             )
             self.warm_up_state = ""
         logger.info("image warm-up finished: {}", self.warm_up_state)
+
+
+def _refusal(namespace: str, exc: Refused) -> str:
+    if exc.code == 401:
+        return (
+            f"The Kubernetes API refused MIS's credentials ({exc}), read again once. Check "
+            "that MIS's service account token or kubeconfig is valid."
+        )
+    return (
+        f"MIS may not create Jobs in namespace {namespace} ({exc}). Check the Role bound to "
+        "its service account."
+    )

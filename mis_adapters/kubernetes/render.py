@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mis_adapters.kubernetes.api import connect
 from mis_adapters.kubernetes.backend import Connector, KubernetesJobBackend
+from mis_adapters.kubernetes.credentials import connect
 from mis_adapters.kubernetes.job import JobOptions, build_job
 from mis_adapters.kubernetes.network import job_network_policy
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
@@ -22,7 +22,7 @@ async def render_job(
     options: JobOptions, request: JobRequest, connector: Connector = connect
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The Job and the NetworkPolicy, and notes on what was read or assumed."""
-    backend = KubernetesJobBackend(options, connector=connector)
+    backend = KubernetesJobBackend(options, connector=connector, api_retry_max_seconds=0)
     notes: list[str] = []
     claim_read = claim_modes_needed(options.node_local, options.host_path)
     try:

@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - Windows
 import yaml
 from starlette.responses import JSONResponse
 
+from tests.k8s.faults import Faults
 from tests.k8s.watch_faults import WatchFaults
 
 Behaviour = Callable[["KubeDouble", str, dict[str, Any], str], Awaitable[None]]
@@ -104,11 +105,14 @@ class KubeDouble:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        # Injected faults (`faults.py`); TLS when `tls` names a certificate and its key
+        self.faults = Faults(on_outage=lambda: self._on_loop(self.drop_watches))
+        self.tls: tuple[Path, Path] | None = None
 
     # -- running ------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> KubeDouble:
         sock = socket.socket()
@@ -117,7 +121,11 @@ class KubeDouble:
         self.port = sock.getsockname()[1]
         from tests.k8s.double_api import api_app
 
-        config = uvicorn.Config(api_app(self), log_level="warning", lifespan="off")
+        app = self.faults.wrap(api_app(self))
+        certificate, key = self.tls or (None, None)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", ssl_certfile=certificate, ssl_keyfile=key
+        )
         self._server = uvicorn.Server(config)
         ready = threading.Event()
 
@@ -169,6 +177,11 @@ class KubeDouble:
             )
         )
         return path
+
+    def _on_loop(self, function: Callable[[], None]) -> None:
+        """Run `function` soon on the double's loop, from any thread, without waiting."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(function)
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run `function` on the double's loop (state changes must happen there)."""

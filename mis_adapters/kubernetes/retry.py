@@ -1,0 +1,126 @@
+"""Which failed Kubernetes API calls are tried again, how soon, and for how long.
+
+API Priority and Fairness answers 429 with Retry-After when the server is busy; an API server
+being upgraded answers 5xx or drops connections. Such a call is tried again with back-off
+(Retry-After honoured, capped) for as long as its caller's deadline allows: a request's own
+timeout inside a request, `RetryPolicy.max_seconds` outside one (start-up sweep, clean-up,
+warm-up). Every other answer is final. `ApiHealth` remembers since when the API has not
+answered, for `/readyz` and for the message of a request that an outage ended.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+
+import anyio
+import attrs
+
+from mis_core.errors import BackendUnavailable
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+FIRST_DELAY = 0.1  # seconds before the second try; doubled after each failure
+MAX_BACKOFF = 1.0  # between tries of an unanswered call: the end of an outage is seen within it
+MAX_RETRY_AFTER = 10.0  # the longest Retry-After honoured as sent
+MAX_SECONDS = 10.0  # how long a call is retried when no deadline bounds it
+
+
+def _ignore(verb: str, reason: str) -> None:
+    """No one counts the retries."""
+
+
+@attrs.frozen
+class RetryPolicy:
+    max_seconds: float = MAX_SECONDS
+    on_retry: Callable[[str, str], None] = _ignore  # (verb, reason) of each retry
+
+
+@attrs.frozen
+class Failure:
+    """A try that may be repeated: why (a status, "connection", "timeout"), and the details.
+
+    `cause` completes "The Kubernetes API server ...": "answered 503 ...", "cannot be reached".
+    """
+
+    reason: str
+    cause: str
+    retry_after: float | None = None
+    ambiguous: bool = False  # the request may have been carried out before it failed
+
+
+class ApiHealth:
+    """Since when the API has not answered (None while it answers), and its last failure."""
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None
+        self.cause = ""
+
+    def answered(self) -> None:
+        self.failing_since = None
+        self.cause = ""
+
+    def failed(self, cause: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.cause = cause
+
+    def outage(self, at_least: float = 0) -> str:
+        """What to tell a client while the API has not answered for `at_least` s; else ""."""
+        if self.failing_since is None:
+            return ""
+        seconds = time.monotonic() - self.failing_since
+        if seconds < at_least:
+            return ""
+        what = f"The Kubernetes API server {self.cause}."
+        if seconds >= 1:
+            what = f"The Kubernetes API did not answer for {seconds:.0f} s (last: it {self.cause})."
+        return (
+            f"{what} Check that the cluster's control plane is up and that MIS's kubeconfig or "
+            "service account is valid."
+        )
+
+
+class Attempts:
+    """The tries of one call: waits between them, and gives up when its time is spent."""
+
+    def __init__(
+        self, policy: RetryPolicy, health: ApiHealth, verb: str, budget: float | None = None
+    ) -> None:
+        self.policy = policy
+        self.health = health
+        self.verb = verb
+        self.failures = 0
+        self.ambiguous = False  # some earlier try may have been carried out
+        deadline = anyio.current_effective_deadline()
+        if math.isinf(deadline):
+            deadline = anyio.current_time() + (policy.max_seconds if budget is None else budget)
+        elif budget is not None:
+            deadline = min(deadline, anyio.current_time() + budget)
+        self.deadline = deadline
+
+    async def again(self, failure: Failure, error: Exception) -> None:
+        """Wait for the next try; raise `BackendUnavailable` when it would come too late."""
+        self.health.failed(failure.cause)
+        self.ambiguous = self.ambiguous or failure.ambiguous
+        delay = self._delay(failure.retry_after)
+        if anyio.current_time() + delay >= self.deadline:
+            raise BackendUnavailable(self.health.outage()) from error
+        self.failures += 1
+        self.policy.on_retry(self.verb, failure.reason)
+        await anyio.sleep(delay)
+
+    def _delay(self, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        backoff = min(FIRST_DELAY * 2.0**self.failures, MAX_BACKOFF)
+        return backoff * random.uniform(0.5, 1.0)  # spread the clients a restart disconnected
+
+
+def retry_after(header: str | None) -> float | None:
+    """The seconds a Retry-After header asks for (the API sends whole seconds), if it does."""
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None
