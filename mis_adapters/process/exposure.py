@@ -21,7 +21,8 @@ MOST_FOLDERS = 50_000  # walked looking for payload folders before a folder is r
 
 @attrs.frozen
 class Entry:
-    """One thing the MAP sees: `source` bound read-only at `path`, or a link to `link`."""
+    """One thing the MAP sees: `source` bound read-only at `path`, a link to `link`, or
+    (neither) an empty read-only folder that some of the entries below it are bound into."""
 
     path: str
     source: str = ""
@@ -31,11 +32,16 @@ class Entry:
     def argv(self) -> list[str]:
         if self.link:
             return ["--symlink", self.link, self.path]
-        return ["--ro-bind", self.source, self.path]
+        if self.source:
+            return ["--ro-bind", self.source, self.path]
+        return ["--tmpfs", self.path]  # made read-only once its entries are in (View.argv)
 
     def describe(self) -> str:
-        shown = f"{self.path} -> {self.link}" if self.link else self.path
-        return f"{shown} ({self.why})" if self.why else shown
+        if self.link:
+            return f"{self.path} -> {self.link} ({self.why})"
+        if self.source:
+            return f"{self.path} ({self.why})"
+        return f"{self.path}/ ({self.why}; only the entries listed below it)"
 
 
 class ViewRefused(Exception):
@@ -145,7 +151,7 @@ def split(folder: str, excluded: list[str], why: str) -> list[Entry]:
         return []
     if not any(_inside(e, folder) for e in excluded):
         return [Entry(folder, folder, why=why)]
-    shown: list[Entry] = []
+    shown = [Entry(folder, why=why)]
     with os.scandir(folder) as entries:
         listed = sorted(entries, key=lambda e: e.name)
     for entry in listed:

@@ -157,7 +157,7 @@ def bwrap_argv(
             argv += ["--dev-bind", device, device]
     if shm_bytes > 0:
         argv += ["--size", str(shm_bytes)]
-    argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--remount-ro", "/"]
+    argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev", *view.sealing(), "--remount-ro", "/"]
     if workspace is not None:
         argv += ["--chdir", workspace.work_dir]
     return argv

@@ -69,6 +69,15 @@ class View:
     def argv(self) -> list[str]:
         return [word for entry in self.entries for word in entry.argv()]
 
+    def sealing(self) -> list[str]:
+        """bwrap's arguments that make its empty folders read-only: after every mount, as
+        the request's own folders may need mount points in them."""
+        argv: list[str] = []
+        for entry in reversed(self.entries):
+            if not entry.source and not entry.link:
+                argv += ["--remount-ro", entry.path]
+        return argv
+
     def describe(self) -> list[str]:
         """For the start-up log and `mis config check`."""
         return [
@@ -224,7 +233,7 @@ def _tidy(entries: Sequence[Entry]) -> tuple[Entry, ...]:
         if entry.path in {k.path for k in kept}:
             continue
         kept.append(entry)
-        if entry.source and not entry.link:
+        if entry.source:
             whole.append(entry.path)
     return tuple(kept)
 

@@ -40,7 +40,10 @@ from mis_adapters.storage.layout import (
     WORKSPACE_MODE,
     prepare_payload_root,
 )
-from mis_adapters.storage.ownership import MARKER, Claim, Heartbeat, claim, look
+from mis_adapters.storage.layout import (
+    WORKSPACE_MARKER as MARKER,
+)
+from mis_adapters.storage.ownership import Claim, Heartbeat, claim, look
 from mis_adapters.storage.remove import make_writable, remove_entry
 from mis_adapters.storage.walk import OutputProblem, OutputTooLarge
 from mis_adapters.storage.zipwriter import COMPRESSION_POLICIES, zip_folder
