@@ -45,16 +45,22 @@ _MARKER_TEXT = (
 
 
 def prepare_payload_root(root: Path) -> str:
-    """Make the payload folder (mode PAYLOAD_MODE, whatever the umask) when it is missing, and
-    mark it; '' when done, else what went wrong (readiness says it again later)."""
+    """At start-up: make the payload folder when it is missing, and mark it; '' when done,
+    else what went wrong (readiness says it again later)."""
     try:
-        root.mkdir(mode=PAYLOAD_MODE, parents=True)
-        os.chmod(root, PAYLOAD_MODE)
-    except FileExistsError:
-        pass
+        make_payload_root(root)
     except OSError as exc:
         return f"cannot create the payload folder {root}: {exc.strerror}"
     return mark_payload_root(root)
+
+
+def make_payload_root(root: Path) -> None:
+    """The payload folder, mode PAYLOAD_MODE whatever the umask, when it is missing."""
+    try:
+        root.mkdir(mode=PAYLOAD_MODE, parents=True)
+    except FileExistsError:
+        return
+    os.chmod(root, PAYLOAD_MODE)
 
 
 def mark_payload_root(root: Path) -> str:

@@ -38,7 +38,7 @@ from mis_adapters.storage.layout import (
     UPLOAD,
     UPLOAD_MODE,
     WORKSPACE_MODE,
-    prepare_payload_root,
+    make_payload_root,
 )
 from mis_adapters.storage.layout import (
     WORKSPACE_MARKER as MARKER,
@@ -101,7 +101,7 @@ class LocalStorage:
         folder = Path(workspace.root)
         try:
             if not self.root.is_dir():
-                prepare_payload_root(self.root)
+                make_payload_root(self.root)
             os.mkdir(folder, WORKSPACE_MODE)
         except FileExistsError:
             raise Busy(f"A request with id {request_id} is already in progress.") from None
