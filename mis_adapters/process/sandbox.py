@@ -139,25 +139,44 @@ def bwrap_argv(
     start-up probe).
 
     Order matters: a later mount covers an earlier one, so /tmp (the request's own) comes
-    first and the view's entries, parents first, over it; bubblewrap makes the folders a
-    mount needs in the root's empty tmpfs (or in the request's tmp, under /tmp), which is
-    made read-only last."""
+    first, then the view's entries, parents first, and the request's folders. bubblewrap
+    makes the folders a mount needs in the root's empty tmpfs, or, under /tmp, in an empty
+    tmpfs of their own rather than in the request's tmp; all are made read-only last."""
+    request = _request_folders(workspace)
+    under_tmp = _first_below("/tmp", [e.path for e in view.entries] + [f for f, _ in request])
     argv = [sandbox.bwrap, *BASE]
     if workspace is not None:
         argv += ["--bind", workspace.tmp_dir, "/tmp"]
+        for folder in under_tmp:
+            argv += ["--tmpfs", folder]
     argv += view.argv()
     argv += ["--dev", "/dev", "--proc", "/proc"]
-    if workspace is not None:
-        argv += ["--ro-bind", workspace.input_dir, workspace.input_dir]
-        for folder in (workspace.output_dir, workspace.work_dir, workspace.tmp_dir):
-            argv += ["--bind", folder, folder]
+    for folder, how in request:
+        argv += [how, folder, folder]
     if gpu > 0:  # GPU libraries read the devices' details in /sys
         argv += ["--ro-bind", "/sys", "/sys"]
         for device in sorted(glob.glob("/dev/nvidia*")):
             argv += ["--dev-bind", device, device]
     if shm_bytes > 0:
         argv += ["--size", str(shm_bytes)]
-    argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev", *view.sealing(), "--remount-ro", "/"]
+    argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev", *view.sealing()]
+    for folder in under_tmp if workspace is not None else ():
+        argv += ["--remount-ro", folder]
+    argv += ["--remount-ro", "/"]
     if workspace is not None:
         argv += ["--chdir", workspace.work_dir]
     return argv
+
+
+def _request_folders(workspace: Workspace | None) -> list[tuple[str, str]]:
+    """The request's folders with how each is bound: input read-only, the rest writable."""
+    if workspace is None:
+        return []
+    writable = (workspace.output_dir, workspace.work_dir, workspace.tmp_dir)
+    return [(workspace.input_dir, "--ro-bind"), *((f, "--bind") for f in writable)]
+
+
+def _first_below(top: str, paths: list[str]) -> list[str]:
+    """For the paths below `top`, the distinct folders one level below it that lead there."""
+    prefix = top.rstrip("/") + "/"
+    return sorted({prefix + p[len(prefix) :].split("/")[0] for p in paths if p.startswith(prefix)})
