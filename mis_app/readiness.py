@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from mis_adapters.storage.layout import prepare_payload_root
+from mis_adapters.storage.layout import mark_payload_root, prepare_payload_root
 
 MIN_FREE_BYTES = 1024 * 1024  # less than this is full: no upload fits
 
@@ -51,4 +51,5 @@ class PayloadFolder:
                 f"The payload folder {root} (server.payload_dir) is full ({free} bytes, "
                 f"{stats.f_favail} inodes free); requests would fail until space is freed."
             )
+        mark_payload_root(root)  # again, if the folder came back without it (a new volume)
         return ""
