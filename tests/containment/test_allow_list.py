@@ -125,13 +125,21 @@ def reader_config(work: Path, nonroot: NonRoot, paths: list[Path]) -> dict[str, 
     return config
 
 
+@pytest.mark.parametrize("where", ["apart", "beside the MAP"])
 def test_a_tokens_file_and_configuration_replaced_by_rename_stay_unseen(
-    nonroot: NonRoot,
+    nonroot: NonRoot, where: str
 ) -> None:
+    """Beside the MAP: in the folder of its script, which the MAP sees entry by entry (the
+    quick start keeps its configuration beside the example's script)."""
     require_bubblewrap()
     work = nonroot.workdir("renamed")
+    if where == "beside the MAP":
+        shutil.copy(maps_dir(nonroot) / "reader_map.py", work / "reader_map.py")
+        (work / "reader_map.py").chmod(0o644)
     tokens, config_file = work / "tokens", work / "mis.yaml"
     config = reader_config(work, nonroot, [tokens, config_file])
+    if where == "beside the MAP":
+        config["map"]["command"][1] = str(work / "reader_map.py")
     with running_server(config, work, nonroot=nonroot) as server:
 
         def replace(number: int) -> None:
