@@ -7,7 +7,7 @@ Nothing else builds adapters or the app: `mis_app.app` holds the routes, which r
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from mis_adapters.docker.engine import DockerEngine
 from mis_adapters.kubernetes.job import JobOptions
 from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
+from mis_adapters.process.exposure import ViewRefused
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
@@ -149,36 +150,55 @@ def build_job_backend(settings: Settings) -> JobBackend:
     return process_backend(settings)
 
 
-def process_backend(settings: Settings) -> ProcessJobBackend:
+def process_backend(
+    settings: Settings, *, say: Callable[[str], object] | None = None
+) -> ProcessJobBackend:
     """The process backend, with the sandbox `process.sandbox` asks for (probed here; a
-    bubblewrap that does not work stops start-up) and what of MIS's it must hide."""
+    bubblewrap that does not work, or an allow-list that would show a payload folder or a
+    secret, stops start-up), and what the MAP sees said (`say`: a line at a time; default:
+    the log)."""
     try:
         chosen = sandbox.choose(settings.process.sandbox)
     except sandbox.SandboxUnavailable as exc:
         raise SettingsError(str(exc)) from None
     said, *also = sandbox.containment(chosen)
-    (logger.info if chosen.bwrap else logger.warning)("{}", said)
-    for line in also:
-        logger.info("{}", line)
+    tell = say or (logger.info if chosen.bwrap else logger.warning)
+    tell(said)
     server = settings.server
-    engine = settings.docker.url
-    mis_files = [
-        settings.source,
-        server.auth.tokens_file,
-        server.tls.key_file,
-        *os.environ.get("KUBECONFIG", "").split(os.pathsep),
-        engine.removeprefix("unix://") if engine.startswith("unix://") else "",
-    ]
-    return ProcessJobBackend(
+    backend = ProcessJobBackend(
         settings.map.spec(),
         kill_grace_seconds=settings.process.kill_grace_seconds,
         pids_limit=settings.process.pids_limit,
         map_log_bytes=int(server.map_log_max_bytes),
         payload_root=server.payload_dir.absolute(),
         sandbox=chosen,
-        mis_files=mis_files,
-        home=os.environ.get("HOME"),
+        secrets=mis_secrets(settings),
+        read_only_paths=settings.process.read_only_paths,
     )
+    try:
+        view = backend.view()
+    except ViewRefused as exc:
+        raise SettingsError(f"process sandbox: {exc}") from None
+    for line in [*also, *(view.describe() if view else [])]:
+        (say or logger.info)(line)
+    return backend
+
+
+def mis_secrets(settings: Settings) -> dict[str, str | os.PathLike[str] | None]:
+    """The files of MIS's that no MAP may see, each with what it is."""
+    server = settings.server
+    engine = settings.docker.url
+    secrets: dict[str, str | os.PathLike[str] | None] = {
+        "configuration file": settings.source,
+        "tokens file (server.auth.tokens_file)": server.auth.tokens_file,
+        "TLS key (server.tls.key_file)": server.tls.key_file,
+        "container engine socket (docker.url)": (
+            engine.removeprefix("unix://") if engine.startswith("unix://") else ""
+        ),
+    }
+    for index, kubeconfig in enumerate(os.environ.get("KUBECONFIG", "").split(os.pathsep)):
+        secrets[f"kubeconfig (KUBECONFIG, {index + 1})"] = kubeconfig
+    return secrets
 
 
 def job_options(settings: Settings) -> JobOptions:

@@ -179,15 +179,13 @@ def _check(settings: Settings, options: argparse.Namespace) -> int:
     effective = settings.model_dump(mode="json")
     print(yaml.safe_dump(effective, sort_keys=False), end="")
     if settings.backend == "process":
-        from mis_adapters.process import sandbox
+        from mis_app.bootstrap import process_backend
 
-        try:
-            chosen = sandbox.choose(settings.process.sandbox)
-        except sandbox.SandboxUnavailable as exc:
+        try:  # the sandbox, and what the MAP sees in it
+            process_backend(settings, say=lambda line: print(f"# {line}", file=sys.stderr))
+        except SettingsError as exc:
             print(f"mis: {exc}", file=sys.stderr)
             return 2
-        for line in sandbox.containment(chosen):
-            print(f"# {line}", file=sys.stderr)
     warnings = _warnings(settings)
     for warning in warnings:
         print(f"# warning: {warning}", file=sys.stderr)

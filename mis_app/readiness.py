@@ -2,8 +2,9 @@
 
 A folder that is missing, not a folder, not writable by MIS, or full, would fail the next
 request; readiness says so, with the reason, so that an orchestrator stops sending traffic
-and an operator sees why. The folder is created at start-up when it can be (a fresh install),
-so "missing" later means it went away (a volume unmounted, a folder deleted).
+and an operator sees why. The folder is created at start-up when it can be (a fresh install)
+and marked as a payload folder (layout.py), so "missing" later means it went away (a volume
+unmounted, a folder deleted).
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ from pathlib import Path
 
 from loguru import logger
 
+from mis_adapters.storage.layout import mark_payload_root, prepare_payload_root
+
 MIN_FREE_BYTES = 1024 * 1024  # less than this is full: no upload fits
 
 
 class PayloadFolder:
     def __init__(self, root: Path) -> None:
         self.root = root.absolute()
-        if not self.root.exists():
-            try:
-                self.root.mkdir(parents=True, mode=0o755)
-                logger.info("created the payload folder {}", self.root)
-            except OSError as exc:
-                logger.error("cannot create the payload folder {}: {}", self.root, exc.strerror)
+        existed = self.root.exists()
+        problem = prepare_payload_root(self.root)  # and mark it, for the sandbox
+        if problem:
+            logger.error("{}", problem)
+        elif not existed:
+            logger.info("created the payload folder {}", self.root)
 
     def problem(self) -> str:
         """Why a request could not be served from the folder now, or ''."""
@@ -48,4 +51,5 @@ class PayloadFolder:
                 f"The payload folder {root} (server.payload_dir) is full ({free} bytes, "
                 f"{stats.f_favail} inodes free); requests would fail until space is freed."
             )
+        mark_payload_root(root)  # again, if the folder came back without it (a new volume)
         return ""

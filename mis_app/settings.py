@@ -160,6 +160,16 @@ class ProcessSettings(_Section):
     pids_limit: int = Field(4096, ge=16)
     # bubblewrap: always (start-up fails where it does not work); auto: where it works
     sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
+    # folders the MAP sees read-only in the sandbox besides its program (a models folder)
+    read_only_paths: list[Path] = []
+
+    @field_validator("read_only_paths")
+    @classmethod
+    def _absolute(cls, paths: list[Path]) -> list[Path]:
+        for path in paths:
+            if not path.is_absolute():
+                raise ValueError(f"{path} is not an absolute path")
+        return paths
 
 
 class PayloadVolumeSettings(_Section):

@@ -166,11 +166,14 @@ class JobRequest:
     def environment(self, folders: MapFolders) -> dict[str, str]:
         """The environment every MAP gets, following the MONAI Application Package conventions.
 
-        Thread counts from the CPUs it was given, then the MONAI variables, then `map.env`
-        last, so an administrator can override anything.
+        Thread counts from the CPUs it was given, then the MONAI variables and
+        `PYTHONUNBUFFERED=1` (a Python MAP's log lines reach MIS as they are printed, not
+        when its buffer fills or it exits: the live log and a timed-out MAP's last lines),
+        then `map.env` last, so an administrator can override anything.
         """
         spec = self.map
         env = spec.resources.thread_environment()
+        env["PYTHONUNBUFFERED"] = "1"
         env.update(
             {
                 "MONAI_INPUTPATH": folders.input,

@@ -35,6 +35,7 @@ from loguru import logger
 
 from mis_adapters.map_follow import MAX_LOGGED_BYTES, MapLog
 from mis_adapters.process import limits
+from mis_adapters.process.exposure import Guard, ViewRefused
 from mis_adapters.process.launch import (
     REPORT,
     absolute_words,
@@ -43,21 +44,14 @@ from mis_adapters.process.launch import (
     supervised,
 )
 from mis_adapters.process.orphans import become_subreaper, now_ticks, reap_orphans
-from mis_adapters.process.sandbox import (
-    NO_SANDBOX,
-    Hidden,
-    Layout,
-    Sandbox,
-    bwrap_argv,
-    conflicts,
-    hidden_paths,
-    map_files,
-)
+from mis_adapters.process.sandbox import NO_SANDBOX, Sandbox, bwrap_argv
+from mis_adapters.process.view import View, map_view
+from mis_adapters.storage.layout import RUN_FOLDER_MODE
+from mis_adapters.storage.layout import RUN_RECORD as RECORD
 from mis_adapters.storage.ownership import owner_alive
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
 
-RECORD = ".map-process"  # in the workspace: "<supervisor pid> <MONAI_JOBID>"
 _MARGIN = 2.0  # beyond the grace, for the supervisor to kill and reap
 
 
@@ -73,10 +67,11 @@ class ProcessJobBackend:
         base_env: Mapping[str, str] | None = None,
         payload_root: Path | None = None,
         sandbox: Sandbox = NO_SANDBOX,
-        mis_files: Sequence[str | os.PathLike[str] | None] = (),
-        home: str | None = None,
+        secrets: Mapping[str, str | os.PathLike[str] | None] | None = None,
+        read_only_paths: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
-        """`mis_files` and `home`: what of MIS's the sandbox hides besides the payload."""
+        """`secrets` (what each is → its path) and the payload folder: what the sandbox
+        never shows a MAP; `read_only_paths`: folders it shows besides the MAP's program."""
         self.kill_grace_seconds = kill_grace_seconds
         self.pids_limit = pids_limit
         self.log_tail_lines = log_tail_lines
@@ -85,9 +80,10 @@ class ProcessJobBackend:
         self.payload_root = payload_root
         self.basics = basic_environment(os.environ if base_env is None else base_env)
         self.sandbox = sandbox
-        self.mis_files = tuple(mis_files)
-        self.home = home
+        self.guard = Guard.of(str(payload_root or ""), secrets or {})
+        self.read_only_paths = tuple(os.path.abspath(p) for p in read_only_paths)
         self.cwd = os.getcwd()
+        self._view: View | ViewRefused | None = None
         self.supervisors: set[int] = set()  # live ones: never taken for a MAP's orphans
         self._spawning: anyio.Lock | None = None  # a supervisor is not yet in the set
         self._exiting: list[Process] = []  # supervisors that reported, not yet collected
@@ -100,12 +96,24 @@ class ProcessJobBackend:
             raise BackendUnavailable(
                 "The MAP's program was not found; check map.command in the configuration."
             )
-        words = absolute_words([*self.spec.command, *self.spec.args], self.cwd)
-        problem = self._sandbox_conflict(
-            map_files(words, self.basics.get("PATH")), str(self.payload_root or "")
-        )
-        if problem:
-            raise BackendUnavailable(problem)
+        try:
+            self.view()
+        except ViewRefused as exc:
+            raise BackendUnavailable(str(exc)) from None
+
+    def view(self) -> View | None:
+        """What the MAP sees of the host's files in the sandbox (None without one), derived
+        once; ViewRefused when it would show a payload folder or a secret."""
+        if not self.sandbox.bwrap:
+            return None
+        if self._view is None:
+            try:
+                self._view = self._derive(self.spec)
+            except ViewRefused as exc:
+                self._view = exc
+        if isinstance(self._view, ViewRefused):
+            raise self._view
+        return self._view
 
     async def sweep(self) -> int:
         """Kill what the runs of a crashed MIS left running (normally nothing: the
@@ -139,15 +147,25 @@ class ProcessJobBackend:
                 f"The MAP's program {argv[0]} was not found; check map.command in the "
                 "configuration."
             )
-        files = map_files(words, env.get("PATH"))  # what the MAP's command names of its own
-        problem = self._sandbox_conflict(files, workspace.payload_dir)
-        if problem:
-            return JobOutcome(succeeded=False, reason=f"could not be started: {problem}")
+        try:
+            view = self._view_for(request.map)
+        except ViewRefused as exc:
+            return JobOutcome(succeeded=False, reason=f"could not be started: {exc}")
         for folder in (workspace.work_dir, workspace.tmp_dir):
-            os.mkdir(folder, 0o700)
+            os.mkdir(folder, RUN_FOLDER_MODE)
         memory = limits.memory_limit(request.map.resources)
         report = Path(workspace.file(REPORT))
-        sandbox = self._sandbox_argv(request, files, memory)
+        sandbox = (
+            bwrap_argv(
+                self.sandbox,
+                view,
+                workspace,
+                gpu=request.map.resources.gpu,
+                shm_bytes=memory,
+            )
+            if view is not None
+            else []
+        )
         command = supervised(
             [*sandbox, "--", *argv] if sandbox else argv,
             report=str(report),
@@ -231,34 +249,20 @@ class ProcessJobBackend:
             tg.cancel_scope.cancel()
         return _read_report(report)
 
-    def _sandbox_argv(self, request: JobRequest, files: Sequence[str], memory: int) -> list[str]:
-        if not self.sandbox.bwrap:
-            return []
-        workspace = request.workspace
-        layout = Layout(
-            workspace.input_dir, workspace.output_dir, workspace.work_dir, workspace.tmp_dir
-        )
-        return bwrap_argv(
-            self.sandbox,
-            layout,
-            self._hidden(workspace.payload_dir),
-            files,
-            gpu=request.map.resources.gpu,
-            shm_bytes=memory,
-        )
+    def _view_for(self, spec: MapSpec) -> View | None:
+        """The configured MAP's view, or one for another MAP (tests run several)."""
+        if spec == self.spec or not self.sandbox.bwrap:
+            return self.view()
+        return self._derive(spec)
 
-    def _hidden(self, payload_root: str) -> Hidden:
-        return hidden_paths(payload_root, self.mis_files, self.home)
-
-    def _sandbox_conflict(self, files: Sequence[str], payload_root: str) -> str:
-        if not self.sandbox.bwrap or not payload_root:
-            return ""
-        hidden = conflicts(files, self._hidden(payload_root))
-        if not hidden:
-            return ""
-        return (
-            f"the sandbox hides {hidden[0]} (MIS's own files and the payload folder are "
-            "hidden from the MAP); install the MAP elsewhere, or set process.sandbox: none"
+    def _derive(self, spec: MapSpec) -> View:
+        words = absolute_words([*spec.command, *spec.args], self.cwd)
+        return map_view(
+            words,
+            self.basics.get("PATH"),
+            guard=self.guard,
+            read_only_paths=self.read_only_paths,
+            home=os.environ.get("HOME"),
         )
 
     async def _terminate(

@@ -16,11 +16,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mis_adapters.storage.layout import RUN_REPORT as REPORT
 from mis_core.model import JobRequest
+
+__all__ = ["REPORT", "SUPERVISOR", "absolute_words", "basic_environment", "supervised"]
 
 SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 BASICS = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})  # and every LC_*
-REPORT = ".map-exit"  # in the workspace: how the MAP ended, written by the supervisor
 
 
 def basic_environment(environ: Mapping[str, str]) -> dict[str, str]:

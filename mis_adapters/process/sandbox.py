@@ -1,38 +1,30 @@
 """The process backend's sandbox: bubblewrap (`bwrap`), where it works, around every MAP run.
 
 Inside it the MAP has its own PID, network (loopback only), IPC, UTS, user and cgroup
-namespaces, cannot make user namespaces of its own, and sees the host's file system
-read-only, minus what MIS must keep to itself:
-
-- the payload folder (a read-only empty tmpfs), with only this request's `input/` (read-only),
-  `output/`, `work/` and `tmp/` bound back in; `/tmp` is the request's `tmp/` folder;
-- MIS's configuration file, tokens file, TLS key, kubeconfig and container engine socket
-  (each covered by /dev/null, which the MAP cannot open: bubblewrap's binds are `nodev`),
-  MIS's home folder and `/run` (empty read-only tmpfs: host services' sockets live there);
-- a fresh `/dev` (null, zero, random, tty, ..., the GPUs when `gpu > 0`), read-only but for a
-  `/dev/shm` no larger than the memory limit, and a `/proc` of its own processes only.
+namespaces, cannot make user namespaces of its own, and sees of the host's files only an
+allow-list (view.py), read-only: the system's folders, a few /etc files, its own program and
+the folders in `process.read_only_paths`. On top of those, its request's folders at their
+host paths: `input/` read-only, `output/`, `work/` and `tmp/` writable, and `/tmp` is the
+request's `tmp/`. A fresh `/dev` (null, zero, random, tty, ..., the GPUs when `gpu > 0`),
+read-only but for a `/dev/shm` no larger than the memory limit, and a `/proc` of its own
+processes only. Everything else is read-only, the root included.
 
 When its first process ends, every process in it is killed (the namespace's init goes), and
 when MIS or the supervisor dies, `--die-with-parent` ends it.
-
-Whatever MAP files the command names (its program, its script, a model folder) that lie in
-MIS's home folder or in `/tmp` stay visible read-only: the first folder below the hidden one
-that holds each is bound back in.
 """
 
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Literal
 
 import attrs
 
 from mis_adapters.process import limits
+from mis_adapters.process.view import View, system_view
+from mis_core.model import Workspace
 
 SandboxSetting = Literal["auto", "bubblewrap", "none"]
 
@@ -47,7 +39,7 @@ NAMESPACES = (
     "--die-with-parent",
     "--new-session",
 )
-BASE = (*NAMESPACES, "--cap-drop", "ALL", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc")
+BASE = (*NAMESPACES, "--cap-drop", "ALL")
 
 
 class SandboxUnavailable(Exception):
@@ -67,14 +59,6 @@ class Sandbox:
 
 
 NO_SANDBOX = Sandbox(reason="process.sandbox is none")
-
-
-@attrs.frozen
-class Hidden:
-    """What of MIS a MAP must not see: folders become empty, files cannot be opened."""
-
-    folders: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()
 
 
 def choose(setting: SandboxSetting) -> Sandbox:
@@ -99,7 +83,7 @@ def probe() -> str | None:
         return "bwrap is not installed (Debian and Ubuntu: the bubblewrap package)"
     try:
         result = subprocess.run(
-            [bwrap, *BASE, "--", "true"],
+            [*bwrap_argv(Sandbox(bwrap=bwrap), system_view(), None), "--", "true"],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=10,
@@ -118,24 +102,6 @@ def probe() -> str | None:
     return None
 
 
-def hidden_paths(
-    payload_root: str,
-    files: Iterable[str | os.PathLike[str] | None],
-    home: str | None,
-) -> Hidden:
-    """MIS's own files and folders, as the sandbox hides them (missing ones are skipped)."""
-    folders = [os.path.abspath(payload_root), "/run"]
-    if home and os.path.isabs(home) and os.path.isdir(home) and os.path.realpath(home) != "/":
-        folders.append(os.path.realpath(home))
-    kept: list[str] = []
-    for path in (os.path.abspath(f) for f in files if f):
-        if os.path.isdir(path):
-            folders.append(path)
-        elif os.path.exists(path):  # a file, or a socket such as the container engine's
-            kept.append(path)
-    return Hidden(folders=tuple(dict.fromkeys(folders)), files=tuple(dict.fromkeys(kept)))
-
-
 def containment(chosen: Sandbox) -> list[str]:
     """What is and is not contained, for the start-up log and `mis config check`."""
     always = (
@@ -147,9 +113,9 @@ def containment(chosen: Sandbox) -> list[str]:
     if chosen.bwrap:
         return [
             "process sandbox: bubblewrap. The MAP has no network (loopback only), sees no "
-            "process but its own, and sees the host's files read-only without the payload "
-            "folder (only its request's input, read-only, and output), MIS's configuration, "
-            "tokens file, TLS key, kubeconfig, home folder and /run; its /tmp is private",
+            "process but its own, and of the host's files only the system's folders, a few "
+            "/etc files, its own program and process.read_only_paths, read-only, and its "
+            "request's folders (input read-only; output, work and /tmp its own)",
             always,
         ]
     return [
@@ -161,90 +127,56 @@ def containment(chosen: Sandbox) -> list[str]:
     ]
 
 
-@attrs.frozen
-class Layout:
-    """One request's folders, host paths (the sandbox shows them at the same paths)."""
-
-    input_dir: str
-    output_dir: str
-    work_dir: str
-    tmp_dir: str
-
-
 def bwrap_argv(
     sandbox: Sandbox,
-    layout: Layout,
-    hidden: Hidden,
-    map_files: Sequence[str],
+    view: View,
+    workspace: Workspace | None,
     *,
-    gpu: int,
-    shm_bytes: int,
+    gpu: int = 0,
+    shm_bytes: int = 0,
 ) -> list[str]:
-    """The bwrap command line (up to `--`) for one MAP run.
+    """The bwrap command line (up to `--`) for one MAP run (or, without a workspace, for the
+    start-up probe).
 
-    Order matters: a later mount covers an earlier one. Hidden folders go outer first, each
-    followed by the MAP's own files bound back into it, so a hidden folder inside one that is
-    bound back (MIS's home in /tmp) is hidden again; MIS's files and the payload folder come
-    after all of them (a quick start keeps its payload folder in the checkout of the MAP).
-    """
-    payload, *others = hidden.folders
-    layers = sorted([*others, "/tmp"], key=_depth)
+    Order matters: a later mount covers an earlier one, so /tmp (the request's own) comes
+    first, then the view's entries, parents first, and the request's folders. bubblewrap
+    makes the folders a mount needs in the root's empty tmpfs, or, under /tmp, in an empty
+    tmpfs of their own rather than in the request's tmp; all are made read-only last."""
+    request = _request_folders(workspace)
+    under_tmp = _first_below("/tmp", [e.path for e in view.entries] + [f for f, _ in request])
     argv = [sandbox.bwrap, *BASE]
-    for folder in layers:
-        argv += ["--bind", layout.tmp_dir, "/tmp"] if folder == "/tmp" else ["--tmpfs", folder]
-        for source in _bound_back(map_files, folder, layers):
-            argv += ["--ro-bind", source, source]
-    for path in hidden.files:
-        if not _inside(path, [payload]):
-            argv += ["--ro-bind", "/dev/null", path]
-    argv += ["--tmpfs", payload]
-    argv += ["--ro-bind", layout.input_dir, layout.input_dir]
-    for folder in (layout.output_dir, layout.work_dir, layout.tmp_dir):
-        argv += ["--bind", folder, folder]
-    if gpu > 0:
+    if workspace is not None:
+        argv += ["--bind", workspace.tmp_dir, "/tmp"]
+        for folder in under_tmp:
+            argv += ["--tmpfs", folder]
+    argv += view.argv()
+    argv += ["--dev", "/dev", "--proc", "/proc"]
+    for folder, how in request:
+        argv += [how, folder, folder]
+    if gpu > 0:  # GPU libraries read the devices' details in /sys
+        argv += ["--ro-bind", "/sys", "/sys"]
         for device in sorted(glob.glob("/dev/nvidia*")):
             argv += ["--dev-bind", device, device]
     if shm_bytes > 0:
         argv += ["--size", str(shm_bytes)]
-    argv += ["--tmpfs", "/dev/shm"]
-    for folder in [payload, *others, "/dev"]:
+    argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev", *view.sealing()]
+    for folder in under_tmp if workspace is not None else ():
         argv += ["--remount-ro", folder]
-    argv += ["--chdir", layout.work_dir]
+    argv += ["--remount-ro", "/"]
+    if workspace is not None:
+        argv += ["--chdir", workspace.work_dir]
     return argv
 
 
-def map_files(argv: Sequence[str], path: str | None) -> list[str]:
-    """The absolute paths the MAP's command names (its program found on `path`, and each
-    argument that is an existing path), with where their links lead."""
-    found: list[str] = []
-    program = shutil.which(argv[0], path=path) if argv else None
-    for word in [program or "", *argv[1:]]:
-        if os.path.isabs(word) and os.path.exists(word):
-            found += [os.path.abspath(word), os.path.realpath(word)]
-    return list(dict.fromkeys(found))
+def _request_folders(workspace: Workspace | None) -> list[tuple[str, str]]:
+    """The request's folders with how each is bound: input read-only, the rest writable."""
+    if workspace is None:
+        return []
+    writable = (workspace.output_dir, workspace.work_dir, workspace.tmp_dir)
+    return [(workspace.input_dir, "--ro-bind"), *((f, "--bind") for f in writable)]
 
 
-def conflicts(files: Sequence[str], hidden: Hidden) -> list[str]:
-    """The MAP's own files that the sandbox would hide and cannot show: those in the payload
-    folder or among MIS's hidden files (the home folder and /tmp are bound back)."""
-    payload = hidden.folders[:1]
-    return [f for f in files if _inside(f, payload) or f in hidden.files]
-
-
-def _bound_back(files: Sequence[str], folder: str, layers: Sequence[str]) -> list[str]:
-    """For each file whose innermost hidden folder is `folder`, the first path below `folder`
-    that leads to it."""
-    sources: list[str] = []
-    for file in files:
-        owners = [layer for layer in layers if _inside(file, [layer]) and file != layer]
-        if owners and max(owners, key=len) == folder:
-            sources.append(os.path.join(folder, Path(file).relative_to(folder).parts[0]))
-    return sorted(set(sources))
-
-
-def _inside(path: str, folders: Iterable[str]) -> bool:
-    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
-
-
-def _depth(path: str) -> int:
-    return len(Path(path).parts)
+def _first_below(top: str, paths: list[str]) -> list[str]:
+    """For the paths below `top`, the distinct folders one level below it that lead there."""
+    prefix = top.rstrip("/") + "/"
+    return sorted({prefix + p[len(prefix) :].split("/")[0] for p in paths if p.startswith(prefix)})

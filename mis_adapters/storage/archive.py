@@ -32,9 +32,8 @@ import attrs
 
 from mis_adapters.cpus import worker_count
 from mis_adapters.storage import unpack_processes
+from mis_adapters.storage.layout import INPUT_FILE_MODE, INPUT_FOLDER_MODE
 from mis_adapters.storage.unpack import (
-    INPUT_FILE_MODE,
-    INPUT_FOLDER_MODE,
     is_folder,
     is_small,
     parts,

@@ -32,10 +32,11 @@ from typing import Literal
 
 import attrs
 
-MARKER = ".mis-workspace"
+from mis_adapters.storage.layout import WORKSPACE_MARKER as MARKER
+from mis_adapters.storage.layout import WORKSPACE_MARKER_MODE as MARKER_MODE
+
 HEARTBEAT_SECONDS = 10.0
 LEASE_SECONDS = 60.0
-MARKER_MODE = 0o640
 _MARKER_READ = 4096
 _OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 

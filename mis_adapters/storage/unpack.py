@@ -31,11 +31,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from mis_adapters.storage.layout import INPUT_FILE_MODE, INPUT_FOLDER_MODE
 from mis_adapters.storage.zipindex import Layout, Record, corrupt, local_data_start, records
 from mis_core.errors import InvalidInput
 
-INPUT_FILE_MODE = 0o640  # the MAP may read through MIS's group; other users get nothing
-INPUT_FOLDER_MODE = 0o750
 _STORED = 0
 _COPY_CHUNK = 1024 * 1024
 # Compressed bytes read at a time: small, as each capped call copies what it left unread.

@@ -1,15 +1,7 @@
 """The payload volume on a local (or mounted) filesystem: one workspace folder per request.
 
-Layout of a workspace, named after the request id (a Kubernetes Job mounts the two folders
-with `subPath`):
-
-    <payload_dir>/<request-id>/                 0750
-    <payload_dir>/<request-id>/.mis-workspace   0640 marker: its owner, locked (ownership.py)
-    <payload_dir>/<request-id>/upload.zip       0600 the archive as received
-    <payload_dir>/<request-id>/input/           0750, files 0640: what the MAP reads
-    <payload_dir>/<request-id>/output/          2770: what the MAP writes
-    <payload_dir>/<request-id>/work/, tmp/      0700, made by the process backend's job: the
-                                                MAP's cwd and HOME, its TMPDIR
+One workspace per request, named after the request id (a Kubernetes Job mounts its input
+and output folders with `subPath`); layout.py has every name and mode in it.
 
 Nothing grants other users anything, whatever the umask (modes are set explicitly). A MAP
 that runs as another user than MIS (a container image's own user) reaches the workspace
@@ -41,7 +33,17 @@ from mis_adapters.storage.archive import (
     is_disk_full,
     storage_full_error,
 )
-from mis_adapters.storage.ownership import MARKER, Claim, Heartbeat, claim, look
+from mis_adapters.storage.layout import (
+    OUTPUT_MODE,
+    UPLOAD,
+    UPLOAD_MODE,
+    WORKSPACE_MODE,
+    make_payload_root,
+)
+from mis_adapters.storage.layout import (
+    WORKSPACE_MARKER as MARKER,
+)
+from mis_adapters.storage.ownership import Claim, Heartbeat, claim, look
 from mis_adapters.storage.remove import make_writable, remove_entry
 from mis_adapters.storage.walk import OutputProblem, OutputTooLarge
 from mis_adapters.storage.zipwriter import COMPRESSION_POLICIES, zip_folder
@@ -51,11 +53,6 @@ from mis_core.model import Workspace
 __all__ = ["MARKER", "LocalStorage", "PayloadLimits"]
 
 _CHUNK = 1024 * 1024
-UPLOAD = "upload.zip"
-PAYLOAD_MODE = 0o750  # the payload folder, when MIS makes it
-WORKSPACE_MODE = 0o750
-UPLOAD_MODE = 0o600
-OUTPUT_MODE = 0o2770
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _REFILLS = 100  # times a workspace may fill again while being emptied
 
@@ -104,7 +101,7 @@ class LocalStorage:
         folder = Path(workspace.root)
         try:
             if not self.root.is_dir():
-                self.root.mkdir(mode=PAYLOAD_MODE, parents=True, exist_ok=True)
+                make_payload_root(self.root)
             os.mkdir(folder, WORKSPACE_MODE)
         except FileExistsError:
             raise Busy(f"A request with id {request_id} is already in progress.") from None

@@ -289,8 +289,10 @@ async def test_the_environment_is_built_from_nothing(tmp_path: Path) -> None:
             *("MONAI_INPUTPATH", "MONAI_OUTPUTPATH", "HOLOSCAN_INPUT_PATH"),
             *("HOLOSCAN_OUTPUT_PATH", "MONAI_JOBID", "MONAI_TIMEOUT"),
             *("MONAI_HOSTNAME", "MONAI_HOSTVERSION"),
+            "PYTHONUNBUFFERED",
         ]
     )
+    assert env["PYTHONUNBUFFERED"] == "1"
     assert env["PATH"] == "/usr/bin:/bin"
     assert env["HOME"] == cwd == ws.work_dir
     assert env["TMPDIR"] == ws.tmp_dir

@@ -1,13 +1,13 @@
-"""The sandbox's mounts, with real bubblewrap: a quick start's layout, where the MAP's checkout
-and the payload folder both lie in MIS's home folder.
+"""The sandbox's allow-list, with real bubblewrap: what a MAP sees of the host's files.
 
-What the sandbox hides is a matter of mounts, not permissions, so this runs as whichever user
+What the sandbox shows is a matter of mounts, not permissions, so this runs as whichever user
 the tests run as (tests/containment runs the same sandbox with MIS as the unprivileged user).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +15,9 @@ import pytest
 
 from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
+from mis_adapters.process.exposure import ViewRefused
+from mis_adapters.process.view import SYSTEM, system_view
+from mis_adapters.storage import layout
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 from tests.containment.probes import require_bubblewrap
@@ -22,7 +25,7 @@ from tests.containment.probes import require_bubblewrap
 pytestmark = pytest.mark.anyio
 
 LOOK_AROUND = """
-import json, os
+import json, os, sys
 from pathlib import Path
 
 def attempt(action):
@@ -31,56 +34,160 @@ def attempt(action):
     except OSError as exc:
         return exc.errno
 
-home, payload, secret, tokens, config = os.environ["LOOK_AT"].split(":")
-seen = {
-    "home": attempt(lambda: sorted(os.listdir(home))),
-    "payload": attempt(lambda: sorted(os.listdir(payload))),
-    "secret": attempt(lambda: Path(secret).read_text()),
-    "tokens": attempt(lambda: Path(tokens).read_text()),
-    "config": attempt(lambda: Path(config).read_text()),
-}
+def write(path):
+    Path(path, "written").write_text("x")
+    return "written"
+
+seen = {}
+for name, path in json.loads(os.environ["LOOK_AT"]).items():
+    if name.startswith("list:"):
+        seen[name] = attempt(lambda: sorted(os.listdir(path)))
+    elif name.startswith("write:"):
+        seen[name] = attempt(lambda: write(path))
+    else:
+        seen[name] = attempt(lambda: Path(path).read_text())
+import helper  # a module beside the script, as the example MAP has
+seen["helper"] = helper.VALUE
 Path(os.environ["MONAI_OUTPUTPATH"], "seen.json").write_text(json.dumps(seen))
 """
+ENOENT, EROFS = 2, 30
 
 
-async def test_the_maps_checkout_in_mis_home_is_shown_and_nothing_else_of_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    require_bubblewrap()
-    home = tmp_path / "home"
-    secret = home / ".ssh" / "id_ed25519"
-    secret.parent.mkdir(parents=True)
-    secret.write_text("PRIVATE KEY")
-    checkout = home / "src" / "mis"
-    (checkout / "apps").mkdir(parents=True)
-    (checkout / "apps" / "look.py").write_text(LOOK_AROUND)
-    tokens, config = checkout / "tokens", checkout / "mis.yaml"
-    tokens.write_text("a-token\n")
-    config.write_text("backend: process\n")
-    payload = checkout / ".mis" / "payload"  # as the quick start's mis.yaml has it
-    ws, other = Workspace(str(payload), "req-7"), Workspace(str(payload), "other-request")
-    for folder in (ws.input_dir, ws.output_dir, other.input_dir):
-        Path(folder).mkdir(parents=True)
-    monkeypatch.chdir(checkout)  # the command's script path is relative to it
-    look_at = ":".join(str(p) for p in (home, payload, secret, tokens, config))
-    spec = MapSpec(command=(sys.executable, "apps/look.py"), env={"LOOK_AT": look_at})
-    backend = ProcessJobBackend(
+def checkout_with_a_map(root: Path) -> Path:
+    """A checkout as the quick start's: the MAP's script beside its modules, the
+    configuration and tokens file, and the payload folder in the checkout."""
+    apps = root / "src" / "mis" / "apps"
+    apps.mkdir(parents=True)
+    (apps / "look.py").write_text(LOOK_AROUND)
+    (apps / "helper.py").write_text("VALUE = 'imported'\n")
+    return apps.parent
+
+
+def backend_for(
+    spec: MapSpec, payload: Path, secrets: dict[str, Path], **options: object
+) -> ProcessJobBackend:
+    return ProcessJobBackend(
         spec,
         payload_root=payload,
         sandbox=sandbox.choose("bubblewrap"),
-        mis_files=[str(tokens), str(config)],
-        home=str(home),
+        secrets=dict(secrets),
+        **options,  # type: ignore[arg-type]
     )
+
+
+async def run_look(backend: ProcessJobBackend, spec: MapSpec, ws: Workspace) -> dict[str, object]:
+    for folder in (ws.input_dir, ws.output_dir):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    outcome = await backend.run(JobRequest(ws.name, spec, ws), JobProgress())
+    assert outcome.succeeded, outcome
+    seen: dict[str, object] = json.loads((Path(ws.output_dir) / "seen.json").read_text())
+    return seen
+
+
+async def test_the_maps_folder_is_shown_without_the_secrets_and_payload_folders_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick start's layout, and worse: the configuration, tokens file, this
+    installation's payload folder and another installation's all lie in the folder of the
+    MAP's script; its modules are shown, none of those."""
+    require_bubblewrap()
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
+    checkout = checkout_with_a_map(home)
+    apps = checkout / "apps"
+    config, tokens = apps / "mis.yaml", apps / "tokens"
+    config.write_text("backend: process\n")
+    tokens.write_text("a-token\n")
+    payload = apps / ".mis" / "payload"
+    other = apps / "other-install" / "payload"
+    other.mkdir(parents=True)
+    layout.mark_payload_root(other)
+    (other / "their-request").mkdir()
+    (other / "their-request" / "upload.zip").write_text("PHI")
+    beside = checkout / "notes"
+    beside.mkdir()
+    (beside / "todo.txt").write_text("a file in a folder beside the MAP's")
+    (checkout / "README").write_text("beside the MAP's folder")
+    ws = Workspace(str(payload), "req-7")
+    Path(ws.input_dir).mkdir(parents=True)
+    Path(Workspace(str(payload), "other-request").input_dir).mkdir(parents=True)
+    monkeypatch.chdir(checkout)  # the command's script path is relative to it
+    look_at = {
+        "list:home": str(home),
+        "ssh": str(home / ".ssh" / "id_ed25519"),
+        "config": str(config),
+        "tokens": str(tokens),
+        "list:payload": str(payload),
+        "theirs": str(other / "their-request" / "upload.zip"),
+        "list:theirs": str(other),
+        "beside": str(beside / "todo.txt"),
+        "readme": str(checkout / "README"),
+        "write:apps": str(apps),
+    }
+    spec = MapSpec(command=(sys.executable, "apps/look.py"), env={"LOOK_AT": json.dumps(look_at)})
+    backend = backend_for(spec, payload, {"configuration": config, "tokens file": tokens})
     await backend.check()
 
-    outcome = await backend.run(JobRequest("req-7", spec, ws), JobProgress())
+    seen = await run_look(backend, spec, ws)
 
-    assert outcome.succeeded, outcome
-    seen = json.loads((Path(ws.output_dir) / "seen.json").read_text())
-    assert seen["home"] == ["src"]  # the folder holding its script, bound back; no .ssh
-    assert seen["secret"] == 2  # ENOENT
-    assert seen["payload"] == ["req-7"]  # inside the bound-back checkout, hidden again
-    assert seen["tokens"] == seen["config"] == 13  # EACCES: covered by /dev/null
+    assert seen["helper"] == "imported"  # the script's folder is there, entry by entry
+    assert seen["config"] == seen["tokens"] == ENOENT
+    assert seen["theirs"] == seen["list:theirs"] == ENOENT
+    assert seen["list:payload"] == ["req-7"]  # only the mount points of its own folders
+    assert seen["ssh"] == seen["beside"] == seen["readme"] == ENOENT
+    assert seen["list:home"] == ["src"]  # the way to its folder; nothing of home itself
+    assert seen["write:apps"] == EROFS
+    shown = "\n".join(backend.view().describe())  # type: ignore[union-attr]
+    assert f"{apps / 'helper.py'} (named by map.command)" in shown
+    assert str(config) not in shown
+    assert str(other) not in shown
+
+
+async def test_a_folder_in_read_only_paths_is_shown_read_only(tmp_path: Path) -> None:
+    require_bubblewrap()
+    apps = checkout_with_a_map(tmp_path / "opt") / "apps"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "weights.txt").write_text("w")
+    payload = tmp_path / "payload"
+    look_at = {"weights": str(models / "weights.txt"), "write:models": str(models)}
+    spec = MapSpec(
+        command=(sys.executable, str(apps / "look.py")), env={"LOOK_AT": json.dumps(look_at)}
+    )
+    backend = backend_for(spec, payload, {}, read_only_paths=[str(models)])
+
+    seen = await run_look(backend, spec, Workspace(str(payload), "req-1"))
+
+    assert seen["weights"] == "w"
+    assert seen["write:models"] == EROFS
+    without = backend_for(spec, payload, {})
+    assert (await run_look(without, spec, Workspace(str(payload), "req-2")))["weights"] == ENOENT
+
+
+@pytest.mark.parametrize("what", ["this payload folder", "another payload folder", "tokens"])
+async def test_a_declared_folder_holding_a_payload_folder_or_a_secret_is_refused(
+    tmp_path: Path, what: str
+) -> None:
+    require_bubblewrap()
+    data = tmp_path / "data"
+    payload = data / "payload" if what == "this payload folder" else tmp_path / "payload"
+    (data / "deep").mkdir(parents=True)
+    if what == "another payload folder":
+        layout.mark_payload_root(data / "deep")
+    tokens = data / "deep" / "tokens" if what == "tokens" else tmp_path / "tokens"
+    tokens.write_text("t")
+    spec = MapSpec(command=(sys.executable, "-c", "pass"))
+    backend = backend_for(
+        spec, payload, {"tokens file (server.auth.tokens_file)": tokens}, read_only_paths=[data]
+    )
+    with pytest.raises(ViewRefused, match=f"{data} in process.read_only_paths: {data} holds"):
+        backend.view()
+    with pytest.raises(BackendUnavailable, match="Move one out of the other"):
+        await backend.check()
+    outcome = await backend.run(JobRequest("r", spec, Workspace(str(payload), "r")), JobProgress())
+    assert not outcome.succeeded
+    assert "could not be started" in outcome.reason
 
 
 async def test_a_map_kept_in_the_payload_folder_is_not_ready(tmp_path: Path) -> None:
@@ -92,9 +199,23 @@ async def test_a_map_kept_in_the_payload_folder_is_not_ready(tmp_path: Path) -> 
     spec = MapSpec(command=(sys.executable, str(script)))
     backend = ProcessJobBackend(spec, payload_root=payload, sandbox=sandbox.choose("bubblewrap"))
     with pytest.raises(
-        BackendUnavailable, match=r"the sandbox hides .*map\.py.*process\.sandbox: none"
+        BackendUnavailable, match=r"map\.py is MIS's payload folder .* or lies in it"
     ):
         await backend.check()
+
+
+def test_the_system_folders_are_links_where_the_host_merged_usr() -> None:
+    entries = {e.path: e for e in system_view().entries}
+    for folder in SYSTEM:
+        if os.path.islink(folder):
+            assert entries[folder].link == os.readlink(folder)
+        elif os.path.isdir(folder):
+            assert entries[folder].source == folder
+        else:
+            assert folder not in entries
+    assert "/etc/passwd" in entries
+    assert not any(path.startswith("/etc/ssl/private") for path in entries)
+    assert all(os.path.lexists(path) for path in entries)
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,13 @@ def test_map_environment_follows_the_map_conventions_and_map_env_wins() -> None:
     assert env["OMP_NUM_THREADS"] == "8"  # map.env wins
     host = request.environment(request.host_folders)
     assert host["MONAI_INPUTPATH"] == "/p/r-1/input"
+    assert env["PYTHONUNBUFFERED"] == host["PYTHONUNBUFFERED"] == "1"  # every backend's
+
+
+def test_map_env_may_turn_python_buffering_back_on() -> None:
+    spec = MapSpec(env={"PYTHONUNBUFFERED": ""})
+    request = JobRequest("r-1", spec, Workspace("/p", "r-1"))
+    assert request.environment(request.container_folders)["PYTHONUNBUFFERED"] == ""
 
 
 def test_gate_releases_its_slot_when_the_block_raises() -> None:

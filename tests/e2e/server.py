@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
+from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
 from tests.nonroot import NonRoot, maps_dir
 
 REPO = Path(__file__).parents[2]
@@ -34,9 +35,10 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def leftovers(self) -> list[str]:
-        return (
-            sorted(p.name for p in self.payload_dir.iterdir()) if self.payload_dir.exists() else []
-        )
+        """What the payload folder holds besides its marker."""
+        if not self.payload_dir.exists():
+            return []
+        return sorted(p.name for p in self.payload_dir.iterdir() if p.name != PAYLOAD_ROOT_MARKER)
 
     def wait_until_clean(self, timeout: float = 5.0) -> None:
         """Wait for the payload folder to be empty: workspaces go just after their response."""

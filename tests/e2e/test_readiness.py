@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
 from tests.e2e.server import REPO, Server, running_server, scripted_map_config, wait_until
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
@@ -70,6 +71,8 @@ def test_a_payload_folder_that_goes_away_makes_readiness_503_until_it_is_back(
 ) -> None:
     with running_server(scripted_map_config(tmp_path), tmp_path) as server:
         assert readiness(server) == (200, "")
+        marker = server.payload_dir / PAYLOAD_ROOT_MARKER
+        marker.unlink()
         server.payload_dir.rmdir()
         status, message = readiness(server)
         assert status == 503
@@ -77,6 +80,7 @@ def test_a_payload_folder_that_goes_away_makes_readiness_503_until_it_is_back(
         assert str(server.payload_dir) in message
         server.payload_dir.mkdir()
         assert readiness(server) == (200, "")
+        assert marker.is_file()  # marked again, for the sandbox
 
 
 def test_a_payload_folder_mis_cannot_write_makes_readiness_503(nonroot: NonRoot) -> None:

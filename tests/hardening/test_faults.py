@@ -18,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
 from tests.e2e.server import (
     Server,
     raw_request,
@@ -131,7 +132,7 @@ def test_a_full_payload_volume_is_507_and_leaves_nothing(tiny_volume: Path, tmp_
         assert error["code"] == "insufficient_storage"
         assert "ran out of space" in error["message"]
     assert after.status_code == 200  # the space was given back
-    assert list(tiny_volume.iterdir()) == []
+    assert [p.name for p in tiny_volume.iterdir()] == [PAYLOAD_ROOT_MARKER]
 
 
 def test_mis_killed_mid_request_leaves_nothing_after_restart(tmp_path: Path) -> None:
