@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,7 +13,10 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from mis_app.http import ConnectionBudget
 from mis_core.model import StageTimes
 from mis_core.service import InferenceService
 
@@ -54,8 +58,16 @@ class Metrics:
             "mis_deleting_workspaces", "Workspaces of finished requests being deleted", registry=r
         ).set_function(lambda: service.gate.deleting)
         Gauge(
-            "mis_cleanup_failures", "Workspaces that could not be deleted", registry=r
-        ).set_function(lambda: service.cleanup_failures)
+            "mis_cleanup_failures", "Workspace deletions that failed (each retry counts)",
+            registry=r,
+        ).set_function(lambda: service.cleanup_failures)  # fmt: skip
+        Gauge(
+            "mis_failed_deletions_retrying",
+            "Workspaces whose deletion failed and is retried in the background", registry=r,
+        ).set_function(lambda: len(service.failing_deletions))  # fmt: skip
+
+    def watch_connections(self, budget: ConnectionBudget) -> None:
+        self.registry.register(_Connections(budget))
 
     def observe_deletion(self, seconds: float) -> None:
         self.stage_seconds.labels("delete").observe(seconds)
@@ -75,6 +87,25 @@ class Metrics:
                 value = getattr(times, stage)
                 if value:
                     self.stage_seconds.labels(stage).observe(value)
+
+
+class _Connections(Collector):
+    """Open connections, their bound, and those closed at once beyond it."""
+
+    def __init__(self, budget: ConnectionBudget) -> None:
+        self.budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        budget = self.budget
+        yield GaugeMetricFamily("mis_open_connections", "Open HTTP connections", budget.open)
+        yield GaugeMetricFamily(
+            "mis_max_connections", "Open connections accepted at most (server.max_connections)",
+            budget.most,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "mis_refused_connections",
+            "New connections closed at once: server.max_connections were open", budget.refused,
+        )  # fmt: skip
 
 
 def _task_count() -> float:

@@ -3,12 +3,15 @@
 A folder that is missing, not a folder, not writable by MIS, or full, would fail the next
 request; readiness says so, with the reason, so that an orchestrator stops sending traffic
 and an operator sees why. The folder is created at start-up when it can be (a fresh install),
-so "missing" later means it went away (a volume unmounted, a folder deleted).
+so "missing" later means it went away (a volume unmounted, a folder deleted). A workspace
+that could not be deleted for `stuck_deletion_seconds` (MIS keeps retrying) makes it unready
+too: its files stay on the volume, and they would block new requests once enough pile up.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from loguru import logger
@@ -17,8 +20,9 @@ MIN_FREE_BYTES = 1024 * 1024  # less than this is full: no upload fits
 
 
 class PayloadFolder:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, stuck_deletion_seconds: float = 60.0) -> None:
         self.root = root.absolute()
+        self.stuck_deletion_seconds = stuck_deletion_seconds
         if not self.root.exists():
             try:
                 self.root.mkdir(parents=True, mode=0o755)
@@ -49,3 +53,18 @@ class PayloadFolder:
                 f"{stats.f_favail} inodes free); requests would fail until space is freed."
             )
         return ""
+
+    def stuck_deletion(self, failing: Mapping[str, float], now: float) -> str:
+        """Why readiness fails for workspaces that could not be deleted (`failing`: since
+        when each fails), or ''."""
+        if not failing:
+            return ""
+        seconds = now - min(failing.values())
+        if seconds < self.stuck_deletion_seconds:
+            return ""
+        return (
+            f"{len(failing)} workspace(s) of finished requests in {self.root} could not be "
+            f"deleted for {seconds:.0f} seconds (server.stuck_deletion_seconds: "
+            f"{self.stuck_deletion_seconds:g}); MIS keeps retrying. The log says why (for "
+            "example files MIS's user may not remove); fix that and they go."
+        )
