@@ -218,7 +218,8 @@ async def test_a_stray_that_keeps_leaving_ended_orphans_is_still_killed(tmp_path
     ws = workspace(tmp_path)
     pidfile = tmp_path / "spawner"
     spawner = MapSpec(
-        command=("sh", "-c", 'sh -c \'echo $$ > "$1"; while :; do (true &); done\' _ "$1" &', "_", str(pidfile))
+        command=("sh", "-c", 'sh -c \'echo $$ > "$1"; while :; do (true &); done\' _ "$1" &', "_")
+        + (str(pidfile),)
     )
     with anyio.fail_after(10):
         outcome = await ProcessJobBackend(spawner).run(JobRequest("r", spawner, ws), JobProgress())
