@@ -24,7 +24,7 @@ STATUS_BY_CODE = {
     "insufficient_storage": 507,
     "not_found": 404,  # routing, not the service: no such path
     "method_not_allowed": 405,
-    "headers_too_large": 431,  # written by the connection (mis_app.connection), not a route
+    "headers_too_large": 431,  # written by the connection (mis_app.http.head), not a route
     "http_version_not_supported": 505,
 }
 RETRY_AFTER_SECONDS = "5"
