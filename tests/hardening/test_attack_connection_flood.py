@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 DESCRIPTORS = 1024
 FLOOD = 1100
-HEAD_TIMEOUT = 5.0
+HEAD_TIMEOUT = 10.0  # the default; what the header timeout closes comes after it
 MiB = 1024 * 1024
 
 
@@ -132,14 +132,16 @@ def test_a_flood_of_idle_connections_cannot_starve_a_running_study(tmp_path: Pat
         thread, result = post_in_background(server, study)
         wait_until((tmp_path / "started").exists, 30, "the MAP to start")
 
+        flooded = time.monotonic()
         flood = open_idle(server, FLOOD)
         try:
+            (tmp_path / "release").write_text("go")  # the study goes on under the flood
             # beyond the bound (the study's own connection is one of it): closed at once,
-            # well before the header timeout
+            # before the header timeout could close any
             closings = Closings(flood)
-            refused_now = closings.closed_within(1.0)
+            refused_now = closings.closed_within(flooded + HEAD_TIMEOUT - 1 - time.monotonic())
             assert refused_now >= FLOOD - most
-            (tmp_path / "release").write_text("go")
+            assert len(closings.open) >= most - 2  # the rest are accepted
             thread.join(120)
             assert "error" not in result, result.get("error")
             response = result["response"]
@@ -147,7 +149,7 @@ def test_a_flood_of_idle_connections_cannot_starve_a_running_study(tmp_path: Pat
             assert_whole(response, files)
             server.wait_until_clean(30)  # nothing of the study stays on disk
             # the idle rest goes after the header timeout
-            closings.closed_within(3 * HEAD_TIMEOUT, until_all=True)
+            closings.closed_within(2 * HEAD_TIMEOUT, until_all=True)
             assert not closings.open
         finally:
             for sock in flood:
