@@ -69,6 +69,7 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> int:
         port=port,
         http=protocol_class(limits, budget),
         backlog=plan.backlog,
+        ws="none",  # no WebSocket routes; an upgrade would leave the protocol (and its budget)
         log_config=None,
         access_log=False,
         ssl_certfile=_optional(server.tls.cert_file),

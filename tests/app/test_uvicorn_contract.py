@@ -175,7 +175,7 @@ def test_the_installed_uvicorn_has_every_listed_name() -> None:
 
 def test_the_server_hooks_mis_uses_are_there() -> None:
     parameters = inspect.signature(uvicorn.Config).parameters
-    assert {"http", "backlog", "timeout_graceful_shutdown"} <= set(parameters)
+    assert {"http", "backlog", "ws", "timeout_graceful_shutdown"} <= set(parameters)
     assert callable(uvicorn.Server.capture_signals)  # serve.py overrides it
     assert callable(uvicorn.Server.handle_exit)
     assert uvicorn.Server(uvicorn.Config(_protocol)).started is False
