@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from mis_app.errors import ROUTING_CODE_BY_STATUS, error_response, internal_error
 from mis_app.inference import InferenceResponse
 from mis_app.live_log import LiveLogs, log_stream
+from mis_app.readiness import PayloadFolder
 from mis_core.errors import BackendUnavailable
 from mis_core.service import InferenceService
 
@@ -47,8 +48,11 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     try:
-        await request.app.state.service.jobs.check()
-        if problem := request.app.state.payload_folder.problem():
+        service: InferenceService = request.app.state.service
+        await service.jobs.check()
+        folder: PayloadFolder = request.app.state.payload_folder
+        now = service.clock.now()
+        if problem := folder.problem() or folder.stuck_deletion(service.failing_deletions, now):
             raise BackendUnavailable(problem)
     except BackendUnavailable as error:
         return error_response(error, request.state.request_id)

@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> Starlette:
         total_seconds=server.upload_timeout_seconds,
         min_bytes_per_second=server.min_upload_bytes_per_second,
     )
-    app.state.payload_folder = PayloadFolder(server.payload_dir)
+    app.state.payload_folder = PayloadFolder(server.payload_dir, server.stuck_deletion_seconds)
     app.router.redirect_slashes = False
     return app
 

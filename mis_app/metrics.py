@@ -15,9 +15,10 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mis_app.http import ConnectionBudget
 from mis_core.errors import Busy
 from mis_core.model import StageTimes
 from mis_core.service import InferenceService
@@ -60,14 +61,22 @@ class Metrics:
             "mis_deleting_workspaces", "Workspaces of finished requests being deleted", registry=r
         ).set_function(lambda: service.gate.deleting)
         Gauge(
-            "mis_cleanup_failures", "Workspaces that could not be deleted", registry=r
-        ).set_function(lambda: service.cleanup_failures)
+            "mis_cleanup_failures", "Workspace deletions that failed (each retry counts)",
+            registry=r,
+        ).set_function(lambda: service.cleanup_failures)  # fmt: skip
+        Gauge(
+            "mis_failed_deletions_retrying",
+            "Workspaces whose deletion failed and is retried in the background", registry=r,
+        ).set_function(lambda: len(service.failing_deletions))  # fmt: skip
         counts = getattr(service.jobs, "watch_counts", None)  # the Kubernetes backend's
         if counts is not None:
             r.register(_WatchCollector(counts))
         retries = getattr(service.jobs, "api_retries", None)  # the Kubernetes backend's
         if isinstance(retries, Tally):
             r.register(_ApiRetries(retries))
+
+    def watch_connections(self, budget: ConnectionBudget) -> None:
+        self.registry.register(_Connections(budget))
 
     def observe_deletion(self, seconds: float) -> None:
         self.stage_seconds.labels("delete").observe(seconds)
@@ -131,6 +140,25 @@ class _ApiRetries(Collector):
         for (verb, reason), count in sorted(self.tally.items()):
             family.add_metric([verb, reason], count)
         yield family
+
+
+class _Connections(Collector):
+    """Open connections, their bound, and those closed at once beyond it."""
+
+    def __init__(self, budget: ConnectionBudget) -> None:
+        self.budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        budget = self.budget
+        yield GaugeMetricFamily("mis_open_connections", "Open HTTP connections", budget.open)
+        yield GaugeMetricFamily(
+            "mis_max_connections", "Open connections accepted at most (server.max_connections)",
+            budget.most,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "mis_refused_connections",
+            "New connections closed at once: server.max_connections were open", budget.refused,
+        )  # fmt: skip
 
 
 def _task_count() -> float:

@@ -137,8 +137,8 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
             },
             "deleting": {
                 "type": "integer",
-                "description": "Workspaces of finished requests still being deleted (at "
-                "most 2 × capacity workspaces exist; a request admitted beyond that waits)",
+                "description": "Workspaces of finished requests being deleted, or retried "
+                "(at most 2 × capacity exist; a request admitted beyond that waits)",
             },
             "timeout_seconds": {"type": "number"},
             "map": {
@@ -205,7 +205,8 @@ def openapi(protect_metrics: bool) -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "summary": "Readiness: jobs can be started (the backend answers, the MAP's "
-                    "program exists, the payload folder is there, writable and not full)",
+                    "program exists, the payload folder is there, writable, not full, and "
+                    "keeps no workspace failing to be deleted)",
                     "security": [],
                     "parameters": [REQUEST_ID],
                     "responses": {

@@ -4,12 +4,15 @@ A folder that is missing, not a folder, not writable by MIS, or full, would fail
 request; readiness says so, with the reason, so that an orchestrator stops sending traffic
 and an operator sees why. The folder is created at start-up when it can be (a fresh install)
 and marked as a payload folder (layout.py), so "missing" later means it went away (a volume
-unmounted, a folder deleted).
+unmounted, a folder deleted). A workspace that could not be deleted for
+`stuck_deletion_seconds` (MIS keeps retrying) makes it unready too: its files stay on the
+volume, and they would block new requests once enough pile up.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from loguru import logger
@@ -20,8 +23,9 @@ MIN_FREE_BYTES = 1024 * 1024  # less than this is full: no upload fits
 
 
 class PayloadFolder:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, stuck_deletion_seconds: float = 60.0) -> None:
         self.root = root.absolute()
+        self.stuck_deletion_seconds = stuck_deletion_seconds
         existed = self.root.exists()
         problem = prepare_payload_root(self.root)  # and mark it, for the sandbox
         if problem:
@@ -53,3 +57,18 @@ class PayloadFolder:
             )
         mark_payload_root(root)  # again, if the folder came back without it (a new volume)
         return ""
+
+    def stuck_deletion(self, failing: Mapping[str, float], now: float) -> str:
+        """Why readiness fails for workspaces that could not be deleted (`failing`: since
+        when each fails), or ''."""
+        if not failing:
+            return ""
+        seconds = now - min(failing.values())
+        if seconds < self.stuck_deletion_seconds:
+            return ""
+        return (
+            f"{len(failing)} workspace(s) of finished requests in {self.root} could not be "
+            f"deleted for {seconds:.0f} seconds (server.stuck_deletion_seconds: "
+            f"{self.stuck_deletion_seconds:g}); MIS keeps retrying. The log says why (for "
+            "example files MIS's user may not remove); fix that and they go."
+        )

@@ -1,5 +1,8 @@
 """`mis serve`: uvicorn with MIS's connection bounds and a graceful stop.
 
+At start MIS raises its descriptor limit and bounds open connections so that a flood of
+them cannot take the descriptors a request in flight needs (mis_app.http.descriptors).
+
 On SIGTERM or SIGINT uvicorn closes its listening socket (new connections are refused) and
 the idle connections, lets the requests in flight finish for up to `shutdown_grace_seconds`,
 then cancels what is left: a cancelled request stops its MAP the clean way and deletes its
@@ -22,8 +25,9 @@ from typing import Any
 
 import anyio
 import uvicorn
+from loguru import logger
 
-from mis_app.connection import ConnectionLimits, protocol_class
+from mis_app.http import ConnectionBudget, ConnectionLimits, descriptors, protocol_class
 from mis_app.settings import Settings
 
 STARTUP_FAILED = 3
@@ -56,11 +60,16 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> int:
         download_idle_timeout_seconds=server.download_idle_timeout_seconds,
         download_timeout_seconds=server.download_timeout_seconds,
     )
+    plan = descriptor_plan(settings)
+    budget = ConnectionBudget(plan.max_connections)
+    app.state.metrics.watch_connections(budget)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=protocol_class(limits),
+        http=protocol_class(limits, budget),
+        backlog=plan.backlog,
+        ws="none",  # no WebSocket routes; an upgrade would leave the protocol (and its budget)
         log_config=None,
         access_log=False,
         ssl_certfile=_optional(server.tls.cert_file),
@@ -71,6 +80,23 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> int:
     runner = _Server(config)
     runner.run()
     return 0 if runner.started else STARTUP_FAILED
+
+
+def descriptor_plan(settings: Settings) -> descriptors.DescriptorPlan:
+    """Raise the descriptor limit, and bound connections to what requests leave of it."""
+    server = settings.server
+    plan = descriptors.plan(
+        descriptors.raise_limit(), server.max_concurrent, server.max_connections
+    )
+    logger.info(
+        "accepting at most {} connections (server.max_connections) of {} file descriptors, "
+        "{} kept for requests and the listen backlog of {}",
+        plan.max_connections,
+        plan.limit,
+        plan.reserve,
+        plan.backlog,
+    )
+    return plan
 
 
 def shutdown_grace_seconds(settings: Settings) -> float:

@@ -103,6 +103,13 @@ class ServerSettings(_Section):
     # anything else runs.
     max_header_bytes: ByteSize = Field(ByteSize(64 * 1024), ge=1024)
     header_timeout_seconds: float = Field(10.0, gt=0)
+    # Open connections: one more is closed at once. None: what the file descriptor limit leaves
+    # after those requests in flight need (at most 4096); a new connection that sends nothing
+    # for header_timeout_seconds is closed.
+    max_connections: int | None = Field(None, ge=1)
+    # A workspace that failed to be deleted is retried in the background; failing this long,
+    # /readyz answers 503 saying so.
+    stuck_deletion_seconds: float = Field(60.0, gt=0)
     # On SIGTERM/SIGINT, requests in flight get this long to finish before they are stopped;
     # None: map.timeout_seconds + 30.
     shutdown_grace_seconds: float | None = Field(None, ge=0)

@@ -13,8 +13,11 @@ deletion. A cancelled request (a client gone, a server stopping) frees its slot 
 but deletes its files itself before its task ends: nobody waits for its answer, and a server
 stopped by force runs no background tasks. Pending deletions still count: at most
 2 × capacity workspaces exist, and a request admitted beyond that waits for one to go before
-it makes its own (see `AdmissionGate`). Leaving `running()` waits for the deletions under way;
-a workspace whose deletion never ran (MIS died) is swept at the next start.
+it makes its own (see `AdmissionGate`). A deletion that fails (a file MIS may not remove, no
+descriptor free for a moment) is retried in the background, with a back-off, until it works;
+meanwhile it still counts as pending, and `failing_deletions` says since when it fails.
+Leaving `running()` waits for the deletions under way and ends the retries; what is left then
+(or after MIS died) is swept at the next start.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from mis_core.errors import BackendUnavailable, JobTimedOut, MapFailed
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, StageTimes, Workspace
 from mis_core.ports import Clock, JobBackend, Storage
+
+RETRY_FIRST_SECONDS = 1.0  # a failed deletion is tried again after this, then twice as long
+RETRY_MOST_SECONDS = 60.0  # ... up to this between tries
 
 
 class InferenceService:
@@ -52,14 +58,17 @@ class InferenceService:
         self.gate = gate
         self.on_deleted = on_deleted  # seconds one deletion took, for metrics
         self.in_flight: dict[Inference, float] = {}  # keyed by request, not by the client's id
-        self.cleanup_failures = 0
+        self.cleanup_failures = 0  # deletion attempts that failed
+        self.failing_deletions: dict[str, float] = {}  # workspace → when it first failed
         self._deletions: TaskGroup | None = None
+        self._stopping: anyio.Event | None = None  # set when running() ends
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Sweep what an earlier process left, then serve; leaving waits for pending deletions."""
         await self._sweep()
         error: Exception | None = None
+        self._stopping = stopping = anyio.Event()
         async with anyio.create_task_group() as deletions:
             self._deletions = deletions
             try:
@@ -68,6 +77,7 @@ class InferenceService:
                 error = exc
             finally:
                 self._deletions = None
+                stopping.set()  # retries end; the next start sweeps what they leave
         if error is not None:
             raise error
 
@@ -101,17 +111,54 @@ class InferenceService:
         self._deletions.start_soon(self._delete, workspace)  # the request's log context goes too
 
     async def _delete(self, workspace: Workspace) -> None:
+        """Delete the workspace; if that fails, retry in the background while serving."""
+        retrying = False
+        try:
+            if await self._try_delete(workspace):
+                return
+            retrying = self._deletions is not None
+            if retrying:
+                self.failing_deletions[workspace.name] = self.clock.now()
+                self._deletions.start_soon(self._retry, workspace)  # type: ignore[union-attr]
+            else:
+                logger.error("the workspace is left for the next start's sweep")
+        finally:
+            if not retrying:
+                self.gate.deletion_finished()
+
+    async def _try_delete(self, workspace: Workspace) -> bool:
         started = self.clock.now()
         try:
             with anyio.CancelScope(shield=True):
                 await self.storage.delete(workspace)
-        except Exception:
+        except Exception as exc:
             self.cleanup_failures += 1
-            logger.exception("could not delete the workspace; it will be swept at next start")
-        else:
-            logger.info("cleaned")
-            self.on_deleted(self.clock.now() - started)
+            logger.error("could not delete the workspace: {}: {}", type(exc).__name__, exc)
+            return False
+        logger.info("cleaned")
+        self.on_deleted(self.clock.now() - started)
+        return True
+
+    async def _retry(self, workspace: Workspace) -> None:
+        """Try the deletion again, waiting longer each time, until it works or MIS stops."""
+        delay = RETRY_FIRST_SECONDS
+        tries = 1
+        stopping = self._stopping
+        assert stopping is not None  # retries start only while running()
+        try:
+            while True:
+                logger.warning("retrying the deletion in {:g}s (tried {} time(s))", delay, tries)
+                with self.clock.deadline(delay):
+                    await stopping.wait()
+                if stopping.is_set():
+                    logger.error("stopping: the workspace is left for the next start's sweep")
+                    return
+                tries += 1
+                if await self._try_delete(workspace):
+                    return
+                delay = min(2 * delay, RETRY_MOST_SECONDS)
         finally:
+            self.failing_deletions.pop(workspace.name, None)
             self.gate.deletion_finished()
 
 

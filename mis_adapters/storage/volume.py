@@ -199,12 +199,12 @@ class LocalStorage:
         await anyio.to_thread.run_sync(self._delete, workspace.name)
 
     def _delete(self, request_id: str) -> None:
+        """A deletion that fails keeps the workspace claimed (its marker locked and beating):
+        it is this process's to retry, not another's to sweep."""
+        remove_workspace(self.root, request_id)
         held = self._held.pop(request_id)
-        try:
-            remove_workspace(self.root, request_id)
-        finally:
-            if held is not None:
-                held.release()
+        if held is not None:
+            held.release()
 
     async def sweep(self) -> int:
         return await anyio.to_thread.run_sync(self._sweep)

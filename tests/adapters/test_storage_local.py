@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -231,3 +232,24 @@ async def test_the_workers_setting_reaches_unpacking_and_packing(
     (Path(workspace.output_dir) / "out.txt").write_text("ok")
     assert await unzip_stream(storage, workspace) == {"out.txt": b"ok"}
     assert seen == {"unpack": 3, "pack": 3}
+
+
+async def test_a_failed_deletion_keeps_the_workspace_claimed_for_its_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    workspace = await storage.create("r1")
+    remove = volume.remove_workspace
+
+    def no_descriptors(root: Path, name: str) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(volume, "remove_workspace", no_descriptors)
+    with pytest.raises(OSError, match="Too many open files"):
+        await storage.delete(workspace)
+    monkeypatch.setattr(volume, "remove_workspace", remove)  # the fault clears
+    another = LocalStorage(tmp_path / "payload", LIMITS)  # a second MIS on the same folder
+    assert await another.sweep() == 0  # still held: this process retries it
+    assert Path(workspace.root).is_dir()
+    await storage.delete(workspace)
+    assert not Path(workspace.root).exists()

@@ -20,7 +20,7 @@ from tests.core.driving import (
     serving,
     upload,
 )
-from tests.fakes import FakeJobBackend, FakeStorage
+from tests.fakes import FakeClock, FakeJobBackend, FakeStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -104,17 +104,49 @@ async def test_a_consumer_that_stops_reading_frees_the_slot_when_it_closes_the_o
     assert inference.bytes_out == len(b"PK-one")
 
 
-async def test_a_failed_delete_is_counted_and_the_slot_is_still_freed() -> None:
+async def test_a_failed_delete_is_retried_with_back_off_until_it_works() -> None:
+    journal: list[str] = []
+    storage = FakeStorage(journal)
+    storage.fail_delete = True
+    clock = FakeClock()
+    service = make_service(storage, FakeJobBackend(journal, SUCCESS), clock)
+
+    with anyio.fail_after(5):
+        async with serving(service, journal):
+            await full_request(service)
+            await anyio.wait_all_tasks_blocked()
+            assert not service.gate.full  # the slot is free ...
+            assert service.gate.deleting == 1  # ... the workspace still counts
+            assert service.failing_deletions == {"r1": 0.0}
+            tries = [1.0, 2.0, 4.0]  # each wait twice the last
+            for delay in tries:
+                clock.advance(delay - 0.01)
+                await anyio.wait_all_tasks_blocked()
+                assert journal.count("delete") == 1 + tries.index(delay)  # not yet
+                clock.advance(0.01)
+                await anyio.wait_all_tasks_blocked()
+            assert service.cleanup_failures == 4
+            storage.fail_delete = False  # the fault clears
+            clock.advance(8.0)
+            await anyio.wait_all_tasks_blocked()
+            assert journal[-1] == "deleted"
+            assert (service.gate.deleting, service.failing_deletions) == (0, {})
+
+
+async def test_a_stop_ends_the_retries_and_leaves_the_workspace_to_the_next_sweep() -> None:
     journal: list[str] = []
     storage = FakeStorage(journal)
     storage.fail_delete = True
     service = make_service(storage, FakeJobBackend(journal, SUCCESS))
 
-    async with serving(service, journal):
-        await full_request(service)
-
+    with anyio.fail_after(5):
+        async with serving(service, journal):
+            await full_request(service)
+            await anyio.wait_all_tasks_blocked()
+            assert service.gate.deleting == 1
     assert service.cleanup_failures == 1
     assert (service.gate.in_use, service.gate.deleting) == (0, 0)
+    assert service.failing_deletions == {}
 
 
 async def test_the_deletion_is_logged_after_the_response_with_the_request_id() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -113,11 +114,12 @@ def running_server(
     env: dict[str, str] | None = None,
     verify: ssl.SSLContext | bool = True,
     nonroot: NonRoot | None = None,
+    nofile: tuple[int, int] | None = None,
 ) -> Iterator[Server]:
     """MIS on 127.0.0.1 with `config`, until the block ends (HTTPS when config has TLS).
 
     With `nonroot`, MIS runs as that unprivileged user; `tmp_path` must then be one of its
-    work folders (`NonRoot.workdir()`).
+    work folders (`NonRoot.workdir()`). `nofile`: MIS's descriptor limit (soft, hard).
     """
     config_file = tmp_path / "mis.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -136,6 +138,7 @@ def running_server(
             stderr=subprocess.STDOUT,
             env=server_env,
             cwd=REPO if nonroot is None else nonroot.root,
+            preexec_fn=None if nofile is None else lambda: _limit_descriptors(nofile),
         )
     scheme = "https" if config["server"].get("tls") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
@@ -150,6 +153,10 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _limit_descriptors(limits: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 def _healthy(url: str, process: subprocess.Popen[bytes], verify: ssl.SSLContext | bool) -> bool:

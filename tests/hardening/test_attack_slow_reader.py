@@ -1,7 +1,7 @@
 """A reader that never stalls for `download_idle_timeout_seconds` but drags on: the slot is
 held for as long as the download takes, with no bound on the total.
 
-The idle timer (mis_app.connection) is reset whenever the transport's write buffer drains
+The idle timer (mis_app.http.pacing) is reset whenever the transport's write buffer drains
 below its low-water mark. Measured against the real server: reading ~1.5 MiB every
 `download_idle_timeout_seconds - ε` is enough to keep it from ever firing (the server writes
 ~1 MiB chunks, so that is what must drain per period). With the default 30 s, that is about
