@@ -51,6 +51,13 @@ def alerts(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {rule["alert"]: rule for group in rule_groups(docs) for rule in group["rules"]}
 
 
+def mis_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """MIS's configuration file from its ConfigMap (the dashboard has one too)."""
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap" and "mis.yaml" in d["data"]]
+    config: dict[str, Any] = yaml.safe_load(config_map["data"]["mis.yaml"])
+    return config
+
+
 def dashboard(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The dashboard's ConfigMap and its parsed JSON."""
     [config_map] = [
