@@ -37,7 +37,9 @@ QUICK_RULES = (
 )
 
 
-def scrape_config(docs: list[dict[str, Any]], target: str, secret: dict[str, str], workdir: Path):  # type: ignore[no-untyped-def]
+def scrape_config(
+    docs: list[dict[str, Any]], target: str, secret: dict[str, str], workdir: Path
+) -> dict[str, Any]:
     """What the Prometheus Operator makes of the ServiceMonitor, for a target outside a cluster:
     the job named after the Service, the namespace label, the endpoint's path, scheme and token
     (scraped every STEP instead of the endpoint's interval)."""
@@ -101,6 +103,7 @@ def test_prometheus_fires_the_failure_ratio_alert_then_down(tmp_path: Path) -> N
     rules = rules_file(docs, tmp_path / "rules.yaml")
     release = {"job": "mis-monai-inference-service", "namespace": "radiology"}
     up = 'up{job="mis-monai-inference-service", namespace="radiology"}'
+    requests = "mis_inference_requests_total"
 
     with ExitStack() as outlives_mis:
         with running_server(config, tmp_path) as server:
@@ -115,6 +118,13 @@ def test_prometheus_fires_the_failure_ratio_alert_then_down(tmp_path: Path) -> N
             prometheus.wait_for("MISDown to clear", lambda: not prometheus.firing("MISDown"))
             assert not prometheus.firing("MISFailureRatioHigh")
 
+            # Prometheus counts a counter's rise from its first sample: the series of the code
+            # must be scraped before the run of failures, or a fast run is seen as no rise
+            fail_a_study(server, tmp_path)
+            prometheus.wait_for(
+                "the failure to be scraped",
+                lambda: prometheus.query(f'{requests}{{code="map_failed"}}'),
+            )
             for _ in range(FAILING_STUDIES):
                 fail_a_study(server, tmp_path)
             prometheus.wait_for(
