@@ -36,6 +36,7 @@ from mis_core.model import JobProgress
 
 # A log read at once (the MAP finished before its log could be followed) is bounded.
 LOG_READ_LIMITS = LogLimits(lines=10_000, size=16 << 20)
+LOG_RETRY_SECONDS = 1.0  # a log is a nicety: opening it is retried briefly, not for the request
 LOG_READ_SECONDS = 10  # a log read after the fact, or a pod looked up, gives up after this
 # The log stream ends with the container; this bounds the wait for its last lines (it only
 # matters when the stream hangs on after the container has gone).
@@ -108,8 +109,10 @@ class JobFollower:
         with contextlib.suppress(*API_FAILURES), anyio.fail_after(LOG_READ_SECONDS):
             verdict = await self._second_look(verdict, judged_by_job)
         if self._log_started:
-            with anyio.move_on_after(LOG_END_SECONDS):  # read the log to its end
+            with anyio.move_on_after(LOG_END_SECONDS) as waited:  # read the log to its end
                 await self._log_done.wait()
+            if waited.cancelled_caught and not self.log_problem:
+                self._log_unavailable(TimeoutError(f"it had not ended {LOG_END_SECONDS:g}s later"))
         elif self.pod_name:
             await self._read_log()  # it finished before MIS saw it run
         return verdict
@@ -144,14 +147,18 @@ class JobFollower:
         try:
             with anyio.fail_after(LOG_READ_SECONDS):
                 await self.map_log.pump(
-                    self.api.read_log(self.pod_name, CONTAINER, limits=LOG_READ_LIMITS)
+                    self.api.read_log(
+                        self.pod_name, CONTAINER, limits=LOG_READ_LIMITS, budget=LOG_RETRY_SECONDS
+                    )
                 )
         except API_FAILURES as exc:
             self._log_unavailable(exc)
 
     async def _stream_log(self) -> None:
         try:
-            await self.map_log.pump(self.api.read_log(self.pod_name, CONTAINER, follow=True))
+            await self.map_log.pump(
+                self.api.read_log(self.pod_name, CONTAINER, follow=True, budget=LOG_RETRY_SECONDS)
+            )
         except API_FAILURES as exc:
             self._log_unavailable(exc)
         finally:
