@@ -82,6 +82,9 @@ class FakeStorage:
             raise OSError("disk on fire")
         self.journal.append("deleted")
 
+    async def check(self) -> None:
+        pass
+
     async def sweep(self) -> int:
         self.journal.append("sweep storage")
         return 0
