@@ -58,8 +58,8 @@ class InferenceService:
         self.jobs = jobs
         self.clock = clock
         self.gate = gate
-        self.on_deleted = on_deleted  # seconds one deletion took, for metrics
         self.stuck_deletion_seconds = stuck_deletion_seconds  # failing this long: not ready
+        self.on_deleted = on_deleted  # seconds one deletion took, for metrics
         self.in_flight: dict[Inference, float] = {}  # keyed by request, not by the client's id
         self.cleanup_failures = 0  # deletion attempts that failed
         self.failing_deletions: dict[str, float] = {}  # workspace → when it first failed
@@ -84,10 +84,6 @@ class InferenceService:
         if error is not None:
             raise error
 
-    @property
-    def serving(self) -> bool:
-        return self._deletions is not None
-
     async def check_ready(self) -> None:
         """Raise BackendUnavailable, saying why, when a request sent now would fail: the
         backend cannot start jobs, the storage cannot make a workspace, or workspaces could
@@ -105,6 +101,10 @@ class InferenceService:
                 f"{self.stuck_deletion_seconds:g}); MIS keeps retrying. The log says why (for "
                 "example files MIS's user may not remove); fix that and they go."
             )
+
+    @property
+    def serving(self) -> bool:
+        return self._deletions is not None
 
     def infer(self, request_id: str, upload: AsyncIterable[bytes]) -> Inference:
         """One request for the MAP on `upload` (a zip's bytes); nothing happens until iterated."""
