@@ -1,8 +1,8 @@
-"""The HTTP routes: plain endpoints reading what `mis_app.bootstrap` put in `app.state`.
+"""The HTTP routes: endpoints reading the app's state (`mis_app.state`), which
+`mis_app.bootstrap` builds.
 
-`app.state` holds `service` (the core's InferenceService), `metrics`, `map_summary` (the
-configured MAP as /v1/status shows it), `openapi` (the description), `upload_limits`,
-`payload_folder` and `live_logs` (the MAP's lines for their sender, mis_app.live_log).
+The inference routes have a plain ASGI endpoint (mis_app.inference), wrapped in the live-log
+middleware that keeps the MAP's lines for their sender; the others answer a Request.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mis_app.errors import ROUTING_CODE_BY_STATUS, error_response, internal_error
-from mis_app.inference import InferenceResponse
-from mis_app.live_log import LiveLogs, log_stream
-from mis_app.readiness import PayloadFolder
+from mis_app.inference import InferenceEndpoint
+from mis_app.live_log import LiveLogCapture, log_stream
+from mis_app.state import app_state
 from mis_core.errors import BackendUnavailable
-from mis_core.service import InferenceService
 
 STATIC = Path(__file__).parent / "static"  # the page at /: shipped in the package, no CDN
 PAGE_HEADERS = {
@@ -37,30 +37,21 @@ PAGE_HEADERS = {
 INFERENCE_PATHS = frozenset({"/v1/inference", "/v1/inference/", "/upload", "/upload/"})
 
 
-async def inference(request: Request) -> Response:
-    live_logs: LiveLogs = request.app.state.live_logs  # the MAP's lines for the sender, meanwhile
-    return live_logs.capture(InferenceResponse(request))
-
-
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
     try:
-        service: InferenceService = request.app.state.service
-        await service.jobs.check()
-        folder: PayloadFolder = request.app.state.payload_folder
-        now = service.clock.now()
-        if problem := folder.problem() or folder.stuck_deletion(service.failing_deletions, now):
-            raise BackendUnavailable(problem)
+        await app_state(request.app).service.check_ready()
     except BackendUnavailable as error:
         return error_response(error, request.state.request_id)
     return JSONResponse({"status": "ready"})
 
 
 async def status(request: Request) -> Response:
-    service: InferenceService = request.app.state.service
+    state = app_state(request.app)
+    service = state.service
     now = service.clock.now()
     return JSONResponse(
         {
@@ -70,13 +61,13 @@ async def status(request: Request) -> Response:
             "running": [{"elapsed_seconds": round(now - t, 3)} for t in service.in_flight.values()],
             "deleting": service.gate.deleting,
             "timeout_seconds": service.map_spec.timeout_seconds,
-            "map": request.app.state.map_summary,
+            "map": state.map_summary,
         }
     )
 
 
 async def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics.registry
+    registry = app_state(request.app).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -85,7 +76,7 @@ async def page(request: Request) -> Response:
 
 
 async def openapi_json(request: Request) -> Response:
-    return JSONResponse(request.app.state.openapi)
+    return JSONResponse(app_state(request.app).openapi)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -100,7 +91,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 routes: list[BaseRoute] = [
-    *(Route(path, inference, methods=["POST"]) for path in sorted(INFERENCE_PATHS)),
+    *(
+        Route(
+            path,
+            InferenceEndpoint(),
+            methods=["POST"],
+            middleware=[Middleware(LiveLogCapture)],  # only here: the MAP runs for these
+        )
+        for path in sorted(INFERENCE_PATHS)
+    ),
     Route("/v1/inference/{request_id}/log", log_stream),
     Route("/healthz", healthz),
     Route("/readyz", readyz),

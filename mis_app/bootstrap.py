@@ -1,7 +1,7 @@
 """The composition root: settings → adapters → the core's InferenceService → the web app.
 
-Nothing else builds adapters or the app: `mis_app.app` holds the routes, which read what
-`create_app` puts in `app.state`; the command line takes what this module makes.
+Nothing else builds adapters or the app: `mis_app.app` holds the routes, which read the
+state (`mis_app.state`) `create_app` stores; the command line takes what this module makes.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from mis_adapters.kubernetes.job import JobOptions
 from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.exposure import ViewRefused
+from mis_adapters.storage.readiness import prepare_payload_folder
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
@@ -33,10 +34,10 @@ from mis_app.inference import BusyShortcut
 from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
-from mis_app.readiness import PayloadFolder
 from mis_app.request_id import RequestIdMiddleware
 from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings, SettingsError
+from mis_app.state import AppState, install
 from mis_app.upload import UploadLimits
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobRequest, Workspace
@@ -83,18 +84,23 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=routes.exception_handlers,
         lifespan=lifespan,
     )
-    app.state.service = service
-    app.state.metrics = metrics
-    app.state.map_summary = map_summary(settings)
-    app.state.openapi = openapi(server.auth.protect_metrics)
-    app.state.live_logs = live_logs
-    app.state.upload_limits = UploadLimits(
+    upload_limits = UploadLimits(
         max_bytes=int(server.max_upload_bytes),
         idle_seconds=server.upload_idle_timeout_seconds,
         total_seconds=server.upload_timeout_seconds,
         min_bytes_per_second=server.min_upload_bytes_per_second,
     )
-    app.state.payload_folder = PayloadFolder(server.payload_dir, server.stuck_deletion_seconds)
+    state = AppState(
+        settings=settings,
+        service=service,
+        metrics=metrics,
+        live_logs=live_logs,
+        upload_limits=upload_limits,
+        map_summary=map_summary(settings),
+        openapi=openapi(server.auth.protect_metrics),
+    )
+    install(app, state)
+    prepare_payload_folder(server.payload_dir)
     app.router.redirect_slashes = False
     return app
 
@@ -120,6 +126,7 @@ def build_service(settings: Settings, **hooks: Any) -> InferenceService:
         jobs=build_job_backend(settings),
         clock=MonotonicClock(),
         gate=AdmissionGate(server.max_concurrent),
+        stuck_deletion_seconds=server.stuck_deletion_seconds,
         **hooks,
     )
 

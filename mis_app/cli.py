@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import yaml
 
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# what add_subparsers gives
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mis", description="MONAI Inference Service: run a MAP behind a REST API."
@@ -57,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(check)
     check.set_defaults(run=_check)
 
+    _add_infer(commands)
+    _add_tools(commands)
+    return parser
+
+
+def _add_infer(commands: Commands) -> None:
     infer = commands.add_parser(
         "infer", help="send a zip or a folder to MIS and save the result (exit codes: README)"
     )
@@ -93,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     infer.set_defaults(run=_infer, needs_settings=False)
 
+
+def _add_tools(commands: Commands) -> None:
+    """`mis map inspect` and `mis kubernetes render-job`."""
     map_parser = commands.add_parser("map", help="look into MAP images")
     map_commands = map_parser.add_subparsers(required=True, metavar="COMMAND")
     inspect = map_commands.add_parser(
@@ -115,7 +128,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_config(render)
     render.set_defaults(run=_render_job)
-    return parser
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:

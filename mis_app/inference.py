@@ -14,11 +14,11 @@ from contextlib import aclosing
 import anyio
 from loguru import logger
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
+from mis_app.state import app_state
 from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import Busy, MisError
 from mis_core.gate import AdmissionGate
@@ -30,35 +30,39 @@ ZIP_HEADERS = [
 ]
 
 
-class InferenceResponse(Response):
-    """The answer to one inference request, written while the service produces it.
-
-    A Response subclass so that a plain endpoint can return it; it sends its own messages.
-    """
-
-    def __init__(self, request: Request) -> None:  # no body or headers to prepare
-        self.request = request
-        self.outcome = MisError.code  # the code for metrics and the access line
+class InferenceEndpoint:
+    """The inference routes' endpoint: a plain ASGI app, writing its answer while the service
+    produces it."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = self.request.app.state
-        limits: UploadLimits = state.upload_limits
-        metrics: Metrics = state.metrics
+        state = app_state(scope["app"])
+        request = Request(scope, receive)
         body_read = anyio.Event()
-        upload = _upload(self.request, limits, body_read)
+        upload = _upload(request, state.upload_limits, body_read)
         # keyed by MIS's own job id: the client's request id may be another's too
         inference = state.service.infer(scope["state"]["job_id"], upload)
+        answer = _Answer()
         began = time.perf_counter()
         try:
-            await self._answer(inference, body_read, scope, receive, send)
+            await answer.send(inference, body_read, scope, receive, send)
         finally:
-            scope["state"]["outcome"] = self.outcome
-            seconds = time.perf_counter() - began
-            metrics.observe(
-                self.outcome, seconds, inference.times, inference.bytes_in, inference.bytes_out
+            scope["state"]["outcome"] = answer.outcome
+            state.metrics.observe(
+                answer.outcome,
+                time.perf_counter() - began,
+                inference.times,
+                inference.bytes_in,
+                inference.bytes_out,
             )
 
-    async def _answer(
+
+class _Answer:
+    """One request's answer: the output zip, or the error body; `outcome` says which."""
+
+    def __init__(self) -> None:
+        self.outcome = MisError.code  # the code for metrics and the access line
+
+    async def send(
         self,
         inference: Inference,
         body_read: anyio.Event,

@@ -10,7 +10,8 @@ The lines come from MIS's own log: a loguru sink, added at start-up, takes the r
 travels in a context variable set around the inference endpoint, so two requests that sent
 the same X-Request-ID still have channels of their own. A channel keeps its last
 `MAX_LINES` lines (each cut to `MAX_CHARS`, colour codes and control characters removed),
-holds no buffer until its MAP prints, and is dropped when its request ends. Only real control
+holds no buffer until its MAP prints, and is dropped when its request ends. `LiveLogCapture`
+is the middleware of the inference routes that opens the channel. Only real control
 characters are removed: text the MAP printed that merely looks like an escape (`\\x1b[31m`)
 is shown as printed.
 """
@@ -33,6 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
+from mis_app.state import app_state
 from mis_core.errors import NotFound
 
 KEY_HEADER = "x-log-key"
@@ -117,10 +119,6 @@ class LiveLogs:
         finally:
             logger.remove(sink)
 
-    def capture(self, response: ASGIApp) -> Response:
-        """`response` (the inference answer), its MAP's lines kept for its sender meanwhile."""
-        return _Capturing(self, response)
-
     @contextmanager
     def opened(self, scope: Scope) -> Iterator[None]:
         key = _header(scope, KEY_HEADER)
@@ -172,22 +170,23 @@ class LiveLogs:
         )
 
 
-class _Capturing(Response):
-    """Sends the wrapped response inside the request's channel (if it has a key)."""
+class LiveLogCapture:
+    """Middleware of the inference routes: the request runs inside its channel (if it has a
+    key), so the MAP's lines reach the client that sent it."""
 
-    def __init__(self, logs: LiveLogs, response: ASGIApp) -> None:  # nothing to prepare
-        self.logs = logs
-        self.response = response
+    def __init__(self, app: ASGIApp, logs: LiveLogs | None = None) -> None:
+        self.app = app
+        self.logs = logs  # None: the app's own (its state's)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with self.logs.opened(scope):
-            await self.response(scope, receive, send)
+        logs = self.logs or app_state(scope["app"]).live_logs
+        with logs.opened(scope):
+            await self.app(scope, receive, send)
 
 
 async def log_stream(request: Request) -> Response:
-    """The route: the app's LiveLogs (`app.state.live_logs`) answers."""
-    logs: LiveLogs = request.app.state.live_logs
-    return await logs.endpoint(request)
+    """The route: the app's LiveLogs answers."""
+    return await app_state(request.app).live_logs.endpoint(request)
 
 
 async def _events(channel: Channel, seen: int) -> AsyncIterator[str]:

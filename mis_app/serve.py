@@ -29,6 +29,7 @@ from loguru import logger
 
 from mis_app.http import ConnectionBudget, ConnectionLimits, descriptors, protocol_class
 from mis_app.settings import Settings
+from mis_app.state import app_state
 
 STARTUP_FAILED = 3
 # How long a thread holding the GIL keeps it while another waits: unpacking and packing run
@@ -62,7 +63,7 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> int:
     )
     plan = descriptor_plan(settings)
     budget = ConnectionBudget(plan.max_connections)
-    app.state.metrics.watch_connections(budget)
+    app_state(app).metrics.watch_connections(budget)
     config = uvicorn.Config(
         app,
         host=host,

@@ -69,7 +69,7 @@ class MethodNotAllowed(MisError):
 
 
 class HeadersTooLarge(MisError):
-    code = "headers_too_large"
+    code = "request_header_fields_too_large"
 
 
 class HttpVersionNotSupported(MisError):

@@ -45,6 +45,10 @@ class Storage(Protocol):
 
     async def delete(self, workspace: Workspace) -> None: ...
 
+    async def check(self) -> None:
+        """Raise BackendUnavailable when a workspace could not be made now (no room, no folder)."""
+        ...
+
     async def sweep(self) -> int:
         """Remove workspaces left by an earlier process; return how many."""
         ...

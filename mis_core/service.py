@@ -36,6 +36,7 @@ from mis_core.ports import Clock, JobBackend, Storage
 
 RETRY_FIRST_SECONDS = 1.0  # a failed deletion is tried again after this, then twice as long
 RETRY_MOST_SECONDS = 60.0  # ... up to this between tries
+STUCK_DELETION_SECONDS = 60.0  # deletions failing this long make the service unready
 
 
 class InferenceService:
@@ -50,12 +51,14 @@ class InferenceService:
         clock: Clock,
         gate: AdmissionGate,
         on_deleted: Callable[[float], None] = lambda seconds: None,
+        stuck_deletion_seconds: float = STUCK_DELETION_SECONDS,
     ) -> None:
         self.map_spec = map_spec
         self.storage = storage
         self.jobs = jobs
         self.clock = clock
         self.gate = gate
+        self.stuck_deletion_seconds = stuck_deletion_seconds  # failing this long: not ready
         self.on_deleted = on_deleted  # seconds one deletion took, for metrics
         self.in_flight: dict[Inference, float] = {}  # keyed by request, not by the client's id
         self.cleanup_failures = 0  # deletion attempts that failed
@@ -80,6 +83,24 @@ class InferenceService:
                 stopping.set()  # retries end; the next start sweeps what they leave
         if error is not None:
             raise error
+
+    async def check_ready(self) -> None:
+        """Raise BackendUnavailable, saying why, when a request sent now would fail: the
+        backend cannot start jobs, the storage cannot make a workspace, or workspaces could
+        not be deleted for `stuck_deletion_seconds` (their files stay, and would soon block
+        new requests)."""
+        await self.jobs.check()
+        await self.storage.check()
+        if not self.failing_deletions:
+            return
+        seconds = self.clock.now() - min(self.failing_deletions.values())
+        if seconds >= self.stuck_deletion_seconds:
+            raise BackendUnavailable(
+                f"{len(self.failing_deletions)} workspace(s) of finished requests could not be "
+                f"deleted for {seconds:.0f} seconds (server.stuck_deletion_seconds: "
+                f"{self.stuck_deletion_seconds:g}); MIS keeps retrying. The log says why (for "
+                "example files MIS's user may not remove); fix that and they go."
+            )
 
     @property
     def serving(self) -> bool:

@@ -48,6 +48,7 @@ class FakeStorage:
         self.output = [b"PK-one", b"PK-two"]
         self.fail_delete = False
         self.hold_deletes: anyio.Event | None = None  # deletions wait for it when set
+        self.unready: MisError | None = None  # what check() raises
 
     def _step(self, name: str) -> None:
         self.journal.append(name)
@@ -81,6 +82,10 @@ class FakeStorage:
         if self.fail_delete:
             raise OSError("disk on fire")
         self.journal.append("deleted")
+
+    async def check(self) -> None:
+        if self.unready is not None:
+            raise self.unready
 
     async def sweep(self) -> int:
         self.journal.append("sweep storage")

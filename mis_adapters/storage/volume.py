@@ -44,10 +44,11 @@ from mis_adapters.storage.layout import (
     WORKSPACE_MARKER as MARKER,
 )
 from mis_adapters.storage.ownership import Claim, Heartbeat, claim, look
+from mis_adapters.storage.readiness import payload_folder_problem
 from mis_adapters.storage.remove import make_writable, remove_entry
 from mis_adapters.storage.walk import OutputProblem, OutputTooLarge
 from mis_adapters.storage.zipwriter import COMPRESSION_POLICIES, zip_folder
-from mis_core.errors import Busy, MapFailed, PayloadTooLarge
+from mis_core.errors import BackendUnavailable, Busy, MapFailed, PayloadTooLarge
 from mis_core.model import Workspace
 
 __all__ = ["MARKER", "LocalStorage", "PayloadLimits"]
@@ -205,6 +206,11 @@ class LocalStorage:
         held = self._held.pop(request_id)
         if held is not None:
             held.release()
+
+    async def check(self) -> None:
+        """Raise BackendUnavailable when the payload folder could not take a request now."""
+        if problem := payload_folder_problem(self.root):
+            raise BackendUnavailable(problem)
 
     async def sweep(self) -> int:
         return await anyio.to_thread.run_sync(self._sweep)

@@ -11,6 +11,7 @@ import pytest
 from mis_app.bootstrap import create_app
 from mis_app.errors import error_response
 from mis_app.settings import Settings
+from mis_app.state import app_state
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +52,7 @@ async def test_busy_answers_match_the_error_catalogue(tmp_path: Path) -> None:
         {"server": {"payload_dir": str(tmp_path)}, "map": {"command": ["true"]}}
     )
     app = create_app(settings)
-    gate = app.state.service.gate
+    gate = app_state(app).service.gate
     expected = error_response(gate.refusal(), "burst-7")
     with gate.admit():
         for path in ("/v1/inference", "/upload/"):

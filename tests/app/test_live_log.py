@@ -16,7 +16,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from mis_adapters.map_follow import MapLog
-from mis_app.live_log import LiveLogs
+from mis_app.live_log import LiveLogCapture, LiveLogs
 
 pytestmark = pytest.mark.anyio
 
@@ -60,7 +60,7 @@ async def test_two_requests_with_the_same_id_each_get_only_their_own_lines() -> 
         await release.wait()
 
     keys = {"first": "a" * 32, "second": "b" * 32}
-    app = logs.capture(endpoint)
+    app = LiveLogCapture(endpoint, logs)
     async with logs.attached(), anyio.create_task_group() as tg:
         for which, key in keys.items():
             headers = {"X-Log-Key": key, "X-Which": which}

@@ -9,6 +9,7 @@ import pytest
 
 from mis_app.bootstrap import create_app
 from mis_app.settings import Settings
+from mis_app.state import app_state
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +29,7 @@ async def test_an_unexpected_error_is_the_json_error_body_with_the_request_id(
     async def broken() -> None:
         raise RuntimeError("a bug")
 
-    app.state.service.jobs.check = broken  # type: ignore[attr-defined]
+    app_state(app).service.jobs.check = broken  # type: ignore[attr-defined]
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://mis") as client:
         response = await client.get("/readyz", headers={"X-Request-ID": "oops-1"})
@@ -41,7 +42,7 @@ async def test_an_unexpected_error_is_the_json_error_body_with_the_request_id(
 
 async def test_status_counts_requests_and_pending_deletions(tmp_path: Path) -> None:
     app = app_for(tmp_path)
-    gate = app.state.service.gate  # type: ignore[attr-defined]
+    gate = app_state(app).service.gate  # type: ignore[attr-defined]
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://mis") as client:
         idle = (await client.get("/v1/status")).json()

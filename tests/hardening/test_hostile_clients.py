@@ -126,7 +126,7 @@ def test_a_head_over_the_limit_is_431_json_and_closed(server: Server, head: byte
         reader = Reader(sock)
         answer = reader.answer()
         assert answer.status == 431
-        assert error_code(answer) == "headers_too_large"
+        assert error_code(answer) == "request_header_fields_too_large"
         assert "server.max_header_bytes" in json.loads(answer.body)["error"]["message"]
         assert reader.closed()
 
