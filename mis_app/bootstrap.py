@@ -34,6 +34,7 @@ from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
 from mis_app.readiness import PayloadFolder
+from mis_app.map_folders import map_folders
 from mis_app.request_id import RequestIdMiddleware
 from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings, SettingsError
@@ -229,12 +230,13 @@ def sample_job_request(settings: Settings, request_id: str = "sample-request") -
 def map_summary(settings: Settings) -> dict[str, object]:
     """The configured MAP as /v1/status shows it: no environment values (they may be secrets)."""
     spec = settings.map.spec()
+    input_path, output_path = map_folders(settings)
     return {
         "backend": settings.backend,
         "image": spec.image,
         "command": [*spec.command, *spec.args],
-        "input_path": spec.input_path,
-        "output_path": spec.output_path,
+        "input_path": input_path,
+        "output_path": output_path,
         "resources": {
             "cpu": str(spec.resources.cpu),
             "memory": str(spec.resources.memory),
@@ -258,8 +260,7 @@ def log_configuration(settings: Settings) -> None:
         spec.resources.memory,
         spec.resources.gpu,
         spec.timeout_seconds,
-        spec.input_path,
-        spec.output_path,
+        *map_folders(settings),
     )
     logger.info(
         "payload_dir={} max_concurrent={} max_upload_bytes={} max_extracted_bytes={}",
