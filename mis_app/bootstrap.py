@@ -31,10 +31,10 @@ from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.inference import BusyShortcut
 from mis_app.live_log import LiveLogs
+from mis_app.map_folders import map_folders
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
 from mis_app.readiness import PayloadFolder
-from mis_app.map_folders import map_folders
 from mis_app.request_id import RequestIdMiddleware
 from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings, SettingsError

@@ -58,12 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check)
 
     infer = commands.add_parser(
-        "infer", help="send a zip or a folder to MIS and save the result (exit codes: docs/client.md)"
+        "infer",
+        help="send a zip or a folder to MIS and save the result (exit codes: docs/client.md)",
     )
     infer.add_argument("input", type=Path, help="a .zip, or a folder (zipped while it is sent)")
     infer.add_argument("-o", "--output", type=Path, help="where to save the result zip")
     infer.add_argument(
-        "--url", default=os.environ.get("MIS_URL", "http://127.0.0.1:8000"),
+        "--url",
+        default=os.environ.get("MIS_URL", "http://127.0.0.1:8000"),
         help="MIS base URL (default: $MIS_URL, else http://127.0.0.1:8000)",
     )
     infer.add_argument(

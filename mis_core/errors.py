@@ -2,10 +2,10 @@
 
 Each code is an exception class and a row of `CATALOGUE`: HTTP status, when it happens (the
 words of the API page, docs/api.md; a test holds them together), `mis infer`'s exit code,
-whether `Retry-After` is sent, and what the browser page says (read from /openapi.json). The edge's status map, the
-OpenAPI text, the client's exit codes, the 404/405 map and the page's advice all derive from
-it: a new code is one class, one row, and its line in docs/api.md. The core says what went
-wrong and what to do; the edge decides how it goes on the wire.
+whether `Retry-After` is sent, and what the browser page says (read from /openapi.json). The
+edge's status map, the OpenAPI text, the client's exit codes, the 404/405 map and the page's
+advice all derive from it: a new code is one class, one row, and its line in docs/api.md. The
+core says what went wrong and what to do; the edge decides how it goes on the wire.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ def documented_routes() -> set[tuple[str, str]]:
 
 def test_the_routes_table_is_the_openapi_document() -> None:
     described = {
-        (path, method) for path, item in openapi(protect_metrics=True)["paths"].items() for method in item
+        (path, method)
+        for path, item in openapi(protect_metrics=True)["paths"].items()
+        for method in item
     }
     assert documented_routes() == described

@@ -83,9 +83,7 @@ def test_an_empty_body_is_said_to_be_empty(tmp_path: Path) -> None:
             headers={"Content-Type": "application/zip"},
             timeout=10,
         )
-        form = httpx.post(
-            f"{server.url}/v1/inference", files={"file": ("in.zip", b"")}, timeout=10
-        )
+        form = httpx.post(f"{server.url}/v1/inference", files={"file": ("in.zip", b"")}, timeout=10)
         with raw_request(server, zip_post(b"")) as sock:
             head = sock.recv(65536)
         server.wait_until_clean()
@@ -112,4 +110,5 @@ def test_a_client_that_reaches_nothing_is_told_about_url_and_mis_url(tmp_path: P
     )
     assert result.returncode == 7, result.stderr
     assert f"cannot reach {nothing}" in result.stderr
-    assert "--url" in result.stderr and "MIS_URL" in result.stderr
+    assert "--url" in result.stderr
+    assert "MIS_URL" in result.stderr
