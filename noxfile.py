@@ -81,7 +81,7 @@ def bench(session: nox.Session) -> None:
     """MIS vs the floor (unzip, cp, zip -1) and a naive service; results in bench/results/.
 
     `-- PART...` runs some parts only (see bench/run.py); `-- report [JSON]` prints the
-    README's tables from a run's results (default: bench/results/latest.json)."""
+    Performance page's tables from a run's results (default: bench/results/latest.json)."""
     session.install("-e", ".[bench]")
     if session.posargs[:1] == ["report"]:
         session.run("python", "-m", "bench.report", *session.posargs[1:])
