@@ -28,3 +28,15 @@ def test_the_routes_table_is_the_openapi_document() -> None:
         for method in item
     }
     assert documented_routes() == described
+
+
+def test_the_status_fields_are_the_openapi_schema_s() -> None:
+    """The page's /v1/status table against the schema (tests/e2e holds it to a real answer)."""
+    section = PAGE.read_text().split("## The status", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([\w.]+)` \|", section, re.M))
+    get = openapi(protect_metrics=True)["paths"]["/v1/status"]["get"]
+    schema = get["responses"]["200"]["content"]["application/json"]["schema"]
+    properties = schema["properties"]
+    described = {name for name in properties if name != "map"}
+    described |= {f"map.{inner}" for inner in properties["map"]["properties"]}
+    assert documented == described
