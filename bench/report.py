@@ -1,10 +1,10 @@
-"""The README's Performance tables and chart, from a run's JSON.
+"""The Performance page's tables and chart (docs/performance.md), from a run's JSON.
 
     nox -s bench -- report [RESULTS.json] [--chart PNG]   (python -m bench.report ...)
 
-prints the tables in Markdown (default: bench/results/latest.json), to paste into the README
-after a full run; `nox -s bench` writes the same tables to latest.md and the chart to
-latest.png. Older result files, without some columns, print them as "–".
+prints the tables in Markdown (default: bench/results/latest.json); `nox -s bench` writes the
+same tables to latest.md and the chart to latest.png after a full run, and the Performance
+page shows both as they are. Older result files, without some columns, print them as "–".
 """
 
 from __future__ import annotations

@@ -733,7 +733,7 @@ def main() -> None:
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
-    if only:  # a partial run does not replace the full one the README quotes
+    if only:  # a partial run does not replace the full one the docs show
         print(f"results: {RESULTS / f'bench-{stamp}.json'}")
     else:
         (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -32,6 +32,7 @@ from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.inference import BusyShortcut
 from mis_app.live_log import LiveLogs
+from mis_app.map_folders import map_folders
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
 from mis_app.request_id import RequestIdMiddleware
@@ -236,12 +237,13 @@ def sample_job_request(settings: Settings, request_id: str = "sample-request") -
 def map_summary(settings: Settings) -> dict[str, object]:
     """The configured MAP as /v1/status shows it: no environment values (they may be secrets)."""
     spec = settings.map.spec()
+    input_path, output_path = map_folders(settings)
     return {
         "backend": settings.backend,
         "image": spec.image,
         "command": [*spec.command, *spec.args],
-        "input_path": spec.input_path,
-        "output_path": spec.output_path,
+        "input_path": input_path,
+        "output_path": output_path,
         "resources": {
             "cpu": str(spec.resources.cpu),
             "memory": str(spec.resources.memory),
@@ -265,8 +267,7 @@ def log_configuration(settings: Settings) -> None:
         spec.resources.memory,
         spec.resources.gpu,
         spec.timeout_seconds,
-        spec.input_path,
-        spec.output_path,
+        *map_folders(settings),
     )
     logger.info(
         "payload_dir={} max_concurrent={} max_upload_bytes={} max_extracted_bytes={}",

@@ -68,12 +68,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_infer(commands: Commands) -> None:
     infer = commands.add_parser(
-        "infer", help="send a zip or a folder to MIS and save the result (exit codes: README)"
+        "infer",
+        help="send a zip or a folder to MIS and save the result (exit codes: docs/client.md)",
     )
     infer.add_argument("input", type=Path, help="a .zip, or a folder (zipped while it is sent)")
     infer.add_argument("-o", "--output", type=Path, help="where to save the result zip")
     infer.add_argument(
-        "--url", default=os.environ.get("MIS_URL", "http://127.0.0.1:8000"), help="MIS base URL"
+        "--url",
+        default=os.environ.get("MIS_URL", "http://127.0.0.1:8000"),
+        help="MIS base URL (default: $MIS_URL, else http://127.0.0.1:8000)",
     )
     infer.add_argument(
         "--token-file",

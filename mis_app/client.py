@@ -110,7 +110,10 @@ def _infer(options: InferOptions, output: Path, err: TextIO) -> int:
             progress.end()
             reason = clean(f"{type(exc).__name__}: {exc}")  # it may quote what the server sent
             reason = reason.replace(options.token, "<token>") if options.token else reason
-            err.write(f"mis infer: cannot reach {options.url} ({reason})\n")
+            err.write(
+                f"mis infer: cannot reach {options.url} ({reason}). Is MIS running there? "
+                "Give its address with --url or the MIS_URL environment variable.\n"
+            )
             return Exit.UNREACHABLE
         except OutputProblem as exc:  # found before the first byte is sent
             progress.end()

@@ -97,6 +97,8 @@ async def _counted(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator[by
         if size > limit:
             raise too_large(limit)
         yield chunk
+    if size == 0:  # said plainly, rather than as a zip without an end record
+        raise InvalidInput(f"The request body is empty. {HOW_TO_SEND}")
 
 
 class _FilePart:
@@ -171,11 +173,13 @@ async def _file_part(
 ) -> AsyncIterator[bytes]:
     part = _FilePart(max_parts)
     parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
+    size = 0
     try:
         async for chunk in body:
             for start in range(0, len(chunk), PIECE):
                 parser.write(chunk[start : start + PIECE])
                 for data in part.pending:
+                    size += len(data)
                     yield data
                 part.pending.clear()
                 await anyio.lowlevel.checkpoint()  # whatever the piece held, others get a turn
@@ -186,6 +190,8 @@ async def _file_part(
         raise InvalidInput(f"The multipart body has no part named 'file'. {HOW_TO_SEND}")
     if not part.complete:
         raise InvalidInput("The multipart body ended before the 'file' part did.")
+    if size == 0:
+        raise InvalidInput(f"The 'file' part is empty: it holds no zip. {HOW_TO_SEND}")
 
 
 async def within_deadlines(

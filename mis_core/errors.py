@@ -1,11 +1,11 @@
 """Every error a client can meet: the one catalogue of error codes.
 
 Each code is an exception class and a row of `CATALOGUE`: HTTP status, when it happens (the
-README's words; a test holds them together), `mis infer`'s exit code, whether `Retry-After`
-is sent, and what the browser page says (read from /openapi.json). The edge's status map, the
-OpenAPI text, the client's exit codes, the 404/405 map and the page's advice all derive from
-it: a new code is one class, one row, and its line in the README. The core says what went
-wrong and what to do; the edge decides how it goes on the wire.
+words of the API page, docs/api.md; a test holds them together), `mis infer`'s exit code,
+whether `Retry-After` is sent, and what the browser page says (read from /openapi.json). The
+edge's status map, the OpenAPI text, the client's exit codes, the 404/405 map and the page's
+advice all derive from it: a new code is one class, one row, and its line in docs/api.md. The
+core says what went wrong and what to do; the edge decides how it goes on the wire.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class ErrorCode:
     retry_after: bool = False  # sent with Retry-After: a client may wait and try again
     map_ran: bool = False  # the MAP ran: the page keeps its log in view
     routing: bool = False  # answered by routing (no such path or method), not by an endpoint
-    when: str = ""  # the README's words
+    when: str = ""  # the words of docs/api.md's error table
     title: str = ""  # what the page says happened
     advice: str = ""  # and what to do
 
@@ -121,7 +121,8 @@ CATALOGUE: tuple[ErrorCode, ...] = (
         400,
         Exit.BAD_INPUT,
         when=(
-            "not valid HTTP (a malformed request line, header or chunk), not a zip, a corrupt or"
+            "an empty body or `file` part, not valid HTTP (a malformed request line, header or "
+            "chunk), not a zip, a corrupt or"
             " inconsistent zip (overlapping entries, a local header that disagrees with its "
             "directory record, an entry larger than it declares), no `file` part, a multipart "
             "boundary over 70 characters, a multipart part with headers over 16 KiB, an unsafe "

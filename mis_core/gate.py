@@ -38,7 +38,8 @@ class AdmissionGate:
     def refusal(self) -> Busy:
         return Busy(
             "Another inference request is being fulfilled; this service runs "
-            f"{self.capacity} at a time. Try again when it has finished."
+            f"{self.capacity} at a time. Try again after the seconds its Retry-After header "
+            "gives (mis infer --wait does that for you)."
         )
 
     @contextmanager

@@ -111,6 +111,8 @@ def test_an_unreachable_server_is_its_own_exit_code(tmp_path: Path, study: Path)
         code = infer(InferOptions(source=study, output=tmp_path / "out.zip", url=URL), err)
     assert code == Exit.UNREACHABLE
     assert "cannot reach http://mis.test" in err.getvalue()
+    assert "--url" in err.getvalue()
+    assert "MIS_URL" in err.getvalue()
 
 
 def test_a_missing_input_is_a_usage_error(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""One error catalogue: the README, the server, the OpenAPI text, the client and the page agree
+"""One error catalogue: the docs (API page, client page), the server, the OpenAPI text, the client and the page agree
 with `mis_core.errors.CATALOGUE`, and each code is written in one product module only."""
 
 from __future__ import annotations
@@ -25,26 +25,32 @@ OTHER_MEANINGS = {
 }
 
 
-def readme_table() -> dict[str, tuple[int, str]]:
-    """The README's error table: code → (HTTP status, when), as users read it."""
-    readme = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| (\d{3}) \| `(\w+)` \| (.*) \|$", readme, re.M)
+DOCS = REPO / "docs"
+
+
+def docs_error_table() -> dict[str, tuple[int, str]]:
+    """The API page's error table: code → (HTTP status, when), as users read it."""
+    page = (DOCS / "api.md").read_text()
+    rows = re.findall(r"^\| (\d{3}) \| `(\w+)` \| (.*) \|$", page, re.M)
     assert len({code for _, code, _ in rows}) == len(rows), "a code is in the table twice"
     return {code: (int(status), when) for status, code, when in rows}
 
 
-def test_the_readme_error_table_is_the_catalogue() -> None:
-    assert readme_table() == {row.code: (row.status, row.when) for row in CATALOGUE}
+def test_the_docs_error_table_is_the_catalogue() -> None:
+    assert docs_error_table() == {row.code: (row.status, row.when) for row in CATALOGUE}
 
 
-def test_the_readme_exit_codes_are_the_catalogue_s() -> None:
-    readme = (REPO / "README.md").read_text()
-    paragraph = readme[readme.index("Its exit codes:") :].split("\n\n")[0]
+def test_the_client_page_s_exit_codes_are_the_catalogue_s() -> None:
+    page = (DOCS / "client.md").read_text()
+    section = page.split("## Exit codes", 1)[1]
+    rows = re.findall(r"^\| (\d) \| (.*) \|$", section, re.M)
+    assert {Exit(int(number)) for number, _ in rows} == set(Exit), "every exit code, once"
     listed = {
-        Exit(int(number)): {int(status) for status in statuses.split(", ")}
-        for number, statuses in re.findall(r"\b(\d) [^;(]*\(((?:\d{3}(?:, )?)+)\)", paragraph)
+        Exit(int(number)): {int(status) for status in re.findall(r"\b\d{3}\b", meaning)}
+        for number, meaning in rows
     }
-    assert listed, paragraph
+    listed = {code: statuses for code, statuses in listed.items() if statuses}
+    assert listed, section
     for exit_code, statuses in listed.items():
         assert statuses == {row.status for row in CATALOGUE if row.exit == exit_code}, exit_code
 

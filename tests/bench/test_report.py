@@ -1,4 +1,4 @@
-"""The targets, the README tables and the chart, from results shaped as `nox -s bench`
+"""The targets, the Performance page's tables and the chart, from results shaped as `nox -s bench`
 writes them; the stage spans from a server log as MIS writes it."""
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def send_it(page: Any) -> None:
 def test_pick_a_zip_and_download_the_maps_outputs(tmp_path: Path, new_page: Any) -> None:
     source = write_zip(tmp_path / "study.zip", STUDY)
     config = scripted_map_config(tmp_path)
-    # relative to the server's directory, so the screenshots (in the README) show no local paths
+    # relative to the server's directory, so the screenshots (in the docs) show no local paths
     config["map"]["command"] = [
         "python3",
         "tests/maps/scripted_map.py",

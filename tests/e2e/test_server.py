@@ -175,6 +175,9 @@ def test_second_request_is_busy_at_once_and_the_first_still_succeeds(
     error = error_of(second)
     assert error["code"] == "busy"
     assert "Another inference request is being fulfilled" in error["message"]
+    # it says how to wait: the header, and the client option that honours it
+    assert "Retry-After" in error["message"]
+    assert "mis infer --wait" in error["message"]
     assert second.headers["retry-after"] == "5"
     assert results["first"].status_code == 200
     assert read_zip(results["first"].content)["series/IM1.dcm"] == INPUT["series/IM1.dcm"]

@@ -114,16 +114,17 @@ def test_the_rule_has_the_alerts_each_with_a_severity_and_a_runbook() -> None:
         assert alert["labels"]["severity"] in {"critical", "warning"}
         assert alert["labels"]["team"] == "radiology-it"
         assert set(alert["annotations"]) == {"summary", "description", "runbook_url"}
-        assert alert["annotations"]["runbook_url"] == f"README.md#alert-{name.lower()}"
+        assert alert["annotations"]["runbook_url"] == f"docs/operating.md#alert-{name.lower()}"
 
 
-def test_every_alert_has_its_runbook_line_in_the_readme() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Alerts", 1)[1].split("\n## ", 1)[0]
-    docs = render_monitoring("metrics.prometheusRule.runbookUrl=https://git.example.org/README.md")
+def test_every_alert_has_its_runbook_line_in_the_operating_page() -> None:
+    page = (REPO / "docs" / "operating.md").read_text()
+    section = page.split("## Alerts", 1)[1].split("\n## ", 1)[0]
+    base = "https://git.example.org/docs/operating.md"
+    docs = render_monitoring(f"metrics.prometheusRule.runbookUrl={base}")
     for name, alert in alerts(docs).items():
         anchor = f"alert-{name.lower()}"
-        assert alert["annotations"]["runbook_url"] == f"https://git.example.org/README.md#{anchor}"
+        assert alert["annotations"]["runbook_url"] == f"{base}#{anchor}"
         [line] = [line for line in section.splitlines() if f'id="{anchor}"' in line]
         assert f"**{name}**" in line  # the line names the alert and says what to do
 

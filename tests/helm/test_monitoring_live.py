@@ -136,7 +136,9 @@ def test_prometheus_fires_the_failure_ratio_alert_then_down(tmp_path: Path) -> N
                 "severity": "warning",
                 **release,
             }
-            assert alert["annotations"]["runbook_url"] == "README.md#alert-misfailureratiohigh"
+            assert (
+                alert["annotations"]["runbook_url"] == "docs/operating.md#alert-misfailureratiohigh"
+            )
             assert "radiology/mis-monai-inference-service" in alert["annotations"]["description"]
             check_dashboard_queries(prometheus, docs)
 

@@ -41,15 +41,15 @@ def files_under(folder: Path) -> dict[str, bytes]:
     }
 
 
-def readme_console(command: str) -> list[str]:
-    """The lines the README shows under `$ <command> ...` in a console block."""
-    lines = (REPO / "README.md").read_text().splitlines()
+def docs_console(command: str) -> list[str]:
+    """The lines the Images page shows under `$ <command> ...` in a console block."""
+    lines = (REPO / "docs" / "container-images.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"$ {command}"))
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("```"))
     return lines[start + 1 : end]
 
 
-def test_map_inspect_prints_what_the_readme_shows(engine: Engine, images: dict[str, str]) -> None:
+def test_map_inspect_prints_what_the_docs_show(engine: Engine, images: dict[str, str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mis_app", "map", "inspect", images["map"], "--url", engine.url],
         capture_output=True,
@@ -58,7 +58,7 @@ def test_map_inspect_prints_what_the_readme_shows(engine: Engine, images: dict[s
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == readme_console(f"mis map inspect {images['map']}")
+    assert result.stdout.splitlines() == docs_console(f"mis map inspect {images['map']}")
 
 
 def test_the_image_carries_both_manifest_layouts_labels_and_environment(

@@ -6,7 +6,7 @@ named after the Service, and the Prometheus Operator adds the namespace. */}}
 {{- printf "job=%q, namespace=%q" (include "mis.fullname" .) .Release.Namespace -}}
 {{- end -}}
 
-{{/* An alert's runbook: the README's line for it (`alert` is the alert's name). */}}
+{{/* An alert's runbook: its line in docs/operating.md (`alert` is the alert's name). */}}
 {{- define "mis.runbookUrl" -}}
 {{- printf "%s#alert-%s" .root.Values.metrics.prometheusRule.runbookUrl (lower .alert) -}}
 {{- end -}}
