@@ -4,7 +4,8 @@ Every folder and file is opened relative to its parent's open descriptor with `O
 a folder swapped for a link while it is walked (or zipped) yields nothing from outside: the
 open fails and the entry is left out, like any link the MAP wrote. Links, pipes, sockets and
 devices are left out; everything else either comes out or stops the walk with
-`OutputProblem` (a file MIS cannot read, a name that is not UTF-8, a tree too deep).
+`OutputProblem` (a file MIS cannot read, a name that is not UTF-8, a tree too deep). What the
+names may be, and how many, is `budget.py`'s to judge.
 
 Memory follows the widest folder and the depth, never the number of files: `scan` runs the
 walk once to find problems before anything is sent, and the zip runs it again.
@@ -20,21 +21,14 @@ from pathlib import Path
 
 import attrs
 
-MAX_DEPTH = 128  # folders below the output folder; each level holds one descriptor
-MAX_NAME_BYTES = 0xFFFF  # a zip entry name's length field is 16 bits
-_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+from mis_adapters.zip.constants import DIR_OPEN
+from mis_adapters.zip.errors import OutputProblem
+from mis_adapters.zip.names import MAX_DEPTH
+
 # O_NONBLOCK: a FIFO swapped in does not block the open; O_NOCTTY: a tty swapped in does not
 # become MIS's controlling terminal (the type is checked once the file is open)
 _FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)  # removed, or swapped for a link or file
-
-
-class OutputProblem(Exception):
-    """The output cannot be sent whole; `problem` says why, without naming the file."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
 
 
 @attrs.frozen
@@ -47,17 +41,10 @@ class Member:
     info: os.stat_result
 
 
-@attrs.frozen
-class Scan:
-    files: int
-    bytes: int
-    left_out: int  # links and special files
-
-
 def open_top(folder: Path) -> int:
     """The output folder itself, which must be a real folder (not a link, a file, or gone)."""
     try:
-        return os.open(folder, _DIR_OPEN)
+        return os.open(folder, DIR_OPEN)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # what it is, for the message only
             kind = "a symbolic link" if folder.is_symlink() else "a file"
@@ -67,26 +54,6 @@ def open_top(folder: Path) -> int:
         if exc.errno == errno.EACCES:
             raise OutputProblem("it cannot be read (permission denied)") from None
         raise
-
-
-class OutputTooLarge(OutputProblem):
-    """The output's files add up to more than the bound (`st_size`: a sparse file counts
-    whole, since the zip would send it whole)."""
-
-
-def scan(top: int, max_bytes: int = 0) -> Scan:
-    """Walk once, opening every file, to find what would stop the zip halfway, or what is
-    more than `max_bytes` (0: no bound) in all, stopping as soon as it is passed."""
-    files = size = 0
-    walker = Walker(top)
-    for member in walker:
-        if member.fd is not None:
-            os.close(member.fd)
-            files += 1
-            size += member.info.st_size
-            if max_bytes and size > max_bytes:
-                raise OutputTooLarge(f"its files add up to more than {max_bytes} bytes")
-    return Scan(files, size, walker.left_out)
 
 
 class Walker:
@@ -101,7 +68,7 @@ class Walker:
         # (folder fd, its prefix, its subfolders not yet entered), from the top down
         stack: list[tuple[int, str, Iterator[str]]] = []
         try:
-            folder: tuple[int, str] | None = (os.open(".", _DIR_OPEN, dir_fd=self.top), "")
+            folder: tuple[int, str] | None = (os.open(".", DIR_OPEN, dir_fd=self.top), "")
             while folder is not None:
                 fd, prefix = folder
                 stack.append((fd, prefix, iter(())))
@@ -168,7 +135,7 @@ class Walker:
         _checked_name(name)
         if depth > MAX_DEPTH:
             raise OutputProblem(f"its folders are nested more than {MAX_DEPTH} deep")
-        return self._open(parent, name, _DIR_OPEN, "folder")
+        return self._open(parent, name, DIR_OPEN, "folder")
 
     def _open(self, parent: int, name: str, flags: int, kind: str) -> int | None:
         """`name` opened under `parent`, or None (counted as left out) when it is gone or has
@@ -186,11 +153,9 @@ class Walker:
 
 def _checked_name(name: str) -> str:
     try:
-        encoded = name.encode("utf-8")
+        name.encode("utf-8")
     except UnicodeEncodeError:
         raise OutputProblem(
             "a file or folder name in it is not valid UTF-8 (names in the zip are UTF-8)"
         ) from None
-    if len(encoded) > MAX_NAME_BYTES:
-        raise OutputProblem(f"a path in it is longer than {MAX_NAME_BYTES} bytes, the zip limit")
     return name

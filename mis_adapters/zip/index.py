@@ -19,22 +19,28 @@ from typing import BinaryIO
 
 import attrs
 
-from mis_core.errors import InvalidInput
+from mis_adapters.zip.constants import (
+    CENTRAL,
+    CENTRAL_SIGNATURE,
+    END,
+    END_64,
+    END_64_LOCATOR,
+    END_64_LOCATOR_SIGNATURE,
+    END_64_SIGNATURE,
+    END_SIGNATURE,
+    FLAG_DATA_DESCRIPTOR,
+    FLAG_ENCRYPTED,
+    FLAG_UTF8,
+    LOCAL,
+    LOCAL_SIGNATURE,
+    MAX_16,
+    MAX_32,
+    ZIP64_TAG,
+)
+from mis_adapters.zip.errors import BadArchive
 
-_EOCD = struct.Struct("<4sHHHHIIH")  # end of central directory record
-_LOCATOR = struct.Struct("<4sIQI")  # zip64 end of central directory locator
-_EOCD64 = struct.Struct("<4sQHHIIQQQQ")  # zip64 end of central directory record
-_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")  # central directory file header
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header
 _MAX_COMMENT = 0xFFFF
-_ZIP64_EXTRA = 0x0001
-_FULL16 = 0xFFFF
-_FULL32 = 0xFFFFFFFF
-LOCAL_HEADER_BYTES = _LOCAL.size
-FLAG_ENCRYPTED = 0x0001
-FLAG_DATA_DESCRIPTOR = 0x0008  # sizes and CRC follow the data; the local header has zeros
-FLAG_STRONG_ENCRYPTION = 0x0040
-FLAG_UTF8 = 0x0800
+LOCAL_HEADER_BYTES = LOCAL.size
 
 
 @attrs.frozen
@@ -62,50 +68,50 @@ class Record:
     external_attr: int
 
 
-def corrupt(what: str) -> InvalidInput:
-    return InvalidInput(f"The zip archive is corrupt: {what}. Re-create it and retry.")
+def corrupt(what: str) -> BadArchive:
+    return BadArchive(f"The zip archive is corrupt: {what}. Re-create it and retry.")
 
 
 def read_layout(archive: BinaryIO) -> Layout:
     """The end records' account of the central directory (zip64 included), checked against
     the file's own size. Reads at most the last 64 KiB and the zip64 record."""
     size = os.fstat(archive.fileno()).st_size
-    tail_start = max(0, size - _EOCD.size - _MAX_COMMENT)
+    tail_start = max(0, size - END.size - _MAX_COMMENT)
     tail = _pread(archive, size - tail_start, tail_start)
     at = _find_end_record(tail)
     if at < 0:
-        raise InvalidInput(
+        raise BadArchive(
             "The upload is not a readable zip archive (no end of central directory record). "
             "Send a .zip file made by a standard zip tool."
         )
     end_offset = tail_start + at
     _, disk, directory_disk, on_disk, entries, directory_size, directory_offset, _ = (
-        _EOCD.unpack_from(tail, at)
+        END.unpack_from(tail, at)
     )
     directory_end = end_offset
-    locator_at = at - _LOCATOR.size
-    if locator_at >= 0 and tail[locator_at : locator_at + 4] == b"PK\x06\x07":
+    locator_at = at - END_64_LOCATOR.size
+    if locator_at >= 0 and tail[locator_at : locator_at + 4] == END_64_LOCATOR_SIGNATURE:
         record_offset = _read_zip64_locator(tail, locator_at)
-        if record_offset + _EOCD64.size > end_offset - _LOCATOR.size:
+        if record_offset + END_64.size > end_offset - END_64_LOCATOR.size:
             raise corrupt("its zip64 end record lies outside the archive")
-        record = _pread(archive, _EOCD64.size, record_offset)
-        if len(record) != _EOCD64.size or record[:4] != b"PK\x06\x06":
+        record = _pread(archive, END_64.size, record_offset)
+        if len(record) != END_64.size or record[:4] != END_64_SIGNATURE:
             raise corrupt("its zip64 end record is missing")
         plain = (entries, directory_size, directory_offset)
         (_, _, _, _, disk, directory_disk, on_disk, entries, directory_size, directory_offset) = (
-            _EOCD64.unpack(record)
+            END_64.unpack(record)
         )
         _same_unless_saturated(plain, (entries, directory_size, directory_offset))
         directory_end = record_offset
-    elif _FULL16 in (entries, on_disk) or _FULL32 in (directory_size, directory_offset):
+    elif MAX_16 in (entries, on_disk) or MAX_32 in (directory_size, directory_offset):
         raise corrupt("its end record points to a zip64 record that is not there")
     if disk != 0 or directory_disk != 0 or on_disk != entries:
-        raise InvalidInput(
+        raise BadArchive(
             "The zip archive is split over several parts (a multi-volume archive); send it as "
             "one .zip file."
         )
     if directory_offset + directory_size != directory_end:
-        raise InvalidInput(
+        raise BadArchive(
             "The zip archive's central directory is not where its end record says (data "
             "before the archive, as in a self-extracting file, or a damaged archive). "
             "Re-create it with a standard zip tool."
@@ -116,9 +122,9 @@ def read_layout(archive: BinaryIO) -> Layout:
 def _same_unless_saturated(plain: tuple[int, int, int], wide: tuple[int, int, int]) -> None:
     """The 32-bit end record must say what the zip64 one says wherever it holds a value: two
     readers must never see two different archives in one file."""
-    for narrow, value, full in zip(plain, wide, (_FULL16, _FULL32, _FULL32), strict=True):
+    for narrow, value, full in zip(plain, wide, (MAX_16, MAX_32, MAX_32), strict=True):
         if narrow not in (full, value):
-            raise InvalidInput(
+            raise BadArchive(
                 "The zip archive is inconsistent: its two end records disagree. Re-create it "
                 "with a standard zip tool."
             )
@@ -127,19 +133,19 @@ def _same_unless_saturated(plain: tuple[int, int, int], wide: tuple[int, int, in
 def _find_end_record(tail: bytes) -> int:
     """The end record whose comment ends exactly at the end of the file, or -1."""
     end = len(tail)
-    while (at := tail.rfind(b"PK\x05\x06", 0, end)) >= 0:
-        if at + _EOCD.size <= len(tail):
-            comment = _EOCD.unpack_from(tail, at)[7]
-            if at + _EOCD.size + comment == len(tail):
+    while (at := tail.rfind(END_SIGNATURE, 0, end)) >= 0:
+        if at + END.size <= len(tail):
+            comment = END.unpack_from(tail, at)[7]
+            if at + END.size + comment == len(tail):
                 return at
         end = at
     return -1
 
 
 def _read_zip64_locator(tail: bytes, at: int) -> int:
-    _, record_disk, record_offset, disks = _LOCATOR.unpack_from(tail, at)
+    _, record_disk, record_offset, disks = END_64_LOCATOR.unpack_from(tail, at)
     if record_disk != 0 or disks > 1:
-        raise InvalidInput(
+        raise BadArchive(
             "The zip archive is split over several parts (a multi-volume archive); send it as "
             "one .zip file."
         )
@@ -148,14 +154,14 @@ def _read_zip64_locator(tail: bytes, at: int) -> int:
 
 def records(archive: BinaryIO, layout: Layout) -> Iterator[Record]:
     """The central directory, one record at a time; exactly `layout.entries` records that fill
-    exactly `layout.directory_size` bytes, or InvalidInput."""
+    exactly `layout.directory_size` bytes, or BadArchive."""
     archive.seek(layout.directory_offset)
     remaining = layout.directory_size
     for _ in range(layout.entries):
-        if remaining < _CENTRAL.size:
+        if remaining < CENTRAL.size:
             raise corrupt("its central directory is shorter than its entry count says")
-        fixed = archive.read(_CENTRAL.size)
-        if len(fixed) != _CENTRAL.size or fixed[:4] != b"PK\x01\x02":
+        fixed = archive.read(CENTRAL.size)
+        if len(fixed) != CENTRAL.size or fixed[:4] != CENTRAL_SIGNATURE:
             raise corrupt("a central directory record is damaged")
         (
             _,
@@ -175,9 +181,9 @@ def records(archive: BinaryIO, layout: Layout) -> Iterator[Record]:
             _,
             external_attr,
             header_offset,
-        ) = _CENTRAL.unpack(fixed)
+        ) = CENTRAL.unpack(fixed)
         variable = name_length + extra_length + comment_length
-        remaining -= _CENTRAL.size + variable
+        remaining -= CENTRAL.size + variable
         if remaining < 0:
             raise corrupt("a central directory record runs past the directory's end")
         raw_name = archive.read(name_length)
@@ -189,7 +195,7 @@ def records(archive: BinaryIO, layout: Layout) -> Iterator[Record]:
             extra, size, compressed_size, header_offset, disk_start
         )
         if disk_start != 0:
-            raise InvalidInput(
+            raise BadArchive(
                 "The zip archive is split over several parts (a multi-volume archive); send "
                 "it as one .zip file."
             )
@@ -214,10 +220,10 @@ def _zip64_values(
 ) -> tuple[int, int, int, int]:
     """The real values of the 32-bit fields that are saturated, from the zip64 extra field,
     in the order the format gives them; a field that is not saturated is never overridden."""
-    wanted = [size == _FULL32, compressed_size == _FULL32, header_offset == _FULL32]
-    if not any(wanted) and disk_start != _FULL16:
+    wanted = [size == MAX_32, compressed_size == MAX_32, header_offset == MAX_32]
+    if not any(wanted) and disk_start != MAX_16:
         return size, compressed_size, header_offset, disk_start
-    data = _extra_field(extra, _ZIP64_EXTRA)
+    data = _extra_field(extra, ZIP64_TAG)
     if data is None:
         raise corrupt("an entry's sizes point to a zip64 extra field that is not there")
     values = [size, compressed_size, header_offset]
@@ -228,7 +234,7 @@ def _zip64_values(
                 raise corrupt("an entry's zip64 extra field is shorter than its sizes need")
             values[index] = int.from_bytes(data[at : at + 8], "little")
             at += 8
-    if disk_start == _FULL16:
+    if disk_start == MAX_16:
         if at + 4 > len(data):
             raise corrupt("an entry's zip64 extra field is shorter than its sizes need")
         disk_start = int.from_bytes(data[at : at + 4], "little")
@@ -256,7 +262,7 @@ def _decode_name(raw: bytes, flags: int) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         if flags & FLAG_UTF8:
-            raise InvalidInput(
+            raise BadArchive(
                 "The zip archive has an entry name that is not valid UTF-8 although the "
                 "archive says it is. Re-create it with a standard zip tool."
             ) from None
@@ -267,31 +273,31 @@ def local_data_start(archive: BinaryIO, record: Record) -> int:
     """Where the entry's data starts, after checking that its local header agrees with its
     central-directory record (name, method, encryption): two readers must never see two
     different archives in one file."""
-    header = _pread(archive, _LOCAL.size + len(record.raw_name), record.header_offset)
-    if len(header) < _LOCAL.size or header[:4] != b"PK\x03\x04":
+    header = _pread(archive, LOCAL.size + len(record.raw_name), record.header_offset)
+    if len(header) < LOCAL.size or header[:4] != LOCAL_SIGNATURE:
         raise corrupt("an entry's local header is missing")
-    _, _, flags, method, _, _, crc, compressed, size, name_length, extra_length = (
-        _LOCAL.unpack_from(header)
+    _, _, flags, method, _, _, crc, compressed, size, name_length, extra_length = LOCAL.unpack_from(
+        header
     )
-    if header[_LOCAL.size :] != record.raw_name or name_length != len(record.raw_name):
-        raise InvalidInput(
+    if header[LOCAL.size :] != record.raw_name or name_length != len(record.raw_name):
+        raise BadArchive(
             "The zip archive is inconsistent: an entry's local header names another file "
             "than its central directory record. Re-create it with a standard zip tool."
         )
     if method != record.method or (flags ^ record.flags) & FLAG_ENCRYPTED:
-        raise InvalidInput(
+        raise BadArchive(
             "The zip archive is inconsistent: an entry's local header and its central "
             "directory record disagree on how it is stored. Re-create it with a standard zip "
             "tool."
         )
-    sized_here = not flags & FLAG_DATA_DESCRIPTOR and _FULL32 not in (compressed, size)
+    sized_here = not flags & FLAG_DATA_DESCRIPTOR and MAX_32 not in (compressed, size)
     if sized_here and (crc, compressed, size) != (record.crc, record.compressed_size, record.size):
-        raise InvalidInput(
+        raise BadArchive(
             "The zip archive is inconsistent: an entry's local header and its central "
             "directory record disagree on its size or checksum. Re-create it with a "
             "standard zip tool."
         )
-    return record.header_offset + _LOCAL.size + int(name_length) + int(extra_length)
+    return record.header_offset + LOCAL.size + int(name_length) + int(extra_length)
 
 
 def _pread(archive: BinaryIO, length: int, offset: int) -> bytes:
