@@ -146,7 +146,7 @@ def test_a_spill_folder_that_is_a_link_is_not_followed(out: Path, tmp_path: Path
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(directory, "KEEP", 0)
         patch.setattr(directory, "BLOCK", 1024)
-        with pytest.raises(OSError, match="symbolic links|Not a directory") as refused:
+        with pytest.raises(OSError, match=r"symbolic links|Not a directory") as refused:
             b"".join(zip_folder(out, 1, workers=1, spill_to=tmp_path / "workspace"))
     assert refused.value.errno in (errno.ELOOP, errno.ENOTDIR)
     assert list(elsewhere.iterdir()) == []
