@@ -16,6 +16,10 @@ class BadArchive(ZipError):
     """An archive that cannot be unpacked safely or at all: the archive's fault."""
 
 
+def corrupt(what: str) -> BadArchive:
+    return BadArchive(f"The zip archive is corrupt: {what}. Re-create it and retry.")
+
+
 class ArchiveTooLarge(ZipError):
     """An archive over a limit on what it holds or expands to."""
 

@@ -1,10 +1,10 @@
 """An uploaded zip's structure, read by hand with memory that does not grow with what it claims.
 
 `zipfile.ZipFile` turns every central-directory record into a Python object before any check
-can run, so an archive claiming millions of entries costs gigabytes. Here the end records
-(the end of central directory record, and the zip64 locator and record) are read first, so the
-entry count and directory size can be refused before a single entry is parsed; the directory
-is then read one record at a time, as often as the caller needs.
+can run, so an archive claiming millions of entries costs gigabytes. Here the end records are
+read first (layout.py), so the entry count and directory size can be refused before a single
+entry is parsed; the directory is then read one record at a time, as often as the caller
+needs.
 
 Everything a record says is a claim: sizes and offsets are checked by the caller against the
 archive's layout, and every local header against its record (`local_data_start`).
@@ -22,12 +22,6 @@ import attrs
 from mis_adapters.zip.constants import (
     CENTRAL,
     CENTRAL_SIGNATURE,
-    END,
-    END_64,
-    END_64_LOCATOR,
-    END_64_LOCATOR_SIGNATURE,
-    END_64_SIGNATURE,
-    END_SIGNATURE,
     FLAG_DATA_DESCRIPTOR,
     FLAG_ENCRYPTED,
     FLAG_UTF8,
@@ -37,19 +31,10 @@ from mis_adapters.zip.constants import (
     MAX_32,
     ZIP64_TAG,
 )
-from mis_adapters.zip.errors import BadArchive
+from mis_adapters.zip.errors import BadArchive, corrupt
+from mis_adapters.zip.layout import Layout
 
-_MAX_COMMENT = 0xFFFF
 LOCAL_HEADER_BYTES = LOCAL.size
-
-
-@attrs.frozen
-class Layout:
-    """Where the central directory is, and what the end records say about it."""
-
-    entries: int
-    directory_offset: int
-    directory_size: int
 
 
 @attrs.frozen
@@ -68,151 +53,74 @@ class Record:
     external_attr: int
 
 
-def corrupt(what: str) -> BadArchive:
-    return BadArchive(f"The zip archive is corrupt: {what}. Re-create it and retry.")
-
-
-def read_layout(archive: BinaryIO) -> Layout:
-    """The end records' account of the central directory (zip64 included), checked against
-    the file's own size. Reads at most the last 64 KiB and the zip64 record."""
-    size = os.fstat(archive.fileno()).st_size
-    tail_start = max(0, size - END.size - _MAX_COMMENT)
-    tail = _pread(archive, size - tail_start, tail_start)
-    at = _find_end_record(tail)
-    if at < 0:
-        raise BadArchive(
-            "The upload is not a readable zip archive (no end of central directory record). "
-            "Send a .zip file made by a standard zip tool."
-        )
-    end_offset = tail_start + at
-    _, disk, directory_disk, on_disk, entries, directory_size, directory_offset, _ = (
-        END.unpack_from(tail, at)
-    )
-    directory_end = end_offset
-    locator_at = at - END_64_LOCATOR.size
-    if locator_at >= 0 and tail[locator_at : locator_at + 4] == END_64_LOCATOR_SIGNATURE:
-        record_offset = _read_zip64_locator(tail, locator_at)
-        if record_offset + END_64.size > end_offset - END_64_LOCATOR.size:
-            raise corrupt("its zip64 end record lies outside the archive")
-        record = _pread(archive, END_64.size, record_offset)
-        if len(record) != END_64.size or record[:4] != END_64_SIGNATURE:
-            raise corrupt("its zip64 end record is missing")
-        plain = (entries, directory_size, directory_offset)
-        (_, _, _, _, disk, directory_disk, on_disk, entries, directory_size, directory_offset) = (
-            END_64.unpack(record)
-        )
-        _same_unless_saturated(plain, (entries, directory_size, directory_offset))
-        directory_end = record_offset
-    elif MAX_16 in (entries, on_disk) or MAX_32 in (directory_size, directory_offset):
-        raise corrupt("its end record points to a zip64 record that is not there")
-    if disk != 0 or directory_disk != 0 or on_disk != entries:
-        raise BadArchive(
-            "The zip archive is split over several parts (a multi-volume archive); send it as "
-            "one .zip file."
-        )
-    if directory_offset + directory_size != directory_end:
-        raise BadArchive(
-            "The zip archive's central directory is not where its end record says (data "
-            "before the archive, as in a self-extracting file, or a damaged archive). "
-            "Re-create it with a standard zip tool."
-        )
-    return Layout(entries, directory_offset, directory_size)
-
-
-def _same_unless_saturated(plain: tuple[int, int, int], wide: tuple[int, int, int]) -> None:
-    """The 32-bit end record must say what the zip64 one says wherever it holds a value: two
-    readers must never see two different archives in one file."""
-    for narrow, value, full in zip(plain, wide, (MAX_16, MAX_32, MAX_32), strict=True):
-        if narrow not in (full, value):
-            raise BadArchive(
-                "The zip archive is inconsistent: its two end records disagree. Re-create it "
-                "with a standard zip tool."
-            )
-
-
-def _find_end_record(tail: bytes) -> int:
-    """The end record whose comment ends exactly at the end of the file, or -1."""
-    end = len(tail)
-    while (at := tail.rfind(END_SIGNATURE, 0, end)) >= 0:
-        if at + END.size <= len(tail):
-            comment = END.unpack_from(tail, at)[7]
-            if at + END.size + comment == len(tail):
-                return at
-        end = at
-    return -1
-
-
-def _read_zip64_locator(tail: bytes, at: int) -> int:
-    _, record_disk, record_offset, disks = END_64_LOCATOR.unpack_from(tail, at)
-    if record_disk != 0 or disks > 1:
-        raise BadArchive(
-            "The zip archive is split over several parts (a multi-volume archive); send it as "
-            "one .zip file."
-        )
-    return int(record_offset)
-
-
 def records(archive: BinaryIO, layout: Layout) -> Iterator[Record]:
     """The central directory, one record at a time; exactly `layout.entries` records that fill
     exactly `layout.directory_size` bytes, or BadArchive."""
     archive.seek(layout.directory_offset)
     remaining = layout.directory_size
     for _ in range(layout.entries):
-        if remaining < CENTRAL.size:
-            raise corrupt("its central directory is shorter than its entry count says")
-        fixed = archive.read(CENTRAL.size)
-        if len(fixed) != CENTRAL.size or fixed[:4] != CENTRAL_SIGNATURE:
-            raise corrupt("a central directory record is damaged")
-        (
-            _,
-            made_by,
-            _,
-            flags,
-            method,
-            _,
-            _,
-            crc,
-            compressed_size,
-            size,
-            name_length,
-            extra_length,
-            comment_length,
-            disk_start,
-            _,
-            external_attr,
-            header_offset,
-        ) = CENTRAL.unpack(fixed)
-        variable = name_length + extra_length + comment_length
-        remaining -= CENTRAL.size + variable
-        if remaining < 0:
-            raise corrupt("a central directory record runs past the directory's end")
-        raw_name = archive.read(name_length)
-        extra = archive.read(extra_length)
-        archive.seek(comment_length, os.SEEK_CUR)
-        if len(raw_name) != name_length or len(extra) != extra_length:
-            raise corrupt("a central directory record is cut short")
-        size, compressed_size, header_offset, disk_start = _zip64_values(
-            extra, size, compressed_size, header_offset, disk_start
-        )
-        if disk_start != 0:
-            raise BadArchive(
-                "The zip archive is split over several parts (a multi-volume archive); send "
-                "it as one .zip file."
-            )
-        yield Record(
-            raw_name=raw_name,
-            name=_decode_name(raw_name, flags),
-            flags=flags,
-            method=method,
-            crc=crc,
-            compressed_size=compressed_size,
-            size=size,
-            header_offset=header_offset,
-            creator_system=made_by >> 8,
-            external_attr=external_attr,
-        )
+        record, remaining = _record(archive, remaining)
+        yield record
     if remaining != 0:
         raise corrupt("its central directory is longer than its entries")
+
+
+def _record(archive: BinaryIO, remaining: int) -> tuple[Record, int]:
+    """The record at the archive's position, and the directory's bytes left after it."""
+    if remaining < CENTRAL.size:
+        raise corrupt("its central directory is shorter than its entry count says")
+    fixed = archive.read(CENTRAL.size)
+    if len(fixed) != CENTRAL.size or fixed[:4] != CENTRAL_SIGNATURE:
+        raise corrupt("a central directory record is damaged")
+    (
+        _,
+        made_by,
+        _,
+        flags,
+        method,
+        _,
+        _,
+        crc,
+        compressed_size,
+        size,
+        name_length,
+        extra_length,
+        comment_length,
+        disk_start,
+        _,
+        external_attr,
+        header_offset,
+    ) = CENTRAL.unpack(fixed)
+    variable = name_length + extra_length + comment_length
+    remaining -= CENTRAL.size + variable
+    if remaining < 0:
+        raise corrupt("a central directory record runs past the directory's end")
+    raw_name = archive.read(name_length)
+    extra = archive.read(extra_length)
+    archive.seek(comment_length, os.SEEK_CUR)
+    if len(raw_name) != name_length or len(extra) != extra_length:
+        raise corrupt("a central directory record is cut short")
+    size, compressed_size, header_offset, disk_start = _zip64_values(
+        extra, size, compressed_size, header_offset, disk_start
+    )
+    if disk_start != 0:
+        raise BadArchive(
+            "The zip archive is split over several parts (a multi-volume archive); send "
+            "it as one .zip file."
+        )
+    record = Record(
+        raw_name=raw_name,
+        name=_decode_name(raw_name, flags),
+        flags=flags,
+        method=method,
+        crc=crc,
+        compressed_size=compressed_size,
+        size=size,
+        header_offset=header_offset,
+        creator_system=made_by >> 8,
+        external_attr=external_attr,
+    )
+    return record, remaining
 
 
 def _zip64_values(

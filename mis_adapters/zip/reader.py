@@ -36,16 +36,10 @@ from mis_adapters.zip.constants import (
     FLAG_STRONG_ENCRYPTION,
     STORED,
 )
-from mis_adapters.zip.errors import ArchiveTooLarge, BadArchive
+from mis_adapters.zip.errors import ArchiveTooLarge, BadArchive, corrupt
 from mis_adapters.zip.folders import INPUT_FOLDER_MODE
-from mis_adapters.zip.index import (
-    LOCAL_HEADER_BYTES,
-    Layout,
-    Record,
-    corrupt,
-    read_layout,
-    records,
-)
+from mis_adapters.zip.index import LOCAL_HEADER_BYTES, Record, records
+from mis_adapters.zip.layout import Layout, read_layout
 from mis_adapters.zip.names import NameLimits, name_problem
 from mis_adapters.zip.unpack import (
     INPUT_FILE_MODE,

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mis_adapters.zip.constants import STORED, UNIX
-from mis_adapters.zip.errors import BadArchive
+from mis_adapters.zip.errors import BadArchive, corrupt
 from mis_adapters.zip.folders import Folders, file_and_folder, umask_strips
-from mis_adapters.zip.index import Layout, Record, corrupt, local_data_start, records
+from mis_adapters.zip.index import Record, local_data_start, records
+from mis_adapters.zip.layout import Layout
 from mis_adapters.zip.names import parts
 
 INPUT_FILE_MODE = 0o640  # the MAP may read through MIS's group; other users get nothing

@@ -34,7 +34,8 @@ from typing import Any, BinaryIO
 
 from mis_adapters.process.supervisor import PR_SET_PDEATHSIG, prctl
 from mis_adapters.zip.errors import BadArchive
-from mis_adapters.zip.index import Layout, Record, read_layout, records
+from mis_adapters.zip.index import Record, records
+from mis_adapters.zip.layout import Layout, read_layout
 from mis_adapters.zip.names import parts
 from mis_adapters.zip.unpack import EntryWriter, is_small, write_entries
 

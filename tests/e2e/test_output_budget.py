@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mis_adapters.zip.index import local_data_start, read_layout, records
+from mis_adapters.zip.index import local_data_start, records
+from mis_adapters.zip.layout import read_layout
 from tests.e2e.server import REPO, Server, running_server
 from tests.e2e.test_memory import peak_rss
 from tests.zips import make_zip
