@@ -11,13 +11,14 @@ and the plan checks again as it goes (then the zip stops, cut short).
 from __future__ import annotations
 
 import os
+import sys
 
 import attrs
 
 from mis_adapters.zip.constants import MAX_NAME_BYTES
 from mis_adapters.zip.errors import OutputOverLimit, OutputTooLarge, UnsafeName
 from mis_adapters.zip.names import NameLimits, name_problem, shown
-from mis_adapters.zip.records import central_record_bound
+from mis_adapters.zip.records import CENTRAL_MOST
 from mis_adapters.zip.walk import Member, Walker
 
 # The limits `OutputOverLimit.limit` names, as `OutputLimits` calls them.
@@ -48,12 +49,10 @@ def scan(top: int, limits: OutputLimits) -> Scan:
     walker = Walker(top)
     files = 0
     for member in walker:
-        try:
-            budget.admit(member)
-        finally:
-            if member.fd is not None:
-                os.close(member.fd)
-        files += member.fd is not None
+        if member.fd is not None:
+            os.close(member.fd)  # (admit needs only to know there was one)
+            files += 1
+        budget.admit(member)
     return Scan(files, budget.bytes, walker.left_out)
 
 
@@ -62,43 +61,54 @@ class Budget:
 
     def __init__(self, limits: OutputLimits) -> None:
         self.limits = limits
-        longest = min(limits.max_path_bytes or MAX_NAME_BYTES, MAX_NAME_BYTES)
-        self._names = NameLimits(longest)
+        self._longest = min(limits.max_path_bytes or MAX_NAME_BYTES, MAX_NAME_BYTES)
+        self._names = NameLimits(self._longest)
+        unbounded = sys.maxsize
+        self._most = (
+            limits.max_entries or unbounded,
+            limits.max_directory_bytes or unbounded,
+            limits.max_bytes or unbounded,
+        )
         self.entries = 0
-        self.bytes = 0
         self.directory = 0
+        self.bytes = 0
 
     def admit(self, member: Member) -> bytes:
         """The member's name as the zip holds it (UTF-8), once the member is counted; raises
         UnsafeName, OutputOverLimit or OutputTooLarge (its `fd` is the caller's to close)."""
-        name = member.name.encode()
-        self._check_name(member.name, len(name))
-        limits = self.limits
+        name = member.encoded
+        size = len(name)
+        if size > self._longest or name_problem(member.name, self._names, size):
+            self._refuse_name(member.name, size)
         self.entries += 1
+        self.directory += CENTRAL_MOST + size
+        if member.fd is not None:
+            self.bytes += member.info.st_size
+        most_entries, most_directory, most_bytes = self._most
+        if self.entries > most_entries or self.directory > most_directory:
+            self._refuse_listing()
+        if self.bytes > most_bytes:
+            raise OutputTooLarge(f"its files add up to more than {most_bytes} bytes")
+        return name
+
+    def _refuse_name(self, name: str, size: int) -> None:
+        if size > self._longest:
+            path = shown(name)
+            raise OutputOverLimit(
+                "max_path_bytes", f"the path {path} is {size} bytes, over {self._longest}"
+            )
+        problem = name_problem(name, self._names, size)
+        raise UnsafeName(name, f"the name {shown(name)} is unsafe: {problem}")
+
+    def _refuse_listing(self) -> None:
+        limits = self.limits
         if limits.max_entries and self.entries > limits.max_entries:
             raise OutputOverLimit(
                 "max_entries", f"it has more than {limits.max_entries} files and empty folders"
             )
-        self.directory += central_record_bound(len(name))
-        if limits.max_directory_bytes and self.directory > limits.max_directory_bytes:
-            raise OutputOverLimit(
-                "max_directory_bytes",
-                f"its zip's central directory would pass {limits.max_directory_bytes} bytes "
-                f"(a record of up to {central_record_bound(0)} bytes and a name for each file and "
-                "empty folder)",
-            )
-        if member.fd is not None:
-            self.bytes += member.info.st_size
-            if limits.max_bytes and self.bytes > limits.max_bytes:
-                raise OutputTooLarge(f"its files add up to more than {limits.max_bytes} bytes")
-        return name
-
-    def _check_name(self, name: str, size: int) -> None:
-        longest = self._names.max_path_bytes
-        if size > longest:
-            raise OutputOverLimit(
-                "max_path_bytes", f"the path {shown(name)} is {size} bytes, over {longest}"
-            )
-        problem = name_problem(name, self._names)
-        if problem:
-            raise UnsafeName(name, f"the name {shown(name)} is unsafe: {problem}")
+        raise OutputOverLimit(
+            "max_directory_bytes",
+            f"its zip's central directory would pass {limits.max_directory_bytes} bytes "
+            f"(a record of up to {CENTRAL_MOST} bytes and a name for each file and "
+            "empty folder)",
+        )

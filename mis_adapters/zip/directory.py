@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,13 +84,15 @@ class CentralDirectory:
 
 def _open_spill(folder: Path | None) -> int:
     """A new file in `folder`, readable by MIS alone, already unlinked."""
-    if folder is None:
+    if folder is None:  # (`mis infer` sending a folder; imported here, as it costs memory)
+        import tempfile
+
         fd, path = tempfile.mkstemp(prefix="mis-central-")
         os.unlink(path)
         return fd
     parent = os.open(folder, DIR_OPEN)
     try:
-        name = f".mis-central-{secrets.token_hex(8)}"
+        name = f".mis-central-{os.urandom(8).hex()}"
         fd = os.open(name, _SPILL_OPEN, _SPILL_MODE, dir_fd=parent)
         os.unlink(name, dir_fd=parent)
     finally:

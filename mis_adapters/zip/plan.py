@@ -61,7 +61,12 @@ def plan(
     walk = iter(Walker(top))
     try:
         for member in walk:
-            name = _admitted(budget, member)
+            try:
+                name = budget.admit(member)
+            except BaseException:
+                if member.fd is not None:
+                    os.close(member.fd)
+                raise
             if member.fd is None:
                 zip64 = bound.add(name, 0)
                 batch.append((Entry.at(name, _ZIP_DIR_MODE, _mtime(member), STORED, zip64), b""))
@@ -85,15 +90,6 @@ def plan(
             yield Batch(batch, level)
     finally:
         walk.close()  # type: ignore[attr-defined]
-
-
-def _admitted(budget: Budget, member: Member) -> bytes:
-    try:
-        return budget.admit(member)
-    except BaseException:
-        if member.fd is not None:
-            os.close(member.fd)
-        raise
 
 
 def _file(
@@ -161,11 +157,10 @@ def _compresses(fd: int, size: int) -> bool:
     return len(deflate.compress(sample, 1)) < _WORTH_IT * max(len(sample), 1)
 
 
-_EARLIEST = datetime.datetime(1980, 1, 1)  # the zip format's first date
-_LATEST = datetime.datetime.fromtimestamp(2**31 - 1)  # its 32-bit extended timestamp's last
+_EARLIEST = datetime.datetime(1980, 1, 1).timestamp()  # the zip format's first date
+_LATEST = float(2**31 - 1)  # its 32-bit extended timestamp's last
 
 
-def _mtime(member: Member) -> datetime.datetime:
+def _mtime(member: Member) -> float:
     """The modification time, within what the zip fields can hold (a MAP may set any)."""
-    seconds = min(max(member.info.st_mtime, _EARLIEST.timestamp()), _LATEST.timestamp())
-    return datetime.datetime.fromtimestamp(seconds)
+    return min(max(member.info.st_mtime, _EARLIEST), _LATEST)

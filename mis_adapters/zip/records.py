@@ -50,12 +50,7 @@ from mis_adapters.zip.constants import (
 
 _MS_DOS_FOLDER = 0x10
 # A central record at its largest besides its name: zip64 sizes and offset, and the time.
-_CENTRAL_MOST = CENTRAL.size + ZIP64_CENTRAL_EXTRA.size + TIME_EXTRA.size
-
-
-def central_record_bound(name_bytes: int) -> int:
-    """The most bytes the central record of an entry with a name this long takes."""
-    return _CENTRAL_MOST + name_bytes
+CENTRAL_MOST = CENTRAL.size + ZIP64_CENTRAL_EXTRA.size + TIME_EXTRA.size
 
 
 @attrs.define
@@ -75,13 +70,12 @@ class Entry:
     size: int = 0
 
     @classmethod
-    def at(
-        cls, name: bytes, mode: int, modified: datetime.datetime, method: int, zip64: bool
-    ) -> Entry:
-        """An entry modified at `modified` (local time, within 1980 .. 2038)."""
+    def at(cls, name: bytes, mode: int, seconds: float, method: int, zip64: bool) -> Entry:
+        """An entry modified `seconds` after the epoch (within 1980 .. 2038, local time)."""
+        modified = datetime.datetime.fromtimestamp(seconds)
         time = (modified.second // 2) | (modified.minute << 5) | (modified.hour << 11)
         date = modified.day | (modified.month << 5) | ((modified.year - 1980) << 9)
-        return cls(name, mode, time, date, int(modified.timestamp()), method, zip64)
+        return cls(name, mode, time, date, int(seconds), method, zip64)
 
     def _flags(self) -> int:
         return FLAG_UTF8 | (FLAG_DATA_DESCRIPTOR if self.streamed else 0)
@@ -127,10 +121,11 @@ class Entry:
             extra = ZIP64_CENTRAL_EXTRA.pack(ZIP64_TAG, 24, size, compressed, offset) + extra
             compressed = size = offset = MAX_32
         folder = _MS_DOS_FOLDER if self.name.endswith(b"/") else 0
+        version = self._version()
         fixed = CENTRAL.pack(
             CENTRAL_SIGNATURE,
-            (UNIX << 8) | self._version(),
-            self._version(),
+            (UNIX << 8) | version,
+            version,
             self._flags(),
             self.method,
             self.dos_time,

@@ -18,7 +18,7 @@ from mis_adapters.storage.archive import extract_archive
 from mis_adapters.zip import directory
 from mis_adapters.zip.budget import OutputLimits
 from mis_adapters.zip.errors import OutputOverLimit, UnsafeName
-from mis_adapters.zip.records import central_record_bound
+from mis_adapters.zip.records import CENTRAL_MOST
 from mis_adapters.zip.writer import zip_folder
 from mis_core.errors import InvalidInput
 from tests.zips import ROOMY_LIMITS, make_zip
@@ -82,7 +82,7 @@ def test_an_output_exactly_at_its_limits_is_sent_whole(out: Path) -> None:
     for name in names:
         (out / name).write_bytes(b"x")
     limits = OutputLimits(
-        max_entries=4, max_path_bytes=10, max_directory_bytes=4 * central_record_bound(10)
+        max_entries=4, max_path_bytes=10, max_directory_bytes=4 * (CENTRAL_MOST + 10)
     )
     with zipfile.ZipFile(io.BytesIO(b"".join(zip_folder(out, 1, limits=limits)))) as zf:
         assert zf.namelist() == names
