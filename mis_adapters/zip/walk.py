@@ -72,7 +72,7 @@ class Walker:
             while folder is not None:
                 fd, prefix = folder
                 stack.append((fd, prefix, iter(())))
-                subfolders = yield from self._folder(fd, prefix)
+                subfolders = yield from self._folder(fd, prefix, len(stack) - 1)
                 stack[-1] = (fd, prefix, iter(subfolders))
                 folder = self._next_folder(stack)
         finally:
@@ -90,9 +90,12 @@ class Walker:
             os.close(stack.pop()[0])
         return None
 
-    def _folder(self, fd: int, prefix: str) -> Generator[Member, None, list[str]]:
-        """Yield the folder's files (or itself when empty); return its subfolders' names."""
+    def _folder(self, fd: int, prefix: str, depth: int) -> Generator[Member, None, list[str]]:
+        """Yield the folder's files (or itself when empty); return its subfolders' names. A
+        file's path may have MAX_DEPTH components at most, as the reader's names (names.py)."""
         files, folders = self._list(fd)
+        if files and depth >= MAX_DEPTH:
+            raise OutputProblem(f"its files and folders are nested more than {MAX_DEPTH} deep")
         for name in files:
             member = self._open_file(fd, prefix, name)
             if member is not None:

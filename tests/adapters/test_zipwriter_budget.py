@@ -17,7 +17,7 @@ import pytest
 from mis_adapters.storage.archive import extract_archive
 from mis_adapters.zip import directory
 from mis_adapters.zip.budget import OutputLimits
-from mis_adapters.zip.errors import OutputOverLimit, UnsafeName
+from mis_adapters.zip.errors import OutputOverLimit, OutputProblem, UnsafeName
 from mis_adapters.zip.records import CENTRAL_MOST
 from mis_adapters.zip.writer import zip_folder
 from mis_core.errors import InvalidInput
@@ -150,3 +150,32 @@ def test_a_spill_folder_that_is_a_link_is_not_followed(out: Path, tmp_path: Path
             b"".join(zip_folder(out, 1, workers=1, spill_to=tmp_path / "workspace"))
     assert refused.value.errno in (errno.ELOOP, errno.ENOTDIR)
     assert list(elsewhere.iterdir()) == []
+
+
+def nest(top: Path, depth: int) -> int:
+    """`depth` folders "m" one in the other under `top` (by descriptors: the path is long);
+    the deepest, open."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("m", dir_fd=fd)
+        child = os.open("m", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def test_the_depth_the_reader_refuses_is_never_written(
+    out: Path, tmp_path: Path, dest: Path
+) -> None:
+    os.close(nest(out, 128))  # an empty folder: 128 components, as deep as the reader takes
+    with zipfile.ZipFile(io.BytesIO(b"".join(zip_folder(out, 1)))) as zf:
+        assert zf.namelist() == ["m/" * 128]
+    (tmp_path / "deeper").mkdir()
+    fd = nest(tmp_path / "deeper", 128)
+    os.close(os.open("w", os.O_WRONLY | os.O_CREAT, dir_fd=fd))  # 129 components
+    os.close(fd)
+    with pytest.raises(OutputProblem, match="nested more than 128 deep"):
+        next(zip_folder(tmp_path / "deeper", 1))
+    archive = make_zip(tmp_path / "in.zip", {"m/" * 128 + "w": b""})
+    with pytest.raises(InvalidInput, match="nested more than 128 folders deep"):
+        extract_archive(archive, dest, ROOMY_LIMITS)
