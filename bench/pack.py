@@ -66,7 +66,7 @@ def main() -> None:
         print(json.dumps(run_one(module, Path(folder), int(workers), policy)))
         return
     # (module, workers): -1 is a module's own default (one without the option)
-    runs = [("mis_adapters.storage.zipwriter", w) for w in options.workers or [1, 0]]
+    runs = [("mis_adapters.zip.writer", w) for w in options.workers or [1, 0]]
     runs += [(m, -1) for m in options.module]
     print(f"auto is {worker_count(0)} workers; load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory(dir=options.dir) as work:

@@ -26,8 +26,8 @@ import attrs
 import httpx
 
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
-from mis_adapters.storage.walk import OutputProblem
-from mis_adapters.storage.zipwriter import zip_folder
+from mis_adapters.zip.errors import OutputProblem
+from mis_adapters.zip.writer import zip_folder
 from mis_app.client_answer import Answer, read_error, shown
 from mis_app.logs import clean
 from mis_app.settings import ServerSettings

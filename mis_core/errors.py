@@ -126,7 +126,7 @@ CATALOGUE: tuple[ErrorCode, ...] = (
             " inconsistent zip (overlapping entries, a local header that disagrees with its "
             "directory record, an entry larger than it declares), no `file` part, a multipart "
             "boundary over 70 characters, a multipart part with headers over 16 KiB, an unsafe "
-            "entry (absolute path, `..`, drive letter, backslash, NUL byte, nested over 128 "
+            "entry (absolute path, `..`, drive letter, backslash, control character, nested over 128 "
             "folders, symlink, device, duplicate name), a name the payload volume cannot hold "
             "(too long, a clash its file system refuses), encrypted entries, a compression "
             "method other than stored or deflate"
@@ -245,7 +245,11 @@ CATALOGUE: tuple[ErrorCode, ...] = (
             "the MAP failed: the message gives the reason (exit code, signal) and the last lines"
             " of its log; or its output cannot be sent whole (the output folder replaced by a "
             "link, a file MIS cannot read, a name that is not UTF-8, folders nested over 128 "
-            "deep, files adding up to more than `server.max_output_bytes`)"
+            "deep, files adding up to more than `server.max_output_bytes`, more entries, a "
+            "longer path or a larger zip directory than `server.max_output_entries`, "
+            "`server.max_output_path_bytes`, `server.max_output_directory_bytes`), or it has a "
+            "name MIS would refuse in an upload (backslash, drive letter, control character: "
+            "the message names the file, escaped)"
         ),
         title="The application failed on this study.",
         advice=(

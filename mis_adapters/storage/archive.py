@@ -1,110 +1,45 @@
-"""Safe extraction of an uploaded zip: refuse anything unsafe, never skip it silently.
-
-Everything that can be judged from the archive's directory is judged before any data is read
-or any file is written, with memory that does not grow with what the archive claims:
-
-- 413 (PayloadTooLarge): an entry count or central directory size over the limits (read from
-  the end records, before any entry is parsed), too many bytes once expanded, or a suspicious
-  compression ratio;
-- 400 (InvalidInput): not a zip, a damaged or inconsistent one (overlapping entries, zip64
-  fields that lie), encrypted entries, a compression method other than stored or deflate,
-  unsafe names (absolute, `..`, empty components, drive letters, backslashes, NUL bytes,
-  nested too deep), names the payload volume cannot hold (too long for it), symbolic links
-  and other special files.
-
-What only the data can tell (a local header that disagrees with its record, an entry larger
-than it declares, a wrong CRC, names that clash on the file system) is refused while writing
-(unpack.py).
-"""
+"""Unpacking an upload with the zip package's reader: its refusals become MIS's errors here,
+once (a bad archive 400, one over the limits 413, a full payload volume 507)."""
 
 from __future__ import annotations
 
 import errno
-import os
-import re
-import stat
-import zlib
-from array import array
 from pathlib import Path
-from typing import BinaryIO
 
-import attrs
-
-from mis_adapters.cpus import worker_count
-from mis_adapters.storage import unpack_processes
-from mis_adapters.storage.layout import INPUT_FILE_MODE, INPUT_FOLDER_MODE
-from mis_adapters.storage.unpack import (
-    is_folder,
-    is_small,
-    parts,
-    unix_kind,
-    write_entries,
-)
-from mis_adapters.storage.zipindex import (
-    FLAG_ENCRYPTED,
-    FLAG_STRONG_ENCRYPTION,
-    LOCAL_HEADER_BYTES,
-    Layout,
-    Record,
-    corrupt,
-    read_layout,
-    records,
-)
+from mis_adapters.zip import reader
+from mis_adapters.zip.errors import ArchiveTooLarge, BadArchive
+from mis_adapters.zip.folders import INPUT_FOLDER_MODE
+from mis_adapters.zip.reader import ExtractLimits
+from mis_adapters.zip.unpack import INPUT_FILE_MODE
 from mis_core.errors import InsufficientStorage, InvalidInput, PayloadTooLarge
 
-__all__ = ["INPUT_FILE_MODE", "INPUT_FOLDER_MODE", "ExtractLimits", "extract_archive"]
+__all__ = [
+    "INPUT_FILE_MODE",
+    "INPUT_FOLDER_MODE",
+    "ExtractLimits",
+    "extract_archive",
+    "is_disk_full",
+    "storage_full_error",
+]
 
-MAX_DEPTH = 128  # folders in an entry's path; bounds the folders held open while writing
-_DRIVE = re.compile(r"^[A-Za-z]:")
-# Small archives cannot hurt whatever their ratio; the ratio rule applies above this size.
-RATIO_APPLIES_ABOVE_BYTES = 64 * 1024 * 1024
-# The central directory may hold this much per entry allowed, on average, plus a fixed margin.
-DIRECTORY_BYTES_PER_ENTRY = 1024
-DIRECTORY_BYTES_MARGIN = 1024 * 1024
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-# The central directory is read through a buffer this large. With the default 8 KiB, the
-# reading thread let go of the interpreter lock for a read every ~180 records and took it
-# back at once, so the event loop never got it: busy answers waited up to 500 ms while an
-# archive of 100,000 entries was checked (Python hands the lock over on request only when
-# its holder has not let go of it meanwhile).
-_DIRECTORY_BUFFER = 1024 * 1024
-_STORED, _DEFLATED = 0, 8
-_METHOD_NAMES = {
-    1: "shrink",
-    6: "implode",
-    9: "deflate64",
-    12: "bzip2",
-    14: "LZMA",
-    93: "Zstandard",
-    95: "xz",
-    98: "PPMd",
-    99: "AES encryption",
-}
 
 
-@attrs.frozen
-class ExtractLimits:
-    max_extracted_bytes: int
-    max_entries: int
-    max_compression_ratio: float
-
-    @property
-    def max_directory_bytes(self) -> int:
-        return DIRECTORY_BYTES_MARGIN + self.max_entries * DIRECTORY_BYTES_PER_ENTRY
-
-
-@attrs.frozen
-class _Volume:
-    """What the payload volume can hold under the destination folder."""
-
-    max_name_bytes: int
-    max_relative_path_bytes: int
-
-    @classmethod
-    def of(cls, destination: Path) -> _Volume:
-        prefix = len(os.fsencode(destination.absolute())) + 1
-        path_max = os.pathconf(destination, "PC_PATH_MAX")
-        return cls(os.statvfs(destination).f_namemax, path_max - 1 - prefix)
+def extract_archive(
+    archive: Path, destination: Path, limits: ExtractLimits, workers: int = 0
+) -> int:
+    """Unpack `archive` into the existing, empty folder `destination`; the file count.
+    `workers`: threads writing entries (server.workers: 0 is auto)."""
+    try:
+        return reader.extract_archive(archive, destination, limits, workers)
+    except BadArchive as exc:
+        raise InvalidInput(exc.message) from exc
+    except ArchiveTooLarge as exc:
+        raise PayloadTooLarge(exc.message) from exc
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise storage_full_error() from exc
+        raise
 
 
 def storage_full_error() -> InsufficientStorage:
@@ -117,166 +52,3 @@ def storage_full_error() -> InsufficientStorage:
 
 def is_disk_full(exc: OSError) -> bool:
     return exc.errno in _FULL
-
-
-def extract_archive(
-    archive: Path, destination: Path, limits: ExtractLimits, workers: int = 0
-) -> int:
-    """Unpack `archive` into the existing, empty folder `destination`; return the file count.
-    `workers`: threads writing entries (server.workers: 0 is auto, see cpus.py)."""
-    workers = worker_count(workers)
-    try:
-        with open(archive, "rb", buffering=_DIRECTORY_BUFFER) as source:
-            layout = read_layout(source)
-            _check_layout(layout, limits)
-            plan = _plan(source, layout, limits, _Volume.of(destination))
-            if workers > 1 and plan.small >= unpack_processes.PROCESSES_FROM:
-                return unpack_processes.write_in_processes(
-                    source, layout, plan.bounds, destination, workers
-                )
-            return write_entries(source, layout, plan.bounds, destination, workers)
-    except zlib.error:
-        raise corrupt("an entry's compressed data is damaged") from None
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise storage_full_error() from None
-        raise
-
-
-def _check_layout(layout: Layout, limits: ExtractLimits) -> None:
-    if layout.entries > limits.max_entries:
-        raise PayloadTooLarge(
-            f"The zip archive has {layout.entries} entries; this service accepts at most "
-            f"{limits.max_entries} (server.max_entries)."
-        )
-    if layout.directory_size > limits.max_directory_bytes:
-        raise PayloadTooLarge(
-            f"The zip archive's central directory is {layout.directory_size} bytes; this "
-            f"service reads at most {limits.max_directory_bytes} ("
-            f"{DIRECTORY_BYTES_PER_ENTRY} bytes per entry that server.max_entries allows, "
-            "plus 1 MiB)."
-        )
-
-
-@attrs.frozen
-class _Plan:
-    bounds: array[int]  # per record, the offset its data must end before (see _plan)
-    small: int  # entries under unpack.PARALLEL_FROM (compressed): see unpack.is_small
-
-
-def _plan(source: BinaryIO, layout: Layout, limits: ExtractLimits, volume: _Volume) -> _Plan:
-    """Check every record; return, per record, the offset its data must end before (the next
-    entry's header, or the central directory): the bound that keeps entries from overlapping;
-    and how many are small."""
-    starts: array[int] = array("Q")
-    ends: array[int] = array("Q")
-    declared = compressed = small = 0
-    for record in records(source, layout):
-        is_dir = _check_record(record, volume)
-        end = record.header_offset + LOCAL_HEADER_BYTES + len(record.raw_name)
-        end += record.compressed_size
-        if end > layout.directory_offset:
-            raise InvalidInput(
-                "The zip archive has overlapping entries (an entry's data runs into the "
-                "central directory), as zip bombs do."
-            )
-        starts.append(record.header_offset)
-        ends.append(end)
-        small += is_small(record)
-        if not is_dir:
-            declared += record.size
-            compressed += record.compressed_size
-    if declared > limits.max_extracted_bytes:
-        raise _too_large_expanded(limits)
-    if (
-        declared > RATIO_APPLIES_ABOVE_BYTES
-        and declared > compressed * limits.max_compression_ratio
-    ):
-        raise PayloadTooLarge(
-            f"The zip archive expands {declared / max(compressed, 1):.0f} times its compressed "
-            f"size; this service accepts at most {limits.max_compression_ratio:g} "
-            "(server.max_compression_ratio), to guard against zip bombs."
-        )
-    return _Plan(_overlap_bounds(starts, ends, layout.directory_offset), small)
-
-
-def _overlap_bounds(starts: array[int], ends: array[int], directory: int) -> array[int]:
-    order = sorted(range(len(starts)), key=starts.__getitem__)
-    bounds = array("Q", bytes(8 * len(starts)))
-    for position, here in enumerate(order):
-        following = position + 1
-        bound = starts[order[following]] if following < len(order) else directory
-        if ends[here] > bound:
-            raise InvalidInput("The zip archive has overlapping entries, as zip bombs do.")
-        bounds[here] = bound
-    return bounds
-
-
-def _check_record(record: Record, volume: _Volume) -> bool:
-    """Refuse what cannot be extracted safely; whether the entry is a folder."""
-    if record.flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION):
-        raise InvalidInput(
-            "The zip archive has encrypted entries; this service cannot read them. Send an "
-            "archive without a password."
-        )
-    if record.method not in (_STORED, _DEFLATED):
-        method = _METHOD_NAMES.get(record.method, f"number {record.method}")
-        raise InvalidInput(
-            f"The zip archive uses the {method} compression method; this service reads only "
-            "stored and deflate entries (what zip tools write by default). Re-create it with "
-            "deflate or no compression."
-        )
-    problem = _name_problem(record.name, volume)
-    if problem:
-        raise InvalidInput(f"The zip archive has an entry name that cannot be used: {problem}.")
-    kind = unix_kind(record)
-    if stat.S_ISLNK(kind):
-        raise InvalidInput(
-            "The zip archive holds a symbolic link; only regular files and folders are "
-            "accepted. Re-create it without links (zip --symlinks is not wanted)."
-        )
-    if kind and not (stat.S_ISDIR(kind) or stat.S_ISREG(kind)):
-        raise InvalidInput(
-            "The zip archive holds a device, pipe or other special file; only regular "
-            "files and folders are accepted."
-        )
-    is_dir = is_folder(record)
-    if not is_dir and record.method == _STORED and record.compressed_size != record.size:
-        raise corrupt("a stored entry's two sizes disagree")
-    return is_dir
-
-
-def _name_problem(name: str, volume: _Volume) -> str:
-    """Why `name` is unsafe or cannot be held by the volume, or "" for a plain relative path."""
-    if "\x00" in name:
-        return "it contains a NUL byte"
-    if "\\" in name:
-        return "it contains a backslash (make the archive with forward slashes)"
-    if name.startswith("/"):
-        return "it is an absolute path"
-    if _DRIVE.match(name):
-        return "it starts with a drive letter"
-    if len(name.encode()) > volume.max_relative_path_bytes:
-        return (
-            f"it is longer than {volume.max_relative_path_bytes} bytes, the longest path the "
-            "payload volume can hold inside an input folder"
-        )
-    components = parts(name)
-    if len(components) > MAX_DEPTH:
-        return f"it is nested more than {MAX_DEPTH} folders deep"
-    for part in components:
-        if part in ("", ".", ".."):
-            return f"it has a {part or 'empty'!r} path component"
-        if len(part.encode()) > volume.max_name_bytes:
-            return (
-                f"a component is longer than {volume.max_name_bytes} bytes, the longest name "
-                "the payload volume can hold"
-            )
-    return ""
-
-
-def _too_large_expanded(limits: ExtractLimits) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        "The zip archive expands to more than this service accepts "
-        f"({limits.max_extracted_bytes} bytes, server.max_extracted_bytes)."
-    )

@@ -23,12 +23,10 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import anyio
-import attrs
 from loguru import logger
 
 from mis_adapters.storage.archive import (
     INPUT_FOLDER_MODE,
-    ExtractLimits,
     extract_archive,
     is_disk_full,
     storage_full_error,
@@ -43,35 +41,21 @@ from mis_adapters.storage.layout import (
 from mis_adapters.storage.layout import (
     WORKSPACE_MARKER as MARKER,
 )
+from mis_adapters.storage.limits import PayloadLimits
+from mis_adapters.storage.output import output_failure
 from mis_adapters.storage.ownership import Claim, Heartbeat, claim, look
 from mis_adapters.storage.readiness import payload_folder_problem
 from mis_adapters.storage.remove import make_writable, remove_entry
-from mis_adapters.storage.walk import OutputProblem, OutputTooLarge
-from mis_adapters.storage.zipwriter import COMPRESSION_POLICIES, zip_folder
-from mis_core.errors import BackendUnavailable, Busy, MapFailed, PayloadTooLarge
+from mis_adapters.zip.constants import DIR_OPEN
+from mis_adapters.zip.errors import OutputProblem
+from mis_adapters.zip.writer import COMPRESSION_POLICIES, zip_folder
+from mis_core.errors import BackendUnavailable, Busy, PayloadTooLarge
 from mis_core.model import Workspace
 
 __all__ = ["MARKER", "LocalStorage", "PayloadLimits"]
 
 _CHUNK = 1024 * 1024
-_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _REFILLS = 100  # times a workspace may fill again while being emptied
-
-
-@attrs.frozen
-class PayloadLimits:
-    max_upload_bytes: int
-    max_extracted_bytes: int
-    max_entries: int
-    max_compression_ratio: float
-    max_output_bytes: int = 64 * 1024**3  # what the MAP's output files may add up to
-
-    def for_extraction(self) -> ExtractLimits:
-        return ExtractLimits(
-            max_extracted_bytes=self.max_extracted_bytes,
-            max_entries=self.max_entries,
-            max_compression_ratio=self.max_compression_ratio,
-        )
 
 
 class LocalStorage:
@@ -110,7 +94,7 @@ class LocalStorage:
             if is_disk_full(exc):
                 raise storage_full_error() from None
             raise
-        fd = os.open(folder, _DIR_OPEN)
+        fd = os.open(folder, DIR_OPEN)
         try:
             os.fchmod(fd, WORKSPACE_MODE)  # whatever the umask
             held = claim(fd)
@@ -167,29 +151,22 @@ class LocalStorage:
 
     async def pack_output(self, workspace: Workspace) -> AsyncIterator[bytes]:
         """The output zip. Its first chunk comes only after the whole output was scanned, so
-        a problem that can be known before sending (an unreadable file, a name that is not
-        UTF-8, an output folder that is a link) is raised before anything is sent."""
+        a problem that can be known before sending (an unreadable file, a name MIS would not
+        accept, an output over the limits) is raised before anything is sent. A large
+        central directory waits in the workspace, not in memory."""
         chunks = zip_folder(
             Path(workspace.output_dir),
             self.compression_level,
             self.compression,
-            max_bytes=self.limits.max_output_bytes,
             workers=self.workers,
+            limits=self.limits.for_output(),
+            spill_to=Path(workspace.root),
         )
         try:
             while chunk := await anyio.to_thread.run_sync(next, chunks, b""):
                 yield chunk
-        except OutputTooLarge as exc:
-            raise MapFailed(
-                f"The MAP's output is too large to send: {exc.problem} "
-                "(server.max_output_bytes; a file's size counts whole, sparse or not). "
-                "Have the MAP write less, or raise server.max_output_bytes."
-            ) from None
         except OutputProblem as exc:
-            raise MapFailed(
-                f"The MAP's output folder cannot be sent whole: {exc.problem}. The MAP must "
-                "write only regular files and folders, readable by MIS, with UTF-8 names."
-            ) from None
+            raise output_failure(exc) from exc
         finally:
             # Stops the packing threads (each finishes its piece, some milliseconds): on a
             # thread, so the event loop serves others meanwhile, even when cancelled.
@@ -219,7 +196,7 @@ class LocalStorage:
         """Delete the workspaces whose owners are dead; workspaces that may still belong to a
         MIS on another machine are looked at again once their lease has run out."""
         try:
-            root = os.open(self.root, _DIR_OPEN)
+            root = os.open(self.root, DIR_OPEN)
         except (FileNotFoundError, NotADirectoryError):
             return 0
         swept = 0
@@ -231,7 +208,7 @@ class LocalStorage:
                 if self._held.holds(name):
                     continue  # this process's own: never probed (see ownership.owner_alive)
                 try:
-                    folder = os.open(name, _DIR_OPEN, dir_fd=root)
+                    folder = os.open(name, DIR_OPEN, dir_fd=root)
                 except OSError:
                     continue
                 try:
@@ -287,12 +264,12 @@ def remove_workspace(root: Path, name: str) -> None:
     """Delete the workspace `name` of the payload folder `root`: all but the marker, then the
     marker, then the folder. A workspace that is already gone is no error."""
     try:
-        root_fd = os.open(root, _DIR_OPEN)
+        root_fd = os.open(root, DIR_OPEN)
     except FileNotFoundError:
         return
     try:
         try:
-            folder = os.open(name, _DIR_OPEN, dir_fd=root_fd)
+            folder = os.open(name, DIR_OPEN, dir_fd=root_fd)
         except FileNotFoundError:
             return
         try:

@@ -49,6 +49,13 @@ class ServerSettings(Section):
     # What the MAP's output files may add up to (st_size: a sparse file counts whole, as the
     # zip would send it); more is 500 map_failed before anything is sent.
     max_output_bytes: ByteSize = Field(ByteSize(64 * GiB), ge=1)
+    # What the output zip may list, checked before anything is sent too (more is 500
+    # map_failed naming the setting): files and empty folders, one path's UTF-8 bytes (the
+    # zip format holds 65,535), and the central directory (a record and a name per entry).
+    # A tree of long names is all headers: these bound what it costs.
+    max_output_entries: int = Field(1_000_000, ge=1)
+    max_output_path_bytes: int = Field(4096, ge=1, le=65535)
+    max_output_directory_bytes: ByteSize = Field(ByteSize(256 * 1024**2), ge=1)
     output_compression: Literal["adaptive", "deflate", "stored"] = "adaptive"
     output_compression_level: int = Field(1, ge=1, le=9)
     # Threads that unpack the input and deflate the output, per request; 0: the CPUs MIS may

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.storage import archive, unpack_processes
+from mis_adapters.zip import reader, unpack_processes
 
 
 @pytest.fixture
@@ -36,5 +36,5 @@ def unpack_by(request: pytest.FixtureRequest) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         if mode == "processes":
             patch.setattr(unpack_processes, "PROCESSES_FROM", 1)
-            patch.setattr(archive, "worker_count", lambda workers: workers or 2)
+            patch.setattr(reader, "worker_count", lambda workers: workers or 2)
         yield mode

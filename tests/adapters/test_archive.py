@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.storage import unpack
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
+from mis_adapters.zip import unpack
 from mis_core.errors import InvalidInput, MisError, PayloadTooLarge
 from tests.conftest import require_tool
 from tests.zips import ROOMY_LIMITS as LIMITS

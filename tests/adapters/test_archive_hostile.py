@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from mis_adapters.storage import unpack
 from mis_adapters.storage.archive import (
     INPUT_FILE_MODE,
     INPUT_FOLDER_MODE,
     ExtractLimits,
     extract_archive,
 )
-from mis_adapters.storage.zipwriter import zip_folder
+from mis_adapters.zip import unpack
+from mis_adapters.zip.writer import zip_folder
 from mis_core.errors import InvalidInput, PayloadTooLarge
 from tests.zips import ROOMY_LIMITS as LIMITS
 from tests.zips import RawEntry, deflated, make_zip, many_entries_zip, raw_zip

@@ -15,9 +15,10 @@ import pytest
 from mis_adapters.process import backend as backend_module
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.sandbox import choose
-from mis_adapters.storage import archive as archive_module
-from mis_adapters.storage import unpack_processes, zipindex
 from mis_adapters.storage.archive import ExtractLimits
+from mis_adapters.zip import layout as zip_layout
+from mis_adapters.zip import reader as archive_module
+from mis_adapters.zip import unpack_processes
 from mis_core.errors import BackendUnavailable
 from mis_core.model import (
     JobOutcome,
@@ -331,8 +332,8 @@ async def test_a_run_ending_leaves_the_unpack_workers_of_another_request_alone(
         for n in range(20):
             zf.writestr(f"s{n % 3}/{n}.dcm", b"x" * n)
     source = open(archive, "rb")  # noqa: SIM115 - closed below, after the workers
-    layout = zipindex.read_layout(source)
-    bounds = archive_module._plan(source, layout, LIMITS, archive_module._Volume.of(dest)).bounds
+    layout = zip_layout.read_layout(source)
+    bounds = archive_module._plan(source, layout, LIMITS, archive_module._volume(dest)).bounds
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             outcome: list[JobOutcome] = []

@@ -17,9 +17,10 @@ from typing import Any
 import attrs
 import pytest
 
-from mis_adapters.storage import archive as checks
-from mis_adapters.storage import unpack, unpack_processes, zipindex
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
+from mis_adapters.zip import layout as zip_layout
+from mis_adapters.zip import reader as checks
+from mis_adapters.zip import unpack, unpack_processes
 from mis_core.errors import InsufficientStorage, InvalidInput
 
 LIMITS = ExtractLimits(
@@ -90,8 +91,8 @@ def test_the_workers_read_the_archive_that_was_checked_not_what_its_path_names_n
     other = tmp_path / "other.zip"
     study(other, unpack_processes.PROCESSES_FROM, folders=6, size=600)
     with open(checked, "rb") as source:
-        layout = zipindex.read_layout(source)
-        bounds = checks._plan(source, layout, LIMITS, checks._Volume.of(dest)).bounds
+        layout = zip_layout.read_layout(source)
+        bounds = checks._plan(source, layout, LIMITS, checks._volume(dest)).bounds
         other.replace(checked)  # the path now names another archive
         written = unpack_processes.write_in_processes(source, layout, bounds, dest, workers=2)
     assert written == len(files)
@@ -309,8 +310,8 @@ def test_the_workers_yield_to_the_server(tmp_path: Path, dest: Path) -> None:
     archive = tmp_path / "in.zip"
     study(archive, unpack_processes.PROCESSES_FROM, folders=4)
     with open(archive, "rb") as source:
-        layout = zipindex.read_layout(source)
-        bounds = checks._plan(source, layout, LIMITS, checks._Volume.of(dest)).bounds
+        layout = zip_layout.read_layout(source)
+        bounds = checks._plan(source, layout, LIMITS, checks._volume(dest)).bounds
         workers = [unpack_processes._start(source.fileno(), dest, i, 2) for i in range(2)]
         try:
             assert [niceness(w.pid) for w in workers] == [os.nice(0) + 10] * 2

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.storage import deflate, zipwriter
-from mis_adapters.storage.walk import OutputProblem
-from mis_adapters.storage.zipwriter import zip_folder
+from mis_adapters.zip import deflate, plan, writer
+from mis_adapters.zip.errors import OutputProblem
+from mis_adapters.zip.writer import zip_folder
 from tests.conftest import require_tool
 
 SECRET = b"SECRET-host-file-content-" * 40
@@ -224,7 +224,7 @@ def test_memory_for_many_files_is_little_more_than_their_central_directory(
         tracemalloc.stop()
     directory = int.from_bytes(last[-22:][12:16], "little")  # the end record's size field
     assert 50_250 * 46 < directory < 50_250 * 200  # 46 fixed bytes, a name, a time
-    assert peak - directory < 6 * zipwriter._CHUNK, (peak, directory)
+    assert peak - directory < 6 * writer.CHUNK, (peak, directory)
 
 
 def sparse_sink(chunks: Iterator[bytes], path: Path) -> int:
@@ -282,10 +282,10 @@ def test_more_than_4_gib_gives_a_valid_zip64_archive(tmp_path: Path, policy: str
 def test_zip64_is_chosen_by_the_running_bound_and_the_entry_count() -> None:
     """The rule itself, at its edges: a plain entry's 32-bit fields cannot hold an offset
     past 4 GiB, nor its end record a 65,536th entry, so the writer must switch first."""
-    assert not zipwriter._needs_zip64(0xFFFF, 0xFFFFFFFF)
-    assert zipwriter._needs_zip64(0x10000, 100)
-    assert zipwriter._needs_zip64(1, 0x100000000)
-    assert zipwriter._deflate_bound(4_000_000_000) > 4_000_000_000 * 1.0003 + 64
+    assert not plan.needs_zip64(0xFFFF, 0xFFFFFFFF)
+    assert plan.needs_zip64(0x10000, 100)
+    assert plan.needs_zip64(1, 0x100000000)
+    assert plan.deflate_bound(4_000_000_000) > 4_000_000_000 * 1.0003 + 64
 
 
 @pytest.mark.parametrize("level", [1, 5, 9])
@@ -295,8 +295,8 @@ def test_deflated_data_never_passes_the_bound_the_zip64_choice_counts_on(level: 
     every level, must stay within it."""
     for size in (0, 1, 100, 4096, 65_536, 1 << 20):
         noise = os.urandom(size)
-        assert len(deflate.compress(noise, level)) <= zipwriter._deflate_bound(size)
+        assert len(deflate.compress(noise, level)) <= plan.deflate_bound(size)
         for flush in (deflate.SYNC_FLUSH, deflate.FINISH):
             compressor = deflate.compressor(level, os.urandom(32 * 1024))
             piece = compressor.compress(noise) + compressor.flush(flush)
-            assert len(piece) <= zipwriter._deflate_bound(size)
+            assert len(piece) <= plan.deflate_bound(size)

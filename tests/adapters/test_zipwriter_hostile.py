@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.storage import zipwriter
-from mis_adapters.storage.walk import OutputProblem, OutputTooLarge, Scan
-from mis_adapters.storage.zipwriter import zip_folder
+from mis_adapters.zip import writer
+from mis_adapters.zip.budget import OutputLimits, Scan
+from mis_adapters.zip.errors import OutputProblem, OutputTooLarge
+from mis_adapters.zip.writer import zip_folder
 from tests.conftest import require_tool
 
 MiB = 1024 * 1024
@@ -56,15 +57,15 @@ def test_files_grown_after_the_scan_still_stop_at_the_bound(
     out.mkdir()
     (out / "a-first.txt").write_text("ok")
     (out / "b-volume.raw").write_bytes(b"\1" * 65536)
-    real_scan = zipwriter.scan
+    real_scan = writer.scan
 
-    def scan_then_grow(top: int, max_bytes: int = 0) -> Scan:
-        found = real_scan(top, max_bytes)
+    def scan_then_grow(top: int, limits: OutputLimits) -> Scan:
+        found = real_scan(top, limits)
         os.truncate(out / "b-volume.raw", 256 * MiB)  # what the MAP does meanwhile
         return found
 
-    monkeypatch.setattr(zipwriter, "scan", scan_then_grow)
-    chunks = zip_folder(out, 1, "stored", max_bytes=MiB, workers=workers)
+    monkeypatch.setattr(writer, "scan", scan_then_grow)
+    chunks = zip_folder(out, 1, "stored", workers=workers, limits=OutputLimits(max_bytes=MiB))
     with pytest.raises(OutputTooLarge, match="more than 1048576 bytes"):
         for _ in chunks:
             pass

@@ -19,10 +19,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mis_adapters import cpus
-from mis_adapters.storage import deflate, zipwriter
-from mis_adapters.storage.walk import OutputProblem
-from mis_adapters.storage.zipformat import crc32_combine
-from mis_adapters.storage.zipwriter import zip_folder
+from mis_adapters.zip import deflate, pipeline, plan
+from mis_adapters.zip.errors import OutputProblem
+from mis_adapters.zip.records import crc32_combine
+from mis_adapters.zip.writer import zip_folder
 from tests.conftest import require_tool
 
 MiB = 1024 * 1024
@@ -167,7 +167,7 @@ def test_zip64_records_from_the_entry_where_the_rule_says(
 ) -> None:
     """The rule moved down to the 6th entry, so every zip64 record is written and read
     back (pieces, batches, folders, the zip64 end records) without 65,536 files."""
-    monkeypatch.setattr(zipwriter, "_ZIP32_MAX_ENTRIES", 5)
+    monkeypatch.setattr(plan, "ZIP32_MAX_ENTRIES", 5)
     body = zipped(mixed, "adaptive")
     zf = verified(body, mixed, tmp_path)
     versions = [info.extract_version for info in zf.infolist()]
@@ -193,7 +193,7 @@ def test_more_than_65535_empty_files_give_a_valid_zip64_archive(tmp_path: Path) 
 # --- memory, stopping, and files that change ----------------------------------------------
 
 
-class RecordingWindow(zipwriter._Window):
+class RecordingWindow(pipeline.Window):
     """The window, noting when the walk had to wait for room."""
 
     made: ClassVar[list[RecordingWindow]] = []
@@ -212,7 +212,7 @@ class RecordingWindow(zipwriter._Window):
 @pytest.fixture
 def window(monkeypatch: pytest.MonkeyPatch) -> type[RecordingWindow]:
     RecordingWindow.made = []
-    monkeypatch.setattr(zipwriter, "_Window", RecordingWindow)
+    monkeypatch.setattr(pipeline, "Window", RecordingWindow)
     return RecordingWindow
 
 

@@ -4,7 +4,10 @@ Modes (the first word; arguments follow): `link-output` replaces the output fold
 to MIS_TEST_SECRET (a folder of "host" files); `link-inside` writes links to it inside the
 output, beside a real result; `non-utf8` a file whose name is not UTF-8; `unreadable` a file
 nobody may read; `many N` N small files; `sparse N` a sparse file of N bytes; `readonly DEPTH`
-a read-only tree (as `cp -a` of a read-only model folder leaves) DEPTH folders deep.
+a read-only tree (as `cp -a` of a read-only model folder leaves) DEPTH folders deep; `deep N
+DEPTH LENGTH` N empty files with names of LENGTH bytes, in DEPTH nested folders with names of
+LENGTH bytes (paths longer than the system's PATH_MAX: made through folder descriptors);
+`name HEX` a file named by the bytes HEX spells, beside a plain one.
 """
 
 import os
@@ -58,6 +61,22 @@ elif mode == "readonly":
         fd = child
     os.chmod(fd, 0o555)
     os.close(fd)
+elif mode == "deep":
+    files, depth, length = (int(arg) for arg in args)
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    for level in range(depth):
+        folder = f"{level:03d}".ljust(length, "d")
+        os.mkdir(folder, dir_fd=fd)
+        child = os.open(folder, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    for n in range(files):
+        os.close(os.open(f"{n:05d}".ljust(length, "f"), os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+elif mode == "name":
+    (target / "summary.json").write_text("{}")
+    with open(os.path.join(os.fsencode(target), bytes.fromhex(args[0])), "wb") as named:
+        named.write(b"data")
 else:
     sys.exit(f"unknown mode {mode}")
 print("output MAP done", flush=True)

@@ -1,4 +1,4 @@
-"""The zip container's records, as bytes: what zipwriter.py sends around the entries' data.
+"""The zip container's records, as bytes: what the writer sends around the entries' data.
 
 Written to the format (APPNOTE), with the choices the output zip has always made: names in
 UTF-8 (flag bit 11), Unix modes (made by system 3), the DOS time and an extended timestamp
@@ -17,40 +17,40 @@ from __future__ import annotations
 
 import datetime
 import functools
-import struct
 
 import attrs
 
-STORED = 0
-DEFLATED = 8
-_UTF8 = 0x0800
-_DESCRIPTOR = 0x0008
-_UNIX = 3
-_VERSION_32 = 20
-_VERSION_64 = 45
-_MAX_32 = 0xFFFFFFFF
-_MAX_16 = 0xFFFF
+from mis_adapters.zip.constants import (
+    CENTRAL,
+    CENTRAL_SIGNATURE,
+    DESCRIPTOR_32,
+    DESCRIPTOR_64,
+    DESCRIPTOR_SIGNATURE,
+    END,
+    END_64,
+    END_64_LOCATOR,
+    END_64_LOCATOR_SIGNATURE,
+    END_64_SIGNATURE,
+    END_SIGNATURE,
+    FLAG_DATA_DESCRIPTOR,
+    FLAG_UTF8,
+    LOCAL,
+    LOCAL_SIGNATURE,
+    MAX_16,
+    MAX_32,
+    TIME_EXTRA,
+    TIME_TAG,
+    UNIX,
+    VERSION_32,
+    VERSION_64,
+    ZIP64_CENTRAL_EXTRA,
+    ZIP64_LOCAL_EXTRA,
+    ZIP64_TAG,
+)
+
 _MS_DOS_FOLDER = 0x10
-
-_LOCAL = struct.Struct("<IHHHHHIIIHH")  # signature .. extra length: 30 bytes
-_CENTRAL = struct.Struct("<IBBHHHHHIIIHHHHHII")  # 46 bytes
-_DESCRIPTOR_32 = struct.Struct("<IIII")
-_DESCRIPTOR_64 = struct.Struct("<IIQQ")
-_ZIP64_LOCAL_EXTRA = struct.Struct("<HHQQ")  # sizes
-_ZIP64_CENTRAL_EXTRA = struct.Struct("<HHQQQ")  # sizes and offset
-_TIME_EXTRA = struct.Struct("<HHBl")
-_END_64 = struct.Struct("<IQHHIIQQQQ")
-_END_64_LOCATOR = struct.Struct("<IIQI")
-_END = struct.Struct("<IHHHHIIH")
-
-_LOCAL_SIGNATURE = 0x04034B50
-_CENTRAL_SIGNATURE = 0x02014B50
-_DESCRIPTOR_SIGNATURE = 0x08074B50
-_END_64_SIGNATURE = 0x06064B50
-_END_64_LOCATOR_SIGNATURE = 0x07064B50
-_END_SIGNATURE = 0x06054B50
-_ZIP64_TAG = 0x0001
-_TIME_TAG = 0x5455
+# A central record at its largest besides its name: zip64 sizes and offset, and the time.
+CENTRAL_MOST = CENTRAL.size + ZIP64_CENTRAL_EXTRA.size + TIME_EXTRA.size
 
 
 @attrs.define
@@ -70,22 +70,21 @@ class Entry:
     size: int = 0
 
     @classmethod
-    def at(
-        cls, name: bytes, mode: int, modified: datetime.datetime, method: int, zip64: bool
-    ) -> Entry:
-        """An entry modified at `modified` (local time, within 1980 .. 2038)."""
+    def at(cls, name: bytes, mode: int, seconds: float, method: int, zip64: bool) -> Entry:
+        """An entry modified `seconds` after the epoch (within 1980 .. 2038, local time)."""
+        modified = datetime.datetime.fromtimestamp(seconds)
         time = (modified.second // 2) | (modified.minute << 5) | (modified.hour << 11)
         date = modified.day | (modified.month << 5) | ((modified.year - 1980) << 9)
-        return cls(name, mode, time, date, int(modified.timestamp()), method, zip64)
+        return cls(name, mode, time, date, int(seconds), method, zip64)
 
     def _flags(self) -> int:
-        return _UTF8 | (_DESCRIPTOR if self.streamed else 0)
+        return FLAG_UTF8 | (FLAG_DATA_DESCRIPTOR if self.streamed else 0)
 
     def _version(self) -> int:
-        return _VERSION_64 if self.zip64 else _VERSION_32
+        return VERSION_64 if self.zip64 else VERSION_32
 
     def _time_extra(self) -> bytes:
-        return _TIME_EXTRA.pack(_TIME_TAG, 5, 1, self.mtime)
+        return TIME_EXTRA.pack(TIME_TAG, 5, 1, self.mtime)
 
     def local_header(self) -> bytes:
         crc, compressed, size = (
@@ -93,10 +92,10 @@ class Entry:
         )
         extra = self._time_extra()
         if self.zip64:
-            extra = _ZIP64_LOCAL_EXTRA.pack(_ZIP64_TAG, 16, size, compressed) + extra
-            compressed = size = _MAX_32
-        fixed = _LOCAL.pack(
-            _LOCAL_SIGNATURE,
+            extra = ZIP64_LOCAL_EXTRA.pack(ZIP64_TAG, 16, size, compressed) + extra
+            compressed = size = MAX_32
+        fixed = LOCAL.pack(
+            LOCAL_SIGNATURE,
             self._version(),
             self._flags(),
             self.method,
@@ -111,22 +110,22 @@ class Entry:
         return fixed + self.name + extra
 
     def data_descriptor(self) -> bytes:
-        layout = _DESCRIPTOR_64 if self.zip64 else _DESCRIPTOR_32
-        return layout.pack(_DESCRIPTOR_SIGNATURE, self.crc, self.compressed, self.size)
+        layout = DESCRIPTOR_64 if self.zip64 else DESCRIPTOR_32
+        return layout.pack(DESCRIPTOR_SIGNATURE, self.crc, self.compressed, self.size)
 
     def central_header(self, offset: int) -> bytes:
         """The entry's central directory record; `offset`: where its local header starts."""
         compressed, size = self.compressed, self.size
         extra = self._time_extra()
         if self.zip64:
-            extra = _ZIP64_CENTRAL_EXTRA.pack(_ZIP64_TAG, 24, size, compressed, offset) + extra
-            compressed = size = offset = _MAX_32
+            extra = ZIP64_CENTRAL_EXTRA.pack(ZIP64_TAG, 24, size, compressed, offset) + extra
+            compressed = size = offset = MAX_32
         folder = _MS_DOS_FOLDER if self.name.endswith(b"/") else 0
-        fixed = _CENTRAL.pack(
-            _CENTRAL_SIGNATURE,
-            self._version(),
-            _UNIX,
-            self._version(),
+        version = self._version()
+        fixed = CENTRAL.pack(
+            CENTRAL_SIGNATURE,
+            (UNIX << 8) | version,
+            version,
             self._flags(),
             self.method,
             self.dos_time,
@@ -149,13 +148,13 @@ def end_of_archive(entries: int, start: int, size: int, zip64: bool) -> bytes:
     """What follows the central directory (`size` bytes from `start`, `entries` records):
     the zip64 end record and its locator when `zip64` (or when the plain fields overflow),
     then the end record."""
-    if not (zip64 or entries > _MAX_16 or start > _MAX_32 or size > _MAX_32):
-        return _END.pack(_END_SIGNATURE, 0, 0, entries, entries, size, start, 0)
-    record = _END_64.pack(
-        _END_64_SIGNATURE, 44, _VERSION_64, _VERSION_64, 0, 0, entries, entries, size, start
+    if not (zip64 or entries > MAX_16 or start > MAX_32 or size > MAX_32):
+        return END.pack(END_SIGNATURE, 0, 0, entries, entries, size, start, 0)
+    record = END_64.pack(
+        END_64_SIGNATURE, 44, VERSION_64, VERSION_64, 0, 0, entries, entries, size, start
     )
-    locator = _END_64_LOCATOR.pack(_END_64_LOCATOR_SIGNATURE, 0, start + size, 1)
-    end = _END.pack(_END_SIGNATURE, _MAX_16, _MAX_16, _MAX_16, _MAX_16, _MAX_32, _MAX_32, 0)
+    locator = END_64_LOCATOR.pack(END_64_LOCATOR_SIGNATURE, 0, start + size, 1)
+    end = END.pack(END_SIGNATURE, MAX_16, MAX_16, MAX_16, MAX_16, MAX_32, MAX_32, 0)
     return record + locator + end
 
 

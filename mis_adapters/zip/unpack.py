@@ -1,6 +1,6 @@
 """Writing a checked archive's entries into the input folder, on worker threads.
 
-The archive has been judged from its directory already (archive.py); here each entry's local
+The archive has been judged from its directory already (reader.py); here each entry's local
 header is checked against its record and its data written, held to its declared size and CRC:
 deflate output is capped at the declared size (a lying entry is refused one byte past it),
 stored data is copied as is. Files are created relative to open folders, never through a
@@ -18,24 +18,25 @@ for. An archive of many small entries has them written by worker processes inste
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
 import threading
 import zlib
 from array import array
-from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from mis_adapters.storage.layout import INPUT_FILE_MODE, INPUT_FOLDER_MODE
-from mis_adapters.storage.zipindex import Layout, Record, corrupt, local_data_start, records
-from mis_core.errors import InvalidInput
+from mis_adapters.zip.constants import STORED, UNIX
+from mis_adapters.zip.errors import BadArchive, corrupt
+from mis_adapters.zip.folders import Folders, file_and_folder, umask_strips
+from mis_adapters.zip.index import Record, local_data_start, records
+from mis_adapters.zip.layout import Layout
+from mis_adapters.zip.names import parts
 
-_STORED = 0
+INPUT_FILE_MODE = 0o640  # the MAP may read through MIS's group; other users get nothing
 _COPY_CHUNK = 1024 * 1024
 # Compressed bytes read at a time: small, as each capped call copies what it left unread.
 _INFLATE_READ = 128 * 1024
@@ -45,7 +46,6 @@ _IN_FLIGHT_PER_WORKER = 16
 # files of 4 KB on a journaled ext4: 4.1 s on one thread, 7.9 s and twice the kernel time on
 # two); larger ones are inflated and copied on the workers.
 PARALLEL_FROM = 64 * 1024
-_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -58,7 +58,7 @@ def write_entries(
     small: bool = True,
 ) -> int:
     """Write every entry of the checked archive `source` into `destination`; the file count.
-    `bounds[i]`: where the data of the i-th record must end (see archive._plan). `small`:
+    `bounds[i]`: where the data of the i-th record must end (see reader._plan). `small`:
     False leaves the entries under PARALLEL_FROM out (worker processes write those)."""
     writer = EntryWriter(source, destination)
     try:
@@ -112,15 +112,15 @@ class EntryWriter:
     def __init__(self, source: BinaryIO, destination: Path) -> None:
         self._source = source
         self._destination = destination
-        self._chmod = _umask_strips(INPUT_FILE_MODE)
+        self._chmod = umask_strips(INPUT_FILE_MODE)
         self._local = threading.local()
-        self._all: list[_Folders] = []
+        self._all: list[Folders] = []
         self._lock = threading.Lock()
 
-    def _folders(self) -> _Folders:
-        folders: _Folders | None = getattr(self._local, "folders", None)
+    def _folders(self) -> Folders:
+        folders: Folders | None = getattr(self._local, "folders", None)
         if folders is None:
-            folders = _Folders(self._destination)
+            folders = Folders(self._destination)
             self._local.folders = folders
             with self._lock:
                 self._all.append(folders)
@@ -137,7 +137,7 @@ class EntryWriter:
             parent = folders.enter(components[:-1])
             start = local_data_start(self._source, record)
             if start + record.compressed_size > bound:
-                raise InvalidInput("The zip archive has overlapping entries, as zip bombs do.")
+                raise BadArchive("The zip archive has overlapping entries, as zip bombs do.")
             _write_file(self._source, record, start, parent, components[-1], self._chmod)
         except OSError as exc:
             raise _refusal(exc) from None
@@ -150,14 +150,9 @@ class EntryWriter:
             folders.close()
 
 
-def parts(name: str) -> list[str]:
-    """An entry name's path components (a folder's trailing slash dropped)."""
-    return name[:-1].split("/") if name.endswith("/") else name.split("/")
-
-
 def unix_kind(record: Record) -> int:
     """The file type a Unix archiver recorded, or 0 when there is none."""
-    return stat.S_IFMT(record.external_attr >> 16) if record.creator_system == 3 else 0
+    return stat.S_IFMT(record.external_attr >> 16) if record.creator_system == UNIX else 0
 
 
 def is_folder(record: Record) -> bool:
@@ -172,15 +167,15 @@ def _write_file(
     except FileExistsError:
         existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
         if stat.S_ISDIR(existing.st_mode):
-            raise _file_and_folder() from None
-        raise InvalidInput(
+            raise file_and_folder() from None
+        raise BadArchive(
             "The zip archive has two entries with the same name (or names the payload volume "
             "takes as the same, such as names differing only in letter case)."
         ) from None
     try:
         if chmod:
             os.fchmod(fd, INPUT_FILE_MODE)  # whatever the umask
-        copy = _copy_stored if record.method == _STORED else _inflate
+        copy = _copy_stored if record.method == STORED else _inflate
         crc = copy(source.fileno(), start, record.compressed_size, record.size, fd)
     finally:
         os.close(fd)
@@ -211,7 +206,7 @@ def _inflate(source: int, start: int, length: int, size: int, sink: int) -> int:
         nonlocal produced, crc
         produced += len(data)
         if produced > size:
-            raise InvalidInput(
+            raise BadArchive(
                 "The zip archive has an entry that expands beyond the size it declares, as "
                 "zip bombs do."
             )
@@ -245,94 +240,20 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class _Folders:
-    """Open folders of the input tree, created as needed: each entry's folder is opened
-    relative to an open parent, never through a link and never resolved from the top again.
-    The most recently used ones stay open (entries of one folder usually come together)."""
-
-    def __init__(self, root: Path, keep_open: int = 32) -> None:
-        self._root = os.open(root, _DIR_OPEN)
-        self._open: OrderedDict[tuple[str, ...], int] = OrderedDict()
-        self._keep_open = keep_open
-        self._chmod = _umask_strips(INPUT_FOLDER_MODE)
-
-    def enter(self, parts: Sequence[str]) -> int:
-        key = tuple(parts)
-        if not key:
-            return self._root
-        fd = self._open.get(key)
-        if fd is not None:
-            self._open.move_to_end(key)
-            return fd
-        depth = len(key) - 1
-        while depth and key[:depth] not in self._open:
-            depth -= 1
-        fd = self._open[key[:depth]] if depth else self._root
-        for index in range(depth, len(key)):
-            child = self._open_or_make(fd, key[index])
-            if index > depth:
-                os.close(fd)  # an ancestor on the way: not kept
-            fd = child
-        self._open[key] = fd
-        if len(self._open) > self._keep_open:
-            os.close(self._open.popitem(last=False)[1])
-        return fd
-
-    def close(self) -> None:
-        for fd in self._open.values():
-            os.close(fd)
-        self._open.clear()
-        os.close(self._root)
-
-    def _open_or_make(self, parent: int, name: str) -> int:
-        created = False
-        try:
-            try:
-                fd = os.open(name, _DIR_OPEN, dir_fd=parent)
-            except FileNotFoundError:
-                # another writer may make it meanwhile: a folder (fine) or a file (refused)
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, INPUT_FOLDER_MODE, dir_fd=parent)
-                    created = True
-                fd = os.open(name, _DIR_OPEN, dir_fd=parent)
-        except OSError as exc:
-            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                raise _file_and_folder() from None
-            raise
-        if created and self._chmod:
-            os.fchmod(fd, INPUT_FOLDER_MODE)  # whatever the umask
-        return fd
-
-
-def _umask_strips(mode: int) -> bool:
-    """Whether the process's umask takes bits off `mode` (then modes are set explicitly)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return bool(int(line.split()[1], 8) & mode)
-    except (OSError, ValueError):
-        pass
-    return True
-
-
-def _file_and_folder() -> InvalidInput:
-    return InvalidInput("The zip archive has a name that is both a file and a folder.")
-
-
 def _refusal(exc: OSError) -> Exception:
     """A name the file system refuses is the archive's fault (400), not the service's (500);
     its name is never repeated (names may carry patient data)."""
     if exc.errno == errno.ENAMETOOLONG:
-        return InvalidInput(
+        return BadArchive(
             "The zip archive has an entry name longer than the payload volume can hold."
         )
     if exc.errno in (errno.EILSEQ, errno.EINVAL):
-        return InvalidInput(
+        return BadArchive(
             "The zip archive has an entry name the payload volume cannot hold (characters "
             "its file system refuses)."
         )
     if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-        return InvalidInput(
+        return BadArchive(
             "The zip archive has two entries that land on one path (the payload volume takes "
             "their names as the same)."
         )

@@ -4,7 +4,8 @@ Every folder and file is opened relative to its parent's open descriptor with `O
 a folder swapped for a link while it is walked (or zipped) yields nothing from outside: the
 open fails and the entry is left out, like any link the MAP wrote. Links, pipes, sockets and
 devices are left out; everything else either comes out or stops the walk with
-`OutputProblem` (a file MIS cannot read, a name that is not UTF-8, a tree too deep).
+`OutputProblem` (a file MIS cannot read, a name that is not UTF-8, a tree too deep). What the
+names may be, and how many, is `budget.py`'s to judge.
 
 Memory follows the widest folder and the depth, never the number of files: `scan` runs the
 walk once to find problems before anything is sent, and the zip runs it again.
@@ -17,47 +18,33 @@ import os
 import stat
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
-import attrs
+from mis_adapters.zip.constants import DIR_OPEN
+from mis_adapters.zip.errors import OutputProblem
+from mis_adapters.zip.names import MAX_DEPTH
 
-MAX_DEPTH = 128  # folders below the output folder; each level holds one descriptor
-MAX_NAME_BYTES = 0xFFFF  # a zip entry name's length field is 16 bits
-_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # O_NONBLOCK: a FIFO swapped in does not block the open; O_NOCTTY: a tty swapped in does not
 # become MIS's controlling terminal (the type is checked once the file is open)
 _FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)  # removed, or swapped for a link or file
 
 
-class OutputProblem(Exception):
-    """The output cannot be sent whole; `problem` says why, without naming the file."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
-
-
-@attrs.frozen
-class Member:
+class Member(NamedTuple):
     """A regular file (with `fd` open for reading, owned by the consumer) or an empty folder
-    (`fd` is None; `name` ends with "/")."""
+    (`fd` is None; `name` ends with "/"); `encoded`: its name in UTF-8. (A tuple: one is made
+    per file and folder, twice, and a tuple is made in a fraction of a frozen class's time.)"""
 
     name: str
     fd: int | None
     info: os.stat_result
-
-
-@attrs.frozen
-class Scan:
-    files: int
-    bytes: int
-    left_out: int  # links and special files
+    encoded: bytes
 
 
 def open_top(folder: Path) -> int:
     """The output folder itself, which must be a real folder (not a link, a file, or gone)."""
     try:
-        return os.open(folder, _DIR_OPEN)
+        return os.open(folder, DIR_OPEN)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # what it is, for the message only
             kind = "a symbolic link" if folder.is_symlink() else "a file"
@@ -67,26 +54,6 @@ def open_top(folder: Path) -> int:
         if exc.errno == errno.EACCES:
             raise OutputProblem("it cannot be read (permission denied)") from None
         raise
-
-
-class OutputTooLarge(OutputProblem):
-    """The output's files add up to more than the bound (`st_size`: a sparse file counts
-    whole, since the zip would send it whole)."""
-
-
-def scan(top: int, max_bytes: int = 0) -> Scan:
-    """Walk once, opening every file, to find what would stop the zip halfway, or what is
-    more than `max_bytes` (0: no bound) in all, stopping as soon as it is passed."""
-    files = size = 0
-    walker = Walker(top)
-    for member in walker:
-        if member.fd is not None:
-            os.close(member.fd)
-            files += 1
-            size += member.info.st_size
-            if max_bytes and size > max_bytes:
-                raise OutputTooLarge(f"its files add up to more than {max_bytes} bytes")
-    return Scan(files, size, walker.left_out)
 
 
 class Walker:
@@ -101,11 +68,11 @@ class Walker:
         # (folder fd, its prefix, its subfolders not yet entered), from the top down
         stack: list[tuple[int, str, Iterator[str]]] = []
         try:
-            folder: tuple[int, str] | None = (os.open(".", _DIR_OPEN, dir_fd=self.top), "")
+            folder: tuple[int, str] | None = (os.open(".", DIR_OPEN, dir_fd=self.top), "")
             while folder is not None:
                 fd, prefix = folder
                 stack.append((fd, prefix, iter(())))
-                subfolders = yield from self._folder(fd, prefix)
+                subfolders = yield from self._folder(fd, prefix, len(stack) - 1)
                 stack[-1] = (fd, prefix, iter(subfolders))
                 folder = self._next_folder(stack)
         finally:
@@ -123,15 +90,18 @@ class Walker:
             os.close(stack.pop()[0])
         return None
 
-    def _folder(self, fd: int, prefix: str) -> Generator[Member, None, list[str]]:
-        """Yield the folder's files (or itself when empty); return its subfolders' names."""
+    def _folder(self, fd: int, prefix: str, depth: int) -> Generator[Member, None, list[str]]:
+        """Yield the folder's files (or itself when empty); return its subfolders' names. A
+        file's path may have MAX_DEPTH components at most, as the reader's names (names.py)."""
         files, folders = self._list(fd)
+        if files and depth >= MAX_DEPTH:
+            raise OutputProblem(f"its files and folders are nested more than {MAX_DEPTH} deep")
         for name in files:
             member = self._open_file(fd, prefix, name)
             if member is not None:
                 yield member
         if prefix and not files and not folders:
-            yield Member(_checked_name(prefix), None, os.fstat(fd))
+            yield Member(prefix, None, os.fstat(fd), _encoded(prefix))
         return folders
 
     def _list(self, fd: int) -> tuple[list[str], list[str]]:
@@ -153,44 +123,49 @@ class Walker:
         return files, folders
 
     def _open_file(self, parent: int, prefix: str, name: str) -> Member | None:
-        path = _checked_name(prefix + name)
-        fd = self._open(parent, name, _FILE_OPEN, "file")
-        if fd is None:
+        path = prefix + name
+        encoded = _encoded(path)
+        try:  # (not through `_open`, a call less: this runs for every file, twice)
+            fd = os.open(name, _FILE_OPEN, dir_fd=parent)
+        except OSError as exc:
+            self._left_out_or_raise(exc, "file")
             return None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # swapped for a pipe or device since it was listed
             os.close(fd)
             self.left_out += 1
             return None
-        return Member(path, fd, info)
+        return Member(path, fd, info, encoded)
 
     def _open_folder(self, parent: int, name: str, depth: int) -> int | None:
-        _checked_name(name)
+        _encoded(name)
         if depth > MAX_DEPTH:
             raise OutputProblem(f"its folders are nested more than {MAX_DEPTH} deep")
-        return self._open(parent, name, _DIR_OPEN, "folder")
+        return self._open(parent, name, DIR_OPEN, "folder")
 
     def _open(self, parent: int, name: str, flags: int, kind: str) -> int | None:
         """`name` opened under `parent`, or None (counted as left out) when it is gone or has
         become a link since it was listed."""
         try:
             return os.open(name, flags, dir_fd=parent)
-        except PermissionError:
-            raise OutputProblem(f"a {kind} in it cannot be read (permission denied)") from None
         except OSError as exc:
-            if exc.errno in _GONE:
-                self.left_out += 1
-                return None
-            raise
+            self._left_out_or_raise(exc, kind)
+            return None
+
+    def _left_out_or_raise(self, exc: OSError, kind: str) -> None:
+        """A `kind` that could not be opened: counted as left out when it is gone or has
+        become a link since it was listed; otherwise what stops the walk."""
+        if isinstance(exc, PermissionError):
+            raise OutputProblem(f"a {kind} in it cannot be read (permission denied)") from None
+        if exc.errno not in _GONE:
+            raise exc
+        self.left_out += 1
 
 
-def _checked_name(name: str) -> str:
+def _encoded(name: str) -> bytes:
     try:
-        encoded = name.encode("utf-8")
+        return name.encode("utf-8")
     except UnicodeEncodeError:
         raise OutputProblem(
             "a file or folder name in it is not valid UTF-8 (names in the zip are UTF-8)"
         ) from None
-    if len(encoded) > MAX_NAME_BYTES:
-        raise OutputProblem(f"a path in it is longer than {MAX_NAME_BYTES} bytes, the zip limit")
-    return name

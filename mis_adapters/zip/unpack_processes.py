@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mis_adapters.process.supervisor import PR_SET_PDEATHSIG, prctl
-from mis_adapters.storage.unpack import EntryWriter, is_small, parts, write_entries
-from mis_adapters.storage.zipindex import Layout, Record, read_layout, records
-from mis_core.errors import InvalidInput
+from mis_adapters.zip.errors import BadArchive
+from mis_adapters.zip.index import Record, records
+from mis_adapters.zip.layout import Layout, read_layout
+from mis_adapters.zip.names import parts
+from mis_adapters.zip.unpack import EntryWriter, is_small, write_entries
 
 PROCESSES_FROM = 2000  # small entries: below, threads (a worker's start costs some 30 ms)
 NICER = 10  # the workers' niceness above MIS's own
@@ -44,7 +46,7 @@ NICER = 10  # the workers' niceness above MIS's own
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = (
     "import sys, json, runpy; sys.path[:0] = json.loads(sys.argv.pop(1)); "
-    "runpy.run_module('mis_adapters.storage.unpack_processes', run_name='__main__', "
+    "runpy.run_module('mis_adapters.zip.unpack_processes', run_name='__main__', "
     "alter_sys=True)"
 )
 
@@ -91,7 +93,7 @@ def write_in_processes(
     """Write every entry of the checked archive open as `source` into `destination`: the
     small ones on `workers` processes, the large ones meanwhile on as many threads here
     (inflating releases the GIL, and a few large files in one folder would all fall to one
-    worker); the file count. Raises what went wrong first (InvalidInput, or OSError: a
+    worker); the file count. Raises what went wrong first (BadArchive, or OSError: a
     full disk among them), every worker killed."""
     archive = source.fileno()
     started: list[subprocess.Popen[bytes]] = []
@@ -175,7 +177,7 @@ def _result(worker: subprocess.Popen[bytes]) -> dict[str, Any]:
 def _error(result: dict[str, Any]) -> Exception:
     message = str(result.get("message", ""))
     if result["error"] == "invalid":
-        return InvalidInput(message)
+        return BadArchive(message)
     if result["error"] == "os":
         return OSError(int(str(result["errno"])), message)
     return RuntimeError(f"an unpacking worker failed ({message})")
@@ -187,7 +189,7 @@ def _worker(argv: list[str]) -> dict[str, Any]:
     bounds.frombytes(sys.stdin.buffer.read())
     try:
         files = write_share(int(archive), Path(destination), bounds, int(index), int(workers))
-    except InvalidInput as exc:  # damaged deflate data among them (EntryWriter says so)
+    except BadArchive as exc:  # damaged deflate data among them (EntryWriter says so)
         return {"error": "invalid", "message": exc.message}
     except OSError as exc:
         return {"error": "os", "errno": exc.errno or errno.EIO, "message": exc.strerror or ""}
