@@ -126,9 +126,10 @@ CATALOGUE: tuple[ErrorCode, ...] = (
             " inconsistent zip (overlapping entries, a local header that disagrees with its "
             "directory record, an entry larger than it declares), no `file` part, a multipart "
             "boundary over 70 characters, a multipart part with headers over 16 KiB, an unsafe "
-            "entry (absolute path, `..`, drive letter, backslash, control character, nested over 128 "
-            "folders, symlink, device, duplicate name), a name the payload volume cannot hold "
-            "(too long, a clash its file system refuses), encrypted entries, a compression "
+            "entry (absolute path, `..`, drive letter, backslash, control character, nested "
+            "over 128 folders, symlink, device, duplicate name), a name the payload volume "
+            "cannot hold (too long, a clash its file system refuses), encrypted entries, a "
+            "compression "
             "method other than stored or deflate"
         ),
         title="This file cannot be used.",
