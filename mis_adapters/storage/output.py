@@ -1,5 +1,5 @@
 """The MAP's output as a zip, with the zip package's writer: what it refuses becomes
-`map_failed` here, once, naming the setting that decides it."""
+MapFailed here, once, naming the setting that decides it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ SETTINGS = {
 
 
 def output_failure(exc: OutputProblem) -> MapFailed:
-    """The 500 map_failed for output that cannot be sent, before or while it is sent."""
+    """The MapFailed (500) for output that cannot be sent, before or while it is sent."""
     if isinstance(exc, OutputTooLarge):
         return MapFailed(
             f"The MAP's output is too large to send: {exc.problem} "
