@@ -39,7 +39,7 @@ from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings, SettingsError
 from mis_app.upload import UploadLimits
 from mis_core.gate import AdmissionGate
-from mis_core.model import JobRequest, Workspace
+from mis_core.model import JobRequest, Workspace, job_id_for
 from mis_core.ports import JobBackend
 from mis_core.service import InferenceService
 
@@ -220,10 +220,11 @@ def _options(cls: type[Options], *sections: BaseModel, **values: Any) -> Options
     return cls(**{**found, **values})
 
 
-def sample_job_request(settings: Settings, request_id: str = "sample-request") -> JobRequest:
-    """A request as MIS would make it, for warm-up and for `mis kubernetes render-job`."""
-    workspace = Workspace(str(settings.server.payload_dir.absolute()), request_id)
-    return JobRequest(request_id=request_id, map=settings.map.spec(), workspace=workspace)
+def sample_job_request(settings: Settings, name: str = "sample-request") -> JobRequest:
+    """A request as MIS would make it, for warm-up and for `mis kubernetes render-job`;
+    `name` is its request id and its workspace's, and its job id is derived from it."""
+    workspace = Workspace(str(settings.server.payload_dir.absolute()), name)
+    return JobRequest(job_id_for(name), settings.map.spec(), workspace, request_id=name)
 
 
 def map_summary(settings: Settings) -> dict[str, object]:

@@ -23,6 +23,7 @@ from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import Busy, MisError
 from mis_core.gate import AdmissionGate
 from mis_core.service import Inference
+from mis_core.tasks import plain_task_group
 
 ZIP_HEADERS = [
     (b"content-type", b"application/zip"),
@@ -47,7 +48,8 @@ class InferenceResponse(Response):
         body_read = anyio.Event()
         upload = _upload(self.request, limits, body_read)
         # keyed by MIS's own job id: the client's request id may be another's too
-        inference = state.service.infer(scope["state"]["job_id"], upload)
+        ids = scope["state"]
+        inference = state.service.infer(ids["job_id"], upload, request_id=ids["request_id"])
         began = time.perf_counter()
         try:
             await self._answer(inference, body_read, scope, receive, send)
@@ -136,8 +138,7 @@ async def _unless_disconnected(
     once the response is complete).
     """
     completed = False
-    error: Exception | None = None
-    async with anyio.create_task_group() as tg:
+    async with plain_task_group() as tg:
 
         async def watch() -> None:
             await body_read.wait()
@@ -149,11 +150,8 @@ async def _unless_disconnected(
         try:
             await work
             completed = True
-        except Exception as exc:  # re-raised below, outside the task group's exception group
-            error = exc
-        tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
+        finally:
+            tg.cancel_scope.cancel()
     return completed
 
 

@@ -24,8 +24,8 @@ class Clock(Protocol):
 class Storage(Protocol):
     """The payload volume: one workspace per request, nothing kept after it."""
 
-    async def create(self, request_id: str) -> Workspace:
-        """Make an empty workspace with its input and output folders."""
+    async def create(self, job_id: str) -> Workspace:
+        """Make an empty workspace, named by the job id, with its input and output folders."""
         ...
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:

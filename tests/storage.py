@@ -16,7 +16,7 @@ os._exit(0)  # gone without deleting: as a MIS killed mid-request
 """
 
 
-def leave_workspace(root: Path, request_id: str, python: str = sys.executable) -> Path:
+def leave_workspace(root: Path, job_id: str, python: str = sys.executable) -> Path:
     """A workspace made by another MIS process that then died; its folder."""
-    subprocess.run([python, "-c", _LEAVE, str(root), request_id], check=True)
-    return root / request_id
+    subprocess.run([python, "-c", _LEAVE, str(root), job_id], check=True)
+    return root / job_id

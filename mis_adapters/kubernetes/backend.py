@@ -186,8 +186,8 @@ class KubernetesJobBackend:
         progress: JobProgress,
         deadline: float,
     ) -> JobOutcome:
-        name = job_name(options, request.request_id)
-        selector = job_selector(options, request.request_id)
+        name = job_name(options, request.job_id)
+        selector = job_selector(options, request.job_id)
         may_exist = pod_stopped = False
         outage = ""
         try:
@@ -275,7 +275,7 @@ class KubernetesJobBackend:
         container = manifest["spec"]["template"]["spec"]["containers"][0]
         container["command"] = ["true"]
         container.pop("args", None)
-        selector = job_selector(options, request.request_id)
+        selector = job_selector(options, request.job_id)
         progress = JobProgress()
         try:
             await api.create_job(manifest)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,12 +28,13 @@ from mis_adapters.labels import (
     LABEL_REQUEST_ID,
     MANAGED_BY,
 )
-from mis_core.model import JobRequest, Workspace, job_id_for
+from mis_core.model import JobRequest, Workspace
 
 ANNOTATION_REQUEST_ID = "mis.monai.io/request-id"
 CONTAINER = "map"
 PAYLOAD_VOLUME = "payload"
 GPU_RESOURCE = "nvidia.com/gpu"
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 @attrs.frozen
@@ -63,8 +65,8 @@ class JobOptions:
     ttl_seconds_after_finished: int = 300
 
 
-def job_name(options: JobOptions, request_id: str) -> str:
-    return f"{options.instance}-{job_id_for(request_id)}"
+def job_name(options: JobOptions, job_id: str) -> str:
+    return f"{options.instance}-{job_id}"
 
 
 def instance_selector(options: JobOptions) -> str:
@@ -72,17 +74,18 @@ def instance_selector(options: JobOptions) -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE}={options.instance}"
 
 
-def job_selector(options: JobOptions, request_id: str) -> str:
-    return f"{instance_selector(options)},{LABEL_JOB_ID}={job_id_for(request_id)}"
+def job_selector(options: JobOptions, job_id: str) -> str:
+    """Selects the Job (and its pods) of one request: by MIS's own id, never the client's."""
+    return f"{instance_selector(options)},{LABEL_JOB_ID}={job_id}"
 
 
 def build_job(
     request: JobRequest, options: JobOptions, owner: Owner | None = None
 ) -> dict[str, Any]:
     """The Job for `request`; `options.node_name` pins it (placement decides whether to)."""
-    labels = {**_labels(options, request.request_id), **(owner.labels() if owner else {})}
+    labels = {**_labels(options, request), **(owner.labels() if owner else {})}
     metadata: dict[str, Any] = {
-        "name": job_name(options, request.request_id),
+        "name": job_name(options, request.job_id),
         "namespace": options.namespace,
         "labels": labels,
         "annotations": {ANNOTATION_REQUEST_ID: request.request_id},
@@ -162,19 +165,17 @@ def _deadline(timeout_seconds: float, options: JobOptions) -> int:
     return math.ceil(timeout_seconds) + options.deadline_margin_seconds
 
 
-def _labels(options: JobOptions, request_id: str) -> dict[str, str]:
+def _labels(options: JobOptions, request: JobRequest) -> dict[str, str]:
+    """The job id finds the Job; the client's request id is a label too when it can be one
+    (the annotation always has it)."""
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_INSTANCE: options.instance,
-        LABEL_JOB_ID: job_id_for(request_id),
+        LABEL_JOB_ID: request.job_id,
     }
-    if _is_label_value(request_id):
-        labels[LABEL_REQUEST_ID] = request_id
+    if _LABEL_VALUE.fullmatch(request.request_id):
+        labels[LABEL_REQUEST_ID] = request.request_id
     return labels
-
-
-def _is_label_value(value: str) -> bool:
-    return len(value) <= 63 and value[:1].isalnum() and value[-1:].isalnum()
 
 
 def _environment(request: JobRequest, options: JobOptions) -> list[dict[str, Any]]:

@@ -93,18 +93,18 @@ class LocalStorage:
         self._janitor: threading.Timer | None = None
         self._janitor_lock = threading.Lock()
 
-    async def create(self, request_id: str) -> Workspace:
-        return await anyio.to_thread.run_sync(self._create, request_id)
+    async def create(self, job_id: str) -> Workspace:
+        return await anyio.to_thread.run_sync(self._create, job_id)
 
-    def _create(self, request_id: str) -> Workspace:
-        workspace = Workspace(str(self.root), request_id)
+    def _create(self, job_id: str) -> Workspace:
+        workspace = Workspace(str(self.root), job_id)
         folder = Path(workspace.root)
         try:
             if not self.root.is_dir():
                 make_payload_root(self.root)
             os.mkdir(folder, WORKSPACE_MODE)
         except FileExistsError:
-            raise Busy(f"A request with id {request_id} is already in progress.") from None
+            raise Busy(f"A job with id {job_id} is already in progress.") from None
         except OSError as exc:
             if is_disk_full(exc):
                 raise storage_full_error() from None
@@ -120,14 +120,14 @@ class LocalStorage:
                 os.chmod(Workspace.OUTPUT, OUTPUT_MODE, dir_fd=fd)
             except OSError as exc:
                 with contextlib.suppress(OSError):
-                    remove_workspace(self.root, request_id)
+                    remove_workspace(self.root, job_id)
                 held.release()
                 if is_disk_full(exc):
                     raise storage_full_error() from None
                 raise
         finally:
             os.close(fd)
-        self._held.add(request_id, held)
+        self._held.add(job_id, held)
         return workspace
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
@@ -198,11 +198,11 @@ class LocalStorage:
     async def delete(self, workspace: Workspace) -> None:
         await anyio.to_thread.run_sync(self._delete, workspace.name)
 
-    def _delete(self, request_id: str) -> None:
+    def _delete(self, job_id: str) -> None:
         """A deletion that fails keeps the workspace claimed (its marker locked and beating):
         it is this process's to retry, not another's to sweep."""
-        remove_workspace(self.root, request_id)
-        held = self._held.pop(request_id)
+        remove_workspace(self.root, job_id)
+        held = self._held.pop(job_id)
         if held is not None:
             held.release()
 

@@ -87,8 +87,8 @@ def py(script: str, *args: str) -> MapSpec:
 
 async def run(backend: ProcessJobBackend, map_spec: MapSpec, ws: Workspace) -> JobOutcome:
     """One request per workspace: its own request id, so its own MONAI_JOBID."""
-    request_id = "req-" + Path(ws.payload_dir).name
-    return await backend.run(JobRequest(request_id, map_spec, ws), JobProgress())
+    job_id = "req-" + Path(ws.payload_dir).name
+    return await backend.run(JobRequest(job_id, map_spec, ws), JobProgress())
 
 
 async def apids(path: Path, count: int) -> list[int]:

@@ -26,7 +26,6 @@ from mis_core.model import (
     MapSpec,
     Resources,
     Workspace,
-    job_id_for,
 )
 from mis_core.quantity import CpuQuantity
 from tests.containment.probes import require_bubblewrap
@@ -70,7 +69,7 @@ async def test_success_with_the_map_environment(tmp_path: Path) -> None:
     env = json.loads((Path(ws.output_dir) / "_env.json").read_text())
     assert env["MONAI_INPUTPATH"] == env["HOLOSCAN_INPUT_PATH"] == ws.input_dir
     assert env["MONAI_OUTPUTPATH"] == env["HOLOSCAN_OUTPUT_PATH"] == ws.output_dir
-    assert env["MONAI_JOBID"] == job_id_for("req-7")
+    assert env["MONAI_JOBID"] == "req-7"
     assert env["MONAI_TIMEOUT"] == "30"
     assert env["MONAI_HOSTNAME"] == "monai-inference-service"
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1"

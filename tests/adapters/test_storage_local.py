@@ -114,7 +114,7 @@ async def test_upload_over_the_limit_stops_while_streaming(tmp_path: Path) -> No
     assert pulled * 64 * 1024 <= LIMITS.max_upload_bytes + 64 * 1024
 
 
-async def test_the_same_request_id_cannot_have_two_workspaces(tmp_path: Path) -> None:
+async def test_the_same_job_id_cannot_have_two_workspaces(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "payload", LIMITS)
     await storage.create("req-1")
     with pytest.raises(Busy, match="already in progress"):

@@ -8,10 +8,13 @@ from mis_adapters.docker.container import ContainerOptions, build_container, con
 from mis_adapters.docker.manifest import parse_manifest
 from mis_core.model import JobRequest, MapSpec, Resources, Workspace
 
+JOB_ID = "0123456789abcdef0123456789abcdef"
+
 
 def request(**spec: object) -> JobRequest:
-    workspace = Workspace("/payload", "req-1")
-    return JobRequest("req-1", MapSpec(image="map:1", **spec), workspace)  # type: ignore[arg-type]
+    workspace = Workspace("/payload", JOB_ID)
+    spec_ = MapSpec(image="map:1", **spec)  # type: ignore[arg-type]
+    return JobRequest(JOB_ID, spec_, workspace, request_id="req-1")
 
 
 def test_folders_resources_and_labels() -> None:
@@ -20,15 +23,16 @@ def test_folders_resources_and_labels() -> None:
     )
     host = body["HostConfig"]
     assert host["Binds"] == [
-        "/payload/req-1/input:/var/monai/input:ro",
-        "/payload/req-1/output:/var/monai/output:rw",
+        f"/payload/{JOB_ID}/input:/var/monai/input:ro",
+        f"/payload/{JOB_ID}/output:/var/monai/output:rw",
     ]
     assert host["NanoCpus"] == 1_500_000_000
     assert host["Memory"] == host["MemorySwap"] == 2 * 1024**3
     assert host["NetworkMode"] == "none"
     assert "DeviceRequests" not in host
     assert body["Labels"]["app.kubernetes.io/instance"] == "mis"
-    assert body["Labels"]["mis.monai.io/request-id"] == "req-1"
+    assert body["Labels"]["mis.monai.io/request-id"] == "req-1"  # the client's
+    assert body["Labels"]["mis.monai.io/job-id"] == JOB_ID  # MIS's own
     env = dict(item.split("=", 1) for item in body["Env"])
     assert env["MONAI_INPUTPATH"] == "/var/monai/input"
     assert env["OMP_NUM_THREADS"] == "1"

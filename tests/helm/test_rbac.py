@@ -34,12 +34,12 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
-def request(tmp_path: Path, request_id: str) -> JobRequest:
-    workspace = Workspace(str(tmp_path / "payload"), request_id)
+def request(tmp_path: Path, job_id: str) -> JobRequest:
+    workspace = Workspace(str(tmp_path / "payload"), job_id)
     Path(workspace.input_dir).mkdir(parents=True)
     Path(workspace.output_dir).mkdir()
     spec = MapSpec(image="example/map:1", timeout_seconds=30)
-    return JobRequest(request_id, spec, workspace)
+    return JobRequest(job_id, spec, workspace)
 
 
 async def exercise(double: KubeDouble, tmp_path: Path, **volume: str) -> set[tuple[str, str, str]]:

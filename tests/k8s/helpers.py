@@ -25,11 +25,11 @@ def backend_for(tmp_path: Path, owner: Owner | None = None, **options: Any) -> K
     return KubernetesJobBackend(JobOptions(**values), delete_wait_seconds=5, owner=owner)
 
 
-def request_in(tmp_path: Path, request_id: str = "req-1", spec: MapSpec = SPEC) -> JobRequest:
-    workspace = Workspace(str(tmp_path / "payload"), request_id)
+def request_in(tmp_path: Path, job_id: str = "req-1", spec: MapSpec = SPEC) -> JobRequest:
+    workspace = Workspace(str(tmp_path / "payload"), job_id)
     Path(workspace.input_dir).mkdir(parents=True, exist_ok=True)
     Path(workspace.output_dir).mkdir(exist_ok=True)
-    return JobRequest(request_id, spec, workspace)
+    return JobRequest(job_id, spec, workspace)
 
 
 async def run(

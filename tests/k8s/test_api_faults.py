@@ -48,9 +48,9 @@ def runs_for(seconds: float, outage: float = 0) -> Behaviour:
     return story
 
 
-async def timed_run(backend: KubernetesJobBackend, tmp_path: Path, request_id: str) -> float:
+async def timed_run(backend: KubernetesJobBackend, tmp_path: Path, job_id: str) -> float:
     started = time.monotonic()
-    outcome = await run(backend, request_in(tmp_path, request_id), seconds=30)
+    outcome = await run(backend, request_in(tmp_path, job_id), seconds=30)
     assert outcome.succeeded, outcome.reason
     return time.monotonic() - started
 
