@@ -57,7 +57,7 @@ def test_gpus_are_device_requests_and_a_containerised_mis_maps_its_payload_folde
     )
     host = body["HostConfig"]
     assert host["DeviceRequests"] == [{"Driver": "nvidia", "Count": 2, "Capabilities": [["gpu"]]}]
-    assert host["Binds"][0] == "/srv/mis/payload/req-1/input:/var/monai/input:ro"
+    assert host["Binds"][0] == f"/srv/mis/payload/{JOB_ID}/input:/var/monai/input:ro"
     assert host["ShmSize"] == 1024**3
 
 

@@ -172,7 +172,7 @@ def test_the_job_is_labelled_with_the_clients_request_id_and_found_by_mis_own_id
     with raw_request(server, head + b"\r\nX-Request-ID: study-0042\r\n" + rest):
         wait_until(lambda: double.items("jobs") != [], 10, "the Job to be created")
         [job] = double.items("jobs")
-        [workspace] = [p.name for p in server.payload_dir.iterdir()]
+        [workspace] = server.leftovers()
     labels = job["metadata"]["labels"]
     job_id = labels["mis.monai.io/job-id"]
     assert labels["mis.monai.io/request-id"] == "study-0042"
