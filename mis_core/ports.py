@@ -29,7 +29,8 @@ class Storage(Protocol):
         ...
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
-        """Store the uploaded archive as it arrives, enforcing the upload limit; return its size."""
+        """Store the uploaded archive as it arrives; return its size. The upload limit is the
+        edge's: `chunks` raises PayloadTooLarge once the request's body is past it."""
         ...
 
     async def extract(self, workspace: Workspace) -> int:
@@ -66,3 +67,10 @@ class JobBackend(Protocol):
     async def close(self) -> None:
         """Release connections at shutdown."""
         ...
+
+
+class WarmUp(Protocol):
+    """Optional beside JobBackend: get ready before the first request (a container backend
+    pulls the MAP's image), so that no request's timeout pays for it."""
+
+    async def warm_up(self, request: JobRequest) -> None: ...

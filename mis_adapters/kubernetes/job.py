@@ -39,30 +39,31 @@ _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 @attrs.frozen
 class JobOptions:
-    """Cluster-side settings of every Job, from the `kubernetes` section of the configuration."""
+    """Cluster-side settings of every Job, from the `kubernetes` section of the configuration
+    (the settings of the same names state the defaults; the bootstrap builds this)."""
 
     namespace: str
-    claim_name: str = ""
-    host_path: str = ""
-    node_name: str = ""  # MIS's node: Jobs are pinned to it when the payload is node-local
-    node_local: bool | None = None  # None: as placement.payload_is_node_local decides
-    instance: str = "mis"
-    image_pull_policy: str = "IfNotPresent"
-    image_pull_secrets: Sequence[str] = ()
-    service_account_name: str = ""
-    node_selector: Mapping[str, str] = attrs.field(factory=dict)
-    tolerations: Sequence[Mapping[str, Any]] = ()
-    affinity: Mapping[str, Any] = attrs.field(factory=dict)
-    runtime_class_name: str = ""
-    priority_class_name: str = ""
-    extra_volumes: Sequence[Mapping[str, Any]] = ()
-    extra_volume_mounts: Sequence[Mapping[str, Any]] = ()
-    security_context: Mapping[str, Any] = attrs.field(factory=dict)
-    pod_security_context: Mapping[str, Any] = attrs.field(factory=dict)
-    ephemeral_storage: str = ""  # the container's scratch space, requested and limited
-    secret_env: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)  # {VAR: {name, key}}
-    deadline_margin_seconds: int = 30
-    ttl_seconds_after_finished: int = 300
+    claim_name: str
+    host_path: str
+    node_name: str  # MIS's node: Jobs are pinned to it when the payload is node-local
+    node_local: bool | None  # None: as placement.payload_is_node_local decides
+    instance: str
+    image_pull_policy: str
+    image_pull_secrets: Sequence[str]
+    service_account_name: str
+    node_selector: Mapping[str, str]
+    tolerations: Sequence[Mapping[str, Any]]
+    affinity: Mapping[str, Any]
+    runtime_class_name: str
+    priority_class_name: str
+    extra_volumes: Sequence[Mapping[str, Any]]
+    extra_volume_mounts: Sequence[Mapping[str, Any]]
+    security_context: Mapping[str, Any]
+    pod_security_context: Mapping[str, Any]
+    ephemeral_storage: str  # the container's scratch space, requested and limited
+    secret_env: Mapping[str, Mapping[str, str]]  # {VAR: {name, key}}
+    deadline_margin_seconds: int
+    ttl_seconds_after_finished: int
 
 
 def job_name(options: JobOptions, job_id: str) -> str:

@@ -34,7 +34,6 @@ from mis_core.tasks import plain_task_group
 
 Kind = Literal["jobs", "pods"]
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # after a dropped connection, then every 2 s
-RESYNC_SECONDS = 5.0
 LIST_SECONDS = 10.0  # a listing slower than this (and than resync_seconds) is retried
 
 
@@ -88,7 +87,7 @@ class Watcher:
     """The API, and how long a watch may stay silent before the objects are listed again."""
 
     api: KubeApi
-    resync_seconds: float = RESYNC_SECONDS
+    resync_seconds: float  # kubernetes.resync_seconds
     counts: WatchCounts = attrs.field(factory=WatchCounts)
 
 

@@ -47,7 +47,7 @@ from mis_adapters.storage.ownership import Claim, Heartbeat, claim, look
 from mis_adapters.storage.remove import make_writable, remove_entry
 from mis_adapters.storage.walk import OutputProblem, OutputTooLarge
 from mis_adapters.storage.zipwriter import COMPRESSION_POLICIES, zip_folder
-from mis_core.errors import Busy, MapFailed, PayloadTooLarge
+from mis_core.errors import Busy, MapFailed
 from mis_core.model import Workspace
 
 __all__ = ["MARKER", "LocalStorage", "PayloadLimits"]
@@ -59,11 +59,13 @@ _REFILLS = 100  # times a workspace may fill again while being emptied
 
 @attrs.frozen
 class PayloadLimits:
-    max_upload_bytes: int
+    """The `server` settings of the same names (the upload's size is the edge's to limit, as
+    the body arrives: every byte of it counts, not only the zip's)."""
+
     max_extracted_bytes: int
     max_entries: int
     max_compression_ratio: float
-    max_output_bytes: int = 64 * 1024**3  # what the MAP's output files may add up to
+    max_output_bytes: int  # what the MAP's output files may add up to
 
     def for_extraction(self) -> ExtractLimits:
         return ExtractLimits(
@@ -78,9 +80,10 @@ class LocalStorage:
         self,
         root: Path,
         limits: PayloadLimits,
-        compression_level: int = 1,
-        compression: str = "adaptive",
-        workers: int = 0,
+        *,
+        compression_level: int,
+        compression: str,
+        workers: int,
     ) -> None:
         if compression not in COMPRESSION_POLICIES:
             raise ValueError(f"compression must be one of {COMPRESSION_POLICIES}")
@@ -131,7 +134,6 @@ class LocalStorage:
         return workspace
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
-        limit = self.limits.max_upload_bytes
         size = 0
         try:
             fd = os.open(
@@ -143,8 +145,6 @@ class LocalStorage:
             with open(fd, "wb", buffering=_CHUNK) as sink:
                 async for chunk in chunks:
                     size += len(chunk)
-                    if size > limit:
-                        raise upload_too_large(limit)
                     sink.write(chunk)
         except OSError as exc:
             if is_disk_full(exc):
@@ -327,9 +327,3 @@ def _rmdir_emptying(root: int, name: str, folder: int) -> None:
                 raise
         _empty(folder)
     raise OSError(errno.ENOTEMPTY, "the workspace kept filling while it was being deleted")
-
-
-def upload_too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The upload is larger than this service accepts ({limit} bytes, server.max_upload_bytes)."
-    )

@@ -37,7 +37,7 @@ def test_backend_options_are_the_settings_of_the_same_names() -> None:
                            "ttl_seconds_after_finished": 60},
         }
     )  # fmt: skip
-    container = bootstrap.build_job_backend(settings).options  # type: ignore[attr-defined]
+    container = bootstrap.build_backend(settings).jobs.options  # type: ignore[attr-defined]
     assert (container.user, container.network, container.cap_drop) == (
         "1000:1000", "bridge", ("NET_RAW",),
     )  # fmt: skip

@@ -11,7 +11,9 @@ import pytest
 
 from mis_adapters.kubernetes.job import JobOptions, build_job, job_name
 from mis_adapters.kubernetes.ownership import Owner
+from mis_app.settings import DEFAULT_SECURITY_CONTEXT
 from mis_core.model import JobRequest, MapSpec, Resources, Workspace
+from tests.built import job_options
 
 KUBERNETES_VERSIONS = ["1.35.0", "1.36.0", "1.37.0"]  # the three newest the validator knows
 PAYLOAD = "/var/lib/mis/payload"
@@ -31,8 +33,9 @@ REQUEST = JobRequest(
     workspace=Workspace(PAYLOAD, JOB_ID),
     request_id="req-42",
 )
-DEFAULT = JobOptions(namespace="mis", claim_name="mis-payload")
-FULLY_LOADED = JobOptions(
+DEFAULT = job_options(namespace="mis", claim_name="mis-payload")
+NO_CONTEXT = job_options(namespace="mis", security_context={})
+FULLY_LOADED = job_options(
     namespace="mis",
     host_path="/srv/mis/payload",
     node_name="gpu-node-1",
@@ -119,9 +122,7 @@ def test_the_job_runs_once_with_backstops_and_labels() -> None:
     assert pod["automountServiceAccountToken"] is False
 
 
-@pytest.mark.parametrize(
-    "odd", ["-starts-with-dash", "ends-with_", "x" * 64, "has space", "a:b"]
-)
+@pytest.mark.parametrize("odd", ["-starts-with-dash", "ends-with_", "x" * 64, "has space", "a:b"])
 def test_request_ids_that_are_not_label_values_stay_in_the_annotation(odd: str) -> None:
     job = build_job(attrs.evolve(REQUEST, request_id=odd), DEFAULT)
     assert "mis.monai.io/request-id" not in job["metadata"]["labels"]
@@ -149,9 +150,9 @@ def test_the_container_gets_command_paths_env_and_resources() -> None:
     assert env["MONAI_TIMEOUT"] == "50"
     assert env["MODEL"] == "spleen"
     assert env["OMP_NUM_THREADS"] == "2"
-    assert c["resources"] == {
-        "requests": {"cpu": "2", "memory": "16Gi"},
-        "limits": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": 1},
+    assert c["resources"] == {  # with the settings' default scratch space
+        "requests": {"cpu": "2", "memory": "16Gi", "ephemeral-storage": "4Gi"},
+        "limits": {"cpu": "2", "memory": "16Gi", "ephemeral-storage": "4Gi", "nvidia.com/gpu": 1},
     }
     assert c["volumeMounts"][:2] == [
         {
@@ -162,7 +163,8 @@ def test_the_container_gets_command_paths_env_and_resources() -> None:
         },
         {"name": "payload", "mountPath": "/var/monai/output", "subPath": f"{JOB_ID}/output"},
     ]
-    assert "securityContext" not in c  # these options carry none; the settings' default does
+    assert c["securityContext"] == DEFAULT_SECURITY_CONTEXT  # the settings' default
+    assert "securityContext" not in container(build_job(REQUEST, NO_CONTEXT))  # none configured
 
 
 def test_no_gpu_means_no_gpu_limit_and_an_image_entrypoint_is_kept() -> None:

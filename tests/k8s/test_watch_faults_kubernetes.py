@@ -80,14 +80,18 @@ async def test_a_silent_watch_costs_a_study_at_most_a_resync(
     watch, or through the listing MIS makes after `resync_seconds` of silence."""
     finished: list[float] = []
     double.behaviour = ending_with(
-        lambda kube: kube.watch_faults.silence(*silent), kubelet.finishes(0, lines=["done"]), finished
+        lambda kube: kube.watch_faults.silence(*silent),
+        kubelet.finishes(0, lines=["done"]),
+        finished,
     )
     backend = backend_for(tmp_path)
     outcome = await run_to_outcome(backend, request_in(tmp_path))
     late = time.monotonic() - finished[0]
     cost(f"silent {'+'.join(silent)} watch", late)
     assert outcome.succeeded
-    assert sum(double.watch_faults.withheld[kind] for kind in silent) > 0  # the fault did hold events
+    assert (
+        sum(double.watch_faults.withheld[kind] for kind in silent) > 0
+    )  # the fault did hold events
     assert late < SILENCE_BOUND
     if len(silent) == 2:  # only a listing could tell
         assert sum(backend.watch_counts.resyncs.values()) >= 1
@@ -98,7 +102,9 @@ TRANSIENT = {
     "reset": lambda kube: kube.watch_faults.reset("jobs", "pods"),
     "503": lambda kube: _refused_then_reset(kube, 503),
     "429": lambda kube: _refused_then_reset(kube, 429),
-    "error-event-500": lambda kube: [kube.watch_faults.error_event(k, 500) for k in ("jobs", "pods")],
+    "error-event-500": lambda kube: [
+        kube.watch_faults.error_event(k, 500) for k in ("jobs", "pods")
+    ],
 }
 
 
@@ -302,7 +308,7 @@ def test_the_watch_settings_reach_the_backend() -> None:
             },
         }
     )
-    backend = bootstrap.build_job_backend(settings)
+    backend = bootstrap.build_backend(settings).jobs
     assert isinstance(backend, KubernetesJobBackend)
     assert (backend.resync_seconds, backend.warm_up_seconds) == (2, 60)
     with pytest.raises(ValidationError, match="resync_seconds"):
