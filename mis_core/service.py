@@ -1,9 +1,9 @@
 """One inference request as one operation: admit → receive → stage → run → pack → clean.
 
-`InferenceService.infer(job_id, upload, request_id=...)` gives an `Inference`; iterating its `output()`
-admits the request (or raises Busy at once), stores the upload as it streams in, unpacks it,
-runs the MAP within its timeout and yields the output zip while it is packed. The stages are
-the steps of that one generator, so they cannot run out of order.
+`InferenceService.infer(job_id, upload, request_id=...)` gives an `Inference`; iterating its
+`output()` admits the request (or raises Busy at once), stores the upload as it streams in,
+unpacks it, runs the MAP within its timeout and yields the output zip while it is packed. The
+stages are the steps of that one generator, so they cannot run out of order.
 
 Whatever ends the request (the last chunk taken, an error, a cancelled task, a consumer
 that stops iterating), the job is terminated by its backend and the slot is released when

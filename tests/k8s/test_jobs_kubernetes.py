@@ -129,9 +129,12 @@ async def test_image_pull_failure_fails_fast(double: KubeDouble, tmp_path: Path)
 
 
 def service_with(backend: KubernetesJobBackend, tmp_path: Path, timeout: float) -> InferenceService:
+    payload = str(tmp_path / "payload")
     configured = settings(
-        server={"payload_dir": str(tmp_path / "payload")},
+        backend="kubernetes",
+        server={"payload_dir": payload},
         map={"image": "example/map:1", "timeout_seconds": timeout, "resources": {"gpu": 1}},
+        kubernetes={"payload_volume": {"host_path": payload}},
     )
     return bootstrap.build_service(configured, jobs=backend)
 
