@@ -15,7 +15,6 @@ from mis_adapters.storage.volume import LocalStorage
 from mis_app import bootstrap
 from mis_app.settings import Settings
 
-
 A_MAP = {"command": ["true"], "image": "example/map:1"}  # what every backend needs of it
 PAYLOAD_VOLUME_KEYS = {"claim_name", "host_path", "node_local"}
 

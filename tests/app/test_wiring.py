@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import attrs
 import pytest
@@ -115,9 +116,9 @@ def test_a_backend_offers_its_warm_up_when_the_settings_ask_and_its_metrics() ->
         built.settings(backend="kubernetes", kubernetes={**k8s, "warm_up": True})
     )
     assert cold.warm_up is None
-    assert warm.warm_up is warm.jobs
+    assert warm.warm_up is cast(object, warm.jobs)
     docker = bootstrap.build_backend(built.settings(backend="docker"))
-    assert docker.warm_up is docker.jobs  # the docker backend always pulls ahead
+    assert docker.warm_up is cast(object, docker.jobs)  # the docker backend always pulls ahead
     process = bootstrap.build_backend(built.settings(process={"sandbox": "none"}))
     assert (process.warm_up, process.collectors) == (None, ())
     metrics = Metrics()

@@ -16,10 +16,13 @@ async def test_the_blocks_error_comes_out_as_itself_once_the_tasks_ended() -> No
         await anyio.lowlevel.checkpoint()
         finished.append("task")
 
-    with pytest.raises(Busy, match="all slots taken"):
+    async def refused() -> None:
         async with plain_task_group() as group:
             group.start_soon(task)
             raise Busy("all slots taken")
+
+    with pytest.raises(Busy, match="all slots taken"):
+        await refused()
     assert finished == ["task"]  # the group waited for its task before the error left it
 
 
