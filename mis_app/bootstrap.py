@@ -117,15 +117,21 @@ def create_app(
     app.state.map_summary = map_summary(settings)
     app.state.openapi = openapi(server.auth.protect_metrics)
     app.state.live_logs = live_logs
-    app.state.upload_limits = UploadLimits(
+    app.state.upload_limits = upload_limits(settings)
+    app.state.payload_folder = PayloadFolder(server.payload_dir, server.stuck_deletion_seconds)
+    app.router.redirect_slashes = False
+    return app
+
+
+def upload_limits(settings: Settings) -> UploadLimits:
+    """What the edge allows an upload: the one check of its size, as its bytes arrive."""
+    server = settings.server
+    return UploadLimits(
         max_bytes=int(server.max_upload_bytes),
         idle_seconds=server.upload_idle_timeout_seconds,
         total_seconds=server.upload_timeout_seconds,
         min_bytes_per_second=server.min_upload_bytes_per_second,
     )
-    app.state.payload_folder = PayloadFolder(server.payload_dir, server.stuck_deletion_seconds)
-    app.router.redirect_slashes = False
-    return app
 
 
 def build_service(
@@ -172,8 +178,7 @@ def build_backend(settings: Settings) -> Backend:
 
 def kubernetes_backend(settings: Settings, **seams: Any) -> KubernetesJobBackend:
     """`seams`: the API's `connector` and the Jobs' `owner` (tests), or settings changed."""
-    # imported only when used: the Kubernetes client costs ~50 MB of memory
-    from mis_adapters.kubernetes.backend import KubernetesJobBackend
+    from mis_adapters.kubernetes.backend import KubernetesJobBackend  # here only: ~50 MB
 
     k8s = settings.kubernetes
     values: dict[str, Any] = {
@@ -202,10 +207,9 @@ def docker_backend(settings: Settings, engine: ContainerEngine | None = None) ->
 def process_backend(
     settings: Settings, *, say: Callable[[str], object] | None = None
 ) -> ProcessJobBackend:
-    """The process backend, with the sandbox `process.sandbox` asks for (probed here; a
-    bubblewrap that does not work, or an allow-list that would show a payload folder or a
-    secret, stops start-up), and what the MAP sees said (`say`: a line at a time; default:
-    the log)."""
+    """The process backend in the sandbox `process.sandbox` asks for (a bubblewrap that does
+    not work, or an allow-list showing a payload folder or a secret, stops start-up), and
+    what the MAP sees said (`say`: a line at a time; default: the log)."""
     options = process_options(settings)
     said, *also = sandbox.containment(options.sandbox)
     tell = say or (logger.info if options.sandbox.bwrap else logger.warning)
