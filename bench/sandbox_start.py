@@ -22,7 +22,9 @@ import anyio
 from loguru import logger
 
 from mis_adapters.process.backend import ProcessJobBackend
-from mis_adapters.process.sandbox import NO_SANDBOX, choose
+from mis_adapters.process.options import ProcessOptions
+from mis_app.bootstrap import process_options
+from mis_app.settings import Settings
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 
 RUNS = 31
@@ -54,6 +56,12 @@ async def one_run(
     return elapsed
 
 
+def options(payload: Path, sandbox: str) -> ProcessOptions:
+    """The process backend's options as MIS builds them, with this payload folder and sandbox."""
+    settings = {"server": {"payload_dir": str(payload)}, "process": {"sandbox": sandbox}}
+    return process_options(Settings.model_validate(settings))
+
+
 async def main() -> None:
     logger.remove()
     spec = MapSpec(command=("true",))
@@ -61,10 +69,8 @@ async def main() -> None:
         payload = Path(scratch)
         variants = {
             "spawn only (floor)": None,
-            "sandbox none": ProcessJobBackend(spec, payload_root=payload, sandbox=NO_SANDBOX),
-            "sandbox bubblewrap": ProcessJobBackend(
-                spec, payload_root=payload, sandbox=choose("bubblewrap")
-            ),
+            "sandbox none": ProcessJobBackend(spec, options(payload, "none")),
+            "sandbox bubblewrap": ProcessJobBackend(spec, options(payload, "bubblewrap")),
         }
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
         for n in range(RUNS):  # interleaved, so a busy moment hits every variant alike

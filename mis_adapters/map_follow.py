@@ -24,6 +24,7 @@ from loguru import logger
 
 MAX_LINE = 8192
 MAX_LOGGED_BYTES = 1024 * 1024  # a request's share of MIS's log, unless configured
+LOG_TAIL_LINES = 20  # a failed MAP's last lines, in its error message
 # Lines handled before the event loop gets a turn: fewer while they are being logged
 BATCH = 256
 LOGGED_BATCH = 32

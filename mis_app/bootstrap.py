@@ -7,13 +7,14 @@ state (`mis_app.state`) `create_app` stores; the command line takes what this mo
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
 from loguru import logger
+from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,37 +22,66 @@ from starlette.middleware import Middleware
 from mis_adapters.clock import MonotonicClock
 from mis_adapters.docker.backend import DockerJobBackend
 from mis_adapters.docker.container import ContainerOptions
-from mis_adapters.docker.engine import DockerEngine
+from mis_adapters.docker.engine import ContainerEngine, DockerEngine
 from mis_adapters.kubernetes.job import JobOptions
 from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.exposure import ViewRefused
+from mis_adapters.process.options import ProcessOptions
+from mis_adapters.storage.limits import PayloadLimits
 from mis_adapters.storage.readiness import prepare_payload_folder
-from mis_adapters.storage.volume import LocalStorage, PayloadLimits
+from mis_adapters.storage.volume import LocalStorage
 from mis_app import app as routes
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.inference import BusyShortcut
 from mis_app.live_log import LiveLogs
-from mis_app.map_folders import map_folders
 from mis_app.metrics import Metrics
 from mis_app.openapi import openapi
 from mis_app.request_id import RequestIdMiddleware
 from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings, SettingsError
 from mis_app.state import AppState, install
+from mis_app.summary import log_configuration, map_summary
 from mis_app.upload import UploadLimits
 from mis_core.gate import AdmissionGate
-from mis_core.model import JobRequest, Workspace
-from mis_core.ports import JobBackend
+from mis_core.model import JobRequest, Workspace, job_id_for
+from mis_core.ports import Clock, JobBackend, Storage, WarmUp
 from mis_core.service import InferenceService
+
+if TYPE_CHECKING:
+    from mis_adapters.kubernetes.backend import KubernetesJobBackend
 
 Options = TypeVar("Options")
 
 
-def create_app(settings: Settings) -> Starlette:
+@attrs.frozen
+class Backend:
+    """The job backend, and the optional ports it offers beside JobBackend."""
+
+    jobs: JobBackend
+    warm_up: WarmUp | None = None  # started with the service when the settings ask for it
+    collectors: Sequence[Collector] = ()  # its own metrics
+
+
+def create_app(
+    settings: Settings,
+    *,
+    backend: Backend | None = None,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+) -> Starlette:
+    """The web app on the adapters the settings ask for; tests may give fakes of any."""
     metrics = Metrics()
-    service = build_service(settings, on_deleted=metrics.observe_deletion)
+    backend = backend or build_backend(settings)
+    service = build_service(
+        settings,
+        jobs=backend.jobs,
+        storage=storage,
+        clock=clock,
+        on_deleted=metrics.observe_deletion,
+    )
     metrics.watch(service)
+    metrics.add(backend.collectors)
     server = settings.server
 
     live_logs = LiveLogs()
@@ -60,11 +90,10 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log_configuration(settings)
         async with service.running(), live_logs.attached(), anyio.create_task_group() as background:
-            warm_up = getattr(service.jobs, "warm_up", None)  # container backends have one
-            if warm_up is not None and (
-                settings.backend == "docker" or settings.kubernetes.warm_up
-            ):
-                background.start_soon(warm_up, sample_job_request(settings, "warm-up"))
+            if backend.warm_up is not None:
+                background.start_soon(
+                    backend.warm_up.warm_up, sample_job_request(settings, "warm-up")
+                )
             yield
             # requests a stop cancelled still stop their MAP and hand their files to deletion
             await wait_for_requests(lambda: len(service.in_flight), CLEANUP_SECONDS)
@@ -85,18 +114,12 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=routes.exception_handlers,
         lifespan=lifespan,
     )
-    upload_limits = UploadLimits(
-        max_bytes=int(server.max_upload_bytes),
-        idle_seconds=server.upload_idle_timeout_seconds,
-        total_seconds=server.upload_timeout_seconds,
-        min_bytes_per_second=server.min_upload_bytes_per_second,
-    )
     state = AppState(
         settings=settings,
         service=service,
         metrics=metrics,
         live_logs=live_logs,
-        upload_limits=upload_limits,
+        upload_limits=upload_limits(settings),
         map_summary=map_summary(settings),
         openapi=openapi(server.auth.protect_metrics),
     )
@@ -106,86 +129,99 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-def build_service(settings: Settings, **hooks: Any) -> InferenceService:
+def upload_limits(settings: Settings) -> UploadLimits:
+    """What the edge allows an upload: the one check of its size, as its bytes arrive."""
     server = settings.server
-    storage = LocalStorage(
-        server.payload_dir,
-        PayloadLimits(
-            max_upload_bytes=int(server.max_upload_bytes),
-            max_extracted_bytes=int(server.max_extracted_bytes),
-            max_entries=server.max_entries,
-            max_compression_ratio=server.max_compression_ratio,
-            max_output_bytes=int(server.max_output_bytes),
-            max_output_entries=server.max_output_entries,
-            max_output_path_bytes=server.max_output_path_bytes,
-            max_output_directory_bytes=int(server.max_output_directory_bytes),
-        ),
-        compression_level=server.output_compression_level,
-        compression=server.output_compression,
-        workers=server.workers,
+    return UploadLimits(
+        max_bytes=int(server.max_upload_bytes),
+        idle_seconds=server.upload_idle_timeout_seconds,
+        total_seconds=server.upload_timeout_seconds,
+        min_bytes_per_second=server.min_upload_bytes_per_second,
     )
+
+
+def build_service(
+    settings: Settings,
+    *,
+    jobs: JobBackend | None = None,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+    **hooks: Any,
+) -> InferenceService:
+    """The core's service on the adapters the settings ask for, or on those given (fakes)."""
     return InferenceService(
         map_spec=settings.map.spec(),
-        storage=storage,
-        jobs=build_job_backend(settings),
-        clock=MonotonicClock(),
-        gate=AdmissionGate(server.max_concurrent),
-        stuck_deletion_seconds=server.stuck_deletion_seconds,
+        storage=storage or build_storage(settings),
+        jobs=jobs or build_backend(settings).jobs,
+        clock=clock or MonotonicClock(),
+        gate=AdmissionGate(settings.server.max_concurrent),
+        stuck_deletion_seconds=settings.server.stuck_deletion_seconds,
         **hooks,
     )
 
 
-def build_job_backend(settings: Settings) -> JobBackend:
-    if settings.backend == "kubernetes":
-        # imported only when used: the Kubernetes client costs ~50 MB of memory
-        from mis_adapters.kubernetes.backend import KubernetesJobBackend
+def build_storage(settings: Settings) -> LocalStorage:
+    server = settings.server
+    return LocalStorage(
+        server.payload_dir,
+        _options(PayloadLimits, server),
+        compression_level=server.output_compression_level,
+        compression=server.output_compression,
+        workers=server.workers,
+    )
 
-        return KubernetesJobBackend(
-            job_options(settings),
-            delete_wait_seconds=settings.kubernetes.delete_wait_seconds,
-            map_log_bytes=int(settings.server.map_log_max_bytes),
-            resync_seconds=settings.kubernetes.resync_seconds,
-            warm_up_seconds=settings.kubernetes.warm_up_timeout_seconds,
-            api_retry_max_seconds=settings.kubernetes.api_retry_max_seconds,
-        )
+
+def build_backend(settings: Settings) -> Backend:
+    """The backend `settings.backend` names, with the warm-up and metrics it offers."""
+    if settings.backend == "kubernetes":
+        kubernetes = kubernetes_backend(settings)
+        warm_up = kubernetes if settings.kubernetes.warm_up else None
+        return Backend(kubernetes, warm_up, kubernetes.metrics_collectors())
     if settings.backend == "docker":
-        docker = settings.docker
-        return DockerJobBackend(
-            DockerEngine(docker.url),
-            settings.map.image,
-            _options(ContainerOptions, docker, group_add=(str(os.getgid()),)),
-            pull=docker.pull,
-            kill_grace_seconds=docker.stop_grace_seconds,
-            map_log_bytes=int(settings.server.map_log_max_bytes),
-        )
-    return process_backend(settings)
+        docker = docker_backend(settings)
+        return Backend(docker, warm_up=docker)
+    return Backend(process_backend(settings))
+
+
+def kubernetes_backend(settings: Settings, **seams: Any) -> KubernetesJobBackend:
+    """`seams`: the API's `connector` and the Jobs' `owner` (tests), or settings changed."""
+    from mis_adapters.kubernetes.backend import KubernetesJobBackend  # here only: ~50 MB
+
+    k8s = settings.kubernetes
+    values: dict[str, Any] = {
+        "delete_wait_seconds": k8s.delete_wait_seconds,
+        "map_log_bytes": int(settings.server.map_log_max_bytes),
+        "resync_seconds": k8s.resync_seconds,
+        "warm_up_seconds": k8s.warm_up_timeout_seconds,
+        "api_retry_max_seconds": k8s.api_retry_max_seconds,
+    }
+    return KubernetesJobBackend(job_options(settings), **{**values, **seams})
+
+
+def docker_backend(settings: Settings, engine: ContainerEngine | None = None) -> DockerJobBackend:
+    """`engine`: the engine's client (default: the one at docker.url)."""
+    docker = settings.docker
+    return DockerJobBackend(
+        engine or DockerEngine(docker.url),
+        settings.map.image,
+        container_options(settings),
+        pull=docker.pull,
+        kill_grace_seconds=docker.stop_grace_seconds,
+        map_log_bytes=int(settings.server.map_log_max_bytes),
+    )
 
 
 def process_backend(
     settings: Settings, *, say: Callable[[str], object] | None = None
 ) -> ProcessJobBackend:
-    """The process backend, with the sandbox `process.sandbox` asks for (probed here; a
-    bubblewrap that does not work, or an allow-list that would show a payload folder or a
-    secret, stops start-up), and what the MAP sees said (`say`: a line at a time; default:
-    the log)."""
-    try:
-        chosen = sandbox.choose(settings.process.sandbox)
-    except sandbox.SandboxUnavailable as exc:
-        raise SettingsError(str(exc)) from None
-    said, *also = sandbox.containment(chosen)
-    tell = say or (logger.info if chosen.bwrap else logger.warning)
+    """The process backend in the sandbox `process.sandbox` asks for (a bubblewrap that does
+    not work, or an allow-list showing a payload folder or a secret, stops start-up), and
+    what the MAP sees said (`say`: a line at a time; default: the log)."""
+    options = process_options(settings)
+    said, *also = sandbox.containment(options.sandbox)
+    tell = say or (logger.info if options.sandbox.bwrap else logger.warning)
     tell(said)
-    server = settings.server
-    backend = ProcessJobBackend(
-        settings.map.spec(),
-        kill_grace_seconds=settings.process.kill_grace_seconds,
-        pids_limit=settings.process.pids_limit,
-        map_log_bytes=int(server.map_log_max_bytes),
-        payload_root=server.payload_dir.absolute(),
-        sandbox=chosen,
-        secrets=mis_secrets(settings),
-        read_only_paths=settings.process.read_only_paths,
-    )
+    backend = ProcessJobBackend(settings.map.spec(), options)
     try:
         view = backend.view()
     except ViewRefused as exc:
@@ -193,6 +229,22 @@ def process_backend(
     for line in [*also, *(view.describe() if view else [])]:
         (say or logger.info)(line)
     return backend
+
+
+def process_options(settings: Settings) -> ProcessOptions:
+    """The `process` section as the backend takes it, with the sandbox probed."""
+    try:
+        chosen = sandbox.choose(settings.process.sandbox)
+    except sandbox.SandboxUnavailable as exc:
+        raise SettingsError(str(exc)) from None
+    return _options(
+        ProcessOptions,
+        settings.process,
+        map_log_bytes=int(settings.server.map_log_max_bytes),
+        payload_root=settings.server.payload_dir.absolute(),
+        sandbox=chosen,
+        secrets=mis_secrets(settings),
+    )
 
 
 def mis_secrets(settings: Settings) -> dict[str, str | os.PathLike[str] | None]:
@@ -210,6 +262,12 @@ def mis_secrets(settings: Settings) -> dict[str, str | os.PathLike[str] | None]:
     for index, kubeconfig in enumerate(os.environ.get("KUBECONFIG", "").split(os.pathsep)):
         secrets[f"kubeconfig (KUBECONFIG, {index + 1})"] = kubeconfig
     return secrets
+
+
+def container_options(settings: Settings) -> ContainerOptions:
+    """The `docker` section as the container builder takes it; the container joins MIS's own
+    group (no setting), to share the workspace."""
+    return _options(ContainerOptions, settings.docker, group_add=(str(os.getgid()),))
 
 
 def job_options(settings: Settings) -> JobOptions:
@@ -231,63 +289,11 @@ def _options(cls: type[Options], *sections: BaseModel, **values: Any) -> Options
     return cls(**{**found, **values})
 
 
-def sample_job_request(settings: Settings, request_id: str = "sample-request") -> JobRequest:
-    """A request as MIS would make it, for warm-up and for `mis kubernetes render-job`."""
-    workspace = Workspace(str(settings.server.payload_dir.absolute()), request_id)
-    return JobRequest(request_id=request_id, map=settings.map.spec(), workspace=workspace)
-
-
-def map_summary(settings: Settings) -> dict[str, object]:
-    """The configured MAP as /v1/status shows it: no environment values (they may be secrets)."""
-    spec = settings.map.spec()
-    input_path, output_path = map_folders(settings)
-    return {
-        "backend": settings.backend,
-        "image": spec.image,
-        "command": [*spec.command, *spec.args],
-        "input_path": input_path,
-        "output_path": output_path,
-        "resources": {
-            "cpu": str(spec.resources.cpu),
-            "memory": str(spec.resources.memory),
-            "gpu": spec.resources.gpu,
-        },
-        "timeout_seconds": spec.timeout_seconds,
-    }
-
-
-def log_configuration(settings: Settings) -> None:
-    spec = settings.map
-    logger.info(
-        "serving MAP with the {} backend: image={!r} command={} args={} env keys={} "
-        "cpu={} memory={} gpu={} timeout={:g}s input_path={} output_path={}",
-        settings.backend,
-        spec.image,
-        spec.command,
-        spec.args,
-        sorted(spec.env),  # values may be secrets
-        spec.resources.cpu,
-        spec.resources.memory,
-        spec.resources.gpu,
-        spec.timeout_seconds,
-        *map_folders(settings),
-    )
-    logger.info(
-        "payload_dir={} max_concurrent={} max_upload_bytes={} max_extracted_bytes={}",
-        settings.server.payload_dir,
-        settings.server.max_concurrent,
-        int(settings.server.max_upload_bytes),
-        int(settings.server.max_extracted_bytes),
-    )
-    if settings.backend == "docker":
-        docker = settings.docker
-        logger.info(
-            "container engine {} (instance {}, pull {}, network {})",
-            docker.url,
-            docker.instance,
-            docker.pull,
-            docker.network,
-        )
+def sample_job_request(settings: Settings, name: str = "sample-request") -> JobRequest:
+    """A request as MIS would make it, for warm-up and for `mis kubernetes render-job`;
+    `name` is its request id and its workspace's, and its job id is derived from it."""
+    workspace = Workspace(str(settings.server.payload_dir.absolute()), name)
+    return JobRequest(job_id_for(name), settings.map.spec(), workspace, request_id=name)
 
 
 def _auth(settings: Settings) -> list[Middleware]:

@@ -242,9 +242,10 @@ def _render_job(settings: Settings, options: argparse.Namespace) -> int:
     import anyio
 
     from mis_adapters.kubernetes.render import render_job
-    from mis_app.bootstrap import job_options, sample_job_request
+    from mis_app.bootstrap import kubernetes_backend, sample_job_request
 
-    documents, notes = anyio.run(render_job, job_options(settings), sample_job_request(settings))
+    backend = kubernetes_backend(settings, api_retry_max_seconds=0)  # asks once
+    documents, notes = anyio.run(render_job, backend, sample_job_request(settings))
     for note in notes:
         print(f"# {note}", file=sys.stderr)
     print(yaml.safe_dump_all(documents, sort_keys=False), end="")

@@ -23,6 +23,7 @@ from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import Busy, MisError
 from mis_core.gate import AdmissionGate
 from mis_core.service import Inference
+from mis_core.tasks import plain_task_group
 
 ZIP_HEADERS = [
     (b"content-type", b"application/zip"),
@@ -40,7 +41,8 @@ class InferenceEndpoint:
         body_read = anyio.Event()
         upload = _upload(request, state.upload_limits, body_read)
         # keyed by MIS's own job id: the client's request id may be another's too
-        inference = state.service.infer(scope["state"]["job_id"], upload)
+        ids = scope["state"]
+        inference = state.service.infer(ids["job_id"], upload, request_id=ids["request_id"])
         answer = _Answer()
         began = time.perf_counter()
         try:
@@ -140,8 +142,7 @@ async def _unless_disconnected(
     once the response is complete).
     """
     completed = False
-    error: Exception | None = None
-    async with anyio.create_task_group() as tg:
+    async with plain_task_group() as tg:
 
         async def watch() -> None:
             await body_read.wait()
@@ -153,11 +154,8 @@ async def _unless_disconnected(
         try:
             await work
             completed = True
-        except Exception as exc:  # re-raised below, outside the task group's exception group
-            error = exc
-        tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
+        finally:
+            tg.cancel_scope.cancel()
     return completed
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter as Tally
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -68,12 +66,11 @@ class Metrics:
             "mis_failed_deletions_retrying",
             "Workspaces whose deletion failed and is retried in the background", registry=r,
         ).set_function(lambda: len(service.failing_deletions))  # fmt: skip
-        counts = getattr(service.jobs, "watch_counts", None)  # the Kubernetes backend's
-        if counts is not None:
-            r.register(_WatchCollector(counts))
-        retries = getattr(service.jobs, "api_retries", None)  # the Kubernetes backend's
-        if isinstance(retries, Tally):
-            r.register(_ApiRetries(retries))
+
+    def add(self, collectors: Iterable[Collector]) -> None:
+        """Collectors a backend offers besides (the Kubernetes backend's API and watch counts)."""
+        for collector in collectors:
+            self.registry.register(collector)
 
     def watch_connections(self, budget: ConnectionBudget) -> None:
         self.registry.register(_Connections(budget))
@@ -96,50 +93,6 @@ class Metrics:
                 value = getattr(times, stage)
                 if value:
                     self.stage_seconds.labels(stage).observe(value)
-
-
-class _WatchCollector(Collector):
-    """The Kubernetes backend's watch counts (`WatchCounts`), read at each scrape."""
-
-    def __init__(self, counts: Any) -> None:
-        self._counts = counts
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        restarts = CounterMetricFamily(
-            "mis_kubernetes_watch_restarts",
-            "Job and pod watches started again, by kind and cause: closed (by the server), "
-            "expired (410 Gone: listed again), error (429, 5xx, a cut connection)",
-            labels=["kind", "cause"],
-        )
-        tally: Tally[tuple[str, str]] = self._counts.restarts
-        for (kind, cause), value in sorted(tally.items()):
-            restarts.add_metric([kind, cause], value)
-        yield restarts
-        resyncs = CounterMetricFamily(
-            "mis_kubernetes_watch_resyncs",
-            "Job and pod listings after a watch was silent for kubernetes.resync_seconds",
-            labels=["kind"],
-        )
-        for kind, value in sorted(self._counts.resyncs.items()):
-            resyncs.add_metric([kind], value)
-        yield resyncs
-
-
-class _ApiRetries(Collector):
-    """The backend's own tally of Kubernetes API calls tried again, as a counter."""
-
-    def __init__(self, tally: Tally[tuple[str, str]]) -> None:
-        self.tally = tally
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "mis_kubernetes_api_retries",
-            "Kubernetes API calls tried again, by verb and reason (a status, connection, timeout)",
-            labels=["verb", "reason"],
-        )
-        for (verb, reason), count in sorted(self.tally.items()):
-            family.add_metric([verb, reason], count)
-        yield family
 
 
 class _Connections(Collector):

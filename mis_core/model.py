@@ -61,10 +61,6 @@ class MapSpec:
     timeout_seconds: float = 50.0
 
 
-def _request_id_default(workspace: Workspace) -> str:
-    return workspace.name
-
-
 @attrs.frozen
 class Workspace:
     """One request's folder on the payload volume: the one place that knows its layout.
@@ -80,8 +76,7 @@ class Workspace:
     """
 
     payload_dir: str  # absolute: bind mounts and subPaths need absolute folders
-    name: str
-    request_id: str = attrs.field(default=attrs.Factory(_request_id_default, takes_self=True))
+    name: str  # the job id of the request it serves
 
     INPUT: ClassVar[str] = "input"
     OUTPUT: ClassVar[str] = "output"
@@ -141,17 +136,23 @@ class MapFolders:
         ]
 
 
+def _same_as_job_id(request: JobRequest) -> str:
+    return request.job_id
+
+
 @attrs.frozen
 class JobRequest:
-    """Everything a job backend needs to run the MAP once."""
+    """Everything a job backend needs to run the MAP once.
 
-    request_id: str
+    `job_id` is MIS's own id of the request (32 hex characters, MONAI_JOBID): it names and
+    finds the job. `request_id` is the client's X-Request-ID (the job id when it sent none),
+    which two clients may share: only for labels and log lines.
+    """
+
+    job_id: str
     map: MapSpec
     workspace: Workspace
-
-    @property
-    def job_id(self) -> str:
-        return job_id_for(self.request_id)
+    request_id: str = attrs.field(default=attrs.Factory(_same_as_job_id, takes_self=True))
 
     @property
     def host_folders(self) -> MapFolders:
@@ -220,9 +221,10 @@ class StageTimes:
     pack: float = 0.0
 
 
-def job_id_for(request_id: str) -> str:
-    """MONAI_JOBID is 32 hex characters: the request id when it is one, else derived from it."""
-    lowered = request_id.lower()
+def job_id_for(name: str) -> str:
+    """A job id (32 hex characters, as MONAI_JOBID is) for a job MIS starts by itself, such as
+    the warm-up: `name` when it is one, else derived from it."""
+    lowered = name.lower()
     if _HEX32.fullmatch(lowered):
         return lowered
-    return hashlib.sha256(request_id.encode()).hexdigest()[:32]
+    return hashlib.sha256(name.encode()).hexdigest()[:32]

@@ -24,12 +24,13 @@ class Clock(Protocol):
 class Storage(Protocol):
     """The payload volume: one workspace per request, nothing kept after it."""
 
-    async def create(self, request_id: str) -> Workspace:
-        """Make an empty workspace with its input and output folders."""
+    async def create(self, job_id: str) -> Workspace:
+        """Make an empty workspace, named by the job id, with its input and output folders."""
         ...
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
-        """Store the uploaded archive as it arrives, enforcing the upload limit; return its size."""
+        """Store the uploaded archive as it arrives; return its size. The upload limit is the
+        edge's: `chunks` raises PayloadTooLarge once the request's body is past it."""
         ...
 
     async def extract(self, workspace: Workspace) -> int:
@@ -70,3 +71,10 @@ class JobBackend(Protocol):
     async def close(self) -> None:
         """Release connections at shutdown."""
         ...
+
+
+class WarmUp(Protocol):
+    """Optional beside JobBackend: get ready before the first request (a container backend
+    pulls the MAP's image), so that no request's timeout pays for it."""
+
+    async def warm_up(self, request: JobRequest) -> None: ...

@@ -1,9 +1,9 @@
 """One inference request as one operation: admit → receive → stage → run → pack → clean.
 
-`InferenceService.infer(request_id, upload)` gives an `Inference`; iterating its `output()`
-admits the request (or raises Busy at once), stores the upload as it streams in, unpacks it,
-runs the MAP within its timeout and yields the output zip while it is packed. The stages are
-the steps of that one generator, so they cannot run out of order.
+`InferenceService.infer(job_id, upload, request_id=...)` gives an `Inference`; iterating its
+`output()` admits the request (or raises Busy at once), stores the upload as it streams in,
+unpacks it, runs the MAP within its timeout and yields the output zip while it is packed. The
+stages are the steps of that one generator, so they cannot run out of order.
 
 Whatever ends the request (the last chunk taken, an error, a cancelled task, a consumer
 that stops iterating), the job is terminated by its backend and the slot is released when
@@ -33,6 +33,7 @@ from mis_core.errors import BackendUnavailable, JobTimedOut, MapFailed
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, StageTimes, Workspace
 from mis_core.ports import Clock, JobBackend, Storage
+from mis_core.tasks import plain_task_group
 
 RETRY_FIRST_SECONDS = 1.0  # a failed deletion is tried again after this, then twice as long
 RETRY_MOST_SECONDS = 60.0  # ... up to this between tries
@@ -70,19 +71,14 @@ class InferenceService:
     async def running(self) -> AsyncIterator[None]:
         """Sweep what an earlier process left, then serve; leaving waits for pending deletions."""
         await self._sweep()
-        error: Exception | None = None
         self._stopping = stopping = anyio.Event()
-        async with anyio.create_task_group() as deletions:
+        async with plain_task_group() as deletions:
             self._deletions = deletions
             try:
                 yield
-            except Exception as exc:  # re-raised below, not wrapped in an exception group
-                error = exc
             finally:
                 self._deletions = None
                 stopping.set()  # retries end; the next start sweeps what they leave
-        if error is not None:
-            raise error
 
     async def check_ready(self) -> None:
         """Raise BackendUnavailable, saying why, when a request sent now would fail: the
@@ -106,9 +102,14 @@ class InferenceService:
     def serving(self) -> bool:
         return self._deletions is not None
 
-    def infer(self, request_id: str, upload: AsyncIterable[bytes]) -> Inference:
-        """One request for the MAP on `upload` (a zip's bytes); nothing happens until iterated."""
-        return Inference(self, request_id, upload)
+    def infer(
+        self, job_id: str, upload: AsyncIterable[bytes], *, request_id: str = ""
+    ) -> Inference:
+        """One request for the MAP on `upload` (a zip's bytes); nothing happens until iterated.
+
+        `job_id` is MIS's own unique id of it (its workspace and job); `request_id` the
+        client's, for labels (default: the job id)."""
+        return Inference(self, job_id, upload, request_id or job_id)
 
     async def _sweep(self) -> None:
         """Jobs first, as they may still be using their workspaces (and a backend may have
@@ -187,9 +188,14 @@ class Inference:
     """One request through the service; `times` and the byte counts are for the edge's metrics."""
 
     def __init__(
-        self, service: InferenceService, request_id: str, upload: AsyncIterable[bytes]
+        self,
+        service: InferenceService,
+        job_id: str,
+        upload: AsyncIterable[bytes],
+        request_id: str,
     ) -> None:
         self._service = service
+        self.job_id = job_id
         self.request_id = request_id
         self._upload = upload
         self.times = StageTimes()
@@ -212,7 +218,7 @@ class Inference:
                     if not service.gate.room_for_a_workspace:
                         logger.info("waiting for an earlier request's workspace to be deleted")
                         await service.gate.wait_for_room()
-                    workspace = await service.storage.create(self.request_id)
+                    workspace = await service.storage.create(self.job_id)
                     await self._receive(workspace)
                     await self._stage(workspace)
                     await self._run(workspace)
@@ -260,7 +266,7 @@ class Inference:
         """Run the MAP once within its timeout; raise JobTimedOut or MapFailed if it fails."""
         service = self._service
         spec = service.map_spec
-        request = JobRequest(request_id=workspace.request_id, map=spec, workspace=workspace)
+        request = JobRequest(self.job_id, spec, workspace, request_id=self.request_id)
         progress = JobProgress()
         started = service.clock.now()
         logger.info("job started (timeout {:g}s)", spec.timeout_seconds)

@@ -56,9 +56,9 @@ class FakeStorage:
             assert self.error is not None
             raise self.error
 
-    async def create(self, request_id: str) -> Workspace:
+    async def create(self, job_id: str) -> Workspace:
         self._step("create")
-        return Workspace("/ws", request_id)
+        return Workspace("/ws", job_id)
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
         async for chunk in chunks:

@@ -9,14 +9,17 @@ from pathlib import Path
 _LEAVE = """
 import os, sys, anyio
 from pathlib import Path
-from mis_adapters.storage.volume import LocalStorage, PayloadLimits
-limits = PayloadLimits(10**6, 10**9, 1000, 200)
-anyio.run(LocalStorage(Path(sys.argv[1]), limits).create, sys.argv[2])
+from mis_app.bootstrap import build_storage
+from mis_app.settings import Settings
+settings = Settings.model_validate(
+    {"server": {"payload_dir": sys.argv[1]}, "map": {"command": ["true"]}}
+)
+anyio.run(build_storage(settings).create, sys.argv[2])
 os._exit(0)  # gone without deleting: as a MIS killed mid-request
 """
 
 
-def leave_workspace(root: Path, request_id: str, python: str = sys.executable) -> Path:
+def leave_workspace(root: Path, job_id: str, python: str = sys.executable) -> Path:
     """A workspace made by another MIS process that then died; its folder."""
-    subprocess.run([python, "-c", _LEAVE, str(root), request_id], check=True)
-    return root / request_id
+    subprocess.run([python, "-c", _LEAVE, str(root), job_id], check=True)
+    return root / job_id

@@ -23,7 +23,7 @@ from mis_adapters.docker.container import (
     instance_labels,
 )
 from mis_adapters.docker.engine import ContainerEngine, EngineError
-from mis_adapters.map_follow import MAX_LOGGED_BYTES, MapLog
+from mis_adapters.map_follow import LOG_TAIL_LINES, MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
@@ -38,10 +38,10 @@ class DockerJobBackend:
         image: str,
         options: ContainerOptions,
         *,
-        pull: PullPolicy = "missing",
-        kill_grace_seconds: float = 5.0,
-        log_tail_lines: int = 20,
-        map_log_bytes: int = MAX_LOGGED_BYTES,
+        pull: PullPolicy,
+        kill_grace_seconds: float,
+        map_log_bytes: int,
+        log_tail_lines: int = LOG_TAIL_LINES,
     ) -> None:
         self.engine = engine
         self.image = image

@@ -22,19 +22,20 @@ from mis_core.quantity import MemoryQuantity
 
 @attrs.frozen
 class ContainerOptions:
-    """The `docker` section of the configuration, as the builder needs it."""
+    """The `docker` section of the configuration, as the builder needs it (the settings of
+    the same names state the defaults; the bootstrap builds this)."""
 
-    instance: str = "mis"
+    instance: str
     # Where server.payload_dir is on the engine's host, when MIS itself runs in a container.
-    payload_host_dir: str = ""
-    user: str = ""  # empty: the image's own user
-    network: str = "none"  # a MAP reads and writes files; it needs no network
-    cap_drop: tuple[str, ...] = attrs.field(default=("ALL",), converter=tuple)
-    gpu_driver: str = "nvidia"
-    shm_size: str = ""  # PyTorch data loaders want more than the engine's 64 MB
-    pids_limit: int = 4096  # processes and threads in the container: a fork bomb stops here
+    payload_host_dir: str
+    user: str  # empty: the image's own user
+    network: str
+    cap_drop: tuple[str, ...] = attrs.field(converter=tuple)
+    gpu_driver: str
+    shm_size: str  # PyTorch data loaders want more than the engine's 64 MB
+    pids_limit: int  # processes and threads in the container: a fork bomb stops here
     # MIS's own group: a MAP running as the image's own user reaches the workspace through it
-    group_add: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    group_add: tuple[str, ...] = attrs.field(converter=tuple)
 
 
 def container_name(options: ContainerOptions, request: JobRequest) -> str:

@@ -49,13 +49,13 @@ class KubeApi:
     def __init__(
         self,
         connection: Connection,
-        policy: RetryPolicy | None = None,
+        policy: RetryPolicy,
         health: ApiHealth | None = None,
     ) -> None:
         self.api_client = connection.api_client
         self.namespace = connection.namespace
         self.credentials = connection.credentials
-        self.policy = policy or RetryPolicy()
+        self.policy = policy
         self.health = health or ApiHealth()
         self.batch = client.BatchV1Api(self.api_client)
         self.core = client.CoreV1Api(self.api_client)

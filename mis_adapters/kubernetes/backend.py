@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import anyio
 from loguru import logger
+from prometheus_client.registry import Collector
 
 from mis_adapters.kubernetes.api import KubeApi, LogLimits
 from mis_adapters.kubernetes.credentials import Connection, connect
@@ -42,18 +43,18 @@ from mis_adapters.kubernetes.job import (
     job_name,
     job_selector,
 )
+from mis_adapters.kubernetes.metrics import ApiRetries, WatchCollector
 from mis_adapters.kubernetes.ownership import Owner, owner_pod_name, why_leftover
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
-from mis_adapters.kubernetes.retry import MAX_SECONDS, ApiHealth, RetryPolicy
+from mis_adapters.kubernetes.retry import ApiHealth, RetryPolicy
 from mis_adapters.kubernetes.status import Verdict
-from mis_adapters.kubernetes.watch import RESYNC_SECONDS, WatchCounts, Watcher
-from mis_adapters.map_follow import MAX_LOGGED_BYTES, last_lines
+from mis_adapters.kubernetes.watch import WatchCounts, Watcher
+from mis_adapters.map_follow import LOG_TAIL_LINES, last_lines
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
 PROPAGATION = "Background"  # the Job goes at once; its pods follow through garbage collection
 TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from the pod's log
-WARM_UP_SECONDS = 900.0
 OUTAGE_MARGIN_SECONDS = 0.2  # before the request's deadline: time to say it was an outage
 OUTAGE_MIN_SECONDS = 1.0  # a blip at the deadline does not make a MAP's timeout an outage
 Connector = Callable[[str], Awaitable[Connection]]
@@ -64,15 +65,16 @@ class KubernetesJobBackend:
         self,
         options: JobOptions,
         *,
-        delete_wait_seconds: float = 30,
-        resync_seconds: float = RESYNC_SECONDS,
-        warm_up_seconds: float = WARM_UP_SECONDS,
-        log_tail_lines: int = 20,
-        map_log_bytes: int = MAX_LOGGED_BYTES,
+        delete_wait_seconds: float,
+        resync_seconds: float,
+        warm_up_seconds: float,
+        map_log_bytes: int,
+        api_retry_max_seconds: float,
+        log_tail_lines: int = LOG_TAIL_LINES,
         connector: Connector = connect,
         owner: Owner | None = None,
-        api_retry_max_seconds: float = MAX_SECONDS,
     ) -> None:
+        """The bootstrap passes the settings of those names; `owner` defaults to MIS's pod."""
         self.options = options
         self.delete_wait_seconds = delete_wait_seconds
         self.resync_seconds = resync_seconds
@@ -101,6 +103,9 @@ class KubernetesJobBackend:
 
     def _count_retry(self, verb: str, reason: str) -> None:
         self.api_retries[verb, reason] += 1
+
+    def metrics_collectors(self) -> list[Collector]:
+        return [WatchCollector(self.watch_counts), ApiRetries(self.api_retries)]
 
     async def close(self) -> None:
         if self._api is not None:
@@ -187,8 +192,8 @@ class KubernetesJobBackend:
         progress: JobProgress,
         deadline: float,
     ) -> JobOutcome:
-        name = job_name(options, request.request_id)
-        selector = job_selector(options, request.request_id)
+        name = job_name(options, request.job_id)
+        selector = job_selector(options, request.job_id)
         may_exist = pod_stopped = False
         outage = ""
         try:
@@ -278,7 +283,7 @@ class KubernetesJobBackend:
         container = manifest["spec"]["template"]["spec"]["containers"][0]
         container["command"] = ["true"]
         container.pop("args", None)
-        selector = job_selector(options, request.request_id)
+        selector = job_selector(options, request.job_id)
         progress = JobProgress()
         try:
             await api.create_job(manifest)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,44 +28,46 @@ from mis_adapters.labels import (
     LABEL_REQUEST_ID,
     MANAGED_BY,
 )
-from mis_core.model import JobRequest, Workspace, job_id_for
+from mis_core.model import JobRequest, Workspace
 
 ANNOTATION_REQUEST_ID = "mis.monai.io/request-id"
 CONTAINER = "map"
 PAYLOAD_VOLUME = "payload"
 GPU_RESOURCE = "nvidia.com/gpu"
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 @attrs.frozen
 class JobOptions:
-    """Cluster-side settings of every Job, from the `kubernetes` section of the configuration."""
+    """Cluster-side settings of every Job, from the `kubernetes` section of the configuration
+    (the settings of the same names state the defaults; the bootstrap builds this)."""
 
     namespace: str
-    claim_name: str = ""
-    host_path: str = ""
-    node_name: str = ""  # MIS's node: Jobs are pinned to it when the payload is node-local
-    node_local: bool | None = None  # None: as placement.payload_is_node_local decides
-    instance: str = "mis"
-    image_pull_policy: str = "IfNotPresent"
-    image_pull_secrets: Sequence[str] = ()
-    service_account_name: str = ""
-    node_selector: Mapping[str, str] = attrs.field(factory=dict)
-    tolerations: Sequence[Mapping[str, Any]] = ()
-    affinity: Mapping[str, Any] = attrs.field(factory=dict)
-    runtime_class_name: str = ""
-    priority_class_name: str = ""
-    extra_volumes: Sequence[Mapping[str, Any]] = ()
-    extra_volume_mounts: Sequence[Mapping[str, Any]] = ()
-    security_context: Mapping[str, Any] = attrs.field(factory=dict)
-    pod_security_context: Mapping[str, Any] = attrs.field(factory=dict)
-    ephemeral_storage: str = ""  # the container's scratch space, requested and limited
-    secret_env: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)  # {VAR: {name, key}}
-    deadline_margin_seconds: int = 30
-    ttl_seconds_after_finished: int = 300
+    claim_name: str
+    host_path: str
+    node_name: str  # MIS's node: Jobs are pinned to it when the payload is node-local
+    node_local: bool | None  # None: as placement.payload_is_node_local decides
+    instance: str
+    image_pull_policy: str
+    image_pull_secrets: Sequence[str]
+    service_account_name: str
+    node_selector: Mapping[str, str]
+    tolerations: Sequence[Mapping[str, Any]]
+    affinity: Mapping[str, Any]
+    runtime_class_name: str
+    priority_class_name: str
+    extra_volumes: Sequence[Mapping[str, Any]]
+    extra_volume_mounts: Sequence[Mapping[str, Any]]
+    security_context: Mapping[str, Any]
+    pod_security_context: Mapping[str, Any]
+    ephemeral_storage: str  # the container's scratch space, requested and limited
+    secret_env: Mapping[str, Mapping[str, str]]  # {VAR: {name, key}}
+    deadline_margin_seconds: int
+    ttl_seconds_after_finished: int
 
 
-def job_name(options: JobOptions, request_id: str) -> str:
-    return f"{options.instance}-{job_id_for(request_id)}"
+def job_name(options: JobOptions, job_id: str) -> str:
+    return f"{options.instance}-{job_id}"
 
 
 def instance_selector(options: JobOptions) -> str:
@@ -72,17 +75,18 @@ def instance_selector(options: JobOptions) -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE}={options.instance}"
 
 
-def job_selector(options: JobOptions, request_id: str) -> str:
-    return f"{instance_selector(options)},{LABEL_JOB_ID}={job_id_for(request_id)}"
+def job_selector(options: JobOptions, job_id: str) -> str:
+    """Selects the Job (and its pods) of one request: by MIS's own id, never the client's."""
+    return f"{instance_selector(options)},{LABEL_JOB_ID}={job_id}"
 
 
 def build_job(
     request: JobRequest, options: JobOptions, owner: Owner | None = None
 ) -> dict[str, Any]:
     """The Job for `request`; `options.node_name` pins it (placement decides whether to)."""
-    labels = {**_labels(options, request.request_id), **(owner.labels() if owner else {})}
+    labels = {**_labels(options, request), **(owner.labels() if owner else {})}
     metadata: dict[str, Any] = {
-        "name": job_name(options, request.request_id),
+        "name": job_name(options, request.job_id),
         "namespace": options.namespace,
         "labels": labels,
         "annotations": {ANNOTATION_REQUEST_ID: request.request_id},
@@ -162,19 +166,17 @@ def _deadline(timeout_seconds: float, options: JobOptions) -> int:
     return math.ceil(timeout_seconds) + options.deadline_margin_seconds
 
 
-def _labels(options: JobOptions, request_id: str) -> dict[str, str]:
+def _labels(options: JobOptions, request: JobRequest) -> dict[str, str]:
+    """The job id finds the Job; the client's request id is a label too when it can be one
+    (the annotation always has it)."""
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_INSTANCE: options.instance,
-        LABEL_JOB_ID: job_id_for(request_id),
+        LABEL_JOB_ID: request.job_id,
     }
-    if _is_label_value(request_id):
-        labels[LABEL_REQUEST_ID] = request_id
+    if _LABEL_VALUE.fullmatch(request.request_id):
+        labels[LABEL_REQUEST_ID] = request.request_id
     return labels
-
-
-def _is_label_value(value: str) -> bool:
-    return len(value) <= 63 and value[:1].isalnum() and value[-1:].isalnum()
 
 
 def _environment(request: JobRequest, options: JobOptions) -> list[dict[str, Any]]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mis_adapters.kubernetes.backend import Connector, KubernetesJobBackend
-from mis_adapters.kubernetes.credentials import connect
-from mis_adapters.kubernetes.job import JobOptions, build_job
+from mis_adapters.kubernetes.backend import KubernetesJobBackend
+from mis_adapters.kubernetes.job import build_job
 from mis_adapters.kubernetes.network import job_network_policy
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_core.errors import BackendUnavailable
@@ -19,10 +18,11 @@ from mis_core.model import JobRequest
 
 
 async def render_job(
-    options: JobOptions, request: JobRequest, connector: Connector = connect
+    backend: KubernetesJobBackend, request: JobRequest
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The Job and the NetworkPolicy, and notes on what was read or assumed."""
-    backend = KubernetesJobBackend(options, connector=connector, api_retry_max_seconds=0)
+    """The Job and the NetworkPolicy `backend` would submit, and notes on what was read or
+    assumed. Give it a backend that does not retry (api_retry_max_seconds 0): it asks once."""
+    options = backend.options
     notes: list[str] = []
     claim_read = claim_modes_needed(options.node_local, options.host_path)
     try:

@@ -24,7 +24,6 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 FIRST_DELAY = 0.1  # seconds before the second try; doubled after each failure
 MAX_BACKOFF = 1.0  # between tries of an unanswered call: the end of an outage is seen within it
 MAX_RETRY_AFTER = 10.0  # the longest Retry-After honoured as sent
-MAX_SECONDS = 10.0  # how long a call is retried when no deadline bounds it
 
 
 def _ignore(verb: str, reason: str) -> None:
@@ -33,7 +32,7 @@ def _ignore(verb: str, reason: str) -> None:
 
 @attrs.frozen
 class RetryPolicy:
-    max_seconds: float = MAX_SECONDS
+    max_seconds: float  # kubernetes.api_retry_max_seconds: when no deadline bounds a call
     on_retry: Callable[[str, str], None] = _ignore  # (verb, reason) of each retry
 
 

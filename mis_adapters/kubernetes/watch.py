@@ -30,10 +30,10 @@ from loguru import logger
 from mis_adapters.kubernetes.api import KubeApi
 from mis_adapters.kubernetes.errors import Gone, KubeApiError
 from mis_core.errors import BackendUnavailable
+from mis_core.tasks import plain_task_group
 
 Kind = Literal["jobs", "pods"]
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # after a dropped connection, then every 2 s
-RESYNC_SECONDS = 5.0
 LIST_SECONDS = 10.0  # a listing slower than this (and than resync_seconds) is retried
 
 
@@ -87,7 +87,7 @@ class Watcher:
     """The API, and how long a watch may stay silent before the objects are listed again."""
 
     api: KubeApi
-    resync_seconds: float = RESYNC_SECONDS
+    resync_seconds: float  # kubernetes.resync_seconds
     counts: WatchCounts = attrs.field(factory=WatchCounts)
 
 
@@ -180,19 +180,15 @@ async def watching(watcher: Watcher, *watches: Watch) -> AsyncIterator[_Events]:
     """
     send, receive = anyio.create_memory_object_stream[Event | BackendUnavailable](math.inf)
     events = _Events(receive)
-    body_error: Exception | None = None
-    async with anyio.create_task_group() as tg:
+    async with plain_task_group() as tg:
         for watch in watches:
             tg.start_soon(_feed, watcher, watch, send.clone())
         send.close()
         with receive:
             try:
                 yield events
-            except Exception as exc:  # cancellation still goes through the group
-                body_error = exc
-        tg.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
+            finally:
+                tg.cancel_scope.cancel()
     if events.failure is not None:
         raise events.failure
 

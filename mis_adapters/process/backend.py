@@ -25,7 +25,7 @@ import shutil
 import signal
 import stat
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
@@ -33,7 +33,7 @@ import attrs
 from anyio.abc import ByteReceiveStream, Process
 from loguru import logger
 
-from mis_adapters.map_follow import MAX_LOGGED_BYTES, MapLog
+from mis_adapters.map_follow import MapLog
 from mis_adapters.process import limits
 from mis_adapters.process.exposure import Guard, ViewRefused
 from mis_adapters.process.launch import (
@@ -43,8 +43,9 @@ from mis_adapters.process.launch import (
     map_run_environment,
     supervised,
 )
+from mis_adapters.process.options import ProcessOptions
 from mis_adapters.process.orphans import become_subreaper, now_ticks, reap_orphans
-from mis_adapters.process.sandbox import NO_SANDBOX, Sandbox, bwrap_argv
+from mis_adapters.process.sandbox import bwrap_argv
 from mis_adapters.process.view import View, map_view
 from mis_adapters.storage.layout import RUN_FOLDER_MODE
 from mis_adapters.storage.layout import RUN_RECORD as RECORD
@@ -57,31 +58,22 @@ _MARGIN = 2.0  # beyond the grace, for the supervisor to kill and reap
 
 class ProcessJobBackend:
     def __init__(
-        self,
-        spec: MapSpec,
-        *,
-        kill_grace_seconds: float = 5.0,
-        pids_limit: int = 4096,
-        log_tail_lines: int = 20,
-        map_log_bytes: int = MAX_LOGGED_BYTES,
-        base_env: Mapping[str, str] | None = None,
-        payload_root: Path | None = None,
-        sandbox: Sandbox = NO_SANDBOX,
-        secrets: Mapping[str, str | os.PathLike[str] | None] | None = None,
-        read_only_paths: Sequence[str | os.PathLike[str]] = (),
+        self, spec: MapSpec, options: ProcessOptions, *, base_env: Mapping[str, str] | None = None
     ) -> None:
-        """`secrets` (what each is → its path) and the payload folder: what the sandbox
-        never shows a MAP; `read_only_paths`: folders it shows besides the MAP's program."""
-        self.kill_grace_seconds = kill_grace_seconds
-        self.pids_limit = pids_limit
-        self.log_tail_lines = log_tail_lines
-        self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
+        """The secrets and the payload folder of `options`: what the sandbox never shows a
+        MAP; its `read_only_paths`: folders it shows besides the MAP's program. `base_env`:
+        the environment the MAP's basics come from (default: MIS's own)."""
+        self.options = options
+        self.kill_grace_seconds = options.kill_grace_seconds
+        self.pids_limit = options.pids_limit
+        self.log_tail_lines = options.log_tail_lines
+        self.map_log_bytes = options.map_log_bytes
         self.spec = spec
-        self.payload_root = payload_root
+        self.payload_root = options.payload_root
         self.basics = basic_environment(os.environ if base_env is None else base_env)
-        self.sandbox = sandbox
-        self.guard = Guard.of(str(payload_root or ""), secrets or {})
-        self.read_only_paths = tuple(os.path.abspath(p) for p in read_only_paths)
+        self.sandbox = options.sandbox
+        self.guard = Guard.of(str(options.payload_root), options.secrets)
+        self.read_only_paths = tuple(os.path.abspath(p) for p in options.read_only_paths)
         self.cwd = os.getcwd()
         self._view: View | ViewRefused | None = None
         self.supervisors: set[int] = set()  # live ones: never taken for a MAP's orphans
@@ -121,7 +113,7 @@ class ProcessJobBackend:
         is when MIS becomes a child subreaper (not on construction: a test process that
         builds a backend should not start collecting orphans)."""
         become_subreaper()
-        if self.payload_root is None or not self.payload_root.is_dir():
+        if not self.payload_root.is_dir():
             return 0
         killed = 0
         for record in self.payload_root.glob(Workspace.pattern(RECORD)):

@@ -10,16 +10,17 @@ from mis_adapters.zip.reader import ExtractLimits
 
 @attrs.frozen
 class PayloadLimits:
-    max_upload_bytes: int
+    """The `server` settings of the same names (the upload's size is the edge's to limit, as
+    the body arrives: every byte of it counts, not only the zip's)."""
+
     max_extracted_bytes: int
     max_entries: int
     max_compression_ratio: float
-    max_output_bytes: int = 64 * 1024**3  # what the MAP's output files may add up to
-    # What the output zip may list (0: no bound): entries, one path's bytes, the central
-    # directory's bytes.
-    max_output_entries: int = 0
-    max_output_path_bytes: int = 0
-    max_output_directory_bytes: int = 0
+    max_output_bytes: int  # what the MAP's output files may add up to
+    # What the output zip may list: entries, one path's bytes, the central directory's bytes.
+    max_output_entries: int
+    max_output_path_bytes: int
+    max_output_directory_bytes: int
 
     def for_extraction(self) -> ExtractLimits:
         return ExtractLimits(

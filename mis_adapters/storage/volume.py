@@ -49,7 +49,7 @@ from mis_adapters.storage.remove import make_writable, remove_entry
 from mis_adapters.zip.constants import DIR_OPEN
 from mis_adapters.zip.errors import OutputProblem
 from mis_adapters.zip.writer import COMPRESSION_POLICIES, zip_folder
-from mis_core.errors import BackendUnavailable, Busy, PayloadTooLarge
+from mis_core.errors import BackendUnavailable, Busy
 from mis_core.model import Workspace
 
 __all__ = ["MARKER", "LocalStorage", "PayloadLimits"]
@@ -63,9 +63,10 @@ class LocalStorage:
         self,
         root: Path,
         limits: PayloadLimits,
-        compression_level: int = 1,
-        compression: str = "adaptive",
-        workers: int = 0,
+        *,
+        compression_level: int,
+        compression: str,
+        workers: int,
     ) -> None:
         if compression not in COMPRESSION_POLICIES:
             raise ValueError(f"compression must be one of {COMPRESSION_POLICIES}")
@@ -78,18 +79,18 @@ class LocalStorage:
         self._janitor: threading.Timer | None = None
         self._janitor_lock = threading.Lock()
 
-    async def create(self, request_id: str) -> Workspace:
-        return await anyio.to_thread.run_sync(self._create, request_id)
+    async def create(self, job_id: str) -> Workspace:
+        return await anyio.to_thread.run_sync(self._create, job_id)
 
-    def _create(self, request_id: str) -> Workspace:
-        workspace = Workspace(str(self.root), request_id)
+    def _create(self, job_id: str) -> Workspace:
+        workspace = Workspace(str(self.root), job_id)
         folder = Path(workspace.root)
         try:
             if not self.root.is_dir():
                 make_payload_root(self.root)
             os.mkdir(folder, WORKSPACE_MODE)
         except FileExistsError:
-            raise Busy(f"A request with id {request_id} is already in progress.") from None
+            raise Busy(f"A job with id {job_id} is already in progress.") from None
         except OSError as exc:
             if is_disk_full(exc):
                 raise storage_full_error() from None
@@ -105,18 +106,17 @@ class LocalStorage:
                 os.chmod(Workspace.OUTPUT, OUTPUT_MODE, dir_fd=fd)
             except OSError as exc:
                 with contextlib.suppress(OSError):
-                    remove_workspace(self.root, request_id)
+                    remove_workspace(self.root, job_id)
                 held.release()
                 if is_disk_full(exc):
                     raise storage_full_error() from None
                 raise
         finally:
             os.close(fd)
-        self._held.add(request_id, held)
+        self._held.add(job_id, held)
         return workspace
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
-        limit = self.limits.max_upload_bytes
         size = 0
         try:
             fd = os.open(
@@ -128,8 +128,6 @@ class LocalStorage:
             with open(fd, "wb", buffering=_CHUNK) as sink:
                 async for chunk in chunks:
                     size += len(chunk)
-                    if size > limit:
-                        raise upload_too_large(limit)
                     sink.write(chunk)
         except OSError as exc:
             if is_disk_full(exc):
@@ -176,11 +174,11 @@ class LocalStorage:
     async def delete(self, workspace: Workspace) -> None:
         await anyio.to_thread.run_sync(self._delete, workspace.name)
 
-    def _delete(self, request_id: str) -> None:
+    def _delete(self, job_id: str) -> None:
         """A deletion that fails keeps the workspace claimed (its marker locked and beating):
         it is this process's to retry, not another's to sweep."""
-        remove_workspace(self.root, request_id)
-        held = self._held.pop(request_id)
+        remove_workspace(self.root, job_id)
+        held = self._held.pop(job_id)
         if held is not None:
             held.release()
 
@@ -310,9 +308,3 @@ def _rmdir_emptying(root: int, name: str, folder: int) -> None:
                 raise
         _empty(folder)
     raise OSError(errno.ENOTEMPTY, "the workspace kept filling while it was being deleted")
-
-
-def upload_too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The upload is larger than this service accepts ({limit} bytes, server.max_upload_bytes)."
-    )

@@ -29,6 +29,7 @@ from mis_adapters.process.launch import REPORT
 from mis_adapters.process.orphans import become_subreaper
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
 from tests.adapters.test_jobs_process import spec, supervisor_of, workspace
+from tests.built import process_options
 from tests.containment.probes import require_bubblewrap
 from tests.processes import is_alive
 
@@ -87,8 +88,8 @@ def py(script: str, *args: str) -> MapSpec:
 
 async def run(backend: ProcessJobBackend, map_spec: MapSpec, ws: Workspace) -> JobOutcome:
     """One request per workspace: its own request id, so its own MONAI_JOBID."""
-    request_id = "req-" + Path(ws.payload_dir).name
-    return await backend.run(JobRequest(request_id, map_spec, ws), JobProgress())
+    job_id = "req-" + Path(ws.payload_dir).name
+    return await backend.run(JobRequest(job_id, map_spec, ws), JobProgress())
 
 
 async def apids(path: Path, count: int) -> list[int]:
@@ -145,7 +146,7 @@ async def test_a_map_that_closes_its_output_early_is_still_waited_for(tmp_path: 
     early = sh('echo $$ > "$1"; echo bye; exec >&- 2>&-; sleep 1; exit 4', str(pidfile))
     started = time.monotonic()
     with anyio.fail_after(20):
-        outcome = await run(ProcessJobBackend(early), early, ws)
+        outcome = await run(ProcessJobBackend(early, process_options()), early, ws)
     assert time.monotonic() - started >= 1
     assert outcome.exit_code == 4
     assert outcome.log_tail == ("bye",)
@@ -163,7 +164,7 @@ async def test_a_daemon_holding_the_pipe_does_not_outlive_the_run(tmp_path: Path
         "(setsid sh -c 'while :; do echo tick; sleep 0.2; done' & echo $! > \"$1\") ; echo done",
         str(pidfile),
     )
-    backend = ProcessJobBackend(daemon, kill_grace_seconds=0.5)
+    backend = ProcessJobBackend(daemon, process_options(kill_grace_seconds=0.5))
     started = time.monotonic()
     with anyio.fail_after(20):
         outcome = await run(backend, daemon, ws)
@@ -189,7 +190,7 @@ async def test_a_report_planted_first_is_not_overwritten_and_costs_no_traceback(
     the planted report says is the unsandboxed MAP's own word, as its outputs are."""
     ws = workspace(tmp_path)
     liar = sh(f"printf '%s' '{FORGED}' > \"$MONAI_OUTPUTPATH/../{REPORT}\"; echo failing; exit 5")
-    outcome = await run(ProcessJobBackend(liar), liar, ws)
+    outcome = await run(ProcessJobBackend(liar, process_options()), liar, ws)
     assert outcome.log_tail[-1] == "the MAP's supervisor could not write its report: File exists"
     assert not any("Traceback" in line or ws.payload_dir in line for line in outcome.log_tail)
 
@@ -224,7 +225,7 @@ async def test_a_fifo_at_the_report_path_does_not_block_the_event_loop(tmp_path:
     async with anyio.create_task_group() as tg:
         tg.start_soon(heartbeat)
         try:
-            outcome = await run(ProcessJobBackend(fifo_map), fifo_map, ws)
+            outcome = await run(ProcessJobBackend(fifo_map, process_options()), fifo_map, ws)
         finally:
             stop.set()
         tg.cancel_scope.cancel()
@@ -257,7 +258,7 @@ async def test_the_report_is_read_with_a_bound_and_not_through_a_link(
             return json.loads(text)
 
     monkeypatch.setattr(backend_module, "json", RecordingJson)
-    outcome = await run(ProcessJobBackend(linker), linker, ws)
+    outcome = await run(ProcessJobBackend(linker, process_options()), linker, ws)
     assert outcome.succeeded  # the MAP exited 0: no report, the supervisor's code
     if planted == "link":
         assert sizes == [], "MIS read the report through a link"
@@ -284,7 +285,7 @@ async def test_forged_report_then_killed_supervisor_leaves_nothing(tmp_path: Pat
     move to MIS (later in that exit): the fast path (report there, supervisor not yet
     reaped) looks for orphans once, and may look in between. The MAP's sh itself dies by its
     parent-death signal; its children must not be left running."""
-    backend = ProcessJobBackend(sh(KILLER), kill_grace_seconds=0.5)
+    backend = ProcessJobBackend(sh(KILLER), process_options(kill_grace_seconds=0.5))
     for n in range(20):
         ws = workspace(tmp_path / str(n))
         killer = sh(KILLER, str(tmp_path / f"pids{n}"))
@@ -311,7 +312,7 @@ async def test_garbage_report_then_killed_supervisor_leaves_nothing(tmp_path: Pa
         "sleep 5\n",
         str(pidfile),
     )
-    backend = ProcessJobBackend(garbage, kill_grace_seconds=0.5)
+    backend = ProcessJobBackend(garbage, process_options(kill_grace_seconds=0.5))
     with anyio.fail_after(20):
         outcome = await run(backend, garbage, ws)
     found = pids(pidfile, 2)
@@ -360,7 +361,8 @@ async def test_a_map_cannot_end_the_run_early_by_shutting_the_log_socket(
     shut = py(SHUTDOWN, str(pidfile))
     chosen = sandbox.choose("bubblewrap") if sandboxed else sandbox.NO_SANDBOX
     backend = ProcessJobBackend(
-        shut, kill_grace_seconds=0.5, sandbox=chosen, payload_root=Path(ws.payload_dir)
+        shut,
+        process_options(kill_grace_seconds=0.5, sandbox=chosen, payload_root=Path(ws.payload_dir)),
     )
     found: list[int] = []
     try:
@@ -383,7 +385,7 @@ async def test_cancelled_right_after_the_report_was_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = workspace(tmp_path)
-    backend = ProcessJobBackend(spec(), kill_grace_seconds=0.5)
+    backend = ProcessJobBackend(spec(), process_options(kill_grace_seconds=0.5))
     real = backend_module._read_report
     with anyio.fail_after(20), anyio.CancelScope() as scope:
 
@@ -421,7 +423,7 @@ async def test_cancelling_a_map_that_forged_its_report_and_ignores_term(tmp_path
         "while :; do sleep 0.1; done\n",
         str(pidfile),
     )
-    backend = ProcessJobBackend(stubborn, kill_grace_seconds=0.5)
+    backend = ProcessJobBackend(stubborn, process_options(kill_grace_seconds=0.5))
     found: list[int] = []
     try:
         with anyio.fail_after(20), anyio.CancelScope() as scope:
@@ -452,7 +454,7 @@ async def test_two_concurrent_runs_one_killing_its_supervisor(tmp_path: Path) ->
         str(pidfile),
     )
     slow = sh('sleep 1.5; echo ok > "$MONAI_OUTPUTPATH/ok"; echo finished')
-    backend = ProcessJobBackend(slow, kill_grace_seconds=0.5)
+    backend = ProcessJobBackend(slow, process_options(kill_grace_seconds=0.5))
     outcomes: dict[str, JobOutcome] = {}
     ws_a, ws_b = workspace(tmp_path / "a"), workspace(tmp_path / "b")
 
@@ -482,7 +484,7 @@ async def test_two_concurrent_runs_one_killing_its_supervisor(tmp_path: Path) ->
 
 @LOOPS
 async def test_many_concurrent_fast_runs(tmp_path: Path) -> None:
-    backend = ProcessJobBackend(spec())
+    backend = ProcessJobBackend(spec(), process_options())
     outcomes: list[JobOutcome] = []
 
     async def one(n: int) -> None:
@@ -512,7 +514,7 @@ async def test_the_tail_is_complete_after_a_burst_of_output(tmp_path: Path) -> N
         "import sys; sys.stdout.write('x' * 100 + '\\n') ;"
         "[print(i) for i in range(20000)]; print('last', flush=True); sys.exit(9)"
     )
-    outcome = await run(ProcessJobBackend(burst, log_tail_lines=2), burst, ws)
+    outcome = await run(ProcessJobBackend(burst, process_options(log_tail_lines=2)), burst, ws)
     assert outcome.exit_code == 9
     assert outcome.log_tail == ("19999", "last")
 
@@ -524,5 +526,5 @@ async def test_a_full_volume_keeps_the_maps_own_exit_code(tiny_volume: Path) -> 
     """A sandboxed MAP can fill the payload volume too (its output folder is on it)."""
     ws = workspace(tiny_volume)
     fill = sh('cat /dev/zero > "$MONAI_OUTPUTPATH/fill" 2>/dev/null; exit 7')
-    outcome = await run(ProcessJobBackend(fill), fill, ws)
+    outcome = await run(ProcessJobBackend(fill, process_options()), fill, ws)
     assert outcome.exit_code == 7, (outcome.reason, outcome.log_tail[-3:])

@@ -27,9 +27,9 @@ from mis_core.model import (
     MapSpec,
     Resources,
     Workspace,
-    job_id_for,
 )
 from mis_core.quantity import CpuQuantity
+from tests.built import process_options
 from tests.containment.probes import require_bubblewrap
 from tests.processes import is_alive
 
@@ -61,7 +61,7 @@ def spec(**changes: object) -> MapSpec:
 async def test_success_with_the_map_environment(tmp_path: Path) -> None:
     ws = workspace(tmp_path)
     (Path(ws.input_dir) / "scan.dcm").write_bytes(b"dicom")
-    backend = ProcessJobBackend(spec())
+    backend = ProcessJobBackend(spec(), process_options())
 
     outcome = await backend.run(JobRequest("req-7", spec(), ws), JobProgress())
 
@@ -71,7 +71,7 @@ async def test_success_with_the_map_environment(tmp_path: Path) -> None:
     env = json.loads((Path(ws.output_dir) / "_env.json").read_text())
     assert env["MONAI_INPUTPATH"] == env["HOLOSCAN_INPUT_PATH"] == ws.input_dir
     assert env["MONAI_OUTPUTPATH"] == env["HOLOSCAN_OUTPUT_PATH"] == ws.output_dir
-    assert env["MONAI_JOBID"] == job_id_for("req-7")
+    assert env["MONAI_JOBID"] == "req-7"
     assert env["MONAI_TIMEOUT"] == "30"
     assert env["MONAI_HOSTNAME"] == "monai-inference-service"
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
@@ -83,7 +83,9 @@ async def test_success_with_the_map_environment(tmp_path: Path) -> None:
 async def test_no_gpu_means_an_empty_cuda_visible_devices(tmp_path: Path) -> None:
     ws = workspace(tmp_path)
     no_gpu = spec(resources=Resources(cpu="1", gpu=0))
-    await ProcessJobBackend(no_gpu).run(JobRequest("r", no_gpu, ws), JobProgress())
+    await ProcessJobBackend(no_gpu, process_options()).run(
+        JobRequest("r", no_gpu, ws), JobProgress()
+    )
     env = json.loads((Path(ws.output_dir) / "_env.json").read_text())
     assert env["CUDA_VISIBLE_DEVICES"] == ""
 
@@ -103,7 +105,7 @@ async def test_map_log_lines_reach_the_log_tagged_with_the_request_id(tmp_path: 
     )
     try:
         with logger.contextualize(request_id="req-7"):
-            await ProcessJobBackend(spec()).run(
+            await ProcessJobBackend(spec(), process_options()).run(
                 JobRequest("req-7", spec(), workspace(tmp_path)), JobProgress()
             )
     finally:
@@ -115,7 +117,7 @@ async def test_map_log_lines_reach_the_log_tagged_with_the_request_id(tmp_path: 
 async def test_non_zero_exit_is_reported_with_code_and_last_lines(tmp_path: Path) -> None:
     ws = workspace(tmp_path)
     (Path(ws.input_dir) / "_mode").write_text("fail")
-    backend = ProcessJobBackend(spec(), log_tail_lines=5)
+    backend = ProcessJobBackend(spec(), process_options(log_tail_lines=5))
 
     outcome = await backend.run(JobRequest("req-7", spec(), ws), JobProgress())
 
@@ -134,7 +136,7 @@ async def test_non_zero_exit_is_reported_with_code_and_last_lines(tmp_path: Path
 async def test_a_missing_program_is_backend_unavailable_as_readiness_says(tmp_path: Path) -> None:
     missing = spec(command=("/nonexistent/map-binary",), args=())
     with pytest.raises(BackendUnavailable, match="/nonexistent/map-binary was not found"):
-        await ProcessJobBackend(missing).run(
+        await ProcessJobBackend(missing, process_options()).run(
             JobRequest("r", missing, workspace(tmp_path)), JobProgress()
         )
 
@@ -144,7 +146,7 @@ async def test_cancelling_kills_the_map_and_the_child_it_spawned(tmp_path: Path)
     (Path(ws.input_dir) / "_mode").write_text("hang")
     pidfile = tmp_path / "pids"
     hanging = spec(env={"MIS_TEST_PIDFILE": str(pidfile)})
-    backend = ProcessJobBackend(hanging, kill_grace_seconds=0.5)
+    backend = ProcessJobBackend(hanging, process_options(kill_grace_seconds=0.5))
 
     started = time.monotonic()
     with anyio.move_on_after(30) as deadline, anyio.CancelScope() as scope:
@@ -176,7 +178,7 @@ async def test_term_ignoring_map_is_killed_after_the_grace(tmp_path: Path) -> No
         )
     )
     grace = 0.5
-    backend = ProcessJobBackend(stubborn, kill_grace_seconds=grace)
+    backend = ProcessJobBackend(stubborn, process_options(kill_grace_seconds=grace))
     with anyio.fail_after(10), anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
             tg.start_soon(backend.run, JobRequest("r", stubborn, ws), JobProgress())
@@ -205,7 +207,7 @@ async def test_strays_left_running_after_the_map_exits_are_killed(tmp_path: Path
         )
     )
     with anyio.fail_after(10):
-        outcome = await ProcessJobBackend(leaves_stray).run(
+        outcome = await ProcessJobBackend(leaves_stray, process_options()).run(
             JobRequest("r", leaves_stray, ws), JobProgress()
         )
     assert outcome.succeeded
@@ -229,16 +231,18 @@ async def test_a_stray_that_keeps_leaving_ended_orphans_is_still_killed(tmp_path
         )
     )
     with anyio.fail_after(10):
-        outcome = await ProcessJobBackend(spawner).run(JobRequest("r", spawner, ws), JobProgress())
+        outcome = await ProcessJobBackend(spawner, process_options()).run(
+            JobRequest("r", spawner, ws), JobProgress()
+        )
     assert outcome.succeeded
     assert pidfile.read_text().strip()
     assert not is_alive(int(pidfile.read_text()))
 
 
 async def test_readiness_checks_that_the_program_exists() -> None:
-    await ProcessJobBackend(spec()).check()
+    await ProcessJobBackend(spec(), process_options()).check()
     with pytest.raises(BackendUnavailable, match=r"map\.command"):
-        await ProcessJobBackend(spec(command=("no-such-map-program",))).check()
+        await ProcessJobBackend(spec(command=("no-such-map-program",)), process_options()).check()
 
 
 @pytest.mark.parametrize(
@@ -268,7 +272,7 @@ async def test_the_environment_is_built_from_nothing(tmp_path: Path) -> None:
         "HOME": "/root",
     }
     dumper = MapSpec(command=(sys.executable, "-c", DUMP_ENV), env={"MODEL_NAME": "spleen"})
-    backend = ProcessJobBackend(dumper, base_env=mis_environment)
+    backend = ProcessJobBackend(dumper, process_options(), base_env=mis_environment)
 
     outcome = await backend.run(JobRequest("req-7", dumper, ws), JobProgress())
 
@@ -309,7 +313,9 @@ async def test_relative_paths_in_the_command_stay_relative_to_mis_directory(
     relative = MapSpec(command=(sys.executable, "apps/dump.py"), args=("--fast",))
     ws = workspace(tmp_path / "payload")
 
-    outcome = await ProcessJobBackend(relative).run(JobRequest("r", relative, ws), JobProgress())
+    outcome = await ProcessJobBackend(relative, process_options()).run(
+        JobRequest("r", relative, ws), JobProgress()
+    )
 
     assert outcome.succeeded, outcome
     env = json.loads((Path(ws.output_dir) / "env.json").read_text())
@@ -340,7 +346,9 @@ async def test_a_run_ending_leaves_the_unpack_workers_of_another_request_alone(
 
             async def run() -> None:
                 outcome.append(
-                    await ProcessJobBackend(waits).run(JobRequest("r", waits, ws), JobProgress())
+                    await ProcessJobBackend(waits, process_options()).run(
+                        JobRequest("r", waits, ws), JobProgress()
+                    )
                 )
 
             tg.start_soon(run)
@@ -369,7 +377,9 @@ def supervisor_of(ws: Workspace) -> int:
 
 def sandboxed(payload_root: Path) -> ProcessJobBackend:
     require_bubblewrap()
-    return ProcessJobBackend(spec(), sandbox=choose("bubblewrap"), payload_root=payload_root)
+    return ProcessJobBackend(
+        spec(), process_options(sandbox=choose("bubblewrap"), payload_root=payload_root)
+    )
 
 
 async def test_the_supervisors_are_collected_by_the_next_run_and_at_close(tmp_path: Path) -> None:
@@ -431,6 +441,8 @@ async def test_without_the_sandbox_the_run_waits_for_the_supervisors_exit(
     that exit, not with the report."""
     monkeypatch.setattr(backend_module, "supervised", stand_in_supervisor(exits_after=1))
     ws = workspace(tmp_path)
-    outcome = await ProcessJobBackend(spec()).run(JobRequest("r", spec(), ws), JobProgress())
+    outcome = await ProcessJobBackend(spec(), process_options()).run(
+        JobRequest("r", spec(), ws), JobProgress()
+    )
     assert outcome.succeeded
     assert not is_alive(supervisor_of(ws), grace=0)

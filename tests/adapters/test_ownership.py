@@ -17,16 +17,16 @@ import pytest
 
 from mis_adapters.storage import ownership
 from mis_adapters.storage.ownership import MARKER, Heartbeat, claim, owner_alive
-from mis_adapters.storage.volume import LocalStorage, PayloadLimits
+from tests.built import local_storage
 from tests.e2e.server import wait_until
-
-LIMITS = PayloadLimits(10**6, 10**9, 1000, 200)
 
 HOLDER = """
 import sys, anyio
 from pathlib import Path
-from mis_adapters.storage.volume import LocalStorage, PayloadLimits
-storage = LocalStorage(Path(sys.argv[1]), PayloadLimits(10**6, 10**9, 1000, 200))
+from mis_app.bootstrap import build_storage
+from mis_app.settings import Settings
+settings = {"server": {"payload_dir": sys.argv[1]}, "map": {"command": ["true"]}}
+storage = build_storage(Settings.model_validate(settings))
 anyio.run(storage.create, sys.argv[2])
 print("holding", flush=True)
 sys.stdin.read()  # until the test lets go or kills it
@@ -53,7 +53,7 @@ def test_a_live_owners_workspace_is_left_alone_and_a_killed_ones_is_swept(
 ) -> None:
     root = tmp_path / "payload"
     (root / "live" / "input" / "scan.dcm").write_bytes(b"in use")
-    storage = LocalStorage(root, LIMITS)
+    storage = local_storage(root)
     assert anyio.run(storage.sweep) == 0
     assert (root / "live" / "input" / "scan.dcm").read_bytes() == b"in use"
     assert owner_alive(root / "live")
@@ -66,7 +66,7 @@ def test_a_live_owners_workspace_is_left_alone_and_a_killed_ones_is_swept(
 
 
 def test_a_process_never_sweeps_its_own_workspaces(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     workspace = anyio.run(storage.create, "mine")
     assert anyio.run(storage.sweep) == 0
     assert Path(workspace.input_dir).is_dir()
@@ -86,7 +86,7 @@ def test_another_machines_workspace_is_swept_only_after_its_lease(tmp_path: Path
     root = tmp_path / "payload"
     marker_from_another_machine(root / "fresh", age=1)
     marker_from_another_machine(root / "stale", age=ownership.LEASE_SECONDS + 5)
-    storage = LocalStorage(root, LIMITS)
+    storage = local_storage(root)
     assert anyio.run(storage.sweep) == 1
     assert sorted(p.name for p in root.iterdir()) == ["fresh"]
     assert owner_alive(root / "fresh")
@@ -98,7 +98,7 @@ def test_a_workspace_whose_lease_runs_out_later_is_swept_then(
     monkeypatch.setattr(ownership, "LEASE_SECONDS", 1.0)
     root = tmp_path / "payload"
     marker_from_another_machine(root / "remote", age=0)
-    storage = LocalStorage(root, LIMITS)
+    storage = local_storage(root)
     assert anyio.run(storage.sweep) == 0
     assert (root / "remote").exists()
     wait_until(lambda: not (root / "remote").exists(), 10, "the later sweep")

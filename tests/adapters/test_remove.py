@@ -13,12 +13,11 @@ import anyio
 import pytest
 
 from mis_adapters.storage import volume
-from mis_adapters.storage.volume import MARKER, LocalStorage, PayloadLimits, remove_workspace
+from mis_adapters.storage.volume import MARKER, remove_workspace
+from tests.built import local_storage
 from tests.e2e.server import wait_until
 
 pytestmark = pytest.mark.anyio
-
-LIMITS = PayloadLimits(10**6, 10**9, 1000, 200)
 
 
 def deep_tree(top: Path, depth: int) -> None:
@@ -37,7 +36,7 @@ def deep_tree(top: Path, depth: int) -> None:
 
 
 async def test_a_tree_deeper_than_the_recursion_limit_is_deleted(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     workspace = await storage.create("deep")
     deep_tree(Path(workspace.output_dir), sys.getrecursionlimit() * 3)
     await storage.delete(workspace)
@@ -45,7 +44,7 @@ async def test_a_tree_deeper_than_the_recursion_limit_is_deleted(tmp_path: Path)
 
 
 async def test_names_that_are_not_utf8_are_deleted(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     workspace = await storage.create("bytes")
     out = os.fsencode(workspace.output_dir)
     os.makedirs(os.path.join(out, b"s\xe9rie-\xff"))
@@ -78,7 +77,7 @@ while True:
 
 def test_files_still_being_written_are_deleted(tmp_path: Path) -> None:
     """A process keeps appending to a file and adding folders while the workspace goes."""
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     workspace = anyio.run(storage.create, "growing")
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, workspace.output_dir], stdout=subprocess.PIPE
@@ -99,7 +98,7 @@ async def test_a_failure_halfway_leaves_the_workspace_marked_and_the_sweep_finis
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "payload"
-    storage = LocalStorage(root, LIMITS)
+    storage = local_storage(root)
     workspace = await storage.create("half")
     (Path(workspace.output_dir) / "result.dcm").write_bytes(b"patient")
     real_remove = volume.remove_entry
@@ -116,11 +115,11 @@ async def test_a_failure_halfway_leaves_the_workspace_marked_and_the_sweep_finis
     assert (Path(workspace.output_dir) / "result.dcm").exists()
 
     monkeypatch.setattr(volume, "remove_entry", real_remove)
-    assert await LocalStorage(root, LIMITS).sweep() == 0  # still claimed: its owner retries
+    assert await local_storage(root).sweep() == 0  # still claimed: its owner retries
     held = storage._held.pop("half")
     assert held is not None
     held.release()  # as the kernel lets go of the lock when its owner dies
-    assert await LocalStorage(root, LIMITS).sweep() == 1
+    assert await local_storage(root).sweep() == 1
     assert list(root.iterdir()) == []
 
 
@@ -133,7 +132,7 @@ def test_removing_a_workspace_that_is_gone_is_no_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_a_wide_tree_is_deleted(tmp_path: Path) -> None:
     """Many sibling folders: each is entered from a fresh scan of its parent."""
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     workspace = await storage.create("wide")
     for n in range(300):
         sub = Path(workspace.output_dir) / f"s{n}"

@@ -20,6 +20,7 @@ from mis_adapters.process.view import SYSTEM, system_view
 from mis_adapters.storage import layout
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
+from tests.built import process_options
 from tests.containment.probes import require_bubblewrap
 
 pytestmark = pytest.mark.anyio
@@ -66,12 +67,9 @@ def checkout_with_a_map(root: Path) -> Path:
 def backend_for(
     spec: MapSpec, payload: Path, secrets: dict[str, Path], **options: object
 ) -> ProcessJobBackend:
+    chosen = sandbox.choose("bubblewrap")
     return ProcessJobBackend(
-        spec,
-        payload_root=payload,
-        sandbox=sandbox.choose("bubblewrap"),
-        secrets=dict(secrets),
-        **options,  # type: ignore[arg-type]
+        spec, process_options(payload_root=payload, sandbox=chosen, secrets=secrets, **options)
     )
 
 
@@ -197,7 +195,9 @@ async def test_a_map_kept_in_the_payload_folder_is_not_ready(tmp_path: Path) -> 
     script = payload / "tools" / "map.py"
     script.write_text("print('hi')")
     spec = MapSpec(command=(sys.executable, str(script)))
-    backend = ProcessJobBackend(spec, payload_root=payload, sandbox=sandbox.choose("bubblewrap"))
+    backend = ProcessJobBackend(
+        spec, process_options(payload_root=payload, sandbox=sandbox.choose("bubblewrap"))
+    )
     with pytest.raises(
         BackendUnavailable, match=r"map\.py is MIS's payload folder .* or lies in it"
     ):
@@ -240,7 +240,9 @@ async def test_how_a_sandboxed_map_ended_is_told_as_without_a_sandbox(
         ws = Workspace(str(tmp_path / chosen.name), "req-7")
         Path(ws.input_dir).mkdir(parents=True)
         Path(ws.output_dir).mkdir()
-        backend = ProcessJobBackend(spec, payload_root=Path(ws.payload_dir), sandbox=chosen)
+        backend = ProcessJobBackend(
+            spec, process_options(payload_root=Path(ws.payload_dir), sandbox=chosen)
+        )
         outcome = await backend.run(JobRequest("req-7", spec, ws), JobProgress())
         assert not outcome.succeeded
         assert outcome.reason.startswith(reason), (chosen.name, outcome)

@@ -13,19 +13,13 @@ from pathlib import Path
 import pytest
 
 from mis_adapters.storage import volume
-from mis_adapters.storage.volume import MARKER, LocalStorage, PayloadLimits
-from mis_core.errors import Busy, MapFailed, PayloadTooLarge
+from mis_adapters.storage.volume import MARKER, LocalStorage
+from mis_core.errors import Busy, MapFailed
+from tests.built import local_storage
 from tests.storage import leave_workspace
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.anyio
-
-LIMITS = PayloadLimits(
-    max_upload_bytes=1_000_000,
-    max_extracted_bytes=10**9,
-    max_entries=1000,
-    max_compression_ratio=200,
-)
 
 
 async def chunks_of(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
@@ -41,7 +35,7 @@ async def unzip_stream(storage: LocalStorage, workspace: object) -> dict[str, by
 
 
 async def test_round_trip_from_upload_to_output_zip(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     archive = make_zip(tmp_path / "in.zip", {"a/b.dcm": os.urandom(50_000), "c.txt": b"hi"})
     workspace = await storage.create("req-1")
 
@@ -69,7 +63,7 @@ async def test_round_trip_from_upload_to_output_zip(tmp_path: Path) -> None:
 
 
 async def test_empty_output_folder_gives_a_valid_empty_zip(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     workspace = await storage.create("req-1")
     assert await unzip_stream(storage, workspace) == {}
 
@@ -77,8 +71,7 @@ async def test_empty_output_folder_gives_a_valid_empty_zip(tmp_path: Path) -> No
 async def test_output_files_over_max_output_bytes_in_all_are_refused_before_any_byte(
     tmp_path: Path,
 ) -> None:
-    limits = PayloadLimits(10**6, 10**9, 1000, 200, max_output_bytes=1000)
-    storage = LocalStorage(tmp_path / "payload", limits)
+    storage = local_storage(tmp_path / "payload", max_output_bytes=1000)
     workspace = await storage.create("req-1")
     (Path(workspace.output_dir) / "a").write_bytes(b"x" * 600)
     with open(Path(workspace.output_dir) / "sparse", "wb") as sparse:
@@ -91,31 +84,15 @@ async def test_output_files_over_max_output_bytes_in_all_are_refused_before_any_
 
 
 async def test_symlinks_written_by_the_map_are_left_out_of_the_output(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     workspace = await storage.create("req-1")
     (Path(workspace.output_dir) / "result.txt").write_text("ok")
     (Path(workspace.output_dir) / "stolen").symlink_to("/etc/passwd")
     assert await unzip_stream(storage, workspace) == {"result.txt": b"ok"}
 
 
-async def test_upload_over_the_limit_stops_while_streaming(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
-    workspace = await storage.create("req-1")
-    pulled = 0
-
-    async def endless() -> AsyncIterator[bytes]:
-        nonlocal pulled
-        while True:
-            pulled += 1
-            yield bytes(64 * 1024)
-
-    with pytest.raises(PayloadTooLarge, match="max_upload_bytes"):
-        await storage.receive(workspace, endless())
-    assert pulled * 64 * 1024 <= LIMITS.max_upload_bytes + 64 * 1024
-
-
-async def test_the_same_request_id_cannot_have_two_workspaces(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+async def test_the_same_job_id_cannot_have_two_workspaces(tmp_path: Path) -> None:
+    storage = local_storage(tmp_path / "payload")
     await storage.create("req-1")
     with pytest.raises(Busy, match="already in progress"):
         await storage.create("req-1")
@@ -123,7 +100,7 @@ async def test_the_same_request_id_cannot_have_two_workspaces(tmp_path: Path) ->
 
 async def test_sweep_removes_only_marked_workspaces(tmp_path: Path) -> None:
     root = tmp_path / "payload"
-    storage = LocalStorage(root, LIMITS)
+    storage = local_storage(root)
     left = leave_workspace(root, "crashed")
     (left / "input" / "scan.dcm").write_bytes(b"patient")
     (root / "not-ours").mkdir()
@@ -135,7 +112,7 @@ async def test_sweep_removes_only_marked_workspaces(tmp_path: Path) -> None:
 
 
 async def test_sweep_without_a_payload_folder_is_a_no_op(tmp_path: Path) -> None:
-    assert await LocalStorage(tmp_path / "missing", LIMITS).sweep() == 0
+    assert await local_storage(tmp_path / "missing").sweep() == 0
 
 
 @pytest.mark.parametrize(
@@ -149,7 +126,7 @@ async def test_sweep_without_a_payload_folder_is_a_no_op(tmp_path: Path) -> None
 async def test_output_compression_policy(
     tmp_path: Path, policy: str, random_method: int, smooth_method: int
 ) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS, compression=policy)
+    storage = local_storage(tmp_path / "payload", output_compression=policy)
     workspace = await storage.create("req-1")
     noise = os.urandom(300_000)  # like compressed pixel data
     ramp = bytes(range(256)) * 1200  # like smooth raw pixels
@@ -167,8 +144,9 @@ async def test_output_compression_policy(
 
 
 def test_an_unknown_policy_is_refused(tmp_path: Path) -> None:
+    good = local_storage(tmp_path)  # the settings allow no other policy: the adapter checks too
     with pytest.raises(ValueError, match="compression must be one of"):
-        LocalStorage(tmp_path, LIMITS, compression="zstd")
+        LocalStorage(tmp_path, good.limits, compression_level=1, compression="zstd", workers=0)
 
 
 async def test_a_relative_payload_folder_gives_absolute_workspaces(
@@ -176,7 +154,7 @@ async def test_a_relative_payload_folder_gives_absolute_workspaces(
 ) -> None:
     """A container engine reads a relative bind-mount source as a volume name."""
     monkeypatch.chdir(tmp_path)
-    storage = LocalStorage(Path("payload"), LIMITS)
+    storage = local_storage(Path("payload"))
     workspace = await storage.create("req-rel")
     assert Path(workspace.input_dir) == tmp_path / "payload" / "req-rel" / "input"
     await storage.delete(workspace)
@@ -186,7 +164,7 @@ async def test_a_relative_payload_folder_gives_absolute_workspaces(
 async def test_workspace_modes_grant_others_nothing_whatever_the_umask(
     tmp_path: Path, umask: int
 ) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     previous = os.umask(umask)
     try:
         workspace = await storage.create("req-modes")
@@ -224,7 +202,7 @@ async def test_the_workers_setting_reaches_unpacking_and_packing(
 
     monkeypatch.setattr(volume, "extract_archive", extract)
     monkeypatch.setattr(volume, "zip_folder", pack)
-    storage = LocalStorage(tmp_path / "payload", LIMITS, workers=3)
+    storage = local_storage(tmp_path / "payload", workers=3)
     archive = make_zip(tmp_path / "in.zip", {"c.txt": b"hi"})
     workspace = await storage.create("req-1")
     await storage.receive(workspace, chunks_of(archive.read_bytes()))
@@ -237,7 +215,7 @@ async def test_the_workers_setting_reaches_unpacking_and_packing(
 async def test_a_failed_deletion_keeps_the_workspace_claimed_for_its_retry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    storage = LocalStorage(tmp_path / "payload", LIMITS)
+    storage = local_storage(tmp_path / "payload")
     workspace = await storage.create("r1")
     remove = volume.remove_workspace
 
@@ -248,7 +226,7 @@ async def test_a_failed_deletion_keeps_the_workspace_claimed_for_its_retry(
     with pytest.raises(OSError, match="Too many open files"):
         await storage.delete(workspace)
     monkeypatch.setattr(volume, "remove_workspace", remove)  # the fault clears
-    another = LocalStorage(tmp_path / "payload", LIMITS)  # a second MIS on the same folder
+    another = local_storage(tmp_path / "payload")  # a second MIS on the same folder
     assert await another.sweep() == 0  # still held: this process retries it
     assert Path(workspace.root).is_dir()
     await storage.delete(workspace)

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import attrs
+import pytest
+from prometheus_client import generate_latest
 
+from mis_adapters.docker.backend import DockerJobBackend
 from mis_adapters.docker.container import ContainerOptions
+from mis_adapters.kubernetes.backend import KubernetesJobBackend
 from mis_adapters.kubernetes.job import JobOptions
+from mis_adapters.process.backend import ProcessJobBackend
+from mis_adapters.process.options import ProcessOptions
+from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import bootstrap
+from mis_app.metrics import Metrics
 from mis_app.settings import DockerSettings, KubernetesSettings, PayloadVolumeSettings, Settings
+from mis_core.model import JobOutcome
+from tests import built
+from tests.core.driving import STAGES, full_request
+from tests.fakes import FakeClock, FakeJobBackend, FakeStorage
 
 
 def test_the_process_backend_does_not_load_the_kubernetes_client() -> None:
@@ -37,7 +51,7 @@ def test_backend_options_are_the_settings_of_the_same_names() -> None:
                            "ttl_seconds_after_finished": 60},
         }
     )  # fmt: skip
-    container = bootstrap.build_job_backend(settings).options  # type: ignore[attr-defined]
+    container = bootstrap.build_backend(settings).jobs.options  # type: ignore[attr-defined]
     assert (container.user, container.network, container.cap_drop) == (
         "1000:1000", "bridge", ("NET_RAW",),
     )  # fmt: skip
@@ -65,3 +79,69 @@ def test_one_workers_setting_reaches_unpacking_and_packing(tmp_path: Path) -> No
     )
     storage = bootstrap.build_service(settings).storage
     assert storage.workers == 3  # type: ignore[attr-defined]
+
+
+# A backend offers these beside the JobBackend port; nothing else may have a default of its own
+SEAMS = {"log_tail_lines", "connector", "owner", "base_env"}
+
+
+@pytest.mark.parametrize(
+    "built",
+    [
+        ProcessJobBackend,
+        KubernetesJobBackend,
+        DockerJobBackend,
+        LocalStorage,
+        ProcessOptions,
+        JobOptions,
+        ContainerOptions,
+        PayloadLimits,
+    ],
+)
+def test_adapters_have_no_defaults_of_their_own_for_what_the_settings_define(
+    built: type,
+) -> None:
+    defaults = {
+        name
+        for name, parameter in inspect.signature(built).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    assert defaults <= SEAMS, f"{built.__name__} states defaults the settings state: {defaults}"
+
+
+def test_a_backend_offers_its_warm_up_when_the_settings_ask_and_its_metrics() -> None:
+    k8s = {"payload_volume": {"claim_name": "payload"}}
+    cold = bootstrap.build_backend(built.settings(backend="kubernetes", kubernetes=k8s))
+    warm = bootstrap.build_backend(
+        built.settings(backend="kubernetes", kubernetes={**k8s, "warm_up": True})
+    )
+    assert cold.warm_up is None
+    assert warm.warm_up is cast(object, warm.jobs)
+    docker = bootstrap.build_backend(built.settings(backend="docker"))
+    assert docker.warm_up is cast(object, docker.jobs)  # the docker backend always pulls ahead
+    process = bootstrap.build_backend(built.settings(process={"sandbox": "none"}))
+    assert (process.warm_up, process.collectors) == (None, ())
+    metrics = Metrics()
+    metrics.add(warm.collectors)
+    scraped = generate_latest(metrics.registry).decode()
+    for name in ("mis_kubernetes_watch_restarts", "mis_kubernetes_api_retries"):
+        assert f"# TYPE {name}_total counter" in scraped
+
+
+@pytest.mark.anyio
+async def test_the_service_runs_on_the_fakes_it_is_given() -> None:
+    journal: list[str] = []
+    jobs = FakeJobBackend(journal, JobOutcome(succeeded=True))
+    storage, clock = FakeStorage(journal), FakeClock()
+    app = bootstrap.create_app(
+        built.settings(process={"sandbox": "none"}),
+        backend=bootstrap.Backend(jobs),
+        storage=storage,
+        clock=clock,
+    )
+    service = app.state.service
+    assert (service.jobs, service.storage, service.clock) == (jobs, storage, clock)
+    async with service.running():
+        await full_request(service, "0123456789abcdef0123456789abcdef", "study-0042")
+    assert journal[:7] == ["sweep jobs", "sweep storage", *STAGES]
+    assert jobs.requests[0].request_id == "study-0042"

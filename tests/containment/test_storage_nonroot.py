@@ -17,10 +17,12 @@ from pathlib import Path
 
 import anyio
 
-from mis_adapters.storage.volume import LocalStorage, PayloadLimits
+from mis_app.bootstrap import build_storage
+from mis_app.settings import Settings
 
 root, action = Path(sys.argv[1]), sys.argv[2]
-storage = LocalStorage(root, PayloadLimits(10**6, 10**9, 1000, 200))
+settings = {"server": {"payload_dir": str(root)}, "map": {"command": ["true"]}}
+storage = build_storage(Settings.model_validate(settings))
 
 
 def hostile_tree(top):

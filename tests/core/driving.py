@@ -53,7 +53,9 @@ def deletions_held(storage: FakeStorage) -> Iterator[anyio.Event]:
         storage.hold_deletes.set()
 
 
-async def full_request(service: InferenceService, request_id: str = "r1") -> bytes:
-    inference = service.infer(request_id, upload(b"PK", b"\x03\x04"))
+async def full_request(
+    service: InferenceService, job_id: str = "r1", request_id: str = ""
+) -> bytes:
+    inference = service.infer(job_id, upload(b"PK", b"\x03\x04"), request_id=request_id)
     async with aclosing(inference.output()) as output:
         return b"".join([chunk async for chunk in output])

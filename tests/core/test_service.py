@@ -175,13 +175,16 @@ async def test_start_sweeps_jobs_then_their_workspaces() -> None:
         assert journal == ["sweep jobs", "sweep storage"]
 
 
-async def test_the_job_gets_the_workspace_and_the_registered_map() -> None:
+async def test_the_job_gets_the_workspace_the_registered_map_and_both_ids() -> None:
     journal: list[str] = []
     jobs = FakeJobBackend(journal, SUCCESS)
     service = make_service(FakeStorage(journal), jobs)
+    job_id = "0123456789abcdef0123456789abcdef"
     async with service.running():
-        await full_request(service, "0123456789abcdef0123456789ABCDEF")
-    [request] = jobs.requests
-    assert request.workspace.input_dir == "/ws/0123456789abcdef0123456789ABCDEF/input"
+        await full_request(service, job_id, request_id="study-0042")
+        await full_request(service, "fedcba98765432100123456789abcdef")
+    [request, without_client_id] = jobs.requests
+    assert request.workspace.input_dir == f"/ws/{job_id}/input"  # the workspace is the job's
     assert request.map.command == ("app",)
-    assert request.job_id == "0123456789abcdef0123456789abcdef"
+    assert (request.job_id, request.request_id) == (job_id, "study-0042")
+    assert without_client_id.request_id == without_client_id.job_id

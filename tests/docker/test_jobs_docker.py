@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from mis_adapters.docker.backend import DockerJobBackend
-from mis_adapters.docker.container import ContainerOptions
 from mis_adapters.docker.engine import ContainerEngine, EngineError
 from mis_adapters.map_follow import MAX_LINE
+from mis_app import bootstrap
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
+from tests.built import settings
 
 pytestmark = pytest.mark.anyio
 
@@ -85,7 +85,8 @@ def request() -> JobRequest:
 
 
 async def run(engine: ScriptedEngine) -> Any:
-    backend = DockerJobBackend(engine, "map:1", ContainerOptions())
+    configured = settings(backend="docker", map={"image": "map:1"})
+    backend = bootstrap.docker_backend(configured, engine)
     return await backend.run(request(), JobProgress())
 
 

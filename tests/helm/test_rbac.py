@@ -12,10 +12,11 @@ from typing import Any
 import anyio
 import pytest
 
-from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_adapters.kubernetes.job import JobOptions, build_job
+from mis_adapters.kubernetes.job import build_job
 from mis_adapters.kubernetes.ownership import Owner
+from mis_app import bootstrap
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
+from tests.built import settings
 from tests.helm.test_chart import CHART, find, render
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
@@ -34,12 +35,12 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
-def request(tmp_path: Path, request_id: str) -> JobRequest:
-    workspace = Workspace(str(tmp_path / "payload"), request_id)
+def request(tmp_path: Path, job_id: str) -> JobRequest:
+    workspace = Workspace(str(tmp_path / "payload"), job_id)
     Path(workspace.input_dir).mkdir(parents=True)
     Path(workspace.output_dir).mkdir()
     spec = MapSpec(image="example/map:1", timeout_seconds=30)
-    return JobRequest(request_id, spec, workspace)
+    return JobRequest(job_id, spec, workspace)
 
 
 async def exercise(double: KubeDouble, tmp_path: Path, **volume: str) -> set[tuple[str, str, str]]:
@@ -52,8 +53,8 @@ async def exercise(double: KubeDouble, tmp_path: Path, **volume: str) -> set[tup
     }
     double.call(double.put, "persistentvolumeclaims", "mis-test", claim, "ADDED")
     double.call(double.put, "pods", "mis-test", pod_of_mis("mis-other", "uid-other"), "ADDED")
-    options = JobOptions(namespace="", node_name="node-1", **volume)
-    backend = KubernetesJobBackend(options, delete_wait_seconds=5)
+    kubernetes = {"payload_volume": volume, "node_name": "node-1", "delete_wait_seconds": 5}
+    backend = bootstrap.kubernetes_backend(settings(backend="kubernetes", kubernetes=kubernetes))
     with anyio.fail_after(30):
         # a Job of another MIS pod, alive: the sweep looks its owner up, and keeps it
         other = Owner(pod_name="mis-other", pod_uid="uid-other")

@@ -7,10 +7,11 @@ from typing import Any
 
 import anyio
 
-from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_adapters.kubernetes.job import JobOptions
+from mis_adapters.kubernetes.backend import Connector, KubernetesJobBackend
 from mis_adapters.kubernetes.ownership import Owner
+from mis_app import bootstrap
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Resources, Workspace
+from tests.built import settings
 from tests.k8s.double import KubeDouble
 
 SPEC = MapSpec(
@@ -18,18 +19,27 @@ SPEC = MapSpec(
 )
 
 
-def backend_for(tmp_path: Path, owner: Owner | None = None, **options: Any) -> KubernetesJobBackend:
+def backend_for(
+    tmp_path: Path,
+    owner: Owner | None = None,
+    connector: Connector | None = None,
+    **kubernetes: Any,
+) -> KubernetesJobBackend:
+    """A backend as the bootstrap builds it, by default on a hostPath payload volume in the
+    kubeconfig's namespace; `kubernetes`: settings of that section changed."""
     payload = tmp_path / "payload"
     payload.mkdir(exist_ok=True)
-    values: dict[str, Any] = {"namespace": "", "host_path": str(payload), **options}
-    return KubernetesJobBackend(JobOptions(**values), delete_wait_seconds=5, owner=owner)
+    section = {"payload_volume": {"host_path": str(payload)}, "delete_wait_seconds": 5}
+    configured = settings(backend="kubernetes", kubernetes={**section, **kubernetes})
+    seams = {"connector": connector} if connector else {}
+    return bootstrap.kubernetes_backend(configured, owner=owner, **seams)
 
 
-def request_in(tmp_path: Path, request_id: str = "req-1", spec: MapSpec = SPEC) -> JobRequest:
-    workspace = Workspace(str(tmp_path / "payload"), request_id)
+def request_in(tmp_path: Path, job_id: str = "req-1", spec: MapSpec = SPEC) -> JobRequest:
+    workspace = Workspace(str(tmp_path / "payload"), job_id)
     Path(workspace.input_dir).mkdir(parents=True, exist_ok=True)
     Path(workspace.output_dir).mkdir(exist_ok=True)
-    return JobRequest(request_id, spec, workspace)
+    return JobRequest(job_id, spec, workspace)
 
 
 async def run(

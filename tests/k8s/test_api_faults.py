@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_adapters.kubernetes.job import JobOptions, job_name
+from mis_adapters.kubernetes.job import job_name
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, MapSpec, Resources
 from tests.k8s import kubelet
@@ -48,9 +48,9 @@ def runs_for(seconds: float, outage: float = 0) -> Behaviour:
     return story
 
 
-async def timed_run(backend: KubernetesJobBackend, tmp_path: Path, request_id: str) -> float:
+async def timed_run(backend: KubernetesJobBackend, tmp_path: Path, job_id: str) -> float:
     started = time.monotonic()
-    outcome = await run(backend, request_in(tmp_path, request_id), seconds=30)
+    outcome = await run(backend, request_in(tmp_path, job_id), seconds=30)
     assert outcome.succeeded, outcome.reason
     return time.monotonic() - started
 
@@ -204,9 +204,7 @@ async def test_an_outage_past_the_timeout_ends_the_request_naming_it(
 ) -> None:
     double.behaviour = runs_for(1, outage=30)
     spec = MapSpec(image="example/map:1", resources=Resources(), timeout_seconds=3)
-    (tmp_path / "payload").mkdir()
-    options = JobOptions(namespace="", host_path=str(tmp_path / "payload"))
-    backend = KubernetesJobBackend(options, delete_wait_seconds=5, api_retry_max_seconds=1)
+    backend = backend_for(tmp_path, api_retry_max_seconds=1)
     started = time.monotonic()
     try:
         with pytest.raises(BackendUnavailable, match=r"did not answer for \d s") as raised:

@@ -18,7 +18,6 @@ import yaml
 
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
 from mis_adapters.kubernetes.credentials import connect
-from mis_adapters.kubernetes.job import JobOptions
 from mis_core.errors import BackendUnavailable
 from tests.conftest import require_tool
 from tests.k8s import kubelet
@@ -71,10 +70,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[K
 
 
 def in_pod(tmp_path: Path, account: Path) -> KubernetesJobBackend:
-    (tmp_path / "payload").mkdir(exist_ok=True)
-    options = JobOptions(namespace="", host_path=str(tmp_path / "payload"))
-    connector = functools.partial(connect, service_account=account)
-    return KubernetesJobBackend(options, delete_wait_seconds=5, connector=connector)
+    return backend_for(tmp_path, connector=functools.partial(connect, service_account=account))
 
 
 async def test_a_rotated_token_is_used_without_a_restart(

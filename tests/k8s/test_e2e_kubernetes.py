@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -160,6 +161,28 @@ def test_client_disconnect_deletes_the_job(
     wait_until(
         lambda: httpx.get(f"{server.url}/v1/status").json()["state"] == "idle", 5, "the slot"
     )
+
+
+def test_the_job_is_labelled_with_the_clients_request_id_and_found_by_mis_own_id(
+    server: Server, tmp_path: Path, cluster: tuple[KubeDouble, Path]
+) -> None:
+    double, _ = cluster
+    body = make_zip(tmp_path / "in.zip", {**INPUT, "_mode": b"hang"}).read_bytes()
+    head, rest = zip_post(body).split(b"\r\n", 1)
+    with raw_request(server, head + b"\r\nX-Request-ID: study-0042\r\n" + rest):
+        wait_until(lambda: double.items("jobs") != [], 10, "the Job to be created")
+        [job] = double.items("jobs")
+        [workspace] = server.leftovers()
+    labels = job["metadata"]["labels"]
+    job_id = labels["mis.monai.io/job-id"]
+    assert labels["mis.monai.io/request-id"] == "study-0042"
+    assert re.fullmatch("[0-9a-f]{32}", job_id)
+    assert job_id == workspace  # MIS's own id: its workspace and its Job
+    assert job["metadata"]["name"] == f"mis-{job_id}"
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MONAI_JOBID", "value": job_id} in container["env"]
+    wait_until(lambda: double.items("jobs") == [], 5, "the Job to be deleted")
 
 
 def test_readiness_when_the_api_answers(server: Server) -> None:

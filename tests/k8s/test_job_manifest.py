@@ -11,7 +11,9 @@ import pytest
 
 from mis_adapters.kubernetes.job import JobOptions, build_job, job_name
 from mis_adapters.kubernetes.ownership import Owner
-from mis_core.model import JobRequest, MapSpec, Resources, Workspace, job_id_for
+from mis_app.settings import DEFAULT_SECURITY_CONTEXT
+from mis_core.model import JobRequest, MapSpec, Resources, Workspace
+from tests.built import job_options
 
 KUBERNETES_VERSIONS = ["1.35.0", "1.36.0", "1.37.0"]  # the three newest the validator knows
 PAYLOAD = "/var/lib/mis/payload"
@@ -24,13 +26,16 @@ SPEC = MapSpec(
     resources=Resources(cpu="2", memory="16Gi", gpu=1),
     timeout_seconds=50,
 )
+JOB_ID = "0123456789abcdef0123456789abcdef"
 REQUEST = JobRequest(
-    request_id="req-42",
+    job_id=JOB_ID,
     map=SPEC,
-    workspace=Workspace(PAYLOAD, "req-42"),
+    workspace=Workspace(PAYLOAD, JOB_ID),
+    request_id="req-42",
 )
-DEFAULT = JobOptions(namespace="mis", claim_name="mis-payload")
-FULLY_LOADED = JobOptions(
+DEFAULT = job_options(namespace="mis", claim_name="mis-payload")
+NO_CONTEXT = job_options(namespace="mis", security_context={})
+FULLY_LOADED = job_options(
     namespace="mis",
     host_path="/srv/mis/payload",
     node_name="gpu-node-1",
@@ -100,12 +105,13 @@ def test_secret_variables_and_scratch_space() -> None:
 
 def test_the_job_runs_once_with_backstops_and_labels() -> None:
     job = build_job(REQUEST, DEFAULT)
-    assert job["metadata"]["name"] == f"mis-{job_id_for('req-42')}" == job_name(DEFAULT, "req-42")
+    assert job["metadata"]["name"] == f"mis-{JOB_ID}" == job_name(DEFAULT, JOB_ID)
     assert len(job["metadata"]["name"]) <= 63
     assert job["metadata"]["namespace"] == "mis"
     labels = job["metadata"]["labels"]
     assert labels["app.kubernetes.io/managed-by"] == "monai-inference-service"
-    assert labels["mis.monai.io/request-id"] == "req-42"
+    assert labels["mis.monai.io/request-id"] == "req-42"  # the client's
+    assert labels["mis.monai.io/job-id"] == JOB_ID  # MIS's own, which finds it
     assert job["metadata"]["annotations"]["mis.monai.io/request-id"] == "req-42"
     assert job["spec"]["template"]["metadata"]["labels"] == labels
     assert job["spec"]["backoffLimit"] == 0
@@ -116,11 +122,19 @@ def test_the_job_runs_once_with_backstops_and_labels() -> None:
     assert pod["automountServiceAccountToken"] is False
 
 
-def test_request_ids_that_are_not_label_values_stay_in_the_annotation() -> None:
-    odd = JobRequest(request_id="-starts-with-dash", map=SPEC, workspace=REQUEST.workspace)
-    job = build_job(odd, DEFAULT)
+@pytest.mark.parametrize("odd", ["-starts-with-dash", "ends-with_", "x" * 64, "has space", "a:b"])
+def test_request_ids_that_are_not_label_values_stay_in_the_annotation(odd: str) -> None:
+    job = build_job(attrs.evolve(REQUEST, request_id=odd), DEFAULT)
     assert "mis.monai.io/request-id" not in job["metadata"]["labels"]
-    assert job["metadata"]["annotations"]["mis.monai.io/request-id"] == "-starts-with-dash"
+    assert job["metadata"]["labels"]["mis.monai.io/job-id"] == JOB_ID
+    assert job["metadata"]["annotations"]["mis.monai.io/request-id"] == odd
+    kubernetes_validate.validate(job, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("fine", ["a", "x" * 63, "Study_0042.b-7"])
+def test_request_ids_that_are_label_values_are_labels(fine: str) -> None:
+    job = build_job(attrs.evolve(REQUEST, request_id=fine), DEFAULT)
+    assert job["metadata"]["labels"]["mis.monai.io/request-id"] == fine
     kubernetes_validate.validate(job, KUBERNETES_VERSIONS[-1], strict=True)
 
 
@@ -132,29 +146,30 @@ def test_the_container_gets_command_paths_env_and_resources() -> None:
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["MONAI_INPUTPATH"] == env["HOLOSCAN_INPUT_PATH"] == "/var/monai/input"
     assert env["MONAI_OUTPUTPATH"] == env["HOLOSCAN_OUTPUT_PATH"] == "/var/monai/output"
-    assert env["MONAI_JOBID"] == job_id_for("req-42")
+    assert env["MONAI_JOBID"] == JOB_ID
     assert env["MONAI_TIMEOUT"] == "50"
     assert env["MODEL"] == "spleen"
     assert env["OMP_NUM_THREADS"] == "2"
-    assert c["resources"] == {
-        "requests": {"cpu": "2", "memory": "16Gi"},
-        "limits": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": 1},
+    assert c["resources"] == {  # with the settings' default scratch space
+        "requests": {"cpu": "2", "memory": "16Gi", "ephemeral-storage": "4Gi"},
+        "limits": {"cpu": "2", "memory": "16Gi", "ephemeral-storage": "4Gi", "nvidia.com/gpu": 1},
     }
     assert c["volumeMounts"][:2] == [
         {
             "name": "payload",
             "mountPath": "/var/monai/input",
-            "subPath": "req-42/input",
+            "subPath": f"{JOB_ID}/input",
             "readOnly": True,
         },
-        {"name": "payload", "mountPath": "/var/monai/output", "subPath": "req-42/output"},
+        {"name": "payload", "mountPath": "/var/monai/output", "subPath": f"{JOB_ID}/output"},
     ]
-    assert "securityContext" not in c  # these options carry none; the settings' default does
+    assert c["securityContext"] == DEFAULT_SECURITY_CONTEXT  # the settings' default
+    assert "securityContext" not in container(build_job(REQUEST, NO_CONTEXT))  # none configured
 
 
 def test_no_gpu_means_no_gpu_limit_and_an_image_entrypoint_is_kept() -> None:
     spec = MapSpec(image="app:1", resources=Resources(cpu="500m", memory="1Gi", gpu=0))
-    c = container(build_job(JobRequest("r", spec, REQUEST.workspace), DEFAULT))
+    c = container(build_job(JobRequest(JOB_ID, spec, REQUEST.workspace), DEFAULT))
     assert "nvidia.com/gpu" not in c["resources"]["limits"]
     assert "command" not in c
     assert "args" not in c

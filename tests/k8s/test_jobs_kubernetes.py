@@ -9,14 +9,13 @@ import anyio
 import pytest
 from loguru import logger
 
-from mis_adapters.clock import MonotonicClock
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
 from mis_adapters.map_follow import MAX_LINE
-from mis_adapters.storage.volume import LocalStorage, PayloadLimits
+from mis_app import bootstrap
 from mis_core.errors import BackendUnavailable, JobTimedOut
-from mis_core.gate import AdmissionGate
-from mis_core.model import JobProgress, MapSpec, Resources
+from mis_core.model import JobProgress
 from mis_core.service import InferenceService
+from tests.built import settings
 from tests.k8s import kubelet
 from tests.k8s.double import Call, KubeDouble
 from tests.k8s.helpers import (
@@ -130,16 +129,14 @@ async def test_image_pull_failure_fails_fast(double: KubeDouble, tmp_path: Path)
 
 
 def service_with(backend: KubernetesJobBackend, tmp_path: Path, timeout: float) -> InferenceService:
-    limits = PayloadLimits(10**9, 10**9, 1000, 200)
-    return InferenceService(
-        map_spec=MapSpec(
-            image="example/map:1", timeout_seconds=timeout, resources=Resources(gpu=1)
-        ),
-        storage=LocalStorage(tmp_path / "payload", limits),
-        jobs=backend,
-        clock=MonotonicClock(),
-        gate=AdmissionGate(1),
+    payload = str(tmp_path / "payload")
+    configured = settings(
+        backend="kubernetes",
+        server={"payload_dir": payload},
+        map={"image": "example/map:1", "timeout_seconds": timeout, "resources": {"gpu": 1}},
+        kubernetes={"payload_volume": {"host_path": payload}},
     )
+    return bootstrap.build_service(configured, jobs=backend)
 
 
 async def empty_zip():
@@ -271,7 +268,7 @@ async def test_jobs_are_pinned_to_mis_node_for_a_node_local_claim(
         "spec": {"accessModes": modes},
     }
     double.call(double.put, "persistentvolumeclaims", "mis-test", claim, "ADDED")
-    backend = backend_for(tmp_path, host_path="", claim_name="payload", node_name="node-7")
+    backend = backend_for(tmp_path, payload_volume={"claim_name": "payload"}, node_name="node-7")
     options = await backend.job_options()
     await backend.close()
     assert options.namespace == "mis-test"

@@ -13,8 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_app.bootstrap import job_options
+from mis_app.bootstrap import kubernetes_backend
 from mis_app.settings import load_settings
 from mis_core.model import JobProgress
 from tests.e2e.server import REPO
@@ -77,11 +76,11 @@ def submitted_job(
 ) -> dict[str, Any]:
     """The Job the backend itself creates with the same configuration (and NODE_NAME)."""
     monkeypatch.setenv("NODE_NAME", NODE)
-    options = job_options(load_settings(config, {}))
+    configured = load_settings(config, {})
     double.behaviour = kubelet.finishes(0)
 
     async def submit() -> None:
-        backend = KubernetesJobBackend(options, delete_wait_seconds=5)
+        backend = kubernetes_backend(configured)
         with anyio.fail_after(10):
             assert (await backend.run(request_in(tmp_path), JobProgress())).succeeded
         await backend.close()

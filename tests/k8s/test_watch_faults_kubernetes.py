@@ -308,7 +308,7 @@ def test_the_watch_settings_reach_the_backend() -> None:
             },
         }
     )
-    backend = bootstrap.build_job_backend(settings)
+    backend = bootstrap.build_backend(settings).jobs
     assert isinstance(backend, KubernetesJobBackend)
     assert (backend.resync_seconds, backend.warm_up_seconds) == (2, 60)
     with pytest.raises(ValidationError, match="resync_seconds"):
