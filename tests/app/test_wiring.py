@@ -23,6 +23,7 @@ from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import bootstrap
 from mis_app.metrics import Metrics
 from mis_app.settings import DockerSettings, KubernetesSettings, PayloadVolumeSettings, Settings
+from mis_app.state import app_state
 from mis_core.model import JobOutcome
 from tests import built
 from tests.core.driving import STAGES, full_request
@@ -139,7 +140,7 @@ async def test_the_service_runs_on_the_fakes_it_is_given() -> None:
         storage=storage,
         clock=clock,
     )
-    service = app.state.service
+    service = app_state(app).service
     assert (service.jobs, service.storage, service.clock) == (jobs, storage, clock)
     async with service.running():
         await full_request(service, "0123456789abcdef0123456789abcdef", "study-0042")
