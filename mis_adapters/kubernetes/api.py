@@ -141,11 +141,17 @@ class KubeApi:
                 yield event
 
     async def read_log(
-        self, pod: str, container: str, *, follow: bool = False, limits: LogLimits | None = None
+        self,
+        pod: str,
+        container: str,
+        *,
+        follow: bool = False,
+        limits: LogLimits | None = None,
+        budget: float | None = None,
     ) -> AsyncGenerator[bytes]:
         """The container's log as it comes, in chunks (lines are cut by the MAP-log follower).
 
-        `limits` bound a log read after the fact.
+        `limits` bound a log read after the fact; `budget`, how long a refused read is retried.
         """
         bounds: dict[str, Any] = {}
         if limits is not None:
@@ -157,6 +163,7 @@ class KubeApi:
             self.namespace,
             container=container,
             follow=follow,
+            budget=budget,
             **bounds,
         )
         with _streaming(response):

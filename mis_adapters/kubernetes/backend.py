@@ -29,6 +29,7 @@ from mis_adapters.kubernetes.errors import KubeApiError, Refused
 from mis_adapters.kubernetes.follower import (
     API_FAILURES,
     LOG_READ_SECONDS,
+    LOG_RETRY_SECONDS,
     JobFollower,
     image_pulled,
     pods_gone,
@@ -241,7 +242,9 @@ class KubernetesJobBackend:
             # the stream may have been cut before the end: the API's own tail is whole
             try:
                 limits = LogLimits(lines=self.log_tail_lines, size=TAIL_READ_BYTES)
-                logged = api.read_log(follower.pod_name, CONTAINER, limits=limits)
+                logged = api.read_log(
+                    follower.pod_name, CONTAINER, limits=limits, budget=LOG_RETRY_SECONDS
+                )
                 with anyio.fail_after(LOG_READ_SECONDS):
                     tail = await last_lines(logged, self.log_tail_lines) or tail
                 follower.log_problem = ""

@@ -37,6 +37,8 @@ from mis_core.model import JobProgress
 # A log read at once (the MAP finished before its log could be followed) is bounded.
 LOG_READ_LIMITS = LogLimits(lines=10_000, size=16 << 20)
 LOG_READ_SECONDS = 10  # a log read after the fact, or a pod looked up, gives up after this
+# A refused log read after the fact is retried this long: the answer does not wait on a log.
+LOG_RETRY_SECONDS = 1.0
 # The log stream ends with the container; this bounds the wait for its last lines (it only
 # matters when the stream hangs on after the container has gone).
 LOG_END_SECONDS = 5
@@ -144,7 +146,9 @@ class JobFollower:
         try:
             with anyio.fail_after(LOG_READ_SECONDS):
                 await self.map_log.pump(
-                    self.api.read_log(self.pod_name, CONTAINER, limits=LOG_READ_LIMITS)
+                    self.api.read_log(
+                        self.pod_name, CONTAINER, limits=LOG_READ_LIMITS, budget=LOG_RETRY_SECONDS
+                    )
                 )
         except API_FAILURES as exc:
             self._log_unavailable(exc)
