@@ -20,12 +20,12 @@ from mis_adapters.kubernetes.credentials import Connection
 from mis_adapters.kubernetes.errors import Conflict, KubeApiError, NotFound, api_error, unreachable
 from mis_adapters.kubernetes.ownership import LABEL_OWNER
 from mis_adapters.kubernetes.retry import (
-    RETRYABLE_STATUSES,
     ApiHealth,
     Attempts,
     Failure,
     RetryPolicy,
     retry_after,
+    transient,
 )
 from mis_adapters.labels import LABEL_JOB_ID
 
@@ -249,7 +249,7 @@ class KubeApi:
             self.health.answered()
             return response
         error = await _error_of(response)
-        if response.status in RETRYABLE_STATUSES:
+        if transient(response.status):
             wait = retry_after(response.headers.get("Retry-After"))
             cause = f"answered {error}"
             failure = Failure(str(response.status), cause, wait, response.status >= 500)

@@ -118,6 +118,12 @@ class Attempts:
         return backoff * random.uniform(0.5, 1.0)  # spread the clients a restart disconnected
 
 
+def transient(code: int) -> bool:
+    """Whether the server may answer a status differently if asked again: throttled (429), or
+    failing inside (5xx other than 501 and 505, which a retry would only repeat)."""
+    return code in RETRYABLE_STATUSES
+
+
 def retry_after(header: str | None) -> float | None:
     """The seconds a Retry-After header asks for (the API sends whole seconds), if it does."""
     try:

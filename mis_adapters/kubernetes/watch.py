@@ -29,6 +29,7 @@ from loguru import logger
 
 from mis_adapters.kubernetes.api import KubeApi
 from mis_adapters.kubernetes.errors import Gone, KubeApiError
+from mis_adapters.kubernetes.retry import transient
 from mis_core.errors import BackendUnavailable
 
 Kind = Literal["jobs", "pods"]
@@ -91,11 +92,6 @@ class Watcher:
     counts: WatchCounts = attrs.field(factory=WatchCounts)
 
 
-def transient(exc: KubeApiError) -> bool:
-    """Whether the server may answer differently if asked again: throttled, or failing inside."""
-    return exc.code == 429 or exc.code >= 500
-
-
 async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Event]:
     """Events for `watch`, forever. A refusal that asking again cannot change is
     `BackendUnavailable`."""
@@ -136,7 +132,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
             counts.restarts[kind, "expired"] += 1
             version = ""
         except (KubeApiError, BackendUnavailable, TimeoutError) as exc:
-            if isinstance(exc, KubeApiError) and not transient(exc):
+            if isinstance(exc, KubeApiError) and not transient(exc.code):
                 raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
             counts.restarts[kind, "error"] += 1
             delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
