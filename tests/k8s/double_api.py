@@ -190,7 +190,7 @@ class _Api:
                 if (
                     kind == resource
                     and obj["metadata"].get("namespace") == ns
-                    and matches(obj, labels, fields)
+                    and (resource in self.double.streams.leaky or matches(obj, labels, fields))
                 ):
                     yield (json.dumps({"type": change, "object": obj}) + "\n").encode()
             remaining = deadline - asyncio.get_running_loop().time()

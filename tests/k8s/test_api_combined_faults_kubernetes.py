@@ -1,0 +1,59 @@
+"""API faults in combination, and the answers a real server (or what stands in front of it) may
+send that the single-fault tests do not: a throttled readiness probe, an outage at clean-up,
+Retry-After of zero, below zero or as an HTTP date, watches that leak other objects' events,
+a 401 on a watch after the credentials changed.
+
+Real kubernetes-asyncio over real HTTP to the API double (`faults.py`, `watch_faults.py`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mis_core.errors import BackendUnavailable
+from mis_core.model import JobProgress
+from tests.k8s import kubelet
+from tests.k8s.double import KubeDouble
+from tests.k8s.helpers import backend_for, request_in, run
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("header", ["0", "-5"])
+async def test_a_retry_after_of_no_wait_is_not_a_busy_loop(
+    double: KubeDouble, tmp_path: Path, header: str
+) -> None:
+    """A throttling server (or a proxy) that asks for no wait still gets MIS's back-off."""
+    double.faults.answer("jobs", "create", 429, times=100_000, retry_after=header)
+    backend = backend_for(tmp_path)
+    try:
+        with pytest.raises(BackendUnavailable, match="answered 429"):
+            with anyio.fail_after(2):
+                await backend.run(request_in(tmp_path, "req-throttled"), JobProgress())
+    finally:
+        await backend.close()
+    tries = double.faults.count("429")  # answered in front of the routes' request log
+    print(f"Retry-After: {header}: {tries} creates in 2 s")
+    assert tries <= 15
+
+
+async def test_a_retry_after_given_as_an_http_date_is_honoured(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """RFC 9110 allows a date; a proxy in front of the API may send one."""
+    double.behaviour = kubelet.finishes(0)
+    when = email.utils.formatdate(time.time() + 3, usegmt=True)  # whole seconds: 2-3 s away
+    double.faults.answer("jobs", "create", 429, retry_after=when)
+    backend = backend_for(tmp_path)
+    started = time.monotonic()
+    try:
+        outcome = await run(backend, request_in(tmp_path, "req-dated"))
+    finally:
+        await backend.close()
+    assert outcome.succeeded, outcome.reason
+    assert time.monotonic() - started >= 1.5
