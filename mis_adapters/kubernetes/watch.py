@@ -104,7 +104,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                 with anyio.fail_after(max(watcher.resync_seconds, LIST_SECONDS)):
                     listing = await api.list_objects(kind, **watch.selectors)
                 version = listing["metadata"]["resourceVersion"]
-                items = listing.get("items") or []
+                items = [obj for obj in listing.get("items") or [] if selects(watch, obj)]
                 for obj in items:
                     yield Change(kind, "ADDED", obj)
                 yield Listed(kind, frozenset(obj["metadata"]["name"] for obj in items))
@@ -125,7 +125,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                     failures = 0
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
-                    if event["type"] != "BOOKMARK":
+                    if event["type"] != "BOOKMARK" and selects(watch, obj):
                         yield Change(kind, event["type"], obj)
         except Gone:
             logger.debug("the {} watch expired; listing again", kind)
@@ -139,6 +139,31 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
             failures += 1
             logger.warning("the {} watch was cut ({}); retrying in {}s", kind, _why(exc), delay)
             await anyio.sleep(delay)
+
+
+def selects(watch: Watch, obj: dict[str, Any]) -> bool:
+    """Whether `obj` is one that `watch` asked for. The server filters by the selectors, but a
+    proxy between may not: another request's Job must not decide this one."""
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    for key, value in _equalities(watch.selectors.get("label_selector", "")):
+        if labels.get(key) != value:
+            return False
+    fields = {"metadata.name": metadata.get("name")}
+    for key, value in _equalities(watch.selectors.get("field_selector", "")):
+        if key in fields and fields[key] != value:
+            return False
+    return True
+
+
+def _equalities(selector: str) -> list[tuple[str, str]]:
+    """The `key=value` (or `key==value`) terms of a selector: the only kind MIS writes."""
+    terms = []
+    for term in filter(None, (part.strip() for part in selector.split(","))):
+        key, equals, value = term.partition("=")
+        if equals and not key.endswith("!"):
+            terms.append((key.strip(), value.removeprefix("=").strip()))
+    return terms
 
 
 def _why(exc: Exception) -> str:

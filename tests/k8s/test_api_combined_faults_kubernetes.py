@@ -11,15 +11,17 @@ from __future__ import annotations
 import email.utils
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from mis_adapters.kubernetes.job import ANNOTATION_REQUEST_ID
 from mis_core.errors import BackendUnavailable
-from mis_core.model import JobProgress
+from mis_core.model import JobOutcome, JobProgress
 from tests.k8s import kubelet
-from tests.k8s.double import KubeDouble
-from tests.k8s.helpers import backend_for, request_in, run
+from tests.k8s.double import Behaviour, KubeDouble
+from tests.k8s.helpers import backend_for, request_in, run, wait_for_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -57,3 +59,48 @@ async def test_a_retry_after_given_as_an_http_date_is_honoured(
         await backend.close()
     assert outcome.succeeded, outcome.reason
     assert time.monotonic() - started >= 1.5
+
+
+def by_request(stories: dict[str, Behaviour]) -> Behaviour:
+    """The story of each Job's pod, chosen by its request id."""
+
+    async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
+        request_id = job["metadata"]["annotations"][ANNOTATION_REQUEST_ID]
+        await stories[request_id](double, ns, job, pod)
+
+    return story
+
+
+async def test_events_of_other_objects_decide_no_request(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """Watches that send every Job's and pod's events (selectors ignored on the way): one
+    request's success or deletion is not another's."""
+    double.streams.leak("jobs", "pods")
+
+    async def slow(kube: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
+        kubelet._scheduled(kube, ns, job, pod)
+        kubelet._running(kube, ns, job, pod)
+        kube.log(pod, "slow at work")
+        await kube.calls_made("batch", "jobs", "delete")  # the fast one is done and gone
+        await kubelet.finishes(3, "Error", lines=["slow gives up"])(kube, ns, job, pod)
+
+    double.behaviour = by_request({"slow": slow, "fast": kubelet.finishes(0, lines=["fast"])})
+    backend = backend_for(tmp_path)
+    outcomes: dict[str, JobOutcome] = {}
+
+    async def request(request_id: str) -> None:
+        outcomes[request_id] = await run(backend, request_in(tmp_path, request_id), seconds=20)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(request, "slow")
+            await wait_for_calls(double, "", "pods/log", "get")
+            tg.start_soon(request, "fast")
+    finally:
+        await backend.close()
+    assert outcomes["fast"].succeeded, outcomes["fast"].reason
+    assert outcomes["fast"].log_tail == ("fast",)
+    assert not outcomes["slow"].succeeded
+    assert outcomes["slow"].reason == "exited with code 3"
+    assert outcomes["slow"].log_tail[-1] == "slow gives up"
