@@ -10,7 +10,8 @@ A watch can go silent without ever closing (a load balancer that dropped it, a n
 partition), and the server sends bookmarks only about once a minute, so silence cannot be told
 from a quiet Job: a watch that sent nothing for `resync_seconds` is given up and the objects are
 listed again (a resync, as client-go's informers do). Every step is bounded that way; an error
-the server may not repeat (429, 5xx, a cut connection) reconnects, any other refusal ends it.
+the server may not repeat (429, 5xx, a cut connection) reconnects, and so does a 401 once the
+credentials were read again (a rotated token); any other refusal ends it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from mis_adapters.kubernetes.api import KubeApi
-from mis_adapters.kubernetes.errors import Gone, KubeApiError
+from mis_adapters.kubernetes.errors import Gone, KubeApiError, Refused
 from mis_adapters.kubernetes.retry import transient
 from mis_core.errors import BackendUnavailable
 
@@ -98,6 +99,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
     api, counts, kind = watcher.api, watcher.counts, watch.kind
     version = ""
     failures = 0
+    reauthenticated = False  # since the last event: a 401 reads the credentials again once
     while True:
         try:
             if not version:
@@ -122,7 +124,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                     if event is None:
                         counts.restarts[kind, "closed"] += 1
                         break
-                    failures = 0
+                    failures, reauthenticated = 0, False
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
                     if event["type"] != "BOOKMARK" and selects(watch, obj):
@@ -131,6 +133,12 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
             logger.debug("the {} watch expired; listing again", kind)
             counts.restarts[kind, "expired"] += 1
             version = ""
+        except Refused as exc:
+            if exc.code != 401 or reauthenticated:
+                raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
+            logger.warning("the {} watch was refused ({}); reading credentials again", kind, exc)
+            reauthenticated = True
+            await api.credentials.reload()
         except (KubeApiError, BackendUnavailable, TimeoutError) as exc:
             if isinstance(exc, KubeApiError) and not transient(exc.code):
                 raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc

@@ -9,12 +9,15 @@ Real kubernetes-asyncio over real HTTP to the API double (`faults.py`, `watch_fa
 from __future__ import annotations
 
 import email.utils
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import yaml
 
 from mis_adapters.kubernetes.job import ANNOTATION_REQUEST_ID
 from mis_core.errors import BackendUnavailable
@@ -22,6 +25,7 @@ from mis_core.model import JobOutcome, JobProgress
 from tests.k8s import kubelet
 from tests.k8s.double import Behaviour, KubeDouble
 from tests.k8s.helpers import backend_for, request_in, run, wait_for_calls
+from tests.k8s.test_watch_faults_kubernetes import ending_with
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +108,41 @@ async def test_events_of_other_objects_decide_no_request(
     assert not outcomes["slow"].succeeded
     assert outcomes["slow"].reason == "exited with code 3"
     assert outcomes["slow"].log_tail[-1] == "slow gives up"
+
+
+def renew_kubeconfig(token: str) -> Callable[[KubeDouble], None]:
+    def renew(kube: KubeDouble) -> None:
+        path = Path(os.environ["KUBECONFIG"])
+        config = yaml.safe_load(path.read_text())
+        config["users"][0]["user"]["token"] = token
+        path.write_text(yaml.safe_dump(config))
+        kube.faults.accept_only(token)
+
+    return renew
+
+
+@pytest.mark.parametrize("how", ["reconnect", "error-event"])
+async def test_a_watch_refused_401_reads_the_credentials_again_and_goes_on(
+    double: KubeDouble, tmp_path: Path, how: str
+) -> None:
+    """The kubeconfig's token changed while the watches were open; the old one is refused: a
+    watch that reconnects (cut) or is sent a 401 error event reads the credentials again."""
+    renew = renew_kubeconfig("renewed-token")
+
+    def fault(kube: KubeDouble) -> None:
+        renew(kube)
+        for key in ("jobs", "pods"):
+            if how == "reconnect":
+                kube.streams.reset(key)
+            else:
+                kube.streams.error_event(key, 401)
+
+    finished: list[float] = []
+    double.behaviour = ending_with(fault, kubelet.finishes(0), finished)
+    backend = backend_for(tmp_path)
+    try:
+        outcome = await run(backend, request_in(tmp_path, f"req-401-{how}"), seconds=20)
+    finally:
+        await backend.close()
+    assert outcome.succeeded, outcome.reason
+    assert time.monotonic() - finished[0] < 4
