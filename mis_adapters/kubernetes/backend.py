@@ -56,6 +56,9 @@ TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from t
 WARM_UP_SECONDS = 900.0
 OUTAGE_MARGIN_SECONDS = 0.2  # before the request's deadline: time to say it was an outage
 OUTAGE_MIN_SECONDS = 1.0  # a blip at the deadline does not make a MAP's timeout an outage
+# A readiness probe retries this long (a 429's Retry-After: 1 included): one throttled or
+# failed call is no outage, and the probe still answers well within its timeout.
+READY_RETRY_SECONDS = 1.5
 Connector = Callable[[str], Awaitable[Connection]]
 
 
@@ -109,7 +112,7 @@ class KubernetesJobBackend:
     async def check(self) -> None:
         api = await self.api()
         try:
-            await api.version(budget=0)  # a probe reports the API as it is now
+            await api.version(budget=READY_RETRY_SECONDS)
         except KubeApiError as exc:
             raise BackendUnavailable(f"The Kubernetes API server answered {exc}.") from exc
         if self.warm_up_state == "pulling":

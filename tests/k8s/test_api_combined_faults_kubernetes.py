@@ -30,6 +30,24 @@ from tests.k8s.test_watch_faults_kubernetes import ending_with
 pytestmark = pytest.mark.anyio
 
 
+async def test_readiness_rides_out_a_throttled_probe(double: KubeDouble, tmp_path: Path) -> None:
+    """One 429 (API Priority and Fairness asks for a second) or one 503 is not an outage."""
+    backend = backend_for(tmp_path)
+    try:
+        double.faults.answer("version", "get", 429, retry_after="1")
+        await backend.check()
+        double.faults.answer("version", "get", 503)
+        await backend.check()
+        double.faults.answer("version", "get", 503, times=1000)  # this one lasts
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="answered 503"):
+            await backend.check()
+        assert time.monotonic() - started < 4  # a probe still answers within its timeout
+    finally:
+        await backend.close()
+    assert double.faults.count("429") == 1
+
+
 @pytest.mark.parametrize("header", ["0", "-5"])
 async def test_a_retry_after_of_no_wait_is_not_a_busy_loop(
     double: KubeDouble, tmp_path: Path, header: str
