@@ -89,15 +89,12 @@ class KubeApi:
                 raise
             return existing
 
-    async def delete_job(self, name: str, propagation: str) -> None:
+    async def delete_job(self, name: str, propagation: str, budget: float | None = None) -> None:
         """Delete a Job and, through `propagation`, its pods. A Job already gone is fine."""
+        delete, namespace = self.batch.delete_namespaced_job, self.namespace
         with suppress(NotFound):
             await self._json(
-                "delete",
-                self.batch.delete_namespaced_job,
-                name,
-                self.namespace,
-                propagation_policy=propagation,
+                "delete", delete, name, namespace, budget=budget, propagation_policy=propagation
             )
 
     async def list_objects(self, kind: str, **selectors: Any) -> Any:

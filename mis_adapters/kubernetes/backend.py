@@ -17,15 +17,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import anyio
 from loguru import logger
 
 from mis_adapters.kubernetes.api import KubeApi, LogLimits
 from mis_adapters.kubernetes.credentials import Connection, connect
-from mis_adapters.kubernetes.errors import KubeApiError, Refused
+from mis_adapters.kubernetes.errors import KubeApiError, Refused, refusal_message
 from mis_adapters.kubernetes.follower import (
     API_FAILURES,
     LOG_READ_SECONDS,
@@ -42,10 +41,11 @@ from mis_adapters.kubernetes.job import (
     job_name,
     job_selector,
 )
-from mis_adapters.kubernetes.ownership import Owner, owner_pod_name, why_leftover
+from mis_adapters.kubernetes.ownership import Owner
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_adapters.kubernetes.retry import MAX_SECONDS, ApiHealth, RetryPolicy
 from mis_adapters.kubernetes.status import Verdict
+from mis_adapters.kubernetes.sweep import sweep_leftovers
 from mis_adapters.kubernetes.watch import RESYNC_SECONDS, WatchCounts, Watcher
 from mis_adapters.map_follow import MAX_LOGGED_BYTES, last_lines
 from mis_core.errors import BackendUnavailable
@@ -59,6 +59,9 @@ OUTAGE_MIN_SECONDS = 1.0  # a blip at the deadline does not make a MAP's timeout
 # A readiness probe retries this long (a 429's Retry-After: 1 included): one throttled or
 # failed call is no outage, and the probe still answers well within its timeout.
 READY_RETRY_SECONDS = 1.5
+# The Job's deletion at the end of a request is retried at most this long: after an outage the
+# answer is not held back for api_retry_max_seconds (activeDeadlineSeconds stops a Job left).
+CLEANUP_SECONDS = 2.0
 Connector = Callable[[str], Awaitable[Connection]]
 
 
@@ -123,30 +126,7 @@ class KubernetesJobBackend:
     async def sweep(self) -> int:
         """Delete the Jobs of this installation that a dead MIS left behind; keep the rest."""
         api = await self.api()
-        now = datetime.now(UTC)
-        swept = kept = 0
-        try:
-            selector = instance_selector(self.options)
-            for job in (await api.list_objects("jobs", label_selector=selector)).get("items") or []:
-                why = why_leftover(job, self.owner, await self._owner_pod(api, job), now)
-                if not why:
-                    kept += 1
-                    continue
-                logger.info("deleting the leftover Job {}: {}", job["metadata"]["name"], why)
-                await api.delete_job(job["metadata"]["name"], PROPAGATION)
-                swept += 1
-        except KubeApiError as exc:
-            raise BackendUnavailable(f"Sweeping leftover Jobs failed: {exc}") from exc
-        if kept:
-            logger.info("left {} Job(s) of another running MIS alone", kept)
-        return swept
-
-    async def _owner_pod(self, api: KubeApi, job: dict[str, Any]) -> dict[str, Any] | None:
-        name = owner_pod_name(job)
-        if not name or name == self.owner.pod_name:
-            return None
-        listing = await api.list_objects("pods", field_selector=f"metadata.name={name}")
-        return next(iter(listing.get("items") or []), None)
+        return await sweep_leftovers(api, instance_selector(self.options), self.owner, PROPAGATION)
 
     async def job_options(self) -> JobOptions:
         """The options with the namespace known and, for a node-local volume, the node pinned."""
@@ -219,7 +199,8 @@ class KubernetesJobBackend:
         finally:
             if may_exist:
                 with anyio.CancelScope(shield=True):
-                    await self._remove(api, name, selector, wait_for_pods=not pod_stopped)
+                    budget = min(CLEANUP_SECONDS, self._policy.max_seconds)
+                    await self._remove(api, name, selector, not pod_stopped, budget)
         return await self._at_deadline(outage)
 
     def _watcher(self, api: KubeApi) -> Watcher:
@@ -236,7 +217,7 @@ class KubernetesJobBackend:
     def _not_created(namespace: str, exc: KubeApiError) -> JobOutcome:
         """The outcome of a Job the API refused; refused credentials or RBAC are MIS's fault."""
         if isinstance(exc, Refused):
-            raise BackendUnavailable(_refusal(namespace, exc)) from exc
+            raise BackendUnavailable(refusal_message(namespace, exc)) from exc
         return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
 
     async def _outcome(self, api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
@@ -258,9 +239,12 @@ class KubernetesJobBackend:
             tail = (*tail, f"[the rest of its log is unavailable: {follower.log_problem}]")
         return JobOutcome(verdict.succeeded, verdict.reason, verdict.exit_code, tail)
 
-    async def _remove(self, api: KubeApi, name: str, selector: str, wait_for_pods: bool) -> None:
+    async def _remove(
+        self, api: KubeApi, name: str, selector: str, wait_for_pods: bool, budget: float | None
+    ) -> None:
+        """Delete the Job, retried for `budget` (None: api_retry_max_seconds)."""
         try:
-            await api.delete_job(name, PROPAGATION)  # retried for api_retry_max_seconds
+            await api.delete_job(name, PROPAGATION, budget)
             if wait_for_pods:
                 with anyio.move_on_after(self.delete_wait_seconds) as waited:
                     await pods_gone(self._watcher(api), selector)
@@ -270,7 +254,12 @@ class KubernetesJobBackend:
                     )
             logger.info("job {} deleted", name)
         except API_FAILURES as exc:
-            logger.error("could not delete job {} ({}); it is swept at the next start", name, exc)
+            logger.error(
+                "could not delete job {} ({}); its activeDeadlineSeconds stops it, and it is "
+                "swept at MIS's next start",
+                name,
+                exc,
+            )
 
     async def warm_up(self, request: JobRequest) -> None:
         """Pull the MAP's image onto the node before the first request (readiness waits)."""
@@ -291,7 +280,7 @@ class KubernetesJobBackend:
             self.warm_up_state = str(exc)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._remove(api, manifest["metadata"]["name"], selector, False)
+                await self._remove(api, manifest["metadata"]["name"], selector, False, None)
         if self.warm_up_state == "pulling":
             waiting = f" ({progress.waiting_reason})" if progress.waiting_reason else ""
             logger.warning(
@@ -302,15 +291,3 @@ class KubernetesJobBackend:
             )
             self.warm_up_state = ""
         logger.info("image warm-up finished: {}", self.warm_up_state)
-
-
-def _refusal(namespace: str, exc: Refused) -> str:
-    if exc.code == 401:
-        return (
-            f"The Kubernetes API refused MIS's credentials ({exc}), read again once. Check "
-            "that MIS's service account token or kubeconfig is valid."
-        )
-    return (
-        f"MIS may not create Jobs in namespace {namespace} ({exc}). Check the Role bound to "
-        "its service account."
-    )

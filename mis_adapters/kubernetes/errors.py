@@ -63,3 +63,16 @@ def unreachable(exc: BaseException) -> BackendUnavailable:
         f"The Kubernetes API server cannot be reached ({type(exc).__name__}: {exc}). Check "
         "that the cluster is up and that MIS's kubeconfig or service account is valid."
     )
+
+
+def refusal_message(namespace: str, exc: Refused) -> str:
+    """What to tell when the API refused MIS's Job: its credentials, or the Role bound to them."""
+    if exc.code == 401:
+        return (
+            f"The Kubernetes API refused MIS's credentials ({exc}), read again once. Check "
+            "that MIS's service account token or kubeconfig is valid."
+        )
+    return (
+        f"MIS may not create Jobs in namespace {namespace} ({exc}). Check the Role bound to "
+        "its service account."
+    )

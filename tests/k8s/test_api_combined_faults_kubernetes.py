@@ -18,13 +18,16 @@ from typing import Any
 import anyio
 import pytest
 import yaml
+from loguru import logger
 
-from mis_adapters.kubernetes.job import ANNOTATION_REQUEST_ID
+from mis_adapters.kubernetes.backend import KubernetesJobBackend
+from mis_adapters.kubernetes.job import ANNOTATION_REQUEST_ID, JobOptions
 from mis_core.errors import BackendUnavailable
-from mis_core.model import JobOutcome, JobProgress
+from mis_core.model import JobOutcome, JobProgress, MapSpec, Resources
 from tests.k8s import kubelet
 from tests.k8s.double import Behaviour, KubeDouble
 from tests.k8s.helpers import backend_for, request_in, run, wait_for_calls
+from tests.k8s.test_api_faults import runs_for
 from tests.k8s.test_watch_faults_kubernetes import ending_with
 
 pytestmark = pytest.mark.anyio
@@ -46,6 +49,34 @@ async def test_readiness_rides_out_a_throttled_probe(double: KubeDouble, tmp_pat
     finally:
         await backend.close()
     assert double.faults.count("429") == 1
+
+
+async def test_an_outage_past_the_timeout_is_answered_soon_after_it(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """The default api_retry_max_seconds (10 s) does not delay the answer: inside a request the
+    Job's deletion is tried briefly; its activeDeadlineSeconds stops it, as the log says."""
+    double.behaviour = runs_for(1, outage=60)
+    spec = MapSpec(image="example/map:1", resources=Resources(), timeout_seconds=3)
+    (tmp_path / "payload").mkdir()
+    backend = KubernetesJobBackend(
+        JobOptions(namespace="", host_path=str(tmp_path / "payload")), delete_wait_seconds=5
+    )
+    errors: list[str] = []
+    sink = logger.add(lambda m: errors.append(m.record["message"]), level="ERROR")
+    started = time.monotonic()
+    try:
+        with pytest.raises(BackendUnavailable, match=r"did not answer for \d s"):
+            with anyio.fail_after(3):
+                await backend.run(request_in(tmp_path, "req-long", spec), JobProgress())
+        took = time.monotonic() - started
+    finally:
+        logger.remove(sink)
+        double.faults.outage_until = 0
+        await backend.close()
+    print(f"an outage past a 3 s timeout was answered after {took:.2f} s")
+    assert took < 3 + 3
+    assert any("activeDeadlineSeconds" in line for line in errors), errors
 
 
 @pytest.mark.parametrize("header", ["0", "-5"])
