@@ -149,6 +149,8 @@ class KubeApi:
         """The container's log as it comes, in chunks (lines are cut by the MAP-log follower).
 
         `limits` bound a log read after the fact; `budget`, how long a refused read is retried.
+        Its failures are not the API's: the API passes a log on from the pod's kubelet, which
+        may fail while the API answers (a MAP's timeout is then no API outage).
         """
         bounds: dict[str, Any] = {}
         if limits is not None:
@@ -160,7 +162,7 @@ class KubeApi:
             self.namespace,
             container=container,
             follow=follow,
-            budget=budget,
+            attempts=Attempts(self.policy, ApiHealth(), "log", budget),
             **bounds,
         )
         with _streaming(response):

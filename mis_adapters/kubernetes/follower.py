@@ -37,7 +37,7 @@ from mis_core.model import JobProgress
 # A log read at once (the MAP finished before its log could be followed) is bounded.
 LOG_READ_LIMITS = LogLimits(lines=10_000, size=16 << 20)
 LOG_READ_SECONDS = 10  # a log read after the fact, or a pod looked up, gives up after this
-# A refused log read after the fact is retried this long: the answer does not wait on a log.
+# A refused log read is retried this long: neither the answer nor the API waits on a log.
 LOG_RETRY_SECONDS = 1.0
 # The log stream ends with the container; this bounds the wait for its last lines (it only
 # matters when the stream hangs on after the container has gone).
@@ -155,7 +155,8 @@ class JobFollower:
 
     async def _stream_log(self) -> None:
         try:
-            await self.map_log.pump(self.api.read_log(self.pod_name, CONTAINER, follow=True))
+            log = self.api.read_log(self.pod_name, CONTAINER, follow=True, budget=LOG_RETRY_SECONDS)
+            await self.map_log.pump(log)
         except API_FAILURES as exc:
             self._log_unavailable(exc)
         finally:

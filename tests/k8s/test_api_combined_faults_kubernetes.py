@@ -195,3 +195,21 @@ async def test_a_watch_refused_401_reads_the_credentials_again_and_goes_on(
         await backend.close()
     assert outcome.succeeded, outcome.reason
     assert time.monotonic() - finished[0] < 4
+
+
+async def test_a_refused_log_does_not_make_a_timeout_an_outage(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """The pod's log is refused (500: the kubelet behind the API cannot be reached) while the
+    API itself answers: a MAP that runs past its timeout is a timeout, not an API outage."""
+    double.behaviour = kubelet.hangs()
+    double.streams.refuse("pods/log", 500)
+    spec = MapSpec(image="example/map:1", resources=Resources(), timeout_seconds=3)
+    backend = backend_for(tmp_path)
+    try:
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(3):  # the request's deadline, as the service sets it
+                await backend.run(request_in(tmp_path, "req-no-log", spec), JobProgress())
+    finally:
+        await backend.close()
+    assert double.items("jobs") == []
