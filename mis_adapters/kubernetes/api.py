@@ -89,13 +89,15 @@ class KubeApi:
                 raise
             return existing
 
-    async def delete_job(self, name: str, propagation: str, budget: float | None = None) -> None:
-        """Delete a Job and, through `propagation`, its pods. A Job already gone is fine."""
+    async def delete_job(self, name: str, propagation: str, budget: float | None = None) -> bool:
+        """Delete a Job and, through `propagation`, its pods: whether it was there to delete."""
         delete, namespace = self.batch.delete_namespaced_job, self.namespace
         with suppress(NotFound):
             await self._json(
                 "delete", delete, name, namespace, budget=budget, propagation_policy=propagation
             )
+            return True
+        return False
 
     async def list_objects(self, kind: str, **selectors: Any) -> Any:
         return await self._json("list", self._lister(kind), self.namespace, **selectors)
@@ -146,11 +148,9 @@ class KubeApi:
         limits: LogLimits | None = None,
         budget: float | None = None,
     ) -> AsyncGenerator[bytes]:
-        """The container's log as it comes, in chunks (lines are cut by the MAP-log follower).
-
-        `limits` bound a log read after the fact; `budget`, how long a refused read is retried.
-        Its failures are not the API's: the API passes a log on from the pod's kubelet, which
-        may fail while the API answers (a MAP's timeout is then no API outage).
+        """The container's log as it comes, in chunks (lines are cut by the MAP-log follower);
+        `limits` bound a read after the fact, `budget` how long a refused one is retried. Its
+        failures are not the API's: the kubelet that serves a log may fail while the API answers.
         """
         bounds: dict[str, Any] = {}
         if limits is not None:
@@ -204,14 +204,13 @@ class KubeApi:
         method: Any,
         *args: Any,
         attempts: Attempts | None = None,
-        budget: float | None = None,
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
         """Send the request until it succeeds, fails for good, or its time is spent.
 
         A 401 reads the credentials again once (a rotated token) before it counts.
         """
-        attempts = attempts or Attempts(self.policy, self.health, verb, budget)
+        attempts = attempts or Attempts(self.policy, self.health, verb)
         reauthenticated = False
         while True:
             try:

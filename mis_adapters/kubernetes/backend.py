@@ -24,13 +24,14 @@ from loguru import logger
 
 from mis_adapters.kubernetes.api import KubeApi, LogLimits
 from mis_adapters.kubernetes.credentials import Connection, connect
-from mis_adapters.kubernetes.errors import KubeApiError, Refused, refusal_message
+from mis_adapters.kubernetes.errors import KubeApiError, not_created
 from mis_adapters.kubernetes.follower import (
     API_FAILURES,
     LOG_READ_SECONDS,
     LOG_RETRY_SECONDS,
     JobFollower,
     image_pulled,
+    job_appears,
     pods_gone,
 )
 from mis_adapters.kubernetes.job import (
@@ -62,6 +63,7 @@ READY_RETRY_SECONDS = 1.5
 # The Job's deletion at the end of a request is retried at most this long: after an outage the
 # answer is not held back for api_retry_max_seconds (activeDeadlineSeconds stops a Job left).
 CLEANUP_SECONDS = 2.0
+LATE_CREATE_SECONDS = 5.0  # how long a Job whose create was cut short is watched for
 Connector = Callable[[str], Awaitable[Connection]]
 
 
@@ -172,16 +174,17 @@ class KubernetesJobBackend:
     ) -> JobOutcome:
         name = job_name(options, request.request_id)
         selector = job_selector(options, request.request_id)
-        may_exist = pod_stopped = False
+        may_exist = unsure = pod_stopped = False
         outage = ""
         try:
             with anyio.CancelScope(deadline=deadline):
-                may_exist = True  # from the first try of the create on
+                may_exist = unsure = True  # from the first try of the create on, until it answers
                 try:
                     await api.create_job(build_job(request, options, self.owner))
                 except KubeApiError as exc:  # an answer: the Job was not created
                     may_exist = False
-                    return self._not_created(api.namespace, exc)
+                    return not_created(api.namespace, exc)
+                unsure = False
                 logger.info("job {} created in namespace {}", name, api.namespace)
                 follower = JobFollower(
                     self._watcher(api),
@@ -200,7 +203,7 @@ class KubernetesJobBackend:
             if may_exist:
                 with anyio.CancelScope(shield=True):
                     budget = min(CLEANUP_SECONDS, self._policy.max_seconds)
-                    await self._remove(api, name, selector, not pod_stopped, budget)
+                    await self._remove(api, name, selector, not pod_stopped, budget, unsure)
         return await self._at_deadline(outage)
 
     def _watcher(self, api: KubeApi) -> Watcher:
@@ -212,13 +215,6 @@ class KubernetesJobBackend:
             raise BackendUnavailable(outage)
         await anyio.sleep_forever()  # the request's own deadline ends it as a timeout
         raise AssertionError("the request's deadline cancels the wait")
-
-    @staticmethod
-    def _not_created(namespace: str, exc: KubeApiError) -> JobOutcome:
-        """The outcome of a Job the API refused; refused credentials or RBAC are MIS's fault."""
-        if isinstance(exc, Refused):
-            raise BackendUnavailable(refusal_message(namespace, exc)) from exc
-        return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
 
     async def _outcome(self, api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
         tail = tuple(follower.map_log.tail)
@@ -240,11 +236,22 @@ class KubernetesJobBackend:
         return JobOutcome(verdict.succeeded, verdict.reason, verdict.exit_code, tail)
 
     async def _remove(
-        self, api: KubeApi, name: str, selector: str, wait_for_pods: bool, budget: float | None
+        self,
+        api: KubeApi,
+        name: str,
+        selector: str,
+        wait_for_pods: bool,
+        budget: float | None,
+        unsure: bool = False,
     ) -> None:
-        """Delete the Job, retried for `budget` (None: api_retry_max_seconds)."""
+        """Delete the Job, retried for `budget` (None: api_retry_max_seconds). `unsure`: its
+        create was cut short, so the server may still make it: MIS watches for it a while."""
         try:
-            await api.delete_job(name, PROPAGATION, budget)
+            if not await api.delete_job(name, PROPAGATION, budget) and unsure:
+                with anyio.move_on_after(LATE_CREATE_SECONDS):
+                    await job_appears(self._watcher(api), name)
+                    await api.delete_job(name, PROPAGATION, budget)
+                    logger.warning("job {} was created after MIS gave up on it: deleted", name)
             if wait_for_pods:
                 with anyio.move_on_after(self.delete_wait_seconds) as waited:
                     await pods_gone(self._watcher(api), selector)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from mis_core.errors import BackendUnavailable
+from mis_core.model import JobOutcome
 
 
 class KubeApiError(Exception):
@@ -65,8 +66,14 @@ def unreachable(exc: BaseException) -> BackendUnavailable:
     )
 
 
-def refusal_message(namespace: str, exc: Refused) -> str:
-    """What to tell when the API refused MIS's Job: its credentials, or the Role bound to them."""
+def not_created(namespace: str, exc: KubeApiError) -> JobOutcome:
+    """The outcome of a Job the API refused; refused credentials or RBAC are MIS's fault."""
+    if isinstance(exc, Refused):
+        raise BackendUnavailable(_refusal(namespace, exc)) from exc
+    return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
+
+
+def _refusal(namespace: str, exc: Refused) -> str:
     if exc.code == 401:
         return (
             f"The Kubernetes API refused MIS's credentials ({exc}), read again once. Check "

@@ -186,6 +186,15 @@ async def pods_gone(watcher: Watcher, selector: str) -> None:
                 return
 
 
+async def job_appears(watcher: Watcher, name: str) -> None:
+    """Return once the Job `name` exists (one whose create was cut short may come late)."""
+    job = Watch("jobs", {"field_selector": f"metadata.name={name}"})
+    async with watching(watcher, job) as events:
+        async for event in events:
+            if isinstance(event, Change) and event.type != "DELETED":
+                return
+
+
 async def image_pulled(watcher: Watcher, selector: str, progress: JobProgress) -> str:
     """ "done" once the warm-up pod's image is on its node, else why it cannot get there.
 

@@ -21,13 +21,13 @@ import yaml
 from loguru import logger
 
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_adapters.kubernetes.job import ANNOTATION_REQUEST_ID, JobOptions
+from mis_adapters.kubernetes.job import ANNOTATION_REQUEST_ID, JobOptions, job_name
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, MapSpec, Resources
 from tests.k8s import kubelet
 from tests.k8s.double import Behaviour, KubeDouble
 from tests.k8s.helpers import backend_for, request_in, run, wait_for_calls
-from tests.k8s.test_api_faults import runs_for
+from tests.k8s.test_api_faults import creations, runs_for
 from tests.k8s.test_watch_faults_kubernetes import ending_with
 
 pytestmark = pytest.mark.anyio
@@ -213,3 +213,25 @@ async def test_a_refused_log_does_not_make_a_timeout_an_outage(
     finally:
         await backend.close()
     assert double.items("jobs") == []
+
+
+async def test_a_create_the_server_carries_out_after_mis_gave_up_leaves_no_job(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """The server is slower than the request's time: MIS gave up on the create (a timeout),
+    and the server makes the Job afterwards. MIS watches for it a while and deletes it."""
+    double.behaviour = kubelet.hangs()
+    double.faults.late("jobs", "create", 2.5)
+    spec = MapSpec(image="example/map:1", resources=Resources(), timeout_seconds=2)
+    backend = backend_for(tmp_path)
+    name = job_name(backend.options, "req-late")
+    try:
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(2):
+                await backend.run(request_in(tmp_path, "req-late", spec), JobProgress())
+    finally:
+        await backend.close()
+    await wait_for_calls(double, "batch", "jobs", "create")  # the routes see it only late
+    assert creations(double, name) == 1  # the server did make it, after MIS gave up
+    assert double.items("jobs") == []
+    assert double.items("pods") == []
