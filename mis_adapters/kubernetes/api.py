@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 
 from mis_adapters.kubernetes.credentials import Connection
 from mis_adapters.kubernetes.errors import Conflict, KubeApiError, NotFound, api_error, unreachable
-from mis_adapters.kubernetes.ownership import LABEL_OWNER
+from mis_adapters.kubernetes.ownership import same_identity
 from mis_adapters.kubernetes.retry import (
     ApiHealth,
     Attempts,
@@ -27,14 +27,12 @@ from mis_adapters.kubernetes.retry import (
     retry_after,
     transient,
 )
-from mis_adapters.labels import LABEL_JOB_ID
 
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 CALL_SECONDS = 30  # one try of a call that is not a stream
 # Failures before an answer; all but a refused connection may come after the server acted.
 UNANSWERED = (TimeoutError, aiohttp.ClientError, OSError)
-IDENTITY_LABELS = (LABEL_JOB_ID, LABEL_OWNER)  # a Job with these values is this request's
 
 
 @attrs.frozen
@@ -68,14 +66,18 @@ class KubeApi:
         get_code = client.VersionApi(self.api_client).get_code
         return await self._json("version", get_code, seconds=5, budget=budget)
 
-    async def create_job(self, manifest: dict[str, Any]) -> Any:
+    def attempts(self, verb: str) -> Attempts:
+        """The tries of a call, for a caller that needs to know afterwards whether it is unsure."""
+        return Attempts(self.policy, self.health, verb)
+
+    async def create_job(self, manifest: dict[str, Any], attempts: Attempts | None = None) -> Any:
         """Create the Job once, however often the call is tried.
 
         After a try that may have been carried out (a timeout, a 5xx, a connection lost once
         the body was sent), the API's 409 for a Job that carries this request's identity
         labels means the earlier try created it.
         """
-        attempts = Attempts(self.policy, self.health, "create")
+        attempts = attempts or self.attempts("create")
         create = self.batch.create_namespaced_job
         try:
             return await self._json("create", create, self.namespace, manifest, attempts=attempts)
@@ -85,7 +87,7 @@ class KubeApi:
             name = manifest["metadata"]["name"]  # listed: the Role grants no get on Jobs
             found = await self.list_objects("jobs", field_selector=f"metadata.name={name}")
             existing = next(iter(found.get("items") or []), None)
-            if existing is None or not _same_identity(existing, manifest):
+            if existing is None or not same_identity(existing, manifest):
                 raise
             return existing
 
@@ -213,11 +215,14 @@ class KubeApi:
         attempts = attempts or Attempts(self.policy, self.health, verb)
         reauthenticated = False
         while True:
+            attempts.pending = True  # a try cancelled before its answer may have been carried out
             try:
                 return await self._try(method, *args, **kwargs)
             except _Retryable as retryable:
+                attempts.pending = False  # ambiguous, if it was, from here on
                 await attempts.again(retryable.failure, retryable.error)
             except KubeApiError as exc:
+                attempts.pending = False
                 if exc.code != 401 or reauthenticated:
                     raise
                 reauthenticated = True
@@ -280,12 +285,6 @@ async def _error_of(response: aiohttp.ClientResponse) -> KubeApiError:
 
 def _reason(exc: BaseException) -> str:
     return "timeout" if isinstance(exc, TimeoutError) else "connection"
-
-
-def _same_identity(existing: dict[str, Any], manifest: dict[str, Any]) -> bool:
-    ours = manifest["metadata"].get("labels") or {}
-    theirs = (existing.get("metadata") or {}).get("labels") or {}
-    return all(theirs.get(key) == ours.get(key) for key in IDENTITY_LABELS if key in ours)
 
 
 @contextmanager

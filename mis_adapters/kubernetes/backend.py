@@ -57,9 +57,7 @@ TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from t
 WARM_UP_SECONDS = 900.0
 OUTAGE_MARGIN_SECONDS = 0.2  # before the request's deadline: time to say it was an outage
 OUTAGE_MIN_SECONDS = 1.0  # a blip at the deadline does not make a MAP's timeout an outage
-# A readiness probe retries this long (a 429's Retry-After: 1 included): one throttled or
-# failed call is no outage, and the probe still answers well within its timeout.
-READY_RETRY_SECONDS = 1.5
+READY_RETRY_SECONDS = 1.5  # a probe's retries: one 429 (Retry-After: 1) or 5xx is no outage
 # The Job's deletion at the end of a request is retried at most this long: after an outage the
 # answer is not held back for api_retry_max_seconds (activeDeadlineSeconds stops a Job left).
 CLEANUP_SECONDS = 2.0
@@ -178,9 +176,10 @@ class KubernetesJobBackend:
         outage = ""
         try:
             with anyio.CancelScope(deadline=deadline):
+                create = api.attempts("create")
                 may_exist = unsure = True  # from the first try of the create on, until it answers
                 try:
-                    await api.create_job(build_job(request, options, self.owner))
+                    await api.create_job(build_job(request, options, self.owner), create)
                 except KubeApiError as exc:  # an answer: the Job was not created
                     may_exist = False
                     return not_created(api.namespace, exc)
@@ -203,6 +202,7 @@ class KubernetesJobBackend:
             if may_exist:
                 with anyio.CancelScope(shield=True):
                     budget = min(CLEANUP_SECONDS, self._policy.max_seconds)
+                    unsure = unsure and create.unsure  # not when each try was refused
                     await self._remove(api, name, selector, not pod_stopped, budget, unsure)
         return await self._at_deadline(outage)
 

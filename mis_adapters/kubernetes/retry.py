@@ -95,12 +95,18 @@ class Attempts:
         self.verb = verb
         self.failures = 0
         self.ambiguous = False  # some earlier try may have been carried out
+        self.pending = False  # the latest try has no answer yet that says it was not
         deadline = anyio.current_effective_deadline()
         if math.isinf(deadline):
             deadline = anyio.current_time() + (policy.max_seconds if budget is None else budget)
         elif budget is not None:
             deadline = min(deadline, anyio.current_time() + budget)
         self.deadline = deadline
+
+    @property
+    def unsure(self) -> bool:
+        """Whether the call, given up or cut short, may still have been carried out."""
+        return self.ambiguous or self.pending
 
     async def again(self, failure: Failure, error: Exception) -> None:
         """Wait for the next try; raise `BackendUnavailable` when it would come too late."""
