@@ -8,6 +8,7 @@ Real kubernetes-asyncio over real HTTP to the API double (`faults.py`, `watch_fa
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import time
@@ -238,3 +239,54 @@ async def test_a_create_the_server_carries_out_after_mis_gave_up_leaves_no_job(
     assert creations(double, name) == 1  # the server did make it, after MIS gave up
     assert double.items("jobs") == []
     assert double.items("pods") == []
+
+
+def through_an_outage(during: Callable[[KubeDouble, str, dict[str, Any], str], None]) -> Behaviour:
+    """Running; an outage of 2 s begins, `during` it the cluster changes; after it, done."""
+
+    async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
+        kubelet._scheduled(double, ns, job, pod)
+        kubelet._running(double, ns, job, pod)
+        await double.calls_made("", "pods/log", "get")  # MIS follows the MAP
+        double.faults.outage(2)
+        during(double, ns, job, pod)
+        await asyncio.sleep(2.5)
+        if ("pods", ns, pod) in double.objects:
+            await kubelet.finishes(0, lines=["after the outage"])(double, ns, job, pod)
+
+    return story
+
+
+async def test_a_version_compacted_during_an_outage_is_listed_again(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """The watches come back to a 410 Gone: MIS lists again and sees the Job's end."""
+    double.behaviour = through_an_outage(lambda kube, *_: kube.compact())
+    backend = backend_for(tmp_path)
+    try:
+        outcome = await run(backend, request_in(tmp_path, "req-410"), seconds=15)
+    finally:
+        await backend.close()
+    assert outcome.succeeded, outcome.reason
+    restarts = backend.watch_counts.restarts
+    assert restarts["jobs", "expired"] + restarts["pods", "expired"] >= 1  # the first back decides
+
+
+async def test_a_job_deleted_during_an_outage_is_said_after_it(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """Deleted by someone else while MIS could not watch, and compacted: the listing after the
+    outage no longer holds the Job."""
+
+    def delete(kube: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
+        kube.put("jobs", ns, kube.objects[("jobs", ns, job["metadata"]["name"])], "DELETED")
+        asyncio.get_running_loop().create_task(kube.delete_pod(ns, pod))
+        kube.compact()
+
+    double.behaviour = through_an_outage(delete)
+    backend = backend_for(tmp_path)
+    try:
+        outcome = await run(backend, request_in(tmp_path, "req-gone"), seconds=15)
+    finally:
+        await backend.close()
+    assert outcome.reason == "ran in a Job that was deleted outside MIS before it finished"
