@@ -18,23 +18,21 @@ from kubernetes_asyncio import client
 
 from mis_adapters.kubernetes.credentials import Connection
 from mis_adapters.kubernetes.errors import Conflict, KubeApiError, NotFound, api_error, unreachable
-from mis_adapters.kubernetes.ownership import LABEL_OWNER
+from mis_adapters.kubernetes.ownership import same_identity
 from mis_adapters.kubernetes.retry import (
-    RETRYABLE_STATUSES,
     ApiHealth,
     Attempts,
     Failure,
     RetryPolicy,
     retry_after,
+    transient,
 )
-from mis_adapters.labels import LABEL_JOB_ID
 
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 CALL_SECONDS = 30  # one try of a call that is not a stream
 # Failures before an answer; all but a refused connection may come after the server acted.
 UNANSWERED = (TimeoutError, aiohttp.ClientError, OSError)
-IDENTITY_LABELS = (LABEL_JOB_ID, LABEL_OWNER)  # a Job with these values is this request's
 
 
 @attrs.frozen
@@ -68,14 +66,18 @@ class KubeApi:
         get_code = client.VersionApi(self.api_client).get_code
         return await self._json("version", get_code, seconds=5, budget=budget)
 
-    async def create_job(self, manifest: dict[str, Any]) -> Any:
+    def attempts(self, verb: str) -> Attempts:
+        """The tries of a call, for a caller that needs to know afterwards whether it is unsure."""
+        return Attempts(self.policy, self.health, verb)
+
+    async def create_job(self, manifest: dict[str, Any], attempts: Attempts | None = None) -> Any:
         """Create the Job once, however often the call is tried.
 
         After a try that may have been carried out (a timeout, a 5xx, a connection lost once
         the body was sent), the API's 409 for a Job that carries this request's identity
         labels means the earlier try created it.
         """
-        attempts = Attempts(self.policy, self.health, "create")
+        attempts = attempts or self.attempts("create")
         create = self.batch.create_namespaced_job
         try:
             return await self._json("create", create, self.namespace, manifest, attempts=attempts)
@@ -85,20 +87,19 @@ class KubeApi:
             name = manifest["metadata"]["name"]  # listed: the Role grants no get on Jobs
             found = await self.list_objects("jobs", field_selector=f"metadata.name={name}")
             existing = next(iter(found.get("items") or []), None)
-            if existing is None or not _same_identity(existing, manifest):
+            if existing is None or not same_identity(existing, manifest):
                 raise
             return existing
 
-    async def delete_job(self, name: str, propagation: str) -> None:
-        """Delete a Job and, through `propagation`, its pods. A Job already gone is fine."""
+    async def delete_job(self, name: str, propagation: str, budget: float | None = None) -> bool:
+        """Delete a Job and, through `propagation`, its pods: whether it was there to delete."""
+        delete, namespace = self.batch.delete_namespaced_job, self.namespace
         with suppress(NotFound):
             await self._json(
-                "delete",
-                self.batch.delete_namespaced_job,
-                name,
-                self.namespace,
-                propagation_policy=propagation,
+                "delete", delete, name, namespace, budget=budget, propagation_policy=propagation
             )
+            return True
+        return False
 
     async def list_objects(self, kind: str, **selectors: Any) -> Any:
         return await self._json("list", self._lister(kind), self.namespace, **selectors)
@@ -149,9 +150,9 @@ class KubeApi:
         limits: LogLimits | None = None,
         budget: float | None = None,
     ) -> AsyncGenerator[bytes]:
-        """The container's log as it comes, in chunks (lines are cut by the MAP-log follower).
-
-        `limits` bound a log read after the fact; `budget`: how long to retry opening it.
+        """The container's log as it comes, in chunks (lines are cut by the MAP-log follower);
+        `limits` bound a read after the fact, `budget` how long a refused one is retried. Its
+        failures are not the API's: the kubelet that serves a log may fail while the API answers.
         """
         bounds: dict[str, Any] = {}
         if limits is not None:
@@ -163,7 +164,7 @@ class KubeApi:
             self.namespace,
             container=container,
             follow=follow,
-            budget=budget,
+            attempts=Attempts(self.policy, ApiHealth(), "log", budget),
             **bounds,
         )
         with _streaming(response):
@@ -205,21 +206,23 @@ class KubeApi:
         method: Any,
         *args: Any,
         attempts: Attempts | None = None,
-        budget: float | None = None,
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
         """Send the request until it succeeds, fails for good, or its time is spent.
 
         A 401 reads the credentials again once (a rotated token) before it counts.
         """
-        attempts = attempts or Attempts(self.policy, self.health, verb, budget)
+        attempts = attempts or Attempts(self.policy, self.health, verb)
         reauthenticated = False
         while True:
+            attempts.pending = True  # a try cancelled before its answer may have been carried out
             try:
                 return await self._try(method, *args, **kwargs)
             except _Retryable as retryable:
+                attempts.pending = False  # ambiguous, if it was, from here on
                 await attempts.again(retryable.failure, retryable.error)
             except KubeApiError as exc:
+                attempts.pending = False
                 if exc.code != 401 or reauthenticated:
                     raise
                 reauthenticated = True
@@ -249,7 +252,7 @@ class KubeApi:
             self.health.answered()
             return response
         error = await _error_of(response)
-        if response.status in RETRYABLE_STATUSES:
+        if transient(response.status):
             wait = retry_after(response.headers.get("Retry-After"))
             cause = f"answered {error}"
             failure = Failure(str(response.status), cause, wait, response.status >= 500)
@@ -282,12 +285,6 @@ async def _error_of(response: aiohttp.ClientResponse) -> KubeApiError:
 
 def _reason(exc: BaseException) -> str:
     return "timeout" if isinstance(exc, TimeoutError) else "connection"
-
-
-def _same_identity(existing: dict[str, Any], manifest: dict[str, Any]) -> bool:
-    ours = manifest["metadata"].get("labels") or {}
-    theirs = (existing.get("metadata") or {}).get("labels") or {}
-    return all(theirs.get(key) == ours.get(key) for key in IDENTITY_LABELS if key in ours)
 
 
 @contextmanager

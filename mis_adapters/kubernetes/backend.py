@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import anyio
 from loguru import logger
@@ -26,13 +25,14 @@ from prometheus_client.registry import Collector
 
 from mis_adapters.kubernetes.api import KubeApi, LogLimits
 from mis_adapters.kubernetes.credentials import Connection, connect
-from mis_adapters.kubernetes.errors import KubeApiError, Refused
+from mis_adapters.kubernetes.errors import KubeApiError, not_created
 from mis_adapters.kubernetes.follower import (
     API_FAILURES,
     LOG_READ_SECONDS,
     LOG_RETRY_SECONDS,
     JobFollower,
     image_pulled,
+    job_appears,
     pods_gone,
 )
 from mis_adapters.kubernetes.job import (
@@ -44,10 +44,11 @@ from mis_adapters.kubernetes.job import (
     job_selector,
 )
 from mis_adapters.kubernetes.metrics import ApiRetries, WatchCollector
-from mis_adapters.kubernetes.ownership import Owner, owner_pod_name, why_leftover
+from mis_adapters.kubernetes.ownership import Owner
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_adapters.kubernetes.retry import ApiHealth, RetryPolicy
 from mis_adapters.kubernetes.status import Verdict
+from mis_adapters.kubernetes.sweep import sweep_leftovers
 from mis_adapters.kubernetes.watch import WatchCounts, Watcher
 from mis_adapters.map_follow import LOG_TAIL_LINES, last_lines
 from mis_core.errors import BackendUnavailable
@@ -57,6 +58,11 @@ PROPAGATION = "Background"  # the Job goes at once; its pods follow through garb
 TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from the pod's log
 OUTAGE_MARGIN_SECONDS = 0.2  # before the request's deadline: time to say it was an outage
 OUTAGE_MIN_SECONDS = 1.0  # a blip at the deadline does not make a MAP's timeout an outage
+READY_RETRY_SECONDS = 1.5  # a probe's retries: one 429 (Retry-After: 1) or 5xx is no outage
+# The Job's deletion at the end of a request is retried at most this long: after an outage the
+# answer is not held back for api_retry_max_seconds (activeDeadlineSeconds stops a Job left).
+CLEANUP_SECONDS = 2.0
+LATE_CREATE_SECONDS = 5.0  # how long a Job whose create was cut short is watched for
 Connector = Callable[[str], Awaitable[Connection]]
 
 
@@ -114,7 +120,7 @@ class KubernetesJobBackend:
     async def check(self) -> None:
         api = await self.api()
         try:
-            await api.version(budget=0)  # a probe reports the API as it is now
+            await api.version(budget=READY_RETRY_SECONDS)
         except KubeApiError as exc:
             raise BackendUnavailable(f"The Kubernetes API server answered {exc}.") from exc
         if self.warm_up_state == "pulling":
@@ -125,30 +131,7 @@ class KubernetesJobBackend:
     async def sweep(self) -> int:
         """Delete the Jobs of this installation that a dead MIS left behind; keep the rest."""
         api = await self.api()
-        now = datetime.now(UTC)
-        swept = kept = 0
-        try:
-            selector = instance_selector(self.options)
-            for job in (await api.list_objects("jobs", label_selector=selector)).get("items") or []:
-                why = why_leftover(job, self.owner, await self._owner_pod(api, job), now)
-                if not why:
-                    kept += 1
-                    continue
-                logger.info("deleting the leftover Job {}: {}", job["metadata"]["name"], why)
-                await api.delete_job(job["metadata"]["name"], PROPAGATION)
-                swept += 1
-        except KubeApiError as exc:
-            raise BackendUnavailable(f"Sweeping leftover Jobs failed: {exc}") from exc
-        if kept:
-            logger.info("left {} Job(s) of another running MIS alone", kept)
-        return swept
-
-    async def _owner_pod(self, api: KubeApi, job: dict[str, Any]) -> dict[str, Any] | None:
-        name = owner_pod_name(job)
-        if not name or name == self.owner.pod_name:
-            return None
-        listing = await api.list_objects("pods", field_selector=f"metadata.name={name}")
-        return next(iter(listing.get("items") or []), None)
+        return await sweep_leftovers(api, instance_selector(self.options), self.owner, PROPAGATION)
 
     async def job_options(self) -> JobOptions:
         """The options with the namespace known and, for a node-local volume, the node pinned."""
@@ -194,16 +177,18 @@ class KubernetesJobBackend:
     ) -> JobOutcome:
         name = job_name(options, request.job_id)
         selector = job_selector(options, request.job_id)
-        may_exist = pod_stopped = False
+        may_exist = unsure = pod_stopped = False
         outage = ""
         try:
             with anyio.CancelScope(deadline=deadline):
-                may_exist = True  # from the first try of the create on
+                create = api.attempts("create")
+                may_exist = unsure = True  # from the first try of the create on, until it answers
                 try:
-                    await api.create_job(build_job(request, options, self.owner))
+                    await api.create_job(build_job(request, options, self.owner), create)
                 except KubeApiError as exc:  # an answer: the Job was not created
                     may_exist = False
-                    return self._not_created(api.namespace, exc)
+                    return not_created(api.namespace, exc)
+                unsure = False
                 logger.info("job {} created in namespace {}", name, api.namespace)
                 follower = JobFollower(
                     self._watcher(api),
@@ -221,7 +206,9 @@ class KubernetesJobBackend:
         finally:
             if may_exist:
                 with anyio.CancelScope(shield=True):
-                    await self._remove(api, name, selector, wait_for_pods=not pod_stopped)
+                    budget = min(CLEANUP_SECONDS, self._policy.max_seconds)
+                    unsure = unsure and create.unsure  # not when each try was refused
+                    await self._remove(api, name, selector, not pod_stopped, budget, unsure)
         return await self._at_deadline(outage)
 
     def _watcher(self, api: KubeApi) -> Watcher:
@@ -233,13 +220,6 @@ class KubernetesJobBackend:
             raise BackendUnavailable(outage)
         await anyio.sleep_forever()  # the request's own deadline ends it as a timeout
         raise AssertionError("the request's deadline cancels the wait")
-
-    @staticmethod
-    def _not_created(namespace: str, exc: KubeApiError) -> JobOutcome:
-        """The outcome of a Job the API refused; refused credentials or RBAC are MIS's fault."""
-        if isinstance(exc, Refused):
-            raise BackendUnavailable(_refusal(namespace, exc)) from exc
-        return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
 
     async def _outcome(self, api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
         tail = tuple(follower.map_log.tail)
@@ -260,9 +240,23 @@ class KubernetesJobBackend:
             tail = (*tail, f"[the rest of its log is unavailable: {follower.log_problem}]")
         return JobOutcome(verdict.succeeded, verdict.reason, verdict.exit_code, tail)
 
-    async def _remove(self, api: KubeApi, name: str, selector: str, wait_for_pods: bool) -> None:
+    async def _remove(
+        self,
+        api: KubeApi,
+        name: str,
+        selector: str,
+        wait_for_pods: bool,
+        budget: float | None,
+        unsure: bool = False,
+    ) -> None:
+        """Delete the Job, retried for `budget` (None: api_retry_max_seconds). `unsure`: its
+        create was cut short, so the server may still make it: MIS watches for it a while."""
         try:
-            await api.delete_job(name, PROPAGATION)  # retried for api_retry_max_seconds
+            if not await api.delete_job(name, PROPAGATION, budget) and unsure:
+                with anyio.move_on_after(LATE_CREATE_SECONDS):
+                    await job_appears(self._watcher(api), name)
+                    await api.delete_job(name, PROPAGATION, budget)
+                    logger.warning("job {} was created after MIS gave up on it: deleted", name)
             if wait_for_pods:
                 with anyio.move_on_after(self.delete_wait_seconds) as waited:
                     await pods_gone(self._watcher(api), selector)
@@ -272,7 +266,12 @@ class KubernetesJobBackend:
                     )
             logger.info("job {} deleted", name)
         except API_FAILURES as exc:
-            logger.error("could not delete job {} ({}); it is swept at the next start", name, exc)
+            logger.error(
+                "could not delete job {} ({}); its activeDeadlineSeconds stops it, and it is "
+                "swept at MIS's next start",
+                name,
+                exc,
+            )
 
     async def warm_up(self, request: JobRequest) -> None:
         """Pull the MAP's image onto the node before the first request (readiness waits)."""
@@ -293,7 +292,7 @@ class KubernetesJobBackend:
             self.warm_up_state = str(exc)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._remove(api, manifest["metadata"]["name"], selector, False)
+                await self._remove(api, manifest["metadata"]["name"], selector, False, None)
         if self.warm_up_state == "pulling":
             waiting = f" ({progress.waiting_reason})" if progress.waiting_reason else ""
             logger.warning(
@@ -304,15 +303,3 @@ class KubernetesJobBackend:
             )
             self.warm_up_state = ""
         logger.info("image warm-up finished: {}", self.warm_up_state)
-
-
-def _refusal(namespace: str, exc: Refused) -> str:
-    if exc.code == 401:
-        return (
-            f"The Kubernetes API refused MIS's credentials ({exc}), read again once. Check "
-            "that MIS's service account token or kubeconfig is valid."
-        )
-    return (
-        f"MIS may not create Jobs in namespace {namespace} ({exc}). Check the Role bound to "
-        "its service account."
-    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from mis_core.errors import BackendUnavailable
+from mis_core.model import JobOutcome
 
 
 class KubeApiError(Exception):
@@ -62,4 +63,23 @@ def unreachable(exc: BaseException) -> BackendUnavailable:
     return BackendUnavailable(
         f"The Kubernetes API server cannot be reached ({type(exc).__name__}: {exc}). Check "
         "that the cluster is up and that MIS's kubeconfig or service account is valid."
+    )
+
+
+def not_created(namespace: str, exc: KubeApiError) -> JobOutcome:
+    """The outcome of a Job the API refused; refused credentials or RBAC are MIS's fault."""
+    if isinstance(exc, Refused):
+        raise BackendUnavailable(_refusal(namespace, exc)) from exc
+    return JobOutcome(False, f"could not be started: the API refused its Job ({exc})")
+
+
+def _refusal(namespace: str, exc: Refused) -> str:
+    if exc.code == 401:
+        return (
+            f"The Kubernetes API refused MIS's credentials ({exc}), read again once. Check "
+            "that MIS's service account token or kubeconfig is valid."
+        )
+    return (
+        f"MIS may not create Jobs in namespace {namespace} ({exc}). Check the Role bound to "
+        "its service account."
     )

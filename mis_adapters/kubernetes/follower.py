@@ -38,6 +38,8 @@ from mis_core.model import JobProgress
 LOG_READ_LIMITS = LogLimits(lines=10_000, size=16 << 20)
 LOG_RETRY_SECONDS = 1.0  # a log is a nicety: opening it is retried briefly, not for the request
 LOG_READ_SECONDS = 10  # a log read after the fact, or a pod looked up, gives up after this
+# A refused log read is retried this long: neither the answer nor the API waits on a log.
+LOG_RETRY_SECONDS = 1.0
 # The log stream ends with the container; this bounds the wait for its last lines (it only
 # matters when the stream hangs on after the container has gone).
 LOG_END_SECONDS = 5
@@ -156,9 +158,8 @@ class JobFollower:
 
     async def _stream_log(self) -> None:
         try:
-            await self.map_log.pump(
-                self.api.read_log(self.pod_name, CONTAINER, follow=True, budget=LOG_RETRY_SECONDS)
-            )
+            log = self.api.read_log(self.pod_name, CONTAINER, follow=True, budget=LOG_RETRY_SECONDS)
+            await self.map_log.pump(log)
         except API_FAILURES as exc:
             self._log_unavailable(exc)
         finally:
@@ -185,6 +186,15 @@ async def pods_gone(watcher: Watcher, selector: str) -> None:
             elif present is not None:
                 present.add(event.name)
             if present == set():
+                return
+
+
+async def job_appears(watcher: Watcher, name: str) -> None:
+    """Return once the Job `name` exists (one whose create was cut short may come late)."""
+    job = Watch("jobs", {"field_selector": f"metadata.name={name}"})
+    async with watching(watcher, job) as events:
+        async for event in events:
+            if isinstance(event, Change) and event.type != "DELETED":
                 return
 
 

@@ -27,8 +27,10 @@ from typing import Any
 import attrs
 
 from mis_adapters.kubernetes.status import pod_has_stopped
+from mis_adapters.labels import LABEL_JOB_ID
 
 LABEL_OWNER = "mis.monai.io/owner"  # the owning MIS process's token
+IDENTITY_LABELS = (LABEL_JOB_ID, LABEL_OWNER)  # a Job with these values is this request's
 POD_NAME_VARIABLE = "POD_NAME"
 POD_UID_VARIABLE = "POD_UID"
 
@@ -55,6 +57,13 @@ class Owner:
         if not (self.pod_name and self.pod_uid):
             return []
         return [{"apiVersion": "v1", "kind": "Pod", "name": self.pod_name, "uid": self.pod_uid}]
+
+
+def same_identity(existing: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
+    """Whether `existing` is the Job `manifest` describes: the same job id and owner labels."""
+    ours = manifest["metadata"].get("labels") or {}
+    theirs = (existing.get("metadata") or {}).get("labels") or {}
+    return all(theirs.get(key) == ours.get(key) for key in IDENTITY_LABELS if key in ours)
 
 
 def owner_pod_name(job: Mapping[str, Any]) -> str:

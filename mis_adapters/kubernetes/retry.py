@@ -2,18 +2,20 @@
 
 API Priority and Fairness answers 429 with Retry-After when the server is busy; an API server
 being upgraded answers 5xx or drops connections. Such a call is tried again with back-off
-(Retry-After honoured, capped) for as long as its caller's deadline allows: a request's own
-timeout inside a request, `RetryPolicy.max_seconds` outside one (start-up sweep, clean-up,
-warm-up). Every other answer is final. `ApiHealth` remembers since when the API has not
+(a longer Retry-After honoured, capped) for as long as its caller's deadline allows: a
+request's own timeout inside a request, `RetryPolicy.max_seconds` outside one (start-up sweep,
+clean-up, warm-up). Every other answer is final. `ApiHealth` remembers since when the API has not
 answered, for `/readyz` and for the message of a request that an outage ended.
 """
 
 from __future__ import annotations
 
+import email.utils
 import math
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import anyio
 import attrs
@@ -92,12 +94,18 @@ class Attempts:
         self.verb = verb
         self.failures = 0
         self.ambiguous = False  # some earlier try may have been carried out
+        self.pending = False  # the latest try has no answer yet that says it was not
         deadline = anyio.current_effective_deadline()
         if math.isinf(deadline):
             deadline = anyio.current_time() + (policy.max_seconds if budget is None else budget)
         elif budget is not None:
             deadline = min(deadline, anyio.current_time() + budget)
         self.deadline = deadline
+
+    @property
+    def unsure(self) -> bool:
+        """Whether the call, given up or cut short, may still have been carried out."""
+        return self.ambiguous or self.pending
 
     async def again(self, failure: Failure, error: Exception) -> None:
         """Wait for the next try; raise `BackendUnavailable` when it would come too late."""
@@ -111,15 +119,32 @@ class Attempts:
         await anyio.sleep(delay)
 
     def _delay(self, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_RETRY_AFTER)
+        """The back-off, or the Retry-After asked for when longer: a server (or a proxy) that
+        asks for no wait at all is not hammered."""
         backoff = min(FIRST_DELAY * 2.0**self.failures, MAX_BACKOFF)
-        return backoff * random.uniform(0.5, 1.0)  # spread the clients a restart disconnected
+        backoff *= random.uniform(0.5, 1.0)  # spread the clients a restart disconnected
+        return max(backoff, min(retry_after or 0.0, MAX_RETRY_AFTER))
+
+
+def transient(code: int) -> bool:
+    """Whether the server may answer a status differently if asked again: throttled (429), or
+    failing inside (5xx other than 501 and 505, which a retry would only repeat)."""
+    return code in RETRYABLE_STATUSES
 
 
 def retry_after(header: str | None) -> float | None:
-    """The seconds a Retry-After header asks for (the API sends whole seconds), if it does."""
-    try:
-        return max(0.0, float(header)) if header else None
-    except ValueError:
+    """The seconds a Retry-After header asks for, if it does: the API sends whole seconds, a
+    proxy in front of it may send an HTTP date."""
+    if not header:
         return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -10,7 +10,8 @@ A watch can go silent without ever closing (a load balancer that dropped it, a n
 partition), and the server sends bookmarks only about once a minute, so silence cannot be told
 from a quiet Job: a watch that sent nothing for `resync_seconds` is given up and the objects are
 listed again (a resync, as client-go's informers do). Every step is bounded that way; an error
-the server may not repeat (429, 5xx, a cut connection) reconnects, any other refusal ends it.
+the server may not repeat (429, 5xx, a cut connection) reconnects, and so does a 401 once the
+credentials were read again (a rotated token); any other refusal ends it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from mis_adapters.kubernetes.api import KubeApi
-from mis_adapters.kubernetes.errors import Gone, KubeApiError
+from mis_adapters.kubernetes.errors import Gone, KubeApiError, Refused
+from mis_adapters.kubernetes.retry import transient
 from mis_core.errors import BackendUnavailable
 from mis_core.tasks import plain_task_group
 
@@ -91,24 +93,20 @@ class Watcher:
     counts: WatchCounts = attrs.field(factory=WatchCounts)
 
 
-def transient(exc: KubeApiError) -> bool:
-    """Whether the server may answer differently if asked again: throttled, or failing inside."""
-    return exc.code == 429 or exc.code >= 500
-
-
 async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Event]:
     """Events for `watch`, forever. A refusal that asking again cannot change is
     `BackendUnavailable`."""
     api, counts, kind = watcher.api, watcher.counts, watch.kind
     version = ""
     failures = 0
+    reauthenticated = False  # since the last event: a 401 reads the credentials again once
     while True:
         try:
             if not version:
                 with anyio.fail_after(max(watcher.resync_seconds, LIST_SECONDS)):
                     listing = await api.list_objects(kind, **watch.selectors)
                 version = listing["metadata"]["resourceVersion"]
-                items = listing.get("items") or []
+                items = [obj for obj in listing.get("items") or [] if selects(watch, obj)]
                 for obj in items:
                     yield Change(kind, "ADDED", obj)
                 yield Listed(kind, frozenset(obj["metadata"]["name"] for obj in items))
@@ -126,23 +124,54 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                     if event is None:
                         counts.restarts[kind, "closed"] += 1
                         break
-                    failures = 0
+                    failures, reauthenticated = 0, False
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
-                    if event["type"] != "BOOKMARK":
+                    if event["type"] != "BOOKMARK" and selects(watch, obj):
                         yield Change(kind, event["type"], obj)
         except Gone:
             logger.debug("the {} watch expired; listing again", kind)
             counts.restarts[kind, "expired"] += 1
             version = ""
+        except Refused as exc:
+            if exc.code != 401 or reauthenticated:
+                raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
+            logger.warning("the {} watch was refused ({}); reading credentials again", kind, exc)
+            reauthenticated = True
+            await api.credentials.reload()
         except (KubeApiError, BackendUnavailable, TimeoutError) as exc:
-            if isinstance(exc, KubeApiError) and not transient(exc):
+            if isinstance(exc, KubeApiError) and not transient(exc.code):
                 raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
             counts.restarts[kind, "error"] += 1
             delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
             failures += 1
             logger.warning("the {} watch was cut ({}); retrying in {}s", kind, _why(exc), delay)
             await anyio.sleep(delay)
+
+
+def selects(watch: Watch, obj: dict[str, Any]) -> bool:
+    """Whether `obj` is one that `watch` asked for. The server filters by the selectors, but a
+    proxy between may not: another request's Job must not decide this one."""
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    for key, value in _equalities(watch.selectors.get("label_selector", "")):
+        if labels.get(key) != value:
+            return False
+    fields = {"metadata.name": metadata.get("name")}
+    for key, value in _equalities(watch.selectors.get("field_selector", "")):
+        if key in fields and fields[key] != value:
+            return False
+    return True
+
+
+def _equalities(selector: str) -> list[tuple[str, str]]:
+    """The `key=value` (or `key==value`) terms of a selector: the only kind MIS writes."""
+    terms = []
+    for term in filter(None, (part.strip() for part in selector.split(","))):
+        key, equals, value = term.partition("=")
+        if equals and not key.endswith("!"):
+            terms.append((key.strip(), value.removeprefix("=").strip()))
+    return terms
 
 
 def _why(exc: Exception) -> str:

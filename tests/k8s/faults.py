@@ -4,13 +4,15 @@ An ASGI layer in front of the double's routes. Tests queue faults per (resource,
 set them for every call: a status with Retry-After (API Priority and Fairness' 429, an
 upgrading server's 5xx), a failure after the work was done (the double creates the Job, then
 answers 500 or drops the connection: an ambiguous create), a connection reset before any
-work, an outage of N seconds (open watches are cut, every call is reset), a share of calls
-failed at random (seeded), and bearer tokens the double accepts (others get 401). What was
-injected is kept in `injected`, apart from the double's request log.
+work, a call carried out only seconds later (its client may have given up), an outage of N
+seconds (open watches are cut, every call is reset), a share of calls failed at random
+(seeded), and bearer tokens the double accepts (others get 401). What was injected is kept in
+`injected`, apart from the double's request log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
@@ -28,7 +30,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-How = Literal["status", "after", "reset", "drop_after", "cut_answer"]
+How = Literal["status", "after", "reset", "drop_after", "cut_answer", "late"]
 
 
 @attrs.frozen
@@ -38,6 +40,7 @@ class Fault:
     how: How
     status: int = 503
     retry_after: str | None = None
+    seconds: float = 0  # "late": how long the server takes before it does the work
 
 
 @attrs.define
@@ -78,6 +81,11 @@ class Faults:
         """The next calls are carried out; their answers are cut after the headers."""
         self._queue(resource, verb, Fault("cut_answer"), times)
 
+    def late(self, resource: str, verb: str, seconds: float) -> None:
+        """The next call is received whole, then carried out `seconds` later, whether or not
+        its client is still waiting (an overloaded server, or etcd slow to commit)."""
+        self._queue(resource, verb, Fault("late", seconds=seconds), 1)
+
     def outage(self, seconds: float) -> None:
         """For `seconds` from now every call is reset; open watch streams end now."""
         self.outage_until = time.monotonic() + seconds
@@ -109,11 +117,14 @@ class Faults:
             if fault is None:
                 await app(scope, receive, send)
                 return
-            cuts = ("reset", "drop_after", "cut_answer")
+            cuts = ("reset", "drop_after", "cut_answer", "late")
             what = fault.how if fault.how in cuts else str(fault.status)
             self.injected.append(
                 (resource, verb, f"{what} after work" if fault.how == "after" else what)
             )
+            if fault.how == "late":
+                await app(scope, await _received_late(receive, fault.seconds), send)
+                return
             if fault.how == "cut_answer":
                 with contextlib.suppress(ConnectionResetError):
                     await app(scope, receive, _headers_only(send))
@@ -167,6 +178,19 @@ def _bearer(scope: Scope) -> str:
         if name == b"authorization":
             return str(value.decode().removeprefix("Bearer ").strip())
     return ""
+
+
+async def _received_late(receive: Receive, seconds: float) -> Receive:
+    """The request's body read now, handed to the routes `seconds` later."""
+    messages = [await receive()]
+    while messages[-1].get("more_body"):
+        messages.append(await receive())
+    await asyncio.sleep(seconds)
+
+    async def replay() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    return replay
 
 
 async def _swallow(message: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ A stream is a watch ("jobs", "pods") or a followed log ("pods/log"), named by th
 - `error_event(key, code)`: its open watches get an ERROR event with that code and end.
 - `refuse(key, code, times)`: its next requests (watches, log reads) are answered with a
   Status of that code (a 503 or 429 for a watch, a 500 for a log read).
+- `leak(key)`: its watches also send the events of objects their selectors do not match, as a
+  proxy that drops the query would.
 
 Third parties: `evict` (a kubelet whose node runs short of memory), `disrupt` (the Eviction
 API, the scheduler's preemption, the taint manager: a DisruptionTarget condition, then the
@@ -62,6 +64,7 @@ logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
 class WatchFaults:
     def __init__(self) -> None:
         self.silent: set[str] = set()
+        self.leaky: set[str] = set()  # watches that ignore their selectors
         self.withheld: Counter[str] = Counter()  # chunks held back, by key
         self.cut: Counter[str] = Counter()  # streams cut, by key
         self._resets: Counter[str] = Counter()
@@ -88,12 +91,16 @@ class WatchFaults:
         self._errors[key] = (generation, code)
         self._wake()
 
+    def leak(self, *keys: str) -> None:
+        self.leaky.update(keys)
+
     def refuse(self, key: str, code: int, times: int | None = None) -> None:
         """Answer the next `times` requests for `key` (all, for None) with `code`."""
         self._refusals[key] = (code, times)
 
     def clear(self) -> None:
         self.silent.clear()
+        self.leaky.clear()
         self._refusals.clear()
 
     # -- hooks (the double's routes call these) --------------------------------------------
