@@ -21,8 +21,7 @@ import pytest
 import yaml
 from loguru import logger
 
-from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_adapters.kubernetes.job import ANNOTATION_REQUEST_ID, JobOptions, job_name
+from mis_adapters.kubernetes.job import ANNOTATION_REQUEST_ID, job_name
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, MapSpec, Resources
 from tests.k8s import kubelet
@@ -59,10 +58,7 @@ async def test_an_outage_past_the_timeout_is_answered_soon_after_it(
     Job's deletion is tried briefly; its activeDeadlineSeconds stops it, as the log says."""
     double.behaviour = runs_for(1, outage=60)
     spec = MapSpec(image="example/map:1", resources=Resources(), timeout_seconds=3)
-    (tmp_path / "payload").mkdir()
-    backend = KubernetesJobBackend(
-        JobOptions(namespace="", host_path=str(tmp_path / "payload")), delete_wait_seconds=5
-    )
+    backend = backend_for(tmp_path)
     errors: list[str] = []
     sink = logger.add(lambda m: errors.append(m.record["message"]), level="ERROR")
     started = time.monotonic()
