@@ -28,7 +28,7 @@ from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.launch import REPORT
 from mis_adapters.process.orphans import become_subreaper
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
-from tests.adapters.test_jobs_process import spec, supervisor_of, workspace
+from tests.adapters.process_jobs import spec, supervisor_of, workspace
 from tests.containment.probes import require_bubblewrap
 from tests.processes import is_alive
 

@@ -9,8 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,10 @@ import httpx
 import yaml
 
 from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot, maps_dir
+
+__all__ = ["REPO", "SCRIPTED_MAP", "Server", "running_server", "scripted_map_config", "wait_until"]
 
 REPO = Path(__file__).parents[2]
 SCRIPTED_MAP = str(REPO / "tests" / "maps" / "scripted_map.py")
@@ -68,17 +70,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll `condition` until it holds, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def scripted_map_config(
@@ -166,3 +157,10 @@ def _healthy(url: str, process: subprocess.Popen[bytes], verify: ssl.SSLContext 
         return httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def peak_rss(server: Server) -> int:
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")

@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
-from tests.e2e.test_memory import peak_rss
+from tests.e2e.server import Server, peak_rss, running_server, scripted_map_config, wait_until
 from tests.zips import RawEntry, deflated, make_zip, many_entries_zip, raw_zip
 
 MiB = 1024 * 1024

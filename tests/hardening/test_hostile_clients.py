@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import Server, peak_rss, running_server, scripted_map_config, wait_until
 from tests.hardening.http_client import Answer, Reader, connect
 from tests.zips import make_zip
 
@@ -64,13 +64,6 @@ def idle(server: Server) -> bool:
 
 def healthy(server: Server) -> bool:
     return httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
-
-
-def peak_rss(server: Server) -> int:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def access_lines(server: Server, path: str) -> list[str]:

@@ -16,7 +16,7 @@ from mis_adapters.kubernetes.backend import KubernetesJobBackend
 from mis_adapters.kubernetes.job import JobOptions, build_job
 from mis_adapters.kubernetes.ownership import Owner
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
-from tests.helm.test_chart import CHART, find, render
+from tests.helm.chart import CHART, find, render
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.k8s.helpers import pod_of_mis, wait_for_calls

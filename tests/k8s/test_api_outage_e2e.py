@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.server import Server, running_server, wait_until
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
-from tests.k8s.test_e2e_kubernetes import INPUT, kubernetes_config, post
+from tests.k8s.mis_e2e import INPUT, kubernetes_config, post
 
 TIMEOUT = 4  # the MAP's timeout: the outages below are shorter and longer than it
 
