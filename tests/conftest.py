@@ -1,9 +1,8 @@
-"""Shared test helpers: required tools, the anyio backend, the container engine and images."""
+"""Shared fixtures: starting MIS, required tools, the anyio backend, the engine and images."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,26 +11,23 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.docker.engine import Engine, podman_engine
-from tests.harness.unavailable import unavailable
+from tests.harness import servers
+from tests.harness.unavailable import require_root, require_tool, unavailable
 from tests.k8s.double import KubeDouble
 from tools.images import build_all, load_all
+
+__all__ = ["require_root", "require_tool"]  # where tests have long imported them from
 
 if TYPE_CHECKING:
     from tests.nonroot import NonRoot
 
 
-def require_tool(name: str) -> str:
-    """The path of `name`; skip without it, or fail when CI sets MIS_REQUIRE_ALL=1."""
-    path = shutil.which(name)
-    if path is None:
-        unavailable(f"the {name!r} command is not installed")
-    return path
+@pytest.fixture(scope="session")
+def mis_server() -> servers.ServerFactory:
+    """Starts MIS: `with mis_server(work, overrides, backend=..., nonroot=..., env=...) as s`.
 
-
-def require_root(why: str) -> None:
-    """Skip unless running as root (fail when CI sets MIS_REQUIRE_ALL=1); `why` says for what."""
-    if os.geteuid() != 0:
-        unavailable(f"needs root: {why}")
+    Session-scoped, so module-scoped fixtures share one server; see tests/harness/servers.py."""
+    return servers.mis_server
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,6 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.server import running_server
-
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
 import pydicom
@@ -28,6 +26,7 @@ from PIL import Image
 
 from tests.example import corpus
 from tests.example.serving import example_config, leftovers_after
+from tests.harness.servers import ServerFactory
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
 
@@ -73,11 +72,11 @@ def series_of(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def answer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Answer]:
+def answer(tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory) -> Iterator[Answer]:
     tmp_path = tmp_path_factory.mktemp("corpus")
     study = corpus.build(tmp_path / "study")
     archive = zip_folder(study.root, tmp_path / "study.zip")
-    with running_server(example_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path, config=example_config(tmp_path)) as server:
         response = httpx.post(
             f"{server.url}/v1/inference", files={"file": archive.read_bytes()}, timeout=120
         )

@@ -24,6 +24,7 @@ from tests.e2e.server import (
     wait_until,
     zip_post,
 )
+from tests.harness.servers import ServerFactory
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.k8s.mis_e2e import INPUT, kubernetes_config, post
@@ -43,13 +44,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeDoub
 
 @pytest.fixture(scope="module")
 def server(
-    cluster: tuple[KubeDouble, Path], tmp_path_factory: pytest.TempPathFactory
+    cluster: tuple[KubeDouble, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    mis_server: ServerFactory,
 ) -> Iterator[Server]:
     _, kubeconfig = cluster
     tmp = tmp_path_factory.mktemp("k8s-mis")
-    with running_server(
-        kubernetes_config(tmp), tmp, env={"KUBECONFIG": str(kubeconfig)}
-    ) as running:
+    with mis_server(tmp, backend="kubernetes", kubeconfig=kubeconfig) as running:
         yield running
 
 
