@@ -48,6 +48,7 @@ class FakeStorage:
         self.output = [b"PK-one", b"PK-two"]
         self.fail_delete = False
         self.hold_deletes: anyio.Event | None = None  # deletions wait for it when set
+        self.workspaces: set[str] = set()  # created and not yet deleted
 
     def _step(self, name: str) -> None:
         self.journal.append(name)
@@ -57,6 +58,7 @@ class FakeStorage:
 
     async def create(self, request_id: str) -> Workspace:
         self._step("create")
+        self.workspaces.add(request_id)
         return Workspace("/ws", request_id)
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
@@ -80,6 +82,7 @@ class FakeStorage:
             await self.hold_deletes.wait()
         if self.fail_delete:
             raise OSError("disk on fire")
+        self.workspaces.discard(workspace.name)
         self.journal.append("deleted")
 
     async def sweep(self) -> int:
