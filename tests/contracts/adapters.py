@@ -37,7 +37,7 @@ class StorageUnderTest(Protocol):
 
 class LocalVolume:
     def __init__(self, tmp_path: Path) -> None:
-        self.storage = LocalStorage(tmp_path / "payload", LIMITS)
+        self.storage: Storage = LocalStorage(tmp_path / "payload", LIMITS)
 
     def exists(self, workspace: Workspace) -> bool:
         return Path(workspace.root).exists()
@@ -46,7 +46,7 @@ class LocalVolume:
 class FakeVolume:
     def __init__(self, tmp_path: Path) -> None:
         self.fake = FakeStorage([])
-        self.storage = self.fake
+        self.storage: Storage = self.fake  # mypy holds the fake to the port here
 
     def exists(self, workspace: Workspace) -> bool:
         return workspace.name in self.fake.workspaces
