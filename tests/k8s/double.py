@@ -99,7 +99,7 @@ class KubeDouble:
         self.pod_deletion_seconds = 0.05
         # A mutating admission step (a cluster policy), applied to every object created
         self.admission: Callable[[str, dict[str, Any]], None] | None = None
-        self.faults = WatchFaults()  # silent, cut or refused streams (tests/k8s/watch_faults.py)
+        self.watch_faults = WatchFaults()  # silent, cut or refused streams (watch_faults.py)
         self._pulse: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None

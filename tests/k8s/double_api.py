@@ -79,7 +79,7 @@ class _Api:
                 self.double.record(Call(group, resource, "watch", ns))
                 if (resource, "watch") in self.double.forbidden:
                     return status(403, "Forbidden", f'cannot watch resource "{resource}"')
-                if (refusal := self.double.faults.refusal(resource)) is not None:
+                if (refusal := self.double.watch_faults.refusal(resource)) is not None:
                     return refusal
                 return StreamingResponse(
                     self._faulty_watch(
@@ -204,7 +204,7 @@ class _Api:
     async def _log(self, request: Request) -> Response:
         ns, name = request.path_params["ns"], request.path_params["name"]
         self.double.record(Call("", "pods/log", "get", ns))
-        if (refusal := self.double.faults.refusal("pods/log")) is not None:
+        if (refusal := self.double.watch_faults.refusal("pods/log")) is not None:
             return refusal
         if ("pods", ns, name) not in self.double.objects and name not in self.double.logs:
             return status(404, "NotFound", f'pods "{name}" not found')
@@ -229,9 +229,9 @@ class _Api:
                 await self.double.changed()
 
         return StreamingResponse(
-            self.double.faults.stream("pods/log", follow()), media_type="text/plain"
+            self.double.watch_faults.stream("pods/log", follow()), media_type="text/plain"
         )
 
     def _faulty_watch(self, resource: str, *args: Any) -> AsyncIterator[bytes]:
         """The watch as the faults a test switched on let it through (watch_faults.py)."""
-        return self.double.faults.stream(resource, self._watch(resource, *args))
+        return self.double.watch_faults.stream(resource, self._watch(resource, *args))

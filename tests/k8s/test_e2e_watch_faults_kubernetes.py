@@ -49,7 +49,7 @@ def server(
 @pytest.fixture(autouse=True)
 def faults_cleared_and_nothing_left(cluster: KubeDouble, server: Server) -> Iterator[None]:
     yield
-    cluster.faults.clear()
+    cluster.watch_faults.clear()
     wait_until(lambda: server.leftovers() == [], 5, "the payload folder to be empty")
     wait_until(
         lambda: cluster.items("jobs") == [] and cluster.items("pods") == [], 5, "no jobs or pods"
@@ -82,11 +82,11 @@ def test_silent_watches_cost_a_study_seconds_not_its_timeout(
 ) -> None:
     _, baseline = timed_post(server, tmp_path)
     before = resyncs(server)
-    cluster.faults.silence("jobs", "pods")
+    cluster.watch_faults.silence("jobs", "pods")
     response, silent = timed_post(server, tmp_path)
     print(f"cost: e2e silent watches: {silent - baseline:.2f}s (baseline {baseline:.2f}s)")
     assert outputs(response) == INPUT
-    assert sum(cluster.faults.withheld.values()) > 0
+    assert sum(cluster.watch_faults.withheld.values()) > 0
     assert silent - baseline < SILENCE_BOUND
     assert resyncs(server) > before  # and the metrics say so
 
@@ -144,7 +144,7 @@ def test_a_log_that_cannot_be_read_still_returns_the_output(
     server: Server, cluster: KubeDouble, tmp_path: Path
 ) -> None:
     _, baseline = timed_post(server, tmp_path)
-    cluster.faults.refuse("pods/log", 500)
+    cluster.watch_faults.refuse("pods/log", 500)
     response, refused = timed_post(server, tmp_path)
     print(f"cost: e2e log refused: {refused - baseline:.2f}s (baseline {baseline:.2f}s)")
     assert outputs(response) == INPUT

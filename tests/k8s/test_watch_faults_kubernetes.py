@@ -80,14 +80,18 @@ async def test_a_silent_watch_costs_a_study_at_most_a_resync(
     watch, or through the listing MIS makes after `resync_seconds` of silence."""
     finished: list[float] = []
     double.behaviour = ending_with(
-        lambda kube: kube.faults.silence(*silent), kubelet.finishes(0, lines=["done"]), finished
+        lambda kube: kube.watch_faults.silence(*silent),
+        kubelet.finishes(0, lines=["done"]),
+        finished,
     )
     backend = backend_for(tmp_path)
     outcome = await run_to_outcome(backend, request_in(tmp_path))
     late = time.monotonic() - finished[0]
     cost(f"silent {'+'.join(silent)} watch", late)
     assert outcome.succeeded
-    assert sum(double.faults.withheld[kind] for kind in silent) > 0  # the fault did hold events
+    assert (
+        sum(double.watch_faults.withheld[kind] for kind in silent) > 0
+    )  # the fault did hold events
     assert late < SILENCE_BOUND
     if len(silent) == 2:  # only a listing could tell
         assert sum(backend.watch_counts.resyncs.values()) >= 1
@@ -95,17 +99,19 @@ async def test_a_silent_watch_costs_a_study_at_most_a_resync(
 
 
 TRANSIENT = {
-    "reset": lambda kube: kube.faults.reset("jobs", "pods"),
+    "reset": lambda kube: kube.watch_faults.reset("jobs", "pods"),
     "503": lambda kube: _refused_then_reset(kube, 503),
     "429": lambda kube: _refused_then_reset(kube, 429),
-    "error-event-500": lambda kube: [kube.faults.error_event(k, 500) for k in ("jobs", "pods")],
+    "error-event-500": lambda kube: [
+        kube.watch_faults.error_event(k, 500) for k in ("jobs", "pods")
+    ],
 }
 
 
 def _refused_then_reset(kube: KubeDouble, code: int) -> None:
     for kind in ("jobs", "pods"):
-        kube.faults.refuse(kind, code, times=3)
-    kube.faults.reset("jobs", "pods")
+        kube.watch_faults.refuse(kind, code, times=3)
+    kube.watch_faults.reset("jobs", "pods")
 
 
 @pytest.mark.parametrize("fault", list(TRANSIENT))
@@ -145,7 +151,7 @@ async def fault_while_running(
                 tg.start_soon(request)
                 await wait_for_calls(double, "", "pods/log", "get")
                 if silent:
-                    double.faults.silence("jobs", "pods")
+                    double.watch_faults.silence("jobs", "pods")
                 started = time.monotonic()
                 await anyio.to_thread.run_sync(fault)
             seconds = time.monotonic() - started
@@ -226,8 +232,8 @@ async def test_a_disrupted_pod_names_who_stopped_it_and_why(
 
 
 def log_fails(kube: KubeDouble) -> None:
-    kube.faults.refuse("pods/log", 500)  # every later read, the tail's too
-    kube.faults.reset("pods/log")  # and the stream MIS follows is cut
+    kube.watch_faults.refuse("pods/log", 500)  # every later read, the tail's too
+    kube.watch_faults.reset("pods/log")  # and the stream MIS follows is cut
 
 
 @pytest.mark.parametrize(
@@ -240,7 +246,7 @@ async def test_a_failing_log_read_loses_no_result(
 ) -> None:
     """Cut and refused (or, with no `fault`, silent for good): the outcome still comes, and
     MIS's log says the MAP's log is unavailable from there on."""
-    fail = fault or (lambda kube: kube.faults.silence("pods/log"))
+    fail = fault or (lambda kube: kube.watch_faults.silence("pods/log"))
     finished: list[float] = []
 
     async def story(kube: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
