@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -47,6 +46,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import procstat, report, scratch, targets
 from bench.burst import burst, p99, run_loop
 from bench.payloads import PROFILES, MiB, Profile, payload
+from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
+from tests.harness.process import free_port, launched, port_of
+from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mis" / "bench"  # on the checkout's disk, as the issue measured (not tmpfs)
@@ -78,52 +80,25 @@ class Server:
         return self.process.pid
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise SystemExit("server did not start")
-
-
 @contextlib.contextmanager
 def serve(argv: list[str], env: dict[str, str] | None = None) -> Iterator[Server]:
-    """A server in a session of its own (`argv` ends with "--port"); stopped with SIGTERM,
-    and its whole process group killed if it does not stop (a naive service stuck in its
-    request)."""
+    """A server in a session of its own (`argv` ends with "--port"), started and stopped as the
+    end-to-end tests start theirs (tests/harness/process.py): its whole process group is killed
+    if it does not stop on SIGTERM (a naive service stuck in its request)."""
     port = free_port()
-    log_path = WORK / f"server-{port}.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [*argv, str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process)
-        yield Server(url, process, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+    log = WORK / f"server-{port}.log"
+    with launched(
+        [*argv, str(port)],
+        url,
+        log=log,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        start_seconds=30,
+        stop_seconds=20,
+        own_session=True,
+    ) as process:
+        yield Server(url, process, log)
 
 
 def mis_argv(config: Path) -> list[str]:
@@ -195,7 +170,7 @@ def wait_deleted(url: str, payload_dir: Path, requests: int = 1, timeout: float 
     Watched from outside (the payload folder emptied) before /metrics is asked: each scrape
     costs the server a few milliseconds of CPU, which the CPU seconds measured would count."""
     deadline = time.monotonic() + timeout
-    while any(payload_dir.iterdir()):
+    while any(p.name != PAYLOAD_ROOT_MARKER for p in payload_dir.iterdir()):  # MIS keeps its marker
         if time.monotonic() > deadline:
             raise SystemExit(f"{url}: the workspace was not deleted within {timeout:g} s")
         time.sleep(0.1)
@@ -486,9 +461,8 @@ def busy_burst(bursts: int = 9) -> dict[str, dict[str, float]]:
     with serve(mis_argv(config_file)) as mis, serve(floor_argv) as floor:
         holder = threading.Thread(target=post, args=(mis.url, waiting, held / "out.zip"))
         holder.start()
-        while not files["started"].exists():
-            time.sleep(0.01)
-        ports = {"mis": int(mis.url.rsplit(":", 1)[1]), "floor": int(floor.url.rsplit(":", 1)[1])}
+        wait_until(files["started"].exists, 60, "the held request to start")
+        ports = {"mis": port_of(mis.url), "floor": port_of(floor.url)}
         for port in ports.values():
             run_loop(burst(port))  # warm-up
         for _ in range(bursts):

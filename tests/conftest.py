@@ -1,9 +1,8 @@
-"""Shared test helpers: required tools, the anyio backend, the container engine and images."""
+"""Shared fixtures: starting MIS, required tools, the anyio backend, the engine and images."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,33 +11,23 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.docker.engine import Engine, podman_engine
+from tests.harness import servers
+from tests.harness.unavailable import require_root, require_tool, unavailable
 from tests.k8s.double import KubeDouble
 from tools.images import build_all, load_all
+
+__all__ = ["require_root", "require_tool"]  # where tests have long imported them from
 
 if TYPE_CHECKING:
     from tests.nonroot import NonRoot
 
-REQUIRE_ALL = os.environ.get("MIS_REQUIRE_ALL") == "1"
 
+@pytest.fixture(scope="session")
+def mis_server() -> servers.ServerFactory:
+    """Starts MIS: `with mis_server(work, overrides, backend=..., nonroot=..., env=...) as s`.
 
-def require_tool(name: str) -> str:
-    """The path of `name`; skip without it, or fail when CI sets MIS_REQUIRE_ALL=1."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"the {name!r} command is not installed"
-        if REQUIRE_ALL:
-            pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
-        pytest.skip(message)
-    return path
-
-
-def require_root(why: str) -> None:
-    """Skip unless running as root (fail when CI sets MIS_REQUIRE_ALL=1); `why` says for what."""
-    if os.geteuid() != 0:
-        message = f"needs root: {why}"
-        if REQUIRE_ALL:
-            pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
-        pytest.skip(message)
+    Session-scoped, so module-scoped fixtures share one server; see tests/harness/servers.py."""
+    return servers.mis_server
 
 
 @pytest.fixture(scope="session")
@@ -62,10 +51,7 @@ def tiny_volume(tmp_path: Path) -> Iterator[Path]:
         ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)], capture_output=True
     )
     if result.returncode != 0:
-        reason = f"cannot mount a tmpfs here: {result.stderr.decode().strip()}"
-        if REQUIRE_ALL:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
     try:
         yield volume
     finally:

@@ -49,6 +49,7 @@ class FakeStorage:
         self.fail_delete = False
         self.hold_deletes: anyio.Event | None = None  # deletions wait for it when set
         self.unready: MisError | None = None  # what check() raises
+        self.workspaces: set[str] = set()  # created and not yet deleted
 
     def _step(self, name: str) -> None:
         self.journal.append(name)
@@ -58,6 +59,7 @@ class FakeStorage:
 
     async def create(self, job_id: str) -> Workspace:
         self._step("create")
+        self.workspaces.add(job_id)
         return Workspace("/ws", job_id)
 
     async def receive(self, workspace: Workspace, chunks: AsyncIterable[bytes]) -> int:
@@ -81,6 +83,7 @@ class FakeStorage:
             await self.hold_deletes.wait()
         if self.fail_delete:
             raise OSError("disk on fire")
+        self.workspaces.discard(workspace.name)
         self.journal.append("deleted")
 
     async def check(self) -> None:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.conftest import require_tool
+from tests.harness.unavailable import require_tool
 
 UID = GID = 10001
 REPO = Path(__file__).parents[1]

@@ -28,9 +28,10 @@ from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.launch import REPORT
 from mis_adapters.process.orphans import become_subreaper
 from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspace
-from tests.adapters.test_jobs_process import spec, supervisor_of, workspace
+from tests.adapters.process_jobs import spec, supervisor_of, workspace
 from tests.built import process_options
 from tests.containment.probes import require_bubblewrap
+from tests.harness.wait import await_until, settled
 from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
@@ -130,10 +131,16 @@ def describe(pid: int) -> str:
 
 def my_leftovers(spare: set[int] = frozenset()) -> list[str]:  # type: ignore[assignment]
     """This process's children, zombies included, that are not of its own session: what a
-    MAP left that MIS neither killed nor reaped (a supervisor is reaped when collected)."""
-    time.sleep(0.3)  # for SIGKILLs already sent to land
-    mine = [pid for pid in children() if session_of(pid) != os.getsid(0) and pid not in spare]
-    return [describe(pid) for pid in mine]
+    MAP left that MIS neither killed nor reaped (a supervisor is reaped when collected).
+
+    Polled until there are none, for SIGKILLs already sent to land; what is still there
+    after a few seconds is left."""
+
+    def leftovers() -> list[str]:
+        mine = [pid for pid in children() if session_of(pid) != os.getsid(0) and pid not in spare]
+        return [describe(pid) for pid in mine]
+
+    return settled(leftovers, lambda found: found == [], timeout=3)
 
 
 # 1. A MAP that closes its stdout/stderr early and keeps running -----------------------------
@@ -466,7 +473,7 @@ async def test_two_concurrent_runs_one_killing_its_supervisor(tmp_path: Path) ->
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(one, "slow", slow, ws_b)
-                await anyio.sleep(0.2)
+                await await_until(lambda: len(backend.supervisors) == 1, 5, "the slow run")
                 tg.start_soon(one, "killer", killer, ws_a)
         found = pids(pidfile, 2)
         assert outcomes["slow"].succeeded

@@ -26,9 +26,9 @@ from mis_core.model import (
     JobRequest,
     MapSpec,
     Resources,
-    Workspace,
 )
 from mis_core.quantity import CpuQuantity
+from tests.adapters.process_jobs import spec, supervisor_of, workspace
 from tests.built import process_options
 from tests.containment.probes import require_bubblewrap
 from tests.processes import is_alive
@@ -36,26 +36,6 @@ from tests.processes import is_alive
 pytestmark = pytest.mark.anyio
 
 LIMITS = ExtractLimits(max_extracted_bytes=1 << 20, max_entries=100, max_compression_ratio=100.0)
-SCRIPTED_MAP = str(Path(__file__).parents[1] / "maps" / "scripted_map.py")
-
-
-def workspace(tmp_path: Path) -> Workspace:
-    ws = Workspace(str(tmp_path), "req-7")
-    Path(ws.input_dir).mkdir(parents=True)
-    Path(ws.output_dir).mkdir()
-    return ws
-
-
-def spec(**changes: object) -> MapSpec:
-    values: dict[str, object] = {
-        "command": (sys.executable, SCRIPTED_MAP),
-        "args": ("-i", "{input_path}", "-o", "{output_path}"),
-        "resources": Resources(cpu="2500m", gpu=2),
-        "timeout_seconds": 30,
-        "env": {"MODEL_NAME": "spleen"},
-    }
-    values.update(changes)
-    return MapSpec(**values)  # type: ignore[arg-type]
 
 
 async def test_success_with_the_map_environment(tmp_path: Path) -> None:
@@ -368,11 +348,6 @@ async def test_a_run_ending_leaves_the_unpack_workers_of_another_request_alone(
             worker.wait()
         source.close()
     assert sum(result["files"] for result in results) == 20
-
-
-def supervisor_of(ws: Workspace) -> int:
-    """The run's supervisor, as the backend recorded it in the workspace."""
-    return int(Path(ws.file(backend_module.RECORD)).read_text().split()[0])
 
 
 def sandboxed(payload_root: Path) -> ProcessJobBackend:

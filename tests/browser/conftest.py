@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_ALL, require_tool
+from tests.conftest import require_tool
 from tests.e2e.server import REPO
+from tests.harness.unavailable import unavailable
 
 # Playwright cannot download its own browser here; these flags keep Chromium off the network.
 CHROMIUM_FLAGS = [
@@ -37,9 +38,7 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        if REQUIRE_ALL:
-            pytest.fail("playwright is not installed (MIS_REQUIRE_ALL=1)")
-        pytest.skip("playwright is not installed")
+        unavailable("playwright is not installed")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         yield launched
@@ -75,10 +74,7 @@ def new_page(browser: Any) -> Iterator[Any]:
 def axe(new_page: Any) -> Path:
     """axe-core's script; skips without it (fails in CI, which installs it)."""
     if not AXE.exists():
-        message = "axe-core is not installed (run npm ci in tests/browser)"
-        if REQUIRE_ALL:
-            pytest.fail(f"{message} (MIS_REQUIRE_ALL=1)")
-        pytest.skip(message)
+        unavailable("axe-core is not installed (run npm ci in tests/browser)")
     return AXE
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from mis_adapters.process.sandbox import probe
-from tests.conftest import REQUIRE_ALL, require_tool
+from tests.conftest import require_tool
 from tests.e2e.server import Server
+from tests.harness.unavailable import unavailable
 from tests.nonroot import NonRoot, maps_dir
 
 PIDS_LIMIT = 64  # tasks a MAP may add to those of MIS's user
@@ -31,8 +31,7 @@ def require_bubblewrap() -> None:
     require_tool("bwrap")
     problem = probe()
     if problem is not None:
-        message = f"bubblewrap does not work here: {problem}"
-        pytest.fail(message) if REQUIRE_ALL else pytest.skip(message)
+        unavailable(f"bubblewrap does not work here: {problem}")
 
 
 def probe_config(

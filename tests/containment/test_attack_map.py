@@ -15,6 +15,7 @@ import httpx
 from tests.conftest import require_tool
 from tests.containment.probes import TOKEN, mis_environment, probe_config, require_bubblewrap
 from tests.e2e.server import running_server, wait_until
+from tests.harness.servers import mis_server
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 
@@ -104,7 +105,7 @@ def sandboxed_output(
     require_bubblewrap()
     config = probe_config(work, nonroot, "bubblewrap", "m")
     config["map"]["command"] = ["/bin/sh", "-c", script]
-    with running_server(config, work, nonroot=nonroot, env=env) as server:
+    with mis_server(work, config=config, nonroot=nonroot, env=env) as server:
         body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
         response = httpx.post(
             f"{server.url}/v1/inference",

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from tests.conftest import require_tool
-from tests.e2e.server import Server, running_server, wait_until
+from tests.e2e.server import Server, wait_until
+from tests.harness.servers import ServerFactory
 from tests.nonroot import NonRoot, maps_dir
 from tests.zips import make_zip
 
@@ -29,7 +30,7 @@ def work(nonroot: NonRoot) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(nonroot: NonRoot, work: Path) -> Iterator[Server]:
+def server(nonroot: NonRoot, work: Path, mis_server: ServerFactory) -> Iterator[Server]:
     secret = work / "host"
     secret.mkdir()
     (secret / "passwd").write_bytes(SECRET)  # readable by MIS's user: it must still not leak
@@ -42,7 +43,7 @@ def server(nonroot: NonRoot, work: Path) -> Iterator[Server]:
         },
         "process": {"kill_grace_seconds": 1},
     }
-    with running_server(config, work, nonroot=nonroot) as running:
+    with mis_server(work, config=config, nonroot=nonroot) as running:
         yield running
 
 

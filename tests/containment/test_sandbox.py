@@ -39,6 +39,7 @@ from tests.containment.probes import (
     send,
 )
 from tests.e2e.server import Server, running_server, wait_until
+from tests.harness.servers import mis_server
 from tests.nonroot import NonRoot
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
@@ -72,7 +73,7 @@ def serve(nonroot: NonRoot, sandbox: str, **server: object) -> Iterator[Served]:
     work = nonroot.workdir(sandbox)
     marker = secrets.token_hex(8)
     config = probe_config(work, nonroot, sandbox, marker, **server)
-    with running_server(config, work, env=mis_environment(work), nonroot=nonroot) as running:
+    with mis_server(work, config=config, env=mis_environment(work), nonroot=nonroot) as running:
         yield Served(running, work, marker, sandbox)
 
 

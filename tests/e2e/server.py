@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
+from tests.harness.process import free_port, launched, port_of
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot, maps_dir
+
+__all__ = [
+    "REPO",
+    "SCRIPTED_MAP",
+    "Server",
+    "free_port",
+    "running_server",
+    "scripted_map_config",
+    "wait_until",
+]
 
 REPO = Path(__file__).parents[2]
 SCRIPTED_MAP = str(REPO / "tests" / "maps" / "scripted_map.py")
@@ -48,8 +57,7 @@ class Server:
 
 def raw_request(server: Server, data: bytes) -> socket.socket:
     """A connection to `server` that has sent `data` (a request, whole or cut short) as is."""
-    port = int(server.url.rsplit(":", 1)[1])
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock = socket.create_connection(("127.0.0.1", port_of(server.url)))
     sock.sendall(data)
     return sock
 
@@ -62,23 +70,6 @@ def zip_post(body: bytes, content_length: int | None = None) -> bytes:
         + f"Content-Length: {length}\r\n\r\n".encode()
         + body
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll `condition` until it holds, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def scripted_map_config(
@@ -131,38 +122,26 @@ def running_server(
     log = tmp_path / "server.log"
     server_env = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}
     server_env.update(env or {})
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [*argv, "serve", "--config", str(config_file), "--port", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=server_env,
-            cwd=REPO if nonroot is None else nonroot.root,
-            preexec_fn=None if nofile is None else lambda: _limit_descriptors(nofile),
-        )
     scheme = "https" if config["server"].get("tls") else "http"
     url = f"{scheme}://127.0.0.1:{port}"
-    server = Server(url, Path(config["server"]["payload_dir"]), log, process)
-    try:
-        wait_until(lambda: _healthy(url, process, verify), 20, "the server to answer /healthz")
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with launched(
+        [*argv, "serve", "--config", str(config_file), "--port", str(port)],
+        url,
+        log=log,
+        env=server_env,
+        cwd=REPO if nonroot is None else nonroot.root,
+        verify=verify,
+        preexec_fn=None if nofile is None else lambda: _limit_descriptors(nofile),
+    ) as process:
+        yield Server(url, Path(config["server"]["payload_dir"]), log, process)
 
 
 def _limit_descriptors(limits: tuple[int, int]) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
-def _healthy(url: str, process: subprocess.Popen[bytes], verify: ssl.SSLContext | bool) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"the server exited with code {process.returncode}")
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1, verify=verify).status_code == 200
-    except httpx.TransportError:
-        return False
+def peak_rss(server: Server) -> int:
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")

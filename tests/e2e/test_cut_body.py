@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import require_tool
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until, zip_post
+from tests.e2e.server import Server, wait_until, zip_post
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 # Loaded by the server's Python at start-up (PYTHONPATH): reading the output fails, as a disk
@@ -35,13 +36,11 @@ volume.LocalStorage.pack_output = _fails_after_the_first_chunk
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("cut")
     (work / "hook").mkdir()
     (work / "hook" / "sitecustomize.py").write_text(FAILING_DISK)
-    with running_server(
-        scripted_map_config(work), work, env={"PYTHONPATH": str(work / "hook")}
-    ) as running:
+    with mis_server(work, env={"PYTHONPATH": str(work / "hook")}) as running:
         yield running
 
 

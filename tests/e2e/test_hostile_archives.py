@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
-from tests.e2e.test_memory import peak_rss
+from tests.e2e.server import Server, peak_rss, wait_until
+from tests.harness.servers import ServerFactory
 from tests.zips import RawEntry, deflated, make_zip, many_entries_zip, raw_zip
 
 MiB = 1024 * 1024
@@ -20,9 +20,9 @@ BOMB = bytes(200 * MiB)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("hostile")
-    with running_server(scripted_map_config(work), work) as running:
+    with mis_server(work) as running:
         yield running
 
 

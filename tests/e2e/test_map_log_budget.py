@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.live_log import Post, follow, new_key
 from tests.e2e.server import REPO, Server, running_server, scripted_map_config
-from tests.e2e.test_live_log import Post, follow, new_key
 from tests.zips import make_zip
 
 CHATTY_MAP = str(REPO / "tests" / "maps" / "chatty_map.py")

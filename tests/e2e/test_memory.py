@@ -9,17 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.e2e.server import Server, peak_rss, running_server, scripted_map_config
 
 MiB = 1024 * 1024
 FILES = 240  # 240 MiB of input, which the MAP copies to its output
-
-
-def peak_rss(server: Server) -> int:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
 
 
 def make_study(path: Path, files: int) -> Path:

@@ -19,11 +19,10 @@ from tests.conftest import require_tool
 from tests.e2e.server import (
     Server,
     raw_request,
-    running_server,
-    scripted_map_config,
     wait_until,
     zip_post,
 )
+from tests.harness.servers import ServerFactory
 from tests.processes import is_alive
 from tests.zips import make_zip
 
@@ -40,9 +39,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[Server]:
-    config = scripted_map_config(workdir, max_upload_bytes=5_000_000)
-    with running_server(config, workdir) as running:
+def server(workdir: Path, mis_server: ServerFactory) -> Iterator[Server]:
+    with mis_server(workdir, {"server": {"max_upload_bytes": 5_000_000}}) as running:
         yield running
 
 

@@ -6,10 +6,8 @@ backend with the example's own mis.yaml; each test checks one property of its an
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import sys
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterator
@@ -20,9 +18,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import yaml
-
-from tests.e2e.server import REPO, Server, running_server
 
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
@@ -30,18 +25,10 @@ import pydicom
 from PIL import Image
 
 from tests.example import corpus
+from tests.example.serving import example_config, leftovers_after
+from tests.harness.servers import ServerFactory
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
-
-EXAMPLE_CONFIG = REPO / "examples" / "dicom_stats" / "mis.yaml"
-
-
-def example_config(tmp_path: Path) -> dict[str, Any]:
-    """The example's mis.yaml as is, but for the payload folder and the interpreter."""
-    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
-    config["server"]["payload_dir"] = str(tmp_path / "payload")
-    config["map"]["command"][0] = sys.executable  # the interpreter that has the example's extra
-    return config
 
 
 def zip_folder(folder: Path, target: Path) -> Path:
@@ -75,13 +62,6 @@ class Answer:
         return [np.asarray(Image.open(io.BytesIO(self.files[n]))) for n in names]
 
 
-def leftovers_after(server: Server) -> list[str]:
-    """What is left of the request once its clean-up (which may follow the answer) is done."""
-    with contextlib.suppress(AssertionError):  # the test that asserts it says what is left
-        server.wait_until_clean(10)
-    return server.leftovers()
-
-
 def header(path: Path) -> pydicom.Dataset:
     return pydicom.dcmread(path, stop_before_pixels=True)
 
@@ -92,11 +72,11 @@ def series_of(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def answer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Answer]:
+def answer(tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory) -> Iterator[Answer]:
     tmp_path = tmp_path_factory.mktemp("corpus")
     study = corpus.build(tmp_path / "study")
     archive = zip_folder(study.root, tmp_path / "study.zip")
-    with running_server(example_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path, config=example_config(tmp_path)) as server:
         response = httpx.post(
             f"{server.url}/v1/inference", files={"file": archive.read_bytes()}, timeout=120
         )

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.server import REPO, running_server
-from tests.example.test_corpus import example_config, leftovers_after
+from tests.example.serving import example_config, leftovers_after
 
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 

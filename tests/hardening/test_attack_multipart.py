@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.e2e.server import Server
 from tests.hardening.http_client import Reader, connect
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("attack-multipart")
-    with running_server(scripted_map_config(workdir), workdir) as running:
+    with mis_server(workdir) as running:
         yield running
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.e2e.server import Server
 from tests.hardening.http_client import connect
+from tests.harness.servers import ServerFactory
 
 CONNECTIONS = 200
 READ = 256 * 1024  # what asyncio reads at once
@@ -35,8 +36,8 @@ REQUEST = b"GET /healthz HTTP/1.1\r\n\r\n"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running_server(scripted_map_config(tmp_path), tmp_path) as running:
+def server(tmp_path: Path, mis_server: ServerFactory) -> Iterator[Server]:
+    with mis_server(tmp_path) as running:
         yield running
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 TOKENS = ["s3cret-token-for-alice", "s3cret-token-for-bob"]
@@ -25,11 +26,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[Server]:
+def server(workdir: Path, mis_server: ServerFactory) -> Iterator[Server]:
     tokens = workdir / "tokens"
     tokens.write_text("# one token per line\n" + "\n".join(TOKENS) + "\n")
-    config = scripted_map_config(workdir, auth={"tokens_file": str(tokens)})
-    with running_server(config, workdir) as running:
+    with mis_server(workdir, {"server": {"auth": {"tokens_file": str(tokens)}}}) as running:
         yield running
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import Server, wait_until
 from tests.hardening.http_client import Reader, connect
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 FORGED_PATH = (
@@ -23,10 +24,12 @@ CONTROL_BYTES = [chr(c) for c in (*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F)]
 
 @pytest.fixture(scope="module", params=["text", "json"])
 def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    mis_server: ServerFactory,
 ) -> Iterator[Server]:
     work = tmp_path_factory.mktemp(f"logs-{request.param}")
-    with running_server(scripted_map_config(work, log_format=request.param), work) as running:
+    with mis_server(work, {"server": {"log_format": request.param}}) as running:
         yield running
 
 

@@ -27,6 +27,7 @@ from tests.e2e.server import (
     wait_until,
     zip_post,
 )
+from tests.harness.servers import ServerFactory
 from tests.processes import is_alive
 from tests.zips import make_zip
 
@@ -47,15 +48,16 @@ def idle(server: Server) -> bool:
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def slow_server(
+    tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory
+) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("slow")
-    config = scripted_map_config(
-        tmp,
-        upload_idle_timeout_seconds=1,
-        upload_timeout_seconds=3,
-        min_upload_bytes_per_second=50,  # the drag-on trickle below is faster than this
-    )
-    with running_server(config, tmp) as server:
+    limits = {
+        "upload_idle_timeout_seconds": 1,
+        "upload_timeout_seconds": 3,
+        "min_upload_bytes_per_second": 50,  # the drag-on trickle below is faster than this
+    }
+    with mis_server(tmp, {"server": limits}) as server:
         yield server
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import Server, peak_rss, wait_until
 from tests.hardening.http_client import Answer, Reader, connect
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 MiB = 1024 * 1024
@@ -34,16 +35,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[Server]:
-    config = scripted_map_config(
-        workdir,
-        max_upload_bytes=MAX_UPLOAD,
-        upload_idle_timeout_seconds=2,
-        header_timeout_seconds=HEAD_TIMEOUT,
-        download_idle_timeout_seconds=DOWNLOAD_IDLE,
-    )
-    config["map"]["timeout_seconds"] = 30
-    with running_server(config, workdir) as running:
+def server(workdir: Path, mis_server: ServerFactory) -> Iterator[Server]:
+    limits = {
+        "max_upload_bytes": MAX_UPLOAD,
+        "upload_idle_timeout_seconds": 2,
+        "header_timeout_seconds": HEAD_TIMEOUT,
+        "download_idle_timeout_seconds": DOWNLOAD_IDLE,
+    }
+    with mis_server(workdir, {"server": limits, "map": {"timeout_seconds": 30}}) as running:
         yield running
 
 
@@ -64,13 +63,6 @@ def idle(server: Server) -> bool:
 
 def healthy(server: Server) -> bool:
     return httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
-
-
-def peak_rss(server: Server) -> int:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def access_lines(server: Server, path: str) -> list[str]:
@@ -442,11 +434,12 @@ def test_http_1_0_is_told_to_use_http_1_1_for_inference(server: Server, tmp_path
 
 
 @pytest.fixture(scope="module")
-def two_slots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+def two_slots(
+    tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory
+) -> Iterator[tuple[Server, Path]]:
     work = tmp_path_factory.mktemp("two-slots")
-    config = scripted_map_config(work, max_concurrent=2)
-    config["map"]["timeout_seconds"] = 30
-    with running_server(config, work) as running:
+    overrides = {"server": {"max_concurrent": 2}, "map": {"timeout_seconds": 30}}
+    with mis_server(work, overrides) as running:
         yield running, work
 
 

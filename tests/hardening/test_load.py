@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.burst import EMPTY_ZIP, burst, run_loop
 from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 CLIENTS = 200
@@ -27,11 +28,9 @@ BURSTS = 3
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("load")
-    config = scripted_map_config(tmp)
-    config["map"]["timeout_seconds"] = 120
-    with running_server(config, tmp) as running:
+    with mis_server(tmp, {"map": {"timeout_seconds": 120}}) as running:
         yield running
 
 

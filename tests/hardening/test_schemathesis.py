@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.e2e.server import running_server, scripted_map_config
+from tests.harness.servers import ServerFactory
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
 
@@ -27,9 +27,11 @@ DOCUMENTED_5XX = {"busy", "timeout", "map_failed", "backend_unavailable", "insuf
 
 
 @pytest.fixture(scope="module")
-def live_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesis.BaseSchema]:
+def live_schema(
+    tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory
+) -> Iterator[schemathesis.BaseSchema]:
     tmp: Path = tmp_path_factory.mktemp("schemathesis")
-    with running_server(scripted_map_config(tmp), tmp) as server:
+    with mis_server(tmp) as server:
         yield schemathesis.openapi.from_url(f"{server.url}/openapi.json")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import require_tool
-from tests.helm.test_chart import find, render
+from tests.helm.chart import find, render
 
 ALL_ON = (
     "metrics.serviceMonitor.enabled=true",

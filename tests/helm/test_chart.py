@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +12,10 @@ import yaml
 
 from mis_adapters.kubernetes.job import build_job
 from mis_app.bootstrap import job_options, sample_job_request
-from mis_app.settings import load_settings
-from tests.conftest import require_tool
 from tests.e2e.server import REPO
+from tests.helm.chart import CHART, KUBERNETES_VERSIONS, find, helm, mis_settings_from, render
 
-CHART = REPO / "deploy" / "helm" / "monai-inference-service"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
-KUBERNETES_VERSIONS = ["1.35.0", "1.36.0", "1.37.0"]
-
-
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_tool("helm"), *args], capture_output=True, text=True, timeout=60)
-
-
-def render(*values: Path, sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    args = ["template", "mis", str(CHART), "--namespace", "radiology"]
-    for path in values:
-        args += ["-f", str(path)]
-    for item in sets:
-        args += ["--set", item]
-    result = helm(*args)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def find(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    [doc] = [
-        d
-        for d in docs
-        if d["kind"] == kind and "helm.sh/hook" not in d["metadata"].get("annotations", {})
-    ]
-    return doc
 
 
 VALUE_SETS = [None, *CI_VALUES]
@@ -111,12 +83,6 @@ def test_bad_values_are_refused_with_a_clear_message(
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
-
-
-def mis_settings_from(docs: list[dict[str, Any]], tmp_path: Path):  # type: ignore[no-untyped-def]
-    config = tmp_path / "mis.yaml"
-    config.write_text(find(docs, "ConfigMap")["data"]["mis.yaml"])
-    return load_settings(config, {})
 
 
 def test_values_reach_the_job_through_mis_own_settings_loader(tmp_path: Path) -> None:

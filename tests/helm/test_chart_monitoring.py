@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.e2e.server import REPO
+from tests.helm.chart import CHART, KUBERNETES_VERSIONS, find, helm, render
 from tests.helm.monitoring import (
     ALERTS,
     ALL_ON,
@@ -27,7 +28,6 @@ from tests.helm.monitoring import (
     rule_groups,
     rules_file,
 )
-from tests.helm.test_chart import CHART, KUBERNETES_VERSIONS, find, helm, render
 
 JOB, NAMESPACE, INSTANCE = "mis-monai-inference-service", "radiology", "10.1.2.3:8000"
 MIS = f'job="{JOB}", namespace="{NAMESPACE}", instance="{INSTANCE}"'

@@ -4,20 +4,21 @@ carries studies."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from tests.e2e.server import running_server
-from tests.helm.test_chart import find, mis_settings_from, render
+from tests.helm.chart import (
+    deployment_pod,
+    find,
+    mis_settings_from,
+    mount_secret_as_the_kubelet_would,
+    render,
+)
 
 GiB = 1024**3
-
-
-def deployment_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return find(docs, "Deployment")["spec"]["template"]["spec"]
 
 
 @pytest.mark.parametrize(
@@ -66,19 +67,6 @@ def test_mis_pods_know_their_name_and_uid_for_the_jobs_they_own() -> None:
         "POD_NAME": "metadata.name",
         "POD_UID": "metadata.uid",
     }
-
-
-def mount_secret_as_the_kubelet_would(docs: list[dict[str, Any]], secret: str, data: str) -> Path:
-    """Write `data` where the Deployment mounts `secret`'s key; the file's path."""
-    pod = deployment_pod(docs)
-    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret]
-    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
-    assert mount["readOnly"] is True
-    [item] = volume["secret"]["items"]
-    path = Path(mount["mountPath"]) / item["path"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(data)
-    return path
 
 
 def test_auth_from_an_existing_secret_refuses_a_request_without_its_token(tmp_path: Path) -> None:

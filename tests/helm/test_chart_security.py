@@ -11,7 +11,7 @@ import pytest
 from mis_adapters.kubernetes.job import build_job
 from mis_adapters.kubernetes.network import job_network_policy
 from mis_app.bootstrap import job_options, sample_job_request
-from tests.helm.test_chart import CHART, find, mis_settings_from, render
+from tests.helm.chart import CHART, find, mis_settings_from, render
 from tests.k8s.pss import pod_of, violations
 
 CLAIM_VALUES = [

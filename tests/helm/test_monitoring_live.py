@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.helm.chart import find, mount_secret_as_the_kubelet_would
 from tests.helm.monitoring import (
     FOREIGN_METRICS,
     PENDING_METRICS,
@@ -22,8 +23,6 @@ from tests.helm.monitoring import (
     rules_file,
 )
 from tests.helm.prometheus import STEP, Prometheus, running_prometheus
-from tests.helm.test_chart import find
-from tests.helm.test_chart_operations import mount_secret_as_the_kubelet_would
 from tests.zips import make_zip
 
 FAILING_STUDIES = 6

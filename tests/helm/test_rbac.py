@@ -17,7 +17,7 @@ from mis_adapters.kubernetes.ownership import Owner
 from mis_app import bootstrap
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 from tests.built import settings
-from tests.helm.test_chart import CHART, find, render
+from tests.helm.chart import CHART, find, render
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.k8s.helpers import pod_of_mis, wait_for_calls

@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import REPO, running_server
+from tests.e2e.server import REPO
 
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
 from examples.dicom_stats.make_sample import build
+from tests.harness.servers import ServerFactory
 
 APP = REPO / "examples" / "dicom_stats" / "app.py"
 
@@ -47,7 +48,7 @@ def sample_study(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 @pytest.fixture(scope="session")
 def reference_output(
-    sample_study: bytes, tmp_path_factory: pytest.TempPathFactory
+    sample_study: bytes, tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory
 ) -> dict[str, bytes]:
     """The example MAP's output for the sample study through MIS's process backend."""
     tmp = tmp_path_factory.mktemp("reference")
@@ -65,7 +66,7 @@ def reference_output(
             "timeout_seconds": 60,
         },
     }
-    with running_server(config, tmp) as server:
+    with mis_server(tmp, config=config) as server:
         response = post_study(server.url, sample_study)
     assert response.status_code == 200, response.text
     output = entries(response.content)

@@ -17,7 +17,8 @@ import attrs
 import pytest
 
 from tests.docker.engine import Engine
-from tests.e2e.server import Server, running_server, wait_until
+from tests.e2e.server import Server, wait_until
+from tests.harness.servers import mis_server
 from tests.images.conftest import entries, post_study
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
@@ -78,8 +79,7 @@ def kubernetes_config(work: Path, image: str, **map_settings: Any) -> dict[str, 
 def serving(double: KubeDouble, work: Path, nonroot: NonRoot, config: dict[str, Any]) -> Any:
     """MIS as uid 10001, talking to the double."""
     kubeconfig = double.kubeconfig(work / "kubeconfig")
-    kubeconfig.chmod(0o644)
-    return running_server(config, work, env={"KUBECONFIG": str(kubeconfig)}, nonroot=nonroot)
+    return mis_server(work, config=config, kubeconfig=kubeconfig, nonroot=nonroot)
 
 
 def nothing_left(server: Server, double: KubeDouble, engine: Engine) -> None:

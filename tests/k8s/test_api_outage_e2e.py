@@ -14,23 +14,25 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, wait_until
+from tests.e2e.server import Server, wait_until
+from tests.harness.servers import ServerFactory
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
-from tests.k8s.test_e2e_kubernetes import INPUT, kubernetes_config, post
+from tests.k8s.mis_e2e import INPUT, post
 
 TIMEOUT = 4  # the MAP's timeout: the outages below are shorter and longer than it
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeDouble, Server]]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory
+) -> Iterator[tuple[KubeDouble, Server]]:
     tmp = tmp_path_factory.mktemp("k8s-outage")
     double = KubeDouble(kubelet.runs_locally()).start()
-    config = kubernetes_config(tmp, timeout=TIMEOUT)
-    config["kubernetes"]["api_retry_max_seconds"] = 1
+    overrides = {"map": {"timeout_seconds": TIMEOUT}, "kubernetes": {"api_retry_max_seconds": 1}}
     kubeconfig = double.kubeconfig(tmp / "kubeconfig")
     try:
-        with running_server(config, tmp, env={"KUBECONFIG": str(kubeconfig)}) as server:
+        with mis_server(tmp, overrides, backend="kubernetes", kubeconfig=kubeconfig) as server:
             yield double, server
     finally:
         double.stop()

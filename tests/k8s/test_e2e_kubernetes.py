@@ -10,46 +10,27 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from tests.e2e.server import (
-    SCRIPTED_MAP,
     Server,
     raw_request,
     running_server,
     wait_until,
     zip_post,
 )
+from tests.harness.servers import ServerFactory
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
+from tests.k8s.mis_e2e import INPUT, kubernetes_config, post
 from tests.processes import is_alive
 from tests.zips import make_zip
-
-INPUT = {"ct/slice-1.dcm": b"\x01" * 5000, "ct/slice-2.dcm": b"\x02" * 5000}
-
-
-def kubernetes_config(tmp_path: Path, timeout: float = 5) -> dict[str, Any]:
-    payload = tmp_path / "payload"
-    return {
-        "backend": "kubernetes",
-        "server": {"payload_dir": str(payload)},
-        "map": {
-            "image": "example/scripted-map:1",
-            "command": [sys.executable, SCRIPTED_MAP, "-i", "{input_path}", "-o", "{output_path}"],
-            "timeout_seconds": timeout,
-            "resources": {"cpu": "1", "memory": "1Gi", "gpu": 1},
-            "env": {"MIS_TEST_PIDFILE": str(tmp_path / "pids")},
-        },
-        "kubernetes": {"payload_volume": {"host_path": str(payload)}, "delete_wait_seconds": 5},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +45,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeDoub
 
 @pytest.fixture(scope="module")
 def server(
-    cluster: tuple[KubeDouble, Path], tmp_path_factory: pytest.TempPathFactory
+    cluster: tuple[KubeDouble, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    mis_server: ServerFactory,
 ) -> Iterator[Server]:
     _, kubeconfig = cluster
     tmp = tmp_path_factory.mktemp("k8s-mis")
-    with running_server(
-        kubernetes_config(tmp), tmp, env={"KUBECONFIG": str(kubeconfig)}
-    ) as running:
+    with mis_server(tmp, backend="kubernetes", kubeconfig=kubeconfig) as running:
         yield running
 
 
@@ -84,16 +65,6 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         wait_until(
             lambda: double.items("jobs") == [] and double.items("pods") == [], 5, "no jobs or pods"
         )
-
-
-def post(server: Server, files: dict[str, bytes], tmp_path: Path, mode: str = "") -> httpx.Response:
-    content = dict(files)
-    if mode:
-        content["_mode"] = mode.encode()
-    archive = make_zip(tmp_path / "in.zip", content)
-    return httpx.post(
-        f"{server.url}/v1/inference", files={"file": archive.read_bytes()}, timeout=60
-    )
 
 
 def test_round_trip_through_a_job_uses_the_mounts_it_declares(

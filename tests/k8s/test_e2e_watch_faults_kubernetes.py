@@ -15,10 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, wait_until
+from tests.e2e.server import Server, wait_until
+from tests.harness.servers import ServerFactory
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
-from tests.k8s.test_e2e_kubernetes import INPUT, kubernetes_config, post
+from tests.k8s.mis_e2e import INPUT, post
 from tests.k8s.watch_faults import LOW_MEMORY, client_delete, evict
 
 REPORT_BOUND = 5  # seconds from a deletion or an eviction to the answer
@@ -35,11 +36,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeDouble]:
 
 
 @pytest.fixture(scope="module")
-def server(cluster: KubeDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    cluster: KubeDouble, tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory
+) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("k8s-faults-mis")
     kubeconfig = cluster.kubeconfig(tmp / "kubeconfig")
-    config = kubernetes_config(tmp, timeout=60)
-    with running_server(config, tmp, env={"KUBECONFIG": str(kubeconfig)}) as running:
+    overrides = {"map": {"timeout_seconds": 60}}
+    with mis_server(tmp, overrides, backend="kubernetes", kubeconfig=kubeconfig) as running:
         yield running
 
 

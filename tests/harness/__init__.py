@@ -1,0 +1,1 @@
+"""What every kind of test shares: waiting with a deadline, skip-or-fail, starting MIS."""
