@@ -10,21 +10,15 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from mis_adapters.process.backend import ProcessJobBackend
-from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_core.model import JobOutcome, JobRequest, MapSpec, Workspace
 from mis_core.ports import JobBackend, Storage
 from tests.adapters.process_jobs import workspace
+from tests.built import local_storage, process_options
 from tests.fakes import FakeJobBackend, FakeStorage
 from tests.processes import is_alive
 
 Behaviour = Literal["succeed", "fail", "hang"]
 FAILING_CODE = 3
-LIMITS = PayloadLimits(
-    max_upload_bytes=1_000_000,
-    max_extracted_bytes=10**8,
-    max_entries=100,
-    max_compression_ratio=200,
-)
 
 
 class StorageUnderTest(Protocol):
@@ -37,7 +31,7 @@ class StorageUnderTest(Protocol):
 
 class LocalVolume:
     def __init__(self, tmp_path: Path) -> None:
-        self.storage: Storage = LocalStorage(tmp_path / "payload", LIMITS)
+        self.storage: Storage = local_storage(tmp_path / "payload")
 
     def exists(self, workspace: Workspace) -> bool:
         return Path(workspace.root).exists()
@@ -83,7 +77,7 @@ class ProcessBackend:
         }[behaviour]
         spec = MapSpec(command=(sys.executable, "-c", script, str(self.pidfile)))
         ws = workspace(self.tmp_path / "ws")
-        backend = ProcessJobBackend(spec, kill_grace_seconds=0.5)
+        backend = ProcessJobBackend(spec, process_options(kill_grace_seconds=0.5))
         return backend, JobRequest("req-contract", spec, ws)
 
     def started(self) -> bool:
