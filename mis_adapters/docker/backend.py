@@ -138,13 +138,13 @@ class DockerJobBackend:
             if exc.status != 404:
                 raise
             if self.pull == "never":
-                raise EngineError(exc.status, _missing_message(self.image)) from None
+                raise EngineError(exc.status, _missing_message(self.image)) from exc
         logger.info("the MAP image {} is missing; pulling it", self.image)
         progress.waiting_reason = f"the MAP image {self.image} was being pulled"
         try:
             await self.engine.pull(self.image)
         except EngineError as exc:
-            raise EngineError(exc.status, _pull_message(self.image, exc)) from None
+            raise EngineError(exc.status, _pull_message(self.image, exc)) from exc
         self._image_problem = ""
         return await self.engine.create_container(name, body)
 

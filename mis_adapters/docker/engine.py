@@ -196,7 +196,7 @@ class DockerEngine:
         try:
             response = await self._http.request(method, path, timeout=limits, **kwargs)
         except httpx.HTTPError as exc:
-            raise self.unreachable(exc) from None
+            raise self.unreachable(exc) from exc
         _raise_for_status(response)
         return response
 
@@ -207,7 +207,7 @@ class DockerEngine:
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise self.unreachable(exc) from None
+            raise self.unreachable(exc) from exc
         try:
             if not response.is_success:
                 await response.aread()
