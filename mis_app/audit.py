@@ -92,7 +92,7 @@ def trusted_networks(addresses: Sequence[str]) -> tuple[Network, ...]:
 
 def client_address(scope: Scope, trusted: tuple[Network, ...]) -> str | None:
     """The peer; when the peer is a trusted proxy, X-Forwarded-For's last untrusted hop."""
-    peer = (scope.get("client") or (None,))[0]
+    peer: str | None = (scope.get("client") or (None,))[0]
     if peer is None or not _is_trusted(peer, trusted):
         return peer
     forwarded = [
@@ -211,7 +211,5 @@ def audit_layer(settings: Settings, paths: frozenset[str]) -> list[Middleware]:
         "resources": summary["resources"],
     }
     trusted = trusted_networks(server.trusted_proxies)
-    audit = Middleware(
-        AuditMiddleware, log=log, map_facts=facts, trusted=trusted, paths=paths
-    )
+    audit = Middleware(AuditMiddleware, log=log, map_facts=facts, trusted=trusted, paths=paths)
     return [audit]

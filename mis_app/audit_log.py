@@ -25,6 +25,7 @@ STDOUT = "-"
 WRAPPER = "audit"  # the key that marks a record on standard output
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _TAIL_STEP = 64 * 1024
+_SEQ_SEARCH_BYTES = 1024 * 1024  # records are small: the last one is within this of the end
 
 
 def record_of(line: bytes) -> dict[str, Any] | None:
@@ -55,6 +56,19 @@ def last_line(path: Path) -> bytes:
         return tail[:-1] if tail.endswith(b"\n") else tail
 
 
+def last_seq(path: Path) -> int:
+    """The `seq` of the last record among the file's last lines (0 when none is there): a
+    line cut short by a crash is not a record, and the chain counts on past it."""
+    with open(path, "rb") as source:
+        source.seek(max(0, source.seek(0, os.SEEK_END) - _SEQ_SEARCH_BYTES))
+        lines = source.read().splitlines()
+    for line in reversed(lines):
+        seq = (record_of(line) or {}).get("seq")
+        if isinstance(seq, int):
+            return seq
+    return 0
+
+
 class AuditLog:
     """Appends records to `target` (a path, or `-` for standard output), flushing each."""
 
@@ -73,9 +87,7 @@ class AuditLog:
             if path.is_file() and path.stat().st_size:
                 line = last_line(path)
                 self._prev = hashlib.sha256(line).hexdigest()
-                last = record_of(line) or {}
-                seq = last.get("seq")
-                self._seq = seq if isinstance(seq, int) else 0
+                self._seq = last_seq(path)
                 with open(path, "rb") as existing:
                     existing.seek(-1, os.SEEK_END)
                     ends_cleanly = existing.read(1) == b"\n"

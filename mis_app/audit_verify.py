@@ -9,13 +9,18 @@ with what was shipped elsewhere (a log collector) to see those.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from mis_app.audit_log import EMPTY_SHA256, record_of
+
+if TYPE_CHECKING:
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 @attrs.frozen
@@ -90,3 +95,13 @@ def run(path: Path) -> int:
         return 0
     print(f"{path}: the chain is broken in {len(verdict.breaks)} place(s)")
     return 1
+
+
+def add_audit_command(commands: Commands) -> None:
+    """`mis audit verify FILE` on the `mis` command's subcommands."""
+    audit = commands.add_parser("audit", help="work with the audit file (server.audit_file)")
+    verify = audit.add_subparsers(required=True, metavar="COMMAND").add_parser(
+        "verify", help="check the audit file's chain; exit 0 when whole, 1 where it breaks"
+    )
+    verify.add_argument("file", type=Path, help="the audit file")
+    verify.set_defaults(run=lambda options: run(options.file), needs_settings=False)

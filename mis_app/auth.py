@@ -55,7 +55,8 @@ class TokenFile:
             self.tokens()  # a broken file is logged at start-up, not at the first request
 
     def tokens(self) -> list[tuple[str, bytes]]:
-        """The current (name, token) pairs; raises TokensUnavailable when there has never been a good set."""
+        """The current (name, token) pairs; raises TokensUnavailable when there has never
+        been a good set."""
         now = self._clock()
         try:
             info = os.stat(self.path)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import yaml
 
+from mis_app.audit_verify import add_audit_command
 from mis_app.settings import (
     DockerSettings,
     Settings,
@@ -132,12 +133,7 @@ def _add_tools(commands: Commands) -> None:
     _add_config(render)
     render.set_defaults(run=_render_job)
 
-    audit = commands.add_parser("audit", help="work with the audit file (server.audit_file)")
-    verify = audit.add_subparsers(required=True, metavar="COMMAND").add_parser(
-        "verify", help="check the audit file's chain; exit 0 when whole, 1 where it breaks"
-    )
-    verify.add_argument("file", type=Path, help="the audit file")
-    verify.set_defaults(run=_verify_audit, needs_settings=False)
+    add_audit_command(commands)
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -242,11 +238,6 @@ def _warnings(settings: Settings) -> list[str]:
         finally:
             logger.enable("mis_app.auth")
     return warnings
-
-
-def _verify_audit(options: argparse.Namespace) -> int:
-    from mis_app.audit_verify import run
-    return run(options.file)
 
 
 def _render_job(settings: Settings, options: argparse.Namespace) -> int:

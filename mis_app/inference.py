@@ -41,13 +41,13 @@ class InferenceEndpoint:
         request = Request(scope, receive)
         body_read = anyio.Event()
         facts: AuditFacts | None = scope["state"].get("audit")  # present while auditing is on
-        upload = _upload(request, state.upload_limits, body_read, facts and facts.upload)
+        upload = _upload(request, state.upload_limits, body_read, facts.upload if facts else None)
         # keyed by MIS's own job id: the client's request id may be another's too
         ids = scope["state"]
         inference = state.service.infer(ids["job_id"], upload, request_id=ids["request_id"])
         if facts is not None:
             facts.inference = inference
-        answer = _Answer(facts and facts.output)
+        answer = _Answer(facts.output if facts else None)
         began = time.perf_counter()
         try:
             await answer.send(inference, body_read, scope, receive, send)
@@ -85,7 +85,9 @@ class _Answer:
             await send(message)
 
         try:
-            if await _unless_disconnected(receive, body_read, _send_zip(inference, tracked_send, self.digest)):
+            if await _unless_disconnected(
+                receive, body_read, _send_zip(inference, tracked_send, self.digest)
+            ):
                 self.outcome = "ok"
             else:
                 self.outcome = "client_disconnected"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -90,13 +91,16 @@ def test_a_success_records_the_hashes_of_what_went_in_and_out(
     response = post(server, body, "ok-1", **{"x-forwarded-for": "203.0.113.7, 10.1.2.3"})
     assert response.status_code == 200
     got = record(workdir, "ok-1")
-    assert got["status"] == 200 and got["code"] == "ok"
+    assert got["status"] == 200
+    assert got["code"] == "ok"
     assert got["input_sha256"] == hashlib.sha256(body).hexdigest()
-    assert got["input_bytes"] == len(body) and got["input_entries"] == 2
+    assert got["input_bytes"] == len(body)
+    assert got["input_entries"] == 2
     assert got["output_sha256"] == hashlib.sha256(response.content).hexdigest()
     assert got["output_bytes"] == len(response.content)
     assert got["output_entries"] == 4  # the two files, and the scripted MAP's two records
-    assert got["job_id"] != "ok-1" and len(got["job_id"]) == 32
+    assert got["job_id"] != "ok-1"
+    assert len(got["job_id"]) == 32
     assert got["client"] == "203.0.113.7"  # the last hop the trusted proxies did not add
     assert got["token_name"] == "radiology"
     assert got["map"]["command"][1].endswith("scripted_map.py")
@@ -125,7 +129,10 @@ def test_refusals_and_failures_each_leave_one_record(
     for request_id, (status, code) in expected.items():
         got = record(workdir, request_id)
         assert (got["status"], got["code"]) == (status, code), got
-    assert record(workdir, "bad-zip")["input_sha256"] == hashlib.sha256(b"not a zip at all").hexdigest()
+    assert (
+        record(workdir, "bad-zip")["input_sha256"]
+        == hashlib.sha256(b"not a zip at all").hexdigest()
+    )
     assert record(workdir, "no-token")["token_name"] is None
     assert record(workdir, "unnamed")["token_name"] == "token-3"  # its line in the file
     assert record(workdir, "failed")["output_sha256"] is None
@@ -142,7 +149,8 @@ def test_busy_and_a_client_gone_mid_upload_are_recorded(
     busy = post(server, waiting, "refused")
     (workdir / "release").write_text("go")
     thread.join(30)
-    assert busy.status_code == 500 and first[0].status_code == 200
+    assert busy.status_code == 500
+    assert first[0].status_code == 200
     assert (record(workdir, "refused")["status"], record(workdir, "refused")["code"]) == (
         500,
         "busy",
@@ -158,7 +166,8 @@ def test_busy_and_a_client_gone_mid_upload_are_recorded(
     wait_until(busy, 10, "the upload to be admitted")
     sock.close()
     got = record(workdir, "gone")
-    assert got["status"] is None and got["code"] == "client_disconnected"
+    assert got["status"] is None
+    assert got["code"] == "client_disconnected"
     assert got["input_sha256"] is None  # the upload never ended: no hash of a part
     assert got["input_bytes"] <= 50_002
 
@@ -166,7 +175,9 @@ def test_busy_and_a_client_gone_mid_upload_are_recorded(
 def test_nothing_of_the_study_or_the_token_reaches_the_audit_file(
     server: Server, workdir: Path, tmp_path: Path
 ) -> None:
-    body = a_zip(tmp_path, {"DOE^JOHN/1.dcm": b"PatientName=DOE^JOHN", "DOE^JOHN/MRN-4711.txt": b"x"})
+    body = a_zip(
+        tmp_path, {"DOE^JOHN/1.dcm": b"PatientName=DOE^JOHN", "DOE^JOHN/MRN-4711.txt": b"x"}
+    )
     assert post(server, body, "patient").status_code == 200
     record(workdir, "patient")
     text = b"\n".join(lines(workdir))
@@ -201,10 +212,31 @@ def test_verify_passes_on_the_real_file_and_pinpoints_an_edit_and_a_removal(
     (tmp_path / "edited").write_bytes(b"\n".join(edited) + b"\n")
     broken = verify(tmp_path / "edited")
     assert broken.returncode == 1
-    assert f"edited:2: was edited" in broken.stdout, broken.stdout
+    assert "edited:2: was edited" in broken.stdout, broken.stdout
 
     removed = original[:2] + original[3:]
     (tmp_path / "removed").write_bytes(b"\n".join(removed) + b"\n")
     gap = verify(tmp_path / "removed")
     assert gap.returncode == 1
     assert "removed:3: 1 record(s) removed between line 2 and this line" in gap.stdout, gap.stdout
+
+
+def test_a_request_stopped_by_a_shutdown_is_recorded(
+    mis_server: ServerFactory, tmp_path: Path
+) -> None:
+    audit = tmp_path / "stop-audit.jsonl"
+    overrides = {"server": {"audit_file": str(audit), "shutdown_grace_seconds": 0}}
+    answers: list[httpx.Response] = []
+    with mis_server(tmp_path, overrides) as stopping:
+        body = a_zip(tmp_path, {"a": b"1"}, "wait")
+        thread = threading.Thread(target=lambda: answers.append(post(stopping, body, "cut", None)))
+        thread.start()
+        wait_until(lambda: (tmp_path / "started").exists(), 15, "the MAP to start")
+        stopping.process.send_signal(signal.SIGTERM)
+        thread.join(30)
+        stopping.process.wait(30)
+    assert answers[0].status_code == 503
+    [line] = audit.read_bytes().splitlines()
+    got = json.loads(line)
+    assert (got["request_id"], got["status"], got["code"]) == ("cut", 503, "stopped")
+    assert got["input_sha256"] == hashlib.sha256(body).hexdigest()
