@@ -9,71 +9,23 @@ never a file name or anything else from inside a study.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import struct
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 import attrs
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mis_app.audit_log import AuditLog, AuditUnavailable
+from mis_app.digest import Digest
 from mis_app.settings import Settings, SettingsError
 from mis_app.summary import map_summary
 from mis_core.service import Inference
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-THREAD_HASH_BYTES = 256 * 1024  # larger chunks are hashed on a worker thread
-_EOCD = b"PK\x05\x06"
-_ZIP64_EOCD = b"PK\x06\x06"
-_ZIP_TAIL_BYTES = 56 + 20 + 22  # zip64 end record, its locator, the end record
-
-
-class Digest:
-    """SHA-256 and size of a stream of bytes, taken as it passes."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self.size = 0
-        self.tail = b""  # the last bytes, for the zip's entry count
-        self.complete = False  # the stream was read to its end
-
-    def update(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
-        self._count(chunk)
-
-    async def update_off_loop(self, chunk: bytes) -> None:
-        """Like update; a large chunk is hashed on a worker thread (hashlib lets go of the
-        GIL), so the event loop serves others meanwhile."""
-        if len(chunk) < THREAD_HASH_BYTES:
-            self.update(chunk)
-            return
-        await anyio.to_thread.run_sync(self._hash.update, chunk)
-        self._count(chunk)
-
-    def _count(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        self.tail = (self.tail + chunk[-_ZIP_TAIL_BYTES:])[-_ZIP_TAIL_BYTES:]
-
-    @property
-    def sha256(self) -> str | None:
-        """The hash of the whole stream; None for one cut short (the size says how far)."""
-        return self._hash.hexdigest() if self.complete else None
-
-    def zip_entries(self) -> int | None:
-        """The entry count in the end record of the zip this stream was (no comment)."""
-        tail = self.tail
-        if not self.complete or len(tail) < 22 or tail[-22:-18] != _EOCD:
-            return None
-        count = int(struct.unpack("<H", tail[-12:-10])[0])
-        if count == 0xFFFF and tail[:4] == _ZIP64_EOCD:
-            count = int(struct.unpack("<Q", tail[32:40])[0])
-        return count
 
 
 @attrs.define
@@ -163,6 +115,8 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, watched_send)
         finally:
+            facts.upload.close()
+            facts.output.close()
             self.log.write(self._record(scope, facts, started, status))
 
     def _record(

@@ -16,7 +16,8 @@ from loguru import logger
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mis_app.audit import AuditFacts, Digest
+from mis_app.audit import AuditFacts
+from mis_app.digest import Digest
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
 from mis_app.state import app_state
@@ -119,13 +120,13 @@ async def _upload(
     request: Request, limits: UploadLimits, body_read: anyio.Event, digest: Digest | None
 ) -> AsyncIterator[bytes]:
     """The zip's bytes, read only once the service has admitted the request (and hashed as
-    they pass when auditing: small chunks, on the loop that already handles them)."""
+    they pass when auditing)."""
     async for chunk in zip_upload(request, limits):  # refuses a wrong media type first
         if digest is not None:
-            digest.update(chunk)
+            await digest.feed(chunk)
         yield chunk
     if digest is not None:
-        digest.complete = True
+        await digest.finish()
     body_read.set()
 
 
@@ -138,10 +139,10 @@ async def _send_zip(inference: Inference, send: Send, digest: Digest | None) -> 
                 await send({"type": "http.response.start", "status": 200, "headers": ZIP_HEADERS})
                 started = True
             if digest is not None:
-                await digest.update_off_loop(chunk)
+                await digest.feed(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     if digest is not None:
-        digest.complete = True
+        await digest.finish()
     # The slot is free now (the workspace is being deleted in the background), so a client
     # that sends its next request as soon as this one ends is not told it is busy.
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -12,6 +12,7 @@ import pytest
 from mis_app.audit import client_address, trusted_networks
 from mis_app.audit_log import EMPTY_SHA256, AuditLog, AuditUnavailable
 from mis_app.audit_verify import verify_file, verify_lines
+from mis_app.digest import Digest
 from mis_app.token_format import MalformedTokens, client_token, parse_named_tokens
 
 
@@ -121,3 +122,24 @@ def test_verify_tells_each_kind_of_damage_apart() -> None:
     assert [(b.line, b.what) for b in verify_lines(edited).breaks] == [
         (2, "was edited (the next record's prev_sha256 does not match it)")
     ]
+
+
+@pytest.mark.anyio
+async def test_a_digest_hashes_the_whole_stream_beside_it_and_nothing_of_a_cut_one() -> None:
+    chunks = [bytes([n]) * (64 * 1024 + n) for n in range(100)]  # several batches, odd sizes
+    whole = Digest()
+    for chunk in chunks:
+        await whole.feed(chunk)
+    await whole.finish()
+    assert whole.sha256 == hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert whole.size == sum(map(len, chunks))
+
+    cut = Digest()
+    for chunk in chunks[:50]:
+        await cut.feed(chunk)
+    cut.close()
+    assert cut.sha256 is None
+    assert cut.size == sum(map(len, chunks[:50]))
+    assert cut._thread is not None
+    cut._thread.join(5)
+    assert not cut._thread.is_alive()  # a stream cut short leaves no thread behind
