@@ -242,3 +242,21 @@ def test_a_request_stopped_by_a_shutdown_is_recorded(
     got = json.loads(line)
     assert (got["request_id"], got["status"], got["code"]) == ("cut", 503, "stopped")
     assert got["input_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_form_upload_records_the_hash_of_the_zip_not_of_the_form(
+    server: Server, workdir: Path, tmp_path: Path
+) -> None:
+    body = a_zip(tmp_path, {"a.txt": b"hello"})
+    response = httpx.post(
+        f"{server.url}/upload/",
+        files={"file": ("study.zip", body)},
+        headers={"x-request-id": "form", **AUTH},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    got = record(workdir, "form")
+    assert got["path"] == "/upload/"
+    assert got["input_sha256"] == hashlib.sha256(body).hexdigest()
+    assert got["input_bytes"] == len(body)
+    assert b"study.zip" not in b"\n".join(lines(workdir))  # the form's file name neither
