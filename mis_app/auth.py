@@ -24,7 +24,7 @@ from loguru import logger
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
-from mis_app.token_format import MalformedTokens, parse_tokens
+from mis_app.token_format import MalformedTokens, parse_named_tokens
 from mis_core.errors import BackendUnavailable, Unauthorized
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -49,13 +49,14 @@ class TokenFile:
         self._clock = clock
         self._stamp: tuple[int, ...] | None = None
         self._read_at = float("-inf")
-        self._tokens: list[bytes] | None = None
+        self._tokens: list[tuple[str, bytes]] | None = None  # (name, token)
         self._problem = ""
         with contextlib.suppress(TokensUnavailable):
             self.tokens()  # a broken file is logged at start-up, not at the first request
 
-    def tokens(self) -> list[bytes]:
-        """The current tokens; raises TokensUnavailable when there has never been a good set."""
+    def tokens(self) -> list[tuple[str, bytes]]:
+        """The current (name, token) pairs; raises TokensUnavailable when there has never
+        been a good set."""
         now = self._clock()
         try:
             info = os.stat(self.path)
@@ -80,7 +81,7 @@ class TokenFile:
             self._keep("is not UTF-8 text")
             return
         try:
-            tokens = [token.encode() for token in parse_tokens(text)]
+            tokens = [(name, token.encode()) for name, token in parse_named_tokens(text)]
         except MalformedTokens as exc:
             self._keep(str(exc))
             return
@@ -102,9 +103,16 @@ class TokenFile:
         self._stamp = None  # look again at the next request
 
     def accepts(self, presented: bytes) -> bool:
+        return self.match(presented) is not None
+
+    def match(self, presented: bytes) -> str | None:
+        """The name of the token `presented` is, or None."""
         # compare with every token, so the time taken says nothing about which one matched
-        matches = [hmac.compare_digest(presented, token) for token in self.tokens()]
-        return any(matches)
+        found = None
+        for name, token in self.tokens():
+            if hmac.compare_digest(presented, token):
+                found = name
+        return found
 
 
 class AuthMiddleware:
@@ -125,12 +133,15 @@ class AuthMiddleware:
                 "Authentication is on but the service cannot read its tokens file; nothing can "
                 "be let in until it can. Ask the administrator to check server.auth.tokens_file."
             )
+            scope["state"]["outcome"] = unavailable.code  # for the access line and audit record
             await error_response(unavailable, request_id)(scope, receive, send)
             return
         if not problem:
             await self.app(scope, receive, send)
             return
-        response = error_response(Unauthorized(problem), request_id)
+        refusal = Unauthorized(problem)
+        scope["state"]["outcome"] = refusal.code
+        response = error_response(refusal, request_id)
         response.headers["WWW-Authenticate"] = CHALLENGE
         await response(scope, receive, send)
 
@@ -145,6 +156,8 @@ class AuthMiddleware:
         scheme, _, presented = header.partition(b" ")
         if scheme.lower() != b"bearer" or not presented.strip():
             return "This service needs a token: send Authorization: Bearer <token>."
-        if not self.tokens.accepts(presented.strip()):
+        name = self.tokens.match(presented.strip())
+        if name is None:
             return "The token is not valid (wrong, or revoked). Ask the administrator for one."
+        scope["state"]["token_name"] = name  # for the audit record; never the token
         return ""

@@ -32,6 +32,7 @@ from mis_adapters.storage.limits import PayloadLimits
 from mis_adapters.storage.readiness import prepare_payload_folder
 from mis_adapters.storage.volume import LocalStorage
 from mis_app import app as routes
+from mis_app.audit import audit_layer
 from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
 from mis_app.inference import BusyShortcut
 from mis_app.live_log import LiveLogs
@@ -105,6 +106,7 @@ def create_app(
         # The request id first, so every answer carries it; the busy shortcut before routing,
         # so refusing one of a burst of requests costs as little as it can.
         middleware=[
+            *audit_layer(settings, routes.INFERENCE_PATHS),  # outermost: sees every answer
             Middleware(RequestIdMiddleware),
             *_auth(settings),
             Middleware(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import yaml
 
+from mis_app.audit_verify import add_audit_command
 from mis_app.settings import (
     DockerSettings,
     Settings,
@@ -131,6 +132,8 @@ def _add_tools(commands: Commands) -> None:
     )
     _add_config(render)
     render.set_defaults(run=_render_job)
+
+    add_audit_command(commands)
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,8 @@ from loguru import logger
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mis_app.audit import AuditFacts
+from mis_app.digest import Digest
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
 from mis_app.state import app_state
@@ -39,11 +41,14 @@ class InferenceEndpoint:
         state = app_state(scope["app"])
         request = Request(scope, receive)
         body_read = anyio.Event()
-        upload = _upload(request, state.upload_limits, body_read)
+        facts: AuditFacts | None = scope["state"].get("audit")  # present while auditing is on
+        upload = _upload(request, state.upload_limits, body_read, facts.upload if facts else None)
         # keyed by MIS's own job id: the client's request id may be another's too
         ids = scope["state"]
         inference = state.service.infer(ids["job_id"], upload, request_id=ids["request_id"])
-        answer = _Answer()
+        if facts is not None:
+            facts.inference = inference
+        answer = _Answer(facts.output if facts else None)
         began = time.perf_counter()
         try:
             await answer.send(inference, body_read, scope, receive, send)
@@ -61,8 +66,9 @@ class InferenceEndpoint:
 class _Answer:
     """One request's answer: the output zip, or the error body; `outcome` says which."""
 
-    def __init__(self) -> None:
+    def __init__(self, digest: Digest | None) -> None:
         self.outcome = MisError.code  # the code for metrics and the access line
+        self.digest = digest  # of the output as it is sent, for the audit record
 
     async def send(
         self,
@@ -80,7 +86,9 @@ class _Answer:
             await send(message)
 
         try:
-            if await _unless_disconnected(receive, body_read, _send_zip(inference, tracked_send)):
+            if await _unless_disconnected(
+                receive, body_read, _send_zip(inference, tracked_send, self.digest)
+            ):
                 self.outcome = "ok"
             else:
                 self.outcome = "client_disconnected"
@@ -109,15 +117,20 @@ class _Answer:
 
 
 async def _upload(
-    request: Request, limits: UploadLimits, body_read: anyio.Event
+    request: Request, limits: UploadLimits, body_read: anyio.Event, digest: Digest | None
 ) -> AsyncIterator[bytes]:
-    """The zip's bytes, read only once the service has admitted the request."""
+    """The zip's bytes, read only once the service has admitted the request (and hashed as
+    they pass when auditing)."""
     async for chunk in zip_upload(request, limits):  # refuses a wrong media type first
+        if digest is not None:
+            await digest.feed(chunk)
         yield chunk
+    if digest is not None:
+        await digest.finish()
     body_read.set()
 
 
-async def _send_zip(inference: Inference, send: Send) -> None:
+async def _send_zip(inference: Inference, send: Send, digest: Digest | None) -> None:
     """The output as the body of a 200; the response ends once the service has let go."""
     started = False
     async with aclosing(inference.output()) as chunks:
@@ -125,7 +138,11 @@ async def _send_zip(inference: Inference, send: Send) -> None:
             if not started:
                 await send({"type": "http.response.start", "status": 200, "headers": ZIP_HEADERS})
                 started = True
+            if digest is not None:
+                await digest.feed(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    if digest is not None:
+        await digest.finish()
     # The slot is free now (the workspace is being deleted in the background), so a client
     # that sends its next request as soon as this one ends is not told it is busy.
     await send({"type": "http.response.body", "body": b"", "more_body": False})

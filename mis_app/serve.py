@@ -73,6 +73,7 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> int:
         ws="none",  # no WebSocket routes; an upgrade would leave the protocol (and its budget)
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # the client address is MIS's to judge (server.trusted_proxies)
         ssl_certfile=_optional(server.tls.cert_file),
         ssl_keyfile=_optional(server.tls.key_file),
         timeout_graceful_shutdown=math.ceil(shutdown_grace_seconds(settings)),

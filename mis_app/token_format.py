@@ -1,8 +1,9 @@
 """The tokens file's format, for the server (`server.auth.tokens_file`) and `mis infer`.
 
-One token per line; blank lines and `#` comment lines, indented or not, are skipped. A token
-is RFC 6750's token68. A malformed line is reported by its number, never by its text: it may
-be a token with a typo.
+One token per line, optionally named: `NAME: TOKEN` (the audit log names the token, never
+holds it); a line without a name is named `token-<line number>`. Blank lines and `#` comment
+lines, indented or not, are skipped. A token is RFC 6750's token68, which has no `:`. A
+malformed line is reported by its number, never by its text: it may be a token with a typo.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from pathlib import Path
 
 TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 MAX_FILE_BYTES = 1024 * 1024  # thousands of tokens; a client never reads more
 
 
@@ -18,19 +20,35 @@ class MalformedTokens(ValueError):
     """A line that is neither a token, a comment nor blank; the message names its number."""
 
 
-def parse_tokens(text: str) -> list[str]:
-    """The tokens of a tokens file, in order."""
-    tokens = []
+def parse_named_tokens(text: str) -> list[tuple[str, str]]:
+    """The (name, token) pairs of a tokens file, in order."""
+    tokens: list[tuple[str, str]] = []
+    names: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
-        if not TOKEN.fullmatch(entry):
+        name, colon, token = entry.rpartition(":")
+        name, token = (name.strip(), token.strip()) if colon else (f"token-{number}", entry)
+        if not NAME.fullmatch(name):
+            raise MalformedTokens(
+                f"has a malformed line {number} (a name is 1 to 64 of A-Z a-z 0-9 ._@-, "
+                "then ': ' and the token)"
+            )
+        if not TOKEN.fullmatch(token):
             raise MalformedTokens(
                 f"has a malformed line {number} (a token is one word of A-Z a-z 0-9 -._~+/=)"
             )
-        tokens.append(entry)
+        if name in names:
+            raise MalformedTokens(f"has a malformed line {number} (the name {name} is taken)")
+        names.add(name)
+        tokens.append((name, token))
     return tokens
+
+
+def parse_tokens(text: str) -> list[str]:
+    """The tokens of a tokens file, in order, without their names."""
+    return [token for _, token in parse_named_tokens(text)]
 
 
 class TokenFileProblem(Exception):

@@ -193,12 +193,14 @@ class JobRequest:
 
 @attrs.frozen
 class JobOutcome:
-    """How a job ended. `reason` is a short phrase such as "exited with code 3"."""
+    """How a job ended. `reason` is a short phrase such as "exited with code 3"; `image_id`
+    the image as it ran (its digest), where the backend knows it, for the audit record."""
 
     succeeded: bool
     reason: str = ""
     exit_code: int | None = None
     log_tail: tuple[str, ...] = ()
+    image_id: str = ""
 
 
 @attrs.define

@@ -185,7 +185,7 @@ class InferenceService:
 
 
 class Inference:
-    """One request through the service; `times` and the byte counts are for the edge's metrics."""
+    """One request through the service; its times, counts and image id are for the edge."""
 
     def __init__(
         self,
@@ -201,6 +201,8 @@ class Inference:
         self.times = StageTimes()
         self.bytes_in = 0
         self.bytes_out = 0
+        self.files_in: int | None = None  # files unpacked from the upload
+        self.image_id = ""  # the MAP's image as it ran, when the backend knows it
 
     async def output(self) -> AsyncGenerator[bytes, None]:
         """The output zip, produced while it is sent. Close it (`contextlib.aclosing`) if you
@@ -258,9 +260,9 @@ class Inference:
     async def _stage(self, workspace: Workspace) -> None:
         clock = self._service.clock
         started = clock.now()
-        files = await self._service.storage.extract(workspace)
+        self.files_in = await self._service.storage.extract(workspace)
         self.times.extract = clock.now() - started
-        logger.info("staged {} input file(s) in {:.3f}s", files, self.times.extract)
+        logger.info("staged {} input file(s) in {:.3f}s", self.files_in, self.times.extract)
 
     async def _run(self, workspace: Workspace) -> None:
         """Run the MAP once within its timeout; raise JobTimedOut or MapFailed if it fails."""
@@ -282,6 +284,7 @@ class Inference:
                 f"{spec.timeout_seconds:g} seconds and was stopped.{waiting} Send a smaller "
                 "input, or ask the administrator to raise map.timeout_seconds."
             )
+        self.image_id = outcome.image_id
         logger.info("job finished in {:.3f}s: {}", self.times.job, outcome.reason or "succeeded")
         if not outcome.succeeded:
             raise MapFailed(_failure_message(outcome))

@@ -14,6 +14,7 @@ import signal
 from typing import Any, Literal
 
 import anyio
+import attrs
 from loguru import logger
 
 from mis_adapters.docker.container import (
@@ -121,11 +122,13 @@ class DockerJobBackend:
                 with anyio.move_on_after(1):
                     await log_read.wait()
                 tg.cancel_scope.cancel()
-            state = (await self.engine.inspect(container)).get("State") or {}
+            inspected = await self.engine.inspect(container)
+            state = inspected.get("State") or {}
             if code < 0 and not state.get("Running"):
                 # Podman 4's wait can answer -1 when the exit races it; the state has the code
                 code = int(state.get("ExitCode", code))
-            return _outcome(code, state, tuple(map_log.tail), str(request.map.resources.memory))
+            outcome = _outcome(code, state, tuple(map_log.tail), str(request.map.resources.memory))
+            return attrs.evolve(outcome, image_id=str(inspected.get("Image") or ""))
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(REMOVE_SECONDS):
                 await self._remove(container, stop_first=not finished)

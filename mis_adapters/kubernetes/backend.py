@@ -47,7 +47,7 @@ from mis_adapters.kubernetes.metrics import ApiRetries, WatchCollector
 from mis_adapters.kubernetes.ownership import Owner
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_adapters.kubernetes.retry import ApiHealth, RetryPolicy
-from mis_adapters.kubernetes.status import Verdict
+from mis_adapters.kubernetes.status import Verdict, ran_image
 from mis_adapters.kubernetes.sweep import sweep_leftovers
 from mis_adapters.kubernetes.watch import WatchCounts, Watcher
 from mis_adapters.map_follow import LOG_TAIL_LINES, last_lines
@@ -238,7 +238,8 @@ class KubernetesJobBackend:
                 logger.debug("the MAP's log tail could not be read again: {}", exc)
         if follower.log_problem:
             tail = (*tail, f"[the rest of its log is unavailable: {follower.log_problem}]")
-        return JobOutcome(verdict.succeeded, verdict.reason, verdict.exit_code, tail)
+        image = ran_image(follower.last_pod)
+        return JobOutcome(verdict.succeeded, verdict.reason, verdict.exit_code, tail, image)
 
     async def _remove(
         self,

@@ -181,6 +181,15 @@ def container_started(pod: dict[str, Any]) -> bool:
     return False
 
 
+def ran_image(pod: dict[str, Any] | None) -> str:
+    """The image the pod's container ran, as the node resolved it (`imageID`, a digest), or
+    "" while the node has not said."""
+    for container in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if container.get("imageID"):
+            return str(container["imageID"])
+    return ""
+
+
 def pull_state(pod: dict[str, Any]) -> str:
     """For the warm-up pod: "done" once its image is on the node, the reason it cannot be
     pulled, or "" while that is not known yet.

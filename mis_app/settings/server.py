@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ByteSize, Field, model_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 
 from mis_adapters.map_follow import MAX_LOGGED_BYTES
 from mis_app.settings.section import GiB, Section
@@ -92,5 +93,27 @@ class ServerSettings(Section):
     # On SIGTERM/SIGINT, requests in flight get this long to finish before they are stopped;
     # None: map.timeout_seconds + 30.
     shutdown_grace_seconds: float | None = Field(None, ge=0)
+    # One JSON record per inference request, appended (a path) or on standard output ("-");
+    # None: no audit records.
+    audit_file: str | None = None
+    # Proxies whose X-Forwarded-For the audit record believes (addresses or CIDRs).
+    trusted_proxies: list[str] = []
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{address!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8)"
+                ) from None
+        return value
+
+    @field_validator("audit_file")
+    @classmethod
+    def _audit_target(cls, value: str | None) -> str | None:
+        return value or None  # empty: off

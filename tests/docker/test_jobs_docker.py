@@ -62,7 +62,7 @@ class ScriptedEngine(ContainerEngine):
         return self.wait_code
 
     async def inspect(self, container: str) -> dict[str, Any]:
-        return {"State": self.state}
+        return {"State": self.state, "Image": IMAGE_ID}
 
     async def stop(self, container: str, grace_seconds: float) -> None:
         self.calls.append("stop")
@@ -77,6 +77,9 @@ class ScriptedEngine(ContainerEngine):
     async def follow_log(self, container: str) -> AsyncIterator[bytes]:
         for chunk in self.log:
             yield chunk
+
+
+IMAGE_ID = "sha256:" + "5e" * 32
 
 
 def request() -> JobRequest:
@@ -94,6 +97,7 @@ async def test_a_wait_that_answers_minus_one_is_settled_by_the_containers_state(
     engine = ScriptedEngine(-1, {"Running": False, "Status": "exited", "ExitCode": 0})
     outcome = await run(engine)
     assert outcome.succeeded
+    assert outcome.image_id == IMAGE_ID  # the image as it ran, for the audit record
     assert outcome.log_tail == ("working",)
     assert engine.calls[-1] == "remove"
 

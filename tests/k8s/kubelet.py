@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import threading
@@ -19,9 +20,12 @@ from tools.images import Podman
 
 def _container(job: dict[str, Any], **state: Any) -> dict[str, Any]:
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
+    ran = "running" in state or "terminated" in state  # the node then knows the digest
+    digest = hashlib.sha256(image.encode()).hexdigest()
     return {
         "name": "map",
         "image": image,
+        "imageID": f"{image}@sha256:{digest}" if ran else "",
         "ready": "running" in state,
         "restartCount": 0,
         "state": state,

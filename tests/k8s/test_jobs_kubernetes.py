@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import aclosing
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.built import settings
 from tests.k8s import kubelet
 from tests.k8s.double import Call, KubeDouble
 from tests.k8s.helpers import (
+    SPEC,
     backend_for,
     cancel_once_following_the_log,
     request_in,
@@ -52,6 +54,8 @@ async def test_success_streams_the_log_and_deletes_the_job(
         await backend.close()
 
     assert outcome.succeeded
+    image = SPEC.image  # as the node resolved it: a digest
+    assert outcome.image_id == f"{image}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
     assert lines == ["loading model", "segmenting 3 slices", "done"]
     assert double.items("jobs") == []
     assert double.count("batch", "jobs", "create") == 1
