@@ -32,7 +32,7 @@ from loguru import logger
 
 from mis_core.errors import BackendUnavailable
 from mis_core.gate import AdmissionGate
-from mis_core.inference import Inference
+from mis_core.inference import Inference as Inference  # the edge takes it from here
 from mis_core.model import MapSpec, Workspace
 from mis_core.ports import Clock, JobBackend, Storage
 from mis_core.tasks import plain_task_group

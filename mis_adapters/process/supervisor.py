@@ -43,7 +43,7 @@ if TYPE_CHECKING or __package__:  # imported (by tests, or to be type-checked)
     )
 else:  # run as a script: isolated mode (-I) leaves this folder off sys.path
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-    from process_tree import (  # type: ignore[no-redef]
+    from process_tree import (
         PR_SET_CHILD_SUBREAPER,
         PR_SET_PDEATHSIG,
         descendants,
