@@ -6,6 +6,7 @@ inherited file descriptors, the memory limit and the request's own working folde
 (launch.py, limits.py). The supervisor is a child subreaper, so every process the MAP starts
 stays below it, whatever it does to leave its process group; when the MAP exits, or MIS
 stops the job (SIGTERM, a grace period, SIGKILL), it kills them all before it exits itself.
+ending.py tells when the run is over and what MIS answers (report.py reads how the MAP ended).
 
 Without the sandbox the MAP runs as MIS's user and can kill its supervisor; MIS is a child
 subreaper itself, so what the MAP started then becomes MIS's child, and when the run ends MIS
