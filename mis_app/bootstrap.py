@@ -17,7 +17,6 @@ from loguru import logger
 from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 
 from mis_adapters.clock import MonotonicClock
 from mis_adapters.docker.backend import DockerJobBackend
@@ -32,13 +31,10 @@ from mis_adapters.storage.limits import PayloadLimits
 from mis_adapters.storage.readiness import prepare_payload_folder
 from mis_adapters.storage.volume import LocalStorage
 from mis_app import app as routes
-from mis_app.audit import audit_layer
-from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
-from mis_app.inference import BusyShortcut
 from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
+from mis_app.middleware import middleware
 from mis_app.openapi import openapi
-from mis_app.request_id import RequestIdMiddleware
 from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings, SettingsError
 from mis_app.state import AppState, install
@@ -103,16 +99,7 @@ def create_app(
 
     app = Starlette(
         routes=routes.routes,
-        # The request id first, so every answer carries it; the busy shortcut before routing,
-        # so refusing one of a burst of requests costs as little as it can.
-        middleware=[
-            *audit_layer(settings, routes.INFERENCE_PATHS),  # outermost: sees every answer
-            Middleware(RequestIdMiddleware),
-            *_auth(settings),
-            Middleware(
-                BusyShortcut, gate=service.gate, metrics=metrics, paths=routes.INFERENCE_PATHS
-            ),
-        ],
+        middleware=middleware(settings, service.gate, metrics),
         exception_handlers=routes.exception_handlers,
         lifespan=lifespan,
     )
@@ -296,14 +283,3 @@ def sample_job_request(settings: Settings, name: str = "sample-request") -> JobR
     `name` is its request id and its workspace's, and its job id is derived from it."""
     workspace = Workspace(str(settings.server.payload_dir.absolute()), name)
     return JobRequest(job_id_for(name), settings.map.spec(), workspace, request_id=name)
-
-
-def _auth(settings: Settings) -> list[Middleware]:
-    auth = settings.server.auth
-    if auth.tokens_file is None:
-        return []
-    page = {"/", *(f"/static/{file.name}" for file in routes.STATIC.iterdir())}  # asks the token
-    open_paths = OPEN_PATHS | {"/openapi.json"} | page
-    if not auth.protect_metrics:
-        open_paths |= {"/metrics"}
-    return [Middleware(AuthMiddleware, tokens=TokenFile(auth.tokens_file), open_paths=open_paths)]

@@ -258,7 +258,7 @@ def _render_job(settings: Settings, options: argparse.Namespace) -> int:
 def _infer(options: argparse.Namespace) -> int:
     from mis_app.client import InferOptions, infer
     from mis_app.token_format import TokenFileProblem, client_token
-    from mis_core.errors import Exit
+    from mis_core.error_catalogue import Exit
 
     source: Path = options.input
     token = ""

@@ -31,7 +31,8 @@ from mis_adapters.zip.writer import zip_folder
 from mis_app.client_answer import Answer, read_error, shown
 from mis_app.logs import clean
 from mis_app.settings import ServerSettings
-from mis_core.errors import BY_CODE, Exit, MisError
+from mis_core.error_catalogue import BY_CODE, Exit
+from mis_core.errors import MisError
 
 _CHUNK = 1024 * 1024
 _SERVER_DEFAULTS = ServerSettings()

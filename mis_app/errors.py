@@ -1,6 +1,7 @@
 """The error catalogue on the wire: the HTTP status per code, and the JSON body every error has.
 
-Every code, its status and whether `Retry-After` is sent are rows of `mis_core.errors.CATALOGUE`.
+Every code, its status and whether `Retry-After` is sent are rows of
+`mis_core.error_catalogue.CATALOGUE`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 
 from mis_app.logs import clean_lines
-from mis_core.errors import BY_CODE, CATALOGUE, MisError
+from mis_core.error_catalogue import BY_CODE, CATALOGUE
+from mis_core.errors import MisError
 
 STATUS_BY_CODE = {row.code: row.status for row in CATALOGUE}
 # what routing itself answers (no such path, no such method), by status

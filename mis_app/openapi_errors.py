@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mis_core.errors import BY_CODE, CATALOGUE, ErrorCode
+from mis_core.error_catalogue import BY_CODE, CATALOGUE, ErrorCode
 
 RESPONSE_REQUEST_ID = {
     "X-Request-ID": {"description": "The request's id", "schema": {"type": "string"}}

@@ -23,20 +23,17 @@ import anyio
 from loguru import logger
 from prometheus_client.registry import Collector
 
-from mis_adapters.kubernetes.api import KubeApi, LogLimits
+from mis_adapters.kubernetes.api import KubeApi
 from mis_adapters.kubernetes.credentials import Connection, connect
 from mis_adapters.kubernetes.errors import KubeApiError, not_created
 from mis_adapters.kubernetes.follower import (
     API_FAILURES,
-    LOG_READ_SECONDS,
-    LOG_RETRY_SECONDS,
     JobFollower,
     image_pulled,
     job_appears,
     pods_gone,
 )
 from mis_adapters.kubernetes.job import (
-    CONTAINER,
     JobOptions,
     build_job,
     instance_selector,
@@ -44,18 +41,17 @@ from mis_adapters.kubernetes.job import (
     job_selector,
 )
 from mis_adapters.kubernetes.metrics import ApiRetries, WatchCollector
+from mis_adapters.kubernetes.outcome import job_outcome
 from mis_adapters.kubernetes.ownership import Owner
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_adapters.kubernetes.retry import ApiHealth, RetryPolicy
-from mis_adapters.kubernetes.status import Verdict, ran_image
 from mis_adapters.kubernetes.sweep import sweep_leftovers
 from mis_adapters.kubernetes.watch import WatchCounts, Watcher
-from mis_adapters.map_follow import LOG_TAIL_LINES, last_lines
+from mis_adapters.map_follow import LOG_TAIL_LINES
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
 PROPAGATION = "Background"  # the Job goes at once; its pods follow through garbage collection
-TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from the pod's log
 OUTAGE_MARGIN_SECONDS = 0.2  # before the request's deadline: time to say it was an outage
 OUTAGE_MIN_SECONDS = 1.0  # a blip at the deadline does not make a MAP's timeout an outage
 READY_RETRY_SECONDS = 1.5  # a probe's retries: one 429 (Retry-After: 1) or 5xx is no outage
@@ -199,7 +195,7 @@ class KubernetesJobBackend:
                     self.map_log_bytes,
                 )
                 verdict = await follower.follow()
-                outcome = await self._outcome(api, verdict, follower)
+                outcome = await job_outcome(api, verdict, follower, self.log_tail_lines)
                 pod_stopped = not verdict.pod_may_run
                 return outcome
             outage = self.health.outage(OUTAGE_MIN_SECONDS)  # reached when the deadline came first
@@ -220,26 +216,6 @@ class KubernetesJobBackend:
             raise BackendUnavailable(outage)
         await anyio.sleep_forever()  # the request's own deadline ends it as a timeout
         raise AssertionError("the request's deadline cancels the wait")
-
-    async def _outcome(self, api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
-        tail = tuple(follower.map_log.tail)
-        if not verdict.succeeded and follower.pod_name:
-            # the stream may have been cut before the end: the API's own tail is whole
-            try:
-                limits = LogLimits(lines=self.log_tail_lines, size=TAIL_READ_BYTES)
-                logged = api.read_log(
-                    follower.pod_name, CONTAINER, limits=limits, budget=LOG_RETRY_SECONDS
-                )
-                with anyio.fail_after(LOG_READ_SECONDS):
-                    tail = await last_lines(logged, self.log_tail_lines) or tail
-                follower.log_problem = ""
-            except API_FAILURES as exc:
-                # without a log (the container never started), keep what was streamed
-                logger.debug("the MAP's log tail could not be read again: {}", exc)
-        if follower.log_problem:
-            tail = (*tail, f"[the rest of its log is unavailable: {follower.log_problem}]")
-        image = ran_image(follower.last_pod)
-        return JobOutcome(verdict.succeeded, verdict.reason, verdict.exit_code, tail, image)
 
     async def _remove(
         self,

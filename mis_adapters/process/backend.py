@@ -6,6 +6,7 @@ inherited file descriptors, the memory limit and the request's own working folde
 (launch.py, limits.py). The supervisor is a child subreaper, so every process the MAP starts
 stays below it, whatever it does to leave its process group; when the MAP exits, or MIS
 stops the job (SIGTERM, a grace period, SIGKILL), it kills them all before it exits itself.
+ending.py tells when the run is over and what MIS answers (report.py reads how the MAP ended).
 
 Without the sandbox the MAP runs as MIS's user and can kill its supervisor; MIS is a child
 subreaper itself, so what the MAP started then becomes MIS's child, and when the run ends MIS
@@ -19,23 +20,22 @@ the sweep at the next start kills any process still carrying that run's MONAI_JO
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
-import attrs
-from anyio.abc import ByteReceiveStream, Process
+from anyio.abc import Process
 from loguru import logger
 
 from mis_adapters.map_follow import MapLog
 from mis_adapters.process import limits
+from mis_adapters.process.ending import outcome, wait_for_the_end
 from mis_adapters.process.exposure import Guard, ViewRefused
+from mis_adapters.process.kills import kill_group, kill_marked
 from mis_adapters.process.launch import (
     REPORT,
     absolute_words,
@@ -45,6 +45,7 @@ from mis_adapters.process.launch import (
 )
 from mis_adapters.process.options import ProcessOptions
 from mis_adapters.process.orphans import become_subreaper, now_ticks, reap_orphans
+from mis_adapters.process.report import Report, read_report
 from mis_adapters.process.sandbox import bwrap_argv
 from mis_adapters.process.view import View, map_view
 from mis_adapters.storage.layout import RUN_FOLDER_MODE
@@ -123,7 +124,7 @@ class ProcessJobBackend:
                 _, job_id = record.read_text().split()
             except (OSError, ValueError):
                 continue
-            killed += 1 if _kill_marked(job_id) else 0
+            killed += 1 if kill_marked(job_id) else 0
         return killed
 
     async def close(self) -> None:
@@ -145,101 +146,78 @@ class ProcessJobBackend:
             return JobOutcome(succeeded=False, reason=f"could not be started: {exc}")
         for folder in (workspace.work_dir, workspace.tmp_dir):
             os.mkdir(folder, RUN_FOLDER_MODE)
-        memory = limits.memory_limit(request.map.resources)
         report = Path(workspace.file(REPORT))
+        command = self._command(request, argv, view, report)
+        map_log = MapLog(self.log_tail_lines, max_bytes=self.map_log_bytes)
+        await self._collect_exits()
+        since = now_ticks()
+        try:
+            process = await self._start(command, env, workspace.work_dir)
+        except OSError as exc:
+            return JobOutcome(
+                succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
+            )
+        logger.info("MAP supervisor {} started (sandbox: {})", process.pid, self.sandbox.name)
+        Path(workspace.file(RECORD)).write_text(f"{process.pid} {request.job_id}")
+        ended: Report | None = None
+        sandboxed = bool(self.sandbox.bwrap)
+        try:
+            ended = await wait_for_the_end(process, map_log, report, sandboxed=sandboxed)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._terminate(process, request.job_id, report, reported=ended is not None)
+                if not sandboxed:
+                    # In the sandbox the MAP cannot see its supervisor, let alone kill it
+                    # (own PID and user namespaces), so nothing of it can become MIS's:
+                    # the look through MIS's children (a few tenths of a ms) is skipped.
+                    await self._reap_orphans(since)
+        tail = tuple(map_log.tail)
+        return outcome(request, ended, process.returncode, tail, sandboxed=sandboxed)
+
+    def _command(
+        self, request: JobRequest, argv: list[str], view: View | None, report: Path
+    ) -> list[str]:
+        """The run's command line: the supervisor, then the sandbox's (when it is on), then
+        the MAP's own."""
+        memory = limits.memory_limit(request.map.resources)
         sandbox = (
             bwrap_argv(
                 self.sandbox,
                 view,
-                workspace,
+                request.workspace,
                 gpu=request.map.resources.gpu,
                 shm_bytes=memory,
             )
             if view is not None
             else []
         )
-        command = supervised(
+        return supervised(
             [*sandbox, "--", *argv] if sandbox else argv,
             report=str(report),
             grace=self.kill_grace_seconds,
             memory=memory,
             processes=self.pids_limit,
-            cwd=workspace.work_dir,
+            cwd=request.workspace.work_dir,
             sandboxed=bool(self.sandbox.bwrap),
             sandbox_args=max(len(sandbox) - 1, 0),  # bwrap's own, through a pipe: see supervisor.py
         )
-        map_log = MapLog(self.log_tail_lines, max_bytes=self.map_log_bytes)
-        await self._collect_exits()
+
+    async def _start(self, command: list[str], env: dict[str, str], cwd: str) -> Process:
+        """Start the supervisor in a session of its own, and count it among the live ones
+        before any other run can look for orphans."""
         self._spawning = self._spawning or anyio.Lock()
-        since = now_ticks()
         async with self._spawning:
-            try:
-                process = await anyio.open_process(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=workspace.work_dir,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                return JobOutcome(
-                    succeeded=False, reason=f"could not be started: {exc.strerror} ({argv[0]})"
-                )
+            process = await anyio.open_process(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
             self.supervisors.add(process.pid)
-        logger.info("MAP supervisor {} started (sandbox: {})", process.pid, self.sandbox.name)
-        Path(workspace.file(RECORD)).write_text(f"{process.pid} {request.job_id}")
-        ended: _Report | None = None
-        try:
-            ended = await self._wait_for_the_end(process, map_log, report)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._terminate(process, request.job_id, report, reported=ended is not None)
-                if not self.sandbox.bwrap:
-                    # In the sandbox the MAP cannot see its supervisor, let alone kill it
-                    # (own PID and user namespaces), so nothing of it can become MIS's:
-                    # the look through MIS's children (a few tenths of a ms) is skipped.
-                    await self._reap_orphans(since)
-        return self._outcome(request, ended, process.returncode, tuple(map_log.tail))
-
-    async def _wait_for_the_end(
-        self, process: Process, map_log: MapLog, report: Path
-    ) -> _Report | None:
-        """The supervisor's report, and None when it ended without one (killed).
-
-        In the sandbox the run is over once the MAP's log pipe has ended and the report is
-        there: the supervisor closes its end only after it has reaped everything below it and
-        written the report, which the MAP cannot see, so this returns then, while the
-        supervisor's own exit takes ~0.6 ms more (left to `_collect_exits`). No task watches
-        for that exit meanwhile: nothing in the sandbox outlives the supervisor (bwrap's
-        `--die-with-parent`), so the pipe ends whenever it does, and a task to cancel at the
-        end would cost the response's first byte ~0.2 ms. Without the sandbox the MAP runs as
-        MIS's user: it could plant a report, end the pipe's stream and kill its supervisor,
-        whose processes reach MIS only as the supervisor exits; so this waits for that exit,
-        as it does whenever there is no report."""
-        assert process.stdout is not None
-        if self.sandbox.bwrap:
-            await map_log.pump(process.stdout)
-            if (finished := _read_report(report)) is not None:
-                return finished
-            await process.wait()
-            return _read_report(report)
-        log_read = anyio.Event()
-        async with anyio.create_task_group() as tg:
-
-            async def pump(stdout: ByteReceiveStream) -> None:
-                try:
-                    await map_log.pump(stdout)
-                finally:
-                    log_read.set()
-
-            tg.start_soon(pump, process.stdout)
-            await process.wait()
-            with anyio.move_on_after(1):  # a process that escaped may hold the pipe
-                await log_read.wait()
-            tg.cancel_scope.cancel()
-        return _read_report(report)
+        return process
 
     def _view_for(self, spec: MapSpec) -> View | None:
         """The configured MAP's view, or one for another MAP (tests run several)."""
@@ -271,9 +249,9 @@ class ProcessJobBackend:
                 process.send_signal(signal.SIGTERM)
             with anyio.move_on_after(self.kill_grace_seconds + _MARGIN):
                 await process.wait()
-        if process.returncode is None or _read_report(report) is None:
-            _kill_group(process)
-            _kill_marked(job_id)
+        if process.returncode is None or read_report(report) is None:
+            kill_group(process)
+            kill_marked(job_id)
         await self._close(process)
 
     async def _collect_exits(self) -> None:
@@ -284,7 +262,7 @@ class ProcessJobBackend:
             with anyio.move_on_after(_MARGIN):
                 await process.wait()
             if process.returncode is None:
-                _kill_group(process)
+                kill_group(process)
             await self._close(process)
 
     async def _close(self, process: Process) -> None:
@@ -301,90 +279,3 @@ class ProcessJobBackend:
             logger.warning(
                 "killed {} process(es) the MAP left after killing its supervisor", killed
             )
-
-    def _outcome(
-        self,
-        request: JobRequest,
-        ended: _Report | None,
-        returncode: int | None,
-        tail: tuple[str, ...],
-    ) -> JobOutcome:
-        if ended is not None:
-            code, peak = ended.code, ended.peak_rss_kib
-        else:  # the supervisor was killed: its own code (it has been waited for)
-            assert returncode is not None
-            code, peak = returncode, 0
-        if self.sandbox.bwrap and code > 128 and _signal_name(code - 128):
-            code = 128 - code  # bwrap's way of saying a signal ended the MAP
-        if code == 0:
-            return JobOutcome(succeeded=True, exit_code=0, log_tail=tail)
-        resources = request.map.resources
-        if limits.ran_out_of_memory(tail):
-            reason = limits.memory_reason(resources, peak)
-        elif code < 0:
-            reason = f"was killed by signal {_signal_name(-code) or -code}"
-        else:
-            reason = f"exited with code {code}"
-        return JobOutcome(succeeded=False, reason=reason, exit_code=code, log_tail=tail)
-
-
-@attrs.frozen
-class _Report:
-    """How the MAP ended, as its supervisor wrote it."""
-
-    code: int  # its exit code, or minus the signal that ended it
-    peak_rss_kib: int
-
-
-_REPORT_MOST = 4096  # bytes: the report is one short line
-
-
-def _read_report(path: Path) -> _Report | None:
-    """The supervisor's report, or None when it is missing or cut short (it was killed).
-
-    Read as a regular file of MIS's own, never through a link, never blocking on a FIFO and
-    never more than a line's worth: without the sandbox a MAP may have put anything there."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
-            return None
-        ended = json.loads(os.read(fd, _REPORT_MOST))
-        signum = int(ended["signal"])
-        return _Report(-signum if signum else int(ended["exit_code"]), int(ended["peak_rss_kib"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    finally:
-        os.close(fd)
-
-
-def _kill_group(process: Process) -> None:
-    """SIGKILL what is left of the supervisor's process group (it leads one: MIS starts it in
-    a session of its own)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def _kill_marked(job_id: str) -> bool:
-    """SIGKILL every process (of this user) whose environment carries MONAI_JOBID=`job_id`."""
-    marker = f"MONAI_JOBID={job_id}".encode()
-    killed = False
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed = True
-        except (OSError, ValueError):
-            continue
-    return killed
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return ""

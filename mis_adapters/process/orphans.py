@@ -24,7 +24,7 @@ from collections.abc import Collection
 import anyio
 from loguru import logger
 
-from mis_adapters.process.supervisor import (
+from mis_adapters.process.process_tree import (
     PR_SET_CHILD_SUBREAPER,
     children_of,
     descendants,

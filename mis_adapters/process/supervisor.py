@@ -1,8 +1,9 @@
 """One MAP run's supervisor: the process between MIS and the MAP (or its sandbox).
 
 MIS starts it as `python -I -S supervisor.py [options] -- COMMAND...` in a new session, with
-the MAP's environment (`-I` keeps Python from reading it). It runs only the standard library,
-so it starts in milliseconds and works outside MIS's virtual environment. It
+the MAP's environment (`-I` keeps Python from reading it). It runs only the standard library
+and process_tree.py beside it (the walk and the kills of the tree below it), so it starts in
+milliseconds and works outside MIS's virtual environment. It
 
 - closes every file descriptor but 0-2 that MIS's process handed down (uvloop does not close
   them when it spawns), so the MAP inherits nothing of MIS's;
@@ -26,99 +27,29 @@ so it starts in milliseconds and works outside MIS's virtual environment. It
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import signal
 import sys
-from collections.abc import Iterable
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def prctl(option: int, value: int) -> None:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), f"prctl({option})")
-
-
-# Each thread's children, in /proc/PID/task/TID/children (Linux's CONFIG_PROC_CHILDREN, on in
-# every mainstream kernel): a process tree walked in a few reads, where scanning all of /proc
-# costs one read per process on the machine (~1.5 ms for a hundred).
-_CHILDREN_FILES = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
-
-
-def children_of(pid: int) -> list[int]:
-    """The children of `pid` (of every thread of it)."""
-    if not _CHILDREN_FILES:
-        return [child for child, parent in _parents().items() if parent == pid]
-    found: list[int] = []
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found  # gone
-    for tid in threads:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as children:
-                found.extend(int(child) for child in children.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def _parents() -> dict[int, int]:
-    """Every visible process's parent, from a scan of /proc (where there are no children files)."""
-    table: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                table[int(name)] = int(stat.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
-
-
-def descendants(roots: Iterable[int]) -> dict[int, int]:
-    """Every process below `roots`: pid → start time (to tell a reused pid apart)."""
-    found: dict[int, int] = {}
-    todo = list(roots)
-    while todo:
-        for pid in children_of(todo.pop()):
-            started = start_time(pid)
-            if pid not in found and started is not None:
-                found[pid] = started
-                todo.append(pid)
-    return found
-
-
-def start_time(pid: int) -> int | None:
-    """When `pid` started (clock ticks since boot); None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return int(stat.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def kill_if_same(pid: int, started: int, sig: int) -> bool:
-    """Send `sig` to `pid` if it is still the process that started at `started` (a pidfd
-    keeps the pid from being reused between the check and the signal)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return False  # gone already
-    try:
-        if start_time(pid) != started:
-            return False
-        signal.pidfd_send_signal(pidfd, sig)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(pidfd)
+TYPE_CHECKING = False  # mypy takes it as True; `typing` would add milliseconds to every run
+if TYPE_CHECKING or __package__:  # imported (by tests, or to be type-checked)
+    from mis_adapters.process.process_tree import (
+        PR_SET_CHILD_SUBREAPER,
+        PR_SET_PDEATHSIG,
+        descendants,
+        kill_if_same,
+        prctl,
+    )
+else:  # run as a script: isolated mode (-I) leaves this folder off sys.path
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from process_tree import (
+        PR_SET_CHILD_SUBREAPER,
+        PR_SET_PDEATHSIG,
+        descendants,
+        kill_if_same,
+        prctl,
+    )
 
 
 def tasks_of(uid: int) -> int:

@@ -8,14 +8,14 @@ that runs as another user than MIS (a container image's own user) reaches the wo
 through MIS's group: the group may read the input and write the output (set-group-id, so what
 it writes stays in the group).
 
-Deletion removes everything but the marker first and the marker last, so whatever a failure
-leaves is still marked and swept, by this MIS or the next, once its owner is gone.
+Deletion (deletion.py) removes everything but the marker first and the marker last, so
+whatever a failure leaves is still marked and swept, by this MIS or the next, once its owner
+is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import threading
 import time
@@ -31,6 +31,7 @@ from mis_adapters.storage.archive import (
     is_disk_full,
     storage_full_error,
 )
+from mis_adapters.storage.deletion import remove_workspace
 from mis_adapters.storage.layout import (
     OUTPUT_MODE,
     UPLOAD,
@@ -45,7 +46,6 @@ from mis_adapters.storage.limits import PayloadLimits
 from mis_adapters.storage.output import output_failure
 from mis_adapters.storage.ownership import Claim, Heartbeat, claim, look
 from mis_adapters.storage.readiness import payload_folder_problem
-from mis_adapters.storage.remove import make_writable, remove_entry
 from mis_adapters.zip.constants import DIR_OPEN
 from mis_adapters.zip.errors import OutputProblem
 from mis_adapters.zip.writer import COMPRESSION_POLICIES, zip_folder
@@ -55,7 +55,6 @@ from mis_core.model import Workspace
 __all__ = ["MARKER", "LocalStorage", "PayloadLimits"]
 
 _CHUNK = 1024 * 1024
-_REFILLS = 100  # times a workspace may fill again while being emptied
 
 
 class LocalStorage:
@@ -256,55 +255,3 @@ class LocalStorage:
                 "renewing its lease",
                 swept,
             )
-
-
-def remove_workspace(root: Path, name: str) -> None:
-    """Delete the workspace `name` of the payload folder `root`: all but the marker, then the
-    marker, then the folder. A workspace that is already gone is no error."""
-    try:
-        root_fd = os.open(root, DIR_OPEN)
-    except FileNotFoundError:
-        return
-    try:
-        try:
-            folder = os.open(name, DIR_OPEN, dir_fd=root_fd)
-        except FileNotFoundError:
-            return
-        try:
-            make_writable(folder)
-            _empty(folder, keep=MARKER)
-            os.unlink(MARKER, dir_fd=folder)
-            try:
-                _rmdir_emptying(root_fd, name, folder)
-            except OSError:
-                # never leave an unmarked leftover: mark it again, for the next sweep
-                with contextlib.suppress(OSError):
-                    os.close(os.open(MARKER, os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=folder))
-                raise
-        finally:
-            os.close(folder)
-    finally:
-        os.close(root_fd)
-
-
-def _empty(folder: int, keep: str = "") -> None:
-    for _ in range(_REFILLS):
-        with os.scandir(folder) as entries:
-            names = [e.name for e in entries if e.name != keep]
-        if not names:
-            return
-        for name in names:
-            remove_entry(folder, name)
-    raise OSError(errno.ENOTEMPTY, "the workspace kept filling while it was being deleted")
-
-
-def _rmdir_emptying(root: int, name: str, folder: int) -> None:
-    for _ in range(_REFILLS):
-        try:
-            os.rmdir(name, dir_fd=root)
-            return
-        except OSError as exc:
-            if exc.errno != errno.ENOTEMPTY:
-                raise
-        _empty(folder)
-    raise OSError(errno.ENOTEMPTY, "the workspace kept filling while it was being deleted")

@@ -32,7 +32,7 @@ from array import array
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mis_adapters.process.supervisor import PR_SET_PDEATHSIG, prctl
+from mis_adapters.process.process_tree import PR_SET_PDEATHSIG, prctl
 from mis_adapters.zip.errors import BadArchive
 from mis_adapters.zip.index import Record, records
 from mis_adapters.zip.layout import Layout, read_layout

@@ -22,7 +22,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from mis_adapters.process import backend as backend_module
+from mis_adapters.process import ending as ending_module
+from mis_adapters.process import report as report_module
 from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.launch import REPORT
@@ -258,13 +259,13 @@ async def test_the_report_is_read_with_a_bound_and_not_through_a_link(
         linker = sh(f'truncate -s 32M "$MONAI_OUTPUTPATH/../{REPORT}"')
     sizes: list[int] = []
 
-    class RecordingJson:  # what _read_report read, as it hands it to json.loads
+    class RecordingJson:  # what read_report read, as it hands it to json.loads
         @staticmethod
         def loads(text: str) -> object:
             sizes.append(len(text))
             return json.loads(text)
 
-    monkeypatch.setattr(backend_module, "json", RecordingJson)
+    monkeypatch.setattr(report_module, "json", RecordingJson)
     outcome = await run(ProcessJobBackend(linker, process_options()), linker, ws)
     assert outcome.succeeded  # the MAP exited 0: no report, the supervisor's code
     if planted == "link":
@@ -393,14 +394,14 @@ async def test_cancelled_right_after_the_report_was_read(
 ) -> None:
     ws = workspace(tmp_path)
     backend = ProcessJobBackend(spec(), process_options(kill_grace_seconds=0.5))
-    real = backend_module._read_report
+    real = ending_module.read_report
     with anyio.fail_after(20), anyio.CancelScope() as scope:
 
         def cancelling(path: Path) -> object:
             scope.cancel()  # the timeout lands as the report is taken
             return real(path)
 
-        monkeypatch.setattr(backend_module, "_read_report", cancelling)
+        monkeypatch.setattr(ending_module, "read_report", cancelling)
         outcome = await run(backend, spec(), ws)
         await (
             anyio.lowlevel.checkpoint()

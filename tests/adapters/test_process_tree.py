@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.process import supervisor
+from mis_adapters.process import process_tree
 
 
 def command(pid: int) -> str:
@@ -23,12 +23,12 @@ def tree() -> Iterator[subprocess.Popen[bytes]]:
     """sh → (sh → sleep, sleep): two levels below the shell, all alive."""
     shell = subprocess.Popen(["/bin/sh", "-c", "(sleep 30 & wait) & sleep 30 & wait"])
     deadline = time.monotonic() + 10
-    while sorted(map(command, supervisor.descendants([shell.pid]))) != ["sh", "sleep", "sleep"]:
+    while sorted(map(command, process_tree.descendants([shell.pid]))) != ["sh", "sleep", "sleep"]:
         assert time.monotonic() < deadline, "the tree did not start"  # each fork has exec'd
         time.sleep(0.01)
     yield shell
-    for pid, started in supervisor.descendants([shell.pid]).items():
-        supervisor.kill_if_same(pid, started, 9)
+    for pid, started in process_tree.descendants([shell.pid]).items():
+        process_tree.kill_if_same(pid, started, 9)
     shell.kill()
     shell.wait()
 
@@ -37,22 +37,22 @@ def tree() -> Iterator[subprocess.Popen[bytes]]:
 def test_descendants_are_the_whole_tree_with_their_start_times(
     tree: subprocess.Popen[bytes], children_files: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(supervisor, "_CHILDREN_FILES", children_files)
-    found = supervisor.descendants([tree.pid])
+    monkeypatch.setattr(process_tree, "_CHILDREN_FILES", children_files)
+    found = process_tree.descendants([tree.pid])
     names = sorted(command(pid) for pid in found)
     assert names == ["sh", "sleep", "sleep"]
-    assert all(started == supervisor.start_time(pid) for pid, started in found.items())
+    assert all(started == process_tree.start_time(pid) for pid, started in found.items())
 
 
 def test_a_reused_pid_is_not_signalled(tree: subprocess.Popen[bytes]) -> None:
     [(pid, started)] = [
         (pid, started)
-        for pid, started in supervisor.descendants([tree.pid]).items()
+        for pid, started in process_tree.descendants([tree.pid]).items()
         if command(pid) == "sh"
     ]
-    assert not supervisor.kill_if_same(pid, started - 1, 9)  # another process's start time
-    assert supervisor.start_time(pid) == started  # still alive
-    assert supervisor.kill_if_same(pid, started, 9)
+    assert not process_tree.kill_if_same(pid, started - 1, 9)  # another process's start time
+    assert process_tree.start_time(pid) == started  # still alive
+    assert process_tree.kill_if_same(pid, started, 9)
 
 
 THREAD_FORKS = """
@@ -84,7 +84,7 @@ def test_children_of_a_thread_that_is_not_the_main_one_are_found(
 ) -> None:
     """A MAP's worker thread starts processes: they are that thread's children (listed in
     /proc/PID/task/TID/children of its own TID, not the main thread's)."""
-    monkeypatch.setattr(supervisor, "_CHILDREN_FILES", children_files)
+    monkeypatch.setattr(process_tree, "_CHILDREN_FILES", children_files)
     process = subprocess.Popen(
         [sys.executable, "-c", THREAD_FORKS], stdout=subprocess.PIPE, text=True
     )
@@ -92,7 +92,7 @@ def test_children_of_a_thread_that_is_not_the_main_one_are_found(
         assert process.stdout is not None
         assert process.stdout.readline() == "started\n"
         deadline = time.monotonic() + 10
-        while sorted(names(supervisor.descendants([process.pid]))) != ["sh", "sleep", "sleep"]:
+        while sorted(names(process_tree.descendants([process.pid]))) != ["sh", "sleep", "sleep"]:
             assert time.monotonic() < deadline, "the thread's processes were not all found"
             time.sleep(0.01)
         threads = os.listdir(f"/proc/{process.pid}/task")
@@ -100,7 +100,7 @@ def test_children_of_a_thread_that_is_not_the_main_one_are_found(
         assert len(threads) == 2
         assert main == []  # really under the other thread
     finally:
-        for pid, started in supervisor.descendants([process.pid]).items():
-            supervisor.kill_if_same(pid, started, 9)
+        for pid, started in process_tree.descendants([process.pid]).items():
+            process_tree.kill_if_same(pid, started, 9)
         process.kill()
         process.wait()

@@ -12,8 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mis_adapters.storage import volume
-from mis_adapters.storage.volume import MARKER, remove_workspace
+from mis_adapters.storage import deletion
+from mis_adapters.storage.deletion import remove_workspace
+from mis_adapters.storage.volume import MARKER
 from tests.built import local_storage
 from tests.e2e.server import wait_until
 
@@ -101,20 +102,20 @@ async def test_a_failure_halfway_leaves_the_workspace_marked_and_the_sweep_finis
     storage = local_storage(root)
     workspace = await storage.create("half")
     (Path(workspace.output_dir) / "result.dcm").write_bytes(b"patient")
-    real_remove = volume.remove_entry
+    real_remove = deletion.remove_entry
 
     def failing(parent: int, name: str) -> None:
         if name == "output":
             raise PermissionError(13, "cannot delete")
         real_remove(parent, name)
 
-    monkeypatch.setattr(volume, "remove_entry", failing)
+    monkeypatch.setattr(deletion, "remove_entry", failing)
     with pytest.raises(PermissionError):
         await storage.delete(workspace)
     assert (Path(workspace.root) / MARKER).exists()
     assert (Path(workspace.output_dir) / "result.dcm").exists()
 
-    monkeypatch.setattr(volume, "remove_entry", real_remove)
+    monkeypatch.setattr(deletion, "remove_entry", real_remove)
     assert await local_storage(root).sweep() == 0  # still claimed: its owner retries
     held = storage._held.pop("half")
     assert held is not None

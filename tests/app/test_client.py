@@ -16,7 +16,7 @@ from mis_app.client import (
     InferOptions,
     infer,
 )
-from mis_core.errors import Exit
+from mis_core.error_catalogue import Exit
 from tests.e2e.server import REPO, running_server, scripted_map_config
 from tests.zips import make_zip
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from mis_core.errors import Exit
+from mis_core.error_catalogue import Exit
 from tests.zips import make_zip
 
 HUGE = 900_000_000

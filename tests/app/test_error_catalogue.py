@@ -1,5 +1,5 @@
 """One error catalogue: the docs (API page, client page), the server, the OpenAPI text, the client and the page agree
-with `mis_core.errors.CATALOGUE`, and each code is written in one product module only."""
+with `mis_core.error_catalogue.CATALOGUE`, and each code is written in one product module only."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from mis_app.bootstrap import create_app
 from mis_app.settings import Settings
 from mis_core import errors
-from mis_core.errors import BY_CODE, CATALOGUE, Exit
+from mis_core.error_catalogue import BY_CODE, CATALOGUE, Exit
 
 REPO = Path(__file__).parents[2]
 PRODUCT = ("mis_core", "mis_adapters", "mis_app")

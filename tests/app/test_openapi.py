@@ -9,7 +9,7 @@ from starlette.routing import Route
 from mis_app.bootstrap import create_app
 from mis_app.openapi import openapi
 from mis_app.settings import Settings
-from mis_core import errors
+from mis_core import error_catalogue
 
 
 def test_every_route_is_described_and_nothing_else(tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_every_route_is_described_and_nothing_else(tmp_path: Path) -> None:
 
 def test_every_error_the_core_can_raise_is_documented_for_inference() -> None:
     responses = openapi(protect_metrics=True)["paths"]["/v1/inference"]["post"]["responses"]
-    for row in errors.CATALOGUE:
+    for row in error_catalogue.CATALOGUE:
         if not row.routing:
             described = responses[str(row.status)]["description"]
             assert f"`{row.code}`: {row.when}" in described, row.code

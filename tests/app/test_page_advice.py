@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from mis_app.openapi import openapi
-from mis_core.errors import CATALOGUE
+from mis_core.error_catalogue import CATALOGUE
 
 APP_JS = Path(__file__).parents[2] / "mis_app" / "static" / "app.js"
 

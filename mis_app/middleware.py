@@ -1,0 +1,40 @@
+"""The web app's middleware, in its order: the request id, the token check, the busy shortcut.
+
+Apart from the composition root because the order is a decision of its own: the request id
+first, so every answer carries it; the busy shortcut before routing, so refusing one of a
+burst of requests costs as little as it can.
+"""
+
+from __future__ import annotations
+
+from starlette.middleware import Middleware
+
+from mis_app import app as routes
+from mis_app.audit import audit_layer
+from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
+from mis_app.inference import BusyShortcut
+from mis_app.metrics import Metrics
+from mis_app.request_id import RequestIdMiddleware
+from mis_app.settings import Settings
+from mis_core.gate import AdmissionGate
+
+
+def middleware(settings: Settings, gate: AdmissionGate, metrics: Metrics) -> list[Middleware]:
+    """The middleware of the app `settings` describe, in the order requests meet it."""
+    return [
+        *audit_layer(settings, routes.INFERENCE_PATHS),  # outermost: sees every answer
+        Middleware(RequestIdMiddleware),
+        *_auth(settings),
+        Middleware(BusyShortcut, gate=gate, metrics=metrics, paths=routes.INFERENCE_PATHS),
+    ]
+
+
+def _auth(settings: Settings) -> list[Middleware]:
+    auth = settings.server.auth
+    if auth.tokens_file is None:
+        return []
+    page = {"/", *(f"/static/{file.name}" for file in routes.STATIC.iterdir())}  # asks the token
+    open_paths = OPEN_PATHS | {"/openapi.json"} | page
+    if not auth.protect_metrics:
+        open_paths |= {"/metrics"}
+    return [Middleware(AuthMiddleware, tokens=TokenFile(auth.tokens_file), open_paths=open_paths)]
