@@ -52,7 +52,14 @@ PROTOCOL_METHODS = {
 }
 # what MIS reads or sets on those attributes
 NESTED = {
-    "cycle": {"disconnected", "message_event", "response_complete", "response_started", "scope"},
+    "cycle": {
+        "disconnected",
+        "message_event",
+        "more_body",
+        "response_complete",
+        "response_started",
+        "scope",
+    },
     "server_state": {"default_headers"},
     "parser": {"get_method"},
 }
