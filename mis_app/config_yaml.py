@@ -47,6 +47,16 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= nested
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        """PyYAML converts some values with Python's own functions, whose ValueError is no
+        YAML error: `!!timestamp 2020-13-45`, an integer of over 4300 digits."""
+        try:
+            return super().construct_object(node, deep)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ConfigYamlError(
+                f"a value YAML cannot convert ({exc}; {_where(node)}); write it as a plain value"
+            ) from exc
+
 
 def _where(event: Any) -> str:
     mark = event.start_mark
