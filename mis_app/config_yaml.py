@@ -51,7 +51,7 @@ class _BoundedLoader(yaml.SafeLoader):
         """PyYAML converts some values with Python's own functions, whose ValueError is no
         YAML error: `!!timestamp 2020-13-45`, an integer of over 4300 digits."""
         try:
-            return super().construct_object(node, deep)  # type: ignore[no-untyped-call]
+            return super().construct_object(node, deep)
         except ValueError as exc:
             raise ConfigYamlError(
                 f"a value YAML cannot convert ({exc}; {_where(node)}); write it as a plain value"
