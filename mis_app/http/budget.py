@@ -64,12 +64,16 @@ class BudgetedProtocol(PacedProtocol):
     _counted = False  # taken from the budget: given back when the connection ends
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if not self.budget.take():
+        if not self._counted and not self.budget.take():
             self._refused = True  # whatever it sent meanwhile is not parsed
             transport.close()
             return
         self._counted = True
         super().connection_made(transport)
+
+    def counted_already(self) -> None:
+        """The connection was counted as it was accepted, before its TLS handshake (tls.py)."""
+        self._counted = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._counted:

@@ -85,7 +85,7 @@ def _mis_names(trees: list[ast.Module]) -> set[str]:
                 )
             if isinstance(node, ast.ClassDef):
                 for item in node.body:
-                    if isinstance(item, ast.FunctionDef):
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
                         names.add(item.name)
                     elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
                         names.add(item.target.id)
