@@ -12,63 +12,50 @@ protocol take it over, already counted; a failed handshake gives its place back.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
 from typing import Any, cast
 
 from mis_app.http.budget import BudgetedProtocol
 
-_HANDSHAKES: set[asyncio.Task[None]] = set()  # running, kept from the garbage collector
-
 
 class TlsAccepting(asyncio.Protocol):
-    """A new connection until its handshake is done; then its HTTP protocol's."""
+    """A new connection, counted at once: it hands itself to asyncio's TLS layer, which
+    hands the HTTP protocol the connection once the handshake is done."""
 
     def __init__(self, http: BudgetedProtocol, context: ssl.SSLContext) -> None:
         self.http = http
         self.context = context
-        self._early = b""  # what arrived between the handshake's end and the handover
-        self._lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's are no subclass of it
+        raw = cast(asyncio.Transport, transport)  # uvloop's are no subclass of it
         if not self.http.budget.take():
-            transport.close()
+            raw.close()
             return
-        transport.pause_reading()  # the ClientHello waits for the TLS layer
-        task = self.http.loop.create_task(self._handshake(transport))
-        _HANDSHAKES.add(task)
-        task.add_done_callback(_HANDSHAKES.discard)
+        self.http.counted_already()
+        handshake = self.http.loop.create_future()
+        handshake.add_done_callback(self._handshake_done)
+        secure = SSLProtocol(
+            self.http.loop,
+            self.http,
+            self.context,
+            handshake,
+            server_side=True,
+            ssl_handshake_timeout=math.ceil(self.http.limits.head_timeout_seconds),
+        )
+        # At once, in this call: what the client has sent (its ClientHello) is TLS's
+        raw.set_protocol(secure)
+        secure.connection_made(raw)
 
-    def data_received(self, data: bytes) -> None:
-        self._early += data
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        handed_over = False
-        try:
-            secure = await self.http.loop.start_tls(
-                transport,
-                self,
-                self.context,
-                server_side=True,
-                ssl_handshake_timeout=self.http.limits.head_timeout_seconds,
-            )
-            if self._lost or secure is None:
-                return
-            secure.set_protocol(self.http)
-            self.http.counted_already()
-            handed_over = True
-            self.http.connection_made(secure)
-            if self._early:
-                self.http.data_received(self._early)
-        except (OSError, RuntimeError):  # ssl.SSLError, a reset, the handshake's timeout
-            transport.close()  # a failed or timed-out handshake: nothing to answer
-        finally:
-            if not handed_over:
-                self.http.budget.give_back()
+    def _handshake_done(self, handshake: asyncio.Future[None]) -> None:
+        """A handshake that failed, timed out or lost its connection never reached the HTTP
+        protocol, which gives the connection's place back when it ends: this does."""
+        if not handshake.cancelled():
+            handshake.exception()  # seen: a failed handshake is the client's affair
+        if not self.http.connected:
+            self.http.budget.give_back()
 
 
 def accepting(
