@@ -7,15 +7,13 @@ be a token with a typo.
 
 from __future__ import annotations
 
-import os
 import re
-import select
-import stat
 from pathlib import Path
+
+from mis_app.bounded_read import NothingCame, read_at_most
 
 TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MAX_FILE_BYTES = 1024 * 1024  # thousands of tokens; a client never reads more
-FIFO_WAIT_SECONDS = 5.0  # for a FIFO (a shell's `<(pass show mis)`) to bring something
 
 
 class MalformedTokens(ValueError):
@@ -44,9 +42,11 @@ class TokenFileProblem(Exception):
 def client_token(path: Path) -> tuple[str, int]:
     """The first token of `path` for `mis infer`, and how many it holds."""
     try:
-        data = _read_token_file(path)
+        data = read_at_most(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise TokenFileProblem(f"cannot read the token file {path}: {exc.strerror}") from exc
+    except NothingCame as exc:
+        raise TokenFileProblem(str(exc)) from exc
     if len(data) > MAX_FILE_BYTES:
         raise TokenFileProblem(f"the token file {path} is over 1 MiB; is it the right file?")
     try:
@@ -58,19 +58,3 @@ def client_token(path: Path) -> tuple[str, int]:
     if not tokens:
         raise TokenFileProblem(f"the token file {path} holds no token (only blanks or comments)")
     return tokens[0], len(tokens)
-
-
-def _read_token_file(path: Path) -> bytes:
-    """At most MAX_FILE_BYTES + 1 of `path`. Opened without blocking: the opening of a FIFO
-    nobody writes to would block for ever; one that brings nothing in FIFO_WAIT_SECONDS is
-    reported."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, "rb") as source:
-        fifo = stat.S_ISFIFO(os.fstat(fd).st_mode)
-        if fifo and not select.select([fd], [], [], FIFO_WAIT_SECONDS)[0]:
-            raise TokenFileProblem(
-                f"nothing came through the FIFO {path} within {FIFO_WAIT_SECONDS:g} s; is "
-                "anything writing the token to it?"
-            )
-        os.set_blocking(fd, True)
-        return source.read(MAX_FILE_BYTES + 1)
