@@ -18,7 +18,8 @@ megabytes of header grows the server's memory with it and slows the event loop f
   leaves uvicorn reading the rest to throw it away, and every byte that arrives puts off its
   keep-alive timeout, so a client trickling a byte a second would hold its connection for
   ever. The rest of the body gets `head_timeout_seconds` from the answer, then the
-  connection is closed.
+  connection is closed; so does a kept-alive connection that, after its answer, sends
+  nothing but the blank lines the parser skips before a request.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class HeadBoundProtocol(RefusingProtocol):
     _over = False
     _head_since: float | None = None  # when the head being waited for began
     _drain_since: float | None = None  # when the answer went out with the body still coming
+    _idle_since: float | None = None  # when the last answer went out, until the next request
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -71,6 +73,7 @@ class HeadBoundProtocol(RefusingProtocol):
     # parser callbacks
 
     def on_message_begin(self) -> None:
+        self._idle_since = None
         if self._refused:
             return
         super().on_message_begin()
@@ -132,6 +135,8 @@ class HeadBoundProtocol(RefusingProtocol):
         super().on_response_complete()
         if self._in_head and self._head_since is not None:
             self._head_since = self.loop.time()  # a pipelined head's time starts now
+        elif not self._in_head:
+            self._idle_since = self.loop.time()  # blank lines before the next one count too
 
     # the bounds
 
@@ -143,6 +148,10 @@ class HeadBoundProtocol(RefusingProtocol):
             self._drain_since = None
             logger.warning("closed a connection still sending a body its answer did not need")
             self.transport.close()
+            return
+        idle = self._idle_since
+        if idle is not None and now - idle >= self.limits.head_timeout_seconds:
+            self.transport.close()  # answered, and no request since (blank lines at most)
             return
         since = self._head_since
         if since is None or now - since < self.limits.head_timeout_seconds:

@@ -34,9 +34,11 @@ HEADS = {
 }
 
 
-def closed_after(sock: socket.socket, head: bytes, give_up: float) -> float | None:
-    """Send `head`, then a body byte every 0.3 s; when the server closed (None: not yet)."""
-    sock.sendall(head + b"ab")
+def closed_after(
+    sock: socket.socket, head: bytes, give_up: float, trickle: bytes = b"c"
+) -> float | None:
+    """Send `head`, then `trickle` every 0.3 s; when the server closed (None: not yet)."""
+    sock.sendall(head)
     sock.settimeout(0.3)
     started = time.monotonic()
     while time.monotonic() - started < give_up:
@@ -48,7 +50,7 @@ def closed_after(sock: socket.socket, head: bytes, give_up: float) -> float | No
         except OSError:
             return time.monotonic() - started
         try:
-            sock.sendall(b"c")
+            sock.sendall(trickle)
         except OSError:
             return time.monotonic() - started
     return None
@@ -69,4 +71,18 @@ def test_a_body_trickled_after_the_answer_does_not_hold_the_connection(
     with running_server(config, tmp_path) as server, connect(server) as sock:
         closed = closed_after(sock, HEADS[case], give_up=4 * HEAD_TIMEOUT + 2)
     assert closed is not None, f"{case}: still open {4 * HEAD_TIMEOUT + 2:g} s after its answer"
+    assert closed < 3 * HEAD_TIMEOUT + 1
+
+
+def test_blank_lines_trickled_after_an_answer_do_not_hold_the_connection(tmp_path: Path) -> None:
+    """The parser skips blank lines before a request line, so they begin no request (and
+    no head timer), while each one puts off uvicorn's keep-alive timeout: sent every second
+    after an answer, they held a connection for ever."""
+    config = scripted_map_config(tmp_path, header_timeout_seconds=HEAD_TIMEOUT)
+    with running_server(config, tmp_path) as server, connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        closed = closed_after(sock, b"\r\n", give_up=4 * HEAD_TIMEOUT + 2, trickle=b"\r\n")
+    assert closed is not None, "still open, long after its answer, on blank lines alone"
     assert closed < 3 * HEAD_TIMEOUT + 1
