@@ -97,7 +97,9 @@ def test_a_flood_of_unstarted_tls_handshakes_cannot_starve_a_running_study(
             # every one is closed: beyond the bound at once, the rest when their handshake
             # has not begun within the header timeout (not the event loop's 60 s)
             closings = Closings(flood)
-            closings.closed_within(flooded + 3 * HEAD_TIMEOUT - time.monotonic(), until_all=True)
+            window = max(flooded + 3 * HEAD_TIMEOUT - time.monotonic(), 2.0)  # a slow study
+            closings.closed_within(window, until_all=True)
+            assert time.monotonic() - flooded < 45  # the event loop's own bound is 60 s
             assert not closings.open, f"{len(closings.open)} unstarted handshakes still open"
         finally:
             for sock in flood:
