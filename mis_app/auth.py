@@ -5,7 +5,9 @@ again whenever it may have changed: a new inode (a Kubernetes Secret's symlink s
 over it), a new change time (a rewrite in place, even one that puts the size and modification
 time back), or, as a backstop, every few seconds. Adding or revoking a token needs no restart.
 
-It fails closed: a file that goes missing, becomes unreadable or holds a malformed line keeps
+It fails closed: a file that goes missing, becomes unreadable, holds a malformed line, or is
+no regular file of at most the format's size (a FIFO, a link to /dev/zero: read on the event
+loop, either would stop the whole service) keeps
 the tokens last read from it (and says so in the log, once per change), and with none ever
 read every request is refused with a JSON 503. Tokens are compared in constant time, never
 logged, and refused in the URL, where proxies and browsers record them.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +27,7 @@ from loguru import logger
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
-from mis_app.token_format import MalformedTokens, parse_named_tokens
+from mis_app.token_format import MAX_FILE_BYTES, MalformedTokens, parse_named_tokens
 from mis_core.errors import BackendUnavailable, Unauthorized
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -73,10 +76,15 @@ class TokenFile:
 
     def _read(self, stamp: tuple[int, ...]) -> None:
         try:
-            text = self.path.read_bytes().decode("utf-8")
+            data = _read_small_file(self.path)
         except OSError as exc:
             self._keep(f"cannot be read ({exc.strerror})")
             return
+        if data is None:
+            self._keep(f"is not a regular file of at most {MAX_FILE_BYTES // 1024 // 1024} MiB")
+            return
+        try:
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             self._keep("is not UTF-8 text")
             return
@@ -113,6 +121,17 @@ class TokenFile:
             if hmac.compare_digest(presented, token):
                 found = name
         return found
+
+
+def _read_small_file(path: Path) -> bytes | None:
+    """The file's bytes; None when it is no regular file or is over MAX_FILE_BYTES. Opened
+    without blocking (a FIFO with no writer) and never read past the limit."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = source.read(MAX_FILE_BYTES + 1)
+    return data if len(data) <= MAX_FILE_BYTES else None
 
 
 class AuthMiddleware:

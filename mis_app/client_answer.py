@@ -9,6 +9,7 @@ clipboard of the terminal it is printed on.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import attrs
@@ -18,6 +19,7 @@ from mis_app.logs import clean, clean_lines
 
 MAX_ERROR_BYTES = 64 * 1024  # MIS's own error bodies are well under this
 MAX_RETRY_AFTER_SECONDS = 60.0
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?", re.ASCII)  # not str.isdigit(): it takes "²"
 MAX_CODE_CHARS = 64
 MAX_MESSAGE_CHARS = 8000  # a failed MAP's last log lines fit
 
@@ -60,7 +62,7 @@ def _parse(body: bytes) -> tuple[str, str]:
 def retry_after_seconds(value: str | None) -> float | None:
     """A Retry-After of seconds, at most MAX_RETRY_AFTER_SECONDS; None for anything else (an
     HTTP date included: the client's own backoff is used then)."""
-    if not value or not value.strip().replace(".", "", 1).isdigit():
+    if not value or not _SECONDS.fullmatch(value.strip()):
         return None
     return min(float(value), MAX_RETRY_AFTER_SECONDS)
 

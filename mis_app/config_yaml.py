@@ -15,6 +15,8 @@ import yaml
 from yaml.events import AliasEvent, CollectionStartEvent
 from yaml.nodes import Node
 
+from mis_app.bounded_read import NothingCame, read_at_most
+
 MAX_BYTES = 1024 * 1024  # a configuration is a few KiB; this leaves room for long MAP args
 MAX_DEPTH = 32  # sections are two levels deep; map.env and args add a few more
 
@@ -47,6 +49,16 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= nested
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        """PyYAML converts some values with Python's own functions, whose ValueError is no
+        YAML error: `!!timestamp 2020-13-45`, an integer of over 4300 digits."""
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:
+            raise ConfigYamlError(
+                f"a value YAML cannot convert ({exc}; {_where(node)}); write it as a plain value"
+            ) from exc
+
 
 def _where(event: Any) -> str:
     mark = event.start_mark
@@ -68,9 +80,12 @@ def parse(text: str) -> Any:
 
 def read_file(path: Path) -> Any:
     """The file's value; over MAX_BYTES it is refused without reading the rest (a FIFO or a
-    device such as /dev/zero included). OSError when it cannot be read."""
-    with open(path, "rb") as source:
-        data = source.read(MAX_BYTES + 1)
+    device such as /dev/zero included), as is a FIFO that brings nothing. OSError when it
+    cannot be read."""
+    try:
+        data = read_at_most(path, MAX_BYTES)
+    except NothingCame as exc:
+        raise ConfigYamlError(str(exc)) from exc
     if len(data) > MAX_BYTES:
         raise ConfigYamlError(f"over {MAX_BYTES // 1024 // 1024} MiB; configuration is a few KiB")
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,20 +65,29 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> int:
     plan = descriptor_plan(settings)
     budget = ConnectionBudget(plan.max_connections)
     app_state(app).metrics.watch_connections(budget)
+    try:
+        tls = _tls_context(settings)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        logger.error("cannot serve HTTPS with server.tls's files: {}", exc)
+        return STARTUP_FAILED
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=protocol_class(limits, budget),
+        # TLS is done by MIS's protocol, not by the event loop: see mis_app/http/tls.py
+        http=protocol_class(limits, budget, tls),  # type: ignore[arg-type]
         backlog=plan.backlog,
         ws="none",  # no WebSocket routes; an upgrade would leave the protocol (and its budget)
         log_config=None,
         access_log=False,
         proxy_headers=False,  # the client address is MIS's to judge (server.trusted_proxies)
-        ssl_certfile=_optional(server.tls.cert_file),
-        ssl_keyfile=_optional(server.tls.key_file),
         timeout_graceful_shutdown=math.ceil(shutdown_grace_seconds(settings)),
     )
+    if tls is not None:
+        logger.info(
+            "serving HTTPS (server.tls); MIS does the TLS handshakes itself, so uvicorn's "
+            "'running on' line says http://"
+        )
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     runner = _Server(config)
     runner.run()
@@ -113,6 +123,16 @@ async def wait_for_requests(in_flight: Callable[[], int], seconds: float) -> Non
     with anyio.move_on_after(seconds):
         while in_flight():  # noqa: ASYNC110 (the core keeps a count, not an event; once per stop)
             await anyio.sleep(0.02)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context (as uvicorn would make it), or None without server.tls."""
+    tls = settings.server.tls
+    if tls.cert_file is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tls.cert_file), _optional(tls.key_file))
+    return context
 
 
 def _optional(path: Path | None) -> str | None:

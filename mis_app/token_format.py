@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from mis_app.bounded_read import NothingCame, read_at_most
+
 TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 MAX_FILE_BYTES = 1024 * 1024  # thousands of tokens; a client never reads more
@@ -58,10 +60,11 @@ class TokenFileProblem(Exception):
 def client_token(path: Path) -> tuple[str, int]:
     """The first token of `path` for `mis infer`, and how many it holds."""
     try:
-        with open(path, "rb") as source:
-            data = source.read(MAX_FILE_BYTES + 1)
+        data = read_at_most(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise TokenFileProblem(f"cannot read the token file {path}: {exc.strerror}") from exc
+    except NothingCame as exc:
+        raise TokenFileProblem(str(exc)) from exc
     if len(data) > MAX_FILE_BYTES:
         raise TokenFileProblem(f"the token file {path} is over 1 MiB; is it the right file?")
     try:

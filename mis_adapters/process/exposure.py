@@ -17,6 +17,7 @@ import attrs
 from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
 
 MOST_FOLDERS = 50_000  # walked looking for payload folders before a folder is refused
+_MARKED = f"payload folder (marked {PAYLOAD_ROOT_MARKER})"
 
 
 @attrs.frozen
@@ -80,13 +81,14 @@ class Guard:
         return known
 
     def refuse_file(self, path: str, what: str) -> None:
-        """Refuse `path` when it is a secret or lies in the payload folder or a secret's
-        folder."""
+        """Refuse `path` when it is a secret or lies in a payload folder (this installation's
+        or any marked one) or a secret's folder."""
         real = os.path.realpath(path)
-        for known, name in self._known().items():
-            if _inside(real, known):
+        known = {**self._known(), **dict.fromkeys(_marked_above(real), _MARKED)}
+        for folder, name in known.items():
+            if _inside(real, folder):
                 raise ViewRefused(
-                    f"{what}: {path} is MIS's {name} or lies in it ({known}), which the "
+                    f"{what}: {path} is MIS's {name} or lies in it ({folder}), which the "
                     "sandbox never shows a MAP; install the MAP's files elsewhere, or set "
                     "process.sandbox: none."
                 )
@@ -102,13 +104,25 @@ class Guard:
     def refuse_holding(self, folder: str, what: str) -> None:
         """Refuse `folder` when it holds a payload folder (any installation's) or a secret."""
         for found in self.excluded_in(folder):
-            name = self._known().get(found, "payload folder (marked " + PAYLOAD_ROOT_MARKER + ")")
+            name = self._known().get(found, _MARKED)
             raise ViewRefused(_holds(what, folder, name, found))
 
     def excluded_in(self, folder: str) -> list[str]:
         """The payload folders and secrets in the real folder `folder`."""
         known = [k for k in self._known() if _inside(k, folder)]
         return sorted({*known, *marked_payload_roots(folder)})
+
+
+def _marked_above(real: str) -> list[str]:
+    """The folders above `real` (itself included) marked as payload folders: another
+    installation's, whose studies a folder inside it would show."""
+    found, folder = [], real
+    while True:
+        if os.path.isfile(os.path.join(folder, PAYLOAD_ROOT_MARKER)):
+            found.append(folder)
+        if folder == os.path.dirname(folder):
+            return found
+        folder = os.path.dirname(folder)
 
 
 def _holds(what: str, folder: str, name: str, found: str) -> str:

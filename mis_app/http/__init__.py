@@ -12,13 +12,20 @@ minor version.
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Callable
 
 from mis_app.http.base import ConnectionLimits
 from mis_app.http.budget import BudgetedProtocol, ConnectionBudget
+from mis_app.http.tls import accepting
 
 __all__ = ["ConnectionBudget", "ConnectionLimits", "protocol_class"]
 
 
-def protocol_class(limits: ConnectionLimits, budget: ConnectionBudget) -> type[asyncio.Protocol]:
-    """The protocol class for uvicorn's `http` setting, bound to `limits` and `budget`."""
-    return type("MisHttpProtocol", (BudgetedProtocol,), {"limits": limits, "budget": budget})
+def protocol_class(
+    limits: ConnectionLimits, budget: ConnectionBudget, tls: ssl.SSLContext | None = None
+) -> Callable[..., asyncio.Protocol]:
+    """The protocol class for uvicorn's `http` setting, bound to `limits` and `budget`; with
+    `tls`, a factory that does each connection's TLS handshake first (tls.py)."""
+    http = type("MisHttpProtocol", (BudgetedProtocol,), {"limits": limits, "budget": budget})
+    return http if tls is None else accepting(http, tls)

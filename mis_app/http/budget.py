@@ -63,13 +63,23 @@ class BudgetedProtocol(PacedProtocol):
     budget: ClassVar[ConnectionBudget]
     _counted = False  # taken from the budget: given back when the connection ends
 
+    _prepaid = False  # counted as it was accepted, before its TLS handshake (tls.py)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if not self.budget.take():
+        if not self._prepaid and not self.budget.take():
             self._refused = True  # whatever it sent meanwhile is not parsed
             transport.close()
             return
         self._counted = True
         super().connection_made(transport)
+
+    def counted_already(self) -> None:
+        self._prepaid = True
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection reached this protocol (and gives its place back at the end)."""
+        return self._counted
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._counted:

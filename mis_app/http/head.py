@@ -14,6 +14,12 @@ megabytes of header grows the server's memory with it and slows the event loop f
 - **Head time**: from a new connection, or from the first byte of a request, to the end of its
   headers. Over `head_timeout_seconds` (a client sending its head a byte at a time), `408`
   and the connection closed; a new connection that sends nothing is just closed.
+- **Body after the answer**: a request answered before its body was read (401, 404, 415...)
+  leaves uvicorn reading the rest to throw it away, and every byte that arrives puts off its
+  keep-alive timeout, so a client trickling a byte a second would hold its connection for
+  ever. The rest of the body gets `head_timeout_seconds` from the answer, then the
+  connection is closed; so does a kept-alive connection that, after its answer, sends
+  nothing but the blank lines the parser skips before a request.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class HeadBoundProtocol(RefusingProtocol):
     _in_head = False  # a request has begun and its headers are not complete
     _over = False
     _head_since: float | None = None  # when the head being waited for began
+    _drain_since: float | None = None  # when the answer went out with the body still coming
+    _idle_since: float | None = None  # when the last answer went out, until the next request
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -65,6 +73,7 @@ class HeadBoundProtocol(RefusingProtocol):
     # parser callbacks
 
     def on_message_begin(self) -> None:
+        self._idle_since = None
         if self._refused:
             return
         super().on_message_begin()
@@ -116,18 +125,34 @@ class HeadBoundProtocol(RefusingProtocol):
 
     def on_message_complete(self) -> None:
         self._accounted = True
+        self._drain_since = None
         if not self._refused:
             super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self.cycle is not None and self.cycle.more_body:
+            self._drain_since = self.loop.time()  # answered before its body ended
         super().on_response_complete()
         if self._in_head and self._head_since is not None:
             self._head_since = self.loop.time()  # a pipelined head's time starts now
+        elif not self._in_head:
+            self._idle_since = self.loop.time()  # blank lines before the next one count too
 
     # the bounds
 
     def check_head(self, now: float) -> None:
-        """Called about once a second: refuse a head that has taken too long."""
+        """Called about once a second: refuse a head that has taken too long, close a
+        connection still sending the body of a request answered long ago."""
+        drained = self._drain_since
+        if drained is not None and now - drained >= self.limits.head_timeout_seconds:
+            self._drain_since = None
+            logger.warning("closed a connection still sending a body its answer did not need")
+            self.transport.close()
+            return
+        idle = self._idle_since
+        if idle is not None and now - idle >= self.limits.head_timeout_seconds:
+            self.transport.close()  # answered, and no request since (blank lines at most)
+            return
         since = self._head_since
         if since is None or now - since < self.limits.head_timeout_seconds:
             return

@@ -105,3 +105,60 @@ def test_ordinary_flow_values_still_work(tmp_path: Path) -> None:
     config.write_text(MINIMAL)
     settings = load_settings(config, {"MIS_MAP__ENV": "{A: '1', B: two}"})
     assert settings.map.env == {"A": "1", "B": "two"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["!!timestamp 2020-13-45", "1" * 5000, "!!float abc", "!!int 1_0x"],
+    ids=["bad date", "huge integer", "bad float", "bad integer"],
+)
+def test_a_value_python_cannot_convert_is_refused_with_its_place(
+    tmp_path: Path, value: str
+) -> None:
+    """PyYAML raises Python's own ValueError for these, not a YAML error: it came out of
+    `mis config check` and `mis serve` as a traceback."""
+    config = tmp_path / "mis.yaml"
+    config.write_text(MINIMAL + f"server:\n  max_connections: {value}\n")
+    result = config_check(config)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{config}: a value YAML cannot convert" in result.stderr
+    assert "line 4, column 20" in result.stderr
+    config.write_text(MINIMAL)
+    result = config_check(config, MIS_MAP__ARGS=f"[{value}]")
+    assert "Traceback" not in result.stderr
+    assert "MIS_MAP__ARGS: a value YAML cannot convert" in result.stderr
+
+
+def test_a_configuration_fifo_that_nothing_writes_to_is_refused_not_waited_on(
+    tmp_path: Path,
+) -> None:
+    """The opening of a FIFO without a writer blocks for ever: `mis serve` hung at start."""
+    fifo = tmp_path / "mis.yaml"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, "-m", "mis_app", "config", "check", "--config", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"nothing came through the FIFO {fifo}" in result.stderr
+
+
+def test_a_configuration_through_process_substitution_is_read(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'{sys.executable} -m mis_app config check --config <(printf "$0")',
+            MINIMAL,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stderr

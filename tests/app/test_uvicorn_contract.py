@@ -52,7 +52,14 @@ PROTOCOL_METHODS = {
 }
 # what MIS reads or sets on those attributes
 NESTED = {
-    "cycle": {"disconnected", "message_event", "response_complete", "response_started", "scope"},
+    "cycle": {
+        "disconnected",
+        "message_event",
+        "more_body",
+        "response_complete",
+        "response_started",
+        "scope",
+    },
     "server_state": {"default_headers"},
     "parser": {"get_method"},
 }
@@ -78,7 +85,7 @@ def _mis_names(trees: list[ast.Module]) -> set[str]:
                 )
             if isinstance(node, ast.ClassDef):
                 for item in node.body:
-                    if isinstance(item, ast.FunctionDef):
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
                         names.add(item.name)
                     elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
                         names.add(item.target.id)
