@@ -12,6 +12,7 @@ class SettingsError(Exception):
 
 
 class Section(BaseModel):
-    """A section of the file: an unknown key is an error, not ignored."""
+    """A section of the file: an unknown key is an error, not ignored; so is a number that is
+    infinite or not a number (`.inf`, `nan`), which no limit or timeout can mean."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -91,6 +91,12 @@ def test_invalid_configuration_names_the_key(
     ("env", "key", "variable"),
     [
         ({"MIS_SERVER__PORT": "eighty"}, "server.port", "MIS_SERVER__PORT"),
+        (
+            {"MIS_SERVER__SHUTDOWN_GRACE_SECONDS": ".inf"},
+            "server.shutdown_grace_seconds",
+            "MIS_SERVER__SHUTDOWN_GRACE_SECONDS",
+        ),
+        ({"MIS_MAP__TIMEOUT_SECONDS": "nan"}, "map.timeout_seconds", "MIS_MAP__TIMEOUT_SECONDS"),
         ({"MIS_MAP__RESOURCES__GPU": "-1"}, "map.resources.gpu", "MIS_MAP__RESOURCES__GPU"),
         ({"MIS_MAP__RESOURCES": "{gpu: -1}"}, "map.resources.gpu", "MIS_MAP__RESOURCES"),
         (
