@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_core.errors import Exit
+from mis_core.error_catalogue import Exit
 from tests.app.test_client_hostile import hostile_server, json_error, run_infer, study
 
 __all__ = ["study"]  # the fixture

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mis_core.errors import Exit
+from mis_core.error_catalogue import Exit
 from tests.app.test_client_hostile import (
     hostile_server,
     json_error,
