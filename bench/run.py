@@ -16,6 +16,7 @@ targets (bench/targets.py) are checked at the end.
     nox -s bench -- CT-500x512KB burst    # some parts (profiles by name, burst); a dated
                                           # JSON only (first-byte always runs: it is quick)
     nox -s bench -- --workers 2 ...       # server.workers in MIS's config, where it exists
+    nox -s bench -- --audit ...           # with server.audit_file set (the audit's cost)
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ MAP = [
     "{output_path}",
 ]
 NAIVE_BOUND = (120.0, 10.0)  # the naive service is stopped after max(120 s, 10 x the floor)
-OPTIONS: dict[str, Any] = {"workers": None}  # from the command line
+OPTIONS: dict[str, Any] = {"workers": None, "audit": False}  # from the command line
 
 
 @attrs.frozen
@@ -196,6 +197,8 @@ def mis_config(
     }
     if OPTIONS["workers"] is not None:
         server["workers"] = OPTIONS["workers"]
+    if OPTIONS["audit"]:  # an audit record per request, its hashes computed as bytes stream
+        server["audit_file"] = str(payload_dir.parent / "audit.jsonl")
     config = {
         "server": server,
         "map": {"command": MAP, "timeout_seconds": 600},
@@ -630,18 +633,19 @@ def run_profile(profile: Profile) -> tuple[dict[str, Any], Path]:
     return entry, archive
 
 
-def parse(argv: list[str]) -> tuple[set[str], int | None]:
+def parse(argv: list[str]) -> tuple[set[str], int | None, bool]:
     names = [p.name for p in PROFILES]
     parser = argparse.ArgumentParser(prog="nox -s bench --", description=__doc__)
     parser.add_argument("parts", nargs="*", help=f"any of: {', '.join(names)}, burst")
     parser.add_argument("--workers", type=int, help="server.workers in MIS's config")
+    parser.add_argument("--audit", action="store_true", help="MIS writes its audit records")
     options = parser.parse_args(argv)
     unknown = set(options.parts) - {*names, "burst"}
     if unknown:
         parser.error(
             f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(names)}, burst"
         )
-    return set(options.parts), options.workers
+    return set(options.parts), options.workers, options.audit
 
 
 def measure(results: dict[str, Any], only: set[str]) -> None:
@@ -677,7 +681,7 @@ def measure(results: dict[str, Any], only: set[str]) -> None:
 
 
 def main() -> None:
-    only, OPTIONS["workers"] = parse(sys.argv[1:])
+    only, OPTIONS["workers"], OPTIONS["audit"] = parse(sys.argv[1:])
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for old in WORK.glob("server-*.log"):  # an earlier run's
@@ -685,6 +689,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "schema": 2,  # 2: CPU seconds with children, stages with delete, busy latency by stage
         "machine": machine(),
+        "audit": OPTIONS["audit"],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "work_dir": str(WORK.relative_to(ROOT)),
         "profiles": {},
