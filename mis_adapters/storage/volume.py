@@ -48,7 +48,7 @@ from mis_adapters.storage.ownership import Claim, Heartbeat, claim, look
 from mis_adapters.storage.readiness import payload_folder_problem
 from mis_adapters.zip.constants import DIR_OPEN
 from mis_adapters.zip.errors import OutputProblem
-from mis_adapters.zip.writer import COMPRESSION_POLICIES, zip_folder
+from mis_adapters.zip.writer import Compression, zip_folder
 from mis_core.errors import BackendUnavailable, Busy
 from mis_core.model import Workspace
 
@@ -64,11 +64,9 @@ class LocalStorage:
         limits: PayloadLimits,
         *,
         compression_level: int,
-        compression: str,
+        compression: Compression,
         workers: int,
     ) -> None:
-        if compression not in COMPRESSION_POLICIES:
-            raise ValueError(f"compression must be one of {COMPRESSION_POLICIES}")
         self.root = root.absolute()  # bind mounts and subPaths need absolute folders
         self.limits = limits
         self.compression_level = compression_level

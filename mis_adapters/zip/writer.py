@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 from mis_adapters.cpus import worker_count
 from mis_adapters.zip.assembler import Assembler
@@ -42,14 +43,15 @@ from mis_adapters.zip.steps import Files
 from mis_adapters.zip.walk import open_top
 
 CHUNK = 1024 * 1024  # what the caller gets at most at a time
-COMPRESSION_POLICIES = ("adaptive", "deflate", "stored")
+# How the output is compressed; the settings take their choices from this one type.
+Compression = Literal["adaptive", "deflate", "stored"]
 NO_LIMITS = OutputLimits()
 
 
 def zip_folder(
     folder: Path,
     level: int,
-    compression: str = "adaptive",
+    compression: Compression = "adaptive",
     workers: int = 0,
     limits: OutputLimits = NO_LIMITS,
     spill_to: Path | None = None,

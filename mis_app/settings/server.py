@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import ByteSize, Field, field_validator, model_validator
 
 from mis_adapters.map_follow import MAX_LOGGED_BYTES
+from mis_adapters.zip.writer import Compression
 from mis_app.settings.section import GiB, Section
 from mis_core.service import STUCK_DELETION_SECONDS
 
@@ -57,7 +58,7 @@ class ServerSettings(Section):
     max_output_entries: int = Field(1_000_000, ge=1)
     max_output_path_bytes: int = Field(4096, ge=1, le=65535)
     max_output_directory_bytes: ByteSize = Field(ByteSize(256 * 1024**2), ge=1)
-    output_compression: Literal["adaptive", "deflate", "stored"] = "adaptive"
+    output_compression: Compression = "adaptive"
     output_compression_level: int = Field(1, ge=1, le=9)
     # Threads that unpack the input and deflate the output, per request; 0: the CPUs MIS may
     # use (affinity, cgroup quota), up to 4; 1: none besides the request's own.
