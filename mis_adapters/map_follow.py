@@ -23,7 +23,6 @@ import anyio.lowlevel
 from loguru import logger
 
 MAX_LINE = 8192
-MAX_LOGGED_BYTES = 1024 * 1024  # a request's share of MIS's log, unless configured
 LOG_TAIL_LINES = 20  # a failed MAP's last lines, in its error message
 # Lines handled before the event loop gets a turn: fewer while they are being logged
 BATCH = 256
@@ -36,10 +35,9 @@ _WIDE = re.compile(r"[^ -~]")
 
 
 class MapLog:
-    def __init__(
-        self, tail_lines: int, *, max_bytes: int = MAX_LOGGED_BYTES, quiet: bool = False
-    ) -> None:
-        """`quiet`: keep the tail only (a log read again for a failure message)."""
+    def __init__(self, tail_lines: int, *, max_bytes: int, quiet: bool = False) -> None:
+        """`max_bytes`: the request's share of MIS's log (server.map_log_max_bytes); `quiet`:
+        keep the tail only (a log read again for a failure message), logging nothing."""
         self.tail: deque[str] = deque(maxlen=tail_lines)
         self._quiet = quiet
         self._log = logger.bind(source="map")
@@ -167,6 +165,6 @@ def _decode(raw: bytes) -> str:
 
 async def last_lines(chunks: AsyncIterable[bytes], lines: int) -> tuple[str, ...]:
     """The last `lines` lines of `chunks`, cut like logged lines, without logging them."""
-    tail = MapLog(lines, quiet=True)
+    tail = MapLog(lines, max_bytes=0, quiet=True)
     await tail.pump(chunks)
     return tuple(tail.tail)

@@ -39,7 +39,6 @@ from mis_core.tasks import plain_task_group
 
 RETRY_FIRST_SECONDS = 1.0  # a failed deletion is tried again after this, then twice as long
 RETRY_MOST_SECONDS = 60.0  # ... up to this between tries
-STUCK_DELETION_SECONDS = 60.0  # deletions failing this long make the service unready
 
 
 class InferenceService:
@@ -54,7 +53,7 @@ class InferenceService:
         clock: Clock,
         gate: AdmissionGate,
         on_deleted: Callable[[float], None] = lambda seconds: None,
-        stuck_deletion_seconds: float = STUCK_DELETION_SECONDS,
+        stuck_deletion_seconds: float,
     ) -> None:
         self.map_spec = map_spec
         self.storage = storage

@@ -30,7 +30,7 @@ from mis_adapters.kubernetes.status import (
     waiting_reason,
 )
 from mis_adapters.kubernetes.watch import Change, Event, Listed, Watch, Watcher, watching
-from mis_adapters.map_follow import MAX_LOGGED_BYTES, MapLog
+from mis_adapters.map_follow import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobProgress
 
@@ -56,7 +56,7 @@ class JobFollower:
         selector: str,
         progress: JobProgress,
         tail_lines: int,
-        log_bytes: int = MAX_LOGGED_BYTES,
+        log_bytes: int,
     ) -> None:
         self.watcher = watcher
         self.api = watcher.api

@@ -8,12 +8,16 @@ from mis_app.settings.section import Section
 from mis_core.model import MapSpec, Resources
 from mis_core.quantity import CpuQuantity, MemoryQuantity
 
+# The MAP conventions' folders and the spec's 50 s timeout are the core's MapSpec defaults;
+# the settings take them from there rather than writing them again.
+_SPEC = MapSpec()
+
 
 class ResourceSettings(Section):
     """Kubernetes quantities, checked by the one parser the backends read them with."""
 
-    cpu: str = "1"
-    memory: str = "8Gi"
+    cpu: str = str(_SPEC.resources.cpu)
+    memory: str = str(_SPEC.resources.memory)
     gpu: int = Field(0, ge=0)
 
     @field_validator("cpu")
@@ -32,10 +36,10 @@ class MapSettings(Section):
     command: list[str] = []
     args: list[str] = []
     env: dict[str, str] = {}
-    input_path: str = "/var/monai/input"
-    output_path: str = "/var/monai/output"
+    input_path: str = _SPEC.input_path
+    output_path: str = _SPEC.output_path
     resources: ResourceSettings = ResourceSettings()
-    timeout_seconds: float = Field(50.0, gt=0)
+    timeout_seconds: float = Field(_SPEC.timeout_seconds, gt=0)
     # Take command, folders, resources and timeout from the image's MAP manifest where this
     # configuration leaves them unset (needs the image in the engine docker.url names).
     from_manifest: bool = False

@@ -8,10 +8,8 @@ from typing import Literal
 
 from pydantic import ByteSize, Field, field_validator, model_validator
 
-from mis_adapters.map_follow import MAX_LOGGED_BYTES
 from mis_adapters.zip.writer import Compression
 from mis_app.settings.section import GiB, Section
-from mis_core.service import STUCK_DELETION_SECONDS
 
 
 class AuthSettings(Section):
@@ -67,7 +65,7 @@ class ServerSettings(Section):
     log_format: Literal["text", "json"] = "text"
     # How much of each request's MAP output MIS's log keeps (the live log shows the same);
     # the rest is counted in one line at the end of the run.
-    map_log_max_bytes: ByteSize = Field(ByteSize(MAX_LOGGED_BYTES), ge=0)
+    map_log_max_bytes: ByteSize = Field(ByteSize(1024**2), ge=0)
     # A client that sends nothing for this long, or takes longer than the total, gets 408;
     # so does one that, once the idle timeout has passed, sent fewer bytes in the last idle
     # timeout than the minimum rate asks for (every body byte counts, whatever part of a form
@@ -90,7 +88,7 @@ class ServerSettings(Section):
     max_connections: int | None = Field(None, ge=1)
     # A workspace that failed to be deleted is retried in the background; failing this long,
     # /readyz answers 503 saying so.
-    stuck_deletion_seconds: float = Field(STUCK_DELETION_SECONDS, gt=0)
+    stuck_deletion_seconds: float = Field(60.0, gt=0)
     # On SIGTERM/SIGINT, requests in flight get this long to finish before they are stopped;
     # None: map.timeout_seconds + 30.
     shutdown_grace_seconds: float | None = Field(None, ge=0)

@@ -25,6 +25,7 @@ def make_service(
         jobs=jobs,
         clock=clock or FakeClock(),
         gate=AdmissionGate(capacity),
+        stuck_deletion_seconds=60.0,
     )
 
 
