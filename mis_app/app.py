@@ -120,3 +120,12 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 exception_handlers = {HTTPException: http_error, Exception: server_error}
+
+
+def public_paths(protect_metrics: bool) -> frozenset[str]:
+    """What auth leaves open, beside the routes above: the probes (a kubelet sends no token),
+    the API's description, the page (it asks for the token itself), and the metrics unless
+    they are protected."""
+    page = {"/", *(f"/static/{file.name}" for file in STATIC.iterdir())}
+    metrics = set() if protect_metrics else {"/metrics"}
+    return frozenset({"/healthz", "/readyz", "/openapi.json", *page, *metrics})

@@ -30,7 +30,6 @@ from mis_app.errors import error_response
 from mis_app.token_format import MAX_FILE_BYTES, MalformedTokens, parse_named_tokens
 from mis_core.errors import BackendUnavailable, Unauthorized
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 URL_TOKEN_PARAMETERS = (b"access_token=", b"token=")
 CHALLENGE = 'Bearer realm="monai-inference-service"'
 REREAD_SECONDS = 5.0

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 
 from mis_app import app as routes
 from mis_app.audit import audit_layer
-from mis_app.auth import OPEN_PATHS, AuthMiddleware, TokenFile
+from mis_app.auth import AuthMiddleware, TokenFile
 from mis_app.inference import BusyShortcut
 from mis_app.metrics import Metrics
 from mis_app.request_id import RequestIdMiddleware
@@ -33,8 +33,5 @@ def _auth(settings: Settings) -> list[Middleware]:
     auth = settings.server.auth
     if auth.tokens_file is None:
         return []
-    page = {"/", *(f"/static/{file.name}" for file in routes.STATIC.iterdir())}  # asks the token
-    open_paths = OPEN_PATHS | {"/openapi.json"} | page
-    if not auth.protect_metrics:
-        open_paths |= {"/metrics"}
+    open_paths = routes.public_paths(auth.protect_metrics)
     return [Middleware(AuthMiddleware, tokens=TokenFile(auth.tokens_file), open_paths=open_paths)]
