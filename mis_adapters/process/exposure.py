@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
+from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER, is_payload_root
 
 MOST_FOLDERS = 50_000  # walked looking for payload folders before a folder is refused
 _MARKED = f"payload folder (marked {PAYLOAD_ROOT_MARKER})"
@@ -118,7 +118,7 @@ def _marked_above(real: str) -> list[str]:
     installation's, whose studies a folder inside it would show."""
     found, folder = [], real
     while True:
-        if os.path.isfile(os.path.join(folder, PAYLOAD_ROOT_MARKER)):
+        if is_payload_root(folder):
             found.append(folder)
         if folder == os.path.dirname(folder):
             return found

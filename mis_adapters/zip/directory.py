@@ -36,10 +36,6 @@ class CentralDirectory:
         self._file: int | None = None
         self._spilled = 0  # bytes in the file
 
-    @property
-    def spilled(self) -> int:
-        return self._spilled
-
     def add(self, record: bytes) -> None:
         if len(self._blocks[-1]) + len(record) > BLOCK:
             if self._held >= KEEP:
