@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
 from tests.harness.process import free_port, launched, port_of
@@ -145,3 +147,14 @@ def peak_rss(server: Server) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM in /proc status")
+
+
+def unlabelled_metrics(server: Server) -> dict[str, float]:
+    """The server's metrics without labels, by sample name, as /metrics says them now."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }

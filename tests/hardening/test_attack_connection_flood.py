@@ -26,9 +26,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import (
+    Server,
+    running_server,
+    scripted_map_config,
+    unlabelled_metrics,
+    wait_until,
+)
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.slow
@@ -46,16 +51,6 @@ def study_files() -> dict[str, bytes]:
     files.update({f"small/{n // 50}/{n}.txt": b"%d\n" % n * 40 for n in range(300)})
     files["/".join(f"d{n}" for n in range(60)) + "/deep.txt"] = b"deep"
     return files
-
-
-def metrics(server: Server) -> dict[str, float]:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.labels
-    }
 
 
 def post_in_background(server: Server, archive: Path) -> tuple[threading.Thread, dict[str, object]]:
@@ -127,7 +122,7 @@ def test_a_flood_of_idle_connections_cannot_starve_a_running_study(tmp_path: Pat
         assert f"raised the descriptor limit (RLIMIT_NOFILE) from 256 to {DESCRIPTORS}" in (
             server.log_text()
         )
-        most = int(metrics(server)["mis_max_connections"])
+        most = int(unlabelled_metrics(server)["mis_max_connections"])
         assert 0 < most < DESCRIPTORS - 256  # requests keep a reserve
         thread, result = post_in_background(server, study)
         wait_until((tmp_path / "started").exists, 30, "the MAP to start")
@@ -155,7 +150,7 @@ def test_a_flood_of_idle_connections_cannot_starve_a_running_study(tmp_path: Pat
             for sock in flood:
                 sock.close()
 
-        counted = metrics(server)
+        counted = unlabelled_metrics(server)
         assert counted["mis_refused_connections_total"] >= FLOOD - most
         assert counted["mis_cleanup_failures"] == 0
         log = server.log_text()

@@ -17,24 +17,19 @@ import zipfile
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import require_root
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import (
+    Server,
+    running_server,
+    scripted_map_config,
+    unlabelled_metrics,
+    wait_until,
+)
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.slow
-
-
-def metrics(server: Server) -> dict[str, float]:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.labels
-    }
 
 
 def status(server: Server) -> dict[str, object]:
@@ -73,22 +68,24 @@ def test_a_deletion_that_fails_is_retried_and_counted_until_the_fault_clears(
             assert zf.read("locked/result.txt") == b"kept"
             assert zf.read("a.txt") == b"study"
 
-        wait_until(lambda: metrics(server)["mis_cleanup_failures"] >= 1, 10, "a failed deletion")
+        wait_until(
+            lambda: unlabelled_metrics(server)["mis_cleanup_failures"] >= 1, 10, "a failed deletion"
+        )
         assert server.leftovers() == [workspace]
         assert status(server)["deleting"] == 1  # still pending: retried, not forgotten
         assert status(server)["state"] == "idle"
-        assert metrics(server)["mis_failed_deletions_retrying"] == 1
+        assert unlabelled_metrics(server)["mis_failed_deletions_retrying"] == 1
         wait_until(lambda: httpx.get(f"{server.url}/readyz").status_code == 503, 10, "503")
         error = httpx.get(f"{server.url}/readyz").json()["error"]
         assert "could not be deleted" in error["message"]
         assert "server.stuck_deletion_seconds" in error["message"]
-        wait_until(lambda: metrics(server)["mis_cleanup_failures"] >= 2, 10, "a retry")
+        wait_until(lambda: unlabelled_metrics(server)["mis_cleanup_failures"] >= 2, 10, "a retry")
 
         for path in (locked, locked / "result.txt"):  # the fault clears
             os.chown(path, nonroot.uid, nonroot.uid)
         wait_until(lambda: server.leftovers() == [], 20, "the retry to delete the workspace")
         assert status(server)["deleting"] == 0
-        assert metrics(server)["mis_failed_deletions_retrying"] == 0
+        assert unlabelled_metrics(server)["mis_failed_deletions_retrying"] == 0
         assert httpx.get(f"{server.url}/readyz").status_code == 200
     log = server.log_text()
     assert "could not delete the workspace: PermissionError" in log

@@ -33,6 +33,16 @@ def render(*values: Path, sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def schema_refusal(values: dict[str, Any], folder: Path) -> str:
+    """What helm says refusing `values` against the chart's schema (it must refuse them)."""
+    bad = folder / "bad-values.yaml"
+    bad.write_text(yaml.safe_dump(values))
+    result = helm("template", "mis", str(CHART), "-f", str(bad))
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    return result.stderr
+
+
 def find(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     [doc] = [
         d
