@@ -23,7 +23,7 @@ import yaml
 
 from mis_adapters.storage.layout import PAYLOAD_MODE, PAYLOAD_ROOT_MARKER
 from tests.containment.probes import TOKEN, probe_config, require_bubblewrap, result, send
-from tests.e2e.server import REPO, Server, running_server, wait_until
+from tests.e2e.server import Server, mis_command, running_server, wait_until
 from tests.nonroot import NonRoot, maps_dir
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
@@ -184,16 +184,8 @@ def test_the_payload_folder_is_made_private_and_marked_at_start_up(nonroot: NonR
 
 
 def mis(*argv: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "mis_app", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    """`mis` with none of this environment's MIS_* settings."""
+    return mis_command(*argv, env={k: v for k, v in os.environ.items() if not k.startswith("MIS_")})
 
 
 def config_with(tmp_path: Path, **process: object) -> Path:

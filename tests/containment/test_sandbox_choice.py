@@ -7,7 +7,6 @@ a script named bwrap, first on MIS's PATH.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from tests.containment.probes import require_bubblewrap
-from tests.e2e.server import REPO
+from tests.e2e.server import mis_command
 
 NO_USERNS = "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces."
 
@@ -41,18 +40,6 @@ def config_file(tmp_path: Path, sandbox: str) -> Path:
     return path
 
 
-def mis(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mis_app", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("command", ["serve", "config"])
 def test_bubblewrap_asked_for_but_not_working_stops_start_up_naming_the_key(
     tmp_path: Path, command: str
@@ -63,7 +50,7 @@ def test_bubblewrap_asked_for_but_not_working_stops_start_up_naming_the_key(
         if command == "serve"
         else ["config", "check", "--config", config]
     )
-    result = mis(*argv, env=broken_bwrap(tmp_path / "bin"))
+    result = mis_command(*argv, env=broken_bwrap(tmp_path / "bin"))
     assert result.returncode == 2
     assert "process.sandbox: bubblewrap does not work here" in result.stderr
     assert "No permissions to create new namespace" in result.stderr
@@ -72,7 +59,9 @@ def test_bubblewrap_asked_for_but_not_working_stops_start_up_naming_the_key(
 
 def test_auto_without_a_working_bubblewrap_says_what_is_not_contained(tmp_path: Path) -> None:
     config = config_file(tmp_path, "auto")
-    result = mis("config", "check", "--config", str(config), env=broken_bwrap(tmp_path / "bin"))
+    result = mis_command(
+        "config", "check", "--config", str(config), env=broken_bwrap(tmp_path / "bin")
+    )
     assert result.returncode == 0, result.stderr
     assert "# process sandbox: none (bwrap failed (bwrap: No permissions" in result.stderr
     assert "NOT contained: the MAP runs as MIS's user with the host's network" in result.stderr
@@ -82,7 +71,7 @@ def test_auto_without_a_working_bubblewrap_says_what_is_not_contained(tmp_path: 
 
 def test_auto_with_a_working_bubblewrap_says_what_is_contained(tmp_path: Path) -> None:
     require_bubblewrap()
-    result = mis("config", "check", "--config", str(config_file(tmp_path, "auto")))
+    result = mis_command("config", "check", "--config", str(config_file(tmp_path, "auto")))
     assert result.returncode == 0, result.stderr
     assert "# process sandbox: bubblewrap. The MAP has no network" in result.stderr
     assert "NOT contained" not in result.stderr

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import yaml
@@ -158,3 +158,35 @@ def unlabelled_metrics(server: Server) -> dict[str, float]:
         for sample in family.samples
         if not sample.labels
     }
+
+
+def mis_command(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`mis ARGV...` run to its end from the repository, with `env` (default: this one)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mis_app", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+
+def post_zip_into(
+    server: Server, content: bytes | IO[bytes], out: Path, timeout: float = 300
+) -> httpx.Response:
+    """POST `content` as a raw zip to /v1/inference, the answer's body streamed into `out`."""
+    with (
+        httpx.stream(
+            "POST",
+            f"{server.url}/v1/inference",
+            content=content,
+            headers={"Content-Type": "application/zip"},
+            timeout=timeout,
+        ) as response,
+        open(out, "wb") as sink,
+    ):
+        for chunk in response.iter_bytes():
+            sink.write(chunk)
+    return response

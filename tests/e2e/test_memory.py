@@ -6,10 +6,9 @@ import random
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.server import Server, peak_rss, running_server, scripted_map_config
+from tests.e2e.server import Server, peak_rss, post_zip_into, running_server, scripted_map_config
 
 MiB = 1024 * 1024
 FILES = 240  # 240 MiB of input, which the MAP copies to its output
@@ -27,20 +26,8 @@ def make_study(path: Path, files: int) -> Path:
 
 
 def post_file(server: Server, archive: Path, out: Path) -> int:
-    with (
-        open(archive, "rb") as upload,
-        httpx.stream(
-            "POST",
-            f"{server.url}/v1/inference",
-            content=upload,
-            headers={"Content-Type": "application/zip"},
-            timeout=120,
-        ) as response,
-        open(out, "wb") as sink,
-    ):
-        for chunk in response.iter_bytes():
-            sink.write(chunk)
-        return response.status_code
+    with open(archive, "rb") as upload:
+        return post_zip_into(server, upload, out, timeout=120).status_code
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 
 from mis_adapters.zip.index import local_data_start, records
 from mis_adapters.zip.layout import read_layout
-from tests.e2e.server import REPO, Server, running_server
+from tests.e2e.server import REPO, Server, post_zip_into, running_server
 from tests.e2e.test_memory import peak_rss
 from tests.zips import make_zip
 
@@ -43,19 +43,7 @@ def output_map_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
 def post_mode(server: Server, tmp_path: Path, mode: str, out: Path) -> httpx.Response:
     """POST an input that steers the MAP; the body streamed into `out`."""
     body = make_zip(tmp_path / "in.zip", {"_mode": mode.encode()}).read_bytes()
-    with (
-        httpx.stream(
-            "POST",
-            f"{server.url}/v1/inference",
-            content=body,
-            headers={"Content-Type": "application/zip"},
-            timeout=300,
-        ) as response,
-        open(out, "wb") as sink,
-    ):
-        for chunk in response.iter_bytes():
-            sink.write(chunk)
-    return response
+    return post_zip_into(server, body, out)
 
 
 def map_failed(response: httpx.Response, body: Path) -> str:
