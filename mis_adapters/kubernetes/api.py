@@ -16,7 +16,7 @@ import aiohttp
 import attrs
 from kubernetes_asyncio import client
 
-from mis_adapters.kubernetes.credentials import Connection
+from mis_adapters.kubernetes.credentials import Connection, Reauthentication
 from mis_adapters.kubernetes.errors import Conflict, KubeApiError, NotFound, api_error, unreachable
 from mis_adapters.kubernetes.ownership import same_identity
 from mis_adapters.kubernetes.retry import (
@@ -213,7 +213,7 @@ class KubeApi:
         A 401 reads the credentials again once (a rotated token) before it counts.
         """
         attempts = attempts or Attempts(self.policy, self.health, verb)
-        reauthenticated = False
+        reauthentication = Reauthentication(self.credentials)
         while True:
             attempts.pending = True  # a try cancelled before its answer may have been carried out
             try:
@@ -223,10 +223,8 @@ class KubeApi:
                 await attempts.again(retryable.failure, retryable.error)
             except KubeApiError as exc:
                 attempts.pending = False
-                if exc.code != 401 or reauthenticated:
+                if not await reauthentication.retry(exc.code):
                     raise
-                reauthenticated = True
-                await self.credentials.reload()
 
     async def _try(
         self,

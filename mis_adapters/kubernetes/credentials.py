@@ -4,7 +4,7 @@ In a pod, the service account's token is a projected file that the kubelet rewri
 the token expires (after an hour by default): it is read again whenever the file changes (a
 `stat` per call), so MIS keeps working past the token's life without a restart. Elsewhere
 the kubeconfig is used. Either way a 401 makes MIS read its credentials again once
-(`Credentials.reload`) before it gives up on the call.
+(`Reauthentication`, for a call and for a watch) before it gives up on the call.
 """
 
 from __future__ import annotations
@@ -26,6 +26,23 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 class Credentials(Protocol):
     async def reload(self) -> None:
         """Read the credentials again (after the API refused them)."""
+
+
+@attrs.define
+class Reauthentication:
+    """A refusal's one more try: the first 401 reads the credentials again (a token rotated
+    under MIS); any other refusal, or a 401 after that until `used` is reset, is final."""
+
+    credentials: Credentials
+    used: bool = False
+
+    async def retry(self, code: int) -> bool:
+        """Whether a call the API refused with `code` may be tried again (credentials reread)."""
+        if code != 401 or self.used:
+            return False
+        self.used = True
+        await self.credentials.reload()
+        return True
 
 
 @attrs.frozen

@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from mis_adapters.kubernetes.api import KubeApi
+from mis_adapters.kubernetes.credentials import Reauthentication
 from mis_adapters.kubernetes.errors import Gone, KubeApiError, Refused
 from mis_adapters.kubernetes.retry import transient
 from mis_core.errors import BackendUnavailable
@@ -99,7 +100,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
     api, counts, kind = watcher.api, watcher.counts, watch.kind
     version = ""
     failures = 0
-    reauthenticated = False  # since the last event: a 401 reads the credentials again once
+    reauthentication = Reauthentication(api.credentials)  # used again after each event
     while True:
         try:
             if not version:
@@ -124,7 +125,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                     if event is None:
                         counts.restarts[kind, "closed"] += 1
                         break
-                    failures, reauthenticated = 0, False
+                    failures, reauthentication.used = 0, False
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
                     if event["type"] != "BOOKMARK" and selects(watch, obj):
@@ -134,11 +135,9 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
             counts.restarts[kind, "expired"] += 1
             version = ""
         except Refused as exc:
-            if exc.code != 401 or reauthenticated:
+            if not await reauthentication.retry(exc.code):
                 raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
-            logger.warning("the {} watch was refused ({}); reading credentials again", kind, exc)
-            reauthenticated = True
-            await api.credentials.reload()
+            logger.warning("the {} watch was refused ({}); credentials read again", kind, exc)
         except (KubeApiError, BackendUnavailable, TimeoutError) as exc:
             if isinstance(exc, KubeApiError) and not transient(exc.code):
                 raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc

@@ -8,6 +8,8 @@ A stream is a watch ("jobs", "pods") or a followed log ("pods/log"), named by th
 - `reset(key)`: its open streams are cut mid-stream (the connection closes inside the chunked
   body, as a restarting proxy cuts it).
 - `error_event(key, code)`: its open watches get an ERROR event with that code and end.
+- `fail(key, code, times)`: its next `times` watches are opened, then at once get an ERROR
+  event with that code and end (a server that fails every stream it starts).
 - `refuse(key, code, times)`: its next requests (watches, log reads) are answered with a
   Status of that code (a 503 or 429 for a watch, a 500 for a log read).
 - `leak(key)`: its watches also send the events of objects their selectors do not match, as a
@@ -69,6 +71,7 @@ class WatchFaults:
         self.cut: Counter[str] = Counter()  # streams cut, by key
         self._resets: Counter[str] = Counter()
         self._errors: dict[str, tuple[int, int]] = {}  # key: (generation, code)
+        self._failing: dict[str, list[int]] = {}  # key: the codes its next streams end with
         self._refusals: dict[str, tuple[int, int | None]] = {}  # key: (code, times left)
         self._wakers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
@@ -90,6 +93,9 @@ class WatchFaults:
         generation = self._errors.get(key, (0, 0))[0] + 1
         self._errors[key] = (generation, code)
         self._wake()
+
+    def fail(self, key: str, code: int, times: int) -> None:
+        self._failing[key] = [code] * times
 
     def leak(self, *keys: str) -> None:
         self.leaky.update(keys)
@@ -130,6 +136,8 @@ class WatchFaults:
 
         Called while the request is handled: `chunks` starts at once (as it would unwrapped,
         so the events it sees from are those of the request's moment)."""
+        if self._failing.get(key):
+            return _failed(self._failing[key].pop(0))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         pump = loop.create_task(_pump(chunks, queue))
@@ -203,6 +211,10 @@ async def _next(queue: asyncio.Queue[bytes | None], woken: asyncio.Event) -> byt
             getting.cancel()
     woken.clear()
     return getting.result() if getting.done() and not getting.cancelled() else _WOKEN
+
+
+async def _failed(code: int) -> AsyncIterator[bytes]:
+    yield _error_event(code)
 
 
 def _error_event(code: int) -> bytes:

@@ -1,0 +1,89 @@
+"""A watch's reconnections keep the API's manners: a 401 reads the credentials again once.
+
+`list_then_watch` on real kubernetes-asyncio against the API double, whose watches are
+refused (`faults.py`) or fail as soon as they open (`watch_faults.py`); the times between the
+double's watch requests show how long MIS waited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
+
+from mis_adapters.kubernetes.api import KubeApi
+from mis_adapters.kubernetes.credentials import Credentials, connect
+from mis_adapters.kubernetes.retry import RetryPolicy
+from mis_adapters.kubernetes.watch import Listed, Watch, Watcher, list_then_watch, watching
+from mis_core.errors import BackendUnavailable
+from tests.k8s.double import KubeDouble
+from tests.k8s.helpers import wait_for_calls
+
+pytestmark = pytest.mark.anyio
+PODS = Watch("pods", {})
+
+
+@attrs.define
+class CountedReloads:
+    """MIS's credentials, counting how often they were read again."""
+
+    inner: Credentials
+    reloads: int = 0
+
+    async def reload(self) -> None:
+        self.reloads += 1
+        await self.inner.reload()
+
+
+@attrs.frozen
+class Subject:
+    watcher: Watcher
+    retries: Counter[tuple[str, str]]  # the API calls tried again, as the metric counts them
+    credentials: CountedReloads
+
+
+@contextlib.asynccontextmanager
+async def subject(resync_seconds: float) -> AsyncIterator[Subject]:
+    """A watcher on the double (KUBECONFIG names it), as the backend builds one."""
+    retries: Counter[tuple[str, str]] = Counter()
+    connection = await connect("mis-test")
+    credentials = CountedReloads(connection.credentials)
+    policy = RetryPolicy(10, lambda verb, reason: retries.update([(verb, reason)]))
+    api = KubeApi(attrs.evolve(connection, credentials=credentials), policy)
+    try:
+        yield Subject(Watcher(api, resync_seconds), retries, credentials)
+    finally:
+        await api.close()
+
+
+async def seconds_to_watch(double: KubeDouble, watcher: Watcher, count: int) -> float:
+    """From the pods' first listing to the double's `count`-th pods watch that got through."""
+    started = time.monotonic()
+    async with watching(watcher, PODS) as events:
+        assert isinstance(await anext(events), Listed)
+        await wait_for_calls(double, "", "pods", "watch", count)
+        return time.monotonic() - started
+
+
+async def test_a_401_on_a_watch_reads_the_credentials_again_once(double: KubeDouble) -> None:
+    double.streams.fail("pods", 401, times=1)
+    async with subject(5.0) as it:
+        await seconds_to_watch(double, it.watcher, 2)  # the watch went on after reading again
+    assert it.credentials.reloads == 1
+    assert not it.watcher.counts.restarts
+
+
+async def test_a_second_401_before_any_event_ends_the_watch(double: KubeDouble) -> None:
+    double.streams.fail("pods", 401, times=2)
+    async with subject(5.0) as it:
+        events = list_then_watch(it.watcher, PODS)
+        async with contextlib.aclosing(events):
+            assert isinstance(await anext(events), Listed)
+            with pytest.raises(BackendUnavailable, match="Watching pods failed: 401"):
+                await anext(events)
+    assert it.credentials.reloads == 1
+    assert double.count("", "pods", "watch") == 2
