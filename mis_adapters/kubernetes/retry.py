@@ -4,8 +4,9 @@ API Priority and Fairness answers 429 with Retry-After when the server is busy; 
 being upgraded answers 5xx or drops connections. Such a call is tried again with back-off
 (a longer Retry-After honoured, capped) for as long as its caller's deadline allows: a
 request's own timeout inside a request, `RetryPolicy.max_seconds` outside one (start-up sweep,
-clean-up, warm-up). Every other answer is final. `ApiHealth` remembers since when the API has not
-answered, for `/readyz` and for the message of a request that an outage ended.
+clean-up, warm-up). Every other answer is final. `backoff` is the one wait between tries, a
+call's or a watch's reconnection. `ApiHealth` remembers since when the API has not answered, for
+`/readyz` and for the message of a request that an outage ended.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 FIRST_DELAY = 0.1  # seconds before the second try; doubled after each failure
 MAX_BACKOFF = 1.0  # between tries of an unanswered call: the end of an outage is seen within it
 MAX_RETRY_AFTER = 10.0  # the longest Retry-After honoured as sent
+DOUBLINGS = 32  # more than enough to reach MAX_BACKOFF; a watch may fail for an outage's length
 
 
 def _ignore(verb: str, reason: str) -> None:
@@ -36,6 +38,25 @@ def _ignore(verb: str, reason: str) -> None:
 class RetryPolicy:
     max_seconds: float  # kubernetes.api_retry_max_seconds: when no deadline bounds a call
     on_retry: Callable[[str, str], None] = _ignore  # (verb, reason) of each retry
+
+
+def backoff(failures: int, retry_after: float | None = None) -> float:
+    """How long to wait after `failures` failed tries: FIRST_DELAY doubled per failure up to
+    MAX_BACKOFF, jittered to spread the clients a restart disconnected, or the Retry-After
+    asked for when longer: a server (or a proxy) that asks for no wait at all is not hammered."""
+    delay = min(FIRST_DELAY * 2.0 ** min(failures, DOUBLINGS), MAX_BACKOFF)
+    delay *= random.uniform(0.5, 1.0)
+    return max(delay, min(retry_after or 0.0, MAX_RETRY_AFTER))
+
+
+class GaveUp(BackendUnavailable):
+    """A call given up because its next try would come after its deadline. `retry_after`: the
+    wait its server asked for, which whoever tries again later (a watch reconnecting) still owes.
+    """
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @attrs.frozen
@@ -108,22 +129,15 @@ class Attempts:
         return self.ambiguous or self.pending
 
     async def again(self, failure: Failure, error: Exception) -> None:
-        """Wait for the next try; raise `BackendUnavailable` when it would come too late."""
+        """Wait for the next try; raise `GaveUp` when it would come too late."""
         self.health.failed(failure.cause)
         self.ambiguous = self.ambiguous or failure.ambiguous
-        delay = self._delay(failure.retry_after)
+        delay = backoff(self.failures, failure.retry_after)
         if anyio.current_time() + delay >= self.deadline:
-            raise BackendUnavailable(self.health.outage()) from error
+            raise GaveUp(self.health.outage(), failure.retry_after) from error
         self.failures += 1
         self.policy.on_retry(self.verb, failure.reason)
         await anyio.sleep(delay)
-
-    def _delay(self, retry_after: float | None) -> float:
-        """The back-off, or the Retry-After asked for when longer: a server (or a proxy) that
-        asks for no wait at all is not hammered."""
-        backoff = min(FIRST_DELAY * 2.0**self.failures, MAX_BACKOFF)
-        backoff *= random.uniform(0.5, 1.0)  # spread the clients a restart disconnected
-        return max(backoff, min(retry_after or 0.0, MAX_RETRY_AFTER))
 
 
 def transient(code: int) -> bool:

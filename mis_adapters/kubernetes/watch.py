@@ -10,8 +10,9 @@ A watch can go silent without ever closing (a load balancer that dropped it, a n
 partition), and the server sends bookmarks only about once a minute, so silence cannot be told
 from a quiet Job: a watch that sent nothing for `resync_seconds` is given up and the objects are
 listed again (a resync, as client-go's informers do). Every step is bounded that way; an error
-the server may not repeat (429, 5xx, a cut connection) reconnects, and so does a 401 once the
-credentials were read again (a rotated token); any other refusal ends it.
+the server may not repeat (429, 5xx, a cut connection) reconnects after the API's back-off
+(`retry.backoff`, a 429's Retry-After included), and so does a 401 once the credentials were
+read again (a rotated token); any other refusal ends it.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ from loguru import logger
 from mis_adapters.kubernetes.api import KubeApi
 from mis_adapters.kubernetes.credentials import Reauthentication
 from mis_adapters.kubernetes.errors import Gone, KubeApiError, Refused
-from mis_adapters.kubernetes.retry import transient
+from mis_adapters.kubernetes.retry import GaveUp, backoff, transient
 from mis_core.errors import BackendUnavailable
 from mis_core.tasks import plain_task_group
 
 Kind = Literal["jobs", "pods"]
-RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # after a dropped connection, then every 2 s
 LIST_SECONDS = 10.0  # a listing slower than this (and than resync_seconds) is retried
 
 
@@ -99,7 +99,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
     `BackendUnavailable`."""
     api, counts, kind = watcher.api, watcher.counts, watch.kind
     version = ""
-    failures = 0
+    failures = 0  # since the last listing or event
     reauthentication = Reauthentication(api.credentials)  # used again after each event
     while True:
         try:
@@ -142,9 +142,9 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
             if isinstance(exc, KubeApiError) and not transient(exc.code):
                 raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
             counts.restarts[kind, "error"] += 1
-            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+            delay = backoff(failures, exc.retry_after if isinstance(exc, GaveUp) else None)
             failures += 1
-            logger.warning("the {} watch was cut ({}); retrying in {}s", kind, _why(exc), delay)
+            logger.warning("the {} watch was cut ({}); retrying in {:.2f}s", kind, _why(exc), delay)
             await anyio.sleep(delay)
 
 

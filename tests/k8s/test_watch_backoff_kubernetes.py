@@ -1,4 +1,4 @@
-"""A watch's reconnections keep the API's manners: a 401 reads the credentials again once.
+"""A watch's reconnections keep the API's manners: its back-off, a 429's Retry-After, one 401.
 
 `list_then_watch` on real kubernetes-asyncio against the API double, whose watches are
 refused (`faults.py`) or fail as soon as they open (`watch_faults.py`); the times between the
@@ -67,6 +67,42 @@ async def seconds_to_watch(double: KubeDouble, watcher: Watcher, count: int) -> 
         assert isinstance(await anext(events), Listed)
         await wait_for_calls(double, "", "pods", "watch", count)
         return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "resync_seconds", "retried_by"),
+    [(1, 5.0, "the call"), (2, 1.0, "the watch")],
+    ids=["within-resync", "beyond-resync"],
+)
+async def test_a_429_on_a_watch_waits_its_retry_after(
+    double: KubeDouble, retry_after: int, resync_seconds: float, retried_by: str
+) -> None:
+    """Within `resync_seconds` the call's own retries wait it; a longer one gives the call up,
+    and the watch's reconnection still owes the server that wait."""
+    double.faults.answer("pods", "watch", 429, retry_after=str(retry_after))
+    async with subject(resync_seconds) as it:
+        seconds = await seconds_to_watch(double, it.watcher, 1)
+    print(f"a watch answered 429 with Retry-After: {retry_after}: watched again {seconds:.2f}s")
+    assert retry_after <= seconds < retry_after + 1
+    assert double.faults.count("429") == 1
+    if retried_by == "the call":
+        assert it.retries == {("watch", "429"): 1}
+        assert not it.watcher.counts.restarts
+    else:
+        assert not it.retries
+        assert it.watcher.counts.restarts == {("pods", "error"): 1}
+
+
+async def test_a_watch_that_keeps_failing_backs_off(double: KubeDouble) -> None:
+    """Five watches in a row end with a 500 ERROR event as they open: the waits between them
+    grow (0.1 s doubling to 1 s, jittered down to half), they do not hammer the server."""
+    double.streams.fail("pods", 500, times=5)
+    async with subject(5.0) as it:
+        seconds = await seconds_to_watch(double, it.watcher, 6)
+    print(f"five failed watches in a row: watched again {seconds:.2f}s")
+    assert 1.2 <= seconds < 4  # the five waits add up to 1.25-2.5 s
+    assert it.watcher.counts.restarts == {("pods", "error"): 5}
+    assert not it.watcher.counts.resyncs
 
 
 async def test_a_401_on_a_watch_reads_the_credentials_again_once(double: KubeDouble) -> None:
