@@ -36,7 +36,6 @@ from mis_core.model import JobProgress
 
 # A log read at once (the MAP finished before its log could be followed) is bounded.
 LOG_READ_LIMITS = LogLimits(lines=10_000, size=16 << 20)
-LOG_RETRY_SECONDS = 1.0  # a log is a nicety: opening it is retried briefly, not for the request
 LOG_READ_SECONDS = 10  # a log read after the fact, or a pod looked up, gives up after this
 # A refused log read is retried this long: neither the answer nor the API waits on a log.
 LOG_RETRY_SECONDS = 1.0
