@@ -28,6 +28,14 @@ FIRST_DELAY = 0.1  # seconds before the second try; doubled after each failure
 MAX_BACKOFF = 1.0  # between tries of an unanswered call: the end of an outage is seen within it
 MAX_RETRY_AFTER = 10.0  # the longest Retry-After honoured as sent
 DOUBLINGS = 32  # more than enough to reach MAX_BACKOFF; a watch may fail for an outage's length
+ADVICE_DOWN = (
+    "Check that the cluster's control plane is up and that MIS's kubeconfig or service account "
+    "is valid."
+)
+ADVICE_THROTTLED = (  # 429: the server is up and refusing MIS's share (API Priority and Fairness)
+    "The API server is throttling MIS: try again later, or give MIS's service account a "
+    "priority level with a larger share (a FlowSchema)."
+)
 
 
 def _ignore(verb: str, reason: str) -> None:
@@ -77,31 +85,29 @@ class ApiHealth:
 
     def __init__(self) -> None:
         self.failing_since: float | None = None
-        self.cause = ""
+        self.last: Failure | None = None
 
     def answered(self) -> None:
         self.failing_since = None
-        self.cause = ""
+        self.last = None
 
-    def failed(self, cause: str) -> None:
+    def failed(self, failure: Failure) -> None:
         if self.failing_since is None:
             self.failing_since = time.monotonic()
-        self.cause = cause
+        self.last = failure
 
     def outage(self, at_least: float = 0) -> str:
         """What to tell a client while the API has not answered for `at_least` s; else ""."""
-        if self.failing_since is None:
+        if self.failing_since is None or self.last is None:
             return ""
         seconds = time.monotonic() - self.failing_since
         if seconds < at_least:
             return ""
-        what = f"The Kubernetes API server {self.cause}."
+        cause = self.last.cause
+        what = f"The Kubernetes API server {cause}."
         if seconds >= 1:
-            what = f"The Kubernetes API did not answer for {seconds:.0f} s (last: it {self.cause})."
-        return (
-            f"{what} Check that the cluster's control plane is up and that MIS's kubeconfig or "
-            "service account is valid."
-        )
+            what = f"The Kubernetes API did not answer for {seconds:.0f} s (last: it {cause})."
+        return f"{what} {ADVICE_THROTTLED if self.last.reason == '429' else ADVICE_DOWN}"
 
 
 class Attempts:
@@ -130,7 +136,7 @@ class Attempts:
 
     async def again(self, failure: Failure, error: Exception) -> None:
         """Wait for the next try; raise `GaveUp` when it would come too late."""
-        self.health.failed(failure.cause)
+        self.health.failed(failure)
         self.ambiguous = self.ambiguous or failure.ambiguous
         delay = backoff(self.failures, failure.retry_after)
         if anyio.current_time() + delay >= self.deadline:

@@ -43,12 +43,29 @@ async def test_readiness_rides_out_a_throttled_probe(double: KubeDouble, tmp_pat
         await backend.check()
         double.faults.answer("version", "get", 503, times=1000)  # this one lasts
         started = time.monotonic()
-        with pytest.raises(BackendUnavailable, match="answered 503"):
+        with pytest.raises(BackendUnavailable, match=r"answered 503.*control plane"):
             await backend.check()
         assert time.monotonic() - started < 4  # a probe still answers within its timeout
     finally:
         await backend.close()
     assert double.faults.count("429") == 1
+
+
+async def test_a_lasting_throttle_is_not_called_a_control_plane_failure(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """A server that keeps answering 429 is up: the advice is about MIS's share of it."""
+    backend = backend_for(tmp_path)
+    try:
+        double.faults.answer("version", "get", 429, times=1000, retry_after="1")
+        with pytest.raises(BackendUnavailable) as refused:
+            await backend.check()
+    finally:
+        await backend.close()
+    message = str(refused.value)
+    assert "answered 429" in message, message
+    assert "throttling MIS" in message, message
+    assert "control plane" not in message, message
 
 
 async def test_an_outage_past_the_timeout_is_answered_soon_after_it(
