@@ -34,31 +34,42 @@ class Storage(Protocol):
         ...
 
     async def extract(self, workspace: Workspace) -> int:
-        """Unpack the stored archive into the input folder, refusing unsafe archives.
+        """Unpack the stored archive into the input folder; return the number of files written
+        (folders are not counted).
 
-        Returns the number of files written.
+        An upload that is no zip raises InvalidInput, as does one holding an unsafe entry (a
+        name reaching outside the folder, a link, a special file), refused before anything is
+        written; one over the limits raises PayloadTooLarge.
         """
         ...
 
     def pack_output(self, workspace: Workspace) -> AsyncIterator[bytes]:
-        """The output folder as zip bytes, produced while they are sent."""
+        """The output folder as zip bytes, produced while they are sent: its files, and the
+        folders the MAP left empty. An empty output folder gives a valid, empty zip."""
         ...
 
-    async def delete(self, workspace: Workspace) -> None: ...
+    async def delete(self, workspace: Workspace) -> None:
+        """Remove the workspace and everything in it."""
+        ...
 
     async def check(self) -> None:
         """Raise BackendUnavailable when a workspace could not be made now (no room, no folder)."""
         ...
 
     async def sweep(self) -> int:
-        """Remove workspaces left by an earlier process; return how many."""
+        """Remove the workspaces an earlier process left (never one this process holds);
+        return how many."""
         ...
 
 
 class JobBackend(Protocol):
-    """Runs the MAP once per request. Cancelling `run` must terminate the job before returning."""
+    """Runs the MAP once per request, on the request's workspace: it reads the input folder and
+    writes the output folder. Cancelling `run` must terminate the job before returning, and
+    the cancellation goes on (no outcome)."""
 
-    async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome: ...
+    async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
+        """How the MAP ended: a failure with its reason, exit code and last lines of its log."""
+        ...
 
     async def check(self) -> None:
         """Raise BackendUnavailable when jobs cannot be started now."""

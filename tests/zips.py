@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import stat
 import struct
 import zipfile
@@ -16,11 +17,27 @@ from mis_adapters.storage.archive import ExtractLimits
 ROOMY_LIMITS = ExtractLimits(max_extracted_bytes=10**9, max_entries=1000, max_compression_ratio=200)
 
 
-def make_zip(path: Path, files: dict[str, bytes], **kwargs: object) -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, **kwargs) as zf:  # type: ignore[arg-type]
+def make_zip(path: Path, files: dict[str, bytes]) -> Path:
+    """`files` (a name ending in '/' is a folder) as a zip written at `path`."""
+    path.write_bytes(zip_bytes(files))
+    return path
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """`files` as the bytes of a zip, for tests that hold an archive only in memory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
             zf.writestr(name, data)
-    return path
+    return buffer.getvalue()
+
+
+def unzipped(archive: bytes) -> dict[str, bytes]:
+    """Every entry of a zip by name (a folder's ends in '/', with no data), after checking
+    that the archive reads whole (its checksums too)."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        assert zf.testzip() is None
+        return {info.filename: zf.read(info) for info in zf.infolist()}
 
 
 def make_symlink_zip(path: Path, name: str = "link", target: str = "/etc/passwd") -> Path:

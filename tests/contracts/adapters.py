@@ -5,36 +5,91 @@ tests hold them to what the real ones do, so a core test cannot pass on a fake's
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from mis_adapters.process.backend import ProcessJobBackend
-from mis_core.model import JobOutcome, JobRequest, MapSpec, Workspace
+from mis_adapters.storage.layout import RUN_RECORD
+from mis_core.errors import BackendUnavailable
+from mis_core.model import JobOutcome, JobRequest, MapSpec, Workspace, job_id_for
 from mis_core.ports import JobBackend, Storage
 from tests.adapters.process_jobs import workspace
 from tests.built import local_storage, process_options
 from tests.fakes import FakeJobBackend, FakeStorage
 from tests.processes import is_alive
+from tests.storage import leave_workspace
 
-Behaviour = Literal["succeed", "fail", "hang"]
+# succeed: copy the input into the output; fail: log these lines and exit with this code;
+# hang: run until stopped; stubborn: the same, ignoring the polite stop (SIGTERM)
+Behaviour = Literal["succeed", "fail", "hang", "stubborn"]
 FAILING_CODE = 3
+FAILING_LOG = ("loading model", "error: no GPU")
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """What a real folder holds, as the fakes' MemoryDisk.read says it."""
+    found = {}
+    for path in folder.rglob("*"):
+        name = path.relative_to(folder).as_posix()
+        if not path.is_dir():
+            found[name] = path.read_bytes()
+        elif not any(path.iterdir()):
+            found[f"{name}/"] = b""
+    return found
+
+
+def put(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Write `files` (folders too, their names ending in '/') into a real folder."""
+    for name, data in files.items():
+        path = folder / name
+        if name.endswith("/"):
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
 
 
 class StorageUnderTest(Protocol):
     storage: Storage
 
     def exists(self, workspace: Workspace) -> bool:
-        """Whether the workspace is there (until it is deleted)."""
+        """Whether anything of the workspace is there (until it is deleted)."""
+        ...
+
+    def input(self, workspace: Workspace) -> dict[str, bytes]:
+        """What its input folder holds, as the MAP would read it."""
+        ...
+
+    def write_output(self, workspace: Workspace, files: Mapping[str, bytes]) -> None:
+        """Write into its output folder, as the MAP would (a name ending in '/': a folder)."""
+        ...
+
+    async def leave(self, job_id: str) -> Workspace:
+        """A workspace made by an earlier MIS that is gone without deleting it."""
         ...
 
 
 class LocalVolume:
     def __init__(self, tmp_path: Path) -> None:
-        self.storage: Storage = local_storage(tmp_path / "payload")
+        self.root = tmp_path / "payload"
+        self.storage: Storage = local_storage(self.root)
 
     def exists(self, workspace: Workspace) -> bool:
         return Path(workspace.root).exists()
+
+    def input(self, workspace: Workspace) -> dict[str, bytes]:
+        return tree(Path(workspace.input_dir))
+
+    def write_output(self, workspace: Workspace, files: Mapping[str, bytes]) -> None:
+        put(Path(workspace.output_dir), files)
+
+    async def leave(self, job_id: str) -> Workspace:
+        leave_workspace(self.root, job_id)
+        return Workspace(str(self.root), job_id)
 
 
 class FakeVolume:
@@ -43,12 +98,32 @@ class FakeVolume:
         self.storage: Storage = self.fake  # mypy holds the fake to the port here
 
     def exists(self, workspace: Workspace) -> bool:
-        return workspace.name in self.fake.workspaces
+        return self.fake.disk.holds(workspace.root)
+
+    def input(self, workspace: Workspace) -> dict[str, bytes]:
+        return self.fake.disk.read(workspace.input_dir)
+
+    def write_output(self, workspace: Workspace, files: Mapping[str, bytes]) -> None:
+        self.fake.disk.write(workspace.output_dir, files)
+
+    async def leave(self, job_id: str) -> Workspace:
+        return await FakeStorage([], disk=self.fake.disk).create(job_id)
 
 
 class BackendUnderTest(Protocol):
-    def backend(self, behaviour: Behaviour) -> tuple[JobBackend, JobRequest]:
-        """A backend and a request for a MAP that succeeds, fails or runs until stopped."""
+    def backend(self, *, startable: bool = True) -> JobBackend:
+        """The backend; with `startable` false, one whose MAP cannot be started."""
+        ...
+
+    def request(
+        self, behaviour: Behaviour, inputs: Mapping[str, bytes] | None = None
+    ) -> JobRequest:
+        """A request, in a new workspace holding `inputs`, for a MAP that behaves so (for the
+        backend last made)."""
+        ...
+
+    def output(self, request: JobRequest) -> dict[str, bytes]:
+        """What the request's MAP wrote to its output folder."""
         ...
 
     def started(self) -> bool:
@@ -59,26 +134,68 @@ class BackendUnderTest(Protocol):
         """Whether that MAP still runs."""
         ...
 
+    def leave_job(self) -> None:
+        """A job that an earlier MIS started, left running when it died."""
+        ...
+
+    def left_running(self) -> bool:
+        """Whether that job still runs."""
+        ...
+
+    def close(self) -> None:
+        """Stop whatever the test left running."""
+        ...
+
+
+# The process backend's MAPs, one per behaviour (the hanging ones write their pid first).
+_HANG = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(3600)"
+SCRIPTS: dict[Behaviour, str] = {
+    "succeed": "import os, shutil\n"
+    "shutil.copytree(os.environ['MONAI_INPUTPATH'], os.environ['MONAI_OUTPUTPATH'],"
+    " dirs_exist_ok=True)",
+    "fail": "import sys\n"
+    f"print({FAILING_LOG[0]!r})\n"
+    f"print({FAILING_LOG[1]!r}, file=sys.stderr)\n"
+    f"raise SystemExit({FAILING_CODE})",
+    "hang": _HANG,
+    "stubborn": f"import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n{_HANG}",
+}
+
 
 class ProcessBackend:
     """The real process backend, running small Python MAPs as local processes."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
+        self.root = tmp_path / "payload"  # where it sweeps
         self.pidfile = tmp_path / "pid"
+        self.runs = 0
+        self.leftover: subprocess.Popen[bytes] | None = None
 
-    def backend(self, behaviour: Behaviour) -> tuple[JobBackend, JobRequest]:
-        script = {
-            "succeed": "pass",
-            "fail": f"raise SystemExit({FAILING_CODE})",
-            "hang": "import os, sys, time\n"
-            "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
-            "time.sleep(3600)",
-        }[behaviour]
-        spec = MapSpec(command=(sys.executable, "-c", script, str(self.pidfile)))
-        ws = workspace(self.tmp_path / "ws")
-        backend = ProcessJobBackend(spec, process_options(kill_grace_seconds=0.5))
-        return backend, JobRequest("req-contract", spec, ws)
+    def _spec(self, behaviour: Behaviour) -> MapSpec:
+        return MapSpec(command=(sys.executable, "-c", SCRIPTS[behaviour], str(self.pidfile)))
+
+    def backend(self, *, startable: bool = True) -> JobBackend:
+        spec = self._spec("succeed") if startable else MapSpec(command=("/nonexistent/map",))
+        return ProcessJobBackend(
+            spec, process_options(kill_grace_seconds=0.5, payload_root=self.root)
+        )
+
+    def request(
+        self, behaviour: Behaviour, inputs: Mapping[str, bytes] | None = None
+    ) -> JobRequest:
+        self.runs += 1
+        ws = workspace(self.tmp_path / f"run-{self.runs}")
+        put(Path(ws.input_dir), inputs or {})
+        return JobRequest(self._job_id(f"run-{self.runs}"), self._spec(behaviour), ws)
+
+    def _job_id(self, name: str) -> str:
+        """An id of this test's own: the backend kills by it what carries it, and other test
+        runs may be under way beside this one."""
+        return job_id_for(f"{self.tmp_path} {name}")
+
+    def output(self, request: JobRequest) -> dict[str, bytes]:
+        return tree(Path(request.workspace.output_dir))
 
     def started(self) -> bool:
         return self.pidfile.exists() and self.pidfile.read_text() != ""
@@ -86,22 +203,65 @@ class ProcessBackend:
     def running(self) -> bool:
         return is_alive(int(self.pidfile.read_text()), grace=0)
 
+    def leave_job(self) -> None:
+        job_id = self._job_id("left by a crashed MIS")
+        folder = leave_workspace(self.root, job_id)
+        self.leftover = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(3600)"],
+            env={**os.environ, "MONAI_JOBID": job_id},  # as every MAP it starts has
+        )
+        (folder / RUN_RECORD).write_text(f"{self.leftover.pid} {job_id}")
+
+    def left_running(self) -> bool:
+        return self.leftover is not None and is_alive(self.leftover.pid, grace=0)
+
+    def close(self) -> None:
+        if self.leftover is not None:
+            self.leftover.kill()
+            self.leftover.wait()
+
 
 class FakeBackend:
-    def __init__(self, tmp_path: Path) -> None:
-        self.fake: FakeJobBackend | None = None
+    OUTCOMES: ClassVar[dict[Behaviour, JobOutcome | None]] = {
+        "succeed": JobOutcome(True, exit_code=0),
+        "fail": JobOutcome(False, f"exited with code {FAILING_CODE}", FAILING_CODE, FAILING_LOG),
+        "hang": None,
+        "stubborn": None,
+    }
 
-    def backend(self, behaviour: Behaviour) -> tuple[JobBackend, JobRequest]:
-        outcome = {
-            "succeed": JobOutcome(True),
-            "fail": JobOutcome(False, f"exited with code {FAILING_CODE}", FAILING_CODE),
-            "hang": None,
-        }[behaviour]
-        self.fake = FakeJobBackend([], outcome)
-        return self.fake, JobRequest("req-contract", MapSpec(), Workspace("/ws", "req"))
+    def __init__(self, tmp_path: Path) -> None:
+        self.fake = FakeJobBackend([])
+        self.runs = 0
+
+    def backend(self, *, startable: bool = True) -> JobBackend:
+        self.fake = FakeJobBackend([])
+        if not startable:
+            self.fake.unready = BackendUnavailable("The MAP's program was not found.")
+        return self.fake
+
+    def request(
+        self, behaviour: Behaviour, inputs: Mapping[str, bytes] | None = None
+    ) -> JobRequest:
+        self.runs += 1
+        self.fake.outcome = self.OUTCOMES[behaviour]  # the fake's MAP is the backend's
+        ws = Workspace(FakeStorage.ROOT, job_id_for(f"contract-{self.runs}"))
+        self.fake.disk.write(ws.input_dir, inputs or {})
+        return JobRequest(ws.name, MapSpec(), ws)
+
+    def output(self, request: JobRequest) -> dict[str, bytes]:
+        return self.fake.disk.read(request.workspace.output_dir)
 
     def started(self) -> bool:
-        return self.fake is not None and self.fake.started.is_set()
+        return self.fake.started.is_set()
 
     def running(self) -> bool:
-        return self.fake is not None and "terminate" not in self.fake.journal
+        return self.started() and "terminate" not in self.fake.journal
+
+    def leave_job(self) -> None:
+        self.fake.leftovers.add(job_id_for("left by a crashed MIS"))
+
+    def left_running(self) -> bool:
+        return bool(self.fake.leftovers)
+
+    def close(self) -> None:
+        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ def volume(request: pytest.FixtureRequest, tmp_path: Path) -> StorageUnderTest:
 
 
 @pytest.fixture(params=[FakeBackend, ProcessBackend], ids=["fake", "process"])
-def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> BackendUnderTest:
+def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendUnderTest]:
     made: BackendUnderTest = request.param(tmp_path)
-    return made
+    yield made
+    made.close()

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from mis_core.errors import InvalidInput
+from mis_core.model import Workspace
 from tests.contracts.adapters import StorageUnderTest
-from tests.zips import make_zip
+from tests.zips import make_symlink_zip, make_zip, unzipped, zip_bytes
 
 pytestmark = pytest.mark.anyio
 
-FILES = {"series/a.dcm": b"\x01" * 3000, "b.txt": b"hello"}
+# Three files, two in a folder the archive names too, and an empty folder. The scan does not
+# compress: the archive comes in several chunks.
+STUDY = {
+    "series/": b"",
+    "series/IM0001.dcm": random.Random(7).randbytes(5000),
+    "series/IM0002.dcm": b"\x01" * 3000,
+    "notes.txt": b"hello",
+    "empty/": b"",
+}
+STUDY_FILES = 3
+UNPACKED = {name: data for name, data in STUDY.items() if name != "series/"}  # as the MAP sees it
+RESULTS = {"seg/mask.nii": b"\x02" * 2000, "report.json": b"{}", "nothing-found/": b""}
 
 
 async def chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
@@ -20,38 +34,92 @@ async def chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-async def test_a_workspace_created_is_there_until_deleted(volume: StorageUnderTest) -> None:
+async def received(volume: StorageUnderTest, archive: bytes) -> Workspace:
+    workspace = await volume.storage.create("req-contract")
+    await volume.storage.receive(workspace, chunks(archive))
+    return workspace
+
+
+async def packed(volume: StorageUnderTest, workspace: Workspace) -> bytes:
+    return b"".join([chunk async for chunk in volume.storage.pack_output(workspace)])
+
+
+async def test_a_workspace_is_made_empty_and_is_there_until_deleted(
+    volume: StorageUnderTest,
+) -> None:
     workspace = await volume.storage.create("req-contract")
     assert volume.exists(workspace)
+    assert volume.input(workspace) == {}
     await volume.storage.delete(workspace)
     assert not volume.exists(workspace)
 
 
-async def test_receive_counts_every_byte_of_the_upload(
-    volume: StorageUnderTest, tmp_path: Path
-) -> None:
-    archive = make_zip(tmp_path / "in.zip", FILES).read_bytes()
+async def test_receive_counts_every_byte_of_the_upload(volume: StorageUnderTest) -> None:
+    archive = zip_bytes(STUDY)
     workspace = await volume.storage.create("req-contract")
     assert await volume.storage.receive(workspace, chunks(archive)) == len(archive)
-    await volume.storage.delete(workspace)
 
 
-async def test_extract_counts_the_files_it_wrote(volume: StorageUnderTest, tmp_path: Path) -> None:
-    archive = make_zip(tmp_path / "in.zip", FILES).read_bytes()
+async def test_extract_unpacks_what_was_received_and_counts_its_files(
+    volume: StorageUnderTest,
+) -> None:
+    workspace = await received(volume, zip_bytes(STUDY))
+    assert await volume.storage.extract(workspace) == STUDY_FILES
+    assert volume.input(workspace) == UNPACKED
+
+
+async def test_an_empty_archive_gives_an_empty_input(volume: StorageUnderTest) -> None:
+    workspace = await received(volume, zip_bytes({}))
+    assert await volume.storage.extract(workspace) == 0
+    assert volume.input(workspace) == {}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["not a zip", "../escape.txt", "a/../../escape.txt", "/etc/cron.d/evil", "C:/evil", "a link"],
+)
+async def test_an_upload_that_is_no_zip_or_unsafe_is_invalid_input_and_nothing_is_unpacked(
+    volume: StorageUnderTest, tmp_path: Path, hostile: str
+) -> None:
+    if hostile == "not a zip":
+        archive = b"these are not the bytes of a zip archive"
+    elif hostile == "a link":
+        archive = make_symlink_zip(tmp_path / "in.zip").read_bytes()
+    else:
+        archive = make_zip(tmp_path / "in.zip", {"fine.txt": b"ok", hostile: b"evil"}).read_bytes()
+    workspace = await received(volume, archive)
+    with pytest.raises(InvalidInput):
+        await volume.storage.extract(workspace)
+    assert volume.input(workspace) == {}
+
+
+async def test_the_output_is_a_zip_of_exactly_what_the_map_wrote(volume: StorageUnderTest) -> None:
     workspace = await volume.storage.create("req-contract")
-    await volume.storage.receive(workspace, chunks(archive))
-    assert await volume.storage.extract(workspace) == len(FILES)
-    await volume.storage.delete(workspace)
+    volume.write_output(workspace, RESULTS)
+    assert unzipped(await packed(volume, workspace)) == RESULTS
 
 
-async def test_the_output_comes_as_zip_bytes(volume: StorageUnderTest) -> None:
+async def test_an_empty_output_is_a_valid_empty_zip(volume: StorageUnderTest) -> None:
     workspace = await volume.storage.create("req-contract")
-    body = b"".join([chunk async for chunk in volume.storage.pack_output(workspace)])
-    assert body.startswith(b"PK")
-    await volume.storage.delete(workspace)
+    assert unzipped(await packed(volume, workspace)) == {}
 
 
-async def test_a_sweep_after_every_workspace_went_finds_none(volume: StorageUnderTest) -> None:
-    workspace = await volume.storage.create("req-contract")
+async def test_delete_removes_the_whole_workspace(volume: StorageUnderTest) -> None:
+    workspace = await received(volume, zip_bytes(STUDY))
+    await volume.storage.extract(workspace)
+    volume.write_output(workspace, RESULTS)
     await volume.storage.delete(workspace)
+    assert not volume.exists(workspace)
+
+
+async def test_sweep_removes_and_counts_what_an_earlier_process_left_and_only_that(
+    volume: StorageUnderTest,
+) -> None:
+    left = [await volume.leave("crashed-1"), await volume.leave("crashed-2")]
+    ours = await volume.storage.create("req-contract")
+    gone = await volume.storage.create("req-done")
+    await volume.storage.delete(gone)
+    assert await volume.storage.sweep() == len(left)
+    assert not any(volume.exists(workspace) for workspace in left)
+    assert volume.exists(ours)  # a workspace in use is this process's own
     assert await volume.storage.sweep() == 0

@@ -25,10 +25,7 @@ async def test_ready_until_a_port_says_otherwise_then_its_reason_is_given() -> N
         await service.check_ready()
     storage.unready = None
 
-    async def no_backend() -> None:
-        raise BackendUnavailable("the MAP's program does not exist")
-
-    jobs.check = no_backend  # type: ignore[method-assign]
+    jobs.unready = BackendUnavailable("the MAP's program does not exist")
     with pytest.raises(BackendUnavailable, match="program does not exist"):
         await service.check_ready()
 

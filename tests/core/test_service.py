@@ -7,8 +7,9 @@ import pytest
 
 from mis_core.errors import Busy, InvalidInput, JobTimedOut, MapFailed, MisError, PayloadTooLarge
 from mis_core.model import JobOutcome
-from tests.core.driving import STAGES, SUCCESS, full_request, make_service, serving
+from tests.core.driving import STAGES, STUDY, SUCCESS, full_request, make_service, serving
 from tests.fakes import FakeClock, FakeJobBackend, FakeStorage
+from tests.zips import unzipped
 
 pytestmark = pytest.mark.anyio
 
@@ -21,9 +22,9 @@ async def test_stages_run_in_order_and_the_workspace_is_deleted_after_the_respon
     async with serving(service, journal):
         body = await full_request(service)
         assert journal == STAGES  # the response is complete: the deletion comes after it
-    assert body == b"PK-onePK-two"
-    assert storage.received == b"PK\x03\x04"
+    assert unzipped(body) == STUDY  # received, unpacked, run (the fakes' MAP echoes), packed
     assert journal == [*STAGES, "delete", "deleted"]
+    assert storage.disk.paths == {}  # nothing of the request is left
     assert not service.gate.full
     assert service.in_flight == {}
 
