@@ -51,16 +51,15 @@ async def readyz(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     state = app_state(request.app)
-    service = state.service
-    now = service.clock.now()
+    now = state.service.status()
     return JSONResponse(
         {
-            "state": "busy" if service.gate.full else "idle",
-            "in_flight": len(service.in_flight),
-            "capacity": service.gate.capacity,
-            "running": [{"elapsed_seconds": round(now - t, 3)} for t in service.in_flight.values()],
-            "deleting": service.gate.deleting,
-            "timeout_seconds": service.map_spec.timeout_seconds,
+            "state": "busy" if now.busy else "idle",
+            "in_flight": now.in_flight,
+            "capacity": now.capacity,
+            "running": [{"elapsed_seconds": round(seconds, 3)} for seconds in now.running],
+            "deleting": now.deleting,
+            "timeout_seconds": now.timeout_seconds,
             "map": state.map_summary,
         }
     )

@@ -93,7 +93,7 @@ def create_app(
                 )
             yield
             # requests a stop cancelled still stop their MAP and hand their files to deletion
-            await wait_for_requests(lambda: len(service.in_flight), CLEANUP_SECONDS)
+            await wait_for_requests(lambda: service.status().in_flight, CLEANUP_SECONDS)
             background.cancel_scope.cancel()
         await service.jobs.close()
 
