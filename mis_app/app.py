@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from mis_app.errors import ROUTING_CODE_BY_STATUS, error_response, internal_error
 from mis_app.inference import InferenceEndpoint
 from mis_app.live_log import LiveLogCapture, log_stream
+from mis_app.request_info import find_request_info, request_info
 from mis_app.state import app_state
 from mis_core.errors import BackendUnavailable
 
@@ -45,7 +46,7 @@ async def readyz(request: Request) -> Response:
     try:
         await app_state(request.app).service.check_ready()
     except BackendUnavailable as error:
-        return error_response(error, request.state.request_id)
+        return error_response(error, request_info(request.scope).request_id)
     return JSONResponse({"status": "ready"})
 
 
@@ -85,7 +86,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     code = ROUTING_CODE_BY_STATUS.get(exc.status_code)
     if code is None:
         return await server_error(request, exc)
-    body = {"code": code, "message": exc.detail, "request_id": request.state.request_id}
+    request_id = request_info(request.scope).request_id
+    body = {"code": code, "message": exc.detail, "request_id": request_id}
     return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -112,7 +114,8 @@ routes: list[BaseRoute] = [
 
 async def server_error(request: Request, exc: Exception) -> Response:
     """An unexpected error outside the inference routes: the JSON error body, with the id."""
-    request_id = getattr(request.state, "request_id", "-")
+    info = find_request_info(request.scope)
+    request_id = info.request_id if info is not None else "-"
     response = error_response(internal_error(), request_id)
     response.headers["x-request-id"] = request_id  # it never reaches the request id middleware
     return response

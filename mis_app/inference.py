@@ -16,10 +16,10 @@ from loguru import logger
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mis_app.audit import AuditFacts
 from mis_app.digest import Digest
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
+from mis_app.request_info import CLIENT_DISCONNECTED, OK, request_info
 from mis_app.state import app_state
 from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import Busy, MisError
@@ -41,11 +41,11 @@ class InferenceEndpoint:
         state = app_state(scope["app"])
         request = Request(scope, receive)
         body_read = anyio.Event()
-        facts: AuditFacts | None = scope["state"].get("audit")  # present while auditing is on
+        info = request_info(scope)
+        facts = info.audit  # present while auditing is on
         upload = _upload(request, state.upload_limits, body_read, facts.upload if facts else None)
         # keyed by MIS's own job id: the client's request id may be another's too
-        ids = scope["state"]
-        inference = state.service.infer(ids["job_id"], upload, request_id=ids["request_id"])
+        inference = state.service.infer(info.job_id, upload, request_id=info.request_id)
         if facts is not None:
             facts.inference = inference
         answer = _Answer(facts.output if facts else None)
@@ -53,7 +53,7 @@ class InferenceEndpoint:
         try:
             await answer.send(inference, body_read, scope, receive, send)
         finally:
-            scope["state"]["outcome"] = answer.outcome
+            info.outcome = answer.outcome
             state.metrics.observe(
                 answer.outcome,
                 time.perf_counter() - began,
@@ -89,13 +89,13 @@ class _Answer:
             if await _unless_disconnected(
                 receive, body_read, _send_zip(inference, tracked_send, self.digest)
             ):
-                self.outcome = "ok"
+                self.outcome = OK
             else:
-                self.outcome = "client_disconnected"
+                self.outcome = CLIENT_DISCONNECTED
                 logger.warning("client disconnected; the job was stopped")
             return
         except ClientDisconnect:
-            self.outcome = "client_disconnected"
+            self.outcome = CLIENT_DISCONNECTED
             logger.warning("client disconnected during the upload")
             return
         except MisError as exc:
@@ -113,7 +113,7 @@ class _Answer:
                 raise
             error = internal_error()
         self.outcome = error.code
-        await error_response(error, scope["state"]["request_id"])(scope, receive, send)
+        await error_response(error, request_info(scope).request_id)(scope, receive, send)
 
 
 async def _upload(
@@ -205,9 +205,10 @@ class BusyShortcut:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
-        body = scope["state"]["request_id"].encode().join(self._body)
+        info = request_info(scope)
+        body = info.request_id.encode().join(self._body)
         headers = [*self._headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": self._status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        scope["state"]["outcome"] = Busy.code
+        info.outcome = Busy.code
         self.metrics.observe(Busy.code, time.perf_counter() - began, None, 0, 0)
