@@ -1,8 +1,9 @@
 """The HTTP routes: endpoints reading the app's state (`mis_app.state`), which
 `mis_app.bootstrap` builds.
 
-The inference routes have a plain ASGI endpoint (mis_app.inference), wrapped in the live-log
-middleware that keeps the MAP's lines for their sender; the others answer a Request.
+The inference routes have a plain ASGI endpoint (mis_app.inference), wrapped in their own
+middleware: the busy shortcut, then the live-log capture that keeps the MAP's lines for their
+sender; the others answer a Request.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mis_app.errors import ROUTING_CODE_BY_STATUS, error_response, internal_error
-from mis_app.inference import InferenceEndpoint
+from mis_app.inference import BusyShortcut, InferenceEndpoint
 from mis_app.live_log import LiveLogCapture, log_stream
+from mis_app.metrics import Metrics
 from mis_app.request_info import find_request_info, request_info
 from mis_app.state import app_state
 from mis_core.errors import BackendUnavailable
+from mis_core.gate import AdmissionGate
 
 STATIC = Path(__file__).parent / "static"  # the page at /: shipped in the package, no CDN
 PAGE_HEADERS = {
@@ -66,7 +69,7 @@ async def status(request: Request) -> Response:
     )
 
 
-async def metrics(request: Request) -> Response:
+async def metrics_text(request: Request) -> Response:
     registry = app_state(request.app).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -91,25 +94,25 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
 
-routes: list[BaseRoute] = [
-    *(
-        Route(
-            path,
-            InferenceEndpoint(),
-            methods=["POST"],
-            middleware=[Middleware(LiveLogCapture)],  # only here: the MAP runs for these
-        )
-        for path in sorted(INFERENCE_PATHS)
-    ),
-    Route("/v1/inference/{request_id}/log", log_stream),
-    Route("/healthz", healthz),
-    Route("/readyz", readyz),
-    Route("/v1/status", status),
-    Route("/metrics", metrics),
-    Route("/openapi.json", openapi_json),
-    Route("/", page),
-    Mount("/static", StaticFiles(directory=STATIC), name="static"),
-]
+def routes(gate: AdmissionGate, metrics: Metrics) -> list[BaseRoute]:
+    """The app's routes. The inference routes refuse at once while every slot of `gate` is
+    taken (a burst of requests costs little more than its answers), and only then open the
+    live log (only there: the MAP runs for these)."""
+    inference = [Middleware(BusyShortcut, gate=gate, metrics=metrics), Middleware(LiveLogCapture)]
+    return [
+        *(
+            Route(path, InferenceEndpoint(), methods=["POST"], middleware=inference)
+            for path in sorted(INFERENCE_PATHS)
+        ),
+        Route("/v1/inference/{request_id}/log", log_stream),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/v1/status", status),
+        Route("/metrics", metrics_text),
+        Route("/openapi.json", openapi_json),
+        Route("/", page),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

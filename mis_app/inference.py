@@ -177,31 +177,24 @@ async def _unless_disconnected(
 
 
 class BusyShortcut:
-    """Refuses inference requests while every slot is taken, before routing runs.
+    """Middleware of the inference routes: refuses a request while every slot is taken,
+    before the live log is opened and the endpoint runs.
 
     Under a burst of clients the busy answers are nearly all the work the server does, so they
     are made here, from a body prepared once; the answer is the same as the full path's.
     """
 
-    def __init__(
-        self, app: ASGIApp, gate: AdmissionGate, metrics: Metrics, paths: frozenset[str]
-    ) -> None:
+    def __init__(self, app: ASGIApp, gate: AdmissionGate, metrics: Metrics) -> None:
         self.app = app
         self.gate = gate
         self.metrics = metrics
-        self.paths = paths
         refusal = error_response(gate.refusal(), "REQUEST_ID")
         self._status = refusal.status_code
         self._headers = [(k, v) for k, v in refusal.raw_headers if k != b"content-length"]
         self._body = bytes(refusal.body).split(b"REQUEST_ID")  # request ids need no escaping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            self.gate.full
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] in self.paths
-        ):
+        if not self.gate.full:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
