@@ -1,6 +1,6 @@
 """An audit record for every inference request, whatever ended it, written when it ends.
 
-`AuditTrail` is handed each request's end by `RequestIdMiddleware`, the app's first layer, so
+`AuditTrail` is handed each request's end by `RequestIdMiddleware`, MIS's first layer, so
 it sees every answer: the busy shortcut's, auth's 401, a stop's 503, and a client that went
 away before any. The endpoint and auth add what only they know to the request's record
 (`mis_app.request_info`): the token's name, and the `AuditFacts` of an audited request. A
