@@ -1,8 +1,9 @@
 """The HTTP routes: endpoints reading the app's state (`mis_app.state`), which
 `mis_app.bootstrap` builds.
 
-The inference routes have a plain ASGI endpoint (mis_app.inference), wrapped in the live-log
-middleware that keeps the MAP's lines for their sender; the others answer a Request.
+The inference routes have a plain ASGI endpoint (mis_app.inference), wrapped in their own
+middleware: the busy shortcut, then the live-log capture that keeps the MAP's lines for their
+sender; the others answer a Request.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mis_app.errors import ROUTING_CODE_BY_STATUS, error_response, internal_error
-from mis_app.inference import InferenceEndpoint
+from mis_app.inference import BusyShortcut, InferenceEndpoint
 from mis_app.live_log import LiveLogCapture, log_stream
+from mis_app.metrics import Metrics
+from mis_app.request_info import find_request_info, request_info
 from mis_app.state import app_state
 from mis_core.errors import BackendUnavailable
+from mis_core.gate import AdmissionGate
 
 STATIC = Path(__file__).parent / "static"  # the page at /: shipped in the package, no CDN
 PAGE_HEADERS = {
@@ -45,28 +49,27 @@ async def readyz(request: Request) -> Response:
     try:
         await app_state(request.app).service.check_ready()
     except BackendUnavailable as error:
-        return error_response(error, request.state.request_id)
+        return error_response(error, request_info(request.scope).request_id)
     return JSONResponse({"status": "ready"})
 
 
 async def status(request: Request) -> Response:
     state = app_state(request.app)
-    service = state.service
-    now = service.clock.now()
+    now = state.service.status()
     return JSONResponse(
         {
-            "state": "busy" if service.gate.full else "idle",
-            "in_flight": len(service.in_flight),
-            "capacity": service.gate.capacity,
-            "running": [{"elapsed_seconds": round(now - t, 3)} for t in service.in_flight.values()],
-            "deleting": service.gate.deleting,
-            "timeout_seconds": service.map_spec.timeout_seconds,
+            "state": "busy" if now.busy else "idle",
+            "in_flight": now.in_flight,
+            "capacity": now.capacity,
+            "running": [{"elapsed_seconds": round(seconds, 3)} for seconds in now.running],
+            "deleting": now.deleting,
+            "timeout_seconds": now.timeout_seconds,
             "map": state.map_summary,
         }
     )
 
 
-async def metrics(request: Request) -> Response:
+async def metrics_text(request: Request) -> Response:
     registry = app_state(request.app).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -86,34 +89,36 @@ async def http_error(request: Request, exc: Exception) -> Response:
     code = ROUTING_CODE_BY_STATUS.get(exc.status_code)
     if code is None:
         return await server_error(request, exc)
-    body = {"code": code, "message": exc.detail, "request_id": request.state.request_id}
+    request_id = request_info(request.scope).request_id
+    body = {"code": code, "message": exc.detail, "request_id": request_id}
     return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
 
-routes: list[BaseRoute] = [
-    *(
-        Route(
-            path,
-            InferenceEndpoint(),
-            methods=["POST"],
-            middleware=[Middleware(LiveLogCapture)],  # only here: the MAP runs for these
-        )
-        for path in sorted(INFERENCE_PATHS)
-    ),
-    Route("/v1/inference/{request_id}/log", log_stream),
-    Route("/healthz", healthz),
-    Route("/readyz", readyz),
-    Route("/v1/status", status),
-    Route("/metrics", metrics),
-    Route("/openapi.json", openapi_json),
-    Route("/", page),
-    Mount("/static", StaticFiles(directory=STATIC), name="static"),
-]
+def routes(gate: AdmissionGate, metrics: Metrics) -> list[BaseRoute]:
+    """The app's routes. The inference routes refuse at once while every slot of `gate` is
+    taken (a burst of requests costs little more than its answers), and only then open the
+    live log (only there: the MAP runs for these)."""
+    inference = [Middleware(BusyShortcut, gate=gate, metrics=metrics), Middleware(LiveLogCapture)]
+    return [
+        *(
+            Route(path, InferenceEndpoint(), methods=["POST"], middleware=inference)
+            for path in sorted(INFERENCE_PATHS)
+        ),
+        Route("/v1/inference/{request_id}/log", log_stream),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/v1/status", status),
+        Route("/metrics", metrics_text),
+        Route("/openapi.json", openapi_json),
+        Route("/", page),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
     """An unexpected error outside the inference routes: the JSON error body, with the id."""
-    request_id = getattr(request.state, "request_id", "-")
+    info = find_request_info(request.scope)
+    request_id = info.request_id if info is not None else "-"
     response = error_response(internal_error(), request_id)
     response.headers["x-request-id"] = request_id  # it never reaches the request id middleware
     return response

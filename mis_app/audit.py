@@ -1,10 +1,11 @@
 """An audit record for every inference request, whatever ended it, written when it ends.
 
-`AuditMiddleware` is the app's outermost layer, so it sees every answer: the busy shortcut's,
-auth's 401, a stop's 503, and a client that went away before any. The endpoint and auth add
-what only they know to the request's `AuditFacts` (`scope["state"]["audit"]`, present only
-while auditing is on). A record holds sizes, hashes and counts of what came in and went out,
-never a file name or anything else from inside a study.
+`AuditTrail` is handed each request's end by `RequestIdMiddleware`, MIS's first layer, so
+it sees every answer: the busy shortcut's, auth's 401, a stop's 503, and a client that went
+away before any. The endpoint and auth add what only they know to the request's record
+(`mis_app.request_info`): the token's name, and the `AuditFacts` of an audited request. A
+record holds sizes, hashes and counts of what came in and went out, never a file name or
+anything else from inside a study.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from mis_app.audit_log import AuditLog, AuditUnavailable
 from mis_app.digest import Digest
+from mis_app.request_info import CLIENT_DISCONNECTED, RequestInfo
 from mis_app.settings import Settings, SettingsError
 from mis_app.summary import map_summary
 from mis_core.service import Inference
@@ -30,8 +31,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @attrs.define
 class AuditFacts:
-    """What the endpoint and auth learn of one request, for its record."""
+    """What the endpoint learns of one audited request, for its record."""
 
+    started: float = attrs.Factory(time.time)  # when the request came in
     upload: Digest = attrs.Factory(Digest)
     output: Digest = attrs.Factory(Digest)
     inference: Inference | None = None
@@ -80,63 +82,51 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
-class AuditMiddleware:
+class AuditTrail:
     """Writes one record per request to `paths` once its answer is done (or abandoned)."""
 
     def __init__(
         self,
-        app: ASGIApp,
         log: AuditLog,
         map_facts: dict[str, Any],
         trusted: tuple[Network, ...],
         paths: frozenset[str],
     ) -> None:
-        self.app = app
         self.log = log
         self.map_facts = map_facts  # image or command, and resources, as configured
         self.trusted = trusted
         self.paths = paths
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
+    def facts_for(self, scope: Scope) -> AuditFacts | None:
+        """The facts to gather while the request runs; None when it is not audited."""
+        return AuditFacts() if scope["path"] in self.paths else None
+
+    def write(self, scope: Scope, info: RequestInfo, status: int | None) -> None:
+        """The record of a request that has ended (`status`: None when nothing was answered)."""
+        facts = info.audit
+        if facts is None:
             return
-        started = time.time()
-        state = scope.setdefault("state", {})
-        state["audit"] = facts = AuditFacts()
-        status: int | None = None
-
-        async def watched_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched_send)
-        finally:
-            facts.upload.close()
-            facts.output.close()
-            self.log.write(self._record(scope, facts, started, status))
+        facts.upload.close()
+        facts.output.close()
+        self.log.write(self._record(scope, info, facts, status))
 
     def _record(
-        self, scope: Scope, facts: AuditFacts, started: float, status: int | None
+        self, scope: Scope, info: RequestInfo, facts: AuditFacts, status: int | None
     ) -> dict[str, Any]:
-        state = scope["state"]
         inference = facts.inference
         image_id = inference.image_id if inference else ""
         times = attrs.asdict(inference.times) if inference else {}
         return {
-            "time_started": _iso(started),
+            "time_started": _iso(facts.started),
             "time_ended": _iso(time.time()),
-            "request_id": state.get("request_id"),
-            "job_id": state.get("job_id"),
+            "request_id": info.request_id,
+            "job_id": info.job_id,
             "client": client_address(scope, self.trusted),
-            "token_name": state.get("token_name"),
+            "token_name": info.token_name,
             "method": scope["method"],
             "path": scope["path"],
             "status": status,
-            "code": state.get("outcome") or ("client_disconnected" if status is None else ""),
+            "code": info.outcome or (CLIENT_DISCONNECTED if status is None else ""),
             "map": {**self.map_facts["map"], "image_id": image_id or None},
             "resources": self.map_facts["resources"],
             "input_bytes": facts.upload.size,
@@ -149,12 +139,11 @@ class AuditMiddleware:
         }
 
 
-def audit_layer(settings: Settings, paths: frozenset[str]) -> list[Middleware]:
-    """The audit middleware the settings ask for (none when off); put it outermost, so that
-    the refusals of the layers below are recorded too."""
+def audit_trail(settings: Settings, paths: frozenset[str]) -> AuditTrail | None:
+    """The audit trail the settings ask for (None when off), of the requests to `paths`."""
     server = settings.server
     if server.audit_file is None:
-        return []
+        return None
     try:
         log = AuditLog(server.audit_file)
     except AuditUnavailable as exc:
@@ -164,6 +153,4 @@ def audit_layer(settings: Settings, paths: frozenset[str]) -> list[Middleware]:
         "map": {key: summary[key] for key in ("backend", "image", "command")},
         "resources": summary["resources"],
     }
-    trusted = trusted_networks(server.trusted_proxies)
-    audit = Middleware(AuditMiddleware, log=log, map_facts=facts, trusted=trusted, paths=paths)
-    return [audit]
+    return AuditTrail(log, facts, trusted_networks(server.trusted_proxies), paths)

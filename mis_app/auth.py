@@ -27,6 +27,7 @@ from loguru import logger
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
+from mis_app.request_info import RequestInfo, request_info
 from mis_app.token_format import MAX_FILE_BYTES, MalformedTokens, parse_named_tokens
 from mis_core.errors import BackendUnavailable, Unauthorized
 
@@ -143,27 +144,27 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
-        request_id = scope["state"]["request_id"]
+        info = request_info(scope)
         try:
-            problem = self._problem(scope)
+            problem = self._problem(scope, info)
         except TokensUnavailable:
             unavailable = BackendUnavailable(
                 "Authentication is on but the service cannot read its tokens file; nothing can "
                 "be let in until it can. Ask the administrator to check server.auth.tokens_file."
             )
-            scope["state"]["outcome"] = unavailable.code  # for the access line and audit record
-            await error_response(unavailable, request_id)(scope, receive, send)
+            info.outcome = unavailable.code  # for the access line and audit record
+            await error_response(unavailable, info.request_id)(scope, receive, send)
             return
         if not problem:
             await self.app(scope, receive, send)
             return
         refusal = Unauthorized(problem)
-        scope["state"]["outcome"] = refusal.code
-        response = error_response(refusal, request_id)
+        info.outcome = refusal.code
+        response = error_response(refusal, info.request_id)
         response.headers["WWW-Authenticate"] = CHALLENGE
         await response(scope, receive, send)
 
-    def _problem(self, scope: Scope) -> str:
+    def _problem(self, scope: Scope, info: RequestInfo) -> str:
         query = scope.get("query_string", b"")
         if any(query.startswith(p) or b"&" + p in query for p in URL_TOKEN_PARAMETERS):
             return (
@@ -177,5 +178,5 @@ class AuthMiddleware:
         name = self.tokens.match(presented.strip())
         if name is None:
             return "The token is not valid (wrong, or revoked). Ask the administrator for one."
-        scope["state"]["token_name"] = name  # for the audit record; never the token
+        info.token_name = name  # for the audit record; never the token
         return ""

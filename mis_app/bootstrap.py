@@ -70,11 +70,13 @@ def create_app(
     """The web app on the adapters the settings ask for; tests may give fakes of any."""
     metrics = Metrics()
     backend = backend or build_backend(settings)
+    gate = build_gate(settings)  # the service's, and the inference routes' busy shortcut's
     service = build_service(
         settings,
         jobs=backend.jobs,
         storage=storage,
         clock=clock,
+        gate=gate,
         on_deleted=metrics.observe_deletion,
     )
     metrics.watch(service)
@@ -93,13 +95,13 @@ def create_app(
                 )
             yield
             # requests a stop cancelled still stop their MAP and hand their files to deletion
-            await wait_for_requests(lambda: len(service.in_flight), CLEANUP_SECONDS)
+            await wait_for_requests(lambda: service.status().in_flight, CLEANUP_SECONDS)
             background.cancel_scope.cancel()
         await service.jobs.close()
 
     app = Starlette(
-        routes=routes.routes,
-        middleware=middleware(settings, service.gate, metrics),
+        routes=routes.routes(gate, metrics),
+        middleware=middleware(settings),
         exception_handlers=routes.exception_handlers,
         lifespan=lifespan,
     )
@@ -135,6 +137,7 @@ def build_service(
     jobs: JobBackend | None = None,
     storage: Storage | None = None,
     clock: Clock | None = None,
+    gate: AdmissionGate | None = None,
     **hooks: Any,
 ) -> InferenceService:
     """The core's service on the adapters the settings ask for, or on those given (fakes)."""
@@ -143,10 +146,15 @@ def build_service(
         storage=storage or build_storage(settings),
         jobs=jobs or build_backend(settings).jobs,
         clock=clock or MonotonicClock(),
-        gate=AdmissionGate(settings.server.max_concurrent),
+        gate=gate or build_gate(settings),
         stuck_deletion_seconds=settings.server.stuck_deletion_seconds,
         **hooks,
     )
+
+
+def build_gate(settings: Settings) -> AdmissionGate:
+    """The one gate: the service admits through it, the busy shortcut reads it."""
+    return AdmissionGate(settings.server.max_concurrent)
 
 
 def build_storage(settings: Settings) -> LocalStorage:

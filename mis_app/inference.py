@@ -16,10 +16,10 @@ from loguru import logger
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mis_app.audit import AuditFacts
 from mis_app.digest import Digest
 from mis_app.errors import error_response, internal_error
 from mis_app.metrics import Metrics
+from mis_app.request_info import CLIENT_DISCONNECTED, OK, request_info
 from mis_app.state import app_state
 from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import Busy, MisError
@@ -41,11 +41,11 @@ class InferenceEndpoint:
         state = app_state(scope["app"])
         request = Request(scope, receive)
         body_read = anyio.Event()
-        facts: AuditFacts | None = scope["state"].get("audit")  # present while auditing is on
+        info = request_info(scope)
+        facts = info.audit  # present while auditing is on
         upload = _upload(request, state.upload_limits, body_read, facts.upload if facts else None)
         # keyed by MIS's own job id: the client's request id may be another's too
-        ids = scope["state"]
-        inference = state.service.infer(ids["job_id"], upload, request_id=ids["request_id"])
+        inference = state.service.infer(info.job_id, upload, request_id=info.request_id)
         if facts is not None:
             facts.inference = inference
         answer = _Answer(facts.output if facts else None)
@@ -53,7 +53,7 @@ class InferenceEndpoint:
         try:
             await answer.send(inference, body_read, scope, receive, send)
         finally:
-            scope["state"]["outcome"] = answer.outcome
+            info.outcome = answer.outcome
             state.metrics.observe(
                 answer.outcome,
                 time.perf_counter() - began,
@@ -89,13 +89,13 @@ class _Answer:
             if await _unless_disconnected(
                 receive, body_read, _send_zip(inference, tracked_send, self.digest)
             ):
-                self.outcome = "ok"
+                self.outcome = OK
             else:
-                self.outcome = "client_disconnected"
+                self.outcome = CLIENT_DISCONNECTED
                 logger.warning("client disconnected; the job was stopped")
             return
         except ClientDisconnect:
-            self.outcome = "client_disconnected"
+            self.outcome = CLIENT_DISCONNECTED
             logger.warning("client disconnected during the upload")
             return
         except MisError as exc:
@@ -113,7 +113,7 @@ class _Answer:
                 raise
             error = internal_error()
         self.outcome = error.code
-        await error_response(error, scope["state"]["request_id"])(scope, receive, send)
+        await error_response(error, request_info(scope).request_id)(scope, receive, send)
 
 
 async def _upload(
@@ -177,37 +177,31 @@ async def _unless_disconnected(
 
 
 class BusyShortcut:
-    """Refuses inference requests while every slot is taken, before routing runs.
+    """Middleware of the inference routes: refuses a request while every slot is taken,
+    before the live log is opened and the endpoint runs.
 
     Under a burst of clients the busy answers are nearly all the work the server does, so they
     are made here, from a body prepared once; the answer is the same as the full path's.
     """
 
-    def __init__(
-        self, app: ASGIApp, gate: AdmissionGate, metrics: Metrics, paths: frozenset[str]
-    ) -> None:
+    def __init__(self, app: ASGIApp, gate: AdmissionGate, metrics: Metrics) -> None:
         self.app = app
         self.gate = gate
         self.metrics = metrics
-        self.paths = paths
         refusal = error_response(gate.refusal(), "REQUEST_ID")
         self._status = refusal.status_code
         self._headers = [(k, v) for k, v in refusal.raw_headers if k != b"content-length"]
         self._body = bytes(refusal.body).split(b"REQUEST_ID")  # request ids need no escaping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            self.gate.full
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] in self.paths
-        ):
+        if not self.gate.full:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
-        body = scope["state"]["request_id"].encode().join(self._body)
+        info = request_info(scope)
+        body = info.request_id.encode().join(self._body)
         headers = [*self._headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": self._status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        scope["state"]["outcome"] = Busy.code
+        info.outcome = Busy.code
         self.metrics.observe(Busy.code, time.perf_counter() - began, None, 0, 0)

@@ -34,6 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
+from mis_app.request_info import request_info
 from mis_app.state import app_state
 from mis_core.errors import NotFound
 
@@ -122,7 +123,7 @@ class LiveLogs:
     @contextmanager
     def opened(self, scope: Scope) -> Iterator[None]:
         key = _header(scope, KEY_HEADER)
-        request_id: str = scope["state"]["request_id"]
+        request_id = request_info(scope).request_id
         digest = _digest(request_id, key, _header(scope, "authorization"))
         if not _KEY.fullmatch(key) or digest in self._channels:
             yield  # no key, a malformed one, or the very same request twice: no live log
@@ -160,7 +161,7 @@ class LiveLogs:
                     "sent with this X-Log-Key and this token. Only the client that sent a "
                     "request can follow its log, while it runs."
                 ),
-                request.state.request_id,
+                request_info(scope).request_id,
             )
         seen = _last_event_id(request.headers.get("last-event-id", ""))
         return StreamingResponse(

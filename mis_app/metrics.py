@@ -53,19 +53,19 @@ class Metrics:
     def watch(self, service: InferenceService) -> None:
         r = self.registry
         Gauge("mis_in_flight_requests", "Requests being fulfilled", registry=r).set_function(
-            lambda: len(service.in_flight)
+            lambda: service.status().in_flight
         )
         Gauge(
             "mis_deleting_workspaces", "Workspaces of finished requests being deleted", registry=r
-        ).set_function(lambda: service.gate.deleting)
+        ).set_function(lambda: service.status().deleting)
         Gauge(
             "mis_cleanup_failures", "Workspace deletions that failed (each retry counts)",
             registry=r,
-        ).set_function(lambda: service.cleanup_failures)  # fmt: skip
+        ).set_function(lambda: service.status().cleanup_failures)  # fmt: skip
         Gauge(
             "mis_failed_deletions_retrying",
             "Workspaces whose deletion failed and is retried in the background", registry=r,
-        ).set_function(lambda: len(service.failing_deletions))  # fmt: skip
+        ).set_function(lambda: service.status().retrying_deletions)  # fmt: skip
 
     def add(self, collectors: Iterable[Collector]) -> None:
         """Collectors a backend offers besides (the Kubernetes backend's API and watch counts)."""

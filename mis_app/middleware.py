@@ -1,8 +1,9 @@
-"""The web app's middleware, in its order: the request id, the token check, the busy shortcut.
+"""The web app's middleware, in its order: the request id, then the token check.
 
 Apart from the composition root because the order is a decision of its own: the request id
-first, so every answer carries it; the busy shortcut before routing, so refusing one of a
-burst of requests costs as little as it can.
+first, so every answer carries it and its access line and audit record see every answer; the
+token check before routing, so nothing answers a client without a valid token (the inference
+routes' own busy shortcut included: mis_app.app) but the open paths.
 """
 
 from __future__ import annotations
@@ -10,22 +11,18 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 
 from mis_app import app as routes
-from mis_app.audit import audit_layer
+from mis_app.audit import audit_trail
 from mis_app.auth import AuthMiddleware, TokenFile
-from mis_app.inference import BusyShortcut
-from mis_app.metrics import Metrics
 from mis_app.request_id import RequestIdMiddleware
 from mis_app.settings import Settings
-from mis_core.gate import AdmissionGate
 
 
-def middleware(settings: Settings, gate: AdmissionGate, metrics: Metrics) -> list[Middleware]:
+def middleware(settings: Settings) -> list[Middleware]:
     """The middleware of the app `settings` describe, in the order requests meet it."""
+    audit = audit_trail(settings, routes.INFERENCE_PATHS)  # None when auditing is off
     return [
-        *audit_layer(settings, routes.INFERENCE_PATHS),  # outermost: sees every answer
-        Middleware(RequestIdMiddleware),
+        Middleware(RequestIdMiddleware, audit=audit),
         *_auth(settings),
-        Middleware(BusyShortcut, gate=gate, metrics=metrics, paths=routes.INFERENCE_PATHS),
     ]
 
 

@@ -2,8 +2,12 @@
 
 The request id is the client's word: two clients may send the same one, or ids that differ only
 in letter case. So MIS keys what it keeps for a request (its slot, workspace, job or container)
-by a job id of its own (`scope["state"]["job_id"]`, 32 random hex digits), and uses the
-request id only in headers and log lines. Without a client id, both are the same new id.
+by a job id of its own (`RequestInfo.job_id`, 32 random hex digits), and uses the request id
+only in headers and log lines. Without a client id, both are the same new id.
+
+This layer makes the request's record (`mis_app.request_info`) and, when the request ends,
+writes its access line and hands it to the audit trail: both see every answer, the layers'
+below and its own.
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ import asyncio
 import re
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mis_app.errors import error_response
+from mis_app.request_info import STOPPED, RequestInfo, attach
 from mis_core.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from mis_app.audit import AuditTrail
 
 HEADER = "x-request-id"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -51,13 +59,15 @@ def _log_access(access: dict[str, Any]) -> None:
 
 
 class RequestIdMiddleware:
-    """Assigns the id, tags the request's log lines with it, and writes one access line.
+    """Assigns the id, tags the request's log lines with it, and writes one access line (and
+    the audit record, when `audit` is given).
 
     The access line carries its fields as `access` too, so the JSON log has them as data.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, audit: AuditTrail | None = None) -> None:
         self.app = app
+        self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,8 +75,10 @@ class RequestIdMiddleware:
             return
         job_id = secrets.token_hex(16)
         request_id = request_id_from(scope["headers"]) or job_id
-        state = scope.setdefault("state", {})
-        state["request_id"], state["job_id"] = request_id, job_id
+        info = RequestInfo(request_id, job_id)
+        if self.audit is not None:
+            info.audit = self.audit.facts_for(scope)
+        attach(scope, info)
         status = 0
         sent = 0
         received = 0
@@ -94,7 +106,7 @@ class RequestIdMiddleware:
                 # Only a stop of the whole server cancels a request, once its grace is over;
                 # the request has stopped its MAP and deleted its files on the way out. Say so
                 # to the client rather than let the server answer a bare 500, and end here.
-                scope["state"]["outcome"] = "stopped"
+                info.outcome = STOPPED
                 if status == 0:
                     await error_response(_stopped(), request_id)(scope, receive, send_with_id)
             finally:
@@ -102,7 +114,7 @@ class RequestIdMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "code": scope["state"].get("outcome", ""),
+                    "code": info.outcome,
                     "duration_seconds": round(time.perf_counter() - started, 6),
                     "bytes_received": received,
                     "bytes_sent": sent,
@@ -111,3 +123,5 @@ class RequestIdMiddleware:
                 # answers go out first and their log lines right after (the line's content is
                 # fixed here; its context, with the request id, goes with the callback).
                 asyncio.get_running_loop().call_soon(_log_access, access)
+                if self.audit is not None:
+                    self.audit.write(scope, info, status or None)

@@ -18,7 +18,8 @@ it makes its own (see `AdmissionGate`). A deletion that fails (a file MIS may no
 descriptor free for a moment) is retried in the background, with a back-off, until it works;
 meanwhile it still counts as pending, and `failing_deletions` says since when it fails.
 Leaving `running()` waits for the deletions under way and ends the retries; what is left then
-(or after MIS died) is swept at the next start.
+(or after MIS died) is swept at the next start. What the service is doing is read through
+`status()`, one value, so that nothing outside reads the gate or the requests in flight.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+import attrs
 from anyio.abc import TaskGroup
 from loguru import logger
 
@@ -39,6 +41,24 @@ from mis_core.tasks import plain_task_group
 
 RETRY_FIRST_SECONDS = 1.0  # a failed deletion is tried again after this, then twice as long
 RETRY_MOST_SECONDS = 60.0  # ... up to this between tries
+
+
+@attrs.frozen
+class ServiceStatus:
+    """What the service is doing at one moment: /v1/status, the metrics and a stopping
+    server read it."""
+
+    busy: bool  # every slot is taken: a request sent now is refused
+    capacity: int  # requests run at once at most
+    running: tuple[float, ...]  # the seconds each request in flight has run so far
+    deleting: int  # workspaces of finished requests still being deleted
+    timeout_seconds: float  # the MAP's, per request
+    cleanup_failures: int  # deletion attempts that failed, retries included
+    retrying_deletions: int  # workspaces whose deletion failed and is being retried
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.running)
 
 
 class InferenceService:
@@ -98,6 +118,19 @@ class InferenceService:
                 f"{self.stuck_deletion_seconds:g}); MIS keeps retrying. The log says why (for "
                 "example files MIS's user may not remove); fix that and they go."
             )
+
+    def status(self) -> ServiceStatus:
+        """What the service is doing now."""
+        now = self.clock.now()
+        return ServiceStatus(
+            busy=self.gate.full,
+            capacity=self.gate.capacity,
+            running=tuple(now - admitted for admitted in self.in_flight.values()),
+            deleting=self.gate.deleting,
+            timeout_seconds=self.map_spec.timeout_seconds,
+            cleanup_failures=self.cleanup_failures,
+            retrying_deletions=len(self.failing_deletions),
+        )
 
     @property
     def serving(self) -> bool:

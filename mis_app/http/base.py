@@ -12,6 +12,7 @@ from loguru import logger
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from mis_app.errors import STATUS_BY_CODE, error_body
+from mis_app.request_info import find_request_info
 from mis_core.errors import InvalidInput, MisError
 
 
@@ -48,8 +49,8 @@ class RefusingProtocol(HttpToolsProtocol):
     def _refuse(self, error: MisError) -> None:
         """Answer with the JSON error (unless a response has started) and close."""
         self._refused = True
-        state = self.cycle.scope["state"] if self._response_in_progress() else {}
-        request_id = state.get("request_id") or secrets.token_hex(16)
+        info = find_request_info(self.cycle.scope) if self._response_in_progress() else None
+        request_id = info.request_id if info is not None else secrets.token_hex(16)
         logger.bind(request_id=request_id).warning("refused: {} ({})", error.code, error.message)
         if self._response_in_progress():
             # the application reading this request sees the client gone, and answers nothing

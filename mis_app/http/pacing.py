@@ -19,6 +19,7 @@ import asyncio
 from loguru import logger
 
 from mis_app.http.pipelining import PipelineBoundProtocol
+from mis_app.request_info import find_request_info
 
 
 class PacedProtocol(PipelineBoundProtocol):
@@ -77,6 +78,8 @@ class PacedProtocol(PipelineBoundProtocol):
         deletes its files and frees the slot."""
         if self.transport.is_closing():
             return
-        state = self.cycle.scope.get("state", {}) if self.cycle is not None else {}
-        logger.bind(request_id=state.get("request_id", "-")).warning(message, seconds)
+        info = find_request_info(self.cycle.scope) if self.cycle is not None else None
+        logger.bind(request_id=info.request_id if info is not None else "-").warning(
+            message, seconds
+        )
         self.transport.abort()

@@ -6,6 +6,7 @@ runs today, but the live log must not rely on it): each sender reads only its ow
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 
 import anyio
@@ -17,20 +18,22 @@ from starlette.types import Receive, Scope, Send
 
 from mis_adapters.map_follow import MapLog
 from mis_app.live_log import LiveLogCapture, LiveLogs
+from mis_app.request_info import RequestInfo, attach
 
 pytestmark = pytest.mark.anyio
 
 
 def scope(method: str, path: str, headers: dict[str, str], request_id: str) -> Scope:
-    return {
+    made: Scope = {
         "type": "http",
         "method": method,
         "path": path,
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "state": {"request_id": request_id},
         "path_params": {"request_id": request_id},
         "query_string": b"",
     }
+    attach(made, RequestInfo(request_id, job_id=secrets.token_hex(16)))  # as the middleware does
+    return made
 
 
 async def lines_of(stream: AsyncIterator[str | bytes]) -> list[str]:
