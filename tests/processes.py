@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
+
+from tests.harness.wait import settled
 
 
 def is_alive(pid: int, grace: float = 2.0) -> bool:
@@ -12,15 +13,14 @@ def is_alive(pid: int, grace: float = 2.0) -> bool:
 
     A zombie counts as gone: it has exited and only waits for its parent to reap it.
     """
-    deadline = time.monotonic() + grace
-    while True:  # looks at least once, even with no grace
-        try:
-            os.kill(pid, 0)
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except (ProcessLookupError, FileNotFoundError):
-            return False
-        if state == "Z":
-            return False
-        if time.monotonic() >= deadline:
-            return True
-        time.sleep(0.01)
+    return settled(lambda: _running(pid), lambda running: not running, grace)
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie, now."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return state != "Z"

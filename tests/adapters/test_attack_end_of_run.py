@@ -32,7 +32,7 @@ from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, Workspa
 from tests.adapters.process_jobs import spec, supervisor_of, workspace
 from tests.built import process_options
 from tests.containment.probes import require_bubblewrap
-from tests.harness.wait import await_until, settled
+from tests.harness.wait import await_until, settled, wait_until
 from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
@@ -94,25 +94,18 @@ async def run(backend: ProcessJobBackend, map_spec: MapSpec, ws: Workspace) -> J
     return await backend.run(JobRequest(job_id, map_spec, ws), JobProgress())
 
 
-async def apids(path: Path, count: int) -> list[int]:
-    with anyio.fail_after(10):
-        while True:
-            with contextlib.suppress(OSError, ValueError):
-                words = path.read_text().split()
-                if len(words) >= count:
-                    return [int(word) for word in words]
-            await anyio.sleep(0.01)
-
-
 def pids(path: Path, count: int) -> list[int]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            words = path.read_text().split()
-            if len(words) >= count:
-                return [int(word) for word in words]
-        time.sleep(0.01)
-    raise AssertionError(f"{path} never got {count} pids")
+    """The pids written to `path`, once there are `count` of them (within 5 s)."""
+    wait_until(lambda: len(words_of(path)) >= count, 5, f"{path} to get {count} pids")
+    return [int(word) for word in words_of(path)]
+
+
+def words_of(path: Path) -> list[str]:
+    """The words in `path`; none while it does not exist."""
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
 
 
 def kill_all(found: list[int]) -> None:
@@ -437,8 +430,7 @@ async def test_cancelling_a_map_that_forged_its_report_and_ignores_term(tmp_path
         with anyio.fail_after(20), anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run, backend, stubborn, ws)
-                while not pidfile.exists() or len(pidfile.read_text().split()) < 2:
-                    await anyio.sleep(0.02)
+                await await_until(lambda: len(words_of(pidfile)) >= 2, 20, "the MAP's pids")
                 found = pids(pidfile, 2)
                 await anyio.sleep(0.3)  # the pipe is still the supervisor's: not over yet
                 assert is_alive(found[0], grace=0)

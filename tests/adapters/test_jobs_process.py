@@ -31,6 +31,7 @@ from mis_core.quantity import CpuQuantity
 from tests.adapters.process_jobs import spec, supervisor_of, workspace
 from tests.built import process_options
 from tests.containment.probes import require_bubblewrap
+from tests.harness.wait import await_until
 from tests.processes import is_alive
 
 pytestmark = pytest.mark.anyio
@@ -132,8 +133,11 @@ async def test_cancelling_kills_the_map_and_the_child_it_spawned(tmp_path: Path)
     with anyio.move_on_after(30) as deadline, anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
             tg.start_soon(backend.run, JobRequest("r", hanging, ws), JobProgress())
-            while not pidfile.exists() or len(pidfile.read_text().split()) < 2:
-                await anyio.sleep(0.02)
+            await await_until(
+                lambda: pidfile.exists() and len(pidfile.read_text().split()) >= 2,
+                30,
+                "the MAP and its child to start",
+            )
             scope.cancel()
     assert not deadline.cancelled_caught
     parent, child = (int(pid) for pid in pidfile.read_text().split())
@@ -162,8 +166,9 @@ async def test_term_ignoring_map_is_killed_after_the_grace(tmp_path: Path) -> No
     with anyio.fail_after(10), anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
             tg.start_soon(backend.run, JobRequest("r", stubborn, ws), JobProgress())
-            while not marker.exists() or not marker.read_text():
-                await anyio.sleep(0.02)
+            await await_until(
+                lambda: marker.exists() and marker.read_text() != "", 10, "the MAP to start"
+            )
             cancelled = time.monotonic()
             scope.cancel()
     stopped = time.monotonic() - cancelled
@@ -332,8 +337,7 @@ async def test_a_run_ending_leaves_the_unpack_workers_of_another_request_alone(
                 )
 
             tg.start_soon(run)
-            while not started.exists():
-                await anyio.sleep(0.02)
+            await await_until(started.exists, 30, "the MAP to start")
             # the other request's workers, as write_in_processes starts them: each waits
             # for its overlap bounds on stdin
             workers = [unpack_processes._start(source.fileno(), dest, i, 2) for i in range(2)]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mis_adapters.process import process_tree
+from tests.harness.wait import wait_until
+
+TREE = ["sh", "sleep", "sleep"]  # the commands of the tree below, sorted
 
 
 def command(pid: int) -> str:
@@ -22,10 +24,11 @@ def command(pid: int) -> str:
 def tree() -> Iterator[subprocess.Popen[bytes]]:
     """sh → (sh → sleep, sleep): two levels below the shell, all alive."""
     shell = subprocess.Popen(["/bin/sh", "-c", "(sleep 30 & wait) & sleep 30 & wait"])
-    deadline = time.monotonic() + 10
-    while sorted(map(command, process_tree.descendants([shell.pid]))) != ["sh", "sleep", "sleep"]:
-        assert time.monotonic() < deadline, "the tree did not start"  # each fork has exec'd
-        time.sleep(0.01)
+    wait_until(
+        lambda: sorted(map(command, process_tree.descendants([shell.pid]))) == TREE,
+        10,
+        "the tree to start",  # each fork has exec'd
+    )
     yield shell
     for pid, started in process_tree.descendants([shell.pid]).items():
         process_tree.kill_if_same(pid, started, 9)
@@ -91,10 +94,11 @@ def test_children_of_a_thread_that_is_not_the_main_one_are_found(
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == "started\n"
-        deadline = time.monotonic() + 10
-        while sorted(names(process_tree.descendants([process.pid]))) != ["sh", "sleep", "sleep"]:
-            assert time.monotonic() < deadline, "the thread's processes were not all found"
-            time.sleep(0.01)
+        wait_until(
+            lambda: sorted(names(process_tree.descendants([process.pid]))) == TREE,
+            10,
+            "the thread's processes to be found",
+        )
         threads = os.listdir(f"/proc/{process.pid}/task")
         main = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         assert len(threads) == 2

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from mis_adapters.zip import layout as zip_layout
 from mis_adapters.zip import reader as checks
 from mis_adapters.zip import unpack, unpack_processes
 from mis_core.errors import InsufficientStorage, InvalidInput
+from tests.harness.wait import wait_until
 
 LIMITS = ExtractLimits(
     max_extracted_bytes=1 << 30, max_entries=100_000, max_compression_ratio=1000.0
@@ -240,18 +240,17 @@ def test_the_workers_die_with_mis(tmp_path: Path, dest: Path) -> None:
     )
     mis = subprocess.Popen([sys.executable, "-c", script, str(archive), str(dest)])
     workers = wait_for_workers(mis.pid, 2)
-    deadline = time.monotonic() + 30
-    while sum(len(names) for _, _, names in os.walk(dest)) < 100:  # they are writing
-        assert time.monotonic() < deadline, "the workers wrote nothing"
-        time.sleep(0.005)
+    wait_until(lambda: file_count(dest) >= 100, 30, "the workers to write")  # they are writing
     os.kill(mis.pid, signal.SIGKILL)
     mis.wait()
-    deadline = time.monotonic() + 60
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not any(alive(pid) for pid in workers)
+    wait_until(lambda: not any(alive(pid) for pid in workers), 60, "the workers to die")
     # gone because MIS went, not because they were done: left alone, they write all 40,000
-    assert sum(len(names) for _, _, names in os.walk(dest)) < 40_000
+    assert file_count(dest) < 40_000
+
+
+def file_count(dest: Path) -> int:
+    """How many files are under `dest`."""
+    return sum(len(names) for _, _, names in os.walk(dest))
 
 
 def test_the_workers_import_from_where_mis_does(tmp_path: Path, dest: Path) -> None:
@@ -284,15 +283,9 @@ def test_the_workers_import_from_where_mis_does(tmp_path: Path, dest: Path) -> N
 
 
 def wait_for_workers(parent: int, count: int) -> list[int]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        children = [
-            int(pid) for pid in (Path(f"/proc/{parent}/task/{parent}/children").read_text().split())
-        ]
-        if len(children) >= count:
-            return children
-        time.sleep(0.005)
-    raise AssertionError("the workers did not start")
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    wait_until(lambda: len(children.read_text().split()) >= count, 30, "the workers to start")
+    return [int(pid) for pid in children.read_text().split()]
 
 
 def alive(pid: int) -> bool:

@@ -17,7 +17,8 @@ from mis_app.client import (
     infer,
 )
 from mis_core.error_catalogue import Exit
-from tests.e2e.server import REPO, running_server, scripted_map_config
+from tests.e2e.server import REPO
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 URL = "http://mis.test"
@@ -178,12 +179,11 @@ def test_a_folder_is_zipped_with_paths_relative_to_it(tmp_path: Path, study: Pat
 
 @pytest.mark.slow
 def test_folder_in_extracted_result_out_against_the_real_server(
-    tmp_path: Path, study: Path
+    tmp_path: Path, study: Path, mis_server: ServerFactory
 ) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("secret\n")
-    config = scripted_map_config(tmp_path, auth={"tokens_file": str(tokens)})
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"server": {"auth": {"tokens_file": str(tokens)}}}) as server:
         result = subprocess.run(
             [sys.executable, "-m", "mis_app", "infer", str(study), "--url", server.url,
              "--token-file", str(tokens), "--extract", str(tmp_path / "result")],

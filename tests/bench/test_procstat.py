@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench import procstat
+from tests.harness.wait import wait_until
 
 BURN = "import time\nwhile time.process_time() < 0.3: pass\n"  # 0.3 CPU seconds, then exit
 
@@ -83,10 +83,7 @@ def test_peak_rss_outlives_the_memory_and_the_tree_is_summed() -> None:
         assert procstat.peak_rss(process.pid) >= 40 * procstat.MiB
         assert procstat.status_kib(process.pid, "VmRSS") * 1024 < 40 * procstat.MiB
         with procstat.TreeRss(process.pid, interval=0.01) as tree:
-            deadline = time.monotonic() + 10
-            while tree.peak < 40 * procstat.MiB and time.monotonic() < deadline:
-                time.sleep(0.01)
-        assert tree.peak >= 40 * procstat.MiB  # the child's held 40 MB, sampled
+            wait_until(lambda: tree.peak >= 40 * procstat.MiB, 10, "the child's 40 MB, sampled")
         assert len(procstat.tree(process.pid)) == 2
     finally:
         assert process.stdin is not None

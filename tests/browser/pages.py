@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.server import REPO, scripted_map_config
+from tests.e2e.server import REPO
 
 EXAMPLE_CONFIG = REPO / "examples" / "dicom_stats" / "mis.yaml"
 # "python3" (not a path) in the commands, so screenshots show no machine paths: the server's
@@ -27,12 +27,11 @@ def example_config(tmp_path: Path) -> dict[str, Any]:
     return config
 
 
-def map_config(tmp_path: Path, script: str, *args: str, timeout: int = 60) -> dict[str, Any]:
-    """A test MAP from tests/maps/, run with "python3"."""
-    config = scripted_map_config(tmp_path)
-    config["map"]["command"] = ["python3", f"tests/maps/{script}", *args]
-    config["map"]["timeout_seconds"] = timeout
-    return config
+def map_config(script: str, *args: str, timeout: int = 60) -> dict[str, Any]:
+    """A test MAP from tests/maps/, run with "python3": overrides for `mis_server`."""
+    return {
+        "map": {"command": ["python3", f"tests/maps/{script}", *args], "timeout_seconds": timeout}
+    }
 
 
 def sample_study(tmp_path: Path) -> Path:

@@ -23,7 +23,7 @@ from tests.browser.pages import (
     sample_study,
     send_it,
 )
-from tests.e2e.server import running_server, scripted_map_config
+from tests.harness.servers import ServerFactory
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -35,9 +35,11 @@ def write_zip(path: Path, files: dict[str, str]) -> Path:
     return path
 
 
-def test_the_result_and_the_viewer(tmp_path: Path, new_page: Any, axe: Path) -> None:
+def test_the_result_and_the_viewer(
+    tmp_path: Path, new_page: Any, axe: Path, mis_server: ServerFactory
+) -> None:
     found: dict[str, list[str]] = {}
-    with running_server(example_config(tmp_path), tmp_path, env=PYTHON_FIRST) as server:
+    with mis_server(tmp_path, config=example_config(tmp_path), env=PYTHON_FIRST) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -57,7 +59,9 @@ def test_the_result_and_the_viewer(tmp_path: Path, new_page: Any, axe: Path) -> 
     assert found == {state: [] for state in found}
 
 
-def test_previews_of_text_and_json(tmp_path: Path, new_page: Any, axe: Path) -> None:
+def test_previews_of_text_and_json(
+    tmp_path: Path, new_page: Any, axe: Path, mis_server: ServerFactory
+) -> None:
     source = write_zip(
         tmp_path / "docs.zip",
         {
@@ -65,7 +69,7 @@ def test_previews_of_text_and_json(tmp_path: Path, new_page: Any, axe: Path) -> 
             "report.json": json.dumps({"series": [{"a": 1, "b": "x"}], "nested": {"deep": [1, 2]}}),
         },
     )
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         run_zip(page, server.url, source)
         page.locator("#documents summary", has_text="readme.txt").click()
@@ -75,14 +79,15 @@ def test_previews_of_text_and_json(tmp_path: Path, new_page: Any, axe: Path) -> 
     assert violations == []
 
 
-def test_running_busy_and_failed(tmp_path: Path, new_page: Any, axe: Path) -> None:
+def test_running_busy_and_failed(
+    tmp_path: Path, new_page: Any, axe: Path, mis_server: ServerFactory
+) -> None:
     found: dict[str, list[str]] = {}
-    config = map_config(tmp_path, "ticking_map.py")
     held = write_zip(
         tmp_path / "held.zip",
         {"_ticks.json": json.dumps({"lines": 3, "interval": 0, "hold": True})},
     )
-    with running_server(config, tmp_path, env=PYTHON_FIRST) as server:
+    with mis_server(tmp_path, map_config("ticking_map.py"), env=PYTHON_FIRST) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_label("Choose a zip file…").set_input_files(held)
@@ -102,7 +107,7 @@ def test_running_busy_and_failed(tmp_path: Path, new_page: Any, axe: Path) -> No
     failing = write_zip(tmp_path / "fails.zip", {"_mode": "fail"})
     not_a_zip = tmp_path / "scan.zip"
     not_a_zip.write_bytes(b"not a zip")
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_label("Choose a zip file…").set_input_files(failing)
@@ -115,11 +120,12 @@ def test_running_busy_and_failed(tmp_path: Path, new_page: Any, axe: Path) -> No
     assert found == {state: [] for state in found}
 
 
-def test_the_token_prompt(tmp_path: Path, new_page: Any, axe: Path) -> None:
+def test_the_token_prompt(
+    tmp_path: Path, new_page: Any, axe: Path, mis_server: ServerFactory
+) -> None:
     (tmp_path / "tokens").write_text("a-token-4b1e\n")
-    config = scripted_map_config(tmp_path)
-    config["server"]["auth"] = {"tokens_file": str(tmp_path / "tokens")}
-    with running_server(config, tmp_path) as server:
+    auth = {"server": {"auth": {"tokens_file": str(tmp_path / "tokens")}}}
+    with mis_server(tmp_path, auth) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_label("This service needs an access token").wait_for()

@@ -11,7 +11,8 @@ import pytest
 
 from tests.browser.conftest import screenshot
 from tests.browser.pages import PYTHON_FIRST, example_config, map_config, sample_study, send_it
-from tests.e2e.server import running_server, scripted_map_config, wait_until
+from tests.e2e.server import wait_until
+from tests.harness.servers import ServerFactory
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -38,7 +39,9 @@ def folder_rows(page: Any) -> list[list[str]]:
     return [row.locator("td").all_inner_texts() for row in rows]
 
 
-def test_what_will_be_sent_is_shown_first(tmp_path: Path, new_page: Any) -> None:
+def test_what_will_be_sent_is_shown_first(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     files = {
         **{f"CT/slice-{n:03d}.dcm": bytes(1000) for n in range(12)},
         **{f"MR/image-{n}.dcm": bytes(500) for n in range(3)},
@@ -52,8 +55,8 @@ def test_what_will_be_sent_is_shown_first(tmp_path: Path, new_page: Any) -> None
     for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
-    config = map_config(tmp_path, "scripted_map.py", "{input_path}", "{output_path}")
-    with running_server(config, tmp_path, env=PYTHON_FIRST) as server:
+    scripted = map_config("scripted_map.py", "{input_path}", "{output_path}")
+    with mis_server(tmp_path, scripted, env=PYTHON_FIRST) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -90,10 +93,12 @@ def test_what_will_be_sent_is_shown_first(tmp_path: Path, new_page: Any) -> None
     assert log.count("POST /v1/inference") == 1  # the cancelled zip was never sent
 
 
-def test_a_zip_the_browser_cannot_list_can_still_be_sent(tmp_path: Path, new_page: Any) -> None:
+def test_a_zip_the_browser_cannot_list_can_still_be_sent(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     not_a_zip = tmp_path / "scan.zip"
     not_a_zip.write_bytes(b"this is not a zip archive")
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -108,10 +113,12 @@ def test_a_zip_the_browser_cannot_list_can_still_be_sent(tmp_path: Path, new_pag
     assert "You can still send it" in problem
 
 
-def test_an_empty_folder_cannot_be_sent(tmp_path: Path, new_page: Any) -> None:
+def test_an_empty_folder_cannot_be_sent(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     """Chromium lists no files for an empty folder, so the page's drop path is used: a
     dropped folder whose walk finds nothing."""
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -135,10 +142,10 @@ def test_an_empty_folder_cannot_be_sent(tmp_path: Path, new_page: Any) -> None:
 
 
 def test_choosing_sending_and_the_gallery_with_the_keyboard_alone(
-    tmp_path: Path, new_page: Any
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
 ) -> None:
     study = sample_study(tmp_path)
-    with running_server(example_config(tmp_path), tmp_path, env=PYTHON_FIRST) as server:
+    with mis_server(tmp_path, config=example_config(tmp_path), env=PYTHON_FIRST) as server:
         page = new_page()
         # Playwright intercepts file choosers only once something listens for them, and turns
         # that on asynchronously: listen from the start, so no key press outruns it

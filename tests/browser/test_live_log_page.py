@@ -11,7 +11,7 @@ import pytest
 
 from tests.browser.conftest import screenshot
 from tests.browser.pages import PYTHON_FIRST, map_config, send_it
-from tests.e2e.server import running_server
+from tests.harness.servers import ServerFactory
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -33,11 +33,11 @@ def ticks_zip(path: Path, **ticks: Any) -> Path:
     return path
 
 
-def test_the_maps_lines_show_within_a_second_of_each(tmp_path: Path, new_page: Any) -> None:
+def test_the_maps_lines_show_within_a_second_of_each(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     source = ticks_zip(tmp_path / "ticking study.zip", lines=6, interval=1.0)
-    with running_server(
-        map_config(tmp_path, "ticking_map.py"), tmp_path, env=PYTHON_FIRST
-    ) as server:
+    with mis_server(tmp_path, map_config("ticking_map.py"), env=PYTHON_FIRST) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -59,14 +59,15 @@ def test_the_maps_lines_show_within_a_second_of_each(tmp_path: Path, new_page: A
     assert heading == "What the application printed"
 
 
-def test_another_client_gets_none_of_the_lines(tmp_path: Path, new_page: Any, browser: Any) -> None:
+def test_another_client_gets_none_of_the_lines(
+    tmp_path: Path, new_page: Any, browser: Any, mis_server: ServerFactory
+) -> None:
     """Another person's page (another token), or anyone who guesses the id or lacks the key,
     is answered 404 with no line, while the sender's page shows them."""
     (tmp_path / "tokens").write_text("sender-token-3c1d\nother-token-9e44\n")
-    config = map_config(tmp_path, "ticking_map.py")
-    config["server"]["auth"] = {"tokens_file": str(tmp_path / "tokens")}
+    auth = {"server": {"auth": {"tokens_file": str(tmp_path / "tokens")}}}
     source = ticks_zip(tmp_path / "study.zip", lines=3, interval=0, hold=True)
-    with running_server(config, tmp_path, env=PYTHON_FIRST) as server:
+    with mis_server(tmp_path, {**map_config("ticking_map.py"), **auth}, env=PYTHON_FIRST) as server:
         page = new_page()
         sent: dict[str, str] = {}
         page.on(

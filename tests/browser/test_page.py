@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
-from tests.e2e.server import running_server, scripted_map_config, wait_until
+from tests.e2e.server import wait_until
+from tests.harness.servers import ServerFactory
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -58,17 +59,13 @@ def send_it(page: Any) -> None:
     page.get_by_role("button", name=re.compile(r"^Send ")).click()
 
 
-def test_pick_a_zip_and_download_the_maps_outputs(tmp_path: Path, new_page: Any) -> None:
+def test_pick_a_zip_and_download_the_maps_outputs(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     source = write_zip(tmp_path / "study.zip", STUDY)
-    config = scripted_map_config(tmp_path)
     # relative to the server's directory, so the screenshots (in the docs) show no local paths
-    config["map"]["command"] = [
-        "python3",
-        "tests/maps/scripted_map.py",
-        "{input_path}",
-        "{output_path}",
-    ]
-    with running_server(config, tmp_path) as server:
+    command = ["python3", "tests/maps/scripted_map.py", "{input_path}", "{output_path}"]
+    with mis_server(tmp_path, {"map": {"command": command}}) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -88,10 +85,10 @@ def test_pick_a_zip_and_download_the_maps_outputs(tmp_path: Path, new_page: Any)
 
 
 def test_a_folder_is_zipped_in_the_browser_with_its_relative_paths(
-    tmp_path: Path, new_page: Any
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
 ) -> None:
     folder = write_folder(tmp_path / "CT study", STUDY)
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -103,11 +100,11 @@ def test_a_folder_is_zipped_in_the_browser_with_its_relative_paths(
     assert {n: d for n, d in files.items() if not n.startswith("_")} == STUDY
 
 
-def test_a_dropped_zip_is_sent(tmp_path: Path, new_page: Any) -> None:
+def test_a_dropped_zip_is_sent(tmp_path: Path, new_page: Any, mis_server: ServerFactory) -> None:
     data = io.BytesIO()
     with zipfile.ZipFile(data, "w") as archive:
         archive.writestr("dropped.txt", b"dropped on the page")
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -128,11 +125,13 @@ def test_a_dropped_zip_is_sent(tmp_path: Path, new_page: Any) -> None:
     assert files["dropped.txt"] == b"dropped on the page"
 
 
-def test_a_dropped_folder_is_walked_and_zipped(tmp_path: Path, new_page: Any) -> None:
+def test_a_dropped_folder_is_walked_and_zipped(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     """A drop of a folder as Chromium delivers it: a directory entry to walk (read in batches,
     as readEntries returns them). Scripts cannot put a real folder in a drop, so the entries
     are built in the page around real File objects; the walking and zipping are the page's."""
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -171,12 +170,12 @@ def test_a_dropped_folder_is_walked_and_zipped(tmp_path: Path, new_page: Any) ->
     }
 
 
-def test_a_second_tab_is_told_the_service_is_busy(tmp_path: Path, new_page: Any) -> None:
-    config = scripted_map_config(tmp_path)
-    config["map"]["timeout_seconds"] = 30
+def test_a_second_tab_is_told_the_service_is_busy(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     source = write_zip(tmp_path / "waits.zip", {"_mode": b"wait", "a.txt": b"a"})
     other = write_zip(tmp_path / "other.zip", {"b.txt": b"b"})
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"map": {"timeout_seconds": 30}}) as server:
         first = new_page()
         first.goto(server.url)
         first.get_by_text("Idle: ready for a study").wait_for()
@@ -201,9 +200,11 @@ def test_a_second_tab_is_told_the_service_is_busy(tmp_path: Path, new_page: Any)
         second.get_by_text("Idle: ready for a study").wait_for()  # it polls the status
 
 
-def test_a_failing_map_shows_its_message_and_last_log_lines(tmp_path: Path, new_page: Any) -> None:
+def test_a_failing_map_shows_its_message_and_last_log_lines(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     source = write_zip(tmp_path / "fails.zip", {"_mode": b"fail"})
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_label("Choose a zip file…").set_input_files(source)
@@ -219,11 +220,11 @@ def test_a_failing_map_shows_its_message_and_last_log_lines(tmp_path: Path, new_
     assert map_log_shown
 
 
-def test_a_timeout_shows_the_timeout_message(tmp_path: Path, new_page: Any) -> None:
-    config = scripted_map_config(tmp_path)
-    config["map"]["timeout_seconds"] = 1
+def test_a_timeout_shows_the_timeout_message(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     source = write_zip(tmp_path / "hangs.zip", {"_mode": b"hang"})
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"map": {"timeout_seconds": 1}}) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_label("Choose a zip file…").set_input_files(source)
@@ -234,10 +235,12 @@ def test_a_timeout_shows_the_timeout_message(tmp_path: Path, new_page: Any) -> N
     assert "did not finish within 1 seconds" in outcome(page).locator("pre").inner_text()
 
 
-def test_invalid_input_is_explained(tmp_path: Path, new_page: Any) -> None:
+def test_invalid_input_is_explained(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     not_a_zip = tmp_path / "scan.zip"
     not_a_zip.write_bytes(b"this is not a zip archive")
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_label("Choose a zip file…").set_input_files(not_a_zip)
@@ -248,14 +251,14 @@ def test_invalid_input_is_explained(tmp_path: Path, new_page: Any) -> None:
     assert not map_log_shown
 
 
-def test_the_token_is_asked_once_and_kept_out_of_urls(tmp_path: Path, new_page: Any) -> None:
+def test_the_token_is_asked_once_and_kept_out_of_urls(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     token = "page-test-token-5d1c"
     tokens = tmp_path / "tokens"
     tokens.write_text(token + "\n")
-    config = scripted_map_config(tmp_path)
-    config["server"]["auth"] = {"tokens_file": str(tokens)}
     source = write_zip(tmp_path / "study.zip", {"a.txt": b"a"})
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"server": {"auth": {"tokens_file": str(tokens)}}}) as server:
         page = new_page()
         page.goto(server.url)
         token_field = page.get_by_label("This service needs an access token")
@@ -279,9 +282,11 @@ def test_the_token_is_asked_once_and_kept_out_of_urls(tmp_path: Path, new_page: 
     assert "GET /v1/status -> 401" in log  # the wrong token was refused by the server
 
 
-def test_upload_progress_is_shown_while_a_slow_upload_runs(tmp_path: Path, new_page: Any) -> None:
+def test_upload_progress_is_shown_while_a_slow_upload_runs(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     source = write_zip(tmp_path / "big study.zip", {"volume.raw": bytes(range(256)) * 4096})
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -301,10 +306,12 @@ def test_upload_progress_is_shown_while_a_slow_upload_runs(tmp_path: Path, new_p
         outcome(page).get_by_text("The result is ready.").wait_for()
 
 
-def test_text_has_readable_contrast(tmp_path: Path, new_page: Any) -> None:
+def test_text_has_readable_contrast(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     """WCAG AA (4.5:1) for the text of every state the page shows, against its background."""
     source = write_zip(tmp_path / "fails.zip", {"_mode": b"fail"})
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()
@@ -341,9 +348,9 @@ CONTRAST = """(selector) => {
 
 
 def test_controls_are_labelled_and_reachable_with_the_keyboard(
-    tmp_path: Path, new_page: Any
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
 ) -> None:
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         page.goto(server.url)
         page.get_by_text("Idle: ready for a study").wait_for()

@@ -28,7 +28,7 @@ from tests.browser.pages import (
     sample_study,
     shown_as,
 )
-from tests.e2e.server import running_server, scripted_map_config
+from tests.harness.servers import ServerFactory
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -63,8 +63,10 @@ def table_of(page: Any, caption: str) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def test_the_example_maps_masks_and_summary_are_shown(tmp_path: Path, new_page: Any) -> None:
-    with running_server(example_config(tmp_path), tmp_path, env=PYTHON_FIRST) as server:
+def test_the_example_maps_masks_and_summary_are_shown(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
+    with mis_server(tmp_path, config=example_config(tmp_path), env=PYTHON_FIRST) as server:
         page = new_page()
         run_zip(page, server.url, sample_study(tmp_path))
         output = download_result(page)
@@ -104,7 +106,9 @@ def noise_png(side: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_stored_and_deflated_entries_both_preview(tmp_path: Path, new_page: Any) -> None:
+def test_stored_and_deflated_entries_both_preview(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     """The scripted MAP copies its input: the zip it answers with has these files, noise
     stored (it does not compress) and the rest deflated (MIS's adaptive compression)."""
     text = "".join(f"line {n}: the quick brown fox\n" for n in range(8000)).encode()
@@ -118,7 +122,7 @@ def test_stored_and_deflated_entries_both_preview(tmp_path: Path, new_page: Any)
     with zipfile.ZipFile(source, "w") as archive:
         for name, data in files.items():
             archive.writestr(name, data)
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         page = new_page()
         run_zip(page, server.url, source)
         output = download_result(page)
@@ -149,14 +153,16 @@ def heap_used(page: Any) -> int:
 
 
 @pytest.mark.slow
-def test_a_large_output_stays_responsive(tmp_path: Path, new_page: Any) -> None:
+def test_a_large_output_stays_responsive(
+    tmp_path: Path, new_page: Any, mis_server: ServerFactory
+) -> None:
     """2,000 images of 100 KB (200 MB, stored): the first screen comes at once, only what is
     on the screen is read, and the heap stays small."""
-    config = map_config(tmp_path, "many_files_map.py", "2000", "105000")
+    many_files = map_config("many_files_map.py", "2000", "105000")
     source = tmp_path / "input.zip"
     with zipfile.ZipFile(source, "w") as archive:
         archive.writestr("go.txt", "make many files")
-    with running_server(config, tmp_path, env=PYTHON_FIRST) as server:
+    with mis_server(tmp_path, many_files, env=PYTHON_FIRST) as server:
         page = new_page()
         page.goto(server.url)
         heap = {"idle": heap_used(page)}

@@ -23,7 +23,8 @@ import yaml
 
 from mis_adapters.storage.layout import PAYLOAD_MODE, PAYLOAD_ROOT_MARKER
 from tests.containment.probes import TOKEN, probe_config, require_bubblewrap, result, send
-from tests.e2e.server import Server, mis_command, running_server, wait_until
+from tests.e2e.server import Server, mis_command, wait_until
+from tests.harness.servers import ServerFactory
 from tests.nonroot import NonRoot, maps_dir
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
@@ -127,7 +128,7 @@ def reader_config(work: Path, nonroot: NonRoot, paths: list[Path]) -> dict[str, 
 
 @pytest.mark.parametrize("where", ["apart", "beside the MAP"])
 def test_a_tokens_file_and_configuration_replaced_by_rename_stay_unseen(
-    nonroot: NonRoot, where: str
+    nonroot: NonRoot, where: str, mis_server: ServerFactory
 ) -> None:
     """Beside the MAP: in the folder of its script, which the MAP sees entry by entry (the
     quick start keeps its configuration beside the example's script)."""
@@ -140,7 +141,7 @@ def test_a_tokens_file_and_configuration_replaced_by_rename_stay_unseen(
     config = reader_config(work, nonroot, [tokens, config_file])
     if where == "beside the MAP":
         config["map"]["command"][1] = str(work / "reader_map.py")
-    with running_server(config, work, nonroot=nonroot) as server:
+    with mis_server(work, config=config, nonroot=nonroot) as server:
 
         def replace(number: int) -> None:
             rename_over(tokens, f"{TOKEN}\n# version {number}\n", nonroot, 0o600)
@@ -152,7 +153,9 @@ def test_a_tokens_file_and_configuration_replaced_by_rename_stay_unseen(
         assert set(seen) == {"ENOENT"}, (path, seen)
 
 
-def test_a_secret_volumes_swap_of_its_data_link_stays_unseen(nonroot: NonRoot) -> None:
+def test_a_secret_volumes_swap_of_its_data_link_stays_unseen(
+    nonroot: NonRoot, mis_server: ServerFactory
+) -> None:
     require_bubblewrap()
     work = nonroot.workdir("swapped")
     volume = SecretVolume(work / "secret", nonroot, ["tokens", "mis.yaml"])
@@ -162,22 +165,20 @@ def test_a_secret_volumes_swap_of_its_data_link_stays_unseen(nonroot: NonRoot) -
         volume.folder / "..data" / "tokens",
     ]
     config = reader_config(volume.folder, nonroot, paths)  # writes the tokens through the link
-    with running_server(config, volume.folder, nonroot=nonroot) as server:
+    with mis_server(volume.folder, config=config, nonroot=nonroot) as server:
         found = read_while_replaced(server, paths, lambda n: volume.update(f"# version {n}\n"))
     assert volume.version == REPLACEMENTS + 1
     for path, seen in found.items():
         assert set(seen) == {"ENOENT"}, (path, seen)
 
 
-def test_the_payload_folder_is_made_private_and_marked_at_start_up(nonroot: NonRoot) -> None:
+def test_the_payload_folder_is_made_private_and_marked_at_start_up(
+    nonroot: NonRoot, mis_server: ServerFactory
+) -> None:
     work = nonroot.workdir("fresh")
     payload = work / "new" / "payload"
-    config = {
-        "server": {"payload_dir": str(payload)},
-        "map": {"command": ["/bin/true"]},
-        "process": {"sandbox": "none"},
-    }
-    with running_server(config, work, nonroot=nonroot) as server:
+    overrides = {"server": {"payload_dir": str(payload)}, "map": {"command": ["/bin/true"]}}
+    with mis_server(work, overrides, nonroot=nonroot) as server:
         assert server.leftovers() == []
         assert payload.stat().st_mode & 0o7777 == PAYLOAD_MODE == 0o750
         assert (payload / PAYLOAD_ROOT_MARKER).is_file()

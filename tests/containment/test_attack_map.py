@@ -14,7 +14,7 @@ import httpx
 
 from tests.conftest import require_tool
 from tests.containment.probes import TOKEN, mis_environment, probe_config, require_bubblewrap
-from tests.e2e.server import running_server, wait_until
+from tests.e2e.server import wait_until
 from tests.harness.servers import mis_server
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
@@ -42,17 +42,11 @@ def _alive(pid: int) -> bool:
 def test_a_map_that_kills_its_supervisor_leaves_nothing_running(nonroot: NonRoot) -> None:
     work = nonroot.workdir("kill-supervisor")
     pidfile = work / "grandchild.pid"
-    config = {
-        "server": {"payload_dir": str(work / "payload")},
-        "map": {
-            "command": ["/bin/sh", "-c", KILL_THE_SUPERVISOR, "map", str(pidfile)],
-            "timeout_seconds": 10,
-        },
-        "process": {"sandbox": "none", "kill_grace_seconds": 1},
-    }
+    command = ["/bin/sh", "-c", KILL_THE_SUPERVISOR, "map", str(pidfile)]
+    overrides = {"map": {"command": command, "timeout_seconds": 10}}
     pid = 0
     try:
-        with running_server(config, work, nonroot=nonroot) as server:
+        with mis_server(work, overrides, nonroot=nonroot) as server:
             body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
             response = httpx.post(
                 f"{server.url}/v1/inference",
@@ -75,15 +69,9 @@ def test_a_sparse_terabyte_output_is_refused_not_streamed(nonroot: NonRoot) -> N
     """A MAP's output costs it nothing to claim (a sparse file, no disk used) and MIS a day of
     CPU and bandwidth to zip and send; an output past a bound should be `500 map_failed`."""
     work = nonroot.workdir("sparse")
-    config = {
-        "server": {"payload_dir": str(work / "payload")},
-        "map": {
-            "command": ["/bin/sh", "-c", 'truncate -s 1T "$MONAI_OUTPUTPATH/big"'],
-            "timeout_seconds": 10,
-        },
-        "process": {"sandbox": "none", "kill_grace_seconds": 1},
-    }
-    with running_server(config, work, nonroot=nonroot) as server:
+    sparse = ["/bin/sh", "-c", 'truncate -s 1T "$MONAI_OUTPUTPATH/big"']
+    overrides = {"map": {"command": sparse, "timeout_seconds": 10}}
+    with mis_server(work, overrides, nonroot=nonroot) as server:
         body = make_zip(work / "in.zip", {"a.dcm": b"abc"}).read_bytes()
         with httpx.stream(
             "POST",

@@ -9,17 +9,18 @@ import zipfile
 import httpx
 import pytest
 
-from tests.e2e.server import running_server, scripted_map_config
+from tests.harness.servers import ServerFactory
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
 
 
-def test_mis_serves_a_round_trip_as_the_unprivileged_user(nonroot: NonRoot) -> None:
+def test_mis_serves_a_round_trip_as_the_unprivileged_user(
+    nonroot: NonRoot, mis_server: ServerFactory
+) -> None:
     work = nonroot.workdir()
-    config = scripted_map_config(work, nonroot)
-    with running_server(config, work, nonroot=nonroot) as server:
+    with mis_server(work, nonroot=nonroot) as server:
         assert os.stat(f"/proc/{server.process.pid}").st_uid == nonroot.uid
         body = make_zip(work / "in.zip", {"series/a.dcm": b"abc"}).read_bytes()
         response = httpx.post(

@@ -38,7 +38,7 @@ from tests.containment.probes import (
     result,
     send,
 )
-from tests.e2e.server import Server, running_server, wait_until
+from tests.e2e.server import Server, wait_until
 from tests.harness.servers import mis_server
 from tests.nonroot import NonRoot
 
@@ -234,7 +234,7 @@ def test_after_mis_is_killed_nothing_of_the_map_survives_the_next_start(
     config = probe_config(work, nonroot, sandbox, marker)
     config["map"]["timeout_seconds"] = 60
     env = mis_environment(work)
-    with running_server(config, work, env=env, nonroot=nonroot) as first:
+    with mis_server(work, config=config, env=env, nonroot=nonroot) as first:
 
         def doomed() -> None:
             with contextlib.suppress(httpx.TransportError):  # MIS dies under it
@@ -245,7 +245,7 @@ def test_after_mis_is_killed_nothing_of_the_map_survives_the_next_start(
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
         assert first.leftovers() != []
-    with running_server(config, work, env=env, nonroot=nonroot) as second:
+    with mis_server(work, config=config, env=env, nonroot=nonroot) as second:
         wait_until(lambda: marked(marker) == [], 2, "every MAP process to be gone")
         assert second.leftovers() == []
         assert idle(second)

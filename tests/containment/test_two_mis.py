@@ -14,18 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import Server, wait_until
+from tests.harness.servers import ServerFactory
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
 
 
-def waiting_config(work: Path, payload: Path, nonroot: NonRoot) -> dict[str, Any]:
-    config = scripted_map_config(work, nonroot)
-    config["server"]["payload_dir"] = str(payload)
-    config["map"]["timeout_seconds"] = 60
-    return config
+def shared(payload: Path) -> dict[str, Any]:
+    """Overrides for a MIS on the shared `payload` folder whose MAP may wait a minute."""
+    return {"server": {"payload_dir": str(payload)}, "map": {"timeout_seconds": 60}}
 
 
 def start_study(
@@ -52,17 +51,18 @@ def start_study(
     return thread
 
 
-def test_a_second_mis_sweeps_only_what_a_dead_one_left(nonroot: NonRoot) -> None:
+def test_a_second_mis_sweeps_only_what_a_dead_one_left(
+    nonroot: NonRoot, mis_server: ServerFactory
+) -> None:
     first, killed, second = nonroot.workdir("a"), nonroot.workdir("c"), nonroot.workdir("b")
     payload = first / "payload"
-    with running_server(waiting_config(first, payload, nonroot), first, nonroot=nonroot) as one:
+    with mis_server(first, shared(payload), nonroot=nonroot) as one:
         results: list[httpx.Response | None] = []
         running = start_study(one, first, results)
         live = one.leftovers()
         assert len(live) == 1
 
-        config = waiting_config(killed, payload, nonroot)
-        with running_server(config, killed, nonroot=nonroot) as doomed:
+        with mis_server(killed, shared(payload), nonroot=nonroot) as doomed:
             start_study(doomed, killed, [])
             left = sorted(set(doomed.leftovers()) - set(live))
             doomed.process.send_signal(signal.SIGKILL)
@@ -70,8 +70,7 @@ def test_a_second_mis_sweeps_only_what_a_dead_one_left(nonroot: NonRoot) -> None
         assert len(left) == 1
         assert (payload / left[0] / "input" / "scan.dcm").exists()
 
-        config = waiting_config(second, payload, nonroot)
-        with running_server(config, second, nonroot=nonroot) as other:
+        with mis_server(second, shared(payload), nonroot=nonroot) as other:
             assert "swept 1 leftover workspace(s)" in other.log_text()
             assert other.leftovers() == live  # the killed MIS's is gone, the live one's kept
             (first / "release").write_text("go")

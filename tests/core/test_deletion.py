@@ -23,6 +23,7 @@ from tests.core.driving import (
     study_upload,
 )
 from tests.fakes import FakeClock, FakeJobBackend, FakeStorage
+from tests.harness.wait import await_until
 from tests.zips import unzipped
 
 pytestmark = pytest.mark.anyio
@@ -84,8 +85,7 @@ async def test_a_cancelled_request_frees_its_slot_while_it_deletes_its_own_files
                 tg.start_soon(cancelled_request)
                 await jobs.started.wait()
                 first.cancel()  # a client that went away
-                while "delete" not in journal:
-                    await anyio.sleep(0.001)
+                await await_until(lambda: "delete" in journal, 5, "its deletion to begin")
                 assert journal[-2:] == ["terminate", "delete"]  # its own deletion is under way
                 assert (service.gate.full, service.gate.deleting) == (False, 1)
                 jobs.outcome = SUCCESS

@@ -13,13 +13,13 @@ import json
 import shutil
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from tests.harness.wait import wait_until
 from tools.images import Podman
 
 MAP_IMAGE = "localhost/mis-test-map:1"
@@ -111,18 +111,16 @@ def podman_engine(podman: str, busybox: Path, folder: Path) -> Iterator[Engine]:
 
 
 def _wait_for_ping(socket: Path, service: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if service.poll() is not None:
             raise AssertionError(f"podman system service exited with {service.returncode}")
         try:
             with engine_client(socket) as client:
-                if client.get("/_ping").text == "OK":
-                    return
+                return client.get("/_ping").text == "OK"
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("podman system service did not answer /_ping within 20 s")
+            return False
+
+    wait_until(answers, 20, "podman system service to answer /_ping")
 
 
 def _map_rootfs(busybox: Path) -> bytes:

@@ -7,30 +7,16 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.docker.engine import MAP_IMAGE, MISSING_IMAGE, Engine
-from tests.e2e.server import REPO, running_server, wait_until
+from tests.e2e.server import REPO, wait_until
+from tests.harness.configs import docker_config
+from tests.harness.servers import ServerFactory
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
-
-
-def docker_config(tmp_path: Path, engine: Engine, **map_settings: Any) -> dict[str, Any]:
-    return {
-        "backend": "docker",
-        "server": {"payload_dir": str(tmp_path / "payload")},
-        "map": {
-            "image": MAP_IMAGE,
-            "command": ["/bin/sh", "/opt/monai/app/run.sh"],
-            "resources": {"cpu": "1", "memory": "128Mi"},
-            "timeout_seconds": 20,
-            **map_settings,
-        },
-        "docker": {"url": engine.url, "instance": "mis-test", "stop_grace_seconds": 1},
-    }
 
 
 def study(files: dict[str, bytes]) -> bytes:
@@ -51,14 +37,14 @@ def post(url: str, body: bytes, timeout: float = 60) -> httpx.Response:
 
 
 def test_round_trip_mounts_the_folders_and_sets_the_map_environment(
-    tmp_path: Path, engine: Engine
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
 ) -> None:
     files = {
         "series/1.dcm": b"\x00" * 1000 + b"slice one",
         "series/2.dcm": b"slice two",
         "notes.txt": b"hi",
     }
-    with running_server(docker_config(tmp_path, engine), tmp_path) as server:
+    with mis_server(tmp_path, backend="docker", engine_url=engine.url) as server:
         response = post(server.url, study(files))
         assert response.status_code == 200, response.text
         request_id = response.headers["X-Request-ID"]
@@ -77,11 +63,13 @@ def test_round_trip_mounts_the_folders_and_sets_the_map_environment(
     assert engine.containers() == []
 
 
-def test_input_is_mounted_read_only(tmp_path: Path, engine: Engine) -> None:
-    config = docker_config(
-        tmp_path, engine, command=["/bin/sh", "-c", "echo changed > $MONAI_INPUTPATH/a.txt"]
-    )
-    with running_server(config, tmp_path) as server:
+def test_input_is_mounted_read_only(
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
+) -> None:
+    change_input = {"command": ["/bin/sh", "-c", "echo changed > $MONAI_INPUTPATH/a.txt"]}
+    with mis_server(
+        tmp_path, {"map": change_input}, backend="docker", engine_url=engine.url
+    ) as server:
         response = post(server.url, study({"a.txt": b"original"}))
     assert response.status_code == 500
     error = response.json()["error"]
@@ -90,9 +78,9 @@ def test_input_is_mounted_read_only(tmp_path: Path, engine: Engine) -> None:
 
 
 def test_non_zero_exit_is_reported_with_the_code_and_log_lines(
-    tmp_path: Path, engine: Engine
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
 ) -> None:
-    with running_server(docker_config(tmp_path, engine), tmp_path) as server:
+    with mis_server(tmp_path, backend="docker", engine_url=engine.url) as server:
         response = post(server.url, study({"_mode": b"fail"}))
         server.wait_until_clean()
     assert response.status_code == 500
@@ -104,10 +92,10 @@ def test_non_zero_exit_is_reported_with_the_code_and_log_lines(
 
 
 def test_a_command_the_image_lacks_fails_with_the_engines_reason(
-    tmp_path: Path, engine: Engine
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
 ) -> None:
-    config = docker_config(tmp_path, engine, command=["/opt/monai/app/missing-app"])
-    with running_server(config, tmp_path) as server:
+    missing = {"map": {"command": ["/opt/monai/app/missing-app"]}}
+    with mis_server(tmp_path, missing, backend="docker", engine_url=engine.url) as server:
         response = post(server.url, study({"a": b"1"}))
         server.wait_until_clean()
     assert response.status_code == 500
@@ -118,9 +106,11 @@ def test_a_command_the_image_lacks_fails_with_the_engines_reason(
     assert engine.containers() == []
 
 
-def test_memory_limit_exceeded_is_reported_as_such(tmp_path: Path, engine: Engine) -> None:
-    config = docker_config(tmp_path, engine, resources={"cpu": "1", "memory": "48Mi"})
-    with running_server(config, tmp_path) as server:
+def test_memory_limit_exceeded_is_reported_as_such(
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
+) -> None:
+    small = {"map": {"resources": {"memory": "48Mi"}}}
+    with mis_server(tmp_path, small, backend="docker", engine_url=engine.url) as server:
         response = post(server.url, study({"_mode": b"oom"}))
     assert response.status_code == 500
     message = response.json()["error"]["message"]
@@ -129,9 +119,11 @@ def test_memory_limit_exceeded_is_reported_as_such(tmp_path: Path, engine: Engin
     assert engine.containers() == []
 
 
-def test_timeout_stops_and_removes_the_container(tmp_path: Path, engine: Engine) -> None:
-    config = docker_config(tmp_path, engine, timeout_seconds=2)
-    with running_server(config, tmp_path) as server:
+def test_timeout_stops_and_removes_the_container(
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
+) -> None:
+    short = {"map": {"timeout_seconds": 2}}
+    with mis_server(tmp_path, short, backend="docker", engine_url=engine.url) as server:
         response = post(server.url, study({"_mode": b"hang"}))  # it would sleep an hour
         assert response.status_code == 500
         assert response.json()["error"]["code"] == "timeout"
@@ -142,19 +134,21 @@ def test_timeout_stops_and_removes_the_container(tmp_path: Path, engine: Engine)
 
 
 def test_client_disconnect_while_the_map_runs_removes_the_container(
-    tmp_path: Path, engine: Engine
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
 ) -> None:
-    config = docker_config(tmp_path, engine, timeout_seconds=30)
-    with running_server(config, tmp_path) as server:
+    longer = {"map": {"timeout_seconds": 30}}
+    with mis_server(tmp_path, longer, backend="docker", engine_url=engine.url) as server:
         with pytest.raises(httpx.ReadTimeout):
             post(server.url, study({"_mode": b"hang"}), timeout=2)
         wait_until(lambda: engine.containers() == [], 10, "the container to be removed")
         wait_until(lambda: server.leftovers() == [], 5, "the workspace to be deleted")
 
 
-def test_missing_image_fails_fast_with_a_clear_message(tmp_path: Path, engine: Engine) -> None:
-    config = docker_config(tmp_path, engine, image=MISSING_IMAGE)
-    with running_server(config, tmp_path) as server:
+def test_missing_image_fails_fast_with_a_clear_message(
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
+) -> None:
+    missing = {"map": {"image": MISSING_IMAGE}}
+    with mis_server(tmp_path, missing, backend="docker", engine_url=engine.url) as server:
         wait_until(
             lambda: "could not be pulled" in httpx.get(f"{server.url}/readyz").text,
             20,
@@ -169,10 +163,11 @@ def test_missing_image_fails_fast_with_a_clear_message(tmp_path: Path, engine: E
     assert engine.containers() == []
 
 
-def test_unreachable_engine_is_503_not_a_map_failure(tmp_path: Path, engine: Engine) -> None:
-    config = docker_config(tmp_path, engine)
-    config["docker"]["url"] = f"unix://{tmp_path / 'no-engine.sock'}"
-    with running_server(config, tmp_path) as server:
+def test_unreachable_engine_is_503_not_a_map_failure(
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
+) -> None:
+    nowhere = f"unix://{tmp_path / 'no-engine.sock'}"
+    with mis_server(tmp_path, backend="docker", engine_url=nowhere) as server:
         ready = httpx.get(f"{server.url}/readyz")
         response = post(server.url, study({"a": b"1"}))
         server.wait_until_clean()
@@ -183,7 +178,7 @@ def test_unreachable_engine_is_503_not_a_map_failure(tmp_path: Path, engine: Eng
 
 
 def test_start_up_sweeps_this_installations_leftover_containers(
-    tmp_path: Path, engine: Engine
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
 ) -> None:
     def leftover(instance: str) -> str:
         body = {
@@ -204,7 +199,7 @@ def test_start_up_sweeps_this_installations_leftover_containers(
 
     ours, theirs = leftover("mis-test"), leftover("another-mis")
     try:
-        with running_server(docker_config(tmp_path, engine), tmp_path):
+        with mis_server(tmp_path, backend="docker", engine_url=engine.url):
             remaining = {c["Id"] for c in engine.containers()}
         assert ours not in remaining
         assert theirs in remaining
@@ -241,15 +236,15 @@ def test_map_inspect_prints_what_the_manifest_declares(engine: Engine) -> None:
 
 
 def test_from_manifest_fills_what_the_configuration_leaves_unset(
-    tmp_path: Path, engine: Engine
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
 ) -> None:
-    config = docker_config(tmp_path, engine)
-    config["map"] = {
+    config = docker_config(tmp_path, engine.url)
+    config["map"] = {  # only these: the manifest fills in the rest
         "image": MAP_IMAGE,
         "from_manifest": True,
         "resources": {"memory": "128Mi"},  # set here: the manifest's 256Mi does not apply
     }
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, config=config) as server:
         described = httpx.get(f"{server.url}/v1/status").json()["map"]
         response = post(server.url, study({"a.txt": b"from the manifest's command"}))
     assert described["command"] == ["/bin/sh", "/opt/monai/app/run.sh"]
@@ -269,10 +264,14 @@ echo $n > "$MONAI_OUTPUTPATH/pids.txt"
 """  # the loop in a subshell, which a failed fork ends; then builtins only: nothing can fork
 
 
-def test_the_map_has_no_network_and_a_process_limit(tmp_path: Path, engine: Engine) -> None:
-    config = docker_config(tmp_path, engine, command=["/bin/sh", "-c", NET_AND_PIDS])
-    config["docker"]["pids_limit"] = 16
-    with running_server(config, tmp_path) as server:
+def test_the_map_has_no_network_and_a_process_limit(
+    tmp_path: Path, engine: Engine, mis_server: ServerFactory
+) -> None:
+    overrides = {
+        "map": {"command": ["/bin/sh", "-c", NET_AND_PIDS]},
+        "docker": {"pids_limit": 16},
+    }
+    with mis_server(tmp_path, overrides, backend="docker", engine_url=engine.url) as server:
         response = post(server.url, study({"a": b"1"}))
     assert response.status_code == 200, response.text
     with zipfile.ZipFile(io.BytesIO(response.content)) as result:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 
 from tests.e2e.server import Server
+from tests.harness.wait import wait_until
 
 
 def new_key() -> str:
@@ -74,16 +74,20 @@ def follow(
     client: httpx.Client, server: Server, request_id: str, headers: dict[str, str]
 ) -> Iterator[Events]:
     """Open the stream once the POST has reached the endpoint (404 until then)."""
-    deadline = time.monotonic() + 20
-    while True:
+    opened: list[httpx.Response] = []
+
+    def opens() -> bool:
         request = client.build_request("GET", log_url(server, request_id), headers=headers)
         response = client.send(request, stream=True)
         if response.status_code == 200:
-            break
+            opened.append(response)
+            return True
         response.close()
         assert response.status_code == 404, response.text
-        assert time.monotonic() < deadline, "the live log never opened"
-        time.sleep(0.05)
+        return False
+
+    wait_until(opens, 20, "the live log to open")
+    [response] = opened
     try:
         yield Events(response)
     finally:

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.server import REPO, free_port, raw_request, running_server, zip_post
+from tests.e2e.server import REPO, free_port, raw_request, zip_post
+from tests.harness.servers import ServerFactory
 
 API_PAGE = REPO / "docs" / "api.md"
-WHERE_MAP = ["/bin/sh", "-c", 'echo "$0" > "$1/where.txt"', "{input_path}", "{output_path}"]
+WHERE = ["/bin/sh", "-c", 'echo "$0" > "$1/where.txt"', "{input_path}", "{output_path}"]
+WHERE_MAP = {"map": {"command": WHERE, "timeout_seconds": 10}}  # says where its input was
 
 
 def documented_status_fields() -> set[str]:
@@ -35,14 +37,6 @@ def answered_fields(answer: dict[str, object]) -> set[str]:
     return fields
 
 
-def config(tmp_path: Path) -> dict[str, object]:
-    return {
-        "server": {"payload_dir": str(tmp_path / "payload")},
-        "map": {"command": WHERE_MAP, "timeout_seconds": 10},
-        "process": {"sandbox": "none"},
-    }
-
-
 def one_file_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
@@ -50,15 +44,19 @@ def one_file_zip() -> bytes:
     return buffer.getvalue()
 
 
-def test_status_answers_the_fields_the_api_page_lists(tmp_path: Path) -> None:
-    with running_server(config(tmp_path), tmp_path) as server:
+def test_status_answers_the_fields_the_api_page_lists(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
+    with mis_server(tmp_path, WHERE_MAP) as server:
         answer = httpx.get(f"{server.url}/v1/status", timeout=5).json()
     assert documented_status_fields() == answered_fields(answer)
 
 
-def test_a_process_map_s_folders_are_shown_as_it_uses_them(tmp_path: Path) -> None:
+def test_a_process_map_s_folders_are_shown_as_it_uses_them(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     payload = tmp_path / "payload"
-    with running_server(config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path, WHERE_MAP) as server:
         shown = httpx.get(f"{server.url}/v1/status", timeout=5).json()["map"]
         response = httpx.post(
             f"{server.url}/v1/inference", files={"file": ("in.zip", one_file_zip())}, timeout=30
@@ -75,8 +73,8 @@ def test_a_process_map_s_folders_are_shown_as_it_uses_them(tmp_path: Path) -> No
     assert re.fullmatch(pattern, used), used
 
 
-def test_an_empty_body_is_said_to_be_empty(tmp_path: Path) -> None:
-    with running_server(config(tmp_path), tmp_path) as server:
+def test_an_empty_body_is_said_to_be_empty(tmp_path: Path, mis_server: ServerFactory) -> None:
+    with mis_server(tmp_path, WHERE_MAP) as server:
         raw = httpx.post(
             f"{server.url}/v1/inference",
             content=b"",

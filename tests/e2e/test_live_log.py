@@ -13,17 +13,16 @@ import pytest
 
 from mis_app.live_log import MAX_CHARS, MAX_LINES, clean_line
 from tests.e2e.live_log import Post, follow, log_url, new_key
-from tests.e2e.server import REPO, running_server, scripted_map_config, wait_until
+from tests.e2e.server import REPO, wait_until
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
-TICKING_MAP = str(REPO / "tests" / "maps" / "ticking_map.py")
-
-
-def ticking_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
-    config = scripted_map_config(tmp_path, **server)
-    config["map"]["command"] = [sys.executable, TICKING_MAP]
-    config["map"]["timeout_seconds"] = 30
-    return config
+TICKING_MAP = {
+    "map": {
+        "command": [sys.executable, str(REPO / "tests" / "maps" / "ticking_map.py")],
+        "timeout_seconds": 30,
+    }
+}
 
 
 def ticks_zip(tmp_path: Path, name: str = "input.zip", **ticks: Any) -> bytes:
@@ -50,11 +49,11 @@ def test_lines_are_cleaned_for_people() -> None:
 
 
 def test_the_sender_follows_the_maps_lines_until_the_request_ends(
-    tmp_path: Path, client: httpx.Client
+    tmp_path: Path, client: httpx.Client, mis_server: ServerFactory
 ) -> None:
     request_id, key = "live-1", new_key()
     headers = {"X-Request-ID": request_id, "X-Log-Key": key}
-    with running_server(ticking_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path, TICKING_MAP) as server:
         post = Post(server, ticks_zip(tmp_path, lines=3, interval=0.2, width=3000), headers)
         with follow(client, server, request_id, {"X-Log-Key": key}) as stream:
             assert stream.ended.wait(30), "the stream did not end with the request"
@@ -74,14 +73,15 @@ def test_the_sender_follows_the_maps_lines_until_the_request_ends(
     assert key not in log
 
 
-def test_no_one_else_can_read_them(tmp_path: Path, client: httpx.Client) -> None:
+def test_no_one_else_can_read_them(
+    tmp_path: Path, client: httpx.Client, mis_server: ServerFactory
+) -> None:
     sender, other = "sender-token-1f3a", "other-token-77b2"
     (tmp_path / "tokens").write_text(f"{sender}\n{other}\n")
-    config = ticking_config(tmp_path)
-    config["server"]["auth"] = {"tokens_file": str(tmp_path / "tokens")}
+    auth = {"server": {"auth": {"tokens_file": str(tmp_path / "tokens")}}}
     request_id, key = new_key(), new_key()
     own = {"Authorization": f"Bearer {sender}", "X-Log-Key": key}
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {**TICKING_MAP, **auth}) as server:
         body = ticks_zip(tmp_path, lines=2, interval=0, hold=True)
         post = Post(server, body, {**own, "X-Request-ID": request_id})
         wait_until((tmp_path / "started").exists, 20, "the MAP to print its lines")
@@ -108,9 +108,11 @@ def test_no_one_else_can_read_them(tmp_path: Path, client: httpx.Client) -> None
     assert no_token.status_code == 401
 
 
-def test_only_the_last_lines_are_kept(tmp_path: Path, client: httpx.Client) -> None:
+def test_only_the_last_lines_are_kept(
+    tmp_path: Path, client: httpx.Client, mis_server: ServerFactory
+) -> None:
     request_id, key = "many-lines", new_key()
-    with running_server(ticking_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path, TICKING_MAP) as server:
         body = ticks_zip(tmp_path, lines=MAX_LINES + 100, interval=0, width=1500, hold=True)
         post = Post(server, body, {"X-Request-ID": request_id, "X-Log-Key": key})
         wait_until((tmp_path / "started").exists, 20, "the MAP to print its lines")

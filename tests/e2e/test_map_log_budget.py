@@ -20,21 +20,20 @@ from typing import Any
 import httpx
 
 from tests.e2e.live_log import Post, follow, new_key
-from tests.e2e.server import REPO, Server, running_server, scripted_map_config
+from tests.e2e.server import REPO, Server
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
-CHATTY_MAP = str(REPO / "tests" / "maps" / "chatty_map.py")
+CHATTY_MAP = {
+    "map": {
+        "command": [sys.executable, str(REPO / "tests" / "maps" / "chatty_map.py")],
+        "timeout_seconds": 120,
+    }
+}
 MiB = 1024 * 1024
 DROPPED = re.compile(r"(\d+) more lines of the MAP's output \((\d+) bytes\) were not logged")
 TYPED = r"typed \x1b[31m stays"  # backslash, x, 1, b: as the MAP printed it
 REAL = "\x1b[31mreal\x1b[0m"
-
-
-def chatty_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
-    config = scripted_map_config(tmp_path, **server)
-    config["map"]["command"] = [sys.executable, CHATTY_MAP]
-    config["map"]["timeout_seconds"] = 120
-    return config
 
 
 def chatter_zip(tmp_path: Path, **chatter: Any) -> bytes:
@@ -92,9 +91,11 @@ def map_lines(log: str) -> list[str]:
     return [line.split(" | map | ", 1)[1] for line in log.splitlines() if " | map | " in line]
 
 
-def test_a_million_lines_leave_mis_responsive_and_its_log_small(tmp_path: Path) -> None:
+def test_a_million_lines_leave_mis_responsive_and_its_log_small(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     total = 1_000_000
-    with running_server(chatty_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path, CHATTY_MAP) as server:
         before = server.log.stat().st_size
         with polled(server) as poller:
             post = Post(server, chatter_zip(tmp_path, lines=total), {"X-Request-ID": "flood"})
@@ -116,9 +117,11 @@ def test_a_million_lines_leave_mis_responsive_and_its_log_small(tmp_path: Path) 
     assert logged[-1] == summary  # said once, at the end of the run
 
 
-def test_bursts_of_empty_lines_collapse_and_mis_keeps_answering(tmp_path: Path) -> None:
+def test_bursts_of_empty_lines_collapse_and_mis_keeps_answering(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     bursts, size = 6, 65_536
-    with running_server(chatty_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path, CHATTY_MAP) as server:
         before = server.log.stat().st_size
         then = " 10%|#   |\r 50%|##  |\r100%|####| after"  # a progress bar's rewrites
         body = chatter_zip(tmp_path, bursts=bursts, burst_lines=size, pause=0.5, then=then)
@@ -133,10 +136,12 @@ def test_bursts_of_empty_lines_collapse_and_mis_keeps_answering(tmp_path: Path) 
     assert map_lines(log) == ["", blanks, "100%|####| after", "done"]  # the bar's last state
 
 
-def test_text_the_map_printed_literally_is_kept_apart_from_real_escapes(tmp_path: Path) -> None:
+def test_text_the_map_printed_literally_is_kept_apart_from_real_escapes(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     request_id, key = "literal", new_key()
-    config = chatty_config(tmp_path, log_format="json")
-    with running_server(config, tmp_path) as server, httpx.Client(timeout=30) as client:
+    json_log = {**CHATTY_MAP, "server": {"log_format": "json"}}
+    with mis_server(tmp_path, json_log) as server, httpx.Client(timeout=30) as client:
         body = chatter_zip(tmp_path, bursts=1, burst_lines=1, then=f"{TYPED} {REAL}")
         post = Post(server, body, {"X-Request-ID": request_id, "X-Log-Key": key})
         with follow(client, server, request_id, {"X-Log-Key": key}) as stream:
@@ -152,10 +157,12 @@ def test_text_the_map_printed_literally_is_kept_apart_from_real_escapes(tmp_path
     assert "\x1b" not in raw
 
 
-def test_past_the_budget_the_failure_message_still_has_the_last_lines(tmp_path: Path) -> None:
+def test_past_the_budget_the_failure_message_still_has_the_last_lines(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     request_id, key = "budget", new_key()
-    config = chatty_config(tmp_path, map_log_max_bytes=4096)
-    with running_server(config, tmp_path) as server, httpx.Client(timeout=30) as client:
+    budget = {**CHATTY_MAP, "server": {"map_log_max_bytes": 4096}}
+    with mis_server(tmp_path, budget) as server, httpx.Client(timeout=30) as client:
         body = chatter_zip(tmp_path, lines=5000, then=f"{TYPED}\rlast words", exit=3)
         post = Post(server, body, {"X-Request-ID": request_id, "X-Log-Key": key})
         with follow(client, server, request_id, {"X-Log-Key": key}) as stream:

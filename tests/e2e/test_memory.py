@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server, peak_rss, post_zip_into, running_server, scripted_map_config
+from tests.e2e.server import Server, peak_rss, post_zip_into
+from tests.harness.servers import ServerFactory
 
 MiB = 1024 * 1024
 FILES = 240  # 240 MiB of input, which the MAP copies to its output
@@ -31,12 +32,10 @@ def post_file(server: Server, archive: Path, out: Path) -> int:
 
 
 @pytest.mark.slow
-def test_peak_rss_does_not_grow_with_the_payload(tmp_path: Path) -> None:
-    config = scripted_map_config(tmp_path)
-    config["map"]["timeout_seconds"] = 100
+def test_peak_rss_does_not_grow_with_the_payload(tmp_path: Path, mis_server: ServerFactory) -> None:
     small = make_study(tmp_path / "small.zip", 2)
     big = make_study(tmp_path / "big.zip", FILES)
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"map": {"timeout_seconds": 100}}) as server:
         assert post_file(server, small, tmp_path / "small-out.zip") == 200
         before = peak_rss(server)
         assert post_file(server, big, tmp_path / "big-out.zip") == 200

@@ -16,8 +16,8 @@ import pytest
 
 from mis_adapters.zip.index import local_data_start, records
 from mis_adapters.zip.layout import read_layout
-from tests.e2e.server import REPO, Server, post_zip_into, running_server
-from tests.e2e.test_memory import peak_rss
+from tests.e2e.server import REPO, Server, peak_rss, post_zip_into
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 MB = 1000 * 1000
@@ -28,15 +28,15 @@ OUTPUT_MAP = str(REPO / "tests" / "maps" / "output_map.py")
 DEEP = "deep 12000 120 250"
 
 
-def output_map_config(tmp_path: Path, **server: Any) -> dict[str, Any]:
+def output_map(work: Path, **server: Any) -> dict[str, Any]:
+    """The output MAP in place of the scripted one, with these server settings."""
     return {
-        "server": {"payload_dir": str(tmp_path / "payload"), **server},
+        "server": server,
         "map": {
             "command": [sys.executable, OUTPUT_MAP],
             "timeout_seconds": 120,
-            "env": {"MIS_TEST_SECRET": str(tmp_path)},
+            "env": {"MIS_TEST_SECRET": str(work)},
         },
-        "process": {"kill_grace_seconds": 1, "sandbox": "none"},
     }
 
 
@@ -57,8 +57,9 @@ def map_failed(response: httpx.Response, body: Path) -> str:
 @pytest.mark.timeout(300)
 def test_a_deep_tree_of_long_names_is_refused_by_default_with_little_memory(
     tmp_path: Path,
+    mis_server: ServerFactory,
 ) -> None:
-    with running_server(output_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path, output_map(tmp_path)) as server:
         response = post_mode(server, tmp_path, DEEP, tmp_path / "out")
         message = map_failed(response, tmp_path / "out")
         peak = peak_rss(server)
@@ -73,12 +74,11 @@ def test_a_deep_tree_of_long_names_is_refused_by_default_with_little_memory(
 @pytest.mark.timeout(600)
 def test_a_deep_tree_of_long_names_within_raised_limits_comes_whole_with_little_memory(
     tmp_path: Path,
+    mis_server: ServerFactory,
 ) -> None:
-    config = output_map_config(
-        tmp_path, max_output_path_bytes=65535, max_output_directory_bytes="1GiB"
-    )
+    raised = output_map(tmp_path, max_output_path_bytes=65535, max_output_directory_bytes="1GiB")
     out = tmp_path / "out.zip"
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, raised) as server:
         response = post_mode(server, tmp_path, DEEP, out)
         peak = peak_rss(server)
         server.wait_until_clean(30)  # the central directory's file went with the workspace
@@ -96,16 +96,18 @@ def test_a_deep_tree_of_long_names_within_raised_limits_comes_whole_with_little_
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def limited(
+    tmp_path_factory: pytest.TempPathFactory, mis_server: ServerFactory
+) -> Iterator[Server]:
     """MIS with small output limits: each mode below passes exactly one of them."""
     work = tmp_path_factory.mktemp("limited")
-    config = output_map_config(
+    limits = output_map(
         work,
         max_output_entries=50,
         max_output_path_bytes=1000,
         max_output_directory_bytes=20_000,
     )
-    with running_server(config, work) as server:
+    with mis_server(work, limits) as server:
         yield server
 
 

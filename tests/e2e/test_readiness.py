@@ -6,12 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
-from tests.e2e.server import REPO, Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import REPO, Server, wait_until
+from tests.harness.configs import process_config
+from tests.harness.servers import ServerFactory, merge
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 
@@ -25,16 +26,14 @@ def readiness(server: Server) -> tuple[int, str]:
     return response.status_code, error["message"]
 
 
-def missing_program_config(tmp_path: Path) -> dict[str, Any]:
-    config = scripted_map_config(tmp_path)
-    config["map"]["command"] = ["/nonexistent/segment-spleen", "{input_path}"]
-    return config
+MISSING_PROGRAM = {"map": {"command": ["/nonexistent/segment-spleen", "{input_path}"]}}
 
 
-def test_a_missing_map_program_is_503_for_readiness_and_requests(tmp_path: Path) -> None:
-    config = missing_program_config(tmp_path)
+def test_a_missing_map_program_is_503_for_readiness_and_requests(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     archive = make_zip(tmp_path / "in.zip", {"a.txt": b"x"})
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, MISSING_PROGRAM) as server:
         assert readiness(server)[0] == 503
         response = httpx.post(
             f"{server.url}/v1/inference", files={"file": archive.read_bytes()}, timeout=30
@@ -57,7 +56,7 @@ def test_config_check_warns_about_a_missing_map_program(tmp_path: Path) -> None:
     import yaml
 
     config_file = tmp_path / "mis.yaml"
-    config_file.write_text(yaml.safe_dump(missing_program_config(tmp_path)))
+    config_file.write_text(yaml.safe_dump(merge(process_config(tmp_path), MISSING_PROGRAM)))
     result = subprocess.run(
         [sys.executable, "-m", "mis_app", "config", "check", "--config", str(config_file)],
         capture_output=True, text=True, cwd=REPO,
@@ -68,8 +67,9 @@ def test_config_check_warns_about_a_missing_map_program(tmp_path: Path) -> None:
 
 def test_a_payload_folder_that_goes_away_makes_readiness_503_until_it_is_back(
     tmp_path: Path,
+    mis_server: ServerFactory,
 ) -> None:
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         assert readiness(server) == (200, "")
         marker = server.payload_dir / PAYLOAD_ROOT_MARKER
         marker.unlink()
@@ -83,9 +83,11 @@ def test_a_payload_folder_that_goes_away_makes_readiness_503_until_it_is_back(
         assert marker.is_file()  # marked again, for the sandbox
 
 
-def test_a_payload_folder_mis_cannot_write_makes_readiness_503(nonroot: NonRoot) -> None:
+def test_a_payload_folder_mis_cannot_write_makes_readiness_503(
+    nonroot: NonRoot, mis_server: ServerFactory
+) -> None:
     work = nonroot.workdir()
-    with running_server(scripted_map_config(work, nonroot), work, nonroot=nonroot) as server:
+    with mis_server(work, nonroot=nonroot) as server:
         assert readiness(server) == (200, "")
         server.payload_dir.chmod(0o555)
         status, message = readiness(server)
@@ -95,10 +97,10 @@ def test_a_payload_folder_mis_cannot_write_makes_readiness_503(nonroot: NonRoot)
         assert readiness(server) == (200, "")
 
 
-def test_a_full_payload_folder_makes_readiness_503(tmp_path: Path, tiny_volume: Path) -> None:
-    config = scripted_map_config(tmp_path)
-    config["server"]["payload_dir"] = str(tiny_volume)
-    with running_server(config, tmp_path) as server:
+def test_a_full_payload_folder_makes_readiness_503(
+    tmp_path: Path, tiny_volume: Path, mis_server: ServerFactory
+) -> None:
+    with mis_server(tmp_path, {"server": {"payload_dir": str(tiny_volume)}}) as server:
         assert readiness(server) == (200, "")
         with open(tiny_volume / ".filler", "wb") as sink:
             sink.write(bytes(int(3.5 * 1024 * 1024)))

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 
 from mis_adapters.storage.volume import MARKER
-from tests.e2e.server import running_server, scripted_map_config
+from tests.harness.servers import ServerFactory
 from tests.storage import leave_workspace
 
 
-def test_leftover_workspaces_are_swept_at_start(tmp_path: Path) -> None:
+def test_leftover_workspaces_are_swept_at_start(tmp_path: Path, mis_server: ServerFactory) -> None:
     payload = tmp_path / "payload"
     leftover = leave_workspace(payload, "crashed-request")
     (leftover / "input" / "scan.dcm").write_bytes(b"patient data")
@@ -22,24 +22,26 @@ def test_leftover_workspaces_are_swept_at_start(tmp_path: Path) -> None:
     (older / "input").mkdir(parents=True)
     (older / MARKER).touch()
     os.utime(older / MARKER, (time.time() - 600, time.time() - 600))
-    with running_server(scripted_map_config(tmp_path), tmp_path) as server:
+    with mis_server(tmp_path) as server:
         assert server.leftovers() == []
         assert "swept 2 leftover workspace(s)" in server.log_text()
 
 
-def test_readiness_fails_when_the_map_program_is_missing(tmp_path: Path) -> None:
-    config = scripted_map_config(tmp_path)
-    config["map"]["command"] = ["no-such-map-program", "{input_path}"]
-    with running_server(config, tmp_path) as server:
+def test_readiness_fails_when_the_map_program_is_missing(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
+    missing = {"map": {"command": ["no-such-map-program", "{input_path}"]}}
+    with mis_server(tmp_path, missing) as server:
         response = httpx.get(f"{server.url}/readyz")
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "backend_unavailable"
         assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
-def test_json_log_format_writes_one_object_per_line_with_the_request_id(tmp_path: Path) -> None:
-    config = scripted_map_config(tmp_path, log_format="json")
-    with running_server(config, tmp_path) as server:
+def test_json_log_format_writes_one_object_per_line_with_the_request_id(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
+    with mis_server(tmp_path, {"server": {"log_format": "json"}}) as server:
         response = httpx.post(
             f"{server.url}/v1/inference",
             files={"file": ("in.zip", b"PK\x05\x06" + bytes(18))},

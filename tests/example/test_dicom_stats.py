@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from tests.e2e.server import REPO, running_server
+from tests.e2e.server import REPO
+from tests.example.serving import example_config
+from tests.harness.servers import ServerFactory
 
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
@@ -77,10 +78,7 @@ def test_the_map_summarises_each_series_and_writes_masks(tmp_path: Path) -> None
     assert [m.name for m in masks] == ["0001.png", "0002.png", "0003.png"]
 
 
-def test_quick_start_config_serves_the_example(tmp_path: Path) -> None:
-    config = yaml.safe_load((REPO / "examples" / "dicom_stats" / "mis.yaml").read_text())
-    config["server"]["payload_dir"] = str(tmp_path / "payload")
-    config["map"]["command"][0] = sys.executable  # the interpreter that has the example's extra
+def test_quick_start_config_serves_the_example(tmp_path: Path, mis_server: ServerFactory) -> None:
     sample = build(tmp_path / "sample.zip")
     not_dicom = tmp_path / "notes.zip"
     with zipfile.ZipFile(not_dicom, "w") as zf:
@@ -88,7 +86,7 @@ def test_quick_start_config_serves_the_example(tmp_path: Path) -> None:
         zf.writestr("plan.dcm", (PYDICOM_FILES / "rtplan.dcm").read_bytes())
         zf.writestr("report.dcm", (PYDICOM_FILES / "test-SR.dcm").read_bytes())
 
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, config=example_config(tmp_path)) as server:
         ok = httpx.post(
             f"{server.url}/v1/inference", files={"file": sample.read_bytes()}, timeout=60
         )

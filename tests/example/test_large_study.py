@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.server import REPO, running_server
+from tests.e2e.server import REPO
 from tests.example.serving import example_config, leftovers_after
+from tests.harness.servers import ServerFactory
 
 pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
 
@@ -33,7 +34,9 @@ def memory_limit(quantity: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_1000_slice_ct_answers_200_well_within_the_memory_limit(tmp_path: Path) -> None:
+def test_a_1000_slice_ct_answers_200_well_within_the_memory_limit(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     config = example_config(tmp_path)
     limit = memory_limit(config["map"]["resources"]["memory"])
     # The MAP's own command, run by a probe that reports its peak RSS in the output.
@@ -45,7 +48,7 @@ def test_a_1000_slice_ct_answers_200_well_within_the_memory_limit(tmp_path: Path
     ]
     study = synthetic.write_zip(tmp_path / "ct.zip", SLICES)
 
-    with running_server(config, tmp_path) as server, open(study, "rb") as upload:
+    with mis_server(tmp_path, config=config) as server, open(study, "rb") as upload:
         response = httpx.post(
             f"{server.url}/v1/inference",
             content=upload,

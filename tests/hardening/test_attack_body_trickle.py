@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import running_server, scripted_map_config
 from tests.hardening.http_client import connect
+from tests.harness.servers import ServerFactory
 
 HEAD_TIMEOUT = 2.0
 TOKEN = "trickle-token-0123456789"
@@ -58,28 +58,29 @@ def closed_after(
 
 @pytest.mark.parametrize("case", sorted(HEADS))
 def test_a_body_trickled_after_the_answer_does_not_hold_the_connection(
-    tmp_path: Path, case: str
+    tmp_path: Path, case: str, mis_server: ServerFactory
 ) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(TOKEN + "\n")
-    config = scripted_map_config(
-        tmp_path,
-        header_timeout_seconds=HEAD_TIMEOUT,
-        upload_idle_timeout_seconds=HEAD_TIMEOUT,
-        auth={"tokens_file": str(tokens)},
-    )
-    with running_server(config, tmp_path) as server, connect(server) as sock:
+    settings = {
+        "header_timeout_seconds": HEAD_TIMEOUT,
+        "upload_idle_timeout_seconds": HEAD_TIMEOUT,
+        "auth": {"tokens_file": str(tokens)},
+    }
+    with mis_server(tmp_path, {"server": settings}) as server, connect(server) as sock:
         closed = closed_after(sock, HEADS[case], give_up=4 * HEAD_TIMEOUT + 2)
     assert closed is not None, f"{case}: still open {4 * HEAD_TIMEOUT + 2:g} s after its answer"
     assert closed < 3 * HEAD_TIMEOUT + 1
 
 
-def test_blank_lines_trickled_after_an_answer_do_not_hold_the_connection(tmp_path: Path) -> None:
+def test_blank_lines_trickled_after_an_answer_do_not_hold_the_connection(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     """The parser skips blank lines before a request line, so they begin no request (and
     no head timer), while each one puts off uvicorn's keep-alive timeout: sent every second
     after an answer, they held a connection for ever."""
-    config = scripted_map_config(tmp_path, header_timeout_seconds=HEAD_TIMEOUT)
-    with running_server(config, tmp_path) as server, connect(server) as sock:
+    head_timeout = {"server": {"header_timeout_seconds": HEAD_TIMEOUT}}
+    with mis_server(tmp_path, head_timeout) as server, connect(server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         sock.settimeout(10)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")

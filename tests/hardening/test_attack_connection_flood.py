@@ -27,13 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import (
-    Server,
-    running_server,
-    scripted_map_config,
-    unlabelled_metrics,
-    wait_until,
-)
+from tests.e2e.server import Server, unlabelled_metrics, wait_until
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.slow
@@ -109,16 +104,17 @@ def assert_whole(response: httpx.Response, files: dict[str, bytes]) -> None:
         assert got[name] == data, name
 
 
-def test_a_flood_of_idle_connections_cannot_starve_a_running_study(tmp_path: Path) -> None:
+def test_a_flood_of_idle_connections_cannot_starve_a_running_study(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < FLOOD + 200:  # the test holds the whole flood itself
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, FLOOD + 400), hard))
-    config = scripted_map_config(tmp_path, header_timeout_seconds=HEAD_TIMEOUT)
-    config["map"]["timeout_seconds"] = 60
+    overrides = {"server": {"header_timeout_seconds": HEAD_TIMEOUT}, "map": {"timeout_seconds": 60}}
     files = study_files()
     study = make_zip(tmp_path / "study.zip", {"_mode": b"wait", **files})
     nofile = (256, DESCRIPTORS)
-    with running_server(config, tmp_path, nofile=nofile) as server:
+    with mis_server(tmp_path, overrides, nofile=nofile) as server:
         assert f"raised the descriptor limit (RLIMIT_NOFILE) from 256 to {DESCRIPTORS}" in (
             server.log_text()
         )

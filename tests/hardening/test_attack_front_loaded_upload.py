@@ -21,8 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.server import running_server, scripted_map_config, wait_until
+from tests.e2e.server import wait_until
 from tests.hardening.http_client import Reader, connect
+from tests.harness.servers import ServerFactory
 
 MiB = 1024 * 1024
 IDLE = 1.0
@@ -31,14 +32,15 @@ BURST = 16 * MiB
 DRIP = 0.5  # seconds between single bytes: never idle for IDLE
 
 
-def test_a_burst_then_a_trickle_is_cut_off_soon_after_the_trickle_starts(tmp_path: Path) -> None:
-    config = scripted_map_config(
-        tmp_path,
-        upload_idle_timeout_seconds=IDLE,
-        min_upload_bytes_per_second=MIN_RATE,
-        upload_timeout_seconds=120,
-    )
-    with running_server(config, tmp_path) as server, connect(server) as sock:
+def test_a_burst_then_a_trickle_is_cut_off_soon_after_the_trickle_starts(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
+    limits = {
+        "upload_idle_timeout_seconds": IDLE,
+        "min_upload_bytes_per_second": MIN_RATE,
+        "upload_timeout_seconds": 120,
+    }
+    with mis_server(tmp_path, {"server": limits}) as server, connect(server) as sock:
         sock.sendall(
             b"POST /v1/inference HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/zip\r\n"

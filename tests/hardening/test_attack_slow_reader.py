@@ -25,8 +25,9 @@ from pathlib import Path
 import httpx
 
 from mis_app.settings import ServerSettings
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import Server, wait_until
 from tests.hardening.http_client import connect
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 MiB = 1024 * 1024
@@ -57,14 +58,15 @@ def trickle(sock: socket.socket, stop: threading.Event) -> None:
         stop.wait(PAUSE)
 
 
-def test_a_reader_that_trickles_without_stalling_cannot_hold_the_slot(tmp_path: Path) -> None:
+def test_a_reader_that_trickles_without_stalling_cannot_hold_the_slot(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     server_settings: dict[str, object] = {"download_idle_timeout_seconds": DOWNLOAD_IDLE}
     if "download_timeout_seconds" in ServerSettings.model_fields:
         server_settings["download_timeout_seconds"] = DOWNLOAD_DEADLINE
-    config = scripted_map_config(tmp_path, **server_settings)
-    config["map"]["timeout_seconds"] = 30
     body = make_zip(tmp_path / "in.zip", {"big.raw": os.urandom(24 * MiB)}).read_bytes()
-    with running_server(config, tmp_path) as server:
+    overrides = {"server": server_settings, "map": {"timeout_seconds": 30}}
+    with mis_server(tmp_path, overrides) as server:
         sock = connect(server, receive_buffer=16384)
         stop = threading.Event()
         reader = threading.Thread(target=trickle, args=(sock, stop), daemon=True)

@@ -25,13 +25,14 @@ import httpx
 import pytest
 
 from tests.conftest import require_tool
-from tests.e2e.server import running_server, scripted_map_config, wait_until
+from tests.e2e.server import wait_until
 from tests.hardening.test_attack_connection_flood import (
     Closings,
     assert_whole,
     open_idle,
     study_files,
 )
+from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.slow
@@ -54,6 +55,7 @@ def certificate(folder: Path) -> tuple[Path, Path]:
 
 def test_a_flood_of_unstarted_tls_handshakes_cannot_starve_a_running_study(
     tmp_path: Path,
+    mis_server: ServerFactory,
 ) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < FLOOD + 200:  # the test holds the whole flood itself
@@ -61,8 +63,10 @@ def test_a_flood_of_unstarted_tls_handshakes_cannot_starve_a_running_study(
     cert, key = certificate(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
     tls = {"cert_file": str(cert), "key_file": str(key)}
-    config = scripted_map_config(tmp_path, header_timeout_seconds=HEAD_TIMEOUT, tls=tls)
-    config["map"]["timeout_seconds"] = 60
+    overrides = {
+        "server": {"header_timeout_seconds": HEAD_TIMEOUT, "tls": tls},
+        "map": {"timeout_seconds": 60},
+    }
     files = study_files()
     study = make_zip(tmp_path / "study.zip", {"_mode": b"wait", **files})
     result: dict[str, object] = {}
@@ -78,9 +82,7 @@ def test_a_flood_of_unstarted_tls_handshakes_cannot_starve_a_running_study(
         except Exception as exc:  # reported by the test, not lost in the thread
             result["error"] = exc
 
-    with running_server(
-        config, tmp_path, verify=trust, nofile=(DESCRIPTORS, DESCRIPTORS)
-    ) as server:
+    with mis_server(tmp_path, overrides, verify=trust, nofile=(DESCRIPTORS, DESCRIPTORS)) as server:
         thread = threading.Thread(target=post, daemon=True)
         thread.start()
         wait_until((tmp_path / "started").exists, 30, "the MAP to start")

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.e2e.server import Server
+from tests.harness.servers import ServerFactory
 
 TOKEN = "s3cret-token-for-tokens-file-tests"
 
@@ -30,10 +31,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path) -> Iterator[Server]:
+def server(workdir: Path, mis_server: ServerFactory) -> Iterator[Server]:
     (workdir / "tokens").write_text(TOKEN + "\n")
-    config = scripted_map_config(workdir, auth={"tokens_file": str(workdir / "tokens")})
-    with running_server(config, workdir) as running:
+    auth = {"server": {"auth": {"tokens_file": str(workdir / "tokens")}}}
+    with mis_server(workdir, auth) as running:
         yield running
 
 

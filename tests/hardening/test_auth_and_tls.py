@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_tool
-from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.e2e.server import Server
 from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
@@ -115,7 +115,9 @@ def test_tokens_never_appear_in_the_log(server: Server, workdir: Path) -> None:
         assert secret not in log
 
 
-def test_round_trip_over_https_with_a_generated_certificate(tmp_path: Path) -> None:
+def test_round_trip_over_https_with_a_generated_certificate(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     openssl = require_tool("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
@@ -123,9 +125,9 @@ def test_round_trip_over_https_with_a_generated_certificate(tmp_path: Path) -> N
          "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
-    config = scripted_map_config(tmp_path, tls={"cert_file": str(cert), "key_file": str(key)})
+    tls = {"server": {"tls": {"cert_file": str(cert), "key_file": str(key)}}}
     trust = ssl.create_default_context(cafile=str(cert))
-    with running_server(config, tmp_path, verify=trust) as server:
+    with mis_server(tmp_path, tls, verify=trust) as server:
         assert server.url.startswith("https://")
         archive = make_zip(tmp_path / "in.zip", {"scan.dcm": b"pixels"})
         response = httpx.post(
@@ -213,11 +215,12 @@ def test_indented_comment_lines_are_comments(server: Server, restore_tokens: Pat
     assert authorized(server, "#disabled-token") == 401
 
 
-def test_a_tokens_file_never_readable_refuses_everything_with_json_503(tmp_path: Path) -> None:
+def test_a_tokens_file_never_readable_refuses_everything_with_json_503(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("my secret token\n")  # spaces: not a token
-    config = scripted_map_config(tmp_path, auth={"tokens_file": str(tokens)})
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"server": {"auth": {"tokens_file": str(tokens)}}}) as server:
         response = httpx.get(f"{server.url}/v1/status", headers={"Authorization": "Bearer my"})
         assert response.status_code == 503
         error = response.json()["error"]

@@ -19,13 +19,8 @@ import httpx
 import pytest
 
 from tests.conftest import require_root
-from tests.e2e.server import (
-    Server,
-    running_server,
-    scripted_map_config,
-    unlabelled_metrics,
-    wait_until,
-)
+from tests.e2e.server import Server, unlabelled_metrics, wait_until
+from tests.harness.servers import ServerFactory
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 
@@ -38,13 +33,13 @@ def status(server: Server) -> dict[str, object]:
 
 def test_a_deletion_that_fails_is_retried_and_counted_until_the_fault_clears(
     nonroot: NonRoot,
+    mis_server: ServerFactory,
 ) -> None:
     require_root("a folder of another user's in the workspace, which MIS may not delete")
     work = nonroot.workdir("deletion")
-    config = scripted_map_config(work, nonroot, stuck_deletion_seconds=1)
-    config["map"]["timeout_seconds"] = 30
+    overrides = {"server": {"stuck_deletion_seconds": 1}, "map": {"timeout_seconds": 30}}
     archive = make_zip(work / "in.zip", {"_mode": b"wait", "a.txt": b"study"})
-    with running_server(config, work, nonroot=nonroot) as server:
+    with mis_server(work, overrides, nonroot=nonroot) as server:
         result: dict[str, httpx.Response] = {}
 
         def post() -> None:

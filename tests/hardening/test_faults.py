@@ -22,8 +22,6 @@ from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
 from tests.e2e.server import (
     Server,
     raw_request,
-    running_server,
-    scripted_map_config,
     wait_until,
     zip_post,
 )
@@ -108,14 +106,14 @@ def test_an_upload_trickling_below_the_minimum_rate_is_408_and_frees_the_slot(
     assert "server.min_upload_bytes_per_second" in slow_server.log_text()
 
 
-def test_a_full_payload_volume_is_507_and_leaves_nothing(tiny_volume: Path, tmp_path: Path) -> None:
-    config = scripted_map_config(tmp_path)
-    config["server"]["payload_dir"] = str(tiny_volume)
+def test_a_full_payload_volume_is_507_and_leaves_nothing(
+    tiny_volume: Path, tmp_path: Path, mis_server: ServerFactory
+) -> None:
     big_upload = make_zip(tmp_path / "big.zip", {"scan.raw": os.urandom(6 * 1024 * 1024)})
     bomb_ish = make_zip(
         tmp_path / "expands.zip", {f"slice-{n}.raw": bytes(1024 * 1024) for n in range(8)}
     )
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"server": {"payload_dir": str(tiny_volume)}}) as server:
         responses = [
             httpx.post(
                 f"{server.url}/v1/inference", content=archive.read_bytes(),
@@ -137,11 +135,12 @@ def test_a_full_payload_volume_is_507_and_leaves_nothing(tiny_volume: Path, tmp_
     assert [p.name for p in tiny_volume.iterdir()] == [PAYLOAD_ROOT_MARKER]
 
 
-def test_mis_killed_mid_request_leaves_nothing_after_restart(tmp_path: Path) -> None:
-    config = scripted_map_config(tmp_path)
+def test_mis_killed_mid_request_leaves_nothing_after_restart(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     archive = make_zip(tmp_path / "in.zip", {"a.txt": b"x", "_mode": b"hang"})
     pidfile = tmp_path / "pids"
-    with running_server(config, tmp_path) as first:
+    with mis_server(tmp_path) as first:
 
         def doomed_request() -> None:
             with contextlib.suppress(httpx.TransportError):  # MIS dies under it
@@ -159,17 +158,16 @@ def test_mis_killed_mid_request_leaves_nothing_after_restart(tmp_path: Path) -> 
         assert not is_alive(leader)  # the supervisor's parent-death signal took the MAP ...
         assert not is_alive(child)  # ... and its child with MIS
         assert first.leftovers() != []  # the workspace is left over
-    with running_server(config, tmp_path) as second:
+    with mis_server(tmp_path) as second:
         assert second.leftovers() == []
         assert "swept 1 leftover workspace(s) and 0 leftover job(s)" in second.log_text()
         assert idle(second)
 
 
-def test_metrics_and_the_access_log(tmp_path: Path) -> None:
-    config = scripted_map_config(tmp_path, log_format="json")
+def test_metrics_and_the_access_log(tmp_path: Path, mis_server: ServerFactory) -> None:
     ok = make_zip(tmp_path / "ok.zip", {"a.txt": b"x" * 1000})
     failing = make_zip(tmp_path / "fail.zip", {"_mode": b"fail"})
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"server": {"log_format": "json"}}) as server:
         for archive in (ok, ok, failing):
             httpx.post(
                 f"{server.url}/v1/inference", files={"file": archive.read_bytes()}, timeout=30

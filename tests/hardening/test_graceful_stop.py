@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import Server, wait_until
+from tests.harness.servers import ServerFactory
 from tests.processes import is_alive
 from tests.zips import make_zip
 
@@ -51,12 +52,10 @@ def post_in_background(server: Server, archive: Path) -> tuple[threading.Thread,
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_lets_the_request_in_flight_finish_and_admits_nothing_new(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, mis_server: ServerFactory
 ) -> None:
-    config = scripted_map_config(tmp_path)
-    config["map"]["timeout_seconds"] = 30
     archive = make_zip(tmp_path / "in.zip", {"a.txt": b"study", "_mode": b"wait"})
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, {"map": {"timeout_seconds": 30}}) as server:
         thread, result = post_in_background(server, archive)
         wait_until((tmp_path / "started").exists, 10, "the MAP to start")
         server.process.send_signal(sig)
@@ -75,12 +74,12 @@ def test_a_stop_lets_the_request_in_flight_finish_and_admits_nothing_new(
 
 def test_past_the_grace_the_map_is_stopped_and_its_files_deleted_before_exit(
     tmp_path: Path,
+    mis_server: ServerFactory,
 ) -> None:
-    config = scripted_map_config(tmp_path, shutdown_grace_seconds=1)
-    config["map"]["timeout_seconds"] = 60
+    overrides = {"server": {"shutdown_grace_seconds": 1}, "map": {"timeout_seconds": 60}}
     archive = make_zip(tmp_path / "in.zip", {"a.txt": b"study", "_mode": b"hang"})
     pidfile = tmp_path / "pids"
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, overrides) as server:
         thread, result = post_in_background(server, archive)
         wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 10, "MAP")
         leader, child = (int(pid) for pid in pidfile.read_text().split())
@@ -100,12 +99,13 @@ def test_past_the_grace_the_map_is_stopped_and_its_files_deleted_before_exit(
     assert "| stopped (" in server.log_text() or "-> 503 stopped" in server.log_text()
 
 
-def test_a_second_sigint_stops_at_once_and_the_map_with_it(tmp_path: Path) -> None:
-    config = scripted_map_config(tmp_path)
-    config["map"]["timeout_seconds"] = 60
+def test_a_second_sigint_stops_at_once_and_the_map_with_it(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
+    overrides = {"map": {"timeout_seconds": 60}}
     archive = make_zip(tmp_path / "in.zip", {"_mode": b"hang"})
     pidfile = tmp_path / "pids"
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, overrides) as server:
         thread, _ = post_in_background(server, archive)
         wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 10, "MAP")
         server.process.send_signal(signal.SIGINT)
@@ -117,5 +117,5 @@ def test_a_second_sigint_stops_at_once_and_the_map_with_it(tmp_path: Path) -> No
         assert not is_alive(child, grace=0)
         thread.join(10)
     # what a stop at once leaves on disk is swept at the next start
-    with running_server(config, tmp_path) as again:
+    with mis_server(tmp_path, overrides) as again:
         assert again.leftovers() == []

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.burst import EMPTY_ZIP, burst, run_loop
-from tests.e2e.server import Server, running_server, scripted_map_config, wait_until
+from tests.e2e.server import Server, wait_until
 from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
@@ -76,14 +76,14 @@ def metric(server: Server, name: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 1,050 runs of a supervised MAP on two shared cores
-def test_soak_of_1000_sequential_requests(tmp_path: Path) -> None:
-    config = scripted_map_config(tmp_path)
-    config["map"]["command"] = ["cp", "-r", "{input_path}/.", "{output_path}"]
-    config["map"]["timeout_seconds"] = 30  # leaks are the point, not speed (2 busy cores here)
+def test_soak_of_1000_sequential_requests(tmp_path: Path, mis_server: ServerFactory) -> None:
+    copy = ["cp", "-r", "{input_path}/.", "{output_path}"]
+    # leaks are the point, not speed (2 busy cores here)
+    overrides = {"map": {"command": copy, "timeout_seconds": 30}}
     body = make_zip(
         tmp_path / "in.zip", {f"series/{n}.dcm": bytes(2000) for n in range(5)}
     ).read_bytes()
-    with running_server(config, tmp_path) as server, httpx.Client(timeout=30) as client:
+    with mis_server(tmp_path, overrides) as server, httpx.Client(timeout=30) as client:
 
         def one() -> None:
             response = client.post(

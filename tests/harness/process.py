@@ -1,6 +1,6 @@
 """A server in a subprocess on 127.0.0.1: started, waited for until /healthz answers, stopped.
 
-Shared by the end-to-end tests (tests/e2e/server.py) and the bench (bench/run.py), so both
+Shared by the test harness (tests/harness/servers.py) and the bench (bench/run.py), so both
 start and stop servers the same way; it needs nothing beyond httpx and the standard library."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.server import running_server
+from tests.harness.servers import ServerFactory
 from tests.helm.chart import (
     deployment_pod,
     find,
@@ -69,7 +69,9 @@ def test_mis_pods_know_their_name_and_uid_for_the_jobs_they_own() -> None:
     }
 
 
-def test_auth_from_an_existing_secret_refuses_a_request_without_its_token(tmp_path: Path) -> None:
+def test_auth_from_an_existing_secret_refuses_a_request_without_its_token(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     docs = render(sets=("auth.existingSecret=mis-tokens", f"auth.mountPath={tmp_path / 'auth'}"))
     tokens = mount_secret_as_the_kubelet_would(
         docs, "mis-tokens", "# the radiology team\ns3cret-token\n"
@@ -82,7 +84,7 @@ def test_auth_from_an_existing_secret_refuses_a_request_without_its_token(tmp_pa
         "MIS_SERVER__HOST": "127.0.0.1",
         "MIS_SERVER__PAYLOAD_DIR": str(tmp_path / "payload"),
     }
-    with running_server(config, tmp_path, env=env) as server:
+    with mis_server(tmp_path, config=config, env=env) as server:
         refused = httpx.get(f"{server.url}/v1/status")
         wrong = httpx.get(f"{server.url}/v1/status", headers={"Authorization": "Bearer nope"})
         allowed = httpx.get(

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.server import Server, running_server, scripted_map_config
+from tests.e2e.server import Server
+from tests.harness.servers import ServerFactory
 from tests.helm.chart import find, mount_secret_as_the_kubelet_would
 from tests.helm.monitoring import (
     FOREIGN_METRICS,
@@ -89,7 +90,9 @@ def check_dashboard_queries(prometheus: Prometheus, docs: list[dict[str, Any]]) 
         assert not missing, f"{expr} reads {missing}, which MIS does not export"
 
 
-def test_prometheus_fires_the_failure_ratio_alert_then_down(tmp_path: Path) -> None:
+def test_prometheus_fires_the_failure_ratio_alert_then_down(
+    tmp_path: Path, mis_server: ServerFactory
+) -> None:
     auth = tmp_path / "auth"
     docs = render_monitoring(
         "auth.existingSecret=mis-tokens", f"auth.mountPath={auth}", *QUICK_RULES
@@ -97,15 +100,14 @@ def test_prometheus_fires_the_failure_ratio_alert_then_down(tmp_path: Path) -> N
     tokens = "# people\nuser-token\n# Prometheus\nprometheus-token\n"
     mount_secret_as_the_kubelet_would(docs, "mis-tokens", tokens)
     secret = {"tokens": tokens, "metrics-token": "prometheus-token\n"}
-    config = scripted_map_config(tmp_path)
-    config["server"]["auth"] = mis_config(docs)["server"]["auth"]  # the chart's tokens file
+    chart_auth = {"server": {"auth": mis_config(docs)["server"]["auth"]}}  # its tokens file
     rules = rules_file(docs, tmp_path / "rules.yaml")
     release = {"job": "mis-monai-inference-service", "namespace": "radiology"}
     up = 'up{job="mis-monai-inference-service", namespace="radiology"}'
     requests = "mis_inference_requests_total"
 
     with ExitStack() as outlives_mis:
-        with running_server(config, tmp_path) as server:
+        with mis_server(tmp_path, chart_auth) as server:
             assert httpx.get(f"{server.url}/metrics").status_code == 401  # the token is needed
             target = server.url.removeprefix("http://")
             scrape = scrape_config(docs, target, secret, tmp_path)

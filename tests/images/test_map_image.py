@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.docker.engine import Engine
-from tests.e2e.server import REPO, running_server, wait_until
+from tests.e2e.server import REPO, wait_until
+from tests.harness.servers import ServerFactory
 from tests.images.conftest import entries, post_study
 
 # The first test of a run also waits for the images to be built (a few minutes).
@@ -118,6 +119,7 @@ def test_the_docker_backend_serves_it_from_its_manifest_alone(
     sample_study: bytes,
     reference_output: dict[str, bytes],
     tmp_path: Path,
+    mis_server: ServerFactory,
 ) -> None:
     config = {
         "backend": "docker",
@@ -125,7 +127,7 @@ def test_the_docker_backend_serves_it_from_its_manifest_alone(
         "map": {"image": images["map"], "from_manifest": True},
         "docker": {"url": engine.url, "instance": "mis-images", "stop_grace_seconds": 1},
     }
-    with running_server(config, tmp_path) as server:
+    with mis_server(tmp_path, config=config) as server:
         described = httpx.get(f"{server.url}/v1/status").json()["map"]
         response = post_study(server.url, sample_study)
         wait_until(lambda: server.leftovers() == [], 10, "the workspace to be deleted")

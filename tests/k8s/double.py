@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - Windows
 import yaml
 from starlette.responses import JSONResponse
 
+from tests.harness.wait import wait_until
 from tests.k8s.faults import Faults
 from tests.k8s.watch_faults import WatchFaults
 
@@ -126,7 +127,7 @@ class KubeDouble:
         config = uvicorn.Config(
             app, log_level="warning", lifespan="off", ssl_certfile=certificate, ssl_keyfile=key
         )
-        self._server = uvicorn.Server(config)
+        self._server = server = uvicorn.Server(config)
         ready = threading.Event()
 
         def serve() -> None:
@@ -146,9 +147,7 @@ class KubeDouble:
         self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
         ready.wait(10)
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: server.started, 10, "the API double to listen")
         return self
 
     def stop(self) -> None:

@@ -18,17 +18,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.server import (
-    Server,
-    raw_request,
-    running_server,
-    wait_until,
-    zip_post,
-)
+from tests.e2e.server import Server, raw_request, wait_until, zip_post
 from tests.harness.servers import ServerFactory
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
-from tests.k8s.mis_e2e import INPUT, kubernetes_config, post
+from tests.k8s.mis_e2e import INPUT, post
 from tests.processes import is_alive
 from tests.zips import make_zip
 
@@ -160,13 +154,11 @@ def test_readiness_when_the_api_answers(server: Server) -> None:
     assert httpx.get(f"{server.url}/readyz").status_code == 200
 
 
-def test_api_server_down_is_503(tmp_path: Path) -> None:
+def test_api_server_down_is_503(tmp_path: Path, mis_server: ServerFactory) -> None:
     down = KubeDouble()
     down.port = 1  # nothing listens there
     kubeconfig = down.kubeconfig(tmp_path / "kubeconfig")
-    with running_server(
-        kubernetes_config(tmp_path), tmp_path, env={"KUBECONFIG": str(kubeconfig)}
-    ) as server:
+    with mis_server(tmp_path, backend="kubernetes", kubeconfig=kubeconfig) as server:
         ready = httpx.get(f"{server.url}/readyz")
         response = post(server, INPUT, tmp_path)
         server.wait_until_clean()
@@ -177,7 +169,7 @@ def test_api_server_down_is_503(tmp_path: Path) -> None:
     assert "cannot be reached" in response.json()["error"]["message"]
 
 
-def test_orphan_jobs_are_swept_at_start(tmp_path: Path) -> None:
+def test_orphan_jobs_are_swept_at_start(tmp_path: Path, mis_server: ServerFactory) -> None:
     double = KubeDouble(kubelet.hangs()).start()
     try:
         labels = {
@@ -197,9 +189,7 @@ def test_orphan_jobs_are_swept_at_start(tmp_path: Path) -> None:
         }
         double.call(double.put, "jobs", "mis-test", orphan, "ADDED")
         kubeconfig = double.kubeconfig(tmp_path / "kubeconfig")
-        with running_server(
-            kubernetes_config(tmp_path), tmp_path, env={"KUBECONFIG": str(kubeconfig)}
-        ) as server:
+        with mis_server(tmp_path, backend="kubernetes", kubeconfig=kubeconfig) as server:
             assert "swept 0 leftover workspace(s) and 1 leftover job(s)" in server.log_text()
         assert double.items("jobs") == []
     finally:
