@@ -20,10 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.e2e.server import REPO
 from tests.harness.unavailable import require_tool
 
 UID = GID = 10001
-REPO = Path(__file__).parents[1]
 
 
 class NonRoot:

@@ -13,8 +13,8 @@ from mis_app.bootstrap import create_app
 from mis_app.settings import Settings
 from mis_core import errors
 from mis_core.error_catalogue import BY_CODE, CATALOGUE, Exit
+from tests.e2e.server import REPO
 
-REPO = Path(__file__).parents[2]
 PRODUCT = ("mis_core", "mis_adapters", "mis_app")
 # the same words in another vocabulary: /v1/status's state, a MAP manifest's key
 # the same words with other meanings: /v1/status's state, a MAP manifest's key, the reason

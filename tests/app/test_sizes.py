@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).parents[2]
+from tests.e2e.server import REPO
+
 PRODUCT = ("mis_core", "mis_adapters", "mis_app")
 MODULE_MOST = 300  # lines
 FUNCTION_MOST = 60  # lines, from its `def` to its last line

@@ -13,7 +13,6 @@ import asyncio
 import inspect
 import tomllib
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -21,7 +20,8 @@ from packaging.requirements import Requirement
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-REPO = Path(__file__).parents[2]
+from tests.e2e.server import REPO
+
 HTTP = REPO / "mis_app" / "http"
 
 # uvicorn's, on the protocol (self.X, or protocol.X in the head watch)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import httpx
 import pytest
 
 from tests.docker.engine import MAP_IMAGE, MISSING_IMAGE, Engine
-from tests.e2e.server import REPO, wait_until
+from tests.e2e.server import mis_command, wait_until
 from tests.harness.configs import docker_config
 from tests.harness.servers import ServerFactory
 
@@ -208,16 +206,10 @@ def test_start_up_sweeps_this_installations_leftover_containers(
             client.delete(f"/containers/{theirs}", params={"force": 1})
 
 
-def mis(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mis_app", *args], capture_output=True, text=True, cwd=REPO
-    )
-
-
 def test_map_inspect_prints_what_the_manifest_declares(engine: Engine) -> None:
     import yaml
 
-    result = mis("map", "inspect", MAP_IMAGE, "--url", engine.url)
+    result = mis_command("map", "inspect", MAP_IMAGE, "--url", engine.url)
     assert result.returncode == 0, result.stderr
     declared = yaml.safe_load(result.stdout)["map"]
     assert declared == {
@@ -230,7 +222,7 @@ def test_map_inspect_prints_what_the_manifest_declares(engine: Engine) -> None:
     assert "declared in /etc/monai" in result.stdout
     assert engine.containers() == []  # the container used to read the files is gone
 
-    missing = mis("map", "inspect", MISSING_IMAGE, "--url", engine.url)
+    missing = mis_command("map", "inspect", MISSING_IMAGE, "--url", engine.url)
     assert missing.returncode == 1
     assert f"the image {MISSING_IMAGE} is not in the container engine" in missing.stderr
 
