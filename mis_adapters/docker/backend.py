@@ -24,7 +24,7 @@ from mis_adapters.docker.container import (
     instance_labels,
 )
 from mis_adapters.docker.engine import ContainerEngine, EngineError
-from mis_adapters.map_follow import LOG_TAIL_LINES, MapLog
+from mis_adapters.map_follow import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
@@ -42,14 +42,12 @@ class DockerJobBackend:
         pull: PullPolicy,
         kill_grace_seconds: float,
         map_log_bytes: int,
-        log_tail_lines: int = LOG_TAIL_LINES,
     ) -> None:
         self.engine = engine
         self.image = image
         self.options = options
         self.pull = pull
         self.kill_grace_seconds = kill_grace_seconds
-        self.log_tail_lines = log_tail_lines
         self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
         self._image_problem = ""  # set while the image is missing or being pulled
 
@@ -104,7 +102,7 @@ class DockerJobBackend:
             except EngineError as exc:
                 return JobOutcome(succeeded=False, reason=f"could not be started: {exc.message}")
             logger.info("MAP container {} started", name)
-            map_log = MapLog(self.log_tail_lines, max_bytes=self.map_log_bytes)
+            map_log = MapLog(max_bytes=self.map_log_bytes)
             async with anyio.create_task_group() as tg:
                 log_read = anyio.Event()
 

@@ -47,7 +47,6 @@ from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_adapters.kubernetes.retry import ApiHealth, RetryPolicy
 from mis_adapters.kubernetes.sweep import sweep_leftovers
 from mis_adapters.kubernetes.watch import WatchCounts, Watcher
-from mis_adapters.map_follow import LOG_TAIL_LINES
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
@@ -72,7 +71,6 @@ class KubernetesJobBackend:
         warm_up_seconds: float,
         map_log_bytes: int,
         api_retry_max_seconds: float,
-        log_tail_lines: int = LOG_TAIL_LINES,
         connector: Connector = connect,
         owner: Owner | None = None,
     ) -> None:
@@ -85,7 +83,6 @@ class KubernetesJobBackend:
         self.api_retries: Counter[tuple[str, str]] = Counter()  # (verb, reason): retries
         self.health = ApiHealth()
         self._policy = RetryPolicy(api_retry_max_seconds, self._count_retry)
-        self.log_tail_lines = log_tail_lines
         self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
         self.owner = owner or Owner.from_environment()
         self._connector = connector
@@ -191,11 +188,10 @@ class KubernetesJobBackend:
                     name,
                     selector,
                     progress,
-                    self.log_tail_lines,
                     self.map_log_bytes,
                 )
                 verdict = await follower.follow()
-                outcome = await job_outcome(api, verdict, follower, self.log_tail_lines)
+                outcome = await job_outcome(api, verdict, follower)
                 pod_stopped = not verdict.pod_may_run
                 return outcome
             outage = self.health.outage(OUTAGE_MIN_SECONDS)  # reached when the deadline came first

@@ -83,7 +83,7 @@ def test_one_workers_setting_reaches_unpacking_and_packing(tmp_path: Path) -> No
 
 
 # A backend offers these beside the JobBackend port; nothing else may have a default of its own
-SEAMS = {"log_tail_lines", "connector", "owner", "base_env"}
+SEAMS = {"connector", "owner", "base_env"}
 
 
 @pytest.mark.parametrize(
