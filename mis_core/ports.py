@@ -44,7 +44,10 @@ class Storage(Protocol):
         """The output folder as zip bytes, produced while they are sent."""
         ...
 
-    async def delete(self, workspace: Workspace) -> None: ...
+    async def delete(self, workspace: Workspace) -> None:
+        """Delete the workspace; raise OSError when it cannot be now (a file MIS may not
+        remove, no descriptor free): the service retries it."""
+        ...
 
     async def check(self) -> None:
         """Raise BackendUnavailable when a workspace could not be made now (no room, no folder)."""

@@ -47,6 +47,7 @@ class FakeStorage:
         self.received = b""
         self.output = [b"PK-one", b"PK-two"]
         self.fail_delete = False
+        self.delete_error: Exception = OSError("disk on fire")  # what a failing delete raises
         self.hold_deletes: anyio.Event | None = None  # deletions wait for it when set
         self.unready: MisError | None = None  # what check() raises
         self.workspaces: set[str] = set()  # created and not yet deleted
@@ -82,7 +83,7 @@ class FakeStorage:
         if self.hold_deletes is not None:
             await self.hold_deletes.wait()
         if self.fail_delete:
-            raise OSError("disk on fire")
+            raise self.delete_error
         self.workspaces.discard(workspace.name)
         self.journal.append("deleted")
 
