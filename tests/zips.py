@@ -17,7 +17,7 @@ ROOMY_LIMITS = ExtractLimits(max_extracted_bytes=10**9, max_entries=1000, max_co
 
 
 def make_zip(path: Path, files: dict[str, bytes], **kwargs: object) -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, **kwargs) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, **kwargs) as zf:  # type: ignore[call-overload]
         for name, data in files.items():
             zf.writestr(name, data)
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mis_adapters.process import backend as backend_module
+from mis_adapters.storage.layout import RUN_RECORD
 from mis_core.model import MapSpec, Resources, Workspace
 
 SCRIPTED_MAP = str(Path(__file__).parents[1] / "maps" / "scripted_map.py")
@@ -32,4 +32,4 @@ def spec(**changes: object) -> MapSpec:
 
 def supervisor_of(ws: Workspace) -> int:
     """The run's supervisor, as the backend recorded it in the workspace."""
-    return int(Path(ws.file(backend_module.RECORD)).read_text().split()[0])
+    return int(Path(ws.file(RUN_RECORD)).read_text().split()[0])
