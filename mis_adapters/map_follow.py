@@ -23,7 +23,9 @@ import anyio.lowlevel
 from loguru import logger
 
 MAX_LINE = 8192
-LOG_TAIL_LINES = 20  # a failed MAP's last lines, in its error message
+# A failed MAP's last lines, in its error message: a fact of MIS's answer, no setting (the
+# lines are cut at MAX_LINE, so the message stays bounded; MIS's log has its own budget).
+LOG_TAIL_LINES = 20
 # Lines handled before the event loop gets a turn: fewer while they are being logged
 BATCH = 256
 LOGGED_BATCH = 32
@@ -35,10 +37,10 @@ _WIDE = re.compile(r"[^ -~]")
 
 
 class MapLog:
-    def __init__(self, tail_lines: int, *, max_bytes: int, quiet: bool = False) -> None:
+    def __init__(self, *, max_bytes: int, quiet: bool = False) -> None:
         """`max_bytes`: the request's share of MIS's log (server.map_log_max_bytes); `quiet`:
         keep the tail only (a log read again for a failure message), logging nothing."""
-        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._quiet = quiet
         self._log = logger.bind(source="map")
         self._pending = b""
@@ -101,8 +103,8 @@ class MapLog:
 
     def _handle(self, pieces: Sequence[bytes]) -> None:
         """Lines as cut: the last ones into the tail, each into the log while it has room."""
-        keep = self.tail.maxlen or 0
-        self.tail.extend(_decode(raw).rstrip("\r") for raw in pieces[max(len(pieces) - keep, 0) :])
+        last = pieces[max(len(pieces) - LOG_TAIL_LINES, 0) :]
+        self.tail.extend(_decode(raw).rstrip("\r") for raw in last)
         if self._quiet:
             return
         for index, raw in enumerate(pieces):
@@ -163,8 +165,8 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-async def last_lines(chunks: AsyncIterable[bytes], lines: int) -> tuple[str, ...]:
-    """The last `lines` lines of `chunks`, cut like logged lines, without logging them."""
-    tail = MapLog(lines, max_bytes=0, quiet=True)
+async def last_lines(chunks: AsyncIterable[bytes]) -> tuple[str, ...]:
+    """The last LOG_TAIL_LINES lines of `chunks`, cut like logged lines, without logging them."""
+    tail = MapLog(max_bytes=0, quiet=True)
     await tail.pump(chunks)
     return tuple(tail.tail)

@@ -22,7 +22,9 @@ from mis_adapters.clock import MonotonicClock
 from mis_adapters.docker.backend import DockerJobBackend
 from mis_adapters.docker.container import ContainerOptions
 from mis_adapters.docker.engine import ContainerEngine, DockerEngine
+from mis_adapters.docker.options import DockerOptions
 from mis_adapters.kubernetes.job import JobOptions
+from mis_adapters.kubernetes.options import KubernetesOptions
 from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.exposure import ViewRefused
@@ -181,29 +183,34 @@ def build_backend(settings: Settings) -> Backend:
 
 
 def kubernetes_backend(settings: Settings, **seams: Any) -> KubernetesJobBackend:
-    """`seams`: the API's `connector` and the Jobs' `owner` (tests), or settings changed."""
+    """`seams`: the API's `connector` and the Jobs' `owner` (tests)."""
     from mis_adapters.kubernetes.backend import KubernetesJobBackend  # here only: ~50 MB
 
-    k8s = settings.kubernetes
-    values: dict[str, Any] = {
-        "delete_wait_seconds": k8s.delete_wait_seconds,
-        "map_log_bytes": int(settings.server.map_log_max_bytes),
-        "resync_seconds": k8s.resync_seconds,
-        "warm_up_seconds": k8s.warm_up_timeout_seconds,
-        "api_retry_max_seconds": k8s.api_retry_max_seconds,
-    }
-    return KubernetesJobBackend(job_options(settings), **{**values, **seams})
+    return KubernetesJobBackend(kubernetes_options(settings), **seams)
+
+
+def kubernetes_options(settings: Settings) -> KubernetesOptions:
+    """The `kubernetes` section as the backend takes it, the Jobs' options among it."""
+    return _options(
+        KubernetesOptions,
+        settings.kubernetes,
+        job=job_options(settings),
+        map_log_bytes=int(settings.server.map_log_max_bytes),
+    )
 
 
 def docker_backend(settings: Settings, engine: ContainerEngine | None = None) -> DockerJobBackend:
     """`engine`: the engine's client (default: the one at docker.url)."""
-    docker = settings.docker
-    return DockerJobBackend(
-        engine or DockerEngine(docker.url),
-        settings.map.image,
-        container_options(settings),
-        pull=docker.pull,
-        kill_grace_seconds=docker.stop_grace_seconds,
+    return DockerJobBackend(engine or DockerEngine(settings.docker.url), docker_options(settings))
+
+
+def docker_options(settings: Settings) -> DockerOptions:
+    """The `docker` section as the backend takes it, the containers' options among it."""
+    return _options(
+        DockerOptions,
+        settings.docker,
+        container=container_options(settings),
+        image=settings.map.image,
         map_log_bytes=int(settings.server.map_log_max_bytes),
     )
 

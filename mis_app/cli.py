@@ -247,7 +247,8 @@ def _render_job(settings: Settings, options: argparse.Namespace) -> int:
     from mis_adapters.kubernetes.render import render_job
     from mis_app.bootstrap import kubernetes_backend, sample_job_request
 
-    backend = kubernetes_backend(settings, api_retry_max_seconds=0)  # asks once
+    asks_once = settings.kubernetes.model_copy(update={"api_retry_max_seconds": 0})
+    backend = kubernetes_backend(settings.model_copy(update={"kubernetes": asks_once}))
     documents, notes = anyio.run(render_job, backend, sample_job_request(settings))
     for note in notes:
         print(f"# {note}", file=sys.stderr)

@@ -26,8 +26,7 @@ import attrs
 import httpx
 
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
-from mis_adapters.zip.errors import OutputProblem
-from mis_adapters.zip.writer import zip_folder
+from mis_adapters.zip import OutputProblem, zip_folder
 from mis_app.client_answer import Answer, read_error, shown
 from mis_app.logs import clean
 from mis_app.settings import ServerSettings

@@ -49,7 +49,8 @@ class Storage(Protocol):
         ...
 
     async def delete(self, workspace: Workspace) -> None:
-        """Remove the workspace and everything in it."""
+        """Remove the workspace and everything in it; raise OSError when it cannot be now (a
+        file MIS may not remove, no descriptor free): the service retries it."""
         ...
 
     async def check(self) -> None:

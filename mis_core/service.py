@@ -85,6 +85,7 @@ class InferenceService:
         self.in_flight: dict[Inference, float] = {}  # keyed by request, not by the client's id
         self.cleanup_failures = 0  # deletion attempts that failed
         self.failing_deletions: dict[str, float] = {}  # workspace → when it first failed
+        self._traced: set[str] = set()  # workspaces whose unexpected failure was traced
         self._deletions: TaskGroup | None = None
         self._stopping: anyio.Event | None = None  # set when running() ends
 
@@ -180,20 +181,33 @@ class InferenceService:
                 logger.error("the workspace is left for the next start's sweep")
         finally:
             if not retrying:
-                self.gate.deletion_finished()
+                self._deletion_finished(workspace)
 
     async def _try_delete(self, workspace: Workspace) -> bool:
+        """One try. Any error is caught, as a deletion must never take the service down; one
+        the storage does not say it raises (a bug) comes with its traceback, the first time."""
         started = self.clock.now()
         try:
             with anyio.CancelScope(shield=True):
                 await self.storage.delete(workspace)
         except Exception as exc:
             self.cleanup_failures += 1
-            logger.error("could not delete the workspace: {}: {}", type(exc).__name__, exc)
+            log = logger
+            # OSError: Storage.delete's own failure, said in a line; anything else, traced once
+            if not isinstance(exc, OSError) and workspace.name not in self._traced:
+                self._traced.add(workspace.name)
+                log = logger.opt(exception=exc)
+            log.error("could not delete the workspace: {}: {}", type(exc).__name__, exc)
             return False
         logger.info("cleaned")
         self.on_deleted(self.clock.now() - started)
         return True
+
+    def _deletion_finished(self, workspace: Workspace) -> None:
+        """The workspace is gone, or left to the next start's sweep: it counts no more."""
+        self.failing_deletions.pop(workspace.name, None)
+        self._traced.discard(workspace.name)
+        self.gate.deletion_finished()
 
     async def _retry(self, workspace: Workspace) -> None:
         """Try the deletion again, waiting longer each time, until it works or MIS stops."""
@@ -214,5 +228,4 @@ class InferenceService:
                     return
                 delay = min(2 * delay, RETRY_MOST_SECONDS)
         finally:
-            self.failing_deletions.pop(workspace.name, None)
-            self.gate.deletion_finished()
+            self._deletion_finished(workspace)

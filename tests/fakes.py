@@ -143,6 +143,7 @@ class FakeStorage:
         self.error = error
         self.disk = MemoryDisk() if disk is None else disk
         self.fail_delete = False
+        self.delete_error: Exception = OSError("disk on fire")  # what a failing delete raises
         self.hold_deletes: anyio.Event | None = None  # deletions wait for it when set
         self.unready: MisError | None = None  # what check() raises
         self.workspaces: set[str] = set()  # created and not yet deleted
@@ -185,7 +186,7 @@ class FakeStorage:
         if self.hold_deletes is not None:
             await self.hold_deletes.wait()
         if self.fail_delete:
-            raise OSError("disk on fire")
+            raise self.delete_error
         self.disk.remove(workspace.root)
         self.workspaces.discard(workspace.name)
         self.journal.append("deleted")

@@ -11,46 +11,32 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import attrs
 from loguru import logger
 
 from mis_adapters.docker.container import (
-    ContainerOptions,
     build_container,
     container_name,
     instance_labels,
 )
 from mis_adapters.docker.engine import ContainerEngine, EngineError
-from mis_adapters.map_follow import LOG_TAIL_LINES, MapLog
+from mis_adapters.docker.options import DockerOptions
+from mis_adapters.map_follow import MapLog
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
-PullPolicy = Literal["missing", "always", "never"]
 REMOVE_SECONDS = 60  # removal is shielded from cancellation, so it gets its own bound
 
 
 class DockerJobBackend:
-    def __init__(
-        self,
-        engine: ContainerEngine,
-        image: str,
-        options: ContainerOptions,
-        *,
-        pull: PullPolicy,
-        kill_grace_seconds: float,
-        map_log_bytes: int,
-        log_tail_lines: int = LOG_TAIL_LINES,
-    ) -> None:
+    def __init__(self, engine: ContainerEngine, options: DockerOptions) -> None:
         self.engine = engine
-        self.image = image
         self.options = options
-        self.pull = pull
-        self.kill_grace_seconds = kill_grace_seconds
-        self.log_tail_lines = log_tail_lines
-        self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
+        self.image = options.image  # map.image
+        self.container = options.container  # what each request's container is made with
         self._image_problem = ""  # set while the image is missing or being pulled
 
     async def check(self) -> None:
@@ -67,7 +53,7 @@ class DockerJobBackend:
         except BackendUnavailable as exc:
             logger.error("{}", exc.message)
             return
-        if self.pull == "never" or (self.pull == "missing" and present):
+        if self.options.pull == "never" or (self.options.pull == "missing" and present):
             self._image_problem = "" if present else _missing_message(self.image)
             return
         self._image_problem = f"the MAP image {self.image} is being pulled; try again shortly"
@@ -83,7 +69,7 @@ class DockerJobBackend:
 
     async def sweep(self) -> int:
         """Remove this installation's containers that a crashed MIS left behind."""
-        leftovers = await self.engine.containers(instance_labels(self.options))
+        leftovers = await self.engine.containers(instance_labels(self.container))
         for container in leftovers:
             await self.engine.remove(container["Id"])
         return len(leftovers)
@@ -92,9 +78,9 @@ class DockerJobBackend:
         await self.engine.close()
 
     async def run(self, request: JobRequest, progress: JobProgress) -> JobOutcome:
-        name = container_name(self.options, request)
+        name = container_name(self.container, request)
         try:
-            container = await self._create(name, build_container(request, self.options), progress)
+            container = await self._create(name, build_container(request, self.container), progress)
         except EngineError as exc:
             return JobOutcome(succeeded=False, reason=f"could not be started: {exc.message}")
         finished = False
@@ -104,7 +90,7 @@ class DockerJobBackend:
             except EngineError as exc:
                 return JobOutcome(succeeded=False, reason=f"could not be started: {exc.message}")
             logger.info("MAP container {} started", name)
-            map_log = MapLog(self.log_tail_lines, max_bytes=self.map_log_bytes)
+            map_log = MapLog(max_bytes=self.options.map_log_bytes)
             async with anyio.create_task_group() as tg:
                 log_read = anyio.Event()
 
@@ -140,7 +126,7 @@ class DockerJobBackend:
         except EngineError as exc:
             if exc.status != 404:
                 raise
-            if self.pull == "never":
+            if self.options.pull == "never":
                 raise EngineError(exc.status, _missing_message(self.image)) from exc
         logger.info("the MAP image {} is missing; pulling it", self.image)
         progress.waiting_reason = f"the MAP image {self.image} was being pulled"
@@ -156,7 +142,7 @@ class DockerJobBackend:
         try:
             if stop_first:
                 with contextlib.suppress(EngineError):  # removal kills what stopping could not
-                    await self.engine.stop(container, self.kill_grace_seconds)
+                    await self.engine.stop(container, self.options.stop_grace_seconds)
             await self.engine.remove(container)
         except (EngineError, BackendUnavailable) as exc:
             logger.error(

@@ -41,13 +41,13 @@ from mis_adapters.kubernetes.job import (
     job_selector,
 )
 from mis_adapters.kubernetes.metrics import ApiRetries, WatchCollector
+from mis_adapters.kubernetes.options import KubernetesOptions
 from mis_adapters.kubernetes.outcome import job_outcome
 from mis_adapters.kubernetes.ownership import Owner
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
 from mis_adapters.kubernetes.retry import ApiHealth, RetryPolicy
 from mis_adapters.kubernetes.sweep import sweep_leftovers
 from mis_adapters.kubernetes.watch import WatchCounts, Watcher
-from mis_adapters.map_follow import LOG_TAIL_LINES
 from mis_core.errors import BackendUnavailable
 from mis_core.model import JobOutcome, JobProgress, JobRequest
 
@@ -65,28 +65,18 @@ Connector = Callable[[str], Awaitable[Connection]]
 class KubernetesJobBackend:
     def __init__(
         self,
-        options: JobOptions,
+        options: KubernetesOptions,
         *,
-        delete_wait_seconds: float,
-        resync_seconds: float,
-        warm_up_seconds: float,
-        map_log_bytes: int,
-        api_retry_max_seconds: float,
-        log_tail_lines: int = LOG_TAIL_LINES,
         connector: Connector = connect,
         owner: Owner | None = None,
     ) -> None:
-        """The bootstrap passes the settings of those names; `owner` defaults to MIS's pod."""
+        """`connector`: how the API is reached (tests: the double); `owner`: MIS's pod."""
         self.options = options
-        self.delete_wait_seconds = delete_wait_seconds
-        self.resync_seconds = resync_seconds
-        self.warm_up_seconds = warm_up_seconds
+        self.job = options.job  # as configured: resolved by `job_options`
         self.watch_counts = WatchCounts()  # read by the metrics
         self.api_retries: Counter[tuple[str, str]] = Counter()  # (verb, reason): retries
         self.health = ApiHealth()
-        self._policy = RetryPolicy(api_retry_max_seconds, self._count_retry)
-        self.log_tail_lines = log_tail_lines
-        self.map_log_bytes = map_log_bytes  # of each request's MAP output, in MIS's log
+        self._policy = RetryPolicy(options.api_retry_max_seconds, self._count_retry)
         self.owner = owner or Owner.from_environment()
         self._connector = connector
         self._api: KubeApi | None = None
@@ -99,7 +89,7 @@ class KubernetesJobBackend:
     async def api(self) -> KubeApi:
         async with self._lock:
             if self._api is None:
-                connection = await self._connector(self.options.namespace)
+                connection = await self._connector(self.job.namespace)
                 self._api = KubeApi(connection, self._policy, self.health)
             return self._api
 
@@ -127,23 +117,23 @@ class KubernetesJobBackend:
     async def sweep(self) -> int:
         """Delete the Jobs of this installation that a dead MIS left behind; keep the rest."""
         api = await self.api()
-        return await sweep_leftovers(api, instance_selector(self.options), self.owner, PROPAGATION)
+        return await sweep_leftovers(api, instance_selector(self.job), self.owner, PROPAGATION)
 
     async def job_options(self) -> JobOptions:
         """The options with the namespace known and, for a node-local volume, the node pinned."""
         if self._resolved is None:
             api = await self.api()
             modes = None
-            if claim_modes_needed(self.options.node_local, self.options.host_path):
+            if claim_modes_needed(self.job.node_local, self.job.host_path):
                 modes = await self._claim_modes(api)
-            self._resolved, self.placement_warning = place(self.options, api.namespace, modes)
+            self._resolved, self.placement_warning = place(self.job, api.namespace, modes)
             if self.placement_warning:
                 logger.warning("{}", self.placement_warning)
         return self._resolved
 
     async def _claim_modes(self, api: KubeApi) -> list[str] | None:
         try:
-            claim = await api.read_claim(self.options.claim_name)
+            claim = await api.read_claim(self.job.claim_name)
         except KubeApiError as exc:
             self.claim_problem = f"cannot read the payload claim ({exc})"
             logger.warning("{}; assuming ReadWriteOnce", self.claim_problem)
@@ -191,11 +181,10 @@ class KubernetesJobBackend:
                     name,
                     selector,
                     progress,
-                    self.log_tail_lines,
-                    self.map_log_bytes,
+                    self.options.map_log_bytes,
                 )
                 verdict = await follower.follow()
-                outcome = await job_outcome(api, verdict, follower, self.log_tail_lines)
+                outcome = await job_outcome(api, verdict, follower)
                 pod_stopped = not verdict.pod_may_run
                 return outcome
             outage = self.health.outage(OUTAGE_MIN_SECONDS)  # reached when the deadline came first
@@ -208,7 +197,7 @@ class KubernetesJobBackend:
         return await self._at_deadline(outage)
 
     def _watcher(self, api: KubeApi) -> Watcher:
-        return Watcher(api, self.resync_seconds, self.watch_counts)
+        return Watcher(api, self.options.resync_seconds, self.watch_counts)
 
     async def _at_deadline(self, outage: str) -> NoReturn:
         """Just before the request's deadline: an outage is said; else the deadline comes."""
@@ -235,11 +224,12 @@ class KubernetesJobBackend:
                     await api.delete_job(name, PROPAGATION, budget)
                     logger.warning("job {} was created after MIS gave up on it: deleted", name)
             if wait_for_pods:
-                with anyio.move_on_after(self.delete_wait_seconds) as waited:
+                with anyio.move_on_after(self.options.delete_wait_seconds) as waited:
                     await pods_gone(self._watcher(api), selector)
                 if waited.cancelled_caught:
                     logger.warning(
-                        "the job's pod was still there {}s after deletion", self.delete_wait_seconds
+                        "the job's pod was still there {}s after deletion",
+                        self.options.delete_wait_seconds,
                     )
             logger.info("job {} deleted", name)
         except API_FAILURES as exc:
@@ -263,7 +253,7 @@ class KubernetesJobBackend:
         progress = JobProgress()
         try:
             await api.create_job(manifest)
-            with anyio.move_on_after(self.warm_up_seconds):
+            with anyio.move_on_after(self.options.warm_up_timeout_seconds):
                 self.warm_up_state = await image_pulled(self._watcher(api), selector, progress)
         except API_FAILURES as exc:
             self.warm_up_state = str(exc)
@@ -275,7 +265,7 @@ class KubernetesJobBackend:
             logger.warning(
                 "the MAP's image was not on the node {:g}s after the warm-up began{}; MIS is "
                 "ready anyway, and the first request may wait for the pull",
-                self.warm_up_seconds,
+                self.options.warm_up_timeout_seconds,
                 waiting,
             )
             self.warm_up_state = ""

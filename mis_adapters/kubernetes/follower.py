@@ -54,7 +54,6 @@ class JobFollower:
         name: str,
         selector: str,
         progress: JobProgress,
-        tail_lines: int,
         log_bytes: int,
     ) -> None:
         self.watcher = watcher
@@ -62,7 +61,7 @@ class JobFollower:
         self.name = name
         self.selector = selector
         self.progress = progress
-        self.map_log = MapLog(tail_lines, max_bytes=log_bytes)
+        self.map_log = MapLog(max_bytes=log_bytes)
         self.pod_name = ""
         self.last_pod: dict[str, Any] | None = None  # as the latest event showed it
         self.log_problem = ""  # why the MAP's log could not be read, when it could not

@@ -19,27 +19,25 @@ from mis_adapters.kubernetes.follower import (
 )
 from mis_adapters.kubernetes.job import CONTAINER
 from mis_adapters.kubernetes.status import Verdict, ran_image
-from mis_adapters.map_follow import last_lines
+from mis_adapters.map_follow import LOG_TAIL_LINES, last_lines
 from mis_core.model import JobOutcome
 
 TAIL_READ_BYTES = 1 << 20  # the failure message's last lines, read again from the pod's log
 
 
-async def job_outcome(
-    api: KubeApi, verdict: Verdict, follower: JobFollower, log_tail_lines: int
-) -> JobOutcome:
+async def job_outcome(api: KubeApi, verdict: Verdict, follower: JobFollower) -> JobOutcome:
     """The outcome of a Job that was followed to its verdict, with the MAP's last log lines:
     for a failure, read again from the API (the stream may have been cut before the end)."""
     tail = tuple(follower.map_log.tail)
     if not verdict.succeeded and follower.pod_name:
         # the stream may have been cut before the end: the API's own tail is whole
         try:
-            limits = LogLimits(lines=log_tail_lines, size=TAIL_READ_BYTES)
+            limits = LogLimits(lines=LOG_TAIL_LINES, size=TAIL_READ_BYTES)
             logged = api.read_log(
                 follower.pod_name, CONTAINER, limits=limits, budget=LOG_RETRY_SECONDS
             )
             with anyio.fail_after(LOG_READ_SECONDS):
-                tail = await last_lines(logged, log_tail_lines) or tail
+                tail = await last_lines(logged) or tail
             follower.log_problem = ""
         except API_FAILURES as exc:
             # without a log (the container never started), keep what was streamed

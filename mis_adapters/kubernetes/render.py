@@ -22,7 +22,7 @@ async def render_job(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The Job and the NetworkPolicy `backend` would submit, and notes on what was read or
     assumed. Give it a backend that does not retry (api_retry_max_seconds 0): it asks once."""
-    options = backend.options
+    options = backend.job
     notes: list[str] = []
     claim_read = claim_modes_needed(options.node_local, options.host_path)
     try:

@@ -67,7 +67,6 @@ class ProcessJobBackend:
         self.options = options
         self.kill_grace_seconds = options.kill_grace_seconds
         self.pids_limit = options.pids_limit
-        self.log_tail_lines = options.log_tail_lines
         self.map_log_bytes = options.map_log_bytes
         self.spec = spec
         self.payload_root = options.payload_root
@@ -148,7 +147,7 @@ class ProcessJobBackend:
             os.mkdir(folder, RUN_FOLDER_MODE)
         report = Path(workspace.file(REPORT))
         command = self._command(request, argv, view, report)
-        map_log = MapLog(self.log_tail_lines, max_bytes=self.map_log_bytes)
+        map_log = MapLog(max_bytes=self.map_log_bytes)
         await self._collect_exits()
         since = now_ticks()
         try:

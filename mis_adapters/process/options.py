@@ -11,7 +11,6 @@ from pathlib import Path
 
 import attrs
 
-from mis_adapters.map_follow import LOG_TAIL_LINES
 from mis_adapters.process.sandbox import Sandbox
 
 
@@ -25,4 +24,3 @@ class ProcessOptions:
     # MIS's files that no MAP may see: what each is → its path
     secrets: Mapping[str, str | os.PathLike[str] | None]
     read_only_paths: Sequence[str | os.PathLike[str]]  # process.read_only_paths
-    log_tail_lines: int = LOG_TAIL_LINES  # no setting: a failed MAP's last lines

@@ -262,6 +262,8 @@ def write_report(path: str, code: int, killed_by: int, peak: int) -> None:
     """How COMMAND ended, as one JSON line; O_EXCL and O_NOFOLLOW: never through a file or a
     link a MAP put there."""
     line = f'{{"exit_code": {code}, "signal": {killed_by}, "peak_rss_kib": {peak}}}\n'
+    # open_flags.NEW_FILE, spelled again: this script runs outside MIS's packages and
+    # imports nothing but the standard library and process_tree.py beside it
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)
     try:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from mis_adapters.zip import reader
-from mis_adapters.zip.errors import ArchiveTooLarge, BadArchive
-from mis_adapters.zip.folders import INPUT_FOLDER_MODE
-from mis_adapters.zip.reader import ExtractLimits
-from mis_adapters.zip.unpack import INPUT_FILE_MODE
+from mis_adapters.zip import (
+    INPUT_FILE_MODE,
+    INPUT_FOLDER_MODE,
+    ArchiveTooLarge,
+    BadArchive,
+    ExtractLimits,
+)
+from mis_adapters.zip import extract_archive as unpack_checked
 from mis_core.errors import InsufficientStorage, InvalidInput, PayloadTooLarge
 
 __all__ = [
@@ -31,7 +34,7 @@ def extract_archive(
     """Unpack `archive` into the existing, empty folder `destination`; the file count.
     `workers`: threads writing entries (server.workers: 0 is auto)."""
     try:
-        return reader.extract_archive(archive, destination, limits, workers)
+        return unpack_checked(archive, destination, limits, workers)
     except BadArchive as exc:
         raise InvalidInput(exc.message) from exc
     except ArchiveTooLarge as exc:

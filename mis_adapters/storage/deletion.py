@@ -12,9 +12,9 @@ import errno
 import os
 from pathlib import Path
 
+from mis_adapters.open_flags import DIR_OPEN
 from mis_adapters.storage.layout import WORKSPACE_MARKER as MARKER
 from mis_adapters.storage.remove import make_writable, remove_entry
-from mis_adapters.zip.constants import DIR_OPEN
 
 _REFILLS = 100  # times a workspace may fill again while being emptied
 

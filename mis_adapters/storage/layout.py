@@ -23,10 +23,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mis_adapters.open_flags import NEW_FILE
+
 # what the zip reader writes the input with: 0640 files (the MAP may read through MIS's group;
 # other users get nothing) and 0750 folders; named here with the rest of the layout
-from mis_adapters.zip.folders import INPUT_FOLDER_MODE as INPUT_FOLDER_MODE
-from mis_adapters.zip.unpack import INPUT_FILE_MODE as INPUT_FILE_MODE
+from mis_adapters.zip import INPUT_FILE_MODE as INPUT_FILE_MODE
+from mis_adapters.zip import INPUT_FOLDER_MODE as INPUT_FOLDER_MODE
 
 PAYLOAD_MODE = 0o750
 PAYLOAD_ROOT_MARKER = ".mis-payload-root"
@@ -71,9 +73,8 @@ def mark_payload_root(root: Path) -> str:
     marker = root / PAYLOAD_ROOT_MARKER
     if marker.is_file():
         return ""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(marker, flags, PAYLOAD_ROOT_MARKER_MODE)
+        fd = os.open(marker, os.O_WRONLY | NEW_FILE, PAYLOAD_ROOT_MARKER_MODE)
     except FileExistsError:
         return ""
     except OSError as exc:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from mis_adapters.zip.budget import OutputLimits
-from mis_adapters.zip.reader import ExtractLimits
+from mis_adapters.zip import ExtractLimits, OutputLimits
 
 
 @attrs.frozen

@@ -3,7 +3,7 @@ MapFailed here, once, naming the setting that decides it."""
 
 from __future__ import annotations
 
-from mis_adapters.zip.errors import OutputOverLimit, OutputProblem, OutputTooLarge, UnsafeName
+from mis_adapters.zip import OutputOverLimit, OutputProblem, OutputTooLarge, UnsafeName
 from mis_core.errors import MapFailed
 
 # Which setting each of the writer's limits is (budget.LIMITS).

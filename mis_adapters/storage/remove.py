@@ -17,7 +17,8 @@ import errno
 import os
 import stat
 
-_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+from mis_adapters.open_flags import DIR_OPEN
+
 _PATH_OPEN = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OWNER_ALL = stat.S_IRWXU
 _REFILLS = 1000  # times folders may fill again while being emptied before deletion gives up
@@ -50,7 +51,7 @@ def open_folder(parent: int, name: str) -> int:
     """Open the folder `name` for emptying, giving it owner permissions first if it has none
     to read or search (through an O_PATH descriptor: the name is not resolved twice)."""
     try:
-        return os.open(name, _DIR_OPEN, dir_fd=parent)
+        return os.open(name, DIR_OPEN, dir_fd=parent)
     except PermissionError:
         pass
     handle = os.open(name, _PATH_OPEN, dir_fd=parent)
@@ -58,7 +59,7 @@ def open_folder(parent: int, name: str) -> int:
         mode = os.fstat(handle).st_mode
         # fchmod() refuses O_PATH descriptors; the /proc link acts on the very same inode
         os.chmod(f"/proc/self/fd/{handle}", stat.S_IMODE(mode) | _OWNER_ALL)
-        return os.open(".", _DIR_OPEN, dir_fd=handle)
+        return os.open(".", DIR_OPEN, dir_fd=handle)
     finally:
         os.close(handle)
 
@@ -94,7 +95,7 @@ def _remove_folder(parent: int, name: str) -> None:
                 fd = child
                 continue
             name_here, parent_dev, parent_ino = path.pop()
-            up = os.open("..", _DIR_OPEN, dir_fd=fd)
+            up = os.open("..", DIR_OPEN, dir_fd=fd)
             os.close(fd)
             fd = up
             above = os.fstat(up)

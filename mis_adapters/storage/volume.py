@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 from loguru import logger
 
+from mis_adapters.open_flags import DIR_OPEN, NEW_FILE
 from mis_adapters.storage.archive import (
     INPUT_FOLDER_MODE,
     extract_archive,
@@ -46,9 +47,7 @@ from mis_adapters.storage.limits import PayloadLimits
 from mis_adapters.storage.output import output_failure
 from mis_adapters.storage.ownership import Claim, Heartbeat, claim, look
 from mis_adapters.storage.readiness import payload_folder_problem
-from mis_adapters.zip.constants import DIR_OPEN
-from mis_adapters.zip.errors import OutputProblem
-from mis_adapters.zip.writer import Compression, zip_folder
+from mis_adapters.zip import Compression, OutputProblem, zip_folder
 from mis_core.errors import BackendUnavailable, Busy
 from mis_core.model import Workspace
 
@@ -118,7 +117,7 @@ class LocalStorage:
         try:
             fd = os.open(
                 workspace.file(UPLOAD),
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                os.O_WRONLY | NEW_FILE,
                 UPLOAD_MODE,
             )
             os.fchmod(fd, UPLOAD_MODE)

@@ -1,9 +1,8 @@
-"""The zip format's numbers and record layouts (APPNOTE), and how folders are opened: the one
-copy that the reader and the writer share."""
+"""The zip format's numbers and record layouts (APPNOTE): the one copy that the reader and the
+writer share."""
 
 from __future__ import annotations
 
-import os
 import struct
 
 STORED = 0
@@ -38,6 +37,3 @@ DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
 END_SIGNATURE = b"PK\x05\x06"
 END_64_SIGNATURE = b"PK\x06\x06"
 END_64_LOCATOR_SIGNATURE = b"PK\x06\x07"
-
-# A folder, opened never through a link. O_NONBLOCK: a FIFO swapped in does not block the open.
-DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK

@@ -14,11 +14,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from mis_adapters.zip.constants import DIR_OPEN
+from mis_adapters.open_flags import DIR_OPEN, NEW_FILE
 
 KEEP = 16 * 1024 * 1024  # bytes of records held in memory before they go to the file
 BLOCK = 1024 * 1024  # records are held, written and read back in blocks of this size
-_SPILL_OPEN = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPILL_MODE = 0o600
 
 
@@ -89,7 +88,7 @@ def _open_spill(folder: Path | None) -> int:
     parent = os.open(folder, DIR_OPEN)
     try:
         name = f".mis-central-{os.urandom(8).hex()}"
-        fd = os.open(name, _SPILL_OPEN, _SPILL_MODE, dir_fd=parent)
+        fd = os.open(name, os.O_RDWR | NEW_FILE, _SPILL_MODE, dir_fd=parent)
         os.unlink(name, dir_fd=parent)
     finally:
         os.close(parent)

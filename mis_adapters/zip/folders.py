@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-from mis_adapters.zip.constants import DIR_OPEN
+from mis_adapters.open_flags import DIR_OPEN
 from mis_adapters.zip.errors import BadArchive
 
 INPUT_FOLDER_MODE = 0o750

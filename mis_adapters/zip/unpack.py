@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from mis_adapters.open_flags import NEW_FILE
 from mis_adapters.zip.constants import STORED, UNIX
 from mis_adapters.zip.errors import BadArchive, corrupt
 from mis_adapters.zip.folders import Folders, file_and_folder, umask_strips
@@ -46,7 +47,6 @@ _IN_FLIGHT_PER_WORKER = 16
 # files of 4 KB on a journaled ext4: 4.1 s on one thread, 7.9 s and twice the kernel time on
 # two); larger ones are inflated and copied on the workers.
 PARALLEL_FROM = 64 * 1024
-_FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def write_entries(
@@ -163,7 +163,7 @@ def _write_file(
     source: BinaryIO, record: Record, start: int, parent: int, name: str, chmod: bool
 ) -> None:
     try:
-        fd = os.open(name, _FILE_CREATE, INPUT_FILE_MODE, dir_fd=parent)
+        fd = os.open(name, os.O_WRONLY | NEW_FILE, INPUT_FILE_MODE, dir_fd=parent)
     except FileExistsError:
         existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
         if stat.S_ISDIR(existing.st_mode):

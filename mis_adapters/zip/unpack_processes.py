@@ -44,10 +44,10 @@ NICER = 10  # the workers' niceness above MIS's own
 # A worker imports MIS and its libraries from where this server does (its sys.path, which
 # PYTHONPATH or a user site may have made), whatever the worker's own current folder.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+# (imported, not run as __main__: importing the zip package has imported this module already)
 _BOOT = (
-    "import sys, json, runpy; sys.path[:0] = json.loads(sys.argv.pop(1)); "
-    "runpy.run_module('mis_adapters.zip.unpack_processes', run_name='__main__', "
-    "alter_sys=True)"
+    "import sys, json; sys.path[:0] = json.loads(sys.argv.pop(1)); "
+    "from mis_adapters.zip.unpack_processes import main; main()"
 )
 
 
@@ -196,7 +196,9 @@ def _worker(argv: list[str]) -> dict[str, Any]:
     return {"files": files}
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """A worker (see `_start`): MIS's pid, then the archive's descriptor, the destination, its
+    index and the number of workers, as arguments; the overlap bounds on stdin."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # when MIS goes
     if os.getppid() != int(sys.argv[1]):  # it went before that
         os._exit(1)

@@ -20,7 +20,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from mis_adapters.zip.constants import DIR_OPEN
+from mis_adapters.open_flags import DIR_OPEN
 from mis_adapters.zip.errors import OutputProblem
 from mis_adapters.zip.names import MAX_DEPTH
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import ByteSize, Field, field_validator, model_validator
 
-from mis_adapters.zip.writer import Compression
+from mis_adapters.zip import Compression
 from mis_app.settings.section import GiB, Section
 
 

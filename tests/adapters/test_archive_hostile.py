@@ -22,8 +22,7 @@ from mis_adapters.storage.archive import (
     ExtractLimits,
     extract_archive,
 )
-from mis_adapters.zip import unpack
-from mis_adapters.zip.writer import zip_folder
+from mis_adapters.zip import unpack, zip_folder
 from mis_core.errors import InvalidInput, PayloadTooLarge
 from tests.zips import ROOMY_LIMITS as LIMITS
 from tests.zips import RawEntry, deflated, make_zip, many_entries_zip, raw_zip

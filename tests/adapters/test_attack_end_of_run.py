@@ -22,6 +22,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from mis_adapters.map_follow import LOG_TAIL_LINES
 from mis_adapters.process import ending as ending_module
 from mis_adapters.process import report as report_module
 from mis_adapters.process import sandbox
@@ -514,9 +515,10 @@ async def test_the_tail_is_complete_after_a_burst_of_output(tmp_path: Path) -> N
         "import sys; sys.stdout.write('x' * 100 + '\\n') ;"
         "[print(i) for i in range(20000)]; print('last', flush=True); sys.exit(9)"
     )
-    outcome = await run(ProcessJobBackend(burst, process_options(log_tail_lines=2)), burst, ws)
+    outcome = await run(ProcessJobBackend(burst, process_options()), burst, ws)
     assert outcome.exit_code == 9
-    assert outcome.log_tail == ("19999", "last")
+    last = range(20000 - LOG_TAIL_LINES + 1, 20000)
+    assert outcome.log_tail == (*map(str, last), "last")
 
 
 # 12. The supervisor cannot write its report: the payload volume is full ------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from mis_adapters.map_follow import LOG_TAIL_LINES
 from mis_adapters.process import backend as backend_module
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.sandbox import choose
@@ -98,18 +99,16 @@ async def test_map_log_lines_reach_the_log_tagged_with_the_request_id(tmp_path: 
 async def test_non_zero_exit_is_reported_with_code_and_last_lines(tmp_path: Path) -> None:
     ws = workspace(tmp_path)
     (Path(ws.input_dir) / "_mode").write_text("fail")
-    backend = ProcessJobBackend(spec(), process_options(log_tail_lines=5))
+    backend = ProcessJobBackend(spec(), process_options())
 
     outcome = await backend.run(JobRequest("req-7", spec(), ws), JobProgress())
 
     assert not outcome.succeeded
     assert outcome.exit_code == 3
     assert outcome.reason == "exited with code 3"
+    steps = range(30 - LOG_TAIL_LINES + 1, 30)  # the scripted MAP's last steps, then its error
     assert outcome.log_tail == (
-        "working on step 26",
-        "working on step 27",
-        "working on step 28",
-        "working on step 29",
+        *(f"working on step {n}" for n in steps),
         "error: the model could not be loaded",
     )
 

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.zip import deflate, plan, writer
-from mis_adapters.zip.errors import OutputProblem
-from mis_adapters.zip.writer import zip_folder
+from mis_adapters.zip import OutputProblem, deflate, plan, writer, zip_folder
 from tests.conftest import require_tool
 
 SECRET = b"SECRET-host-file-content-" * 40

@@ -15,11 +15,15 @@ from pathlib import Path
 import pytest
 
 from mis_adapters.storage.archive import extract_archive
-from mis_adapters.zip import directory
-from mis_adapters.zip.budget import OutputLimits
-from mis_adapters.zip.errors import OutputOverLimit, OutputProblem, UnsafeName
+from mis_adapters.zip import (
+    OutputLimits,
+    OutputOverLimit,
+    OutputProblem,
+    UnsafeName,
+    directory,
+    zip_folder,
+)
 from mis_adapters.zip.records import CENTRAL_MOST
-from mis_adapters.zip.writer import zip_folder
 from mis_core.errors import InvalidInput
 from tests.zips import ROOMY_LIMITS, make_zip
 

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.zip import writer
-from mis_adapters.zip.budget import OutputLimits, Scan
-from mis_adapters.zip.errors import OutputProblem, OutputTooLarge
-from mis_adapters.zip.writer import zip_folder
+from mis_adapters.zip import OutputLimits, OutputProblem, OutputTooLarge, writer, zip_folder
+from mis_adapters.zip.budget import Scan
 from tests.conftest import require_tool
 
 MiB = 1024 * 1024

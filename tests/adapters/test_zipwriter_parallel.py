@@ -19,10 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mis_adapters import cpus
-from mis_adapters.zip import deflate, pipeline, plan
-from mis_adapters.zip.errors import OutputProblem
+from mis_adapters.zip import OutputProblem, deflate, pipeline, plan, zip_folder
 from mis_adapters.zip.records import crc32_combine
-from mis_adapters.zip.writer import zip_folder
 from tests.conftest import require_tool
 
 MiB = 1024 * 1024

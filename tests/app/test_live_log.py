@@ -55,7 +55,7 @@ async def test_two_requests_with_the_same_id_each_get_only_their_own_lines() -> 
 
             async def pump() -> None:
                 for n in range(3):
-                    MapLog(10, max_bytes=1 << 20).emit(f"{which} {n}")
+                    MapLog(max_bytes=1 << 20).emit(f"{which} {n}")
                 logger.info("a line of MIS's own, not the MAP's")
                 printed[which].set()
 

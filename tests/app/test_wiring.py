@@ -15,8 +15,10 @@ from prometheus_client import generate_latest
 
 from mis_adapters.docker.backend import DockerJobBackend
 from mis_adapters.docker.container import ContainerOptions
+from mis_adapters.docker.options import DockerOptions
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
 from mis_adapters.kubernetes.job import JobOptions
+from mis_adapters.kubernetes.options import KubernetesOptions
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.options import ProcessOptions
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
@@ -44,20 +46,30 @@ def test_backend_options_are_the_settings_of_the_same_names() -> None:
         {
             "backend": "docker",
             "map": {"image": "map:1"},
+            "server": {"map_log_max_bytes": 3 * 1024**2},
             "docker": {"user": "1000:1000", "network": "bridge", "cap_drop": ["NET_RAW"],
-                       "shm_size": "1Gi", "payload_host_dir": "/srv/payload"},
+                       "shm_size": "1Gi", "payload_host_dir": "/srv/payload",
+                       "pull": "never", "stop_grace_seconds": 7},
             "kubernetes": {"namespace": "radiology", "instance": "ct", "node_name": "gpu-1",
                            "payload_volume": {"claim_name": "payload"},
                            "tolerations": [{"key": "gpu", "operator": "Exists"}],
-                           "ttl_seconds_after_finished": 60},
+                           "ttl_seconds_after_finished": 60, "delete_wait_seconds": 4,
+                           "resync_seconds": 3, "warm_up_timeout_seconds": 60,
+                           "api_retry_max_seconds": 2},
         }
     )  # fmt: skip
-    container = bootstrap.build_backend(settings).jobs.options  # type: ignore[attr-defined]
+    docker = bootstrap.build_backend(settings).jobs.options  # type: ignore[attr-defined]
+    assert (docker.image, docker.pull, docker.stop_grace_seconds) == ("map:1", "never", 7)
+    k8s = bootstrap.kubernetes_options(settings)
+    assert (k8s.delete_wait_seconds, k8s.resync_seconds) == (4, 3)
+    assert (k8s.warm_up_timeout_seconds, k8s.api_retry_max_seconds) == (60, 2)
+    assert docker.map_log_bytes == k8s.map_log_bytes == 3 * 1024**2
+    container = docker.container
     assert (container.user, container.network, container.cap_drop) == (
         "1000:1000", "bridge", ("NET_RAW",),
     )  # fmt: skip
     assert (container.shm_size, container.payload_host_dir) == ("1Gi", "/srv/payload")
-    job = bootstrap.job_options(settings)
+    job = k8s.job
     assert (job.namespace, job.instance, job.node_name, job.claim_name) == (
         "radiology", "ct", "gpu-1", "payload",
     )  # fmt: skip
@@ -72,6 +84,10 @@ def test_backend_options_are_the_settings_of_the_same_names() -> None:
         *KubernetesSettings.model_fields,
         *PayloadVolumeSettings.model_fields,
     }
+    # besides the builders' options, only what the server and map sections state
+    given = {"job", "container", "image", "map_log_bytes"}
+    assert set(attrs.fields_dict(KubernetesOptions)) - given <= set(KubernetesSettings.model_fields)
+    assert set(attrs.fields_dict(DockerOptions)) - given <= set(DockerSettings.model_fields)
 
 
 def test_one_workers_setting_reaches_unpacking_and_packing(tmp_path: Path) -> None:
@@ -83,7 +99,7 @@ def test_one_workers_setting_reaches_unpacking_and_packing(tmp_path: Path) -> No
 
 
 # A backend offers these beside the JobBackend port; nothing else may have a default of its own
-SEAMS = {"log_tail_lines", "connector", "owner", "base_env"}
+SEAMS = {"connector", "owner", "base_env"}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +110,9 @@ SEAMS = {"log_tail_lines", "connector", "owner", "base_env"}
         DockerJobBackend,
         LocalStorage,
         ProcessOptions,
+        KubernetesOptions,
         JobOptions,
+        DockerOptions,
         ContainerOptions,
         PayloadLimits,
     ],

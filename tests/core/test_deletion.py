@@ -137,6 +137,47 @@ async def test_a_failed_delete_is_retried_with_back_off_until_it_works() -> None
             assert (service.gate.deleting, service.failing_deletions) == (0, {})
 
 
+@pytest.mark.parametrize(
+    ("error", "traced"),
+    [(OSError(13, "Permission denied"), False), (KeyError("r1"), True)],
+    ids=["expected", "unexpected"],
+)
+async def test_a_failed_deletion_is_a_line_and_an_unexpected_one_has_its_traceback_once(
+    error: Exception, traced: bool
+) -> None:
+    """OSError is how the storage says it could not delete; anything else is a bug, whose
+    traceback is logged the first time (not at every retry). Either way the service goes on."""
+    journal: list[str] = []
+    storage = FakeStorage(journal)
+    storage.fail_delete, storage.delete_error = True, error
+    clock = FakeClock()
+    service = make_service(storage, FakeJobBackend(journal, SUCCESS), clock)
+    logged: list[str] = []
+    sink = logger.add(logged.append, level="ERROR", format="{message}")
+    try:
+        with anyio.fail_after(5):
+            async with serving(service, journal):
+                await full_request(service)
+                await anyio.wait_all_tasks_blocked()
+                clock.advance(1.0)  # the first retry fails the same way
+                await anyio.wait_all_tasks_blocked()
+                assert journal.count("delete") == 2
+                storage.fail_delete = False
+                assert unzipped(await full_request(service, "r2")) == STUDY  # still serving
+    finally:
+        logger.remove(sink)
+    said = f"could not delete the workspace: {type(error).__name__}: {error}"
+    failures = [text for text in logged if text.startswith(said)]
+    assert len(failures) == 2
+    assert failures[1] == f"{said}\n"  # a retry: one line, whatever the error
+    if traced:
+        assert failures[0].startswith(f"{said}\nTraceback (most recent call last):")
+        assert "in delete\n    raise self.delete_error" in failures[0]  # where it was raised
+    else:
+        assert failures[0] == f"{said}\n"
+    assert "Traceback" not in "".join(logged[1:])
+
+
 async def test_a_stop_ends_the_retries_and_leaves_the_workspace_to_the_next_sweep() -> None:
     journal: list[str] = []
     storage = FakeStorage(journal)

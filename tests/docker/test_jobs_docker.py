@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mis_adapters.docker.engine import ContainerEngine, EngineError
-from mis_adapters.map_follow import MAX_LINE
+from mis_adapters.map_follow import LOG_TAIL_LINES, MAX_LINE
 from mis_app import bootstrap
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 from tests.built import settings
@@ -124,6 +124,6 @@ async def test_a_huge_line_without_a_newline_is_logged_in_pieces() -> None:
         3, {"Running": False, "ExitCode": 3}, log=(b"start\n", huge[:70_000], huge[70_000:])
     )
     outcome = await run(engine)
-    assert len(outcome.log_tail) == 20  # the last 20 pieces of the line, the last one short
+    assert len(outcome.log_tail) == LOG_TAIL_LINES  # the last pieces of the line, the last short
     assert {len(line) for line in outcome.log_tail[:-1]} == {MAX_LINE}
     assert huge.decode().endswith("".join(outcome.log_tail))

@@ -241,7 +241,7 @@ async def test_a_create_the_server_carries_out_after_mis_gave_up_leaves_no_job(
     double.faults.late("jobs", "create", 2.5)
     spec = MapSpec(image="example/map:1", resources=Resources(), timeout_seconds=2)
     backend = backend_for(tmp_path)
-    name = job_name(backend.options, "req-late")
+    name = job_name(backend.job, "req-late")
     try:
         with pytest.raises(TimeoutError):
             with anyio.fail_after(2):

@@ -66,7 +66,7 @@ async def test_a_429_waits_the_retry_after_it_names(double: KubeDouble, tmp_path
     print(f"a 429 with Retry-After: 1 on the create: the study took {seconds:.2f} s")
     assert seconds >= 1.0
     assert double.faults.count("429") == 1
-    assert creations(double, job_name(backend.options, "req-429")) == 1
+    assert creations(double, job_name(backend.job, "req-429")) == 1
     assert backend.api_retries == {("create", "429"): 1}
 
 
@@ -113,7 +113,7 @@ async def test_an_ambiguous_create_makes_one_job(
         await backend.close()
     print(f"an ambiguous create ({answer or 'dropped'}) cost {ambiguous - calm:.3f} s")
     assert double.count("batch", "jobs", "create") == 4  # 2 calm, then a retry met the Job: 409
-    assert creations(double, job_name(backend.options, "req-ambiguous")) == 1
+    assert creations(double, job_name(backend.job, "req-ambiguous")) == 1
     assert ("batch", "jobs", "get") not in double.verbs()  # the chart's Role grants list only
     pods = [p for _, r, c, p in double.history if r == "pods" and c == "ADDED"]
     assert len(pods) == 3  # one for each study
@@ -133,7 +133,7 @@ async def test_answers_cut_after_their_headers_are_tried_again(
         await backend.close()
     assert outcome.succeeded, outcome.reason
     assert double.faults.count("cut_answer") == 2
-    assert creations(double, job_name(backend.options, "req-cut")) == 1
+    assert creations(double, job_name(backend.job, "req-cut")) == 1
     assert backend.api_retries[("create", "connection")] == 1
     assert backend.api_retries[("list", "connection")] == 1
 
@@ -174,7 +174,7 @@ async def test_random_429_and_503_on_a_fifth_of_calls_fail_no_study(
     finally:
         await backend.close()
     for n in range(50):
-        assert creations(double, job_name(backend.options, f"study-{n}")) == 1
+        assert creations(double, job_name(backend.job, f"study-{n}")) == 1
     assert double.items("jobs") == []
     injected = double.faults.injected
     assert len(injected) >= 40  # about a fifth of ~8 calls a study

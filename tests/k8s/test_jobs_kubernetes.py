@@ -11,7 +11,7 @@ import pytest
 from loguru import logger
 
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
-from mis_adapters.map_follow import MAX_LINE
+from mis_adapters.map_follow import LOG_TAIL_LINES, MAX_LINE
 from mis_app import bootstrap
 from mis_core.errors import BackendUnavailable, JobTimedOut
 from mis_core.model import JobProgress
@@ -108,7 +108,7 @@ async def test_non_zero_exit_reports_code_and_log_tail(double: KubeDouble, tmp_p
     assert outcome.exit_code == 3
     assert outcome.reason == "exited with code 3"
     assert outcome.log_tail[-1] == "Traceback: boom"
-    assert len(outcome.log_tail) == 20
+    assert len(outcome.log_tail) == LOG_TAIL_LINES
     assert double.items("jobs") == []
 
 

@@ -275,8 +275,7 @@ async def test_the_warm_up_has_a_bound_and_then_mis_is_ready(
     double: KubeDouble, tmp_path: Path
 ) -> None:
     double.behaviour = kubelet.unschedulable("0/1 nodes are available: 1 Insufficient cpu.")
-    backend = backend_for(tmp_path)
-    backend.warm_up_seconds = 1
+    backend = backend_for(tmp_path, warm_up_timeout_seconds=1)
     warnings, sink = warnings_while()
     try:
         with anyio.fail_after(10):
@@ -304,6 +303,6 @@ def test_the_watch_settings_reach_the_backend() -> None:
     )
     backend = bootstrap.build_backend(settings).jobs
     assert isinstance(backend, KubernetesJobBackend)
-    assert (backend.resync_seconds, backend.warm_up_seconds) == (2, 60)
+    assert (backend.options.resync_seconds, backend.options.warm_up_timeout_seconds) == (2, 60)
     with pytest.raises(ValidationError, match="resync_seconds"):
         KubernetesSettings.model_validate({"resync_seconds": 0})
