@@ -12,7 +12,7 @@ import pytest
 from mis_app.bootstrap import create_app
 from mis_app.settings import Settings
 from mis_core import errors
-from mis_core.error_catalogue import BY_CODE, CATALOGUE, Exit
+from mis_core.error_catalogue import BY_CODE, CATALOGUE, Exit, collect
 from tests.e2e.server import REPO
 
 PRODUCT = ("mis_core", "mis_adapters", "mis_app")
@@ -60,17 +60,36 @@ def test_the_client_page_s_exit_codes_are_the_catalogue_s() -> None:
 
 
 def test_every_error_class_has_one_row_and_every_row_says_what_to_do() -> None:
-    classes = {
+    classes = [
         value
         for value in vars(errors).values()
         if isinstance(value, type) and issubclass(value, errors.MisError)
-    }
-    assert {row.error for row in CATALOGUE} == classes
+    ]
+    assert [error for error in classes if "row" not in vars(error)] == [], "a row of its own"
+    assert {error.row for error in classes} == set(CATALOGUE)
+    assert all(error.code == error.row.code for error in classes)
     assert len(BY_CODE) == len(CATALOGUE)
     for row in CATALOGUE:
         assert row.when, row.code
         assert row.title.endswith("."), row.code
         assert row.advice.endswith("."), row.code
+
+
+def test_the_catalogue_is_ordered_by_status_with_the_catch_all_last_of_its_status() -> None:
+    statuses = [row.status for row in CATALOGUE]
+    assert statuses == sorted(statuses)
+    same_status = [row for row in CATALOGUE if row.status == errors.MisError.row.status]
+    assert same_status[-1] == errors.MisError.row
+    assert same_status[0] == errors.Busy.row  # then in errors.py's order
+
+
+def test_a_subclass_without_a_row_of_its_own_is_its_parent_s_code() -> None:
+    class Specific(errors.BackendUnavailable):
+        pass
+
+    assert Specific("gone").code == errors.BackendUnavailable.code == "backend_unavailable"
+    assert BY_CODE[Specific.code] is Specific.row is errors.BackendUnavailable.row
+    assert len(CATALOGUE) == len(collect())  # defined here, it adds no row
 
 
 def test_each_code_is_written_in_one_product_module() -> None:
