@@ -2,22 +2,62 @@
 
 The stages are the steps of one generator, `Inference.output()`, so they cannot run out of
 order; the service (service.py) holds what outlives a request: the gate, the ports and the
-deletions in the background. Apart from it so that each of the two reads on its own.
+deletions in the background. Apart from it so that each of the two reads on its own, and the
+two meet at `Host`'s named steps (a slot, room for a workspace, its deletion), not at the
+service's insides.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import anyio
 from loguru import logger
 
 from mis_core.errors import JobTimedOut, MapFailed
-from mis_core.model import JobOutcome, JobProgress, JobRequest, StageTimes, Workspace
+from mis_core.model import JobOutcome, JobProgress, JobRequest, MapSpec, StageTimes, Workspace
+from mis_core.ports import Clock, JobBackend, Storage
 
-if TYPE_CHECKING:
-    from mis_core.service import InferenceService
+
+class Host(Protocol):
+    """What an Inference asks of the service that runs it (InferenceService): the ports, and
+    the steps where a request's life meets the service's, called in this order (a workspace
+    is deleted now or later, not both)."""
+
+    @property
+    def map_spec(self) -> MapSpec: ...
+    @property
+    def storage(self) -> Storage: ...
+    @property
+    def jobs(self) -> JobBackend: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def serving(self) -> bool:
+        """Inside `running()`: requests are served, and deletions may go to the background."""
+
+    def admit(self, inference: Inference) -> AbstractContextManager[None]:
+        """Hold a slot while the block runs, or raise Busy at once; the request counts as in
+        flight from here until `release`."""
+
+    async def wait_for_room(self) -> None:
+        """Return when the admitted request may make its workspace (at once, unless deletions
+        of earlier ones fell behind)."""
+
+    def deletion_started(self) -> None:
+        """Count the request's workspace as pending deletion, while its slot is still held."""
+
+    async def delete_now(self, workspace: Workspace) -> None:
+        """Delete the counted workspace before returning (retrying in the background, if it
+        fails, while serving)."""
+
+    def delete_later(self, workspace: Workspace) -> None:
+        """Hand the counted workspace to the background to delete."""
+
+    def release(self, inference: Inference) -> None:
+        """The request is over: it no longer counts as in flight."""
 
 
 class Inference:
@@ -25,12 +65,12 @@ class Inference:
 
     def __init__(
         self,
-        service: InferenceService,
+        host: Host,
         job_id: str,
         upload: AsyncIterable[bytes],
         request_id: str,
     ) -> None:
-        self._service = service
+        self._host = host
         self.job_id = job_id
         self.request_id = request_id
         self._upload = upload
@@ -43,28 +83,25 @@ class Inference:
     async def output(self) -> AsyncGenerator[bytes, None]:
         """The output zip, produced while it is sent. Close it (`contextlib.aclosing`) if you
         stop early: the job is stopped and the workspace handed to deletion when it closes."""
-        service = self._service
-        if not service.serving:
+        host = self._host
+        if not host.serving:
             raise RuntimeError("requests are served only inside InferenceService.running()")
         workspace: Workspace | None = None
         cancelled = False
         try:
-            with service.gate.admit():
-                service.in_flight[self] = service.clock.now()
+            with host.admit(self):
                 logger.info("admitted")
                 try:
-                    if not service.gate.room_for_a_workspace:
-                        logger.info("waiting for an earlier request's workspace to be deleted")
-                        await service.gate.wait_for_room()
-                    workspace = await service.storage.create(self.job_id)
+                    await host.wait_for_room()
+                    workspace = await host.storage.create(self.job_id)
                     await self._receive(workspace)
                     await self._stage(workspace)
                     await self._run(workspace)
-                    started = service.clock.now()
-                    async for chunk in service.storage.pack_output(workspace):
+                    started = host.clock.now()
+                    async for chunk in host.storage.pack_output(workspace):
                         self.bytes_out += len(chunk)
                         yield chunk
-                    self.times.pack = service.clock.now() - started
+                    self.times.pack = host.clock.now() - started
                     logger.info(
                         "responded with {} bytes in {:.3f}s", self.bytes_out, self.times.pack
                     )
@@ -73,43 +110,43 @@ class Inference:
                     raise
                 finally:
                     if workspace is not None:  # counted before the slot is released
-                        service.gate.deletion_started()
+                        host.deletion_started()
             # the slot is free: the next request is admitted while this one's files go
         finally:
             try:
-                if workspace is not None and (cancelled or not service.serving):
+                if workspace is not None and (cancelled or not host.serving):
                     # Cancelled (a client gone, a server stopping): nobody waits for an answer,
                     # and a stopping server may run no background deletions any more.
-                    await service._delete(workspace)
+                    await host.delete_now(workspace)
                 elif workspace is not None:
-                    service._delete_later(workspace)
+                    host.delete_later(workspace)
             finally:
-                service.in_flight.pop(self, None)
+                host.release(self)
 
     async def _receive(self, workspace: Workspace) -> None:
-        clock = self._service.clock
+        clock = self._host.clock
         started = clock.now()
-        self.bytes_in = await self._service.storage.receive(workspace, self._upload)
+        self.bytes_in = await self._host.storage.receive(workspace, self._upload)
         self.times.receive = clock.now() - started
         logger.info("received {} bytes in {:.3f}s", self.bytes_in, self.times.receive)
 
     async def _stage(self, workspace: Workspace) -> None:
-        clock = self._service.clock
+        clock = self._host.clock
         started = clock.now()
-        self.files_in = await self._service.storage.extract(workspace)
+        self.files_in = await self._host.storage.extract(workspace)
         self.times.extract = clock.now() - started
         logger.info("staged {} input file(s) in {:.3f}s", self.files_in, self.times.extract)
 
     async def _run(self, workspace: Workspace) -> None:
         """Run the MAP once within its timeout; raise JobTimedOut or MapFailed if it fails."""
-        service = self._service
-        spec = service.map_spec
+        host = self._host
+        spec = host.map_spec
         request = JobRequest(self.job_id, spec, workspace, request_id=self.request_id)
         progress = JobProgress()
-        started = service.clock.now()
+        started = host.clock.now()
         logger.info("job started (timeout {:g}s)", spec.timeout_seconds)
         outcome = await self._within_timeout(request, progress)
-        self.times.job = service.clock.now() - started
+        self.times.job = host.clock.now() - started
         if outcome is None:
             logger.warning("job timed out after {:.3f}s and was terminated", self.times.job)
             waiting = (
@@ -129,9 +166,9 @@ class Inference:
         self, request: JobRequest, progress: JobProgress
     ) -> JobOutcome | None:
         """The job's outcome, or None when the clock ran out first (the job is then cancelled)."""
-        service = self._service
-        with service.clock.deadline(service.map_spec.timeout_seconds):
-            return await service.jobs.run(request, progress)
+        host = self._host
+        with host.clock.deadline(host.map_spec.timeout_seconds):
+            return await host.jobs.run(request, progress)
         return None
 
 

@@ -24,8 +24,8 @@ Leaving `running()` waits for the deletions under way and ends the retries; what
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import attrs
@@ -162,12 +162,36 @@ class InferenceService:
                 jobs,
             )
 
-    def _delete_later(self, workspace: Workspace) -> None:
+    # The steps an Inference takes through the service (inference.py's Host). delete_now, the
+    # one an Inference or delete_later's background task awaits, begins the deletion's steps.
+
+    @contextmanager
+    def admit(self, inference: Inference) -> Iterator[None]:
+        """Hold a slot while the block runs, or raise Busy; in flight until `release`."""
+        with self.gate.admit():
+            self.in_flight[inference] = self.clock.now()
+            yield
+
+    async def wait_for_room(self) -> None:
+        """Return when the admitted request may make its workspace (see AdmissionGate)."""
+        if not self.gate.room_for_a_workspace:
+            logger.info("waiting for an earlier request's workspace to be deleted")
+            await self.gate.wait_for_room()
+
+    def deletion_started(self) -> None:
+        """Count the request's workspace; called before its slot is released."""
+        self.gate.deletion_started()
+
+    def delete_later(self, workspace: Workspace) -> None:
         """Hand the workspace (already counted by the gate) to the background."""
         assert self._deletions is not None  # the caller deletes it itself once serving ends
-        self._deletions.start_soon(self._delete, workspace)  # the request's log context goes too
+        self._deletions.start_soon(self.delete_now, workspace)  # the request's log context too
 
-    async def _delete(self, workspace: Workspace) -> None:
+    def release(self, inference: Inference) -> None:
+        """The request is over: it no longer counts in flight."""
+        self.in_flight.pop(inference, None)
+
+    async def delete_now(self, workspace: Workspace) -> None:
         """Delete the workspace; if that fails, retry in the background while serving."""
         retrying = False
         try:
