@@ -6,20 +6,24 @@ tests hold them to what the real ones do, so a core test cannot pass on a fake's
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.storage.layout import RUN_RECORD
-from mis_core.errors import BackendUnavailable
+from mis_adapters.storage.readiness import prepare_payload_folder
+from mis_core.errors import BackendUnavailable, PayloadTooLarge
 from mis_core.model import JobOutcome, JobRequest, MapSpec, Workspace, job_id_for
 from mis_core.ports import JobBackend, Storage
 from tests.adapters.process_jobs import workspace
 from tests.built import local_storage, process_options
 from tests.fakes import FakeJobBackend, FakeStorage
+from tests.harness.unavailable import require_root, require_tool, unavailable
 from tests.processes import is_alive
 from tests.storage import leave_workspace
 
@@ -72,10 +76,24 @@ class StorageUnderTest(Protocol):
         """A workspace made by an earlier MIS that is gone without deleting it."""
         ...
 
+    def unready(self) -> None:
+        """Leave the volume unable to take a workspace now."""
+        ...
+
+    def limit(self, setting: str, value: int) -> None:
+        """Before any workspace is made: the volume refuses to unpack past `value` of the
+        server setting `setting` (max_extracted_bytes, max_entries)."""
+        ...
+
+    def undeletable(self, workspace: Workspace) -> AbstractContextManager[None]:
+        """While held, the workspace cannot be deleted now; afterwards it can again."""
+        ...
+
 
 class LocalVolume:
     def __init__(self, tmp_path: Path) -> None:
         self.root = tmp_path / "payload"
+        prepare_payload_folder(self.root)  # as MIS's start-up does
         self.storage: Storage = local_storage(self.root)
 
     def exists(self, workspace: Workspace) -> bool:
@@ -90,6 +108,28 @@ class LocalVolume:
     async def leave(self, job_id: str) -> Workspace:
         leave_workspace(self.root, job_id)
         return Workspace(str(self.root), job_id)
+
+    def unready(self) -> None:
+        shutil.rmtree(self.root)  # a volume unmounted, a folder deleted
+
+    def limit(self, setting: str, value: int) -> None:
+        self.storage = local_storage(self.root, **{setting: value})
+
+    @contextmanager
+    def undeletable(self, workspace: Workspace) -> Iterator[None]:
+        """A file MIS may not remove: root may remove any but an immutable one (as MIS's own
+        unprivileged user, tests/containment deletes all it may)."""
+        require_root("an immutable file (chattr +i)")
+        chattr = require_tool("chattr")
+        locked = Path(workspace.output_dir) / "locked.bin"
+        locked.write_bytes(b"written by the MAP")
+        made = subprocess.run([chattr, "+i", str(locked)], capture_output=True, text=True)
+        if made.returncode != 0:
+            unavailable(f"chattr +i does not work here: {made.stderr.strip()}")
+        try:
+            yield
+        finally:
+            subprocess.run([chattr, "-i", str(locked)], check=True)
 
 
 class FakeVolume:
@@ -108,6 +148,20 @@ class FakeVolume:
 
     async def leave(self, job_id: str) -> Workspace:
         return await FakeStorage([], disk=self.fake.disk).create(job_id)
+
+    def unready(self) -> None:
+        self.fake.unready = BackendUnavailable("The payload folder does not exist.")
+
+    def limit(self, setting: str, value: int) -> None:
+        self.fake.fail_at, self.fake.error = "extract", PayloadTooLarge(f"over {setting}")
+
+    @contextmanager
+    def undeletable(self, workspace: Workspace) -> Iterator[None]:
+        self.fake.fail_delete = True
+        try:
+            yield
+        finally:
+            self.fake.fail_delete = False
 
 
 class BackendUnderTest(Protocol):
