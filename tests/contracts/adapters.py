@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
+import anyio
+
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.storage.layout import RUN_RECORD
 from mis_adapters.storage.readiness import prepare_payload_folder
@@ -166,7 +168,8 @@ class FakeVolume:
 
 class BackendUnderTest(Protocol):
     def backend(self, *, startable: bool = True) -> JobBackend:
-        """The backend; with `startable` false, one whose MAP cannot be started."""
+        """The backend; with `startable` false, one that cannot start jobs now (its MAP's
+        program missing, its API server or container engine out of reach)."""
         ...
 
     def request(
@@ -188,8 +191,8 @@ class BackendUnderTest(Protocol):
         """Whether that MAP still runs."""
         ...
 
-    def leave_job(self) -> None:
-        """A job that an earlier MIS started, left running when it died."""
+    async def leave_job(self) -> None:
+        """A job that an earlier MIS started, left running when it died; once it runs."""
         ...
 
     def left_running(self) -> bool:
@@ -201,7 +204,9 @@ class BackendUnderTest(Protocol):
         ...
 
 
-# The process backend's MAPs, one per behaviour (the hanging ones write their pid first).
+# MAPs as small Python programs, one per behaviour (the hanging ones write their pid first,
+# to the file their one argument names): the process backend's, and the Kubernetes double's
+# kubelet's, which runs a Job's container command as a local process.
 _HANG = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(3600)"
 SCRIPTS: dict[Behaviour, str] = {
     "succeed": "import os, shutil\n"
@@ -216,6 +221,21 @@ SCRIPTS: dict[Behaviour, str] = {
 }
 
 
+def python_map(behaviour: Behaviour, pidfile: Path) -> tuple[str, ...]:
+    """The command of a MAP that behaves so; a hanging one writes its pid to `pidfile`."""
+    return (sys.executable, "-c", SCRIPTS[behaviour], str(pidfile))
+
+
+def pid_written(pidfile: Path) -> bool:
+    """Whether the hanging MAP that writes `pidfile` has started."""
+    return pidfile.exists() and pidfile.read_text() != ""
+
+
+def pid_alive(pidfile: Path) -> bool:
+    """Whether that MAP still runs."""
+    return is_alive(int(pidfile.read_text()), grace=0)
+
+
 class ProcessBackend:
     """The real process backend, running small Python MAPs as local processes."""
 
@@ -227,7 +247,7 @@ class ProcessBackend:
         self.leftover: subprocess.Popen[bytes] | None = None
 
     def _spec(self, behaviour: Behaviour) -> MapSpec:
-        return MapSpec(command=(sys.executable, "-c", SCRIPTS[behaviour], str(self.pidfile)))
+        return MapSpec(command=python_map(behaviour, self.pidfile))
 
     def backend(self, *, startable: bool = True) -> JobBackend:
         spec = self._spec("succeed") if startable else MapSpec(command=("/nonexistent/map",))
@@ -252,12 +272,15 @@ class ProcessBackend:
         return tree(Path(request.workspace.output_dir))
 
     def started(self) -> bool:
-        return self.pidfile.exists() and self.pidfile.read_text() != ""
+        return pid_written(self.pidfile)
 
     def running(self) -> bool:
-        return is_alive(int(self.pidfile.read_text()), grace=0)
+        return pid_alive(self.pidfile)
 
-    def leave_job(self) -> None:
+    async def leave_job(self) -> None:
+        await anyio.to_thread.run_sync(self._leave_job)
+
+    def _leave_job(self) -> None:
         job_id = self._job_id("left by a crashed MIS")
         folder = leave_workspace(self.root, job_id)
         self.leftover = subprocess.Popen(
@@ -311,7 +334,7 @@ class FakeBackend:
     def running(self) -> bool:
         return self.started() and "terminate" not in self.fake.journal
 
-    def leave_job(self) -> None:
+    async def leave_job(self) -> None:
         self.fake.leftovers.add(job_id_for("left by a crashed MIS"))
 
     def left_running(self) -> bool:
