@@ -6,20 +6,26 @@ tests hold them to what the real ones do, so a core test cannot pass on a fake's
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
+import anyio
+
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.storage.layout import RUN_RECORD
-from mis_core.errors import BackendUnavailable
+from mis_adapters.storage.readiness import prepare_payload_folder
+from mis_core.errors import BackendUnavailable, PayloadTooLarge
 from mis_core.model import JobOutcome, JobRequest, MapSpec, Workspace, job_id_for
 from mis_core.ports import JobBackend, Storage
 from tests.adapters.process_jobs import workspace
 from tests.built import local_storage, process_options
 from tests.fakes import FakeJobBackend, FakeStorage
+from tests.harness.unavailable import require_root, require_tool, unavailable
 from tests.processes import is_alive
 from tests.storage import leave_workspace
 
@@ -72,10 +78,24 @@ class StorageUnderTest(Protocol):
         """A workspace made by an earlier MIS that is gone without deleting it."""
         ...
 
+    def unready(self) -> None:
+        """Leave the volume unable to take a workspace now."""
+        ...
+
+    def limit(self, setting: str, value: int) -> None:
+        """Before any workspace is made: the volume refuses to unpack past `value` of the
+        server setting `setting` (max_extracted_bytes, max_entries)."""
+        ...
+
+    def undeletable(self, workspace: Workspace) -> AbstractContextManager[None]:
+        """While held, the workspace cannot be deleted now; afterwards it can again."""
+        ...
+
 
 class LocalVolume:
     def __init__(self, tmp_path: Path) -> None:
         self.root = tmp_path / "payload"
+        prepare_payload_folder(self.root)  # as MIS's start-up does
         self.storage: Storage = local_storage(self.root)
 
     def exists(self, workspace: Workspace) -> bool:
@@ -90,6 +110,28 @@ class LocalVolume:
     async def leave(self, job_id: str) -> Workspace:
         leave_workspace(self.root, job_id)
         return Workspace(str(self.root), job_id)
+
+    def unready(self) -> None:
+        shutil.rmtree(self.root)  # a volume unmounted, a folder deleted
+
+    def limit(self, setting: str, value: int) -> None:
+        self.storage = local_storage(self.root, **{setting: value})
+
+    @contextmanager
+    def undeletable(self, workspace: Workspace) -> Iterator[None]:
+        """A file MIS may not remove: root may remove any but an immutable one (as MIS's own
+        unprivileged user, tests/containment deletes all it may)."""
+        require_root("an immutable file (chattr +i)")
+        chattr = require_tool("chattr")
+        locked = Path(workspace.output_dir) / "locked.bin"
+        locked.write_bytes(b"written by the MAP")
+        made = subprocess.run([chattr, "+i", str(locked)], capture_output=True, text=True)
+        if made.returncode != 0:
+            unavailable(f"chattr +i does not work here: {made.stderr.strip()}")
+        try:
+            yield
+        finally:
+            subprocess.run([chattr, "-i", str(locked)], check=True)
 
 
 class FakeVolume:
@@ -109,10 +151,25 @@ class FakeVolume:
     async def leave(self, job_id: str) -> Workspace:
         return await FakeStorage([], disk=self.fake.disk).create(job_id)
 
+    def unready(self) -> None:
+        self.fake.unready = BackendUnavailable("The payload folder does not exist.")
+
+    def limit(self, setting: str, value: int) -> None:
+        self.fake.fail_at, self.fake.error = "extract", PayloadTooLarge(f"over {setting}")
+
+    @contextmanager
+    def undeletable(self, workspace: Workspace) -> Iterator[None]:
+        self.fake.fail_delete = True
+        try:
+            yield
+        finally:
+            self.fake.fail_delete = False
+
 
 class BackendUnderTest(Protocol):
     def backend(self, *, startable: bool = True) -> JobBackend:
-        """The backend; with `startable` false, one whose MAP cannot be started."""
+        """The backend; with `startable` false, one that cannot start jobs now (its MAP's
+        program missing, its API server or container engine out of reach)."""
         ...
 
     def request(
@@ -134,8 +191,8 @@ class BackendUnderTest(Protocol):
         """Whether that MAP still runs."""
         ...
 
-    def leave_job(self) -> None:
-        """A job that an earlier MIS started, left running when it died."""
+    async def leave_job(self) -> None:
+        """A job that an earlier MIS started, left running when it died; once it runs."""
         ...
 
     def left_running(self) -> bool:
@@ -147,7 +204,9 @@ class BackendUnderTest(Protocol):
         ...
 
 
-# The process backend's MAPs, one per behaviour (the hanging ones write their pid first).
+# MAPs as small Python programs, one per behaviour (the hanging ones write their pid first,
+# to the file their one argument names): the process backend's, and the Kubernetes double's
+# kubelet's, which runs a Job's container command as a local process.
 _HANG = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(3600)"
 SCRIPTS: dict[Behaviour, str] = {
     "succeed": "import os, shutil\n"
@@ -162,6 +221,21 @@ SCRIPTS: dict[Behaviour, str] = {
 }
 
 
+def python_map(behaviour: Behaviour, pidfile: Path) -> tuple[str, ...]:
+    """The command of a MAP that behaves so; a hanging one writes its pid to `pidfile`."""
+    return (sys.executable, "-c", SCRIPTS[behaviour], str(pidfile))
+
+
+def pid_written(pidfile: Path) -> bool:
+    """Whether the hanging MAP that writes `pidfile` has started."""
+    return pidfile.exists() and pidfile.read_text() != ""
+
+
+def pid_alive(pidfile: Path) -> bool:
+    """Whether that MAP still runs."""
+    return is_alive(int(pidfile.read_text()), grace=0)
+
+
 class ProcessBackend:
     """The real process backend, running small Python MAPs as local processes."""
 
@@ -173,7 +247,7 @@ class ProcessBackend:
         self.leftover: subprocess.Popen[bytes] | None = None
 
     def _spec(self, behaviour: Behaviour) -> MapSpec:
-        return MapSpec(command=(sys.executable, "-c", SCRIPTS[behaviour], str(self.pidfile)))
+        return MapSpec(command=python_map(behaviour, self.pidfile))
 
     def backend(self, *, startable: bool = True) -> JobBackend:
         spec = self._spec("succeed") if startable else MapSpec(command=("/nonexistent/map",))
@@ -198,12 +272,15 @@ class ProcessBackend:
         return tree(Path(request.workspace.output_dir))
 
     def started(self) -> bool:
-        return self.pidfile.exists() and self.pidfile.read_text() != ""
+        return pid_written(self.pidfile)
 
     def running(self) -> bool:
-        return is_alive(int(self.pidfile.read_text()), grace=0)
+        return pid_alive(self.pidfile)
 
-    def leave_job(self) -> None:
+    async def leave_job(self) -> None:
+        await anyio.to_thread.run_sync(self._leave_job)
+
+    def _leave_job(self) -> None:
         job_id = self._job_id("left by a crashed MIS")
         folder = leave_workspace(self.root, job_id)
         self.leftover = subprocess.Popen(
@@ -257,7 +334,7 @@ class FakeBackend:
     def running(self) -> bool:
         return self.started() and "terminate" not in self.fake.journal
 
-    def leave_job(self) -> None:
+    async def leave_job(self) -> None:
         self.fake.leftovers.add(job_id_for("left by a crashed MIS"))
 
     def left_running(self) -> bool:

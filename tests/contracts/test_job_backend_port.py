@@ -1,4 +1,5 @@
-"""What the JobBackend port promises, held to by the fake and by the real process backend."""
+"""What the JobBackend port promises, held to by the fake and by every real backend: the
+process backend, the Kubernetes backend on the API double and the docker backend on Podman."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ async def test_an_available_backend_passes_its_check(jobs: BackendUnderTest) -> 
     await backend.close()
 
 
-async def test_a_backend_that_cannot_start_its_map_fails_its_check(
+async def test_a_backend_that_cannot_start_jobs_fails_its_check(
     jobs: BackendUnderTest,
 ) -> None:
     backend = jobs.backend(startable=False)
@@ -99,7 +100,7 @@ async def test_sweep_terminates_and_counts_the_jobs_an_earlier_process_left(
     backend = jobs.backend()
     with anyio.fail_after(20):
         assert await backend.sweep() == 0  # nothing left yet
-        jobs.leave_job()
+        await jobs.leave_job()
         assert jobs.left_running()
         assert await backend.sweep() == 1
         await await_until(lambda: not jobs.left_running(), 5, "the leftover job to end")

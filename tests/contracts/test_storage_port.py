@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_core.errors import InvalidInput
+from mis_core.errors import BackendUnavailable, InvalidInput, PayloadTooLarge
 from mis_core.model import Workspace
 from tests.contracts.adapters import StorageUnderTest
 from tests.zips import make_symlink_zip, make_zip, unzipped, zip_bytes
@@ -25,6 +25,7 @@ STUDY = {
     "empty/": b"",
 }
 STUDY_FILES = 3
+STUDY_BYTES = sum(len(data) for data in STUDY.values())
 UNPACKED = {name: data for name, data in STUDY.items() if name != "series/"}  # as the MAP sees it
 RESULTS = {"seg/mask.nii": b"\x02" * 2000, "report.json": b"{}", "nothing-found/": b""}
 
@@ -123,3 +124,47 @@ async def test_sweep_removes_and_counts_what_an_earlier_process_left_and_only_th
     assert not any(volume.exists(workspace) for workspace in left)
     assert volume.exists(ours)  # a workspace in use is this process's own
     assert await volume.storage.sweep() == 0
+
+
+async def test_a_volume_that_can_take_a_workspace_passes_its_check(
+    volume: StorageUnderTest,
+) -> None:
+    await volume.storage.check()
+
+
+async def test_a_volume_that_cannot_take_a_workspace_fails_its_check(
+    volume: StorageUnderTest,
+) -> None:
+    volume.unready()
+    with pytest.raises(BackendUnavailable):
+        await volume.storage.check()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("max_extracted_bytes", STUDY_BYTES - 1), ("max_entries", len(STUDY) - 1)],
+)
+async def test_an_archive_over_the_limits_is_payload_too_large_and_nothing_is_unpacked(
+    volume: StorageUnderTest, setting: str, value: int
+) -> None:
+    volume.limit(setting, value)  # the study is one over it
+    workspace = await received(volume, zip_bytes(STUDY))
+    with pytest.raises(PayloadTooLarge):
+        await volume.storage.extract(workspace)
+    assert volume.input(workspace) == {}
+
+
+async def test_a_workspace_that_cannot_be_deleted_now_raises_oserror_and_waits_for_the_retry(
+    volume: StorageUnderTest,
+) -> None:
+    workspace = await received(volume, zip_bytes(STUDY))
+    await volume.storage.extract(workspace)
+    volume.write_output(workspace, RESULTS)
+    with volume.undeletable(workspace):
+        with pytest.raises(OSError):  # noqa: PT011 - the port says OSError, of any kind
+            await volume.storage.delete(workspace)
+        assert volume.exists(workspace)
+    assert await volume.storage.sweep() == 0  # still this process's: its retry's to delete
+    assert volume.exists(workspace)
+    await volume.storage.delete(workspace)  # the service's retry, once the cause is gone
+    assert not volume.exists(workspace)

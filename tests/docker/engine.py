@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -69,7 +70,7 @@ class Engine:
         """A client of the engine's API (close it, or use it in a with block)."""
         return engine_client(self.socket)
 
-    def containers(self) -> list[dict[str, object]]:
+    def containers(self) -> list[dict[str, Any]]:
         """Every container the engine has, in any state."""
         with self.client() as client:
             return list(client.get("/containers/json", params={"all": 1}).json())

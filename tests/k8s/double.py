@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +35,7 @@ from tests.harness.wait import wait_until
 from tests.k8s.faults import Faults
 from tests.k8s.watch_faults import WatchFaults
 
-Behaviour = Callable[["KubeDouble", str, dict[str, Any], str], Awaitable[None]]
+Behaviour = Callable[["KubeDouble", str, dict[str, Any], str], Coroutine[Any, Any, None]]
 GROUPS = {"jobs": "batch", "pods": "", "persistentvolumeclaims": ""}
 KINDS = {
     "jobs": ("Job", "batch/v1"),

@@ -21,15 +21,13 @@ import struct
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import attrs
+from starlette.types import ASGIApp as App
+from starlette.types import Message, Receive, Scope, Send
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 How = Literal["status", "after", "reset", "drop_after", "cut_answer", "late"]
 
 
@@ -187,20 +185,20 @@ async def _received_late(receive: Receive, seconds: float) -> Receive:
         messages.append(await receive())
     await asyncio.sleep(seconds)
 
-    async def replay() -> dict[str, Any]:
+    async def replay() -> Message:
         return messages.pop(0) if messages else {"type": "http.disconnect"}
 
     return replay
 
 
-async def _swallow(message: dict[str, Any]) -> None:
+async def _swallow(message: Message) -> None:
     pass
 
 
 def _headers_only(send: Send) -> Send:
     """A `send` that passes the answer's headers on, then cuts the connection."""
 
-    async def cutting(message: dict[str, Any]) -> None:
+    async def cutting(message: Message) -> None:
         if message["type"] == "http.response.start":
             await send(message)
         elif message["type"] == "http.response.body":

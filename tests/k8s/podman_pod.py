@@ -223,7 +223,7 @@ def _env_value(variable: Mapping[str, Any], pod: Mapping[str, Any], node_name: s
     }
     if field not in known:
         raise PodError("CreateContainerConfigError", f"env {variable['name']}: not simulated")
-    return known[field]
+    return str(known[field])
 
 
 def _mount(mount: Mapping[str, Any], folders: Mapping[str, Path]) -> str:
