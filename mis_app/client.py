@@ -29,6 +29,7 @@ from mis_adapters.storage.archive import extract_archive
 from mis_adapters.storage.limits import PayloadLimits
 from mis_adapters.zip import OutputLimits, OutputProblem, zip_folder
 from mis_app.client_answer import Answer, read_error, shown
+from mis_app.infer_options import InferOptions
 from mis_app.logs import clean
 from mis_app.settings import ServerSettings
 from mis_core.error_catalogue import BY_CODE, Exit
@@ -40,20 +41,6 @@ _CHUNK = 1024 * 1024
 _SERVER = ServerSettings()
 _LIMITS = _SERVER.model_dump(include=set(attrs.fields_dict(PayloadLimits)))
 UNPACK_LIMITS = PayloadLimits(**_LIMITS).for_extraction()
-
-
-@attrs.frozen
-class InferOptions:
-    source: Path
-    output: Path | None = None  # where the zip goes; None with extract_to: only unpacked
-    url: str = "http://127.0.0.1:8000"
-    token: str = ""
-    extract_to: Path | None = None
-    force: bool = False  # extract_to may hold files; the result replaces those it also has
-    wait: bool = False
-    retries: int = 10
-    max_wait_seconds: float = 300  # --wait: time spent waiting in all, whatever Retry-After says
-    timeout_seconds: float = 600
 
 
 class Progress:
