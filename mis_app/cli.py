@@ -18,9 +18,9 @@ import yaml
 from mis_app.audit_verify import add_audit_command
 from mis_app.infer_options import DEFAULT_URL, MAX_RETRY_AFTER_SECONDS, InferOptions
 from mis_app.settings import (
-    DockerSettings,
     Settings,
     SettingsError,
+    load_docker_settings,
     load_settings,
     with_map_defaults,
 )
@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     options = parser.parse_args(argv)
-    if not getattr(options, "needs_settings", True):
-        return int(options.run(options))
     try:
+        if not getattr(options, "needs_settings", True):
+            return int(options.run(options))
         settings = load_settings(options.config, os.environ)
         return int(options.run(settings, options))
     except SettingsError as error:
@@ -124,9 +124,10 @@ def _add_tools(commands: Commands) -> None:
     inspect.add_argument("image", help="the MAP image, as the container engine names it")
     inspect.add_argument(
         "--url",
-        default=os.environ.get("MIS_DOCKER__URL", DockerSettings().url),
-        help="the Docker Engine API (default: MIS_DOCKER__URL, else the local Docker socket)",
+        help="the Docker Engine API (default: docker.url as `mis serve` reads it: from "
+        "MIS_DOCKER__URL or the configuration file, else the local Docker socket)",
     )
+    _add_config(inspect)
     inspect.set_defaults(run=_inspect_map, needs_settings=False)
 
     kubernetes = commands.add_parser("kubernetes", help="Kubernetes backend tools")
@@ -165,7 +166,8 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _inspect_map(options: argparse.Namespace) -> int:
-    manifest = _read_manifest(options.url, options.image)
+    url = options.url or load_docker_settings(options.config, os.environ).url
+    manifest = _read_manifest(url, options.image)
     if manifest is None:
         return 1
     print(f"# declared in {manifest.source} of {options.image}")
