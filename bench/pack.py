@@ -24,6 +24,7 @@ from pathlib import Path
 from bench.payloads import KiB, MiB, _smooth_block, file_bytes
 from bench.procstat import Costs
 from mis_adapters.cpus import worker_count
+from mis_adapters.zip import OutputLimits
 
 PROFILES = {"CT-500x512KB": (500, 512 * KiB), "small-20000x4KB": (20_000, 4 * KiB)}
 
@@ -38,7 +39,9 @@ def make_folder(folder: Path, files: int, size: int) -> None:
 
 def run_one(module: str, folder: Path, workers: int, policy: str) -> dict[str, float]:
     zip_folder = importlib.import_module(module).zip_folder
-    options = {"workers": workers} if workers >= 0 else {}
+    # MIS's zip_folder takes every argument; another module (workers -1) its own defaults
+    mis = {"workers": workers, "limits": OutputLimits(), "spill_to": None}
+    options = mis if workers >= 0 else {}
     costs = Costs()
     chunks = zip_folder(folder, 1, policy, **options)
     size = len(next(chunks))

@@ -32,7 +32,7 @@ def make_archive(path: Path, files: int, size: int) -> None:
 
 def run_one(module: str, archive: Path, destination: Path, workers: int) -> dict[str, float]:
     extract = importlib.import_module(module)
-    options = {"workers": workers} if workers else {}
+    options = {"workers": workers} if workers >= 0 else {}
     limits = extract.ExtractLimits(
         max_extracted_bytes=2**40, max_entries=10**7, max_compression_ratio=1e9
     )
@@ -55,8 +55,8 @@ def main() -> None:
         module, archive, destination, workers = options.child
         print(json.dumps(run_one(module, Path(archive), Path(destination), int(workers))))
         return
-    # (module, workers): 0 workers is the module's own default (or a module without the option)
-    runs = [(m, 0) for m in options.module] + [
+    # (module, workers): -1 is a module's own default (one without the option); 0: auto
+    runs = [(m, -1) for m in options.module] + [
         ("mis_adapters.storage.archive", w) for w in options.workers
     ]
     runs = runs or [("mis_adapters.storage.archive", 0)]
@@ -86,7 +86,8 @@ def main() -> None:
                     text=True,
                     check=True,
                 )
-                print(module, workers or "default", result.stdout.strip())
+                label = {-1: "default", 0: "auto"}.get(workers, str(workers))
+                print(module, label, result.stdout.strip())
                 shutil.rmtree(destination)
 
 

@@ -25,6 +25,6 @@ def available_cpus() -> int:
     return cpus
 
 
-def worker_count(setting: int = 0) -> int:
+def worker_count(setting: int) -> int:
     """Threads to use for `setting` (server.workers): itself when positive, else auto."""
     return setting if setting > 0 else min(AUTO_CAP, available_cpus())

@@ -12,13 +12,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
+import attrs
 import yaml
 
 from mis_app.audit_verify import add_audit_command
+from mis_app.infer_options import DEFAULT_URL, MAX_RETRY_AFTER_SECONDS, InferOptions
 from mis_app.settings import (
-    DockerSettings,
     Settings,
     SettingsError,
+    load_docker_settings,
     load_settings,
     with_map_defaults,
 )
@@ -30,9 +32,9 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     options = parser.parse_args(argv)
-    if not getattr(options, "needs_settings", True):
-        return int(options.run(options))
     try:
+        if not getattr(options, "needs_settings", True):
+            return int(options.run(options))
         settings = load_settings(options.config, os.environ)
         return int(options.run(settings, options))
     except SettingsError as error:
@@ -68,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_infer(commands: Commands) -> None:
+    defaults = attrs.fields(InferOptions)
     infer = commands.add_parser(
         "infer",
         help="send a zip or a folder to MIS and save the result (exit codes: docs/client.md)",
@@ -76,8 +79,8 @@ def _add_infer(commands: Commands) -> None:
     infer.add_argument("-o", "--output", type=Path, help="where to save the result zip")
     infer.add_argument(
         "--url",
-        default=os.environ.get("MIS_URL", "http://127.0.0.1:8000"),
-        help="MIS base URL (default: $MIS_URL, else http://127.0.0.1:8000)",
+        default=os.environ.get("MIS_URL", DEFAULT_URL),
+        help=f"MIS base URL (default: $MIS_URL, else {DEFAULT_URL})",
     )
     infer.add_argument(
         "--token-file",
@@ -96,14 +99,17 @@ def _add_infer(commands: Commands) -> None:
         help="with --extract: DIR may hold files; the result replaces those it also has",
     )
     infer.add_argument("--wait", action="store_true", help="retry while the service is busy")
-    infer.add_argument("--retries", type=int, default=10, help="retries with --wait (10)")
+    retries = defaults.retries.default
+    infer.add_argument(
+        "--retries", type=int, default=retries, help="retries with --wait (%(default)s)"
+    )
     infer.add_argument(
         "--max-wait",
         type=float,
-        default=300,
+        default=defaults.max_wait_seconds.default,
         metavar="SECONDS",
-        help="with --wait: stop retrying after waiting this long in all (300; each wait is "
-        "at most 60 s, whatever the server's Retry-After says)",
+        help="with --wait: stop retrying after waiting this long in all (%(default)g; each wait "
+        f"is at most {MAX_RETRY_AFTER_SECONDS:g} s, whatever the server's Retry-After says)",
     )
     infer.set_defaults(run=_infer, needs_settings=False)
 
@@ -118,9 +124,10 @@ def _add_tools(commands: Commands) -> None:
     inspect.add_argument("image", help="the MAP image, as the container engine names it")
     inspect.add_argument(
         "--url",
-        default=os.environ.get("MIS_DOCKER__URL", DockerSettings().url),
-        help="the Docker Engine API (default: MIS_DOCKER__URL, else the local Docker socket)",
+        help="the Docker Engine API (default: docker.url as `mis serve` reads it: from "
+        "MIS_DOCKER__URL or the configuration file, else the local Docker socket)",
     )
+    _add_config(inspect)
     inspect.set_defaults(run=_inspect_map, needs_settings=False)
 
     kubernetes = commands.add_parser("kubernetes", help="Kubernetes backend tools")
@@ -159,7 +166,8 @@ def _serve(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _inspect_map(options: argparse.Namespace) -> int:
-    manifest = _read_manifest(options.url, options.image)
+    url = options.url or load_docker_settings(options.config, os.environ).url
+    manifest = _read_manifest(url, options.image)
     if manifest is None:
         return 1
     print(f"# declared in {manifest.source} of {options.image}")
@@ -257,7 +265,7 @@ def _render_job(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _infer(options: argparse.Namespace) -> int:
-    from mis_app.client import InferOptions, infer
+    from mis_app.client import infer
     from mis_app.token_format import TokenFileProblem, client_token
     from mis_core.error_catalogue import Exit
 

@@ -25,35 +25,22 @@ from typing import TextIO
 import attrs
 import httpx
 
-from mis_adapters.storage.archive import ExtractLimits, extract_archive
-from mis_adapters.zip import OutputProblem, zip_folder
+from mis_adapters.storage.archive import extract_archive
+from mis_adapters.storage.limits import PayloadLimits
+from mis_adapters.zip import OutputLimits, OutputProblem, zip_folder
 from mis_app.client_answer import Answer, read_error, shown
+from mis_app.infer_options import InferOptions
 from mis_app.logs import clean
 from mis_app.settings import ServerSettings
 from mis_core.error_catalogue import BY_CODE, Exit
 from mis_core.errors import MisError
 
 _CHUNK = 1024 * 1024
-_SERVER_DEFAULTS = ServerSettings()
-UNPACK_LIMITS = ExtractLimits(  # what the server checks an upload against, by default
-    max_extracted_bytes=int(_SERVER_DEFAULTS.max_extracted_bytes),
-    max_entries=_SERVER_DEFAULTS.max_entries,
-    max_compression_ratio=_SERVER_DEFAULTS.max_compression_ratio,
-)
-
-
-@attrs.frozen
-class InferOptions:
-    source: Path
-    output: Path | None = None  # where the zip goes; None with extract_to: only unpacked
-    url: str = "http://127.0.0.1:8000"
-    token: str = ""
-    extract_to: Path | None = None
-    force: bool = False  # extract_to may hold files; the result replaces those it also has
-    wait: bool = False
-    retries: int = 10
-    max_wait_seconds: float = 300  # --wait: time spent waiting in all, whatever Retry-After says
-    timeout_seconds: float = 600
+# A server as configured by default: the result is unpacked within its limits, and a folder
+# is zipped the way it zips its output.
+_SERVER = ServerSettings()
+_LIMITS = _SERVER.model_dump(include=set(attrs.fields_dict(PayloadLimits)))
+UNPACK_LIMITS = PayloadLimits(**_LIMITS).for_extraction()
 
 
 class Progress:
@@ -204,7 +191,7 @@ def unpack(archive: Path, target: Path) -> int:
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".mis-extract-", dir=parent))
     try:
-        count = extract_archive(archive, staging, UNPACK_LIMITS)
+        count = extract_archive(archive, staging, UNPACK_LIMITS, _SERVER.workers)
         if target.exists():
             _merge(staging, target)
         else:
@@ -260,12 +247,18 @@ def _attempt(
 
 
 def _upload(source: Path, progress: Progress) -> Iterator[bytes]:
-    chunks = zip_folder(source, level=1) if source.is_dir() else _file_chunks(source)
+    chunks = _zipped(source) if source.is_dir() else _file_chunks(source)
     sent = 0
     for chunk in chunks:
         sent += len(chunk)
         progress.show("uploading", sent)
         yield chunk
+
+
+def _zipped(folder: Path) -> Iterator[bytes]:
+    """`folder` zipped as it is sent; no limits but the server's, which it answers with."""
+    level, compression = _SERVER.output_compression_level, _SERVER.output_compression
+    return zip_folder(folder, level, compression, _SERVER.workers, OutputLimits(), None)
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:

@@ -15,10 +15,10 @@ from typing import Any
 import attrs
 import httpx
 
+from mis_app.infer_options import MAX_RETRY_AFTER_SECONDS
 from mis_app.logs import clean, clean_lines
 
 MAX_ERROR_BYTES = 64 * 1024  # MIS's own error bodies are well under this
-MAX_RETRY_AFTER_SECONDS = 60.0
 _SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?", re.ASCII)  # not str.isdigit(): it takes "²"
 MAX_CODE_CHARS = 64
 MAX_MESSAGE_CHARS = 8000  # a failed MAP's last log lines fit

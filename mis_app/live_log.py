@@ -34,6 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mis_app.errors import error_response
+from mis_app.logs import CONTROL_CHARACTERS
 from mis_app.request_info import request_info
 from mis_app.state import app_state
 from mis_core.errors import NotFound
@@ -46,8 +47,6 @@ KEEP_ALIVE_SECONDS = 15.0  # a comment line, so proxies do not close an idle str
 _KEY = re.compile(r"[A-Za-z0-9_-]{32,128}")
 # CSI (colours, cursor moves), OSC (titles, links) and the other two-byte escapes
 _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-# C0 controls, DEL, C1 controls and the Unicode line separators
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 _current: ContextVar[Channel | None] = ContextVar("mis_live_log_channel", default=None)
 
@@ -58,7 +57,7 @@ def clean_line(line: str) -> str:
     line = _ESCAPES.sub("", line)
     pieces = [piece for piece in line.split("\r") if piece.strip()]
     line = (pieces[-1] if pieces else "").replace("\t", "    ")
-    line = _CONTROLS.sub("", line)
+    line = CONTROL_CHARACTERS.sub("", line)  # removed: logs.clean escapes them, to show them
     return line if len(line) <= MAX_CHARS else line[: MAX_CHARS - 1] + "…"
 
 

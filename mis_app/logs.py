@@ -27,12 +27,12 @@ from loguru import logger
 
 _LEVEL_COLOURS = {"ERROR": "31", "CRITICAL": "31;1", "WARNING": "33", "SUCCESS": "32"}
 # C0 controls, DEL, C1 controls, and the characters that some viewers take for a line break
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def clean(text: str) -> str:
     """`text` with every control character escaped, so that it stays on one line, uncoloured."""
-    return _CONTROL.sub(_escape, text)
+    return CONTROL_CHARACTERS.sub(_escape, text)
 
 
 def clean_lines(text: str) -> str:

@@ -81,7 +81,7 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> int:
         log_config=None,
         access_log=False,
         proxy_headers=False,  # the client address is MIS's to judge (server.trusted_proxies)
-        timeout_graceful_shutdown=math.ceil(shutdown_grace_seconds(settings)),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
     if tls is not None:
         logger.info(
@@ -109,12 +109,6 @@ def descriptor_plan(settings: Settings) -> descriptors.DescriptorPlan:
         plan.backlog,
     )
     return plan
-
-
-def shutdown_grace_seconds(settings: Settings) -> float:
-    """How long a stop waits for requests in flight: by default a whole MAP run and 30 s."""
-    grace = settings.server.shutdown_grace_seconds
-    return settings.map.timeout_seconds + 30 if grace is None else grace
 
 
 async def wait_for_requests(in_flight: Callable[[], int], seconds: float) -> None:

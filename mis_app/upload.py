@@ -50,8 +50,7 @@ class UploadLimits:
     max_bytes: int  # server.max_upload_bytes
     idle_seconds: float  # server.upload_idle_timeout_seconds
     total_seconds: float  # server.upload_timeout_seconds
-    min_bytes_per_second: float = 0  # server.min_upload_bytes_per_second; 0: no minimum
-    max_parts: int = MAX_PARTS
+    min_bytes_per_second: float  # server.min_upload_bytes_per_second; 0: no minimum
 
 
 def zip_upload(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
@@ -80,7 +79,7 @@ def zip_upload(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
         raise too_large(limits.max_bytes)
     body = within_deadlines(_counted(request.stream(), limits.max_bytes), limits)
     if boundary and media_type == b"multipart/form-data":
-        return _file_part(body, boundary, limits.max_parts)
+        return _file_part(body, boundary)
     return body
 
 
@@ -104,11 +103,10 @@ async def _counted(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator[by
 class _FilePart:
     """Callbacks for python-multipart that keep the data of the first `file` part."""
 
-    def __init__(self, max_parts: int) -> None:
+    def __init__(self) -> None:
         self.pending: list[bytes] = []
         self.found = False
         self.complete = False
-        self.max_parts = max_parts
         self.parts = 0
         self._in_file = False
         self._head_bytes = 0
@@ -129,9 +127,9 @@ class _FilePart:
 
     def _part_begin(self) -> None:
         self.parts += 1
-        if self.parts > self.max_parts:
+        if self.parts > MAX_PARTS:
             raise PayloadTooLarge(
-                f"The multipart body has more than {self.max_parts} parts. {HOW_TO_SEND}"
+                f"The multipart body has more than {MAX_PARTS} parts. {HOW_TO_SEND}"
             )
         self._disposition = b""
         self._head_bytes = 0
@@ -168,10 +166,8 @@ class _FilePart:
             self.complete = True
 
 
-async def _file_part(
-    body: AsyncIterator[bytes], boundary: bytes, max_parts: int
-) -> AsyncIterator[bytes]:
-    part = _FilePart(max_parts)
+async def _file_part(body: AsyncIterator[bytes], boundary: bytes) -> AsyncIterator[bytes]:
+    part = _FilePart()
     parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
     size = 0
     try:

@@ -23,7 +23,7 @@ from mis_core.errors import Busy
 class AdmissionGate:
     """Counts without awaiting, so checking and taking a slot cannot interleave."""
 
-    def __init__(self, capacity: int = 1) -> None:
+    def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity

@@ -11,6 +11,7 @@ import attrs
 
 from mis_adapters.docker.container import ContainerOptions
 
+# When the image is pulled; the settings take their choices from this one type.
 PullPolicy = Literal["missing", "always", "never"]
 
 

@@ -51,6 +51,10 @@ else:  # run as a script: isolated mode (-I) leaves this folder off sys.path
         prctl,
     )
 
+# open_flags.NEW_FILE, spelled again: this script runs outside MIS's packages and imports
+# nothing but the standard library and process_tree.py beside it (a test pins the two equal)
+NEW_FILE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
 
 def tasks_of(uid: int) -> int:
     """How many tasks (processes and threads) `uid` runs now: RLIMIT_NPROC counts them all,
@@ -262,10 +266,7 @@ def write_report(path: str, code: int, killed_by: int, peak: int) -> None:
     """How COMMAND ended, as one JSON line; O_EXCL and O_NOFOLLOW: never through a file or a
     link a MAP put there."""
     line = f'{{"exit_code": {code}, "signal": {killed_by}, "peak_rss_kib": {peak}}}\n'
-    # open_flags.NEW_FILE, spelled again: this script runs outside MIS's packages and
-    # imports nothing but the standard library and process_tree.py beside it
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
+    fd = os.open(path, os.O_WRONLY | NEW_FILE, 0o600)
     try:
         os.write(fd, line.encode())
     finally:

@@ -1,24 +1,18 @@
 """Unpacking an upload with the zip package's reader: its refusals become MIS's errors here,
-once (a bad archive 400, one over the limits 413, a full payload volume 507)."""
+once (a bad archive 400, one over the limits 413, a full payload volume 507), and the input's
+modes (layout.py, the payload volume's policy) are handed to it here."""
 
 from __future__ import annotations
 
 import errno
 from pathlib import Path
 
-from mis_adapters.zip import (
-    INPUT_FILE_MODE,
-    INPUT_FOLDER_MODE,
-    ArchiveTooLarge,
-    BadArchive,
-    ExtractLimits,
-)
+from mis_adapters.storage.layout import INPUT_FILE_MODE, INPUT_FOLDER_MODE
+from mis_adapters.zip import ArchiveTooLarge, BadArchive, ExtractLimits, Modes
 from mis_adapters.zip import extract_archive as unpack_checked
 from mis_core.errors import InsufficientStorage, InvalidInput, PayloadTooLarge
 
 __all__ = [
-    "INPUT_FILE_MODE",
-    "INPUT_FOLDER_MODE",
     "ExtractLimits",
     "extract_archive",
     "is_disk_full",
@@ -26,15 +20,15 @@ __all__ = [
 ]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+INPUT_MODES = Modes(file=INPUT_FILE_MODE, folder=INPUT_FOLDER_MODE)
 
 
-def extract_archive(
-    archive: Path, destination: Path, limits: ExtractLimits, workers: int = 0
-) -> int:
-    """Unpack `archive` into the existing, empty folder `destination`; the file count.
-    `workers`: threads writing entries (server.workers: 0 is auto)."""
+def extract_archive(archive: Path, destination: Path, limits: ExtractLimits, workers: int) -> int:
+    """Unpack `archive` into the existing, empty folder `destination`, with the input's modes
+    (layout.py); the file count. `workers`: threads writing entries (server.workers: 0 is
+    auto)."""
     try:
-        return unpack_checked(archive, destination, limits, workers)
+        return unpack_checked(archive, destination, limits, INPUT_MODES, workers)
     except BadArchive as exc:
         raise InvalidInput(exc.message) from exc
     except ArchiveTooLarge as exc:

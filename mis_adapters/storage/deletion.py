@@ -12,8 +12,9 @@ import errno
 import os
 from pathlib import Path
 
-from mis_adapters.open_flags import DIR_OPEN
+from mis_adapters.open_flags import DIR_OPEN, NEW_FILE
 from mis_adapters.storage.layout import WORKSPACE_MARKER as MARKER
+from mis_adapters.storage.layout import WORKSPACE_MARKER_MODE as MARKER_MODE
 from mis_adapters.storage.remove import make_writable, remove_entry
 
 _REFILLS = 100  # times a workspace may fill again while being emptied
@@ -40,12 +41,21 @@ def remove_workspace(root: Path, name: str) -> None:
             except OSError:
                 # never leave an unmarked leftover: mark it again, for the next sweep
                 with contextlib.suppress(OSError):
-                    os.close(os.open(MARKER, os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=folder))
+                    _mark(folder)
                 raise
         finally:
             os.close(folder)
     finally:
         os.close(root_fd)
+
+
+def _mark(folder: int) -> None:
+    """An (ownerless) marker again, with the marker's mode whatever the umask."""
+    fd = os.open(MARKER, os.O_WRONLY | NEW_FILE, MARKER_MODE, dir_fd=folder)
+    try:
+        os.fchmod(fd, MARKER_MODE)
+    finally:
+        os.close(fd)
 
 
 def _empty(folder: int, keep: str = "") -> None:

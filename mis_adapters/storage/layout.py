@@ -25,11 +25,6 @@ from pathlib import Path
 
 from mis_adapters.open_flags import NEW_FILE
 
-# what the zip reader writes the input with: 0640 files (the MAP may read through MIS's group;
-# other users get nothing) and 0750 folders; named here with the rest of the layout
-from mis_adapters.zip import INPUT_FILE_MODE as INPUT_FILE_MODE
-from mis_adapters.zip import INPUT_FOLDER_MODE as INPUT_FOLDER_MODE
-
 PAYLOAD_MODE = 0o750
 PAYLOAD_ROOT_MARKER = ".mis-payload-root"
 PAYLOAD_ROOT_MARKER_MODE = 0o644  # others look for it; it says nothing secret
@@ -40,6 +35,10 @@ UPLOAD = "upload.zip"
 UPLOAD_MODE = 0o600
 RUN_RECORD = ".map-process"
 RUN_REPORT = ".map-exit"
+# the input, as the zip reader writes it (archive.py hands it these): the MAP may read through
+# MIS's group; other users get nothing
+INPUT_FOLDER_MODE = 0o750
+INPUT_FILE_MODE = 0o640
 OUTPUT_MODE = 0o2770  # set-group-id: what a MAP of MIS's group writes stays in the group
 RUN_FOLDER_MODE = 0o700  # work/ and tmp/
 

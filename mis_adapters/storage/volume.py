@@ -26,14 +26,10 @@ import anyio
 from loguru import logger
 
 from mis_adapters.open_flags import DIR_OPEN, NEW_FILE
-from mis_adapters.storage.archive import (
-    INPUT_FOLDER_MODE,
-    extract_archive,
-    is_disk_full,
-    storage_full_error,
-)
+from mis_adapters.storage.archive import extract_archive, is_disk_full, storage_full_error
 from mis_adapters.storage.deletion import remove_workspace
 from mis_adapters.storage.layout import (
+    INPUT_FOLDER_MODE,
     OUTPUT_MODE,
     UPLOAD,
     UPLOAD_MODE,

@@ -22,21 +22,15 @@ from mis_adapters.zip.errors import (
     OutputTooLarge,
     UnsafeName,
 )
-from mis_adapters.zip.reader import (
-    INPUT_FILE_MODE,
-    INPUT_FOLDER_MODE,
-    ExtractLimits,
-    extract_archive,
-)
+from mis_adapters.zip.reader import ExtractLimits, Modes, extract_archive
 from mis_adapters.zip.writer import Compression, zip_folder
 
 __all__ = [
-    "INPUT_FILE_MODE",
-    "INPUT_FOLDER_MODE",
     "ArchiveTooLarge",
     "BadArchive",
     "Compression",
     "ExtractLimits",
+    "Modes",
     "OutputLimits",
     "OutputOverLimit",
     "OutputProblem",

@@ -1,5 +1,5 @@
 """The input tree's folders while an archive is unpacked into it: opened relative to open
-parents, never through a link, made with MIS's modes whatever the umask."""
+parents, never through a link, made with the caller's mode whatever the umask."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ from pathlib import Path
 from mis_adapters.open_flags import DIR_OPEN
 from mis_adapters.zip.errors import BadArchive
 
-INPUT_FOLDER_MODE = 0o750
-
 
 class Folders:
     """Open folders of the input tree, created as needed: each entry's folder is opened
     relative to an open parent, never through a link and never resolved from the top again.
-    The most recently used ones stay open (entries of one folder usually come together)."""
+    The most recently used ones stay open (entries of one folder usually come together).
+    A folder it makes gets `mode`."""
 
-    def __init__(self, root: Path, keep_open: int = 32) -> None:
+    def __init__(self, root: Path, mode: int, keep_open: int = 32) -> None:
         self._root = os.open(root, DIR_OPEN)
         self._open: OrderedDict[tuple[str, ...], int] = OrderedDict()
         self._keep_open = keep_open
-        self._chmod = umask_strips(INPUT_FOLDER_MODE)
+        self._mode = mode
+        self._chmod = umask_strips(mode)
 
     def enter(self, parts: Sequence[str]) -> int:
         key = tuple(parts)
@@ -63,7 +63,7 @@ class Folders:
             except FileNotFoundError:
                 # another writer may make it meanwhile: a folder (fine) or a file (refused)
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, INPUT_FOLDER_MODE, dir_fd=parent)
+                    os.mkdir(name, self._mode, dir_fd=parent)
                     created = True
                 fd = os.open(name, DIR_OPEN, dir_fd=parent)
         except OSError as exc:
@@ -71,7 +71,7 @@ class Folders:
                 raise file_and_folder() from None
             raise
         if created and self._chmod:
-            os.fchmod(fd, INPUT_FOLDER_MODE)  # whatever the umask
+            os.fchmod(fd, self._mode)  # whatever the umask
         return fd
 
 

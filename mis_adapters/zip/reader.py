@@ -37,19 +37,18 @@ from mis_adapters.zip.constants import (
     STORED,
 )
 from mis_adapters.zip.errors import ArchiveTooLarge, BadArchive, corrupt
-from mis_adapters.zip.folders import INPUT_FOLDER_MODE
 from mis_adapters.zip.index import LOCAL_HEADER_BYTES, Record, records
 from mis_adapters.zip.layout import Layout, read_layout
 from mis_adapters.zip.names import NameLimits, name_problem
 from mis_adapters.zip.unpack import (
-    INPUT_FILE_MODE,
+    Modes,
     is_folder,
     is_small,
     unix_kind,
     write_entries,
 )
 
-__all__ = ["INPUT_FILE_MODE", "INPUT_FOLDER_MODE", "ExtractLimits", "extract_archive"]
+__all__ = ["ExtractLimits", "Modes", "extract_archive"]
 
 # Small archives cannot hurt whatever their ratio; the ratio rule applies above this size.
 RATIO_APPLIES_ABOVE_BYTES = 64 * 1024 * 1024
@@ -99,11 +98,12 @@ def _volume(destination: Path) -> NameLimits:
 
 
 def extract_archive(
-    archive: Path, destination: Path, limits: ExtractLimits, workers: int = 0
+    archive: Path, destination: Path, limits: ExtractLimits, modes: Modes, workers: int
 ) -> int:
-    """Unpack `archive` into the existing, empty folder `destination`; return the file count.
-    `workers`: threads writing entries (server.workers: 0 is auto, see cpus.py). Raises
-    BadArchive, ArchiveTooLarge, or OSError (a full disk among them)."""
+    """Unpack `archive` into the existing, empty folder `destination`, its files and folders
+    made with `modes`; return the file count. `workers`: threads writing entries
+    (server.workers: 0 is auto, see cpus.py). Raises BadArchive, ArchiveTooLarge, or OSError
+    (a full disk among them)."""
     workers = worker_count(workers)
     try:
         with open(archive, "rb", buffering=_DIRECTORY_BUFFER) as source:
@@ -112,9 +112,9 @@ def extract_archive(
             plan = _plan(source, layout, limits, _volume(destination))
             if workers > 1 and plan.small >= unpack_processes.PROCESSES_FROM:
                 return unpack_processes.write_in_processes(
-                    source, layout, plan.bounds, destination, workers
+                    source, layout, plan.bounds, destination, modes, workers
                 )
-            return write_entries(source, layout, plan.bounds, destination, workers)
+            return write_entries(source, layout, plan.bounds, destination, modes, workers)
     except zlib.error:
         raise corrupt("an entry's compressed data is damaged") from None
 

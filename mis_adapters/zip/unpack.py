@@ -4,7 +4,7 @@ The archive has been judged from its directory already (reader.py); here each en
 header is checked against its record and its data written, held to its declared size and CRC:
 deflate output is capped at the declared size (a lying entry is refused one byte past it),
 stored data is copied as is. Files are created relative to open folders, never through a
-link, with their permission bits set explicitly (group-readable, nothing for other users).
+link, with the permission bits the caller gives (`Modes`) set explicitly, whatever the umask.
 Two names that land on one path (a duplicate, a name that is both a file and a folder, names
 the file system takes as the same) are refused.
 
@@ -29,6 +29,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+import attrs
+
 from mis_adapters.open_flags import NEW_FILE
 from mis_adapters.zip.constants import STORED, UNIX
 from mis_adapters.zip.errors import BadArchive, corrupt
@@ -37,7 +39,6 @@ from mis_adapters.zip.index import Record, local_data_start, records
 from mis_adapters.zip.layout import Layout
 from mis_adapters.zip.names import parts
 
-INPUT_FILE_MODE = 0o640  # the MAP may read through MIS's group; other users get nothing
 _COPY_CHUNK = 1024 * 1024
 # Compressed bytes read at a time: small, as each capped call copies what it left unread.
 _INFLATE_READ = 128 * 1024
@@ -49,18 +50,29 @@ _IN_FLIGHT_PER_WORKER = 16
 PARALLEL_FROM = 64 * 1024
 
 
+@attrs.frozen
+class Modes:
+    """The permission bits of what an archive is unpacked into: the caller's policy (the
+    storage adapter's layout), not the zip package's."""
+
+    file: int
+    folder: int
+
+
 def write_entries(
     source: BinaryIO,
     layout: Layout,
     bounds: array[int],
     destination: Path,
+    modes: Modes,
     workers: int,
     small: bool = True,
 ) -> int:
-    """Write every entry of the checked archive `source` into `destination`; the file count.
-    `bounds[i]`: where the data of the i-th record must end (see reader._plan). `small`:
-    False leaves the entries under PARALLEL_FROM out (worker processes write those)."""
-    writer = EntryWriter(source, destination)
+    """Write every entry of the checked archive `source` into `destination`, with `modes`;
+    the file count. `bounds[i]`: where the data of the i-th record must end (see
+    reader._plan). `small`: False leaves the entries under PARALLEL_FROM out (worker
+    processes write those)."""
+    writer = EntryWriter(source, destination, modes)
     try:
         if workers <= 1:
             return sum(
@@ -109,10 +121,11 @@ def _in_parallel(
 class EntryWriter:
     """Writes single entries; safe to call from several threads at once."""
 
-    def __init__(self, source: BinaryIO, destination: Path) -> None:
+    def __init__(self, source: BinaryIO, destination: Path, modes: Modes) -> None:
         self._source = source
         self._destination = destination
-        self._chmod = umask_strips(INPUT_FILE_MODE)
+        self._modes = modes
+        self._chmod = umask_strips(modes.file)
         self._local = threading.local()
         self._all: list[Folders] = []
         self._lock = threading.Lock()
@@ -120,7 +133,7 @@ class EntryWriter:
     def _folders(self) -> Folders:
         folders: Folders | None = getattr(self._local, "folders", None)
         if folders is None:
-            folders = Folders(self._destination)
+            folders = Folders(self._destination, self._modes.folder)
             self._local.folders = folders
             with self._lock:
                 self._all.append(folders)
@@ -138,7 +151,8 @@ class EntryWriter:
             start = local_data_start(self._source, record)
             if start + record.compressed_size > bound:
                 raise BadArchive("The zip archive has overlapping entries, as zip bombs do.")
-            _write_file(self._source, record, start, parent, components[-1], self._chmod)
+            name = components[-1]
+            _write_file(self._source, record, start, parent, name, self._modes.file, self._chmod)
         except OSError as exc:
             raise _refusal(exc) from None
         except zlib.error:
@@ -160,10 +174,10 @@ def is_folder(record: Record) -> bool:
 
 
 def _write_file(
-    source: BinaryIO, record: Record, start: int, parent: int, name: str, chmod: bool
+    source: BinaryIO, record: Record, start: int, parent: int, name: str, mode: int, chmod: bool
 ) -> None:
     try:
-        fd = os.open(name, os.O_WRONLY | NEW_FILE, INPUT_FILE_MODE, dir_fd=parent)
+        fd = os.open(name, os.O_WRONLY | NEW_FILE, mode, dir_fd=parent)
     except FileExistsError:
         existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
         if stat.S_ISDIR(existing.st_mode):
@@ -174,7 +188,7 @@ def _write_file(
         ) from None
     try:
         if chmod:
-            os.fchmod(fd, INPUT_FILE_MODE)  # whatever the umask
+            os.fchmod(fd, mode)  # whatever the umask
         copy = _copy_stored if record.method == STORED else _inflate
         crc = copy(source.fileno(), start, record.compressed_size, record.size, fd)
     finally:

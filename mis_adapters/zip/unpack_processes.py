@@ -37,7 +37,7 @@ from mis_adapters.zip.errors import BadArchive
 from mis_adapters.zip.index import Record, records
 from mis_adapters.zip.layout import Layout, read_layout
 from mis_adapters.zip.names import parts
-from mis_adapters.zip.unpack import EntryWriter, is_small, write_entries
+from mis_adapters.zip.unpack import EntryWriter, Modes, is_small, write_entries
 
 PROCESSES_FROM = 2000  # small entries: below, threads (a worker's start costs some 30 ms)
 NICER = 10  # the workers' niceness above MIS's own
@@ -67,17 +67,17 @@ def shard_name(folder: str, workers: int) -> int:
 
 
 def write_share(
-    archive: int, destination: Path, bounds: array[int], index: int, workers: int
+    archive: int, destination: Path, modes: Modes, bounds: array[int], index: int, workers: int
 ) -> int:
     """Write the entries of share `index` of the archive open as `archive` (a descriptor
-    the parent passed: the file it checked, not whatever its path names now); how many
-    files."""
+    the parent passed: the file it checked, not whatever its path names now), with `modes`;
+    how many files."""
     files = 0
     # a description of its own: the one passed is shared with the other workers, offset and all
     fresh = os.open(f"/proc/self/fd/{archive}", os.O_RDONLY | os.O_CLOEXEC)
     os.close(archive)
     with open(fresh, "rb") as source:
-        writer = EntryWriter(source, destination)
+        writer = EntryWriter(source, destination, modes)
         try:
             for position, record in enumerate(records(source, read_layout(source))):
                 if is_small(record) and shard(record, workers) == index:
@@ -88,7 +88,12 @@ def write_share(
 
 
 def write_in_processes(
-    source: BinaryIO, layout: Layout, bounds: array[int], destination: Path, workers: int
+    source: BinaryIO,
+    layout: Layout,
+    bounds: array[int],
+    destination: Path,
+    modes: Modes,
+    workers: int,
 ) -> int:
     """Write every entry of the checked archive open as `source` into `destination`: the
     small ones on `workers` processes, the large ones meanwhile on as many threads here
@@ -99,9 +104,9 @@ def write_in_processes(
     started: list[subprocess.Popen[bytes]] = []
     try:
         for index in range(workers):  # one that cannot start stops those that did
-            started.append(_start(archive, destination, index, workers))
+            started.append(_start(archive, destination, modes, index, workers))
         _send(started, bounds.tobytes())
-        files = write_entries(source, layout, bounds, destination, workers, small=False)
+        files = write_entries(source, layout, bounds, destination, modes, workers, small=False)
         results = _results(started)
     finally:
         for worker in started:
@@ -114,10 +119,13 @@ def write_in_processes(
     return files + sum(int(result["files"]) for result in results)
 
 
-def _start(archive: int, destination: Path, index: int, workers: int) -> subprocess.Popen[bytes]:
+def _start(
+    archive: int, destination: Path, modes: Modes, index: int, workers: int
+) -> subprocess.Popen[bytes]:
     path = [_SOURCE_ROOT, *(entry for entry in sys.path if entry)]  # "": the current folder
     argv = [sys.executable, "-I", "-c", _BOOT, json.dumps(path), str(os.getpid())]
-    argv += [str(archive), str(destination), str(index), str(workers)]
+    argv += [str(archive), str(destination), str(modes.file), str(modes.folder)]
+    argv += [str(index), str(workers)]
     worker = subprocess.Popen(
         argv,
         pass_fds=(archive,),
@@ -184,11 +192,14 @@ def _error(result: dict[str, Any]) -> Exception:
 
 
 def _worker(argv: list[str]) -> dict[str, Any]:
-    archive, destination, index, workers = argv
+    archive, destination, file_mode, folder_mode, index, workers = argv
+    modes = Modes(file=int(file_mode), folder=int(folder_mode))
     bounds: array[int] = array("Q")
     bounds.frombytes(sys.stdin.buffer.read())
     try:
-        files = write_share(int(archive), Path(destination), bounds, int(index), int(workers))
+        files = write_share(
+            int(archive), Path(destination), modes, bounds, int(index), int(workers)
+        )
     except BadArchive as exc:  # damaged deflate data among them (EntryWriter says so)
         return {"error": "invalid", "message": exc.message}
     except OSError as exc:
@@ -197,8 +208,9 @@ def _worker(argv: list[str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    """A worker (see `_start`): MIS's pid, then the archive's descriptor, the destination, its
-    index and the number of workers, as arguments; the overlap bounds on stdin."""
+    """A worker (see `_start`): MIS's pid, then the archive's descriptor, the destination, the
+    file and folder modes, its index and the number of workers, as arguments; the overlap
+    bounds on stdin."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # when MIS goes
     if os.getppid() != int(sys.argv[1]):  # it went before that
         os._exit(1)

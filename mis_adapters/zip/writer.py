@@ -45,26 +45,28 @@ from mis_adapters.zip.walk import open_top
 CHUNK = 1024 * 1024  # what the caller gets at most at a time
 # How the output is compressed; the settings take their choices from this one type.
 Compression = Literal["adaptive", "deflate", "stored"]
-NO_LIMITS = OutputLimits()
 
 
 def zip_folder(
     folder: Path,
     level: int,
-    compression: Compression = "adaptive",
-    workers: int = 0,
-    limits: OutputLimits = NO_LIMITS,
-    spill_to: Path | None = None,
+    compression: Compression,
+    workers: int,
+    limits: OutputLimits,
+    spill_to: Path | None,
 ) -> Generator[bytes, None, None]:
     """Zip bytes of `folder` in chunks of up to 1 MiB, built lazily as the caller pulls them.
 
     `compression`: "deflate" every file at `level`; "stored" (no compression); "adaptive"
     deflates only files whose middle compresses, since deflating already-compressed pixels
     costs much and saves nothing. `workers`: threads deflating (server.workers: 0 is auto,
-    1 none besides the caller's). `spill_to`: the folder where a large central directory
-    waits (None: the temporary folder). Raises OutputProblem (UnsafeName, OutputOverLimit,
-    OutputTooLarge among them) before the first chunk when it can be known then. Closing it
-    stops the threads and closes every file.
+    1 none besides the caller's). `limits`: what the zip may hold (`OutputLimits()`: no
+    bounds). `spill_to`: the folder where a large central directory waits (None: the
+    temporary folder). The caller states each: the settings hold their defaults.
+
+    Raises OutputProblem (UnsafeName, OutputOverLimit, OutputTooLarge among them) before the
+    first chunk when it can be known then. Closing it stops the threads and closes every
+    file.
     """
     top = open_top(folder)
     files = Files()

@@ -13,7 +13,13 @@ from mis_app.settings.kubernetes import (
     PayloadVolumeSettings,
     SecretKeyRef,
 )
-from mis_app.settings.load import CONFIG_ENV, ENV_PREFIX, load_settings, with_map_defaults
+from mis_app.settings.load import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    load_docker_settings,
+    load_settings,
+    with_map_defaults,
+)
 from mis_app.settings.map import MapSettings, ResourceSettings
 from mis_app.settings.process import ProcessSettings
 from mis_app.settings.root import Settings
@@ -37,6 +43,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "TlsSettings",
+    "load_docker_settings",
     "load_settings",
     "with_map_defaults",
 ]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator
 
+from mis_adapters.docker.options import PullPolicy
 from mis_app.settings.section import Section
 from mis_core.quantity import MemoryQuantity
 
@@ -15,7 +14,7 @@ class DockerSettings(Section):
 
     url: str = Field("unix:///var/run/docker.sock", pattern=r"^(unix|tcp|http|https)://")
     instance: str = Field("mis", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-    pull: Literal["missing", "always", "never"] = "missing"  # at start-up and when missing
+    pull: PullPolicy = "missing"  # at start-up and when missing
     # Where server.payload_dir is on the engine's host, when MIS itself runs in a container.
     payload_host_dir: str = ""
     user: str = ""  # user[:group] inside the container; empty: the image's own

@@ -10,11 +10,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from mis_app import config_yaml
+from mis_app.settings.docker import DockerSettings
 from mis_app.settings.root import Settings
-from mis_app.settings.section import SettingsError
+from mis_app.settings.section import Section, SettingsError
 
 ENV_PREFIX = "MIS_"
 CONFIG_ENV = "MIS_CONFIG"
+
+
+class _EngineOnly(Section):
+    """The `docker` section alone, for a tool that needs nothing else of a configuration that
+    may not serve yet (`mis map inspect`, run while the map section is being written)."""
+
+    docker: DockerSettings = DockerSettings()
 
 
 def with_map_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settings:
@@ -39,8 +47,38 @@ def with_map_defaults(settings: Settings, defaults: Mapping[str, Any]) -> Settin
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     """Read `path` (or the file `MIS_CONFIG` names; none means the defaults) and apply overrides."""
+    path = _config_path(path, environ)
+    data, overrides = _read(path, environ)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, path, overrides)) from None
+    settings._source = path
+    return settings
+
+
+def load_docker_settings(path: Path | None, environ: Mapping[str, str]) -> DockerSettings:
+    """The `docker` section, read as `load_settings` reads it; the other sections are not
+    checked."""
+    path = _config_path(path, environ)
+    data, overrides = _read(path, environ)
+    try:
+        return _EngineOnly.model_validate({"docker": data.get("docker", {})}).docker
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, path, overrides)) from None
+
+
+def _config_path(path: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """`path`, else the file `MIS_CONFIG` names, else None (the defaults)."""
     if path is None and environ.get(CONFIG_ENV):
-        path = Path(environ[CONFIG_ENV])
+        return Path(environ[CONFIG_ENV])
+    return path
+
+
+def _read(
+    path: Path | None, environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The file's mapping with the overrides applied, and which variable set which key."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -54,13 +92,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
         if not isinstance(loaded, dict):
             raise SettingsError(f"{path}: the configuration must be a mapping of sections")
         data = loaded
-    overrides = _apply_overrides(data, environ)
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        raise SettingsError(_describe(exc, path, overrides)) from None
-    settings._source = path
-    return settings
+    return data, _apply_overrides(data, environ)
 
 
 def _apply_overrides(

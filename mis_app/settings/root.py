@@ -14,6 +14,10 @@ from mis_app.settings.process import ProcessSettings
 from mis_app.settings.section import Section
 from mis_app.settings.server import ServerSettings
 
+# What a stop waits for requests in flight beyond a whole MAP run, unless
+# server.shutdown_grace_seconds says how long: for the result to be sent and the files deleted.
+SHUTDOWN_GRACE_BEYOND_MAP_SECONDS = 30.0
+
 
 class Settings(Section):
     backend: Literal["process", "kubernetes", "docker"] = "process"
@@ -27,6 +31,15 @@ class Settings(Section):
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def shutdown_grace_seconds(self) -> float:
+        """How long a stop waits for requests in flight: server.shutdown_grace_seconds, by
+        default a whole MAP run (map.timeout_seconds) and SHUTDOWN_GRACE_BEYOND_MAP_SECONDS."""
+        grace = self.server.shutdown_grace_seconds
+        if grace is None:
+            return self.map.timeout_seconds + SHUTDOWN_GRACE_BEYOND_MAP_SECONDS
+        return grace
 
     @model_validator(mode="after")
     def _backend_needs(self) -> Settings:

@@ -16,7 +16,7 @@ from mis_adapters.map_follow import LOG_TAIL_LINES
 from mis_adapters.process import backend as backend_module
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.sandbox import choose
-from mis_adapters.storage.archive import ExtractLimits
+from mis_adapters.storage.archive import INPUT_MODES, ExtractLimits
 from mis_adapters.zip import layout as zip_layout
 from mis_adapters.zip import reader as archive_module
 from mis_adapters.zip import unpack_processes
@@ -339,7 +339,9 @@ async def test_a_run_ending_leaves_the_unpack_workers_of_another_request_alone(
             await await_until(started.exists, 30, "the MAP to start")
             # the other request's workers, as write_in_processes starts them: each waits
             # for its overlap bounds on stdin
-            workers = [unpack_processes._start(source.fileno(), dest, i, 2) for i in range(2)]
+            workers = [
+                unpack_processes._start(source.fileno(), dest, INPUT_MODES, i, 2) for i in range(2)
+            ]
             release.touch()
     assert outcome[0].succeeded
     try:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.storage import volume
+from mis_adapters.storage import deletion, volume
+from mis_adapters.storage.layout import WORKSPACE_MARKER_MODE
 from mis_adapters.storage.volume import MARKER, LocalStorage
 from mis_core.errors import Busy, MapFailed
 from tests.built import local_storage
@@ -225,3 +226,25 @@ async def test_a_failed_deletion_keeps_the_workspace_claimed_for_its_retry(
     assert Path(workspace.root).is_dir()
     await storage.delete(workspace)
     assert not Path(workspace.root).exists()
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+async def test_a_workspace_that_cannot_be_removed_is_marked_again_with_the_markers_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int
+) -> None:
+    storage = local_storage(tmp_path / "payload")
+    workspace = await storage.create("r1")
+
+    def busy(root: int, name: str, folder: int) -> None:
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(deletion, "_rmdir_emptying", busy)
+    previous = os.umask(umask)
+    try:
+        with pytest.raises(OSError, match="busy"):
+            await storage.delete(workspace)
+    finally:
+        os.umask(previous)
+    marker = Path(workspace.root, MARKER)
+    assert stat.S_IMODE(marker.lstat().st_mode) == WORKSPACE_MARKER_MODE  # for the next sweep
+    assert sorted(os.listdir(workspace.root)) == [MARKER]

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import pytest
 
-from mis_adapters.storage.archive import ExtractLimits, extract_archive
+from mis_adapters.storage.archive import INPUT_MODES, ExtractLimits, extract_archive
 from mis_adapters.zip import layout as zip_layout
 from mis_adapters.zip import reader as checks
 from mis_adapters.zip import unpack, unpack_processes
@@ -94,7 +94,9 @@ def test_the_workers_read_the_archive_that_was_checked_not_what_its_path_names_n
         layout = zip_layout.read_layout(source)
         bounds = checks._plan(source, layout, LIMITS, checks._volume(dest)).bounds
         other.replace(checked)  # the path now names another archive
-        written = unpack_processes.write_in_processes(source, layout, bounds, dest, workers=2)
+        written = unpack_processes.write_in_processes(
+            source, layout, bounds, dest, INPUT_MODES, workers=2
+        )
     assert written == len(files)
     assert tree(dest) == files
 
@@ -305,7 +307,9 @@ def test_the_workers_yield_to_the_server(tmp_path: Path, dest: Path) -> None:
     with open(archive, "rb") as source:
         layout = zip_layout.read_layout(source)
         bounds = checks._plan(source, layout, LIMITS, checks._volume(dest)).bounds
-        workers = [unpack_processes._start(source.fileno(), dest, i, 2) for i in range(2)]
+        workers = [
+            unpack_processes._start(source.fileno(), dest, INPUT_MODES, i, 2) for i in range(2)
+        ]
         try:
             assert [niceness(w.pid) for w in workers] == [os.nice(0) + 10] * 2
             unpack_processes._send(workers, bounds.tobytes())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mis_adapters.zip import OutputProblem, deflate, plan, writer, zip_folder
+from mis_adapters.zip import OutputLimits, OutputProblem, deflate, plan, writer, zip_folder
 from tests.conftest import require_tool
 
 SECRET = b"SECRET-host-file-content-" * 40
@@ -39,7 +39,7 @@ def out(tmp_path: Path) -> Path:
 
 
 def zipped(folder: Path, policy: str = "adaptive") -> bytes:
-    return b"".join(zip_folder(folder, 1, policy))
+    return b"".join(zip_folder(folder, 1, policy, workers=0, limits=OutputLimits(), spill_to=None))
 
 
 def contents(body: bytes) -> dict[str, bytes]:
@@ -72,7 +72,7 @@ def test_an_output_folder_that_is_not_a_folder_stops_before_the_first_byte(
     out: Path, outside: Path, make: object, problem: str
 ) -> None:
     make(out, outside)  # type: ignore[operator]
-    chunks = zip_folder(out, 1)
+    chunks = zip_folder(out, 1, "adaptive", workers=0, limits=OutputLimits(), spill_to=None)
     with pytest.raises(OutputProblem, match=problem):
         next(chunks)
 
@@ -85,7 +85,7 @@ def test_a_folder_swapped_for_a_link_after_the_first_entries_yields_nothing_from
         (out / "a-first" / f"{n:03d}.bin").write_bytes(os.urandom(20_000))
     (out / "z-later").mkdir()
     (out / "z-later" / "mine.txt").write_text("the MAP's own")
-    chunks = zip_folder(out, 1, "stored")
+    chunks = zip_folder(out, 1, "stored", workers=0, limits=OutputLimits(), spill_to=None)
     first = next(chunks)  # the scan is over and the zip has begun
     (out / "z-later" / "mine.txt").unlink()
     (out / "z-later").rmdir()
@@ -138,7 +138,7 @@ def test_a_name_that_is_not_utf8_stops_before_the_first_byte(out: Path) -> None:
     (out / "fine.txt").write_text("ok")
     with open(os.path.join(os.fsencode(out), b"scan-\xff\xfe.dcm"), "wb") as bad:
         bad.write(b"x")
-    chunks = zip_folder(out, 1)
+    chunks = zip_folder(out, 1, "adaptive", workers=0, limits=OutputLimits(), spill_to=None)
     with pytest.raises(OutputProblem, match="not valid UTF-8"):
         next(chunks)
 
@@ -162,7 +162,7 @@ def test_folders_nested_deeper_than_the_limit_stop_before_the_first_byte(out: Pa
         deep = deep / "d"
     deep.mkdir(parents=True)
     with pytest.raises(OutputProblem, match="nested more than 128 deep"):
-        next(zip_folder(out, 1))
+        next(zip_folder(out, 1, "adaptive", workers=0, limits=OutputLimits(), spill_to=None))
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,9 @@ def test_memory_for_many_files_is_little_more_than_their_central_directory(
     costs three times itself or more."""
     tracemalloc.start()
     try:
-        for chunk in zip_folder(many_folders, 1, "deflate", workers=workers):
+        for chunk in zip_folder(
+            many_folders, 1, "deflate", workers=workers, limits=OutputLimits(), spill_to=None
+        ):
             last = chunk
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -263,7 +265,9 @@ def test_more_than_4_gib_gives_a_valid_zip64_archive(tmp_path: Path, policy: str
     sparse_file(out / "c-volume.raw", 4_300_000_000)
     (out / "d-summary.json").write_text('{"done": true}')
     archive = tmp_path / "out.zip"
-    size = sparse_sink(zip_folder(out, 1, policy), archive)
+    size = sparse_sink(
+        zip_folder(out, 1, policy, workers=0, limits=OutputLimits(), spill_to=None), archive
+    )
     if policy != "deflate":
         assert size > 0xFFFFFFFF  # stored entries carried the offsets past 4 GiB
     with zipfile.ZipFile(archive) as zf:

@@ -50,14 +50,14 @@ def test_a_name_the_reader_refuses_is_never_written_by_the_same_rule(
 ) -> None:
     (out / "fine.txt").write_bytes(b"ok")
     (out / name).write_bytes(b"evil")
-    chunks = zip_folder(out, 1)
+    chunks = zip_folder(out, 1, "adaptive", workers=0, limits=OutputLimits(), spill_to=None)
     with pytest.raises(UnsafeName, match=re.escape(why)) as refused:
         next(chunks)  # before the first byte
     assert refused.value.name == name
     assert f"the name {shown} is unsafe" in refused.value.problem
     archive = make_zip(tmp_path / "in.zip", {name: b"evil"})
     with pytest.raises(InvalidInput, match=re.escape(why)):
-        extract_archive(archive, dest, ROOMY_LIMITS)
+        extract_archive(archive, dest, ROOMY_LIMITS, workers=0)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_each_limit_stops_the_zip_before_its_first_byte(
         (out / f"file-{n}.txt").write_bytes(b"x")
     (out / "sub").mkdir()
     (out / "sub" / "twenty-one-by.txt").write_bytes(b"x")  # 21 bytes with its folder
-    chunks = zip_folder(out, 1, limits=limits)
+    chunks = zip_folder(out, 1, "adaptive", workers=0, limits=limits, spill_to=None)
     with pytest.raises(OutputOverLimit, match=problem) as refused:
         next(chunks)
     assert refused.value.limit == limit
@@ -88,7 +88,8 @@ def test_an_output_exactly_at_its_limits_is_sent_whole(out: Path) -> None:
     limits = OutputLimits(
         max_entries=4, max_path_bytes=10, max_directory_bytes=4 * (CENTRAL_MOST + 10)
     )
-    with zipfile.ZipFile(io.BytesIO(b"".join(zip_folder(out, 1, limits=limits)))) as zf:
+    body = b"".join(zip_folder(out, 1, "adaptive", workers=0, limits=limits, spill_to=None))
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
         assert zf.namelist() == names
 
 
@@ -111,12 +112,14 @@ def test_a_large_central_directory_waits_in_a_private_unlinked_file(
 ) -> None:
     for n in range(300):
         (out / f"{n:04d}-{'n' * 100}").write_bytes(b"%d" % n)
-    whole = b"".join(zip_folder(out, 1, workers=workers))
+    whole = b"".join(
+        zip_folder(out, 1, "adaptive", workers=workers, limits=OutputLimits(), spill_to=None)
+    )
     spill = tmp_path / "workspace"
     spill.mkdir()
     monkeypatch.setattr(directory, "KEEP", 0)  # every block that fills goes to the file
     monkeypatch.setattr(directory, "BLOCK", 4096)
-    chunks = zip_folder(out, 1, workers=workers, spill_to=spill)
+    chunks = zip_folder(out, 1, "adaptive", workers=workers, limits=OutputLimits(), spill_to=spill)
     parts = list(chunks)  # (all of it: the directory comes at the end)
     assert b"".join(parts) == whole
     assert list(spill.iterdir()) == []  # unlinked as soon as it was made
@@ -132,7 +135,7 @@ def test_the_spilled_file_is_mis_alone_s_while_it_is_used(out: Path, tmp_path: P
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(directory, "KEEP", 0)
         patch.setattr(directory, "BLOCK", 1024)
-        chunks = zip_folder(out, 1, workers=1, spill_to=spill)
+        chunks = zip_folder(out, 1, "adaptive", workers=1, limits=OutputLimits(), spill_to=spill)
         seen: list[os.stat_result] = []
         for _ in chunks:
             seen = seen or spill_files(spill)
@@ -150,8 +153,10 @@ def test_a_spill_folder_that_is_a_link_is_not_followed(out: Path, tmp_path: Path
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(directory, "KEEP", 0)
         patch.setattr(directory, "BLOCK", 1024)
+        spill = tmp_path / "workspace"
+        chunks = zip_folder(out, 1, "adaptive", workers=1, limits=OutputLimits(), spill_to=spill)
         with pytest.raises(OSError, match=r"symbolic links|Not a directory") as refused:
-            b"".join(zip_folder(out, 1, workers=1, spill_to=tmp_path / "workspace"))
+            b"".join(chunks)
     assert refused.value.errno in (errno.ELOOP, errno.ENOTDIR)
     assert list(elsewhere.iterdir()) == []
 
@@ -172,14 +177,18 @@ def test_the_depth_the_reader_refuses_is_never_written(
     out: Path, tmp_path: Path, dest: Path
 ) -> None:
     os.close(nest(out, 128))  # an empty folder: 128 components, as deep as the reader takes
-    with zipfile.ZipFile(io.BytesIO(b"".join(zip_folder(out, 1)))) as zf:
+    chunks = zip_folder(out, 1, "adaptive", workers=0, limits=OutputLimits(), spill_to=None)
+    body = b"".join(chunks)
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
         assert zf.namelist() == ["m/" * 128]
     (tmp_path / "deeper").mkdir()
     fd = nest(tmp_path / "deeper", 128)
     os.close(os.open("w", os.O_WRONLY | os.O_CREAT, dir_fd=fd))  # 129 components
     os.close(fd)
+    deeper = tmp_path / "deeper"
+    chunks = zip_folder(deeper, 1, "adaptive", workers=0, limits=OutputLimits(), spill_to=None)
     with pytest.raises(OutputProblem, match="nested more than 128 deep"):
-        next(zip_folder(tmp_path / "deeper", 1))
+        next(chunks)
     archive = make_zip(tmp_path / "in.zip", {"m/" * 128 + "w": b""})
     with pytest.raises(InvalidInput, match="nested more than 128 folders deep"):
-        extract_archive(archive, dest, ROOMY_LIMITS)
+        extract_archive(archive, dest, ROOMY_LIMITS, workers=0)

@@ -33,7 +33,7 @@ def test_a_file_rewritten_just_before_a_deflated_piece_is_an_output_problem(
     out.mkdir()
     block = random.Random(3).randbytes(16 * 1024)
     (out / "volume.raw").write_bytes(block * 192)  # 3 MiB: three pieces
-    chunks = zip_folder(out, 1, "deflate", workers=1)
+    chunks = zip_folder(out, 1, "deflate", workers=1, limits=OutputLimits(), spill_to=None)
     sent = [next(chunks), next(chunks)]  # its header, then its first piece
     with open(out / "volume.raw", "r+b") as volume:  # the same period, shifted by half
         volume.seek(MiB - 32 * 1024)
@@ -63,7 +63,9 @@ def test_files_grown_after_the_scan_still_stop_at_the_bound(
         return found
 
     monkeypatch.setattr(writer, "scan", scan_then_grow)
-    chunks = zip_folder(out, 1, "stored", workers=workers, limits=OutputLimits(max_bytes=MiB))
+    chunks = zip_folder(
+        out, 1, "stored", workers=workers, limits=OutputLimits(max_bytes=MiB), spill_to=None
+    )
     with pytest.raises(OutputTooLarge, match="more than 1048576 bytes"):
         for _ in chunks:
             pass
@@ -71,7 +73,9 @@ def test_files_grown_after_the_scan_still_stop_at_the_bound(
 
 def whole_or_refused(folder: Path, policy: str, workers: int) -> dict[str, bytes] | None:
     try:
-        body = b"".join(zip_folder(folder, 1, policy, workers=workers))
+        body = b"".join(
+            zip_folder(folder, 1, policy, workers=workers, limits=OutputLimits(), spill_to=None)
+        )
     except OutputProblem:
         return None
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
@@ -159,7 +163,8 @@ def test_boundary_sizes_and_odd_names_read_back_by_every_reader(
             expected[name + "/"] = b""
     for workers in (1, 3):
         archive = tmp_path / f"out-{workers}.zip"
-        archive.write_bytes(b"".join(zip_folder(out, level, policy, workers=workers)))
+        chunks = zip_folder(out, level, policy, workers, limits=OutputLimits(), spill_to=None)
+        archive.write_bytes(b"".join(chunks))
         with zipfile.ZipFile(archive) as zf:
             assert zf.testzip() is None
             assert {info.filename: zf.read(info) for info in zf.infolist()} == expected

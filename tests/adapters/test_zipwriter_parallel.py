@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mis_adapters import cpus
-from mis_adapters.zip import OutputProblem, deflate, pipeline, plan, zip_folder
+from mis_adapters.zip import OutputLimits, OutputProblem, deflate, pipeline, plan, zip_folder
 from mis_adapters.zip.records import crc32_combine
 from tests.conftest import require_tool
 
@@ -63,7 +63,9 @@ def verified(body: bytes, folder: Path, tmp_path: Path) -> zipfile.ZipFile:
 
 
 def zipped(folder: Path, policy: str = "deflate", workers: int = 4) -> bytes:
-    return b"".join(zip_folder(folder, 1, policy, workers=workers))
+    return b"".join(
+        zip_folder(folder, 1, policy, workers=workers, limits=OutputLimits(), spill_to=None)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,8 @@ def test_any_deflate_level_gives_a_valid_archive(tmp_path: Path, level: int) -> 
     out.mkdir()
     (out / "a-report.txt").write_bytes(b"slice 1 of 400\n" * 300)
     (out / "volume.raw").write_bytes(smooth(2 * MiB + 5))
-    verified(b"".join(zip_folder(out, level, "deflate", workers=2)), out, tmp_path)
+    chunks = zip_folder(out, level, "deflate", workers=2, limits=OutputLimits(), spill_to=None)
+    verified(b"".join(chunks), out, tmp_path)
 
 
 def test_pieces_lose_nothing_at_their_seams(tmp_path: Path) -> None:
@@ -138,7 +141,7 @@ def test_the_first_entry_goes_out_alone_before_its_data_is_deflated(tmp_path: Pa
     out.mkdir()
     (out / "a-report.json").write_bytes(b'{"slices": 400}' * 1000)
     (out / "b-mask.raw").write_bytes(smooth(200_000))
-    chunks = zip_folder(out, 1, "deflate", workers=4)
+    chunks = zip_folder(out, 1, "deflate", workers=4, limits=OutputLimits(), spill_to=None)
     first = next(chunks)
     # its local header alone: 30 bytes, the name, the extended timestamp (9)
     assert first[:4] == b"PK\x03\x04"
@@ -230,7 +233,7 @@ def large(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_walk_waits_for_the_sender_within_its_window(
     large: Path, window: type[RecordingWindow]
 ) -> None:
-    chunks = zip_folder(large, 1, "deflate", workers=2)
+    chunks = zip_folder(large, 1, "deflate", workers=2, limits=OutputLimits(), spill_to=None)
     body = [next(chunks)]
     assert window.made == [], "the threads started before the first bytes were out"
     body.append(next(chunks))
@@ -255,7 +258,7 @@ def test_closing_midway_stops_every_thread_and_closes_every_file(large: Path, pu
     """As when the client goes away: the generator is closed after `pulled` chunks (the
     first is made on the caller's thread; the threads start for the second)."""
     before = open_descriptors()
-    chunks = zip_folder(large, 1, "deflate", workers=4)
+    chunks = zip_folder(large, 1, "deflate", workers=4, limits=OutputLimits(), spill_to=None)
     for _ in range(pulled):
         next(chunks)
     if pulled:
@@ -278,7 +281,7 @@ def test_a_file_cut_short_midway_stops_every_thread_and_closes_every_file(
     (out / "a-volume.raw").write_bytes(smooth(MiB) * 30)
     (out / "b-summary.json").write_text("{}")
     before = open_descriptors()
-    chunks = zip_folder(out, 1, "deflate", workers=workers)
+    chunks = zip_folder(out, 1, "deflate", workers=workers, limits=OutputLimits(), spill_to=None)
     sent = [next(chunks)]  # the volume's header: it is open, its size known
     os.truncate(out / "a-volume.raw", MiB)
     with pytest.raises(OutputProblem, match="shrank while it was being sent"):
@@ -295,7 +298,7 @@ def test_a_stored_file_that_changes_after_its_checksum_is_an_output_problem(
     out = tmp_path / "out"
     out.mkdir()
     (out / "noise.raw").write_bytes(os.urandom(3 * MiB))
-    chunks = zip_folder(out, 1, "stored", workers=1)
+    chunks = zip_folder(out, 1, "stored", workers=1, limits=OutputLimits(), spill_to=None)
     header = next(chunks)  # its CRC is known: the file was read once
     assert header.startswith(b"PK\x03\x04")
     with open(out / "noise.raw", "r+b") as handle:
@@ -332,7 +335,7 @@ def test_auto_is_the_cpus_mis_may_use_up_to_the_cap(monkeypatch: pytest.MonkeyPa
 
 
 def test_one_worker_starts_no_thread(mixed: Path) -> None:
-    chunks = zip_folder(mixed, 1, "deflate", workers=1)
+    chunks = zip_folder(mixed, 1, "deflate", workers=1, limits=OutputLimits(), spill_to=None)
     next(chunks)
     assert packing_threads() == []
     chunks.close()

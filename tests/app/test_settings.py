@@ -132,12 +132,11 @@ def test_an_environment_value_that_is_not_yaml_names_its_variable(tmp_path: Path
 
 
 def test_shutdown_grace_defaults_to_the_map_timeout_and_30_seconds(tmp_path: Path) -> None:
-    from mis_app.serve import shutdown_grace_seconds
-
     settings = load_settings(write(tmp_path, MINIMAL), {"MIS_MAP__TIMEOUT_SECONDS": "70"})
-    assert shutdown_grace_seconds(settings) == 100
+    assert settings.shutdown_grace_seconds == 100
+    assert settings.server.shutdown_grace_seconds is None  # `mis config check` shows it unset
     explicit = load_settings(write(tmp_path, MINIMAL), {"MIS_SERVER__SHUTDOWN_GRACE_SECONDS": "5"})
-    assert shutdown_grace_seconds(explicit) == 5
+    assert explicit.shutdown_grace_seconds == 5
 
 
 def test_manifest_values_fill_only_the_keys_the_file_and_environment_leave_unset(

@@ -57,6 +57,10 @@ def test_the_pod_may_take_longer_to_stop_than_mis_grace_lets_the_study_finish(
     settings = mis_settings_from(docs, tmp_path)
     assert settings.server.shutdown_grace_seconds == grace  # what MIS itself waits
     assert deployment_pod(docs)["terminationGracePeriodSeconds"] > grace
+    if not any(value.startswith("server.shutdownGraceSeconds=") for value in sets):
+        # the chart's default is the one MIS would take with the setting left out
+        server = settings.server.model_copy(update={"shutdown_grace_seconds": None})
+        assert settings.model_copy(update={"server": server}).shutdown_grace_seconds == grace
 
 
 def test_mis_pods_know_their_name_and_uid_for_the_jobs_they_own() -> None:
