@@ -112,34 +112,43 @@ class KubeApi:
     async def watch(
         self, kind: str, resource_version: str, **selectors: Any
     ) -> AsyncGenerator[dict[str, Any]]:
-        """Events from `resource_version` on until the server ends the stream.
+        """Events after `resource_version` until the server ends the stream.
 
-        An ERROR event is raised as the API error it carries (`Gone` when the version is too
+        Opened once: the caller's loop (`watch.py`) owns reconnecting and its back-off, so a
+        failed open is raised at once (`GaveUp`, with any Retry-After the server asked for).
+        A 401, whether it answers the request or comes as an ERROR event, reads the credentials
+        again once and opens the stream again from the last version seen, as a call does. Any
+        other ERROR event is raised as the API error it carries (`Gone` when the version is too
         old: list again).
         """
-        response = await self._open(
-            "watch",
-            self._lister(kind),
-            self.namespace,
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            **selectors,
-        )
-        with _streaming(response):
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise api_error(
-                        int(status.get("code", 500)),
-                        status.get("reason", ""),
-                        status.get("message", ""),
-                    )
-                yield event
+        reauthentication = Reauthentication(self.credentials)  # one for the whole stream
+        while True:
+            response = await self._open(
+                "watch",
+                self._lister(kind),
+                self.namespace,
+                attempts=Attempts(self.policy, self.health, "watch", budget=0),
+                reauthentication=reauthentication,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS,
+                **selectors,
+            )
+            with _streaming(response):
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        error = _carried(event)
+                        if not await reauthentication.retry(error.code):
+                            raise error
+                        break
+                    resource_version = _version(event) or resource_version
+                    yield event
+                else:
+                    return
 
     async def read_log(
         self,
@@ -206,6 +215,7 @@ class KubeApi:
         method: Any,
         *args: Any,
         attempts: Attempts | None = None,
+        reauthentication: Reauthentication | None = None,
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
         """Send the request until it succeeds, fails for good, or its time is spent.
@@ -213,7 +223,8 @@ class KubeApi:
         A 401 reads the credentials again once (a rotated token) before it counts.
         """
         attempts = attempts or Attempts(self.policy, self.health, verb)
-        reauthentication = Reauthentication(self.credentials)
+        if reauthentication is None:
+            reauthentication = Reauthentication(self.credentials)
         while True:
             attempts.pending = True  # a try cancelled before its answer may have been carried out
             try:
@@ -279,6 +290,18 @@ async def _error_of(response: aiohttp.ClientResponse) -> KubeApiError:
     return api_error(
         response.status, str(body.get("reason") or response.reason), str(body.get("message", ""))
     )
+
+
+def _carried(event: dict[str, Any]) -> KubeApiError:
+    """The API error a watch's ERROR event carries (its object is a Status)."""
+    status = event.get("object") or {}
+    return api_error(
+        int(status.get("code", 500)), status.get("reason", ""), status.get("message", "")
+    )
+
+
+def _version(event: dict[str, Any]) -> str:
+    return str((event.get("object") or {}).get("metadata", {}).get("resourceVersion") or "")
 
 
 def _reason(exc: BaseException) -> str:
