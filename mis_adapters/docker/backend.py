@@ -68,10 +68,16 @@ class DockerJobBackend:
             logger.info("pulled the MAP image {}", self.image)
 
     async def sweep(self) -> int:
-        """Remove this installation's containers that a crashed MIS left behind."""
-        leftovers = await self.engine.containers(instance_labels(self.container))
-        for container in leftovers:
-            await self.engine.remove(container["Id"])
+        """Remove this installation's containers that a crashed MIS left behind.
+
+        An engine that refuses is `BackendUnavailable`, as one that cannot be reached: MIS
+        starts anyway, its log says so, and the next start sweeps again."""
+        try:
+            leftovers = await self.engine.containers(instance_labels(self.container))
+            for container in leftovers:
+                await self.engine.remove(container["Id"])
+        except EngineError as exc:
+            raise BackendUnavailable(f"Sweeping leftover containers failed: {exc}") from exc
         return len(leftovers)
 
     async def close(self) -> None:

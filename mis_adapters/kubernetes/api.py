@@ -1,15 +1,16 @@
 """The few Kubernetes API calls MIS makes, on kubernetes-asyncio, with objects as plain dicts.
 
 Responses are read raw (`_preload_content=False`) so list results, watch events and the
-manifests MIS builds are all the API's own JSON, and the status code is checked here. Every
-call is tried again where that is safe (`retry.py`); creating a Job stays idempotent.
+manifests MIS builds are all the API's own JSON, and the status code is checked in `wire.py`.
+Every call is tried again where that is safe (`retry.py`), but for a watch's opening, which the
+watch's own loop repeats (`watch.py`); creating a Job stays idempotent.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncGenerator
+from contextlib import suppress
 from typing import Any
 
 import aiohttp
@@ -17,22 +18,20 @@ import attrs
 from kubernetes_asyncio import client
 
 from mis_adapters.kubernetes.credentials import Connection, Reauthentication
-from mis_adapters.kubernetes.errors import Conflict, KubeApiError, NotFound, api_error, unreachable
+from mis_adapters.kubernetes.errors import Conflict, KubeApiError, NotFound, unreachable
 from mis_adapters.kubernetes.ownership import same_identity
-from mis_adapters.kubernetes.retry import (
-    ApiHealth,
-    Attempts,
-    Failure,
-    RetryPolicy,
-    retry_after,
-    transient,
+from mis_adapters.kubernetes.retry import ApiHealth, Attempts, Failure, RetryPolicy
+from mis_adapters.kubernetes.wire import (
+    UNANSWERED,
+    Retryable,
+    event_error,
+    reason_of,
+    streaming,
+    try_once,
 )
 
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then resumed
-STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 CALL_SECONDS = 30  # one try of a call that is not a stream
-# Failures before an answer; all but a refused connection may come after the server acted.
-UNANSWERED = (TimeoutError, aiohttp.ClientError, OSError)
 
 
 @attrs.frozen
@@ -112,34 +111,45 @@ class KubeApi:
     async def watch(
         self, kind: str, resource_version: str, **selectors: Any
     ) -> AsyncGenerator[dict[str, Any]]:
-        """Events from `resource_version` on until the server ends the stream.
+        """Events after `resource_version` until the server ends the stream.
 
-        An ERROR event is raised as the API error it carries (`Gone` when the version is too
+        Opened once: the caller's loop (`watch.py`) owns reconnecting and its back-off, so a
+        failed open is raised at once (`GaveUp`, with any Retry-After the server asked for).
+        A 401, whether it answers the request or comes as an ERROR event, reads the credentials
+        again once and opens the stream again from the last version seen, as a call does. Any
+        other ERROR event is raised as the API error it carries (`Gone` when the version is too
         old: list again).
         """
-        response = await self._open(
-            "watch",
-            self._lister(kind),
-            self.namespace,
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            **selectors,
-        )
-        with _streaming(response):
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise api_error(
-                        int(status.get("code", 500)),
-                        status.get("reason", ""),
-                        status.get("message", ""),
+        reauthentication = Reauthentication(self.credentials)  # one for the whole stream
+        while True:
+            response = await self._open(
+                "watch",
+                self._lister(kind),
+                self.namespace,
+                attempts=Attempts(self.policy, self.health, "watch", budget=0),
+                reauthentication=reauthentication,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS,
+                **selectors,
+            )
+            with streaming(response):
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        error = event_error(event)
+                        if not await reauthentication.retry(error.code):
+                            raise error
+                        break
+                    resource_version = (
+                        event["object"]["metadata"].get("resourceVersion") or resource_version
                     )
-                yield event
+                    yield event
+                else:
+                    return
 
     async def read_log(
         self,
@@ -167,7 +177,7 @@ class KubeApi:
             attempts=Attempts(self.policy, ApiHealth(), "log", budget),
             **bounds,
         )
-        with _streaming(response):
+        with streaming(response):
             async for chunk in response.content.iter_any():
                 yield chunk
 
@@ -195,7 +205,7 @@ class KubeApi:
                 return await response.json(content_type=None)
             except UNANSWERED as exc:
                 cause = f"cut its answer short ({type(exc).__name__}: {exc})"
-                failure = Failure(_reason(exc), cause, ambiguous=True)
+                failure = Failure(reason_of(exc), cause, ambiguous=True)
                 await attempts.again(failure, unreachable(exc))
             finally:
                 response.release()
@@ -206,6 +216,7 @@ class KubeApi:
         method: Any,
         *args: Any,
         attempts: Attempts | None = None,
+        reauthentication: Reauthentication | None = None,
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
         """Send the request until it succeeds, fails for good, or its time is spent.
@@ -213,84 +224,16 @@ class KubeApi:
         A 401 reads the credentials again once (a rotated token) before it counts.
         """
         attempts = attempts or Attempts(self.policy, self.health, verb)
-        reauthentication = Reauthentication(self.credentials)
+        if reauthentication is None:
+            reauthentication = Reauthentication(self.credentials)
         while True:
             attempts.pending = True  # a try cancelled before its answer may have been carried out
             try:
-                return await self._try(method, *args, **kwargs)
-            except _Retryable as retryable:
+                return await try_once(self.health, method, *args, **kwargs)
+            except Retryable as retryable:
                 attempts.pending = False  # ambiguous, if it was, from here on
                 await attempts.again(retryable.failure, retryable.error)
             except KubeApiError as exc:
                 attempts.pending = False
                 if not await reauthentication.retry(exc.code):
                     raise
-
-    async def _try(
-        self,
-        method: Any,
-        *args: Any,
-        request_timeout: aiohttp.ClientTimeout = STREAM_TIMEOUT,
-        **kwargs: Any,
-    ) -> aiohttp.ClientResponse:
-        """One try: the response when its status says success; else what went wrong."""
-        try:
-            response: aiohttp.ClientResponse = await method(
-                *args, _preload_content=False, _request_timeout=request_timeout, **kwargs
-            )
-        except aiohttp.ClientSSLError as exc:  # a certificate trusted at no later try either
-            raise unreachable(exc) from exc
-        except UNANSWERED as exc:
-            sent = not isinstance(exc, aiohttp.ClientConnectorError)
-            cause = f"cannot be reached ({type(exc).__name__}: {exc})"
-            raise _Retryable(
-                Failure(_reason(exc), cause, ambiguous=sent), unreachable(exc)
-            ) from exc
-        if 200 <= response.status < 300:
-            self.health.answered()
-            return response
-        error = await _error_of(response)
-        if transient(response.status):
-            wait = retry_after(response.headers.get("Retry-After"))
-            cause = f"answered {error}"
-            failure = Failure(str(response.status), cause, wait, response.status >= 500)
-            raise _Retryable(failure, error)
-        self.health.answered()
-        raise error
-
-
-class _Retryable(Exception):
-    def __init__(self, failure: Failure, error: Exception) -> None:
-        super().__init__(failure.cause)
-        self.failure = failure
-        self.error = error
-
-
-async def _error_of(response: aiohttp.ClientResponse) -> KubeApiError:
-    """The API's Status object as a typed error (the response is released)."""
-    try:
-        body = await response.json(content_type=None)
-    except (ValueError, aiohttp.ClientError):
-        body = {}
-    finally:
-        response.release()
-    if not isinstance(body, dict):
-        body = {}
-    return api_error(
-        response.status, str(body.get("reason") or response.reason), str(body.get("message", ""))
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    return "timeout" if isinstance(exc, TimeoutError) else "connection"
-
-
-@contextmanager
-def _streaming(response: aiohttp.ClientResponse) -> Iterator[None]:
-    """While a body streams: a connection lost midway is `unreachable`, like one refused."""
-    try:
-        yield
-    except UNANSWERED as exc:
-        raise unreachable(exc) from exc
-    finally:
-        response.release()

@@ -4,7 +4,8 @@ In a pod, the service account's token is a projected file that the kubelet rewri
 the token expires (after an hour by default): it is read again whenever the file changes (a
 `stat` per call), so MIS keeps working past the token's life without a restart. Elsewhere
 the kubeconfig is used. Either way a 401 makes MIS read its credentials again once
-(`Reauthentication`, for a call and for a watch) before it gives up on the call.
+(`Reauthentication`, one per call: a watch's stream is one, whether its request is refused or
+it is sent a 401 error event) before it gives up on the call.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Credentials(Protocol):
 @attrs.define
 class Reauthentication:
     """A refusal's one more try: the first 401 reads the credentials again (a token rotated
-    under MIS); any other refusal, or a 401 after that until `used` is reset, is final."""
+    under MIS); any other refusal, or a second 401, is final."""
 
     credentials: Credentials
     used: bool = False

@@ -1,7 +1,7 @@
 """The followers of a Job: its outcome (with the MAP's log), its pods going, its image pull.
 
 Each reads the list-then-watch streams of `watch.py` and leaves every judgement on what it
-sees to `status.py`. A listing (the first, or one after a silent or expired watch) that no
+sees to `status.py`. A listing (the first, or one after a watch expired: 410 Gone) that no
 longer holds the Job, or the pod MIS saw, says it was deleted: the watch missed the event.
 """
 

@@ -25,7 +25,7 @@ class WatchCollector(Collector):
         restarts = CounterMetricFamily(
             "mis_kubernetes_watch_restarts",
             "Job and pod watches started again, by kind and cause: closed (by the server), "
-            "expired (410 Gone: listed again), error (429, 5xx, a cut connection)",
+            "expired (410 Gone: listed again), error (429, 5xx, a cut or refused connection)",
             labels=["kind", "cause"],
         )
         for (kind, cause), value in sorted(self._counts.restarts.items()):
@@ -33,7 +33,8 @@ class WatchCollector(Collector):
         yield restarts
         resyncs = CounterMetricFamily(
             "mis_kubernetes_watch_resyncs",
-            "Job and pod listings after a watch was silent for kubernetes.resync_seconds",
+            "Job and pod watches opened again from their last version after one was silent for "
+            "kubernetes.resync_seconds",
             labels=["kind"],
         )
         for kind, value in sorted(self._counts.resyncs.items()):

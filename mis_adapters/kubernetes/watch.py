@@ -1,18 +1,25 @@
 """Following Jobs and pods: list, then watch from the list's version, for as long as asked.
 
 One async generator does it for every follower (the Job's outcome, its pod going away, the
-warm-up pull): a dropped stream is resumed from the last version seen, a version the server
-has compacted away (410 Gone) means listing again, and each listing ends with a `Listed`
-marker naming what it held, so a follower can tell "nothing there" from "not listed yet".
-`watching` merges several such streams into one, in the order events arrive.
+warm-up pull): a stream that ended, was cut or fell silent is opened again from the last version
+seen, and the server sends every change since; only a version it has compacted away (410 Gone)
+means listing again. Each listing ends with a `Listed` marker naming what it held, so a follower
+can tell "nothing there" from "not listed yet". `watching` merges several such streams into one,
+in the order events arrive.
 
-A watch can go silent without ever closing (a load balancer that dropped it, a network
-partition), and the server sends bookmarks only about once a minute, so silence cannot be told
-from a quiet Job: a watch that sent nothing for `resync_seconds` is given up and the objects are
-listed again (a resync, as client-go's informers do). Every step is bounded that way; an error
-the server may not repeat (429, 5xx, a cut connection) reconnects after the API's back-off
-(`retry.backoff`, a 429's Retry-After included), and so does a 401 once the credentials were
-read again (a rotated token); any other refusal ends it.
+A watch can go silent without ever closing (a load balancer that dropped its connection, a
+network partition), and the server sends bookmarks only about once a minute, so silence cannot
+be told from a quiet Job: a watch that sent nothing for `resync_seconds` is given up and opened
+again from its last version (a resync). That misses nothing a listing would show, as the server
+replays what changed or answers 410; and a quiet Job costs a watch opened from the server's
+cache, not a read of every Job or pod in the namespace, each time. (Only a path that withholds
+every stream's bytes while it answers lists would leave a resync without news: no Kubernetes
+client works through one.)
+
+This loop alone retries a watch: each turn opens the stream once (`KubeApi.watch`, where a 401
+reads the credentials again), and an error the server may not repeat (429, 5xx, a cut or
+refused connection) opens it again after the API's back-off (`retry.backoff`, growing with the
+failures in a row, a 429's Retry-After included); any other refusal ends it.
 """
 
 from __future__ import annotations
@@ -30,8 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from mis_adapters.kubernetes.api import KubeApi
-from mis_adapters.kubernetes.credentials import Reauthentication
-from mis_adapters.kubernetes.errors import Gone, KubeApiError, Refused
+from mis_adapters.kubernetes.errors import Gone, KubeApiError
 from mis_adapters.kubernetes.retry import GaveUp, backoff, transient
 from mis_core.errors import BackendUnavailable
 from mis_core.tasks import plain_task_group
@@ -77,8 +83,8 @@ class WatchCounts:
     """What the watches went through, for metrics.
 
     `restarts` by (kind, cause): "closed" (the server ended the stream), "expired" (410 Gone),
-    "error" (a 429, a 5xx, a cut or refused connection); `resyncs` by kind: listings again after
-    a watch was silent for `resync_seconds`.
+    "error" (a 429, a 5xx, a cut or refused connection); `resyncs` by kind: watches opened
+    again from their last version after `resync_seconds` without an event.
     """
 
     restarts: Counter[tuple[str, str]] = attrs.field(factory=Counter)
@@ -87,7 +93,7 @@ class WatchCounts:
 
 @attrs.frozen
 class Watcher:
-    """The API, and how long a watch may stay silent before the objects are listed again."""
+    """The API, and how long a watch may stay silent before it is opened again."""
 
     api: KubeApi
     resync_seconds: float  # kubernetes.resync_seconds
@@ -100,7 +106,6 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
     api, counts, kind = watcher.api, watcher.counts, watch.kind
     version = ""
     failures = 0  # since the last listing or event
-    reauthentication = Reauthentication(api.credentials)  # used again after each event
     while True:
         try:
             if not version:
@@ -118,14 +123,15 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                     with anyio.move_on_after(watcher.resync_seconds) as silence:
                         event = await anext(events, None)
                     if silence.cancelled_caught:
-                        logger.debug("the {} watch was silent; listing again", kind)
+                        logger.debug(
+                            "the {} watch was silent; watching again from {}", kind, version
+                        )
                         counts.resyncs[kind] += 1
-                        version = ""
                         break
                     if event is None:
                         counts.restarts[kind, "closed"] += 1
                         break
-                    failures, reauthentication.used = 0, False
+                    failures = 0
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
                     if event["type"] != "BOOKMARK" and selects(watch, obj):
@@ -134,17 +140,14 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
             logger.debug("the {} watch expired; listing again", kind)
             counts.restarts[kind, "expired"] += 1
             version = ""
-        except Refused as exc:
-            if not await reauthentication.retry(exc.code):
-                raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
-            logger.warning("the {} watch was refused ({}); credentials read again", kind, exc)
         except (KubeApiError, BackendUnavailable, TimeoutError) as exc:
             if isinstance(exc, KubeApiError) and not transient(exc.code):
                 raise BackendUnavailable(f"Watching {kind} failed: {exc}") from exc
             counts.restarts[kind, "error"] += 1
             delay = backoff(failures, exc.retry_after if isinstance(exc, GaveUp) else None)
+            say = logger.debug if failures else logger.warning  # an outage: once, not each try
             failures += 1
-            logger.warning("the {} watch was cut ({}); retrying in {:.2f}s", kind, _why(exc), delay)
+            say("the {} watch was cut ({}); retrying in {:.2f}s", kind, _why(exc), delay)
             await anyio.sleep(delay)
 
 

@@ -6,12 +6,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from mis_adapters.docker.engine import ContainerEngine, EngineError
 from mis_adapters.map_follow import LOG_TAIL_LINES, MAX_LINE
 from mis_app import bootstrap
+from mis_core.errors import BackendUnavailable
 from mis_core.model import JobProgress, JobRequest, MapSpec, Workspace
 from tests.built import settings
+from tests.fakes import FakeStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -127,3 +130,47 @@ async def test_a_huge_line_without_a_newline_is_logged_in_pieces() -> None:
     assert len(outcome.log_tail) == LOG_TAIL_LINES  # the last pieces of the line, the last short
     assert {len(line) for line in outcome.log_tail[:-1]} == {MAX_LINE}
     assert huge.decode().endswith("".join(outcome.log_tail))
+
+
+class RefusingEngine(ScriptedEngine):
+    """An engine that answers, but refuses to list (`refuses`: "list") or to remove ("remove")
+    the leftover containers a sweep finds."""
+
+    def __init__(self, refuses: str) -> None:
+        super().__init__(0, {})
+        self.refuses = refuses
+
+    async def containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        if self.refuses == "list":
+            raise EngineError(500, "the container store is locked")
+        return [{"Id": "left-1"}]
+
+    async def remove(self, container: str) -> None:
+        await super().remove(container)
+        raise EngineError(409, f"removal of container {container} is already in progress")
+
+
+@pytest.mark.parametrize("refuses", ["list", "remove"])
+async def test_a_sweep_the_engine_refuses_is_backend_unavailable_and_mis_starts(
+    refuses: str,
+) -> None:
+    """As with an engine that cannot be reached (or the Kubernetes sweep's API): the service
+    starts, serving, and its log says why the leftovers are still there."""
+    configured = settings(backend="docker", map={"image": "map:1"})
+    backend = bootstrap.docker_backend(configured, RefusingEngine(refuses))
+    with pytest.raises(BackendUnavailable, match="Sweeping leftover containers failed: "):
+        await backend.sweep()
+    journal: list[str] = []
+    errors: list[str] = []
+    sink = logger.add(lambda message: errors.append(message.record["message"]), level="ERROR")
+    service = bootstrap.build_service(configured, jobs=backend, storage=FakeStorage(journal))
+    try:
+        async with service.running():
+            assert service.serving
+    finally:
+        logger.remove(sink)
+    assert journal == ["sweep storage"]  # the workspaces are swept all the same
+    assert any(
+        line.startswith("could not sweep leftover jobs: Sweeping leftover containers failed")
+        for line in errors
+    ), errors

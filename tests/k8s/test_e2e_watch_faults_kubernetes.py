@@ -80,10 +80,19 @@ def resyncs(server: Server) -> float:
 def test_silent_watches_cost_a_study_seconds_not_its_timeout(
     server: Server, cluster: KubeDouble, tmp_path: Path
 ) -> None:
+    """The study's Job and pod watches are silent from their start and never close (a load
+    balancer dropped them); watches opened later speak."""
     _, baseline = timed_post(server, tmp_path)
     before = resyncs(server)
+    watches = [("batch", "jobs"), ("", "pods")]
+    opened = [cluster.count(group, kind, "watch") for group, kind in watches]
     cluster.streams.silence("jobs", "pods")
-    response, silent = timed_post(server, tmp_path)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(timed_post, server, tmp_path)
+        for (group, kind), count in zip(watches, opened, strict=True):
+            cluster.wait_for_calls(group, kind, "watch", count + 1)
+        cluster.call(cluster.streams.speak, "jobs", "pods")  # on its loop: after they opened
+        response, silent = answer.result(30)
     print(f"cost: e2e silent watches: {silent - baseline:.2f}s (baseline {baseline:.2f}s)")
     assert outputs(response) == INPUT
     assert sum(cluster.streams.withheld.values()) > 0

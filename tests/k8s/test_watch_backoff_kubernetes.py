@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import attrs
 import pytest
 
 from mis_adapters.kubernetes.api import KubeApi
 from mis_adapters.kubernetes.credentials import Credentials, connect
+from mis_adapters.kubernetes.errors import Refused
 from mis_adapters.kubernetes.retry import RetryPolicy
 from mis_adapters.kubernetes.watch import Listed, Watch, Watcher, list_then_watch, watching
 from mis_core.errors import BackendUnavailable
@@ -70,27 +71,22 @@ async def seconds_to_watch(double: KubeDouble, watcher: Watcher, count: int) -> 
 
 
 @pytest.mark.parametrize(
-    ("retry_after", "resync_seconds", "retried_by"),
-    [(1, 5.0, "the call"), (2, 1.0, "the watch")],
-    ids=["within-resync", "beyond-resync"],
+    ("retry_after", "resync_seconds"), [(1, 5.0), (2, 1.0)], ids=["within-resync", "beyond-resync"]
 )
 async def test_a_429_on_a_watch_waits_its_retry_after(
-    double: KubeDouble, retry_after: int, resync_seconds: float, retried_by: str
+    double: KubeDouble, retry_after: int, resync_seconds: float
 ) -> None:
-    """Within `resync_seconds` the call's own retries wait it; a longer one gives the call up,
-    and the watch's reconnection still owes the server that wait."""
+    """The watch is opened once: its reconnection alone waits what the server asked for, even
+    past `resync_seconds`, and the wait is no silence (no call retried inside it, no resync)."""
     double.faults.answer("pods", "watch", 429, retry_after=str(retry_after))
     async with subject(resync_seconds) as it:
         seconds = await seconds_to_watch(double, it.watcher, 1)
     print(f"a watch answered 429 with Retry-After: {retry_after}: watched again {seconds:.2f}s")
     assert retry_after <= seconds < retry_after + 1
     assert double.faults.count("429") == 1
-    if retried_by == "the call":
-        assert it.retries == {("watch", "429"): 1}
-        assert not it.watcher.counts.restarts
-    else:
-        assert not it.retries
-        assert it.watcher.counts.restarts == {("pods", "error"): 1}
+    assert not it.retries
+    assert it.watcher.counts.restarts == {("pods", "error"): 1}
+    assert not it.watcher.counts.resyncs
 
 
 async def test_a_watch_that_keeps_failing_backs_off(double: KubeDouble) -> None:
@@ -123,3 +119,46 @@ async def test_a_second_401_before_any_event_ends_the_watch(double: KubeDouble) 
                 await anext(events)
     assert it.credentials.reloads == 1
     assert double.count("", "pods", "watch") == 2
+
+
+async def refused_tries(
+    double: KubeDouble, it: Subject, call: Awaitable[object]
+) -> tuple[int, int]:
+    """The 401s the double answered to `call`, and the credentials' re-reads, as it fails."""
+    refused, reloads = double.faults.count("401"), it.credentials.reloads
+    with pytest.raises((BackendUnavailable, Refused), match="401"):
+        await call
+    return double.faults.count("401") - refused, it.credentials.reloads - reloads
+
+
+@pytest.mark.parametrize("refused_from", ["listing", "watch"])
+async def test_a_watch_refused_every_token_tries_as_a_call_does(
+    double: KubeDouble, refused_from: str
+) -> None:
+    """An API refusing every token (from the listing, or only once the watch opens): the watch
+    reads the credentials again once and tries twice, as a plain call does."""
+    async with subject(5.0) as it:
+        events = list_then_watch(it.watcher, PODS)
+        async with contextlib.aclosing(events):
+            if refused_from == "watch":
+                assert isinstance(await anext(events), Listed)
+            double.faults.accept_only("someone else's")
+            watched = await refused_tries(double, it, anext(events))
+        called = await refused_tries(double, it, it.watcher.api.list_objects("pods"))
+    assert called == (2, 1)
+    assert watched == called
+
+
+async def test_an_outage_is_reconnecting_not_silence(double: KubeDouble) -> None:
+    """Every call reset for 2 s, with `resync_seconds` shorter than that: each open fails at
+    once and the watch's own loop backs off, so the outage counts as restarts, not resyncs, and
+    no call is retried inside the watch's."""
+    async with subject(0.5) as it, watching(it.watcher, PODS) as events:
+        assert isinstance(await anext(events), Listed)
+        opened = double.count("", "pods", "watch")
+        double.faults.outage(2)
+        await wait_for_calls(double, "", "pods", "watch", opened + 1)  # one got through after
+        counts = it.watcher.counts
+        assert counts.restarts["pods", "error"] >= 2, counts
+        assert not counts.resyncs
+        assert not it.retries

@@ -76,11 +76,12 @@ async def run_to_outcome(backend: KubernetesJobBackend, request: JobRequest) -> 
 async def test_a_silent_watch_costs_a_study_at_most_a_resync(
     double: KubeDouble, tmp_path: Path, silent: tuple[str, ...]
 ) -> None:
-    """The watches go silent mid-stream and never close: the Job's end comes through another
-    watch, or through the listing MIS makes after `resync_seconds` of silence."""
+    """The watches go silent mid-stream and never close (a load balancer dropped them): the
+    Job's end comes through another watch, or through the watch MIS opens again from the last
+    version it saw after `resync_seconds` of silence; nothing is listed again."""
     finished: list[float] = []
     double.behaviour = ending_with(
-        lambda kube: kube.streams.silence(*silent), kubelet.finishes(0, lines=["done"]), finished
+        lambda kube: kube.streams.drop(*silent), kubelet.finishes(0, lines=["done"]), finished
     )
     backend = backend_for(tmp_path)
     outcome = await run_to_outcome(backend, request_in(tmp_path))
@@ -89,8 +90,9 @@ async def test_a_silent_watch_costs_a_study_at_most_a_resync(
     assert outcome.succeeded
     assert sum(double.streams.withheld[kind] for kind in silent) > 0  # the fault did hold events
     assert late < SILENCE_BOUND
-    if len(silent) == 2:  # only a listing could tell
+    if len(silent) == 2:  # only a watch opened again could tell
         assert sum(backend.watch_counts.resyncs.values()) >= 1
+    assert (double.count("batch", "jobs", "list"), double.count("", "pods", "list")) == (1, 1)
     assert double.items("jobs") == []
 
 
@@ -144,8 +146,10 @@ async def fault_while_running(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(request)
                 await wait_for_calls(double, "", "pods/log", "get")
-                if silent:
-                    double.streams.silence("jobs", "pods")
+                if silent:  # the watches open (the log may be followed first), then dropped
+                    await wait_for_calls(double, "batch", "jobs", "watch")
+                    await wait_for_calls(double, "", "pods", "watch")
+                    double.call(double.streams.drop, "jobs", "pods")  # after they opened
                 started = time.monotonic()
                 await anyio.to_thread.run_sync(fault)
             seconds = time.monotonic() - started
@@ -172,6 +176,7 @@ async def test_a_job_deleted_outside_mis_fails_at_once_saying_so(
     assert outcome.reason == "ran in a Job that was deleted outside MIS before it finished"
     assert seconds < (SILENCE_BOUND if silent else REPORT_BOUND)
     assert double.items("pods") == []  # it was running: MIS waited for it to go
+    assert (double.streams.withheld["jobs"] > 0) is silent  # the dropped watch missed it
 
 
 async def test_a_pod_deleted_outside_mis_fails_at_once_saying_so(

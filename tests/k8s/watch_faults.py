@@ -2,9 +2,10 @@
 
 A stream is a watch ("jobs", "pods") or a followed log ("pods/log"), named by that key:
 
-- `silence(key)`: its streams withhold every byte from now on and never close, as a watch
-  behind a load balancer that dropped it, or across a network partition, does. A stream that
-  withheld something stays silent for good; one opened while the key is silent is silent.
+- `drop(key)`: its open streams withhold every byte from now on and never close, as a watch
+  whose connection a load balancer dropped does; streams opened later speak.
+- `silence(key)`: as `drop`, and the streams opened from now on are silent too, until
+  `speak(key)` (a stream that was silent stays so).
 - `reset(key)`: its open streams are cut mid-stream (the connection closes inside the chunked
   body, as a restarting proxy cuts it).
 - `error_event(key, code)`: its open watches get an ERROR event with that code and end.
@@ -70,15 +71,21 @@ class WatchFaults:
         self.withheld: Counter[str] = Counter()  # chunks held back, by key
         self.cut: Counter[str] = Counter()  # streams cut, by key
         self._resets: Counter[str] = Counter()
+        self._drops: Counter[str] = Counter()
         self._errors: dict[str, tuple[int, int]] = {}  # key: (generation, code)
         self._failing: dict[str, list[int]] = {}  # key: the codes its next streams end with
         self._refusals: dict[str, tuple[int, int | None]] = {}  # key: (code, times left)
         self._wakers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     # -- switches (any thread) ------------------------------------------------------------
+    def drop(self, *keys: str) -> None:
+        for key in keys:
+            self._drops[key] += 1
+        self._wake()
+
     def silence(self, *keys: str) -> None:
         self.silent.update(keys)
-        self._wake()
+        self.drop(*keys)
 
     def speak(self, *keys: str) -> None:
         """New streams of `keys` speak again (those already silent stay so)."""
@@ -141,7 +148,12 @@ class WatchFaults:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         pump = loop.create_task(_pump(chunks, queue))
-        opened = _Opened(self._resets[key], self._errors.get(key, (0, 0))[0], key in self.silent)
+        opened = _Opened(
+            self._resets[key],
+            self._errors.get(key, (0, 0))[0],
+            self._drops[key],
+            key in self.silent,
+        )
         return self._relay(key, queue, pump, (loop, asyncio.Event()), opened)
 
     async def _relay(
@@ -164,7 +176,7 @@ class WatchFaults:
                     yield _error_event(code)
                     return
                 chunk = await _next(queue, waker[1])
-                silent = silent or key in self.silent
+                silent = silent or self._drops[key] != opened.drops
                 if silent:
                     self.withheld[key] += chunk is not None and chunk is not _WOKEN
                 elif chunk is None:
@@ -185,6 +197,7 @@ class _Opened(NamedTuple):
 
     resets: int
     errors: int
+    drops: int
     silent: bool
 
 
