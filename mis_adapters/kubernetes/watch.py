@@ -12,9 +12,10 @@ network partition), and the server sends bookmarks only about once a minute, so 
 be told from a quiet Job: a watch that sent nothing for `resync_seconds` is given up and opened
 again from its last version (a resync). That misses nothing a listing would show, as the server
 replays what changed or answers 410; and a quiet Job costs a watch opened from the server's
-cache, not a read of every Job or pod in the namespace, each time. (Only a path that withholds
-every stream's bytes while it answers lists would leave a resync without news: no Kubernetes
-client works through one.)
+cache, not a listing, each time. Only a path that withholds every stream's bytes while it
+answers lists (a buffering proxy) would leave resyncs without news, so the second resync in a
+row without an event lists again: a quiet Job costs one small listing every other resync, and
+no path hides its end for longer than two.
 
 This loop alone retries a watch: each turn opens the stream once (`KubeApi.watch`, where a 401
 reads the credentials again), and an error the server may not repeat (429, 5xx, a cut or
@@ -44,6 +45,7 @@ from mis_core.tasks import plain_task_group
 
 Kind = Literal["jobs", "pods"]
 LIST_SECONDS = 10.0  # a listing slower than this (and than resync_seconds) is retried
+RELIST_AFTER_SILENCES = 2  # resyncs in a row without an event before the objects are listed
 
 
 @attrs.frozen
@@ -106,6 +108,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
     api, counts, kind = watcher.api, watcher.counts, watch.kind
     version = ""
     failures = 0  # since the last listing or event
+    silences = 0  # resyncs since the last listing or event
     while True:
         try:
             if not version:
@@ -116,22 +119,23 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                 for obj in items:
                     yield Change(kind, "ADDED", obj)
                 yield Listed(kind, frozenset(obj["metadata"]["name"] for obj in items))
-                failures = 0
+                failures = silences = 0
             stream = api.watch(kind, version, **watch.selectors)
             async with contextlib.aclosing(stream) as events:
                 while True:
                     with anyio.move_on_after(watcher.resync_seconds) as silence:
                         event = await anext(events, None)
                     if silence.cancelled_caught:
-                        logger.debug(
-                            "the {} watch was silent; watching again from {}", kind, version
-                        )
                         counts.resyncs[kind] += 1
+                        silences += 1
+                        if silences >= RELIST_AFTER_SILENCES:
+                            version = ""  # a listing reads what the streams may be withholding
+                        logger.debug("the {} watch was silent; again from {!r}", kind, version)
                         break
                     if event is None:
                         counts.restarts[kind, "closed"] += 1
                         break
-                    failures = 0
+                    failures = silences = 0
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
                     if event["type"] != "BOOKMARK" and selects(watch, obj):

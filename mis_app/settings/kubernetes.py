@@ -64,8 +64,9 @@ class KubernetesSettings(Section):
     deadline_margin_seconds: int = Field(30, ge=0)
     ttl_seconds_after_finished: int = Field(300, ge=0)
     delete_wait_seconds: float = Field(30, ge=0)
-    # A watch silent this long is given up and opened again from the last version it saw: the
-    # most a watch a load balancer or a partition silenced can delay a request's answer.
+    # A watch silent this long is given up and opened again from the last version it saw (the
+    # second time in a row, the objects are listed again): the most a watch a load balancer or
+    # a partition silenced can delay a request's answer.
     resync_seconds: float = Field(5, gt=0, le=300)
     # How long an API call is retried outside a request (start-up, clean-up); inside one, its
     # timeout bounds the retries.

@@ -96,6 +96,27 @@ async def test_a_silent_watch_costs_a_study_at_most_a_resync(
     assert double.items("jobs") == []
 
 
+async def test_watches_that_stay_silent_are_read_around_by_listing(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """Every stream, the ones opened again included, stays silent while lists are answered (a
+    buffering proxy): the second resync in a row lists again and finds the Job's end."""
+    finished: list[float] = []
+    double.behaviour = ending_with(
+        lambda kube: kube.streams.silence("jobs", "pods"),
+        kubelet.finishes(0, lines=["done"]),
+        finished,
+    )
+    backend = backend_for(tmp_path, resync_seconds=1)
+    outcome = await run_to_outcome(backend, request_in(tmp_path))
+    late = time.monotonic() - finished[0]
+    cost("watches silent for good, resync 1 s", late)
+    assert outcome.succeeded
+    assert late < 2 * 1 + 2  # two resyncs, then a listing
+    assert double.count("batch", "jobs", "list") + double.count("", "pods", "list") >= 3
+    assert double.items("jobs") == []
+
+
 TRANSIENT = {
     "reset": lambda kube: kube.streams.reset("jobs", "pods"),
     "503": lambda kube: _refused_then_reset(kube, 503),
