@@ -236,7 +236,24 @@ def pid_alive(pidfile: Path) -> bool:
     return is_alive(int(pidfile.read_text()), grace=0)
 
 
-class ProcessBackend:
+class PythonMaps:
+    """What a backend whose MAPs are `python_map`s, run as local processes (directly, or by
+    the API double's kubelet), tells the contract: a workspace's output, and the hanging
+    MAP's pid in `pidfile`."""
+
+    pidfile: Path
+
+    def output(self, request: JobRequest) -> dict[str, bytes]:
+        return tree(Path(request.workspace.output_dir))
+
+    def started(self) -> bool:
+        return pid_written(self.pidfile)
+
+    def running(self) -> bool:
+        return pid_alive(self.pidfile)
+
+
+class ProcessBackend(PythonMaps):
     """The real process backend, running small Python MAPs as local processes."""
 
     def __init__(self, tmp_path: Path) -> None:
@@ -267,15 +284,6 @@ class ProcessBackend:
         """An id of this test's own: the backend kills by it what carries it, and other test
         runs may be under way beside this one."""
         return job_id_for(f"{self.tmp_path} {name}")
-
-    def output(self, request: JobRequest) -> dict[str, bytes]:
-        return tree(Path(request.workspace.output_dir))
-
-    def started(self) -> bool:
-        return pid_written(self.pidfile)
-
-    def running(self) -> bool:
-        return pid_alive(self.pidfile)
 
     async def leave_job(self) -> None:
         await anyio.to_thread.run_sync(self._leave_job)

@@ -16,7 +16,14 @@ from mis_adapters.kubernetes.job import build_job
 from mis_adapters.kubernetes.ownership import Owner
 from mis_core.model import JobRequest, MapSpec, job_id_for
 from mis_core.ports import JobBackend
-from tests.contracts.adapters import Behaviour, pid_alive, pid_written, put, python_map, tree
+from tests.contracts.adapters import (
+    Behaviour,
+    PythonMaps,
+    pid_alive,
+    pid_written,
+    put,
+    python_map,
+)
 from tests.harness.wait import await_until
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
@@ -27,7 +34,7 @@ IMAGE = "example/map:1"  # the double's kubelet runs the command, whatever the i
 CRASHED = Owner(token="crashed", pod_name="mis-crashed", pod_uid="uid-crashed")
 
 
-class KubernetesBackend:
+class KubernetesBackend(PythonMaps):
     def __init__(self, tmp_path: Path, double: KubeDouble, env: pytest.MonkeyPatch) -> None:
         """`double`: the running API double, KUBECONFIG naming it; `env`: the test's own."""
         double.behaviour = kubelet.runs_locally()
@@ -66,15 +73,6 @@ class KubernetesBackend:
         request = request_in(self.tmp_path, job_id_for(name), spec)
         put(Path(request.workspace.input_dir), inputs or {})
         return request
-
-    def output(self, request: JobRequest) -> dict[str, bytes]:
-        return tree(Path(request.workspace.output_dir))
-
-    def started(self) -> bool:
-        return pid_written(self.pidfile)
-
-    def running(self) -> bool:
-        return pid_alive(self.pidfile)
 
     async def leave_job(self) -> None:
         """The Job a MIS made before it died, as it made it (labels, owner reference)."""
