@@ -241,10 +241,16 @@ class KubernetesJobBackend:
             )
 
     async def warm_up(self, request: JobRequest) -> None:
-        """Pull the MAP's image onto the node before the first request (readiness waits)."""
+        """Pull the MAP's image onto the node before the first request (readiness waits). An
+        API that cannot be reached fails it like a pull that fails: readiness says why."""
         self.warm_up_state = "pulling"
-        api = await self.api()
-        options = await self.job_options()
+        try:
+            api = await self.api()
+            options = await self.job_options()
+        except API_FAILURES as exc:  # no connection, or the API gave no answer in time
+            self.warm_up_state = str(exc)
+            logger.error("image warm-up failed: {}", self.warm_up_state)
+            return
         manifest = build_job(request, options, self.owner)
         container = manifest["spec"]["template"]["spec"]["containers"][0]
         container["command"] = ["true"]

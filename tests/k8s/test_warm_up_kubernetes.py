@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
+from mis_adapters.kubernetes.credentials import Connection, connect
+from mis_app import bootstrap
 from mis_core.errors import BackendUnavailable
+from tests.built import settings
+from tests.harness.in_process import served
+from tests.harness.wait import await_until
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.k8s.helpers import backend_for, request_in
+from tests.zips import make_zip
 
 pytestmark = pytest.mark.anyio
 
@@ -42,3 +49,39 @@ async def test_warm_up_that_cannot_pull_keeps_the_service_unready(
     with pytest.raises(BackendUnavailable, match="could not be pulled: could not get its image"):
         await backend.check()
     await backend.close()
+
+
+async def test_a_warm_up_that_cannot_reach_the_api_leaves_mis_serving_and_saying_why(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """The API is not there while MIS starts (its sweep and its warm-up fail), then it is:
+    MIS serves requests, and readiness says the warm-up failed, and why."""
+    double.behaviour = kubelet.finishes(0)
+    reachable = False
+
+    async def connector(namespace: str) -> Connection:
+        if not reachable:
+            raise BackendUnavailable("No Kubernetes connection (the test's connector).")
+        return await connect(namespace)
+
+    backend = backend_for(tmp_path, connector=connector)
+    payload = tmp_path / "payload"
+    configured = settings(
+        backend="kubernetes",
+        server={"payload_dir": str(payload)},
+        kubernetes={"payload_volume": {"host_path": str(payload)}, "warm_up": True},
+    )
+    app = bootstrap.create_app(configured, backend=bootstrap.Backend(backend, warm_up=backend))
+    study = make_zip(tmp_path / "study.zip", {"ct/slice-1.dcm": b"\x01" * 100}).read_bytes()
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await await_until(lambda: backend.warm_up_state not in ("", "pulling"), what="warm-up")
+        reachable = True
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["message"] == (
+            "The MAP's image could not be pulled: No Kubernetes connection (the test's connector)."
+        )
+        assert (await client.get("/healthz")).status_code == 200
+        answer = await client.post("/v1/inference", files={"file": study})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/zip"
