@@ -1,0 +1,90 @@
+"""The web app on the service: its routes, middleware and state, and its lifespan (the
+service, the live log, and the backend's warm-up beside them)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from starlette.applications import Starlette
+
+from mis_adapters.storage.readiness import prepare_payload_folder
+from mis_app import app as routes
+from mis_app.bootstrap.adapters import (
+    Backend,
+    build_backend,
+    build_gate,
+    build_service,
+    sample_job_request,
+)
+from mis_app.bootstrap.options import upload_limits
+from mis_app.live_log import LiveLogs
+from mis_app.metrics import Metrics
+from mis_app.middleware import middleware
+from mis_app.openapi import openapi
+from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
+from mis_app.settings import Settings
+from mis_app.state import AppState, install
+from mis_app.summary import log_configuration, map_summary
+from mis_core.ports import Clock, Storage
+
+
+def create_app(
+    settings: Settings,
+    *,
+    backend: Backend | None = None,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+) -> Starlette:
+    """The web app on the adapters the settings ask for; tests may give fakes of any."""
+    metrics = Metrics()
+    backend = backend or build_backend(settings)
+    gate = build_gate(settings)  # the service's, and the inference routes' busy shortcut's
+    service = build_service(
+        settings,
+        jobs=backend.jobs,
+        storage=storage,
+        clock=clock,
+        gate=gate,
+        on_deleted=metrics.observe_deletion,
+    )
+    metrics.watch(service)
+    metrics.add(backend.collectors)
+    server = settings.server
+
+    live_logs = LiveLogs()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log_configuration(settings)
+        async with service.running(), live_logs.attached(), anyio.create_task_group() as background:
+            if backend.warm_up is not None:
+                background.start_soon(
+                    backend.warm_up.warm_up, sample_job_request(settings, "warm-up")
+                )
+            yield
+            # requests a stop cancelled still stop their MAP and hand their files to deletion
+            await wait_for_requests(lambda: service.status().in_flight, CLEANUP_SECONDS)
+            background.cancel_scope.cancel()
+        await service.jobs.close()
+
+    app = Starlette(
+        routes=routes.routes(gate, metrics),
+        middleware=middleware(settings),
+        exception_handlers=routes.exception_handlers,
+        lifespan=lifespan,
+    )
+    state = AppState(
+        settings=settings,
+        service=service,
+        metrics=metrics,
+        live_logs=live_logs,
+        upload_limits=upload_limits(settings),
+        map_summary=map_summary(settings),
+        openapi=openapi(server.auth.protect_metrics),
+    )
+    install(app, state)
+    prepare_payload_folder(server.payload_dir)
+    app.router.redirect_slashes = False
+    return app
