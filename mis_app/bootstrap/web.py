@@ -1,12 +1,17 @@
-"""The web app on the service: its routes, middleware and state, and its lifespan (the
-service, the live log, and the backend's warm-up beside them)."""
+"""The web app on the service: its routes, middleware and state, and its lifespan.
+
+The lifespan runs the service (its sweep first, its deletions in the background), the live
+log, and the backend's warm-up beside them; on the way out it waits for the requests a stop
+cancelled, then closes the backend, whatever ended the app.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
+from loguru import logger
 from starlette.applications import Starlette
 
 from mis_adapters.storage.readiness import prepare_payload_folder
@@ -27,7 +32,11 @@ from mis_app.serve import CLEANUP_SECONDS, wait_for_requests
 from mis_app.settings import Settings
 from mis_app.state import AppState, install
 from mis_app.summary import log_configuration, map_summary
-from mis_core.ports import Clock, Storage
+from mis_core.model import JobRequest
+from mis_core.ports import Clock, Storage, WarmUp
+from mis_core.service import InferenceService
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
 def create_app(
@@ -54,26 +63,11 @@ def create_app(
     server = settings.server
 
     live_logs = LiveLogs()
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log_configuration(settings)
-        async with service.running(), live_logs.attached(), anyio.create_task_group() as background:
-            if backend.warm_up is not None:
-                background.start_soon(
-                    backend.warm_up.warm_up, sample_job_request(settings, "warm-up")
-                )
-            yield
-            # requests a stop cancelled still stop their MAP and hand their files to deletion
-            await wait_for_requests(lambda: service.status().in_flight, CLEANUP_SECONDS)
-            background.cancel_scope.cancel()
-        await service.jobs.close()
-
     app = Starlette(
         routes=routes.routes(gate, metrics),
         middleware=middleware(settings),
         exception_handlers=routes.exception_handlers,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, service, backend, live_logs),
     )
     state = AppState(
         settings=settings,
@@ -88,3 +82,38 @@ def create_app(
     prepare_payload_folder(server.payload_dir)
     app.router.redirect_slashes = False
     return app
+
+
+def _lifespan(
+    settings: Settings, service: InferenceService, backend: Backend, live_logs: LiveLogs
+) -> Lifespan:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log_configuration(settings)
+        try:
+            async with (
+                service.running(),
+                live_logs.attached(),
+                anyio.create_task_group() as background,
+            ):
+                if backend.warm_up is not None:
+                    warming = sample_job_request(settings, "warm-up")
+                    background.start_soon(warm_up, backend.warm_up, warming)
+                yield
+                # requests a stop cancelled still stop their MAP and hand their files to deletion
+                await wait_for_requests(lambda: service.status().in_flight, CLEANUP_SECONDS)
+                background.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await backend.jobs.close()
+
+    return lifespan
+
+
+async def warm_up(backend: WarmUp, request: JobRequest) -> None:
+    """The backend's warm-up, beside the service: what it raises is logged and goes no further,
+    as it would stop the service with it (the backend's readiness says what it could not do)."""
+    try:
+        await backend.warm_up(request)
+    except Exception:
+        logger.exception("the backend's warm-up failed; MIS serves anyway")
