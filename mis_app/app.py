@@ -25,7 +25,7 @@ from mis_app.metrics import Metrics
 from mis_app.request_info import find_request_info, request_info
 from mis_app.state import app_state
 from mis_core.errors import BackendUnavailable
-from mis_core.gate import AdmissionGate
+from mis_core.service import InferenceService
 
 STATIC = Path(__file__).parent / "static"  # the page at /: shipped in the package, no CDN
 PAGE_HEADERS = {
@@ -94,11 +94,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
 
-def routes(gate: AdmissionGate, metrics: Metrics) -> list[BaseRoute]:
-    """The app's routes. The inference routes refuse at once while every slot of `gate` is
-    taken (a burst of requests costs little more than its answers), and only then open the
-    live log (only there: the MAP runs for these)."""
-    inference = [Middleware(BusyShortcut, gate=gate, metrics=metrics), Middleware(LiveLogCapture)]
+def routes(service: InferenceService, metrics: Metrics) -> list[BaseRoute]:
+    """The app's routes. The inference routes refuse at once while `service` is busy (a burst
+    of requests costs little more than its answers), and only then open the live log (only
+    there: the MAP runs for these)."""
+    busy = Middleware(BusyShortcut, service=service, metrics=metrics)
+    inference = [busy, Middleware(LiveLogCapture)]
     return [
         *(
             Route(path, InferenceEndpoint(), methods=["POST"], middleware=inference)

@@ -23,8 +23,7 @@ from mis_app.request_info import CLIENT_DISCONNECTED, OK, request_info
 from mis_app.state import app_state
 from mis_app.upload import UploadLimits, zip_upload
 from mis_core.errors import Busy, MisError
-from mis_core.gate import AdmissionGate
-from mis_core.service import Inference
+from mis_core.service import Inference, InferenceService
 from mis_core.tasks import plain_task_group
 
 ZIP_HEADERS = [
@@ -184,17 +183,17 @@ class BusyShortcut:
     are made here, from a body prepared once; the answer is the same as the full path's.
     """
 
-    def __init__(self, app: ASGIApp, gate: AdmissionGate, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, service: InferenceService, metrics: Metrics) -> None:
         self.app = app
-        self.gate = gate
+        self.service = service
         self.metrics = metrics
-        refusal = error_response(gate.refusal(), "REQUEST_ID")
+        refusal = error_response(service.refusal(), "REQUEST_ID")
         self._status = refusal.status_code
         self._headers = [(k, v) for k, v in refusal.raw_headers if k != b"content-length"]
         self._body = bytes(refusal.body).split(b"REQUEST_ID")  # request ids need no escaping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.gate.full:
+        if not self.service.busy:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()

@@ -32,7 +32,7 @@ import attrs
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from mis_core.errors import BackendUnavailable
+from mis_core.errors import BackendUnavailable, Busy
 from mis_core.gate import AdmissionGate
 from mis_core.inference import Inference as Inference  # the edge takes it from here
 from mis_core.model import MapSpec, Workspace
@@ -132,6 +132,15 @@ class InferenceService:
             cleanup_failures=self.cleanup_failures,
             retrying_deletions=len(self.failing_deletions),
         )
+
+    @property
+    def busy(self) -> bool:
+        """Every slot is taken: a request sent now is refused (cheap enough to ask per request)."""
+        return self.gate.full
+
+    def refusal(self) -> Busy:
+        """What a request sent while the service is busy is told."""
+        return self.gate.refusal()
 
     @property
     def serving(self) -> bool:

@@ -52,24 +52,19 @@ def build_service(
     jobs: JobBackend | None = None,
     storage: Storage | None = None,
     clock: Clock | None = None,
-    gate: AdmissionGate | None = None,
     **hooks: Any,
 ) -> InferenceService:
-    """The core's service on the adapters the settings ask for, or on those given (fakes)."""
+    """The core's service on the adapters the settings ask for, or on those given (fakes). Its
+    admission gate is its own: the edge asks the service whether it is busy."""
     return InferenceService(
         map_spec=settings.map.spec(),
         storage=storage or build_storage(settings),
         jobs=jobs or build_backend(settings).jobs,
         clock=clock or MonotonicClock(),
-        gate=gate or build_gate(settings),
+        gate=AdmissionGate(settings.server.max_concurrent),
         stuck_deletion_seconds=settings.server.stuck_deletion_seconds,
         **hooks,
     )
-
-
-def build_gate(settings: Settings) -> AdmissionGate:
-    """The one gate: the service admits through it, the busy shortcut reads it."""
-    return AdmissionGate(settings.server.max_concurrent)
 
 
 def build_storage(settings: Settings) -> LocalStorage:

@@ -16,13 +16,7 @@ from starlette.applications import Starlette
 
 from mis_adapters.storage.readiness import prepare_payload_folder
 from mis_app import app as routes
-from mis_app.bootstrap.adapters import (
-    Backend,
-    build_backend,
-    build_gate,
-    build_service,
-    sample_job_request,
-)
+from mis_app.bootstrap.adapters import Backend, build_backend, build_service, sample_job_request
 from mis_app.bootstrap.options import upload_limits
 from mis_app.live_log import LiveLogs
 from mis_app.metrics import Metrics
@@ -49,13 +43,11 @@ def create_app(
     """The web app on the adapters the settings ask for; tests may give fakes of any."""
     metrics = Metrics()
     backend = backend or build_backend(settings)
-    gate = build_gate(settings)  # the service's, and the inference routes' busy shortcut's
     service = build_service(
         settings,
         jobs=backend.jobs,
         storage=storage,
         clock=clock,
-        gate=gate,
         on_deleted=metrics.observe_deletion,
     )
     metrics.watch(service)
@@ -64,7 +56,7 @@ def create_app(
 
     live_logs = LiveLogs()
     app = Starlette(
-        routes=routes.routes(gate, metrics),
+        routes=routes.routes(service, metrics),
         middleware=middleware(settings),
         exception_handlers=routes.exception_handlers,
         lifespan=_lifespan(settings, service, backend, live_logs),
