@@ -22,7 +22,6 @@ from mis_app.settings import (
     SettingsError,
     load_docker_settings,
     load_settings,
-    with_map_defaults,
 )
 
 if TYPE_CHECKING:
@@ -150,19 +149,20 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(settings: Settings, options: argparse.Namespace) -> int:
-    from mis_app.bootstrap import create_app
+    from loguru import logger
+
+    from mis_app.bootstrap import TlsUnusable, build_server
     from mis_app.logs import configure_logging
-    from mis_app.serve import serve
+    from mis_app.serve import STARTUP_FAILED, serve
 
     configure_logging(settings.server.log_level, settings.server.log_format)
-    if settings.map.from_manifest:
-        manifest = _read_manifest(settings.docker.url, settings.map.image)
-        if manifest is None:
-            return 2
-        settings = with_map_defaults(settings, manifest.map_settings())
+    try:
+        app, listener = build_server(settings)
+    except TlsUnusable as exc:
+        logger.error("{}", exc)
+        return STARTUP_FAILED
     server = settings.server
-    app = create_app(settings)
-    return serve(app, settings, options.host or server.host, options.port or server.port)
+    return serve(app, listener, options.host or server.host, options.port or server.port)
 
 
 def _inspect_map(options: argparse.Namespace) -> int:
@@ -181,23 +181,12 @@ def _inspect_map(options: argparse.Namespace) -> int:
 
 def _read_manifest(url: str, image: str) -> MapManifest | None:
     """The image's manifest, or None after saying on stderr why it could not be read."""
-    import anyio
-
-    from mis_adapters.docker.engine import DockerEngine
-    from mis_adapters.docker.manifest import ManifestError, read_manifest
-    from mis_core.errors import BackendUnavailable
-
-    async def read() -> MapManifest:
-        engine = DockerEngine(url)
-        try:
-            return await read_manifest(engine, image)
-        finally:
-            await engine.close()
+    from mis_app.bootstrap import map_manifest
 
     try:
-        return anyio.run(read)
-    except (ManifestError, BackendUnavailable) as exc:
-        print(f"mis: cannot read the MAP manifest: {exc}", file=sys.stderr)
+        return map_manifest(url, image)
+    except SettingsError as error:
+        print(f"mis: {error}", file=sys.stderr)
         return None
 
 

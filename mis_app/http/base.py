@@ -18,10 +18,13 @@ from mis_core.errors import InvalidInput, MisError
 
 @attrs.frozen
 class ConnectionLimits:
-    max_head_bytes: int  # server.max_header_bytes
-    head_timeout_seconds: float  # server.header_timeout_seconds
-    download_idle_timeout_seconds: float  # server.download_idle_timeout_seconds
-    download_timeout_seconds: float  # server.download_timeout_seconds
+    """The `server` settings of the same names (they state the defaults; the bootstrap builds
+    this)."""
+
+    max_header_bytes: int
+    header_timeout_seconds: float
+    download_idle_timeout_seconds: float
+    download_timeout_seconds: float
 
 
 class RefusingProtocol(HttpToolsProtocol):

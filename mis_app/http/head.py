@@ -7,17 +7,17 @@ megabytes of header grows the server's memory with it and slows the event loop f
 
 - **Head bytes**: every byte read from a request's first byte to the end of its headers, and
   the URL and header names and values the parser hands over (the trailers of a chunked body
-  too, which are then dropped). Over `max_head_bytes` the request is answered `431` with the
+  too, which are then dropped). Over `max_header_bytes` the request is answered `431` with the
   JSON error body and the connection closed, so what is held is bounded by the limit plus
   one read from the socket. Within a body, megabytes of chunk line (extensions) are cut off
   the same way.
 - **Head time**: from a new connection, or from the first byte of a request, to the end of its
-  headers. Over `head_timeout_seconds` (a client sending its head a byte at a time), `408`
+  headers. Over `header_timeout_seconds` (a client sending its head a byte at a time), `408`
   and the connection closed; a new connection that sends nothing is just closed.
 - **Body after the answer**: a request answered before its body was read (401, 404, 415...)
   leaves uvicorn reading the rest to throw it away, and every byte that arrives puts off its
   keep-alive timeout, so a client trickling a byte a second would hold its connection for
-  ever. The rest of the body gets `head_timeout_seconds` from the answer, then the
+  ever. The rest of the body gets `header_timeout_seconds` from the answer, then the
   connection is closed; so does a kept-alive connection that, after its answer, sends
   nothing but the blank lines the parser skips before a request.
 """
@@ -60,7 +60,7 @@ class HeadBoundProtocol(RefusingProtocol):
         super().data_received(data)  # a callback's exception reaches send_400_response
         if self._refused or self.transport.is_closing():
             return
-        limit = self.limits.max_head_bytes
+        limit = self.limits.max_header_bytes
         if self._in_head:
             self._head_read += len(data) - self._earlier
             if self._head_read > limit:
@@ -88,7 +88,7 @@ class HeadBoundProtocol(RefusingProtocol):
         self._accounted = True
         self._head_bytes += len(url)
         self._head_wire += len(url)
-        if self._head_bytes > self.limits.max_head_bytes:
+        if self._head_bytes > self.limits.max_header_bytes:
             self._over = True
         elif not self._refused:
             super().on_url(url)
@@ -97,7 +97,7 @@ class HeadBoundProtocol(RefusingProtocol):
         self._accounted = True
         self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
         self._head_wire += len(name) + len(value) + 3  # at least ":" and CRLF
-        if self._head_bytes > self.limits.max_head_bytes:
+        if self._head_bytes > self.limits.max_header_bytes:
             self._over = True
         elif self._in_head and not self._refused:
             super().on_header(name, value)  # trailers (after the head) are dropped
@@ -144,17 +144,17 @@ class HeadBoundProtocol(RefusingProtocol):
         """Called about once a second: refuse a head that has taken too long, close a
         connection still sending the body of a request answered long ago."""
         drained = self._drain_since
-        if drained is not None and now - drained >= self.limits.head_timeout_seconds:
+        if drained is not None and now - drained >= self.limits.header_timeout_seconds:
             self._drain_since = None
             logger.warning("closed a connection still sending a body its answer did not need")
             self.transport.close()
             return
         idle = self._idle_since
-        if idle is not None and now - idle >= self.limits.head_timeout_seconds:
+        if idle is not None and now - idle >= self.limits.header_timeout_seconds:
             self.transport.close()  # answered, and no request since (blank lines at most)
             return
         since = self._head_since
-        if since is None or now - since < self.limits.head_timeout_seconds:
+        if since is None or now - since < self.limits.header_timeout_seconds:
             return
         if self.transport.is_closing() or self._refused:
             return
@@ -164,7 +164,7 @@ class HeadBoundProtocol(RefusingProtocol):
         if not self._in_head:
             self.transport.close()  # connected, sent nothing
             return
-        seconds = self.limits.head_timeout_seconds
+        seconds = self.limits.header_timeout_seconds
         self._refuse(
             UploadTimeout(
                 f"The request's headers did not arrive within {seconds:g} seconds "
@@ -173,7 +173,7 @@ class HeadBoundProtocol(RefusingProtocol):
         )
 
     def _refuse_head(self) -> None:
-        limit = self.limits.max_head_bytes
+        limit = self.limits.max_header_bytes
         if self._in_head:
             self._refuse(
                 HeadersTooLarge(

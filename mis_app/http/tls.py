@@ -43,7 +43,7 @@ class TlsAccepting(asyncio.Protocol):
             self.context,
             handshake,
             server_side=True,
-            ssl_handshake_timeout=math.ceil(min(self.http.limits.head_timeout_seconds, 60)),
+            ssl_handshake_timeout=math.ceil(min(self.http.limits.header_timeout_seconds, 60)),
         )
         # At once, in this call: what the client has sent (its ClientHello) is TLS's
         raw.set_protocol(secure)

@@ -23,6 +23,8 @@ from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.options import ProcessOptions
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
 from mis_app import bootstrap
+from mis_app.bootstrap.connections import listener
+from mis_app.http import ConnectionLimits
 from mis_app.metrics import Metrics
 from mis_app.settings import DockerSettings, KubernetesSettings, PayloadVolumeSettings, Settings
 from mis_app.state import app_state
@@ -115,6 +117,7 @@ SEAMS = {"connector", "owner", "base_env"}
         DockerOptions,
         ContainerOptions,
         PayloadLimits,
+        ConnectionLimits,
     ],
 )
 def test_adapters_have_no_defaults_of_their_own_for_what_the_settings_define(
@@ -164,3 +167,23 @@ async def test_the_service_runs_on_the_fakes_it_is_given() -> None:
         await full_request(service, "0123456789abcdef0123456789abcdef", "study-0042")
     assert journal[:7] == ["sweep jobs", "sweep storage", *STAGES]
     assert jobs.requests[0].request_id == "study-0042"
+
+
+def test_the_server_takes_connections_as_the_server_settings_say() -> None:
+    """The connection bounds are the settings of the same names; the budget's metrics are
+    served; the grace is the settings' (50 s here)."""
+    bounds = {
+        "max_header_bytes": 8192,
+        "header_timeout_seconds": 3,
+        "download_idle_timeout_seconds": 4,
+        "download_timeout_seconds": 5,
+    }
+    settings = built.settings(
+        server={**bounds, "max_connections": 50, "shutdown_grace_seconds": 50}
+    )
+    metrics = Metrics()
+    taken = listener(settings, metrics)
+    assert taken.protocol.limits == ConnectionLimits(**bounds)  # type: ignore[attr-defined]
+    assert (taken.https, taken.shutdown_grace_seconds) == (False, 50)
+    scraped = generate_latest(metrics.registry).decode()
+    assert "mis_max_connections 50.0" in scraped

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from mis_adapters.storage.volume import MARKER
+from mis_app.serve import STARTUP_FAILED
+from tests.e2e.server import mis_command
 from tests.harness.servers import ServerFactory
 from tests.storage import leave_workspace
 
@@ -60,3 +63,20 @@ def test_json_log_format_writes_one_object_per_line_with_the_request_id(
         line for line in server.log_text().splitlines() if line and not line.startswith("{")
     ]
     assert non_json == [], f"lines that are not JSON: {non_json[:3]}"
+
+
+def test_tls_files_that_cannot_serve_https_stop_the_start(tmp_path: Path) -> None:
+    """Files that are there (the settings check that) but hold no certificate and key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+    config = tmp_path / "mis.yaml"
+    server = {"payload_dir": str(tmp_path / "payload"), "port": 1}  # MIS stops before it listens
+    server["tls"] = {"cert_file": str(cert), "key_file": str(key)}
+    map_ = {"command": ["true"]}
+    config.write_text(
+        yaml.safe_dump({"server": server, "map": map_, "process": {"sandbox": "none"}})
+    )
+    result = mis_command("serve", "--config", str(config))
+    assert result.returncode == STARTUP_FAILED, result.stderr
+    assert "cannot serve HTTPS with server.tls's files" in result.stderr
