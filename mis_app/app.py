@@ -18,10 +18,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from mis_app.errors import ROUTING_CODE_BY_STATUS, error_response, internal_error
+from mis_app.errors import ROUTING_CODE_BY_STATUS, coded_response, error_response, internal_error
 from mis_app.inference import BusyShortcut, InferenceEndpoint
 from mis_app.live_log import LiveLogCapture, log_stream
 from mis_app.metrics import Metrics
+from mis_app.openapi_schema import SERVICE_STATE
 from mis_app.request_info import find_request_info, request_info
 from mis_app.state import app_state
 from mis_core.errors import BackendUnavailable
@@ -58,7 +59,7 @@ async def status(request: Request) -> Response:
     now = state.service.status()
     return JSONResponse(
         {
-            "state": "busy" if now.busy else "idle",
+            "state": SERVICE_STATE[now.busy],
             "in_flight": now.in_flight,
             "capacity": now.capacity,
             "running": [{"elapsed_seconds": round(seconds, 3)} for seconds in now.running],
@@ -89,9 +90,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     code = ROUTING_CODE_BY_STATUS.get(exc.status_code)
     if code is None:
         return await server_error(request, exc)
-    request_id = request_info(request.scope).request_id
-    body = {"code": code, "message": exc.detail, "request_id": request_id}
-    return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
+    return coded_response(code, exc.detail, request_info(request.scope).request_id, exc.headers)
 
 
 def routes(service: InferenceService, metrics: Metrics) -> list[BaseRoute]:

@@ -6,6 +6,8 @@ Every code, its status and whether `Retry-After` is sent are rows of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.responses import JSONResponse
 
 from mis_app.logs import clean_lines
@@ -19,16 +21,30 @@ RETRY_AFTER_SECONDS = "5"
 
 
 def error_body(error: MisError, request_id: str) -> dict[str, dict[str, str]]:
-    # messages may quote a client's header or a MAP's log lines: no control character in them
-    # reaches a client, a terminal or the page
-    message = clean_lines(error.message)
-    return {"error": {"code": error.code, "message": message, "request_id": request_id}}
+    return _body(error.code, error.message, request_id)
 
 
 def error_response(error: MisError, request_id: str) -> JSONResponse:
-    row = BY_CODE[error.code]
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if row.retry_after else None
-    return JSONResponse(error_body(error, request_id), status_code=row.status, headers=headers)
+    return coded_response(error.code, error.message, request_id)
+
+
+def coded_response(
+    code: str, message: str, request_id: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The error body of `code` (a catalogue row's) with its status and, where the row says,
+    `Retry-After`; `headers` besides (a 405's Allow)."""
+    row = BY_CODE[code]
+    sent = dict(headers or {})
+    if row.retry_after:
+        sent["Retry-After"] = RETRY_AFTER_SECONDS
+    return JSONResponse(_body(code, message, request_id), status_code=row.status, headers=sent)
+
+
+def _body(code: str, message: str, request_id: str) -> dict[str, dict[str, str]]:
+    # messages may quote a client's header or a MAP's log lines: no control character in them
+    # reaches a client, a terminal or the page
+    cleaned = clean_lines(message)
+    return {"error": {"code": code, "message": cleaned, "request_id": request_id}}
 
 
 def internal_error() -> MisError:

@@ -80,11 +80,12 @@ READYZ_SUMMARY = (
     "payload folder is there, writable, not full, and keeps no workspace failing to be deleted)"
 )
 
+SERVICE_STATE = {False: "idle", True: "busy"}  # /v1/status's state: whether every slot is taken
 STATUS_SCHEMA = {
     "type": "object",
     "required": ["state", "in_flight", "capacity", "running", "timeout_seconds", "map"],
     "properties": {
-        "state": {"type": "string", "enum": ["idle", "busy"]},
+        "state": {"type": "string", "enum": list(SERVICE_STATE.values())},
         "in_flight": {"type": "integer"},
         "capacity": {"type": "integer"},
         "running": {

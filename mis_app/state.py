@@ -15,7 +15,6 @@ if TYPE_CHECKING:  # only for the annotations: the modules that read the state i
 
     from mis_app.live_log import LiveLogs
     from mis_app.metrics import Metrics
-    from mis_app.settings import Settings
     from mis_app.upload import UploadLimits
     from mis_core.service import InferenceService
 
@@ -24,7 +23,6 @@ _ATTRIBUTE = "mis"  # the one attribute of `app.state` that MIS sets
 
 @attrs.frozen
 class AppState:
-    settings: Settings
     service: InferenceService  # the core's, running the requests
     metrics: Metrics
     live_logs: LiveLogs  # the MAP's lines, for the client that sent the request

@@ -73,7 +73,6 @@ def create_app(
         lifespan=_lifespan(settings, service, backend, live_logs),
     )
     state = AppState(
-        settings=settings,
         service=service,
         metrics=metrics,
         live_logs=live_logs,

@@ -8,8 +8,10 @@ import httpx
 import pytest
 
 from mis_app.bootstrap import create_app
+from mis_app.errors import error_body
 from mis_app.settings import Settings
 from mis_app.state import app_state
+from mis_core.errors import MethodNotAllowed
 
 pytestmark = pytest.mark.anyio
 
@@ -52,3 +54,12 @@ async def test_status_counts_requests_and_pending_deletions(tmp_path: Path) -> N
     assert (idle["state"], idle["deleting"], idle["capacity"]) == ("idle", 0, 1)
     assert (busy["state"], busy["deleting"]) == ("busy", 1)
     assert idle["map"]["resources"] == {"cpu": "1", "memory": "8Gi", "gpu": 0}
+
+
+async def test_routing_s_answers_are_built_as_every_error_is(tmp_path: Path) -> None:
+    transport = httpx.ASGITransport(app=app_for(tmp_path))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://mis") as client:
+        response = await client.get("/v1/inference", headers={"X-Request-ID": "wrong-1"})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"  # routing's own header is kept
+    assert response.json() == error_body(MethodNotAllowed("Method Not Allowed"), "wrong-1")
