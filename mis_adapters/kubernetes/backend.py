@@ -68,7 +68,7 @@ class KubernetesJobBackend:
         options: KubernetesOptions,
         *,
         connector: Connector = connect,
-        owner: Owner | None = None,
+        owner: Owner,
     ) -> None:
         """`connector`: how the API is reached (tests: the double); `owner`: MIS's pod."""
         self.options = options
@@ -77,7 +77,7 @@ class KubernetesJobBackend:
         self.api_retries: Counter[tuple[str, str]] = Counter()  # (verb, reason): retries
         self.health = ApiHealth()
         self._policy = RetryPolicy(options.api_retry_max_seconds, self._count_retry)
-        self.owner = owner or Owner.from_environment()
+        self.owner = owner
         self._connector = connector
         self._api: KubeApi | None = None
         self._resolved: JobOptions | None = None

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from mis_adapters.clock import MonotonicClock
 from mis_adapters.docker.backend import DockerJobBackend
 from mis_adapters.docker.engine import ContainerEngine, DockerEngine
+from mis_adapters.kubernetes.ownership import Owner
 from mis_adapters.process import sandbox
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.exposure import ViewRefused
@@ -90,11 +91,15 @@ def build_backend(settings: Settings) -> Backend:
     return Backend(process_backend(settings))
 
 
-def kubernetes_backend(settings: Settings, **seams: Any) -> KubernetesJobBackend:
-    """`seams`: the API's `connector` and the Jobs' `owner` (tests)."""
+def kubernetes_backend(
+    settings: Settings, *, owner: Owner | None = None, **seams: Any
+) -> KubernetesJobBackend:
+    """`owner`: MIS's pod, whose Jobs these are (default: the one MIS's environment names);
+    `seams`: the API's `connector` (tests)."""
     from mis_adapters.kubernetes.backend import KubernetesJobBackend  # here only: ~50 MB
 
-    return KubernetesJobBackend(kubernetes_options(settings), **seams)
+    owner = owner or Owner.from_environment()
+    return KubernetesJobBackend(kubernetes_options(settings), owner=owner, **seams)
 
 
 def docker_backend(settings: Settings, engine: ContainerEngine | None = None) -> DockerJobBackend:

@@ -19,6 +19,7 @@ from mis_adapters.docker.options import DockerOptions
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
 from mis_adapters.kubernetes.job import JobOptions
 from mis_adapters.kubernetes.options import KubernetesOptions
+from mis_adapters.kubernetes.ownership import POD_NAME_VARIABLE, POD_UID_VARIABLE
 from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.options import ProcessOptions
 from mis_adapters.storage.volume import LocalStorage, PayloadLimits
@@ -148,6 +149,17 @@ def test_a_backend_offers_its_warm_up_when_the_settings_ask_and_its_metrics() ->
     scraped = generate_latest(metrics.registry).decode()
     for name in ("mis_kubernetes_watch_restarts", "mis_kubernetes_api_retries"):
         assert f"# TYPE {name}_total counter" in scraped
+
+
+def test_the_kubernetes_jobs_are_owned_by_the_pod_mis_s_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(POD_NAME_VARIABLE, "mis-7d9f")
+    monkeypatch.setenv(POD_UID_VARIABLE, "0b6c-uid")
+    k8s = {"payload_volume": {"claim_name": "payload"}}
+    backend = bootstrap.build_backend(built.settings(backend="kubernetes", kubernetes=k8s)).jobs
+    owner = backend.owner  # type: ignore[attr-defined]
+    assert (owner.pod_name, owner.pod_uid) == ("mis-7d9f", "0b6c-uid")
 
 
 @pytest.mark.anyio
