@@ -241,15 +241,16 @@ class KubernetesJobBackend:
             )
 
     async def warm_up(self, request: JobRequest) -> None:
-        """Pull the MAP's image onto the node before the first request (readiness waits). An
-        API that cannot be reached fails it like a pull that fails: readiness says why."""
+        """Pull the MAP's image onto the node before the first request (readiness waits). A
+        pull that fails keeps MIS unready, saying why; an API that cannot be reached gives the
+        warm-up up (readiness then follows the API, as without a warm-up): a blip while MIS
+        starts must not leave it unready until it is restarted."""
         self.warm_up_state = "pulling"
         try:
             api = await self.api()
             options = await self.job_options()
         except API_FAILURES as exc:  # no connection, or the API gave no answer in time
-            self.warm_up_state = str(exc)
-            logger.error("image warm-up failed: {}", self.warm_up_state)
+            self._warm_up_given_up(exc)
             return
         manifest = build_job(request, options, self.owner)
         container = manifest["spec"]["template"]["spec"]["containers"][0]
@@ -262,7 +263,7 @@ class KubernetesJobBackend:
             with anyio.move_on_after(self.options.warm_up_timeout_seconds):
                 self.warm_up_state = await image_pulled(self._watcher(api), selector, progress)
         except API_FAILURES as exc:
-            self.warm_up_state = str(exc)
+            self._warm_up_given_up(exc)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._remove(api, manifest["metadata"]["name"], selector, False, None)
@@ -276,3 +277,11 @@ class KubernetesJobBackend:
             )
             self.warm_up_state = ""
         logger.info("image warm-up finished: {}", self.warm_up_state)
+
+    def _warm_up_given_up(self, cause: Exception) -> None:
+        self.warm_up_state = ""
+        logger.warning(
+            "image warm-up given up, the Kubernetes API failed: {}; MIS is ready when the API "
+            "answers, and the first request may wait for the pull",
+            cause,
+        )

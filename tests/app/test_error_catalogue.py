@@ -20,12 +20,11 @@ PRODUCT = ("mis_core", "mis_adapters", "mis_app")
 # the same words with other meanings: /v1/status's state, a MAP manifest's key, the reason
 # label of a retried Kubernetes API call
 OTHER_MEANINGS = {
-    ("busy", "mis_app/app.py"),
     ("busy", "mis_app/openapi_schema.py"),
     ("busy", "mis_app/static/app.js"),
     ("timeout", "mis_adapters/docker/manifest.py"),
-    ("timeout", "mis_adapters/kubernetes/api.py"),
     ("timeout", "mis_adapters/kubernetes/retry.py"),
+    ("timeout", "mis_adapters/kubernetes/wire.py"),
 }
 
 
