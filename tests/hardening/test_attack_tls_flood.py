@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import resource
 import ssl
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import require_tool
 from tests.e2e.server import wait_until
 from tests.hardening.test_attack_connection_flood import (
     Closings,
@@ -32,6 +30,7 @@ from tests.hardening.test_attack_connection_flood import (
     open_idle,
     study_files,
 )
+from tests.harness.certificates import self_signed
 from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
@@ -44,17 +43,6 @@ FLOOD = 1100
 HEAD_TIMEOUT = 8.0
 
 
-def certificate(folder: Path) -> tuple[Path, Path]:
-    openssl = require_tool("openssl")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def test_a_flood_of_unstarted_tls_handshakes_cannot_starve_a_running_study(
     tmp_path: Path,
     mis_server: ServerFactory,
@@ -62,7 +50,7 @@ def test_a_flood_of_unstarted_tls_handshakes_cannot_starve_a_running_study(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < FLOOD + 200:  # the test holds the whole flood itself
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, FLOOD + 400), hard))
-    cert, key = certificate(tmp_path)
+    cert, key = self_signed(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
     tls = {"cert_file": str(cert), "key_file": str(key)}
     overrides = {

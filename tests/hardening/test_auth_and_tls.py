@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import require_tool
 from tests.e2e.server import Server
+from tests.harness.certificates import self_signed
 from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
@@ -118,13 +117,7 @@ def test_tokens_never_appear_in_the_log(server: Server, workdir: Path) -> None:
 def test_round_trip_over_https_with_a_generated_certificate(
     tmp_path: Path, mis_server: ServerFactory
 ) -> None:
-    openssl = require_tool("openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     tls = {"server": {"tls": {"cert_file": str(cert), "key_file": str(key)}}}
     trust = ssl.create_default_context(cafile=str(cert))
     with mis_server(tmp_path, tls, verify=trust) as server:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,25 +18,12 @@ import yaml
 from mis_adapters.kubernetes.backend import KubernetesJobBackend
 from mis_adapters.kubernetes.credentials import connect
 from mis_core.errors import BackendUnavailable
-from tests.conftest import require_tool
+from tests.harness.certificates import self_signed
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.k8s.helpers import backend_for, request_in, run
 
 pytestmark = pytest.mark.anyio
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that is its own CA, and its key."""
-    openssl = require_tool("openssl")
-    certificate, key = folder / "tls.crt", folder / "tls.key"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(certificate)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return certificate, key
 
 
 def rotate(token_file: Path, token: str) -> None:
