@@ -3,7 +3,10 @@
 MIS's protocol subclasses uvicorn's private httptools protocol (mis_app/http). The names it
 touches on that class, on a request's cycle, on the server state and on the parser are read
 from MIS's own source, so a new use must be added here; each is then checked against the
-installed uvicorn, and the installed uvicorn against the pin in pyproject.toml.
+installed uvicorn, and the installed uvicorn against the pin in pyproject.toml, which admits
+one minor release: a new one is checked here before MIS runs on it. asyncio's TLS protocol,
+which mis_app/http/tls.py also uses from a private module, has its own fence
+(test_asyncio_tls_contract.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 import uvicorn
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -188,8 +193,20 @@ def test_the_server_hooks_mis_uses_are_there() -> None:
     assert uvicorn.Server(uvicorn.Config(_protocol)).started is False
 
 
-def test_the_installed_uvicorn_is_within_the_pin() -> None:
+def _pin() -> SpecifierSet:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pin = next(Requirement(d) for d in project["dependencies"] if d.startswith("uvicorn"))
-    assert pin.specifier.contains(version("uvicorn"))
-    assert any(spec.operator == "<" for spec in pin.specifier)  # bounded above
+    pins = [r for r in map(Requirement, project["dependencies"]) if r.name == "uvicorn"]
+    assert len(pins) == 1, pins
+    return pins[0].specifier
+
+
+def test_the_pin_is_one_minor_release() -> None:
+    """Any uvicorn it admits is one this file has checked: `>=X.Y,<X.Y+1`, nothing wider."""
+    bounds = {spec.operator: Version(spec.version) for spec in _pin()}
+    assert set(bounds) == {">=", "<"}, f"uvicorn's pin must be '>=X.Y,<X.Y+1', not {_pin()}"
+    lower, upper = bounds[">="], bounds["<"]
+    assert upper == Version(f"{lower.major}.{lower.minor + 1}"), f"{_pin()} is not one minor"
+
+
+def test_the_installed_uvicorn_is_within_the_pin() -> None:
+    assert _pin().contains(version("uvicorn"))
