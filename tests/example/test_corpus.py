@@ -18,15 +18,18 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-
-pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
-
-import pydicom
 from PIL import Image
 
-from tests.example import corpus
+from tests.example import EXAMPLE_EXTRA
 from tests.example.serving import example_config, leftovers_after
 from tests.harness.servers import ServerFactory
+from tests.harness.unavailable import require_module
+
+require_module("pydicom", EXAMPLE_EXTRA)
+
+import pydicom  # noqa: E402 (after the check above)
+
+from tests.example import corpus  # noqa: E402 (needs pydicom)
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds
 

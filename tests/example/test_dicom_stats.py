@@ -14,13 +14,15 @@ import httpx
 import pytest
 
 from tests.e2e.server import REPO
+from tests.example import EXAMPLE_EXTRA
 from tests.example.serving import example_config
 from tests.harness.servers import ServerFactory
+from tests.harness.unavailable import require_module
 
-pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
+require_module("pydicom", EXAMPLE_EXTRA)
 
-from examples.dicom_stats.make_sample import build
-from tests.example.corpus import PYDICOM_FILES, radiograph_file
+from examples.dicom_stats.make_sample import build  # noqa: E402 (needs pydicom)
+from tests.example.corpus import PYDICOM_FILES, radiograph_file  # noqa: E402 (needs pydicom)
 
 APP = REPO / "examples" / "dicom_stats" / "app.py"
 

@@ -15,12 +15,14 @@ import pytest
 from PIL import Image
 
 from tests.e2e.server import REPO
+from tests.example import EXAMPLE_EXTRA
 from tests.example.serving import example_config, leftovers_after
 from tests.harness.servers import ServerFactory
+from tests.harness.unavailable import require_module
 
-pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
+require_module("pydicom", EXAMPLE_EXTRA)
 
-from examples.dicom_stats import synthetic
+from examples.dicom_stats import synthetic  # noqa: E402 (needs pydicom)
 
 SLICES = 1000
 PROBE = REPO / "tests" / "example" / "peak_rss.py"

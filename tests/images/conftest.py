@@ -16,11 +16,13 @@ import httpx
 import pytest
 
 from tests.e2e.server import REPO
-
-pytest.importorskip("pydicom", reason="the example MAP needs its extra: pip install .[example]")
-
-from examples.dicom_stats.make_sample import build
+from tests.example import EXAMPLE_EXTRA
 from tests.harness.servers import ServerFactory
+from tests.harness.unavailable import require_module
+
+require_module("pydicom", EXAMPLE_EXTRA)
+
+from examples.dicom_stats.make_sample import build  # noqa: E402 (needs pydicom)
 
 APP = REPO / "examples" / "dicom_stats" / "app.py"
 
