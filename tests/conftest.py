@@ -12,11 +12,9 @@ import pytest
 
 from tests.docker.engine import Engine, podman_engine
 from tests.harness import servers
-from tests.harness.unavailable import require_root, require_tool, unavailable
+from tests.harness.unavailable import require_tool, unavailable
 from tests.k8s.double import KubeDouble
 from tools.images import build_all, load_all
-
-__all__ = ["require_root", "require_tool"]  # where tests have long imported them from
 
 if TYPE_CHECKING:
     from tests.nonroot import NonRoot

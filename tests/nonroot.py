@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
 from tests.harness.unavailable import require_tool
 
 UID = GID = 10001

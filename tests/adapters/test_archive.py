@@ -12,7 +12,7 @@ import pytest
 from mis_adapters.storage.archive import ExtractLimits, extract_archive
 from mis_adapters.zip import unpack
 from mis_core.errors import InvalidInput, MisError, PayloadTooLarge
-from tests.conftest import require_tool
+from tests.harness.unavailable import require_tool
 from tests.zips import ROOMY_LIMITS as LIMITS
 from tests.zips import (
     make_lying_size_zip,

@@ -18,7 +18,7 @@ import pytest
 from mis_adapters.storage import ownership
 from mis_adapters.storage.ownership import MARKER, Heartbeat, claim, owner_alive
 from tests.built import local_storage
-from tests.e2e.server import wait_until
+from tests.harness.wait import wait_until
 
 HOLDER = """
 import sys, anyio

@@ -16,7 +16,7 @@ from mis_adapters.storage import deletion
 from mis_adapters.storage.deletion import remove_workspace
 from mis_adapters.storage.volume import MARKER
 from tests.built import local_storage
-from tests.e2e.server import wait_until
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mis_adapters.zip import OutputLimits, OutputProblem, deflate, plan, writer, zip_folder
-from tests.conftest import require_tool
+from tests.harness.unavailable import require_tool
 
 SECRET = b"SECRET-host-file-content-" * 40
 POLICIES = ["adaptive", "deflate", "stored"]

@@ -18,7 +18,7 @@ import pytest
 
 from mis_adapters.zip import OutputLimits, OutputProblem, OutputTooLarge, writer, zip_folder
 from mis_adapters.zip.budget import Scan
-from tests.conftest import require_tool
+from tests.harness.unavailable import require_tool
 
 MiB = 1024 * 1024
 

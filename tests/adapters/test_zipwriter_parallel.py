@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from mis_adapters import cpus
 from mis_adapters.zip import OutputLimits, OutputProblem, deflate, pipeline, plan, zip_folder
 from mis_adapters.zip.records import crc32_combine
-from tests.conftest import require_tool
+from tests.harness.unavailable import require_tool
 
 MiB = 1024 * 1024
 POLICIES = ["adaptive", "deflate", "stored"]

@@ -31,8 +31,8 @@ from typing import Any, cast
 import pytest
 import uvloop
 
-from tests.e2e.server import REPO
 from tests.harness.certificates import self_signed
+from tests.harness.repo import REPO
 
 TLS = REPO / "mis_app" / "http" / "tls.py"
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from mis_app.client import (
     infer,
 )
 from mis_core.error_catalogue import Exit
-from tests.e2e.server import REPO
+from tests.harness.command import mis_command
 from tests.harness.servers import ServerFactory
 from tests.zips import make_zip
 
@@ -184,10 +182,9 @@ def test_folder_in_extracted_result_out_against_the_real_server(
     tokens = tmp_path / "tokens"
     tokens.write_text("secret\n")
     with mis_server(tmp_path, {"server": {"auth": {"tokens_file": str(tokens)}}}) as server:
-        result = subprocess.run(
-            [sys.executable, "-m", "mis_app", "infer", str(study), "--url", server.url,
-             "--token-file", str(tokens), "--extract", str(tmp_path / "result")],
-            capture_output=True, text=True, cwd=REPO, timeout=60,
+        result = mis_command(
+            "infer", study, "--url", server.url, "--token-file", tokens,
+            "--extract", tmp_path / "result",
         )  # fmt: skip
     assert result.returncode == Exit.OK, result.stderr
     out = tmp_path / "result"

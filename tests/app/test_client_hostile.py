@@ -24,6 +24,7 @@ import attrs
 import pytest
 
 from mis_core.error_catalogue import Exit
+from tests.harness.command import mis_argv, mis_command
 from tests.zips import make_zip
 
 HUGE = 900_000_000
@@ -93,14 +94,8 @@ def study(tmp_path: Path) -> Path:
     return make_zip(tmp_path / "study.zip", {"IM1.dcm": b"\x01" * 2000})
 
 
-def mis_infer(*args: str | Path) -> list[str | Path]:
-    return [sys.executable, "-m", "mis_app", "infer", *args]
-
-
 def run_infer(*args: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        mis_infer(*args), capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return mis_command("infer", *args, timeout=timeout)
 
 
 def test_a_tokens_file_sends_its_first_token_and_no_token_is_ever_printed(
@@ -222,7 +217,7 @@ FOREVER = json_error(500, "busy", "Another request is running.", **{"Retry-After
 def test_retry_after_is_capped_at_60_seconds(tmp_path: Path, study: Path) -> None:
     with hostile_server(FOREVER) as server:
         process = subprocess.Popen(
-            mis_infer(study, "-o", tmp_path / "o.zip", "--url", server.url, "--wait"),
+            mis_argv("infer", study, "-o", tmp_path / "o.zip", "--url", server.url, "--wait"),
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
         )

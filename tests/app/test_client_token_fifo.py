@@ -19,10 +19,10 @@ from mis_core.error_catalogue import Exit
 from tests.app.test_client_hostile import (
     hostile_server,
     json_error,
-    mis_infer,
     run_infer,
     study,
 )
+from tests.harness.command import mis_argv
 
 __all__ = ["study"]  # the fixture
 
@@ -45,7 +45,9 @@ def test_a_token_fifo_that_is_written_still_gives_its_token(tmp_path: Path, stud
     denied = json_error(401, "unauthorized", "No.")
     with hostile_server(denied) as server:
         client = subprocess.Popen(
-            mis_infer(study, "-o", tmp_path / "o.zip", "--url", server.url, "--token-file", fifo),
+            mis_argv(
+                "infer", study, "-o", tmp_path / "o.zip", "--url", server.url, "--token-file", fifo
+            ),
             stderr=subprocess.PIPE,
             text=True,
         )

@@ -18,6 +18,7 @@ import pytest
 
 from mis_app.config_yaml import MAX_BYTES, MAX_DEPTH
 from mis_app.settings import SettingsError, load_settings
+from tests.harness.command import mis_command
 
 MINIMAL = "map:\n  command: [app, -i, '{input_path}']\n"
 LEVELS = "abcdefghi"
@@ -42,14 +43,14 @@ def _limit_memory() -> None:
 
 def config_check(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "mis_app", "config", "check", "--config", str(config)],
+    return mis_command(
+        "config",
+        "check",
+        "--config",
+        config,
         env={**environ, **env},
-        capture_output=True,
-        text=True,
         timeout=5,
         preexec_fn=_limit_memory,
-        check=False,
     )
 
 
@@ -136,13 +137,7 @@ def test_a_configuration_fifo_that_nothing_writes_to_is_refused_not_waited_on(
     """The opening of a FIFO without a writer blocks for ever: `mis serve` hung at start."""
     fifo = tmp_path / "mis.yaml"
     os.mkfifo(fifo)
-    result = subprocess.run(
-        [sys.executable, "-m", "mis_app", "config", "check", "--config", str(fifo)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = mis_command("config", "check", "--config", fifo, timeout=30)
     assert result.returncode == 2, result.stderr
     assert f"nothing came through the FIFO {fifo}" in result.stderr
 

@@ -13,7 +13,7 @@ from mis_app.bootstrap import create_app
 from mis_app.settings import Settings
 from mis_core import errors
 from mis_core.error_catalogue import BY_CODE, CATALOGUE, Exit, collect
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
 
 PRODUCT = ("mis_core", "mis_adapters", "mis_app")
 # the same words in another vocabulary: /v1/status's state, a MAP manifest's key

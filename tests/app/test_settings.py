@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mis_app.settings import SettingsError, load_settings, with_map_defaults
+from tests.harness.command import mis_command
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -164,18 +163,8 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.yaml", {})
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mis_app", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-
-
 def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None:
-    result = run_cli("config", "check", "--config", str(write(tmp_path, MINIMAL)))
+    result = mis_command("config", "check", "--config", str(write(tmp_path, MINIMAL)))
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load(result.stdout)
     assert effective["map"]["command"] == ["app", "-i", "{input_path}"]
@@ -195,7 +184,7 @@ def test_config_check_warns_once_about_a_tokens_file_that_lets_no_one_in(
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text(tokens)
     config = f"server:\n  auth:\n    tokens_file: {tokens_file}\n" + MINIMAL
-    result = run_cli("config", "check", "--config", str(write(tmp_path, config)))
+    result = mis_command("config", "check", "--config", str(write(tmp_path, config)))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count(problem) == 1, result.stderr
     assert "every request will be refused" in result.stderr
@@ -204,7 +193,7 @@ def test_config_check_warns_once_about_a_tokens_file_that_lets_no_one_in(
 
 
 def test_config_check_refuses_bad_configuration_with_exit_code_2(tmp_path: Path) -> None:
-    result = run_cli(
+    result = mis_command(
         "config",
         "check",
         "--config",
@@ -215,7 +204,7 @@ def test_config_check_refuses_bad_configuration_with_exit_code_2(tmp_path: Path)
 
 
 def test_serve_refuses_bad_configuration_before_listening(tmp_path: Path) -> None:
-    result = run_cli(
+    result = mis_command(
         "serve", "--config", str(write(tmp_path, "server:\n  port: 70000\n" + MINIMAL))
     )
     assert result.returncode == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
 
 PRODUCT = ("mis_core", "mis_adapters", "mis_app")
 MODULE_MOST = 300  # lines

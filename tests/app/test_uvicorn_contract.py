@@ -25,7 +25,7 @@ from packaging.version import Version
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
 
 HTTP = REPO / "mis_app" / "http"
 

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require_tool
-from tests.e2e.server import REPO
-from tests.harness.unavailable import unavailable
+from tests.harness.repo import REPO
+from tests.harness.unavailable import require_tool, unavailable
 
 # Playwright cannot download its own browser here; these flags keep Chromium off the network.
 CHROMIUM_FLAGS = [

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
 
 EXAMPLE_CONFIG = REPO / "examples" / "dicom_stats" / "mis.yaml"
 # "python3" (not a path) in the commands, so screenshots show no machine paths: the server's

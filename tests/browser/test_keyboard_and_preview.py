@@ -11,8 +11,8 @@ import pytest
 
 from tests.browser.conftest import screenshot
 from tests.browser.pages import PYTHON_FIRST, example_config, map_config, sample_study, send_it
-from tests.e2e.server import wait_until
 from tests.harness.servers import ServerFactory
+from tests.harness.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 

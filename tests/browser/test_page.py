@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import screenshot
-from tests.e2e.server import wait_until
 from tests.harness.servers import ServerFactory
+from tests.harness.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 

@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 
 from mis_adapters.process.sandbox import probe
-from tests.conftest import require_tool
-from tests.e2e.server import Server
-from tests.harness.unavailable import unavailable
+from tests.harness.servers import Server
+from tests.harness.unavailable import require_tool, unavailable
 from tests.nonroot import NonRoot, maps_dir
 
 PIDS_LIMIT = 64  # tasks a MAP may add to those of MIS's user

@@ -23,8 +23,9 @@ import yaml
 
 from mis_adapters.storage.layout import PAYLOAD_MODE, PAYLOAD_ROOT_MARKER
 from tests.containment.probes import TOKEN, probe_config, require_bubblewrap, result, send
-from tests.e2e.server import Server, mis_command, wait_until
-from tests.harness.servers import ServerFactory
+from tests.harness.command import mis_command
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot, maps_dir
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import require_tool
 from tests.containment.probes import TOKEN, mis_environment, probe_config, require_bubblewrap
-from tests.e2e.server import wait_until
 from tests.harness.servers import mis_server
+from tests.harness.unavailable import require_tool
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 

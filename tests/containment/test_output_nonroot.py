@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import require_tool
-from tests.e2e.server import Server, wait_until
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.unavailable import require_tool
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot, maps_dir
 from tests.zips import make_zip
 

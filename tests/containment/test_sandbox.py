@@ -38,8 +38,8 @@ from tests.containment.probes import (
     result,
     send,
 )
-from tests.e2e.server import Server, wait_until
-from tests.harness.servers import mis_server
+from tests.harness.servers import Server, mis_server
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: more than a few seconds

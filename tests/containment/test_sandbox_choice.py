@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.containment.probes import require_bubblewrap
-from tests.e2e.server import mis_command
+from tests.harness.command import mis_command
 
 NO_USERNS = "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces."
 

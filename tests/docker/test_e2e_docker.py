@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from tests.docker.engine import MAP_IMAGE, MISSING_IMAGE, Engine
-from tests.e2e.server import mis_command, wait_until
+from tests.harness.command import mis_command
 from tests.harness.configs import docker_config
 from tests.harness.servers import ServerFactory
+from tests.harness.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from tests.e2e.server import Server
+from tests.harness.servers import Server
 from tests.harness.wait import wait_until
 
 

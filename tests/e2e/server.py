@@ -1,52 +1,17 @@
-"""What end-to-end tests do with a running MIS: its handle (`Server`), raw requests, its
-metrics and memory. Tests start it with tests/harness/servers.py's `mis_server`."""
+"""What end-to-end tests do with a running MIS (tests/harness/servers.py's `Server`): raw
+requests, uploads streamed to a file, its metrics and its memory."""
 
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import IO
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
-from tests.harness.process import free_port, port_of
-from tests.harness.wait import wait_until
-
-__all__ = [
-    "REPO",
-    "Server",
-    "free_port",
-    "wait_until",
-]
-
-REPO = Path(__file__).parents[2]
-
-
-class Server:
-    """A running MIS, as `mis_server` yields it: its URL, payload folder, log and process."""
-
-    def __init__(self, url: str, payload_dir: Path, log: Path, process: subprocess.Popen[bytes]):
-        self.url = url
-        self.payload_dir = payload_dir
-        self.log = log
-        self.process = process
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def leftovers(self) -> list[str]:
-        """What the payload folder holds besides its marker."""
-        if not self.payload_dir.exists():
-            return []
-        return sorted(p.name for p in self.payload_dir.iterdir() if p.name != PAYLOAD_ROOT_MARKER)
-
-    def wait_until_clean(self, timeout: float = 5.0) -> None:
-        """Wait for the payload folder to be empty: workspaces go just after their response."""
-        wait_until(lambda: self.leftovers() == [], timeout, "the workspaces to be deleted")
+from tests.harness.process import port_of
+from tests.harness.servers import Server
 
 
 def raw_request(server: Server, data: bytes) -> socket.socket:
@@ -82,19 +47,6 @@ def unlabelled_metrics(server: Server) -> dict[str, float]:
         for sample in family.samples
         if not sample.labels
     }
-
-
-def mis_command(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`mis ARGV...` run to its end from the repository, with `env` (default: this one)."""
-    return subprocess.run(
-        [sys.executable, "-m", "mis_app", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
 
 
 def post_zip_into(

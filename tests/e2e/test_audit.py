@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import Server, raw_request, wait_until
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import raw_request
+from tests.harness.command import mis_command
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 TOKEN = "s3cr3t-audit-token-value"
@@ -188,12 +189,7 @@ def test_nothing_of_the_study_or_the_token_reaches_the_audit_file(
 
 
 def verify(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mis_app", "audit", "verify", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return mis_command("audit", "verify", path)
 
 
 def test_verify_passes_on_the_real_file_and_pinpoints_an_edit_and_a_removal(

@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import require_tool
-from tests.e2e.server import Server, wait_until, zip_post
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import zip_post
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.unavailable import require_tool
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 # Loaded by the server's Python at start-up (PYTHONPATH): reading the output fails, as a disk

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.server import REPO, free_port, wait_until
+from tests.harness.command import mis_argv
+from tests.harness.process import free_port
+from tests.harness.repo import REPO
+from tests.harness.wait import wait_until
 
 PAGE = REPO / "docs" / "your-own-map.md"
 
@@ -46,16 +49,7 @@ def test_the_walkthrough_s_map_answers_a_first_200(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mis_app",
-                "serve",
-                "--config",
-                "my-map/mis.yaml",
-                "--port",
-                str(port),
-            ],
+            mis_argv("serve", "--config", "my-map/mis.yaml", "--port", str(port)),
             cwd=tmp_path,  # the folder that holds my-map/, as the page says
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.server import REPO, free_port, raw_request, zip_post
+from tests.e2e.server import raw_request, zip_post
+from tests.harness.command import mis_command
+from tests.harness.process import free_port
+from tests.harness.repo import REPO
 from tests.harness.servers import ServerFactory
 
 API_PAGE = REPO / "docs" / "api.md"
@@ -102,11 +103,11 @@ def test_a_client_that_reaches_nothing_is_told_about_url_and_mis_url(tmp_path: P
     study = tmp_path / "study.zip"
     study.write_bytes(one_file_zip())
     nothing = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    result = subprocess.run(
-        [sys.executable, "-m", "mis_app", "infer", str(study), "-o", str(tmp_path / "out.zip")],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = mis_command(
+        "infer",
+        study,
+        "-o",
+        tmp_path / "out.zip",
         env={"MIS_URL": nothing, "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 7, result.stderr

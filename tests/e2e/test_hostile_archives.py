@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, peak_rss, wait_until
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import peak_rss
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import RawEntry, deflated, make_zip, many_entries_zip, raw_zip
 
 MiB = 1024 * 1024

@@ -13,8 +13,9 @@ import pytest
 
 from mis_app.live_log import MAX_CHARS, MAX_LINES, clean_line
 from tests.e2e.live_log import Post, follow, log_url, new_key
-from tests.e2e.server import REPO, wait_until
+from tests.harness.repo import REPO
 from tests.harness.servers import ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 TICKING_MAP = {

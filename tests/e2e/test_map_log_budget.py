@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 
 from tests.e2e.live_log import Post, follow, new_key
-from tests.e2e.server import REPO, Server
-from tests.harness.servers import ServerFactory
+from tests.harness.repo import REPO
+from tests.harness.servers import Server, ServerFactory
 from tests.zips import make_zip
 
 CHATTY_MAP = {

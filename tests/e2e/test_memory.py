@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server, peak_rss, post_zip_into
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import peak_rss, post_zip_into
+from tests.harness.servers import Server, ServerFactory
 
 MiB = 1024 * 1024
 FILES = 240  # 240 MiB of input, which the MAP copies to its output

@@ -16,8 +16,9 @@ import pytest
 
 from mis_adapters.zip.index import local_data_start, records
 from mis_adapters.zip.layout import read_layout
-from tests.e2e.server import REPO, Server, peak_rss, post_zip_into
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import peak_rss, post_zip_into
+from tests.harness.repo import REPO
+from tests.harness.servers import Server, ServerFactory
 from tests.zips import make_zip
 
 MB = 1000 * 1000

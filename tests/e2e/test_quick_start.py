@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import require_tool
-from tests.e2e.server import REPO, free_port, wait_until
+from tests.harness.process import free_port
+from tests.harness.repo import REPO
+from tests.harness.unavailable import require_tool
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
-from tests.e2e.server import REPO, Server, wait_until
+from tests.harness.command import mis_command
 from tests.harness.configs import process_config
-from tests.harness.servers import ServerFactory, merge
+from tests.harness.servers import Server, ServerFactory, merge
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 
@@ -42,11 +41,7 @@ def test_a_missing_map_program_is_503_for_readiness_and_requests(
         error = response.json()["error"]
         assert error["code"] == "backend_unavailable"
         assert "map.command" in error["message"]
-        client = subprocess.run(
-            [sys.executable, "-m", "mis_app", "infer", str(archive), "--url", server.url,
-             "-o", str(tmp_path / "out.zip")],
-            capture_output=True, text=True, cwd=REPO,
-        )  # fmt: skip
+        client = mis_command("infer", archive, "--url", server.url, "-o", tmp_path / "out.zip")
         assert client.returncode == 7, client.stderr
         assert "503 backend_unavailable" in client.stderr
         wait_until(lambda: server.leftovers() == [], 5, "an empty payload folder")
@@ -57,10 +52,7 @@ def test_config_check_warns_about_a_missing_map_program(tmp_path: Path) -> None:
 
     config_file = tmp_path / "mis.yaml"
     config_file.write_text(yaml.safe_dump(merge(process_config(tmp_path), MISSING_PROGRAM)))
-    result = subprocess.run(
-        [sys.executable, "-m", "mis_app", "config", "check", "--config", str(config_file)],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+    result = mis_command("config", "check", "--config", config_file)
     assert result.returncode == 0  # valid, but it will not serve
     assert "warning: map.command: /nonexistent/segment-spleen was not found" in result.stderr
 

@@ -15,14 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import require_tool
-from tests.e2e.server import (
-    Server,
-    raw_request,
-    wait_until,
-    zip_post,
-)
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import raw_request, zip_post
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.unavailable import require_tool
+from tests.harness.wait import wait_until
 from tests.processes import is_alive
 from tests.zips import make_zip
 

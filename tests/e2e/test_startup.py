@@ -12,7 +12,7 @@ import yaml
 
 from mis_adapters.storage.volume import MARKER
 from mis_app.serve import STARTUP_FAILED
-from tests.e2e.server import mis_command
+from tests.harness.command import mis_command
 from tests.harness.servers import ServerFactory
 from tests.storage import leave_workspace
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.server import REPO, Server
+from tests.harness.repo import REPO
+from tests.harness.servers import Server
 
 EXAMPLE_CONFIG = REPO / "examples" / "dicom_stats" / "mis.yaml"
 

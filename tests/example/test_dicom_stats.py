@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import REPO
 from tests.example import EXAMPLE_EXTRA
 from tests.example.serving import example_config
+from tests.harness.repo import REPO
 from tests.harness.servers import ServerFactory
 from tests.harness.unavailable import require_module
 

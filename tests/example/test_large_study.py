@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.server import REPO
 from tests.example import EXAMPLE_EXTRA
 from tests.example.serving import example_config, leftovers_after
+from tests.harness.repo import REPO
 from tests.harness.servers import ServerFactory
 from tests.harness.unavailable import require_module
 

@@ -7,7 +7,7 @@ import time
 
 import attrs
 
-from tests.e2e.server import Server
+from tests.harness.servers import Server
 
 
 @attrs.frozen

@@ -27,8 +27,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, unlabelled_metrics, wait_until
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import unlabelled_metrics
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.slow

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.server import wait_until
 from tests.hardening.http_client import Reader, connect
 from tests.harness.servers import ServerFactory
+from tests.harness.wait import wait_until
 
 MiB = 1024 * 1024
 IDLE = 1.0

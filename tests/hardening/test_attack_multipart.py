@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server
 from tests.hardening.http_client import Reader, connect
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
 from tests.zips import make_zip
 
 

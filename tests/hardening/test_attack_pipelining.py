@@ -26,9 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server
 from tests.hardening.http_client import connect
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
 
 CONNECTIONS = 200
 READ = 256 * 1024  # what asyncio reads at once

@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 
 from mis_app.settings import ServerSettings
-from tests.e2e.server import Server, wait_until
 from tests.hardening.http_client import connect
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 MiB = 1024 * 1024

@@ -23,7 +23,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import wait_until
 from tests.hardening.test_attack_connection_flood import (
     Closings,
     assert_whole,
@@ -32,6 +31,7 @@ from tests.hardening.test_attack_connection_flood import (
 )
 from tests.harness.certificates import self_signed
 from tests.harness.servers import ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 pytestmark = pytest.mark.slow

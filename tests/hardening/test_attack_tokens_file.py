@@ -19,8 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
 
 TOKEN = "s3cret-token-for-tokens-file-tests"
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server
 from tests.harness.certificates import self_signed
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
 from tests.zips import make_zip
 
 TOKENS = ["s3cret-token-for-alice", "s3cret-token-for-bob"]

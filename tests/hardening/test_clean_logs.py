@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, wait_until
 from tests.hardening.http_client import Reader, connect
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 FORGED_PATH = (

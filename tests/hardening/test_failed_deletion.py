@@ -18,9 +18,10 @@ import zipfile
 import httpx
 import pytest
 
-from tests.conftest import require_root
-from tests.e2e.server import Server, unlabelled_metrics, wait_until
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import unlabelled_metrics
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.unavailable import require_root
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot
 from tests.zips import make_zip
 

@@ -19,13 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
-from tests.e2e.server import (
-    Server,
-    raw_request,
-    wait_until,
-    zip_post,
-)
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import raw_request, zip_post
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.processes import is_alive
 from tests.zips import make_zip
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, wait_until
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.processes import is_alive
 from tests.zips import make_zip
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, peak_rss, wait_until
+from tests.e2e.server import peak_rss
 from tests.hardening.http_client import Answer, Reader, connect
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 MiB = 1024 * 1024

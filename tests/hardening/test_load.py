@@ -19,8 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.burst import EMPTY_ZIP, burst, run_loop
-from tests.e2e.server import Server, wait_until
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.zips import make_zip
 
 CLIENTS = 200

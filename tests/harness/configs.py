@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.docker.engine import MAP_IMAGE
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
 from tests.nonroot import NonRoot, maps_dir
 
 SCRIPTED_MAP = str(REPO / "tests" / "maps" / "scripted_map.py")

@@ -10,7 +10,7 @@ import copy
 import os
 import resource
 import ssl
-import sys
+import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -18,12 +18,38 @@ from typing import Any, Literal, Protocol
 
 import yaml
 
-from tests.e2e.server import REPO, Server
+from mis_adapters.storage.layout import PAYLOAD_ROOT_MARKER
+from tests.harness.command import mis_argv
 from tests.harness.configs import docker_config, kubernetes_config, process_config
 from tests.harness.process import free_port, launched
+from tests.harness.repo import REPO
+from tests.harness.wait import wait_until
 from tests.nonroot import NonRoot
 
 Backend = Literal["process", "kubernetes", "docker"]
+
+
+class Server:
+    """A running MIS, as `mis_server` yields it: its URL, payload folder, log and process."""
+
+    def __init__(self, url: str, payload_dir: Path, log: Path, process: subprocess.Popen[bytes]):
+        self.url = url
+        self.payload_dir = payload_dir
+        self.log = log
+        self.process = process
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def leftovers(self) -> list[str]:
+        """What the payload folder holds besides its marker."""
+        if not self.payload_dir.exists():
+            return []
+        return sorted(p.name for p in self.payload_dir.iterdir() if p.name != PAYLOAD_ROOT_MARKER)
+
+    def wait_until_clean(self, timeout: float = 5.0) -> None:
+        """Wait for the payload folder to be empty: workspaces go just after their response."""
+        wait_until(lambda: self.leftovers() == [], timeout, "the workspaces to be deleted")
 
 
 class ServerFactory(Protocol):
@@ -114,10 +140,10 @@ def _running(
     environment is this one without MIS_ variables, with `env` laid over it."""
     config_file = work / "mis.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    argv = [sys.executable, "-m", "mis_app"]
+    argv = mis_argv()
     if nonroot is not None:
         config_file.chmod(0o644)
-        argv = nonroot.command(nonroot.python, "-m", "mis_app")
+        argv = nonroot.command(nonroot.python, *argv[1:])  # its own Python, the same module
     port = free_port()
     log = work / "server.log"
     server_env = {k: v for k, v in os.environ.items() if not k.startswith("MIS_")}

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from mis_app.settings import load_settings
-from tests.conftest import require_tool
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
+from tests.harness.unavailable import require_tool
 
 CHART = REPO / "deploy" / "helm" / "monai-inference-service"
 

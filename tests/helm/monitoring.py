@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import require_tool
+from tests.harness.unavailable import require_tool
 from tests.helm.chart import find, render
 
 ALL_ON = (

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.conftest import require_tool
-from tests.e2e.server import free_port, wait_until
+from tests.harness.process import free_port
+from tests.harness.unavailable import require_tool
+from tests.harness.wait import wait_until
 
 STEP = "1s"  # scrape and rule evaluation interval: the tests wait on seconds, not minutes
 

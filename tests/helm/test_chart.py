@@ -11,7 +11,7 @@ import pytest
 
 from mis_adapters.kubernetes.job import build_job
 from mis_app.bootstrap import job_options, sample_job_request
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
 from tests.helm.chart import (
     CHART,
     KUBERNETES_VERSIONS,

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.e2e.server import REPO
+from tests.harness.repo import REPO
 from tests.helm.chart import CHART, KUBERNETES_VERSIONS, find, helm, render, schema_refusal
 from tests.helm.monitoring import (
     ALERTS,

@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.server import Server
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
 from tests.helm.chart import find, mount_secret_as_the_kubelet_would
 from tests.helm.monitoring import (
     FOREIGN_METRICS,

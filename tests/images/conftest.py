@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import REPO
 from tests.example import EXAMPLE_EXTRA
+from tests.harness.repo import REPO
 from tests.harness.servers import ServerFactory
 from tests.harness.unavailable import require_module
 

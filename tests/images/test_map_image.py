@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,10 @@ import httpx
 import pytest
 
 from tests.docker.engine import Engine
-from tests.e2e.server import REPO, wait_until
+from tests.harness.command import mis_command
+from tests.harness.repo import REPO
 from tests.harness.servers import ServerFactory
+from tests.harness.wait import wait_until
 from tests.images.conftest import entries, post_study
 
 # The first test of a run also waits for the images to be built (a few minutes).
@@ -51,13 +52,7 @@ def docs_console(command: str) -> list[str]:
 
 
 def test_map_inspect_prints_what_the_docs_show(engine: Engine, images: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mis_app", "map", "inspect", images["map"], "--url", engine.url],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
+    result = mis_command("map", "inspect", images["map"], "--url", engine.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == docs_console(f"mis map inspect {images['map']}")
 

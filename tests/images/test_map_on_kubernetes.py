@@ -17,8 +17,8 @@ import attrs
 import pytest
 
 from tests.docker.engine import Engine
-from tests.e2e.server import Server, wait_until
-from tests.harness.servers import mis_server
+from tests.harness.servers import Server, mis_server
+from tests.harness.wait import wait_until
 from tests.images.conftest import entries, post_study
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble

@@ -26,9 +26,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import require_root, require_tool
 from tests.docker.engine import Engine
-from tests.e2e.server import wait_until
+from tests.harness.unavailable import require_root, require_tool
+from tests.harness.wait import wait_until
 from tests.images.conftest import entries, post_study
 from tests.images.portforward import port_forward
 from tests.k8s import podman_pod

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.server import Server
+from tests.harness.servers import Server
 from tests.zips import make_zip
 
 INPUT = {"ct/slice-1.dcm": b"\x01" * 5000, "ct/slice-2.dcm": b"\x02" * 5000}

@@ -18,8 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.server import Server, raw_request, wait_until, zip_post
-from tests.harness.servers import ServerFactory
+from tests.e2e.server import raw_request, zip_post
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.k8s.mis_e2e import INPUT, post

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, wait_until
-from tests.harness.servers import ServerFactory
+from tests.harness.servers import Server, ServerFactory
+from tests.harness.wait import wait_until
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.k8s.mis_e2e import INPUT, post

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import yaml
 from mis_app.bootstrap import kubernetes_backend
 from mis_app.settings import load_settings
 from mis_core.model import JobProgress
-from tests.e2e.server import REPO
+from tests.harness.command import mis_command
 from tests.k8s import kubelet
 from tests.k8s.double import KubeDouble
 from tests.k8s.helpers import request_in
@@ -39,12 +37,11 @@ def config_file(tmp_path: Path, **volume: Any) -> Path:
 
 def render_job(config: Path, kubeconfig: Path) -> tuple[list[dict[str, Any]], str]:
     """The documents render-job prints, and what it says on stderr."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mis_app", "kubernetes", "render-job", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
+    result = mis_command(
+        "kubernetes",
+        "render-job",
+        "--config",
+        config,
         env={"PATH": os.environ["PATH"], "NODE_NAME": NODE, "KUBECONFIG": str(kubeconfig)},
     )
     assert result.returncode == 0, result.stderr
