@@ -255,15 +255,17 @@ async def test_a_create_the_server_carries_out_after_mis_gave_up_leaves_no_job(
 
 
 def through_an_outage(during: Callable[[KubeDouble, str, dict[str, Any], str], None]) -> Behaviour:
-    """Running; an outage of 2 s begins, `during` it the cluster changes; after it, done."""
+    """Running; an outage of 2 s begins, `during` it the cluster changes; once MIS watches
+    the Job again (the outage is over: the double answers no call during one), done."""
 
     async def story(double: KubeDouble, ns: str, job: dict[str, Any], pod: str) -> None:
         kubelet._scheduled(double, ns, job, pod)
         kubelet._running(double, ns, job, pod)
         await double.calls_made("", "pods/log", "get")  # MIS follows the MAP
+        watches = double.count("batch", "jobs", "watch")
         double.faults.outage(2)
         during(double, ns, job, pod)
-        await asyncio.sleep(2.5)
+        await double.calls_made("batch", "jobs", "watch", watches + 1)
         if ("pods", ns, pod) in double.objects:
             await kubelet.finishes(0, lines=["after the outage"])(double, ns, job, pod)
 
