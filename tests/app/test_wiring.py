@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import inspect
 import os
 import subprocess
@@ -12,6 +14,7 @@ from typing import cast
 import attrs
 import pytest
 from prometheus_client import generate_latest
+from pydantic import BaseModel
 
 from mis_adapters.docker.backend import DockerJobBackend
 from mis_adapters.docker.container import ContainerOptions
@@ -28,11 +31,15 @@ from mis_app.bootstrap.connections import listener
 from mis_app.http import ConnectionLimits
 from mis_app.metrics import Metrics
 from mis_app.settings import DockerSettings, KubernetesSettings, PayloadVolumeSettings, Settings
+from mis_app.settings.map import MapSettings, ResourceSettings
+from mis_app.settings.process import ProcessSettings
+from mis_app.settings.server import AuthSettings, ServerSettings, TlsSettings
 from mis_app.state import app_state
-from mis_core.model import JobOutcome
+from mis_core.model import JobOutcome, MapSpec, Resources
 from tests import built
 from tests.core.driving import STAGES, full_request
 from tests.fakes import FakeClock, FakeJobBackend, FakeStorage
+from tests.harness.repo import REPO
 
 
 def test_the_process_backend_does_not_load_the_kubernetes_client() -> None:
@@ -199,3 +206,117 @@ def test_the_server_takes_connections_as_the_server_settings_say() -> None:
     assert (taken.https, taken.shutdown_grace_seconds) == (False, 50)
     scraped = generate_latest(metrics.registry).decode()
     assert "mis_max_connections 50.0" in scraped
+
+
+# What the bootstrap builds each backend section into, taking its keys by name
+# (`from_settings`; the map section through MapSettings.spec())
+TAKEN_BY: dict[type[BaseModel], tuple[type, ...]] = {
+    DockerSettings: (DockerOptions, ContainerOptions),
+    KubernetesSettings: (KubernetesOptions, JobOptions),
+    PayloadVolumeSettings: (JobOptions,),
+    ProcessSettings: (ProcessOptions,),
+    MapSettings: (MapSpec,),
+    ResourceSettings: (Resources,),
+}
+# The edge's sections and the root are mapped by hand into what uses them (the upload limits,
+# the middleware, the storage, the descriptor plan): each key of theirs is read by name off its
+# section (`server.port`, `settings.server.port`) outside the settings package, or taken by
+# name by the options classes given
+EDGE: dict[type[BaseModel], tuple[type, ...]] = {
+    Settings: (),
+    ServerSettings: (PayloadLimits, ConnectionLimits),
+    AuthSettings: (),
+    TlsSettings: (),
+}
+# The keys those two rules leave out, each read by name off its section where it is used
+READ_ELSEWHERE = {
+    "docker.url": "the engine's address: the bootstrap connects the engine's client to it "
+    "and reads MAP manifests through it; no container needs it",
+    "kubernetes.warm_up": "whether the bootstrap starts the backend's warm-up at all",
+    "map.from_manifest": "whether the bootstrap fills the map section in from the image's "
+    "manifest, before anything is built from it",
+    "server.shutdown_grace_seconds": "used through Settings.shutdown_grace_seconds, which "
+    "makes it map.timeout_seconds + 30 when it is unset",
+}
+
+
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _section_names() -> dict[type[BaseModel], str]:
+    """The name each section goes by, in the file and in the code: its key in its parent."""
+    names: dict[type[BaseModel], str] = {Settings: "settings"}
+    pending: list[type[BaseModel]] = [Settings]
+    while pending:
+        for key, field in pending.pop().model_fields.items():
+            if _is_section(field.annotation):
+                names[cast(type[BaseModel], field.annotation)] = key
+                pending.append(cast(type[BaseModel], field.annotation))
+    return names
+
+
+NAMES = _section_names()
+
+
+def _keys(section: type[BaseModel]) -> set[str]:
+    """Its keys that hold values; a section within it is held to its own keys."""
+    return {k for k, field in section.model_fields.items() if not _is_section(field.annotation)}
+
+
+def _listed(section: type[BaseModel]) -> set[str]:
+    return {d.partition(".")[2] for d in READ_ELSEWHERE if d.partition(".")[0] == NAMES[section]}
+
+
+def _fields(classes: tuple[type, ...]) -> set[str]:
+    return {name for cls in classes for name in attrs.fields_dict(cls)}
+
+
+@functools.cache
+def _reads() -> frozenset[tuple[str, str]]:
+    """(owner, key) for every `owner.key` and `x.owner.key` read in MIS's code outside the
+    settings package (whose validators read every key they check)."""
+    settings_package = REPO / "mis_app" / "settings"
+    found = set()
+    for package in ("mis_core", "mis_adapters", "mis_app"):
+        for path in (REPO / package).rglob("*.py"):
+            if settings_package in path.parents:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                    found.add((node.value.id, node.attr))
+                elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+                    found.add((node.value.attr, node.attr))
+    return frozenset(found)
+
+
+def test_every_section_is_held_to_what_takes_its_keys() -> None:
+    assert set(NAMES) == {*TAKEN_BY, *EDGE}
+
+
+@pytest.mark.parametrize("section", TAKEN_BY, ids=lambda section: section.__name__)
+def test_every_key_of_a_backend_section_reaches_its_options_or_is_listed_with_why(
+    section: type[BaseModel],
+) -> None:
+    """Both ways: the test above holds each option to a setting; this holds each setting to
+    what takes it, so that a key which does nothing cannot be added."""
+    taken, listed = _fields(TAKEN_BY[section]), _listed(section)
+    assert not listed & taken, "listed as read elsewhere, but an options class takes it"
+    assert _keys(section) - taken == listed, "keys that nothing takes, or that are listed"
+
+
+@pytest.mark.parametrize("section", EDGE, ids=lambda section: section.__name__)
+def test_every_key_of_the_edge_sections_is_read_by_name_or_is_listed_with_why(
+    section: type[BaseModel],
+) -> None:
+    read = {key for owner, key in _reads() if owner == NAMES[section]}
+    used, listed = _fields(EDGE[section]) | read, _listed(section)
+    assert not listed & used, "listed as read elsewhere, but it is read by name or taken"
+    assert _keys(section) - used == listed, "keys that nothing reads, or that are listed"
+
+
+@pytest.mark.parametrize("dotted", READ_ELSEWHERE)
+def test_what_is_listed_as_read_elsewhere_is_read(dotted: str) -> None:
+    """Off its section, or as the settings derive it (`settings.shutdown_grace_seconds`)."""
+    section, key = dotted.split(".")
+    assert {(section, key), ("settings", key)} & _reads(), f"nothing reads {dotted}"
