@@ -23,7 +23,8 @@ from mis_core.ports import JobBackend
 from tests.adapters.process_jobs import workspace
 from tests.built import settings
 from tests.contracts.adapters import FAILING_CODE, FAILING_LOG, Behaviour, put, tree
-from tests.docker.engine import MAP_IMAGE, Engine
+from tests.docker.engine import Engine
+from tests.harness.configs import MAP_IMAGE
 
 # PID 1 of a container gets only the signals it handles: the polite MAP ends on SIGTERM, the
 # stubborn one ignores it and waits for the engine's SIGKILL.

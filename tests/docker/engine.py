@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
+from tests.harness.configs import MAP_IMAGE
 from tests.harness.wait import wait_until
 from tools.images import Podman
 
-MAP_IMAGE = "localhost/mis-test-map:1"
 MISSING_IMAGE = "localhost/mis-test-missing:1"
 APP_JSON = {
     "apiVersion": "1.0.0",

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.docker.engine import MAP_IMAGE, MISSING_IMAGE, Engine
+from tests.docker.engine import MISSING_IMAGE, Engine
 from tests.harness.command import mis_command
-from tests.harness.configs import docker_config
+from tests.harness.configs import MAP_IMAGE, docker_config
 from tests.harness.servers import ServerFactory
 from tests.harness.wait import wait_until
 

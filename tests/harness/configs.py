@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.docker.engine import MAP_IMAGE
 from tests.harness.repo import REPO
 from tests.nonroot import NonRoot, maps_dir
 
 SCRIPTED_MAP = str(REPO / "tests" / "maps" / "scripted_map.py")
+MAP_IMAGE = "localhost/mis-test-map:1"  # the test MAP image, which tests/docker/engine.py builds
 
 
 def process_config(work: Path, nonroot: NonRoot | None = None) -> dict[str, Any]:
