@@ -45,7 +45,7 @@ from mis_adapters.kubernetes.options import KubernetesOptions
 from mis_adapters.kubernetes.outcome import job_outcome
 from mis_adapters.kubernetes.ownership import Owner
 from mis_adapters.kubernetes.placement import claim_modes_needed, place
-from mis_adapters.kubernetes.retry import ApiHealth, RetryPolicy
+from mis_adapters.kubernetes.retry import ApiHealth, RetryPolicy, transient
 from mis_adapters.kubernetes.sweep import sweep_leftovers
 from mis_adapters.kubernetes.watch import WatchCounts, Watcher
 from mis_core.errors import BackendUnavailable
@@ -241,16 +241,18 @@ class KubernetesJobBackend:
             )
 
     async def warm_up(self, request: JobRequest) -> None:
-        """Pull the MAP's image onto the node before the first request (readiness waits). A
-        pull that fails keeps MIS unready, saying why; an API that cannot be reached gives the
-        warm-up up (readiness then follows the API, as without a warm-up): a blip while MIS
-        starts must not leave it unready until it is restarted."""
+        """Pull the MAP's image onto the node before the first request (readiness waits).
+
+        A failed pull, or a refusal of the Job asking again would repeat (403, 422), keeps MIS
+        unready, saying why; an API that does not answer, throttles or fails inside gives the
+        warm-up up, and readiness follows the API: a blip at start-up must not leave MIS
+        unready until a restart. `request` is this MIS's own (replicas must not meet)."""
         self.warm_up_state = "pulling"
         try:
             api = await self.api()
             options = await self.job_options()
         except API_FAILURES as exc:  # no connection, or the API gave no answer in time
-            self._warm_up_given_up(exc)
+            self._warm_up_failed(exc)
             return
         manifest = build_job(request, options, self.owner)
         container = manifest["spec"]["template"]["spec"]["containers"][0]
@@ -258,15 +260,20 @@ class KubernetesJobBackend:
         container.pop("args", None)
         selector = job_selector(options, request.job_id)
         progress = JobProgress()
+        create = api.attempts("create")
+        created = False
         try:
-            await api.create_job(manifest)
+            await api.create_job(manifest, create)
+            created = True
             with anyio.move_on_after(self.options.warm_up_timeout_seconds):
                 self.warm_up_state = await image_pulled(self._watcher(api), selector, progress)
         except API_FAILURES as exc:
-            self._warm_up_given_up(exc)
+            self._warm_up_failed(exc)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._remove(api, manifest["metadata"]["name"], selector, False, None)
+            if created or create.unsure:  # never a Job of that name that a refusal met
+                with anyio.CancelScope(shield=True):
+                    name, unsure = manifest["metadata"]["name"], not created
+                    await self._remove(api, name, selector, False, None, unsure)
         if self.warm_up_state == "pulling":
             waiting = f" ({progress.waiting_reason})" if progress.waiting_reason else ""
             logger.warning(
@@ -278,7 +285,13 @@ class KubernetesJobBackend:
             self.warm_up_state = ""
         logger.info("image warm-up finished: {}", self.warm_up_state)
 
-    def _warm_up_given_up(self, cause: Exception) -> None:
+    def _warm_up_failed(self, cause: Exception) -> None:
+        """A refusal is the warm-up's verdict; what may pass on its own gives it up."""
+        refusal = cause if isinstance(cause, KubeApiError) else cause.__cause__
+        if isinstance(refusal, KubeApiError) and not transient(refusal.code):
+            self.warm_up_state = str(cause)
+            logger.error("image warm-up failed: {}", cause)
+            return
         self.warm_up_state = ""
         logger.warning(
             "image warm-up given up, the Kubernetes API failed: {}; MIS is ready when the API "

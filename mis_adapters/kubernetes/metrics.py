@@ -33,8 +33,8 @@ class WatchCollector(Collector):
         yield restarts
         resyncs = CounterMetricFamily(
             "mis_kubernetes_watch_resyncs",
-            "Job and pod watches opened again from their last version after one was silent for "
-            "kubernetes.resync_seconds",
+            "Job and pod watches opened again after one was silent for kubernetes.resync_seconds "
+            "(from their last version; listed again the second time in a row)",
             labels=["kind"],
         )
         for kind, value in sorted(self._counts.resyncs.items()):

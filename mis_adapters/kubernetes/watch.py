@@ -17,10 +17,13 @@ answers lists (a buffering proxy) would leave resyncs without news, so the secon
 row without an event lists again: a quiet Job costs one small listing every other resync, and
 no path hides its end for longer than two.
 
-This loop alone retries a watch: each turn opens the stream once (`KubeApi.watch`, where a 401
-reads the credentials again), and an error the server may not repeat (429, 5xx, a cut or
-refused connection) opens it again after the API's back-off (`retry.backoff`, growing with the
-failures in a row, a 429's Retry-After included); any other refusal ends it.
+A server ends a watch now and then (its `timeoutSeconds`), and it is opened again at once; a
+stream ended again with no event between (a proxy that closes every stream) waits the back-off
+first, so it is no busy loop. This loop alone retries a watch: each turn opens the stream once
+(`KubeApi.watch`, where a 401 reads the credentials again), and an error the server may not
+repeat (429, 5xx, a cut or refused connection) opens it again after the API's back-off
+(`retry.backoff`, growing with the failures in a row, a 429's Retry-After included); any other
+refusal ends it.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
     version = ""
     failures = 0  # since the last listing or event
     silences = 0  # resyncs since the last listing or event
+    closes = 0  # streams the server ended since the last listing or event
     while True:
         try:
             if not version:
@@ -119,7 +123,9 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                 for obj in items:
                     yield Change(kind, "ADDED", obj)
                 yield Listed(kind, frozenset(obj["metadata"]["name"] for obj in items))
-                failures = silences = 0
+                failures = silences = closes = 0
+            if closes > 1:  # ended again with nothing between: not a server's routine end
+                await anyio.sleep(backoff(closes - 2))
             stream = api.watch(kind, version, **watch.selectors)
             async with contextlib.aclosing(stream) as events:
                 while True:
@@ -134,8 +140,9 @@ async def list_then_watch(watcher: Watcher, watch: Watch) -> AsyncGenerator[Even
                         break
                     if event is None:
                         counts.restarts[kind, "closed"] += 1
+                        closes += 1
                         break
-                    failures = silences = 0
+                    failures = silences = closes = 0
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
                     if event["type"] != "BOOKMARK" and selects(watch, obj):

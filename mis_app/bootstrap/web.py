@@ -7,6 +7,7 @@ stop cancelled, then closes the backend, whatever ended the app.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -99,7 +100,8 @@ def _lifespan(
                 anyio.create_task_group() as background,
             ):
                 if backend.warm_up is not None:
-                    warming = sample_job_request(settings, "warm-up")
+                    # a name of this process's own: replicas warming up at once do not meet
+                    warming = sample_job_request(settings, f"warm-up-{secrets.token_hex(8)}")
                     background.start_soon(warm_up, backend.warm_up, warming)
                 yield
                 # requests a stop cancelled still stop their MAP and hand their files to deletion

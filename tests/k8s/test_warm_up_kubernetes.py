@@ -94,3 +94,41 @@ async def test_a_warm_up_that_cannot_reach_the_api_is_given_up_and_mis_serves_on
             assert answer.headers["content-type"] == "application/zip"
     finally:
         logger.remove(sink)
+
+
+@pytest.mark.parametrize(
+    ("status", "ready"), [(403, False), (422, False), (503, True)], ids=["403", "422", "503"]
+)
+async def test_a_refused_warm_up_keeps_mis_unready_and_a_failing_api_gives_it_up(
+    double: KubeDouble, tmp_path: Path, status: int, ready: bool
+) -> None:
+    """A Role that may not create Jobs, or a Job the API finds invalid, would fail every
+    request: readiness says so. An API failing inside may pass: the warm-up is given up."""
+    double.behaviour = kubelet.finishes(0)
+    double.faults.answer("jobs", "create", status, times=1000)
+    backend = backend_for(tmp_path, api_retry_max_seconds=1)
+    try:
+        with anyio.fail_after(10):
+            await backend.warm_up(request_in(tmp_path, "warm-up"))
+        if ready:
+            await backend.check()
+        else:
+            with pytest.raises(BackendUnavailable, match=f"could not be pulled: {status} "):
+                await backend.check()
+    finally:
+        await backend.close()
+    assert double.count("batch", "jobs", "delete") == (1 if ready else 0)  # 503: unsure
+
+
+async def test_a_warm_up_refused_for_a_name_taken_deletes_nothing(
+    double: KubeDouble, tmp_path: Path
+) -> None:
+    """A Job of that name that is not this MIS's (409) is never deleted by its warm-up."""
+    double.faults.answer("jobs", "create", 409)
+    backend = backend_for(tmp_path)
+    try:
+        with anyio.fail_after(10):
+            await backend.warm_up(request_in(tmp_path, "warm-up"))
+    finally:
+        await backend.close()
+    assert double.count("batch", "jobs", "delete") == 0

@@ -101,6 +101,21 @@ async def test_a_watch_that_keeps_failing_backs_off(double: KubeDouble) -> None:
     assert not it.watcher.counts.resyncs
 
 
+async def test_streams_ended_at_once_again_and_again_are_opened_after_a_back_off(
+    double: KubeDouble,
+) -> None:
+    """Six watches in a row end at once with nothing sent (a proxy closing every stream): the
+    first is opened again at once, as after a server's routine end; then the waits grow, so
+    the server is not asked in a busy loop (without them, six reopens take milliseconds)."""
+    double.streams.close_at_once("pods", 6)
+    async with subject(5.0) as it:
+        seconds = await seconds_to_watch(double, it.watcher, 7)
+    print(f"six watches ended at once in a row: watched again {seconds:.2f}s")
+    assert 1.2 <= seconds < 4  # waits after the 2nd to 6th: 0.05-0.1 s doubling, 1.25-2.5 s
+    assert it.watcher.counts.restarts == {("pods", "closed"): 6}
+    assert not it.watcher.counts.resyncs
+
+
 async def test_a_401_on_a_watch_reads_the_credentials_again_once(double: KubeDouble) -> None:
     double.streams.fail("pods", 401, times=1)
     async with subject(5.0) as it:

@@ -11,6 +11,8 @@ A stream is a watch ("jobs", "pods") or a followed log ("pods/log"), named by th
 - `error_event(key, code)`: its open watches get an ERROR event with that code and end.
 - `fail(key, code, times)`: its next `times` watches are opened, then at once get an ERROR
   event with that code and end (a server that fails every stream it starts).
+- `close_at_once(key, times)`: its next `times` watches are answered 200 and end with nothing
+  sent (a proxy that closes every stream it is asked for).
 - `refuse(key, code, times)`: its next requests (watches, log reads) are answered with a
   Status of that code (a 503 or 429 for a watch, a 500 for a log read).
 - `leak(key)`: its watches also send the events of objects their selectors do not match, as a
@@ -74,6 +76,7 @@ class WatchFaults:
         self._drops: Counter[str] = Counter()
         self._errors: dict[str, tuple[int, int]] = {}  # key: (generation, code)
         self._failing: dict[str, list[int]] = {}  # key: the codes its next streams end with
+        self._closing: Counter[str] = Counter()  # key: its next streams that end at once
         self._refusals: dict[str, tuple[int, int | None]] = {}  # key: (code, times left)
         self._wakers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
@@ -103,6 +106,9 @@ class WatchFaults:
 
     def fail(self, key: str, code: int, times: int) -> None:
         self._failing[key] = [code] * times
+
+    def close_at_once(self, key: str, times: int) -> None:
+        self._closing[key] = times
 
     def leak(self, *keys: str) -> None:
         self.leaky.update(keys)
@@ -145,6 +151,9 @@ class WatchFaults:
         so the events it sees from are those of the request's moment)."""
         if self._failing.get(key):
             return _failed(self._failing[key].pop(0))
+        if self._closing[key] > 0:
+            self._closing[key] -= 1
+            return _nothing()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         pump = loop.create_task(_pump(chunks, queue))
@@ -224,6 +233,11 @@ async def _next(queue: asyncio.Queue[bytes | None], woken: asyncio.Event) -> byt
             getting.cancel()
     woken.clear()
     return getting.result() if getting.done() and not getting.cancelled() else _WOKEN
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
 
 
 async def _failed(code: int) -> AsyncIterator[bytes]:
