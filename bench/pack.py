@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import MIS_MODULES
 from bench.payloads import KiB, MiB, _smooth_block, file_bytes
 from bench.procstat import Costs
 from mis_adapters.cpus import worker_count
@@ -39,9 +40,9 @@ def make_folder(folder: Path, files: int, size: int) -> None:
 
 def run_one(module: str, folder: Path, workers: int, policy: str) -> dict[str, float]:
     zip_folder = importlib.import_module(module).zip_folder
-    # MIS's zip_folder takes every argument; another module (workers -1) its own defaults
-    mis = {"workers": workers, "limits": OutputLimits(), "spill_to": None}
-    options = mis if workers >= 0 else {}
+    # MIS's zip_folder takes every argument (-1: auto); another module (-1) its own defaults
+    mis = {"workers": max(workers, 0), "limits": OutputLimits(), "spill_to": None}
+    options = mis if workers >= 0 or module.startswith(MIS_MODULES) else {}
     costs = Costs()
     chunks = zip_folder(folder, 1, policy, **options)
     size = len(next(chunks))

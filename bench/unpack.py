@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from bench import MIS_MODULES
 from bench.procstat import Costs
 
 MiB = 1024 * 1024
@@ -32,6 +33,8 @@ def make_archive(path: Path, files: int, size: int) -> None:
 
 def run_one(module: str, archive: Path, destination: Path, workers: int) -> dict[str, float]:
     extract = importlib.import_module(module)
+    if module.startswith(MIS_MODULES):  # MIS's own take every argument: -1 is auto for them
+        workers = max(workers, 0)
     options = {"workers": workers} if workers >= 0 else {}
     limits = extract.ExtractLimits(
         max_extracted_bytes=2**40, max_entries=10**7, max_compression_ratio=1e9

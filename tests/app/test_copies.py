@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
 
 from mis_adapters import open_flags
 from mis_adapters.process import supervisor
 from mis_core.model import HOST_VERSION
+from tests.harness.repo import REPO
 from tools import images
 
-REPO = Path(__file__).parents[2]
 CHART = REPO / "deploy" / "helm" / "monai-inference-service"
 
 
