@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-import attrs
 import httpx
 
 from mis_adapters.storage.archive import extract_archive
@@ -32,6 +31,7 @@ from mis_app.client_answer import Answer, read_error, shown
 from mis_app.infer_options import InferOptions
 from mis_app.logs import clean
 from mis_app.settings import ServerSettings
+from mis_app.settings.mapping import from_settings
 from mis_core.error_catalogue import BY_CODE, Exit
 from mis_core.errors import MisError
 
@@ -39,8 +39,7 @@ _CHUNK = 1024 * 1024
 # A server as configured by default: the result is unpacked within its limits, and a folder
 # is zipped the way it zips its output.
 _SERVER = ServerSettings()
-_LIMITS = _SERVER.model_dump(include=set(attrs.fields_dict(PayloadLimits)))
-UNPACK_LIMITS = PayloadLimits(**_LIMITS).for_extraction()
+UNPACK_LIMITS = from_settings(PayloadLimits, _SERVER).for_extraction()
 
 
 class Progress:

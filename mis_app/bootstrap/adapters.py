@@ -22,13 +22,9 @@ from mis_adapters.process.backend import ProcessJobBackend
 from mis_adapters.process.exposure import ViewRefused
 from mis_adapters.storage.limits import PayloadLimits
 from mis_adapters.storage.volume import LocalStorage
-from mis_app.bootstrap.options import (
-    docker_options,
-    from_settings,
-    kubernetes_options,
-    process_options,
-)
+from mis_app.bootstrap.options import docker_options, kubernetes_options, process_options
 from mis_app.settings import Settings, SettingsError
+from mis_app.settings.mapping import from_settings
 from mis_core.gate import AdmissionGate
 from mis_core.model import JobRequest, Workspace, job_id_for
 from mis_core.ports import Clock, JobBackend, Storage, WarmUp

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from loguru import logger
 
-from mis_app.bootstrap.options import from_settings
 from mis_app.http import ConnectionBudget, ConnectionLimits, descriptors, protocol_class
 from mis_app.metrics import Metrics
 from mis_app.serve import Listener
 from mis_app.settings import Settings
+from mis_app.settings.mapping import from_settings
 
 
 class TlsUnusable(Exception):

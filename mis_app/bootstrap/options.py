@@ -7,10 +7,6 @@ The adapters state no defaults of their own; the settings do (tests/app/test_wir
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
-
-import attrs
-from pydantic import BaseModel
 
 from mis_adapters.docker.container import ContainerOptions
 from mis_adapters.docker.options import DockerOptions
@@ -19,21 +15,8 @@ from mis_adapters.kubernetes.options import KubernetesOptions
 from mis_adapters.process import sandbox
 from mis_adapters.process.options import ProcessOptions
 from mis_app.settings import Settings, SettingsError
+from mis_app.settings.mapping import from_settings
 from mis_app.upload import UploadLimits
-
-Options = TypeVar("Options")
-
-
-def from_settings(cls: type[Options], *sections: BaseModel, **values: Any) -> Options:
-    """An attrs options class from the settings keys of the same names; `values` win."""
-    names = attrs.fields_dict(cls)  # type: ignore[arg-type]
-    found = {
-        key: value
-        for section in sections
-        for key, value in section.model_dump().items()
-        if key in names
-    }
-    return cls(**{**found, **values})
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
